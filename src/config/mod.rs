@@ -1,0 +1,367 @@
+//! The TOML configuration: schema, defaults and validation.
+//!
+//! Unknown keys are errors everywhere. Paths inside the file resolve relative
+//! to the file's directory. The same parse → validate path serves `check`,
+//! startup and reload; every problem is reported with file:line:column.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hickory_proto::rr::Name;
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use crate::diag::{line_col, Diagnostic, LoadError};
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {s:?} ({e}); write it like \"30s\", \"500ms\" or \"2m\""
+        ))
+    })
+}
+
+fn default_dns() -> Vec<SocketAddr> {
+    vec![
+        SocketAddr::from(([127, 0, 0, 1], 5353)),
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 5353)),
+    ]
+}
+fn default_admin() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 8053)))
+}
+fn default_udp_payload() -> u16 {
+    1232
+}
+fn default_tcp_idle() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_tcp_max() -> usize {
+    1024
+}
+fn default_shutdown() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// `[server]`: listeners and protocol limits.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// DNS listen addresses, each served over UDP and TCP.
+    #[serde(default = "default_dns")]
+    pub dns: Vec<SocketAddr>,
+    /// Admin HTTP API listen address; leave out the key for the default,
+    /// set `admin_enabled = false` to run without it.
+    #[serde(default = "default_admin")]
+    pub admin: Option<SocketAddr>,
+    #[serde(default = "yes")]
+    pub admin_enabled: bool,
+    /// Our EDNS UDP payload size (RFC 6891 §6.2.5); replies over UDP are
+    /// capped at the smaller of this and the client's.
+    #[serde(default = "default_udp_payload")]
+    pub udp_payload: u16,
+    /// UDP worker threads per listen address; 0 means one per CPU.
+    #[serde(default)]
+    pub udp_workers: usize,
+    /// Close a TCP connection idle for this long.
+    #[serde(default = "default_tcp_idle", deserialize_with = "de_duration")]
+    pub tcp_idle_timeout: Duration,
+    /// Concurrent TCP connections (all listeners together).
+    #[serde(default = "default_tcp_max")]
+    pub tcp_max_connections: usize,
+    /// How long shutdown waits for in-flight TCP queries.
+    #[serde(default = "default_shutdown", deserialize_with = "de_duration")]
+    pub shutdown_timeout: Duration,
+    /// Name server identifier returned on request (RFC 5001).
+    #[serde(default)]
+    pub nsid: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            dns: default_dns(),
+            admin: default_admin(),
+            admin_enabled: true,
+            udp_payload: default_udp_payload(),
+            udp_workers: 0,
+            tcp_idle_timeout: default_tcp_idle(),
+            tcp_max_connections: default_tcp_max(),
+            shutdown_timeout: default_shutdown(),
+            nsid: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    file: Spanned<PathBuf>,
+    #[serde(default)]
+    allow_transfer: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: ServerConfig,
+    #[serde(default)]
+    zones: BTreeMap<Spanned<String>, RawZone>,
+}
+
+/// Settings given on the command line; they win over the config file, at
+/// startup and on every reload.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub dns: Option<Vec<SocketAddr>>,
+    pub admin: Option<SocketAddr>,
+    pub udp_workers: Option<usize>,
+}
+
+/// A zone to serve, as configured.
+#[derive(Debug, Clone)]
+pub struct ZoneSpec {
+    pub origin: Name,
+    /// Master file path, resolved against the config's directory.
+    pub file: PathBuf,
+    /// Clients allowed to AXFR/IXFR this zone.
+    pub allow_transfer: Vec<IpNet>,
+    /// Where the zone is declared in the config (line).
+    pub line: usize,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub server: ServerConfig,
+    pub zones: Vec<ZoneSpec>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            LoadError(vec![Diagnostic::error(
+                path,
+                0,
+                0,
+                format!("cannot read config: {e}"),
+            )])
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Reads a config file and applies command-line overrides.
+    pub fn load_with(path: &Path, ov: &Overrides) -> Result<Config, LoadError> {
+        let mut c = Config::load(path)?;
+        if let Some(dns) = &ov.dns {
+            c.server.dns = dns.clone();
+        }
+        if let Some(admin) = ov.admin {
+            c.server.admin = Some(admin);
+            c.server.admin_enabled = true;
+        }
+        if let Some(n) = ov.udp_workers {
+            c.server.udp_workers = n;
+        }
+        Ok(c)
+    }
+
+    /// Validates config text as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, LoadError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let (line, col) = e.span().map_or((0, 0), |s| line_col(text, s.start));
+            LoadError(vec![Diagnostic::error(
+                path,
+                line,
+                col,
+                e.message().to_string(),
+            )])
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut diags = Vec::new();
+        let at = |span: std::ops::Range<usize>| line_col(text, span.start);
+
+        let s = &raw.server;
+        if s.dns.is_empty() {
+            diags.push(Diagnostic::error(
+                path,
+                0,
+                0,
+                "server.dns: at least one listen address is needed",
+            ));
+        }
+        if !(512..=4096).contains(&s.udp_payload) {
+            diags.push(Diagnostic::error(
+                path,
+                0,
+                0,
+                format!("server.udp_payload = {}: must be between 512 and 4096 (1232 avoids fragmentation)", s.udp_payload),
+            ));
+        }
+        if s.tcp_max_connections == 0 {
+            diags.push(Diagnostic::error(
+                path,
+                0,
+                0,
+                "server.tcp_max_connections must be at least 1",
+            ));
+        }
+        if let Some(n) = &s.nsid {
+            if n.is_empty() || n.len() > 512 {
+                diags.push(Diagnostic::error(
+                    path,
+                    0,
+                    0,
+                    "server.nsid must be 1 to 512 bytes",
+                ));
+            }
+        }
+        if s.tcp_idle_timeout.is_zero() {
+            diags.push(Diagnostic::error(
+                path,
+                0,
+                0,
+                "server.tcp_idle_timeout must be more than 0",
+            ));
+        }
+
+        let mut zones: Vec<ZoneSpec> = Vec::new();
+        for (key, z) in &raw.zones {
+            let (line, col) = at(key.span());
+            let name = match Name::from_ascii(key.get_ref()) {
+                Ok(mut n) => {
+                    n.set_fqdn(true);
+                    n
+                }
+                Err(e) => {
+                    diags.push(Diagnostic::error(
+                        path,
+                        line,
+                        col,
+                        format!("zones.{:?}: not a domain name: {e}", key.get_ref()),
+                    ));
+                    continue;
+                }
+            };
+            let file = base.join(z.file.get_ref());
+            if !file.is_file() {
+                let (fl, fc) = at(z.file.span());
+                diags.push(Diagnostic::error(
+                    path,
+                    fl,
+                    fc,
+                    format!(
+                        "zones.{:?}.file: {} does not exist or is not a file",
+                        key.get_ref(),
+                        file.display()
+                    ),
+                ));
+            }
+            if let Some(prev) = zones.iter().find(|p| p.origin == name) {
+                diags.push(Diagnostic::error(
+                    path,
+                    line,
+                    col,
+                    format!(
+                        "zones.{:?}: zone {name} is already declared at line {}",
+                        key.get_ref(),
+                        prev.line
+                    ),
+                ));
+                continue;
+            }
+            zones.push(ZoneSpec {
+                origin: name,
+                file,
+                allow_transfer: z.allow_transfer.clone(),
+                line,
+            });
+        }
+        if zones.is_empty() {
+            diags.push(Diagnostic::error(
+                path,
+                0,
+                0,
+                "no zones are configured: add a [zones.\"example.com\"] table",
+            ));
+        }
+        if diags.iter().any(Diagnostic::is_error) {
+            return Err(LoadError(diags));
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            server: raw.server,
+            zones,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, LoadError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.zone"), "").expect("write");
+        Config::parse(&dir.path().join("geolb.toml"), text)
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = parse("[zones.\"example.com\"]\nfile = \"a.zone\"\n").expect("valid");
+        assert_eq!(c.server.udp_payload, 1232);
+        assert_eq!(c.server.dns.len(), 2);
+        assert_eq!(c.zones[0].origin.to_string(), "example.com.");
+        assert!(c.zones[0].file.ends_with("a.zone") && c.zones[0].file.is_absolute());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_line_and_column() {
+        let e = parse("[server]\nudp_payload = 1232\nbogus = 1\n").expect_err("invalid");
+        let d = &e.0[0];
+        assert_eq!((d.line, d.column), (3, 1));
+        assert!(d.message.contains("unknown field"), "{}", d.message);
+    }
+
+    #[test]
+    fn durations_are_human_readable() {
+        let c = parse(
+            "[server]\ntcp_idle_timeout = \"1m30s\"\n[zones.\"example.com\"]\nfile = \"a.zone\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.server.tcp_idle_timeout, Duration::from_secs(90));
+        let e = parse("[server]\ntcp_idle_timeout = \"soon\"\n").expect_err("invalid");
+        assert!(e.0[0].message.contains("invalid duration"));
+        assert_eq!(e.0[0].line, 2);
+    }
+
+    #[test]
+    fn every_error_is_reported() {
+        let e = parse(
+            "[server]\nudp_payload = 100\n[zones.\"example.com\"]\nfile = \"missing.zone\"\n[zones.\"EXAMPLE.com.\"]\nfile = \"a.zone\"\n",
+        )
+        .expect_err("invalid");
+        let msgs: Vec<String> = e.errors().map(|d| d.to_string()).collect();
+        assert_eq!(msgs.len(), 3, "{msgs:?}");
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains(":4:8:") && m.contains("does not exist")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter().any(|m| m.contains("already declared")),
+            "{msgs:?}"
+        );
+    }
+}

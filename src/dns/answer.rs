@@ -1,0 +1,412 @@
+//! Authoritative answer semantics over a [`Snapshot`]: zone selection,
+//! delegations, CNAME chasing, wildcards (RFC 4592), negative answers with
+//! the SOA (RFC 2308), minimal ANY (RFC 8482), EDNS (RFC 6891) and
+//! truncation. One function, [`handle`], turns a received packet into a
+//! reply in a caller-owned buffer; it takes no locks and does not allocate
+//! once the buffer has grown to size.
+
+use std::net::IpAddr;
+
+use crate::dns::wire::{self, NoRoom, ParseError, Request, Section, Writer, MAX_LABELS, MAX_NAME};
+use crate::snapshot::{Node, Snapshot, Zone};
+
+/// How a query arrived; decides the size limit and transfer handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// What to do with a received packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Send nothing.
+    Drop,
+    /// Send the reply written to the buffer.
+    Reply,
+    /// A permitted zone transfer: stream it with [`transfer`] (TCP only).
+    Transfer(usize),
+}
+
+/// Longest CNAME chain followed inside our zones.
+const MAX_CHAIN: usize = 8;
+/// UDP reply size without EDNS (RFC 1035 §4.2.1).
+const PLAIN_UDP: usize = 512;
+
+/// Answers one packet. The reply (when there is one) is left in `out`.
+pub fn handle(
+    snap: &Snapshot,
+    raw: &[u8],
+    client: IpAddr,
+    transport: Transport,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    let req = match wire::parse_request(raw) {
+        Ok(r) => r,
+        Err(ParseError::Drop) => return Outcome::Drop,
+        Err(e) => {
+            let Some((id, flags)) = wire::header_id_flags(raw) else {
+                return Outcome::Drop;
+            };
+            let mut w = Writer::header_only(out, id, flags);
+            w.set_rcode(if e == ParseError::NotImp {
+                wire::RCODE_NOTIMP
+            } else {
+                wire::RCODE_FORMERR
+            });
+            w.finish();
+            return Outcome::Reply;
+        }
+    };
+    let nsid = match req.edns {
+        Some(e) if e.nsid => snap.nsid.as_deref(),
+        _ => None,
+    };
+    let limit = match (transport, req.edns) {
+        (Transport::Tcp, _) => 65535,
+        (Transport::Udp, None) => PLAIN_UDP,
+        (Transport::Udp, Some(e)) => (e.payload.min(snap.udp_payload) as usize).max(PLAIN_UDP),
+    };
+    let mut w = Writer::new(out, &req, limit, true);
+    if let Some(e) = req.edns {
+        w.set_reserve(wire::opt_len(nsid));
+        // RFC 6891 §6.1.3: a version we do not implement gets BADVERS,
+        // answered with the highest version we do (0).
+        if e.version > 0 {
+            w.set_rcode(wire::RCODE_BADVERS);
+            w.put_opt(snap.udp_payload, wire::RCODE_BADVERS, e.dnssec_ok, nsid);
+            w.finish();
+            return Outcome::Reply;
+        }
+    }
+    if req.opcode() != 0 {
+        w.set_rcode(wire::RCODE_NOTIMP);
+        if let Some(e) = req.edns {
+            w.put_opt(snap.udp_payload, wire::RCODE_NOTIMP, e.dnssec_ok, nsid);
+        }
+        w.finish();
+        return Outcome::Reply;
+    }
+    let after_question = w.mark();
+    let (rcode, outcome) = match answer(snap, &req, client, transport, &mut w) {
+        Ok(r) => r,
+        Err(NoRoom) => {
+            // The required sections do not fit: send what tells the client
+            // to retry over TCP (RFC 2181 §9).
+            w.rollback(after_question);
+            w.set_tc();
+            (wire::RCODE_NOERROR, Outcome::Reply)
+        }
+    };
+    w.set_rcode(rcode);
+    if let Some(e) = req.edns {
+        w.put_opt(snap.udp_payload, rcode, e.dnssec_ok, nsid);
+    }
+    w.finish();
+    outcome
+}
+
+/// A name being resolved: lower-cased wire bytes and label offsets.
+struct Target {
+    name: [u8; MAX_NAME],
+    len: usize,
+    offs: [u8; MAX_LABELS],
+    labels: usize,
+}
+
+impl Target {
+    fn from_req(req: &Request<'_>) -> Target {
+        let mut t = Target {
+            name: req.qname,
+            len: req.qname_len,
+            offs: req.label_offsets,
+            labels: req.labels,
+        };
+        t.name[t.len..].fill(0);
+        t
+    }
+    fn set(&mut self, name: &[u8]) {
+        self.name[..name.len()].copy_from_slice(name);
+        self.len = name.len();
+        self.labels = wire::label_offsets(name, &mut self.offs);
+    }
+    fn bytes(&self) -> &[u8] {
+        &self.name[..self.len]
+    }
+    /// The suffix of this name with `n` labels (root = 1).
+    fn suffix(&self, n: usize) -> &[u8] {
+        &self.name[self.offs[self.labels - n] as usize..self.len]
+    }
+}
+
+enum Found<'z> {
+    /// The name exists (`synthesized`: from a wildcard).
+    Node(&'z Node),
+    /// The name is at or below a delegation point.
+    Referral(&'z Node),
+    NxDomain,
+}
+
+/// Walks from the apex down to `t`, stopping at the first delegation point,
+/// then falls back to a wildcard at the closest encloser (RFC 4592 §3.3.1).
+fn lookup<'z>(zone: &'z Zone, t: &Target, qtype: u16) -> Found<'z> {
+    let mut closest = zone.apex_labels;
+    for n in zone.apex_labels + 1..=t.labels {
+        match zone.nodes.get(t.suffix(n)) {
+            Some(node) => {
+                closest = n;
+                // DS at a delegation point is the parent's data (RFC 4035 §3.1.4.1).
+                if node.cut && !(n == t.labels && qtype == wire::TYPE_DS) {
+                    return Found::Referral(node);
+                }
+            }
+            None => break,
+        }
+    }
+    if closest == t.labels || t.labels <= zone.apex_labels {
+        return match zone.nodes.get(t.bytes()) {
+            Some(node) => Found::Node(node),
+            None => Found::NxDomain,
+        };
+    }
+    if zone.has_wildcards {
+        let ce = t.suffix(closest);
+        let mut wc = [0u8; MAX_NAME + 2];
+        wc[0] = 1;
+        wc[1] = b'*';
+        if ce.len() + 2 <= MAX_NAME {
+            wc[2..2 + ce.len()].copy_from_slice(ce);
+            if let Some(node) = zone.nodes.get(&wc[..2 + ce.len()]) {
+                return Found::Node(node);
+            }
+        }
+    }
+    Found::NxDomain
+}
+
+fn put_set(
+    w: &mut Writer<'_>,
+    section: Section,
+    owner: &[u8],
+    set: &crate::snapshot::RRset,
+) -> Result<(), NoRoom> {
+    for rr in set.rrs.iter() {
+        w.put_rr(section, owner, rr)?;
+    }
+    Ok(())
+}
+
+/// Adds the A/AAAA RRsets of `targets` found in `zone` to ADDITIONAL.
+/// Returns `Err` only when `required` data does not fit.
+fn additional(
+    w: &mut Writer<'_>,
+    zone: &Zone,
+    targets: &[Box<[u8]>],
+    required_under: Option<&[u8]>,
+) -> Result<(), NoRoom> {
+    for t in targets {
+        let Some(node) = zone.nodes.get(&t[..]) else {
+            continue;
+        };
+        let required = required_under.is_some_and(|cut| t.ends_with(cut));
+        for rtype in [wire::TYPE_A, wire::TYPE_AAAA] {
+            let Some(set) = node.get(rtype) else { continue };
+            let m = w.mark();
+            if put_set(w, Section::Additional, &node.name, set).is_err() {
+                w.rollback(m);
+                if required {
+                    return Err(NoRoom);
+                }
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn negative(w: &mut Writer<'_>, zone: &Zone) -> Result<(), NoRoom> {
+    let apex = zone.apex_node().map_or(&zone.apex[..], |n| &n.name[..]);
+    w.put_rr(Section::Authority, apex, &zone.neg_soa)
+}
+
+fn answer(
+    snap: &Snapshot,
+    req: &Request<'_>,
+    client: IpAddr,
+    transport: Transport,
+    w: &mut Writer<'_>,
+) -> Result<(u16, Outcome), NoRoom> {
+    if req.qclass != wire::CLASS_IN {
+        return Ok((wire::RCODE_REFUSED, Outcome::Reply));
+    }
+    let Some(zone) = snap.zones.find(req.qname(), &req.label_offsets, req.labels) else {
+        // Not ours: we never recurse or forward.
+        return Ok((wire::RCODE_REFUSED, Outcome::Reply));
+    };
+    if matches!(req.qtype, wire::TYPE_AXFR | wire::TYPE_IXFR) {
+        return transfer_request(snap, req, zone, client, transport, w);
+    }
+    w.set_aa(true);
+    let mut t = Target::from_req(req);
+    let mut zone = zone;
+    let mut rcode = wire::RCODE_NOERROR;
+    for hop in 0..MAX_CHAIN {
+        let owner_is_q = hop == 0;
+        match lookup(zone, &t, req.qtype) {
+            Found::Referral(cut) => {
+                if hop == 0 {
+                    // RFC 1034 §4.3.2 step 3b: a referral is not authoritative.
+                    w.set_aa(false);
+                    if let Some(ns) = cut.get(wire::TYPE_NS) {
+                        put_set(w, Section::Authority, &cut.name, ns)?;
+                        let cut_key = &t.name[t.len - cut.name.len()..t.len];
+                        additional(w, zone, &ns.targets, Some(cut_key))?;
+                    }
+                }
+                break;
+            }
+            Found::NxDomain => {
+                rcode = wire::RCODE_NXDOMAIN;
+                negative(w, zone)?;
+                break;
+            }
+            Found::Node(node) => {
+                let owner: &[u8] = if owner_is_q { req.qname() } else { t.bytes() };
+                if req.qtype != wire::TYPE_CNAME {
+                    if let Some(cname) = node.get(wire::TYPE_CNAME) {
+                        put_set(w, Section::Answer, owner, cname)?;
+                        let Some(next) = cname.targets.first() else {
+                            break;
+                        };
+                        if next.len() > MAX_NAME {
+                            break;
+                        }
+                        // Follow only into zones we serve (RFC 1034 §4.3.2 step 3a).
+                        let Some(nz) = snap.zones.find_name(next) else {
+                            break;
+                        };
+                        if next[..] == *t.bytes() {
+                            break;
+                        }
+                        zone = nz;
+                        t.set(next);
+                        continue;
+                    }
+                }
+                if req.qtype == wire::TYPE_ANY {
+                    // RFC 8482 §4.1: one RRset, never the whole node.
+                    match node.rrsets.first() {
+                        Some(set) => put_set(w, Section::Answer, owner, set)?,
+                        None => negative(w, zone)?,
+                    }
+                    break;
+                }
+                match node.get(req.qtype) {
+                    Some(set) => {
+                        put_set(w, Section::Answer, owner, set)?;
+                        if matches!(req.qtype, wire::TYPE_NS | wire::TYPE_MX | wire::TYPE_SRV) {
+                            additional(w, zone, &set.targets, None)?;
+                        }
+                    }
+                    None => negative(w, zone)?,
+                }
+                break;
+            }
+        }
+    }
+    Ok((rcode, Outcome::Reply))
+}
+
+fn transfer_request(
+    snap: &Snapshot,
+    req: &Request<'_>,
+    zone: &Zone,
+    client: IpAddr,
+    transport: Transport,
+    w: &mut Writer<'_>,
+) -> Result<(u16, Outcome), NoRoom> {
+    let allowed = zone.allow_transfer.iter().any(|net| net.contains(&client));
+    if !allowed {
+        return Ok((wire::RCODE_REFUSED, Outcome::Reply));
+    }
+    if req.qname() != &zone.apex[..] {
+        return Ok((wire::RCODE_NOTAUTH, Outcome::Reply));
+    }
+    let idx = snap
+        .zones
+        .zones
+        .iter()
+        .position(|z| std::ptr::eq(z, zone))
+        .unwrap_or(0);
+    match (transport, req.qtype) {
+        (Transport::Tcp, _) => Ok((wire::RCODE_NOERROR, Outcome::Transfer(idx))),
+        // RFC 1995 §2: an IXFR over UDP that cannot be answered in full gets
+        // the current SOA alone, and the client then asks over TCP.
+        (Transport::Udp, wire::TYPE_IXFR) => {
+            w.set_aa(true);
+            let apex = zone.apex_node().map_or(&zone.apex[..], |n| &n.name[..]);
+            w.put_rr(Section::Answer, apex, &zone.soa)?;
+            Ok((wire::RCODE_NOERROR, Outcome::Reply))
+        }
+        // AXFR is defined over TCP only (RFC 5936 §4.2): tell the client to retry there.
+        (Transport::Udp, _) => {
+            w.set_tc();
+            Ok((wire::RCODE_NOERROR, Outcome::Reply))
+        }
+    }
+}
+
+/// Streams a zone transfer (RFC 5936): SOA, every other record, SOA again,
+/// packed into messages of up to 16 KiB; `send` gets each message.
+pub fn transfer(snap: &Snapshot, zone_idx: usize, raw: &[u8], mut send: impl FnMut(&[u8]) -> bool) {
+    let Some(zone) = snap.zones.zones.get(zone_idx) else {
+        return;
+    };
+    let Ok(req) = wire::parse_request(raw) else {
+        return;
+    };
+    let apex = zone.apex_node().map_or(&zone.apex[..], |n| &n.name[..]);
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut items: Vec<(&[u8], &[u8])> = Vec::with_capacity(zone.order.len() * 2);
+    items.push((apex, &zone.soa));
+    for key in &zone.order {
+        let Some(node) = zone.nodes.get(key) else {
+            continue;
+        };
+        for set in node.rrsets.iter().filter(|s| s.rtype != wire::TYPE_SOA) {
+            for rr in set.rrs.iter() {
+                items.push((&node.name, rr));
+            }
+        }
+    }
+    items.push((apex, &zone.soa));
+    let mut i = 0;
+    while i < items.len() {
+        let mut w = Writer::new(&mut buf, &req, 16 * 1024, true);
+        w.set_aa(true);
+        let mut n = 0;
+        while i < items.len() {
+            if w.put_rr(Section::Answer, items[i].0, items[i].1).is_err() {
+                break;
+            }
+            i += 1;
+            n += 1;
+        }
+        if n == 0 {
+            // A single record larger than 16 KiB: give it a message of its own.
+            let mut w2 = Writer::new(&mut buf, &req, 65535, true);
+            w2.set_aa(true);
+            if w2.put_rr(Section::Answer, items[i].0, items[i].1).is_err() {
+                return;
+            }
+            i += 1;
+            if !send(w2.finish()) {
+                return;
+            }
+            continue;
+        }
+        if !send(w.finish()) {
+            return;
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! TCP listeners (RFC 7766): 2-byte length framing, pipelined queries
+//! answered in order, an idle timeout, a cap on concurrent connections, and
+//! graceful shutdown (a query being answered is finished; idle connections
+//! are closed).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::dns::answer::{handle, transfer, Outcome, Transport};
+use crate::server::Shared;
+
+/// Connection counters for all TCP listeners.
+#[derive(Debug, Default)]
+pub struct TcpStats {
+    pub connections: AtomicU64,
+    pub refused: AtomicU64,
+    pub queries: AtomicU64,
+    /// Unix seconds of the last "limit reached" log line (rate limit).
+    last_limit_log: AtomicU64,
+}
+
+/// Binds a TCP listener (SO_REUSEADDR so restarts do not wait on TIME_WAIT).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    TcpListener::from_std(s.into())
+}
+
+/// Accepts connections until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    max: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tcp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let stats = &shared.tcp_stats;
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            let now = unix_now();
+            let last = stats.last_limit_log.load(Ordering::Relaxed);
+            if now >= last + 10
+                && stats
+                    .last_limit_log
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::warn!(
+                    limit = max,
+                    %peer,
+                    refused_total = stats.refused.load(Ordering::Relaxed),
+                    "tcp connection limit reached; closing new connections (server.tcp_max_connections)"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            connection(stream, peer, shared, shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let idle = shared.snapshot.load().config.server.tcp_idle_timeout;
+    let client = peer.ip().to_canonical();
+    let mut msg = vec![0u8; 65535];
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    let mut frame: Vec<u8> = Vec::with_capacity(4096);
+    if *shutdown.borrow() {
+        return;
+    }
+    loop {
+        let len = tokio::select! {
+            r = tokio::time::timeout(idle, stream.read_u16()) => match r {
+                Ok(Ok(l)) => l as usize,
+                _ => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        if len == 0 {
+            return;
+        }
+        // Once a query has started arriving, it is read and answered even
+        // if shutdown begins meanwhile (bounded by the idle timeout).
+        match tokio::time::timeout(idle, stream.read_exact(&mut msg[..len])).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        shared.tcp_stats.queries.fetch_add(1, Ordering::Relaxed);
+        let snap = shared.snapshot.load_full();
+        match handle(&snap, &msg[..len], client, Transport::Tcp, &mut out) {
+            Outcome::Drop => continue,
+            Outcome::Reply => {
+                frame.clear();
+                frame.extend_from_slice(&(out.len() as u16).to_be_bytes());
+                frame.extend_from_slice(&out);
+                if write(&mut stream, &frame, idle).await.is_err() {
+                    return;
+                }
+            }
+            Outcome::Transfer(zone) => {
+                let started = Instant::now();
+                let mut frames: Vec<Vec<u8>> = Vec::new();
+                transfer(&snap, zone, &msg[..len], |m| {
+                    let mut f = Vec::with_capacity(m.len() + 2);
+                    f.extend_from_slice(&(m.len() as u16).to_be_bytes());
+                    f.extend_from_slice(m);
+                    frames.push(f);
+                    true
+                });
+                for f in &frames {
+                    if write(&mut stream, f, idle).await.is_err() {
+                        return;
+                    }
+                }
+                let zname = snap
+                    .zones
+                    .zones
+                    .get(zone)
+                    .map(|z| z.origin.to_string())
+                    .unwrap_or_default();
+                tracing::info!(zone = %zname, %peer, messages = frames.len(), elapsed_ms = started.elapsed().as_millis() as u64, "zone transfer sent");
+            }
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+async fn write(stream: &mut TcpStream, data: &[u8], limit: Duration) -> Result<(), ()> {
+    match tokio::time::timeout(limit, stream.write_all(data)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}

@@ -1,0 +1,646 @@
+//! DNS wire format: the request parser and the response writer used by the
+//! answer path.
+//!
+//! Queries are parsed straight from the receive buffer into a fixed-size
+//! [`Request`] (no heap allocation); responses are written into a reusable
+//! buffer by [`Writer`], copying records that were encoded once when the
+//! snapshot was compiled. Owner names are compressed against the question
+//! name, which covers almost every record an authoritative answer carries.
+
+/// Maximum length of a domain name in wire format (RFC 1035 §2.3.4).
+pub const MAX_NAME: usize = 255;
+/// Maximum number of labels in a name (including the root).
+pub const MAX_LABELS: usize = 128;
+
+pub const TYPE_A: u16 = 1;
+pub const TYPE_NS: u16 = 2;
+pub const TYPE_CNAME: u16 = 5;
+pub const TYPE_SOA: u16 = 6;
+pub const TYPE_HINFO: u16 = 13;
+pub const TYPE_MX: u16 = 15;
+pub const TYPE_AAAA: u16 = 28;
+pub const TYPE_SRV: u16 = 33;
+pub const TYPE_OPT: u16 = 41;
+pub const TYPE_DS: u16 = 43;
+pub const TYPE_IXFR: u16 = 251;
+pub const TYPE_AXFR: u16 = 252;
+pub const TYPE_ANY: u16 = 255;
+pub const CLASS_IN: u16 = 1;
+
+pub const OPT_NSID: u16 = 3;
+pub const OPT_ECS: u16 = 8;
+
+pub const RCODE_NOERROR: u16 = 0;
+pub const RCODE_FORMERR: u16 = 1;
+pub const RCODE_SERVFAIL: u16 = 2;
+pub const RCODE_NXDOMAIN: u16 = 3;
+pub const RCODE_NOTIMP: u16 = 4;
+pub const RCODE_REFUSED: u16 = 5;
+pub const RCODE_NOTAUTH: u16 = 9;
+/// Extended RCODE 16 (RFC 6891 §9); needs an OPT record to be expressed.
+pub const RCODE_BADVERS: u16 = 16;
+
+const FLAG_QR: u16 = 0x8000;
+const FLAG_AA: u16 = 0x0400;
+const FLAG_TC: u16 = 0x0200;
+const FLAG_RD: u16 = 0x0100;
+const FLAG_CD: u16 = 0x0010;
+const EDNS_DO: u16 = 0x8000;
+
+/// Why a packet could not be parsed as a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    /// Not worth a reply: shorter than a header, or a response (QR=1).
+    Drop,
+    /// Reply FORMERR (header fields are known).
+    FormErr,
+    /// Reply NOTIMP: an opcode we do not implement.
+    NotImp,
+}
+
+/// The parts of a query's OPT record (RFC 6891) that the answer path uses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Edns {
+    pub payload: u16,
+    pub version: u8,
+    pub dnssec_ok: bool,
+    pub nsid: bool,
+    /// Byte range of the client-subnet option's data inside the request.
+    pub ecs: Option<(usize, usize)>,
+}
+
+/// A parsed query. Names are held in fixed buffers so parsing never allocates.
+#[derive(Clone)]
+pub struct Request<'a> {
+    pub raw: &'a [u8],
+    pub id: u16,
+    pub flags: u16,
+    /// End of the question section in `raw` (the question is echoed verbatim).
+    pub question_end: usize,
+    /// Length of the question name in wire format.
+    pub qname_len: usize,
+    /// Question name, lower-cased, wire format.
+    pub qname: [u8; MAX_NAME],
+    /// Start offset of each label in `qname`; `labels` entries are valid,
+    /// the last one is the root label.
+    pub label_offsets: [u8; MAX_LABELS],
+    pub labels: usize,
+    pub qtype: u16,
+    pub qclass: u16,
+    pub edns: Option<Edns>,
+}
+
+impl<'a> Request<'a> {
+    pub fn opcode(&self) -> u8 {
+        ((self.flags >> 11) & 0x0f) as u8
+    }
+    pub fn rd(&self) -> bool {
+        self.flags & FLAG_RD != 0
+    }
+    /// The lower-cased question name in wire format.
+    pub fn qname(&self) -> &[u8] {
+        &self.qname[..self.qname_len]
+    }
+    /// The name formed by the last `n` labels of the question name (n = 1 is the root).
+    pub fn suffix(&self, n: usize) -> &[u8] {
+        let idx = self.labels - n;
+        &self.qname[self.label_offsets[idx] as usize..self.qname_len]
+    }
+}
+
+/// Reads only the 12-byte header fields needed to answer an unparsable query.
+pub fn header_id_flags(raw: &[u8]) -> Option<(u16, u16)> {
+    if raw.len() < 12 {
+        return None;
+    }
+    Some((
+        u16::from_be_bytes([raw[0], raw[1]]),
+        u16::from_be_bytes([raw[2], raw[3]]),
+    ))
+}
+
+fn rd16(raw: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*raw.get(at)?, *raw.get(at + 1)?]))
+}
+
+/// Skips a (possibly compressed) name starting at `at`; returns the offset after it.
+fn skip_name(raw: &[u8], mut at: usize) -> Result<usize, ParseError> {
+    let mut total = 0usize;
+    loop {
+        let len = *raw.get(at).ok_or(ParseError::FormErr)? as usize;
+        match len & 0xc0 {
+            0x00 => {
+                at += 1 + len;
+                total += 1 + len;
+                if total > MAX_NAME || at > raw.len() {
+                    return Err(ParseError::FormErr);
+                }
+                if len == 0 {
+                    return Ok(at);
+                }
+            }
+            0xc0 => {
+                if at + 2 > raw.len() {
+                    return Err(ParseError::FormErr);
+                }
+                return Ok(at + 2);
+            }
+            _ => return Err(ParseError::FormErr),
+        }
+    }
+}
+
+/// Parses a query. Triage follows a fixed order: short packet or QR=1 (drop),
+/// opcode (NOTIMP), question count and question (FORMERR), then the OPT record.
+pub fn parse_request(raw: &[u8]) -> Result<Request<'_>, ParseError> {
+    let (id, flags) = header_id_flags(raw).ok_or(ParseError::Drop)?;
+    if flags & FLAG_QR != 0 {
+        return Err(ParseError::Drop);
+    }
+    let qdcount = rd16(raw, 4).unwrap_or(0);
+    let ancount = rd16(raw, 6).unwrap_or(0);
+    let nscount = rd16(raw, 8).unwrap_or(0);
+    let arcount = rd16(raw, 10).unwrap_or(0);
+    let opcode = (flags >> 11) & 0x0f;
+    // Other opcodes are still parsed (to echo the question and OPT in the
+    // NOTIMP reply) when they look like a query; otherwise header only.
+    let fail = if opcode != 0 {
+        ParseError::NotImp
+    } else {
+        ParseError::FormErr
+    };
+    let mut req = Request {
+        raw,
+        id,
+        flags,
+        question_end: 12,
+        qname_len: 0,
+        qname: [0; MAX_NAME],
+        label_offsets: [0; MAX_LABELS],
+        labels: 0,
+        qtype: 0,
+        qclass: 0,
+        edns: None,
+    };
+    if qdcount != 1 {
+        return Err(fail);
+    }
+    parse_body(&mut req, ancount, nscount, arcount).map_err(|_| fail)?;
+    Ok(req)
+}
+
+fn parse_body(
+    req: &mut Request<'_>,
+    ancount: u16,
+    nscount: u16,
+    arcount: u16,
+) -> Result<(), ParseError> {
+    let raw = req.raw;
+    // Question name: uncompressed labels only (there is nothing to point at yet).
+    let mut at = 12usize;
+    loop {
+        let len = *raw.get(at).ok_or(ParseError::FormErr)? as usize;
+        if len & 0xc0 != 0 {
+            return Err(ParseError::FormErr);
+        }
+        if req.labels >= MAX_LABELS || req.qname_len + 1 + len > MAX_NAME {
+            return Err(ParseError::FormErr);
+        }
+        let label = raw.get(at + 1..at + 1 + len).ok_or(ParseError::FormErr)?;
+        req.label_offsets[req.labels] = req.qname_len as u8;
+        req.labels += 1;
+        req.qname[req.qname_len] = len as u8;
+        for (i, b) in label.iter().enumerate() {
+            req.qname[req.qname_len + 1 + i] = b.to_ascii_lowercase();
+        }
+        req.qname_len += 1 + len;
+        at += 1 + len;
+        if len == 0 {
+            break;
+        }
+    }
+    req.qtype = rd16(raw, at).ok_or(ParseError::FormErr)?;
+    req.qclass = rd16(raw, at + 2).ok_or(ParseError::FormErr)?;
+    at += 4;
+    req.question_end = at;
+    // Answer and authority sections are not expected in a query; skip them.
+    for _ in 0..(ancount as usize + nscount as usize) {
+        at = skip_rr(raw, at)?;
+    }
+    for _ in 0..arcount {
+        let name_start = at;
+        let after_name = skip_name(raw, at)?;
+        let rtype = rd16(raw, after_name).ok_or(ParseError::FormErr)?;
+        let rdlen = rd16(raw, after_name + 8).ok_or(ParseError::FormErr)? as usize;
+        let rdata = after_name + 10;
+        let end = rdata + rdlen;
+        if end > raw.len() {
+            return Err(ParseError::FormErr);
+        }
+        if rtype == TYPE_OPT {
+            // RFC 6891 §6.1.1: one OPT only, owned by the root.
+            if req.edns.is_some() || raw[name_start] != 0 || after_name != name_start + 1 {
+                return Err(ParseError::FormErr);
+            }
+            let payload = rd16(raw, after_name + 2).ok_or(ParseError::FormErr)?;
+            let version = raw[after_name + 5];
+            let eflags = rd16(raw, after_name + 6).ok_or(ParseError::FormErr)?;
+            let mut e = Edns {
+                payload,
+                version,
+                dnssec_ok: eflags & EDNS_DO != 0,
+                nsid: false,
+                ecs: None,
+            };
+            let mut o = rdata;
+            while o < end {
+                let code = rd16(raw, o).ok_or(ParseError::FormErr)?;
+                let olen = rd16(raw, o + 2).ok_or(ParseError::FormErr)? as usize;
+                let data = o + 4;
+                if data + olen > end {
+                    return Err(ParseError::FormErr);
+                }
+                match code {
+                    OPT_NSID => e.nsid = true,
+                    OPT_ECS => {
+                        if e.ecs.is_some() {
+                            return Err(ParseError::FormErr);
+                        }
+                        e.ecs = Some((data, data + olen));
+                    }
+                    _ => {}
+                }
+                o = data + olen;
+            }
+            req.edns = Some(e);
+        }
+        at = end;
+    }
+    Ok(())
+}
+
+fn skip_rr(raw: &[u8], at: usize) -> Result<usize, ParseError> {
+    let n = skip_name(raw, at)?;
+    let rdlen = rd16(raw, n + 8).ok_or(ParseError::FormErr)? as usize;
+    let end = n + 10 + rdlen;
+    if end > raw.len() {
+        return Err(ParseError::FormErr);
+    }
+    Ok(end)
+}
+
+/// Offsets of each label of an uncompressed wire name; returns the count.
+pub fn label_offsets(name: &[u8], out: &mut [u8; MAX_LABELS]) -> usize {
+    let mut n = 0;
+    let mut at = 0usize;
+    while at < name.len() && n < MAX_LABELS {
+        out[n] = at as u8;
+        n += 1;
+        let len = name[at] as usize;
+        if len == 0 {
+            break;
+        }
+        at += 1 + len;
+    }
+    n
+}
+
+/// Where a response is being written, and how much room it may take.
+pub struct Writer<'b> {
+    buf: &'b mut Vec<u8>,
+    /// Bytes the whole message may take (UDP payload limit or 65535).
+    limit: usize,
+    /// Bytes kept free at the end for the OPT record.
+    reserve: usize,
+    counts: [u16; 4],
+    /// Question name (lower-cased) and its label offsets, for compression.
+    qname: [u8; MAX_NAME],
+    qname_len: usize,
+    qlabels: [u8; MAX_LABELS],
+    nqlabels: usize,
+    /// Whether the question was echoed (names can then point at it).
+    has_question: bool,
+}
+
+/// Sections of a message, as indexes into the header counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Answer = 1,
+    Authority = 2,
+    Additional = 3,
+}
+
+/// A position to roll back to when something does not fit.
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    len: usize,
+    counts: [u16; 4],
+}
+
+/// The response did not fit in the space allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoRoom;
+
+impl<'b> Writer<'b> {
+    /// Starts a response to `req`: header with the query's id, opcode, RD and
+    /// CD echoed; and the question, copied as received (case preserved).
+    pub fn new(buf: &'b mut Vec<u8>, req: &Request<'_>, limit: usize, echo_question: bool) -> Self {
+        buf.clear();
+        let flags = FLAG_QR | (req.flags & (0x7800 | FLAG_RD | FLAG_CD));
+        buf.extend_from_slice(&req.id.to_be_bytes());
+        buf.extend_from_slice(&flags.to_be_bytes());
+        buf.extend_from_slice(&[0; 8]);
+        let mut w = Writer {
+            buf,
+            limit: limit.clamp(12, 65535),
+            reserve: 0,
+            counts: [0; 4],
+            qname: [0; MAX_NAME],
+            qname_len: 0,
+            qlabels: [0; MAX_LABELS],
+            nqlabels: 0,
+            has_question: false,
+        };
+        if echo_question && req.question_end > 12 && req.qname_len > 0 {
+            w.buf.extend_from_slice(&req.raw[12..req.question_end]);
+            w.counts[0] = 1;
+            w.qname[..req.qname_len].copy_from_slice(req.qname());
+            w.qname_len = req.qname_len;
+            w.qlabels = req.label_offsets;
+            w.nqlabels = req.labels;
+            w.has_question = true;
+        }
+        w
+    }
+
+    /// Starts a bare header-only response from raw header fields.
+    pub fn header_only(buf: &'b mut Vec<u8>, id: u16, qflags: u16) -> Self {
+        buf.clear();
+        let flags = FLAG_QR | (qflags & (0x7800 | FLAG_RD | FLAG_CD));
+        buf.extend_from_slice(&id.to_be_bytes());
+        buf.extend_from_slice(&flags.to_be_bytes());
+        buf.extend_from_slice(&[0; 8]);
+        Writer {
+            buf,
+            limit: 65535,
+            reserve: 0,
+            counts: [0; 4],
+            qname: [0; MAX_NAME],
+            qname_len: 0,
+            qlabels: [0; MAX_LABELS],
+            nqlabels: 0,
+            has_question: false,
+        }
+    }
+
+    pub fn set_reserve(&mut self, bytes: usize) {
+        self.reserve = bytes;
+    }
+
+    pub fn set_rcode(&mut self, rcode: u16) {
+        self.buf[3] = (self.buf[3] & 0xf0) | (rcode & 0x0f) as u8;
+    }
+    pub fn set_aa(&mut self, aa: bool) {
+        if aa {
+            self.buf[2] |= (FLAG_AA >> 8) as u8;
+        } else {
+            self.buf[2] &= !((FLAG_AA >> 8) as u8);
+        }
+    }
+    pub fn set_tc(&mut self) {
+        self.buf[2] |= (FLAG_TC >> 8) as u8;
+    }
+    pub fn tc(&self) -> bool {
+        self.buf[2] & (FLAG_TC >> 8) as u8 != 0
+    }
+
+    pub fn mark(&self) -> Mark {
+        Mark {
+            len: self.buf.len(),
+            counts: self.counts,
+        }
+    }
+    pub fn rollback(&mut self, m: Mark) {
+        self.buf.truncate(m.len);
+        self.counts = m.counts;
+    }
+    pub fn count(&self, s: Section) -> u16 {
+        self.counts[s as usize]
+    }
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.buf.len() <= 12
+    }
+
+    fn room(&self) -> usize {
+        self.limit.saturating_sub(self.reserve)
+    }
+
+    /// Writes `name` (lower-case or original-case wire format), compressed
+    /// against the question name where a suffix matches.
+    fn put_name(&mut self, name: &[u8]) {
+        if self.has_question {
+            let mut offs = [0u8; MAX_LABELS];
+            let n = label_offsets(name, &mut offs);
+            // Longest suffix of `name` that is also a suffix of the qname,
+            // excluding the bare root (a pointer is no shorter than it).
+            for &off in offs.iter().take(n.saturating_sub(1)) {
+                let off = off as usize;
+                let suffix = &name[off..];
+                if suffix.len() > self.qname_len {
+                    continue;
+                }
+                let qstart = self.qname_len - suffix.len();
+                let on_label = self.qlabels[..self.nqlabels]
+                    .iter()
+                    .any(|&o| o as usize == qstart);
+                if on_label && suffix.eq_ignore_ascii_case(&self.qname[qstart..self.qname_len]) {
+                    self.buf.extend_from_slice(&name[..off]);
+                    let ptr = 0xc000u16 | (12 + qstart) as u16;
+                    self.buf.extend_from_slice(&ptr.to_be_bytes());
+                    return;
+                }
+            }
+        }
+        self.buf.extend_from_slice(name);
+    }
+
+    /// Appends one resource record: owner name, then `fixed`, which holds
+    /// TYPE, CLASS, TTL, RDLENGTH and RDATA already encoded.
+    pub fn put_rr(&mut self, section: Section, owner: &[u8], fixed: &[u8]) -> Result<(), NoRoom> {
+        let start = self.buf.len();
+        self.put_name(owner);
+        self.buf.extend_from_slice(fixed);
+        if self.buf.len() > self.room() {
+            self.buf.truncate(start);
+            return Err(NoRoom);
+        }
+        self.counts[section as usize] += 1;
+        Ok(())
+    }
+
+    /// Like [`put_rr`](Self::put_rr) but with the TTL replaced.
+    pub fn put_rr_ttl(
+        &mut self,
+        section: Section,
+        owner: &[u8],
+        fixed: &[u8],
+        ttl: u32,
+    ) -> Result<(), NoRoom> {
+        let start = self.buf.len();
+        self.put_rr(section, owner, fixed)?;
+        let ttl_at = self.buf.len() - fixed.len() + 4;
+        self.buf[ttl_at..ttl_at + 4].copy_from_slice(&ttl.to_be_bytes());
+        debug_assert!(self.buf.len() > start);
+        Ok(())
+    }
+
+    /// Appends the OPT record (RFC 6891 §6.1.2): our payload size, the high
+    /// bits of the RCODE, version 0, the DO bit echoed, unknown flags cleared,
+    /// and NSID when asked for and configured. Ignores the size limit: room
+    /// for it is reserved with [`set_reserve`](Self::set_reserve).
+    pub fn put_opt(&mut self, payload: u16, rcode: u16, dnssec_ok: bool, nsid: Option<&[u8]>) {
+        self.buf.push(0);
+        self.buf.extend_from_slice(&TYPE_OPT.to_be_bytes());
+        self.buf.extend_from_slice(&payload.to_be_bytes());
+        self.buf.push((rcode >> 4) as u8);
+        self.buf.push(0);
+        let flags: u16 = if dnssec_ok { EDNS_DO } else { 0 };
+        self.buf.extend_from_slice(&flags.to_be_bytes());
+        match nsid {
+            Some(id) => {
+                let rdlen = 4 + id.len();
+                self.buf.extend_from_slice(&(rdlen as u16).to_be_bytes());
+                self.buf.extend_from_slice(&OPT_NSID.to_be_bytes());
+                self.buf.extend_from_slice(&(id.len() as u16).to_be_bytes());
+                self.buf.extend_from_slice(id);
+            }
+            None => self.buf.extend_from_slice(&0u16.to_be_bytes()),
+        }
+        self.counts[3] += 1;
+    }
+
+    /// Writes the section counts into the header and returns the message.
+    pub fn finish(self) -> &'b [u8] {
+        for (i, c) in self.counts.iter().enumerate() {
+            let at = 4 + i * 2;
+            self.buf[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        }
+        self.buf.as_slice()
+    }
+}
+
+/// Size of the OPT record [`Writer::put_opt`] writes.
+pub fn opt_len(nsid: Option<&[u8]>) -> usize {
+    11 + nsid.map_or(0, |id| 4 + id.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(name: &[u8], qtype: u16, extra: &[u8], arcount: u16) -> Vec<u8> {
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0];
+        q.extend_from_slice(&arcount.to_be_bytes());
+        q.extend_from_slice(name);
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&CLASS_IN.to_be_bytes());
+        q.extend_from_slice(extra);
+        q
+    }
+
+    #[test]
+    fn parses_and_lowercases_question() {
+        let raw = query(b"\x03WwW\x07example\x03com\x00", TYPE_A, &[], 0);
+        let r = parse_request(&raw).expect("parses");
+        assert_eq!(r.qname(), b"\x03www\x07example\x03com\x00");
+        assert_eq!(r.labels, 4);
+        assert_eq!(r.suffix(1), b"\x00");
+        assert_eq!(r.suffix(3), b"\x07example\x03com\x00");
+        assert_eq!(r.qtype, TYPE_A);
+        assert!(r.rd());
+        assert!(r.edns.is_none());
+    }
+
+    #[test]
+    fn short_and_response_packets_are_dropped() {
+        assert_eq!(parse_request(&[0; 11]).err(), Some(ParseError::Drop));
+        let mut raw = query(b"\x00", TYPE_A, &[], 0);
+        raw[2] |= 0x80;
+        assert_eq!(parse_request(&raw).err(), Some(ParseError::Drop));
+    }
+
+    #[test]
+    fn malformed_questions_are_formerr() {
+        // Truncated name, pointer in question, label too long, two questions.
+        for raw in [
+            query(b"\x05ab", TYPE_A, &[], 0)[..15].to_vec(),
+            query(b"\xc0\x0c", TYPE_A, &[], 0),
+            query(b"\x50abc\x00", TYPE_A, &[], 0),
+        ] {
+            assert_eq!(parse_request(&raw).err(), Some(ParseError::FormErr));
+        }
+        let mut two = query(b"\x00", TYPE_A, &[], 0);
+        two[5] = 2;
+        assert_eq!(parse_request(&two).err(), Some(ParseError::FormErr));
+    }
+
+    #[test]
+    fn opt_record_fields_and_options() {
+        // OPT: payload 4096, version 0, DO, options NSID (empty) and 100 (2 bytes).
+        let opt = [
+            0, 0, 41, 0x10, 0, 0, 0, 0x80, 0, 0, 10, 0, 3, 0, 0, 0, 100, 0, 2, 1, 2,
+        ];
+        let raw = query(b"\x00", TYPE_A, &opt, 1);
+        let e = parse_request(&raw).expect("parses").edns.expect("edns");
+        assert_eq!(e.payload, 4096);
+        assert!(e.dnssec_ok && e.nsid);
+        assert!(e.ecs.is_none());
+        // Option length overruns the OPT rdata.
+        let bad = [0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 4, 0, 100, 0, 9];
+        let raw = query(b"\x00", TYPE_A, &bad, 1);
+        assert_eq!(parse_request(&raw).err(), Some(ParseError::FormErr));
+        // Two OPT records.
+        let mut two = opt.to_vec();
+        two.extend_from_slice(&opt);
+        let raw = query(b"\x00", TYPE_A, &two, 2);
+        assert_eq!(parse_request(&raw).err(), Some(ParseError::FormErr));
+    }
+
+    #[test]
+    fn owner_names_compress_against_question() {
+        let raw = query(b"\x03www\x07example\x03com\x00", TYPE_A, &[], 0);
+        let r = parse_request(&raw).expect("parses");
+        let mut buf = Vec::new();
+        let mut w = Writer::new(&mut buf, &r, 512, true);
+        let fixed = [0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1];
+        w.put_rr(Section::Answer, b"\x03www\x07example\x03com\x00", &fixed)
+            .expect("fits");
+        w.put_rr(Section::Answer, b"\x03ftp\x07example\x03com\x00", &fixed)
+            .expect("fits");
+        w.put_rr(Section::Answer, b"\x03org\x00", &fixed)
+            .expect("fits");
+        let out = w.finish().to_vec();
+        let q_end = 12 + 17 + 4;
+        assert_eq!(&out[q_end..q_end + 2], &[0xc0, 12]);
+        let second = q_end + 2 + fixed.len();
+        assert_eq!(&out[second..second + 6], b"\x03ftp\xc0\x10");
+        let third = second + 6 + fixed.len();
+        assert_eq!(&out[third..third + 5], b"\x03org\x00");
+        assert_eq!(&out[6..8], &[0, 3]);
+    }
+
+    #[test]
+    fn records_that_do_not_fit_are_refused() {
+        let raw = query(b"\x00", TYPE_A, &[], 0);
+        let r = parse_request(&raw).expect("parses");
+        let mut buf = Vec::new();
+        let mut w = Writer::new(&mut buf, &r, 40, true);
+        let fixed = [0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1];
+        assert!(w.put_rr(Section::Answer, b"\x00", &fixed).is_ok());
+        assert_eq!(w.put_rr(Section::Answer, b"\x00", &fixed), Err(NoRoom));
+        assert_eq!(w.count(Section::Answer), 1);
+    }
+}

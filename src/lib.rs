@@ -1,0 +1,14 @@
+//! geolb: a GeoDNS global server load balancer.
+//!
+//! Data flow: config + zone files are parsed and validated ([`config`],
+//! [`zone`]), compiled into an immutable [`snapshot::Snapshot`], and swapped
+//! in atomically; the DNS listeners ([`dns`]) answer every query from the
+//! current snapshot without locks. See ARCHITECTURE.md.
+
+pub mod admin;
+pub mod config;
+pub mod diag;
+pub mod dns;
+pub mod server;
+pub mod snapshot;
+pub mod zone;

@@ -1,0 +1,296 @@
+//! The running server: the one `ArcSwap<Snapshot>` the data plane reads,
+//! listeners, reload (validated off to the side, swapped in whole or not at
+//! all) and graceful shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::Config;
+use crate::diag::{Diagnostic, LoadError};
+use crate::dns::{tcp, udp};
+use crate::snapshot::{self, Snapshot};
+
+pub use crate::config::Overrides;
+
+/// Outcome of the last reload attempt, as shown by the status API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    pub ok: bool,
+    pub at: SystemTime,
+    /// The generation now serving (the new one on success).
+    pub generation: u64,
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    #[error("cannot listen on {addr} ({proto}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        proto: &'static str,
+        source: io::Error,
+    },
+    #[error("no DNS listener could be bound")]
+    NoListener,
+}
+
+/// State shared by listeners, the admin API and signal handlers.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub config_path: PathBuf,
+    pub overrides: Overrides,
+    pub started_at: SystemTime,
+    pub last_reload: Mutex<Option<ReloadReport>>,
+    reload_lock: Mutex<()>,
+    pub udp_stats: Mutex<Vec<Arc<udp::WorkerStats>>>,
+    pub tcp_stats: tcp::TcpStats,
+    pub dns_addrs: Mutex<Vec<SocketAddr>>,
+}
+
+impl Shared {
+    /// Re-reads the config and zones; swaps the new snapshot in only if all
+    /// of it is valid. On error the current snapshot keeps serving.
+    pub fn reload(&self) -> Result<ReloadReport, ReloadReport> {
+        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.snapshot.load_full();
+        let next_gen = current.generation + 1;
+        let result = Config::load_with(&self.config_path, &self.overrides)
+            .and_then(|c| snapshot::build(c, next_gen));
+        let report = match result {
+            Ok((snap, warnings)) => {
+                for w in &warnings {
+                    tracing::warn!("{w}");
+                }
+                if snap.config.server.dns != current.config.server.dns
+                    || snap.config.server.admin != current.config.server.admin
+                {
+                    tracing::warn!("listen addresses changed in the config; they take effect at the next restart");
+                }
+                let zones = snap.zones.zones.len();
+                self.snapshot.store(Arc::new(snap));
+                tracing::info!(generation = next_gen, zones, "reload succeeded");
+                Ok(ReloadReport {
+                    ok: true,
+                    at: SystemTime::now(),
+                    generation: next_gen,
+                    errors: Vec::new(),
+                    warnings,
+                })
+            }
+            Err(LoadError(diags)) => {
+                for d in &diags {
+                    if d.is_error() {
+                        tracing::error!("{d}");
+                    } else {
+                        tracing::warn!("{d}");
+                    }
+                }
+                tracing::error!(
+                    generation = current.generation,
+                    "reload failed; still serving the previous configuration"
+                );
+                let (errors, warnings) = diags.into_iter().partition(Diagnostic::is_error);
+                Err(ReloadReport {
+                    ok: false,
+                    at: SystemTime::now(),
+                    generation: current.generation,
+                    errors,
+                    warnings,
+                })
+            }
+        };
+        let stored = match &report {
+            Ok(r) | Err(r) => r.clone(),
+        };
+        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(stored);
+        report
+    }
+}
+
+/// A running server.
+pub struct Server {
+    pub shared: Arc<Shared>,
+    /// Bound DNS addresses (UDP and TCP share each).
+    pub dns_addrs: Vec<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    shutdown_tx: watch::Sender<bool>,
+    udp_threads: Vec<JoinHandle<()>>,
+    tcp_slots: Arc<Semaphore>,
+    tcp_max: usize,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn bindable_v6_absent(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::AddrNotAvailable) || e.raw_os_error() == Some(97)
+}
+
+impl Server {
+    /// Loads the config, binds every listener and starts serving. Must be
+    /// called inside a Tokio runtime.
+    pub async fn start(config_path: PathBuf, overrides: Overrides) -> Result<Server, StartError> {
+        let path = config_path.clone();
+        let ov = overrides.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            Config::load_with(&path, &ov).and_then(|c| snapshot::build(c, 1))
+        })
+        .await
+        .map_err(|e| {
+            StartError::Load(LoadError(vec![Diagnostic::error(
+                &config_path,
+                0,
+                0,
+                format!("loader failed: {e}"),
+            )]))
+        })??;
+        let (snap, warnings) = loaded;
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        let server_cfg = snap.config.server.clone();
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snap),
+            config_path,
+            overrides: overrides.clone(),
+            started_at: SystemTime::now(),
+            last_reload: Mutex::new(None),
+            reload_lock: Mutex::new(()),
+            udp_stats: Mutex::new(Vec::new()),
+            tcp_stats: tcp::TcpStats::default(),
+            dns_addrs: Mutex::new(Vec::new()),
+        });
+        let workers = match server_cfg.udp_workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let tcp_max = server_cfg.tcp_max_connections;
+        let tcp_slots = Arc::new(Semaphore::new(tcp_max));
+        let mut udp_threads = Vec::new();
+        let mut tasks = Vec::new();
+        let mut dns_addrs = Vec::new();
+        let mut all_stats = Vec::new();
+        let mut bind_all = || -> Result<(), StartError> {
+            for addr in &server_cfg.dns {
+                // UDP first: with port 0 it picks the port TCP then shares.
+                let l = match udp::spawn(*addr, workers, shared.clone(), stop.clone()) {
+                    Ok(x) => x,
+                    Err(e)
+                        if addr.is_ipv6() && addr.ip().is_loopback() && bindable_v6_absent(&e) =>
+                    {
+                        tracing::warn!(%addr, error = %e, "IPv6 loopback is not available; not listening on it");
+                        continue;
+                    }
+                    Err(source) => {
+                        return Err(StartError::Bind {
+                            addr: *addr,
+                            proto: "udp",
+                            source,
+                        })
+                    }
+                };
+                let bound = l.addr;
+                udp_threads.extend(l.threads);
+                all_stats.extend(l.stats);
+                let listener = tcp::bind(bound).map_err(|source| StartError::Bind {
+                    addr: bound,
+                    proto: "tcp",
+                    source,
+                })?;
+                tasks.push(tokio::spawn(tcp::serve(
+                    listener,
+                    shared.clone(),
+                    tcp_slots.clone(),
+                    tcp_max,
+                    shutdown_rx.clone(),
+                )));
+                dns_addrs.push(bound);
+            }
+            Ok(())
+        };
+        if let Err(e) = bind_all() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = shutdown_tx.send(true);
+            return Err(e);
+        }
+        if dns_addrs.is_empty() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = shutdown_tx.send(true);
+            return Err(StartError::NoListener);
+        }
+        *shared.udp_stats.lock().unwrap_or_else(|p| p.into_inner()) = all_stats;
+        *shared.dns_addrs.lock().unwrap_or_else(|p| p.into_inner()) = dns_addrs.clone();
+        let mut admin_addr = None;
+        if let (true, Some(addr)) = (server_cfg.admin_enabled, server_cfg.admin) {
+            let listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(source) => {
+                    stop.store(true, Ordering::Relaxed);
+                    let _ = shutdown_tx.send(true);
+                    return Err(StartError::Bind {
+                        addr,
+                        proto: "admin http",
+                        source,
+                    });
+                }
+            };
+            admin_addr = listener.local_addr().ok();
+            tasks.push(tokio::spawn(crate::admin::serve(
+                listener,
+                shared.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
+        Ok(Server {
+            shared,
+            dns_addrs,
+            admin_addr,
+            stop,
+            shutdown_tx,
+            udp_threads,
+            tcp_slots,
+            tcp_max,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, lets in-flight TCP queries finish (up to the
+    /// configured shutdown timeout), and stops the UDP workers.
+    pub async fn shutdown(self) {
+        let deadline = self.shared.snapshot.load().config.server.shutdown_timeout;
+        let _ = self.shutdown_tx.send(true);
+        let all = u32::try_from(self.tcp_max).unwrap_or(u32::MAX);
+        match tokio::time::timeout(deadline, self.tcp_slots.acquire_many(all)).await {
+            Ok(_) => {}
+            Err(_) => tracing::warn!(
+                ?deadline,
+                "shutdown deadline reached with TCP connections still open"
+            ),
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        let threads = self.udp_threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}

@@ -1,0 +1,238 @@
+//! Test harness: starts the real server on 127.0.0.1 port 0 with a config
+//! and zones written to a temporary directory, and speaks DNS to it over
+//! real UDP and TCP sockets (messages built and parsed with hickory-proto).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, Query};
+use hickory_proto::rr::{Name, RecordType};
+
+use geolb::config::Overrides;
+use geolb::server::Server;
+
+pub const ZONE: &str = r#"$ORIGIN example.com.
+$TTL 3600
+@       IN  SOA ns1.example.com. hostmaster.example.com. ( 2026112201 7200 900 1209600 300 )
+        IN  NS      ns1
+        IN  NS      ns2.example.net.
+        IN  MX      10 mail
+        IN  TXT     "v=spf1 mx -all"
+        IN  A       192.0.2.80
+ns1     IN  A       192.0.2.53
+        IN  AAAA    2001:db8::53
+mail    IN  A       192.0.2.25
+www  60 IN  A       192.0.2.80
+www  60 IN  AAAA    2001:db8::80
+ftp     IN  CNAME   www
+loop1   IN  CNAME   loop2
+loop2   IN  CNAME   loop1
+gone    IN  CNAME   nothere
+out     IN  CNAME   www.example.org.
+other   IN  CNAME   host.example.net.
+*.apps  IN  A       192.0.2.90
+*.apps  IN  TXT     "wild"
+ci.apps IN  A       192.0.2.91
+*.alias IN  CNAME   www
+a.b     IN  TXT     "below an empty non-terminal"
+lab     IN  NS      ns.lab
+lab     IN  DS      12345 8 2 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+ns.lab  IN  A       192.0.2.153
+big     IN  TXT     "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+"#;
+
+/// The test zone plus 40 A records at many.example.com (about 700 bytes:
+/// more than 512, less than 1232).
+pub fn zone_com() -> String {
+    let mut t = ZONE.to_string();
+    for i in 1..=40 {
+        t.push_str(&format!("many IN A 10.0.0.{i}\n"));
+    }
+    t
+}
+
+pub const ZONE_NET: &str = r#"$ORIGIN example.net.
+$TTL 300
+@    SOA ns1.example.com. hostmaster.example.com. 7 7200 900 1209600 60
+@    NS  ns1.example.com.
+host A   198.51.100.7
+"#;
+
+pub fn config(extra_server: &str) -> String {
+    format!(
+        r#"[server]
+dns = ["127.0.0.1:0"]
+admin = "127.0.0.1:0"
+udp_workers = 2
+nsid = "test-node"
+{extra_server}
+
+[zones."example.com"]
+file = "example.com.zone"
+allow_transfer = ["127.0.0.1/32"]
+
+[zones."example.net"]
+file = "example.net.zone"
+"#
+    )
+}
+
+/// A server running on its own runtime, with its files in a temp dir.
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub dns: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    rt: Option<tokio::runtime::Runtime>,
+    server: Option<Server>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        Self::start_with(
+            &config(""),
+            &[
+                ("example.com.zone", &zone_com()),
+                ("example.net.zone", ZONE_NET),
+            ],
+        )
+    }
+
+    pub fn start_with(cfg: &str, files: &[(&str, &str)]) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("geolb.toml"), cfg).expect("write config");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write zone");
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let path = dir.path().join("geolb.toml");
+        let server = rt
+            .block_on(Server::start(path, Overrides::default()))
+            .expect("server starts");
+        let dns = server.dns_addrs[0];
+        let admin = server.admin_addr;
+        TestServer {
+            dir,
+            dns,
+            admin,
+            rt: Some(rt),
+            server: Some(server),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn stop(&mut self) {
+        if let (Some(rt), Some(server)) = (self.rt.as_ref(), self.server.take()) {
+            rt.block_on(server.shutdown());
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+pub fn query(name: &str, rtype: RecordType) -> Message {
+    let mut m = Message::query();
+    m.metadata.id = rand_id();
+    m.add_query(Query::query(Name::from_ascii(name).expect("name"), rtype));
+    m
+}
+
+pub fn edns_query(name: &str, rtype: RecordType, payload: u16) -> Message {
+    let mut m = query(name, rtype);
+    let mut e = Edns::new();
+    e.set_max_payload(payload);
+    m.edns = Some(e);
+    m
+}
+
+pub fn rand_id() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static N: AtomicU16 = AtomicU16::new(4242);
+    N.fetch_add(7919, Ordering::Relaxed)
+}
+
+/// Sends raw bytes over UDP and returns the raw reply (None on timeout).
+pub fn udp_raw(addr: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_read_timeout(Some(Duration::from_millis(700)))
+        .expect("timeout");
+    s.send_to(bytes, addr).expect("send");
+    let mut buf = vec![0u8; 65535];
+    match s.recv_from(&mut buf) {
+        Ok((n, _)) => Some(buf[..n].to_vec()),
+        Err(_) => None,
+    }
+}
+
+pub fn udp(addr: SocketAddr, m: &Message) -> Message {
+    let bytes = m.to_vec().expect("encode");
+    let reply = udp_raw(addr, &bytes).expect("a UDP reply");
+    let r = Message::from_vec(&reply).expect("reply parses");
+    assert_eq!(r.metadata.id, m.metadata.id, "reply id matches");
+    r
+}
+
+pub fn tcp_connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("tcp connect");
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    s
+}
+
+pub fn tcp_send(s: &mut TcpStream, bytes: &[u8]) {
+    let mut f = (bytes.len() as u16).to_be_bytes().to_vec();
+    f.extend_from_slice(bytes);
+    s.write_all(&f).expect("tcp write");
+}
+
+pub fn tcp_read(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).ok()?;
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).ok()?;
+    Some(buf)
+}
+
+pub fn tcp(addr: SocketAddr, m: &Message) -> Message {
+    let mut s = tcp_connect(addr);
+    tcp_send(&mut s, &m.to_vec().expect("encode"));
+    let reply = tcp_read(&mut s).expect("a TCP reply");
+    Message::from_vec(&reply).expect("reply parses")
+}
+
+/// Minimal HTTP/1.1 client for the admin API: returns (status, body).
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("admin connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
