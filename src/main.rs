@@ -148,6 +148,9 @@ fn serve(config: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
         let server = Server::start(config.clone(), overrides)
             .await
             .with_context(|| format!("cannot start with {}", config.display()))?;
+        // Handlers are installed before the "listening" line, so a signal
+        // sent by anyone who has seen that line is never lost.
+        let signals = Signals::install();
         let dns: Vec<String> = server.dns_addrs.iter().map(|a| a.to_string()).collect();
         let admin = server
             .admin_addr
@@ -158,7 +161,7 @@ fn serve(config: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
             admin,
             std::process::id()
         );
-        wait_for_signals(&server).await;
+        signals.wait(&server).await;
         tracing::info!("shutting down");
         server.shutdown().await;
         tracing::info!("stopped");
@@ -167,31 +170,59 @@ fn serve(config: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
 }
 
 #[cfg(unix)]
-async fn wait_for_signals(server: &Server) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        std::future::pending::<()>().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading");
-                let shared = server.shared.clone();
-                let _ = tokio::task::spawn_blocking(move || shared.reload()).await;
+struct Signals(
+    Option<(
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+    )>,
+);
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(h), Ok(t), Ok(i)) => Signals(Some((h, t, i))),
+            _ => {
+                tracing::error!("cannot install signal handlers; stop with SIGKILL");
+                Signals(None)
             }
-            _ = term.recv() => return,
-            _ = int.recv() => return,
+        }
+    }
+
+    async fn wait(self, server: &Server) {
+        let Some((mut hup, mut term, mut int)) = self.0 else {
+            std::future::pending::<()>().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading");
+                    let shared = server.shared.clone();
+                    let _ = tokio::task::spawn_blocking(move || shared.reload()).await;
+                }
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+            }
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signals(_server: &Server) {
-    let _ = tokio::signal::ctrl_c().await;
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> Signals {
+        Signals
+    }
+    async fn wait(self, _server: &Server) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -659,13 +659,16 @@ pub fn build_zone(
                         .error(format!("{} has more than one CNAME record", c.name)),
                 );
             }
-            for other in sets.iter().filter(|s| s.rtype != RecordType::CNAME) {
-                diags.push(other.loc.error(format!(
-                    "{} has a CNAME (at {}:{}) and other data ({}); a CNAME must be alone",
-                    other.name,
-                    c.loc.file.display(),
-                    c.loc.line,
-                    other.rtype
+            let others: Vec<String> = sets
+                .iter()
+                .filter(|s| s.rtype != RecordType::CNAME)
+                .map(|s| format!("{} at line {}", s.rtype, s.loc.line))
+                .collect();
+            if !others.is_empty() {
+                diags.push(c.loc.error(format!(
+                    "{} has a CNAME and other data ({}); a CNAME must be alone at its name",
+                    c.name,
+                    others.join(", ")
                 )));
             }
         }
@@ -804,7 +807,7 @@ mod tests {
         assert!(e.iter().any(|m| m.contains("no NS")), "{e:?}");
         assert!(
             e.iter()
-                .any(|m| m.contains("z.zone:2:") && m.contains("CNAME")),
+                .any(|m| m.contains("z.zone:3:") && m.contains("CNAME")),
             "{e:?}"
         );
         assert!(

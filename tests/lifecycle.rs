@@ -1,0 +1,382 @@
+//! Reload, status, shutdown and the command line, against the real server
+//! (in-process for the API, the real binary for signals and `check`).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
+
+const BIN: &str = env!("CARGO_BIN_EXE_geolb");
+
+fn write_zone(s: &TestServer, extra: &str) {
+    let mut z = zone_com();
+    z.push_str(extra);
+    std::fs::write(s.path("example.com.zone"), z).expect("write zone");
+}
+
+fn a_of(addr: SocketAddr, name: &str) -> Vec<String> {
+    udp(addr, &query(name, RecordType::A))
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn reload_via_api_serves_new_data() {
+    let s = TestServer::start();
+    let admin = s.admin.expect("admin");
+    assert!(a_of(s.dns, "new.example.com.").is_empty());
+    write_zone(&s, "new IN A 192.0.2.200\n");
+    let (code, body) = http(admin, "POST", "/v1/reload");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"generation\":2"), "{body}");
+    assert_eq!(a_of(s.dns, "new.example.com."), ["192.0.2.200"]);
+    let (_, status) = http(admin, "GET", "/v1/status");
+    assert!(
+        status.contains("\"generation\":2") && status.contains("\"ok\":true"),
+        "{status}"
+    );
+}
+
+#[test]
+fn invalid_reload_keeps_the_old_snapshot_and_reports_why() {
+    let s = TestServer::start();
+    let admin = s.admin.expect("admin");
+    // Line 4 of the appended text: a CNAME next to other data.
+    write_zone(&s, "new IN A 192.0.2.200\nwww IN CNAME mail\n");
+    let (code, body) = http(admin, "POST", "/v1/reload");
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("example.com.zone:") && body.contains("CNAME"),
+        "{body}"
+    );
+    assert!(body.contains("\"generation\":1"), "{body}");
+    // Old data is still served, new is not.
+    assert!(a_of(s.dns, "new.example.com.").is_empty());
+    assert_eq!(a_of(s.dns, "www.example.com."), ["192.0.2.80"]);
+    let (_, status) = http(admin, "GET", "/v1/status");
+    assert!(
+        status.contains("\"ok\":false") && status.contains("CNAME"),
+        "{status}"
+    );
+    // A broken config file is handled the same way.
+    std::fs::write(s.path("geolb.toml"), "[server]\nnot_a_key = 1\n").expect("write");
+    let (code, body) = http(admin, "POST", "/v1/reload");
+    assert_eq!(code, 422);
+    assert!(
+        body.contains("geolb.toml:2:1") && body.contains("unknown field"),
+        "{body}"
+    );
+    assert_eq!(a_of(s.dns, "www.example.com."), ["192.0.2.80"]);
+}
+
+#[test]
+fn admin_api_errors_are_json() {
+    let s = TestServer::start();
+    let (code, body) = http(s.admin.expect("admin"), "GET", "/v1/nope");
+    assert_eq!(code, 404);
+    assert!(body.contains("\"error\""), "{body}");
+    let (code, _) = http(s.admin.expect("admin"), "GET", "/v1/reload");
+    assert_eq!(code, 405);
+}
+
+#[test]
+fn no_query_is_lost_or_half_answered_during_reloads() {
+    let s = TestServer::start();
+    let admin = s.admin.expect("admin");
+    let dns = s.dns;
+    write_zone(&s, "flip 222 IN A 192.0.2.2\n");
+    assert_eq!(http(admin, "POST", "/v1/reload").0, 200);
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let stop = stop.clone();
+        let answered = answered.clone();
+        clients.push(std::thread::spawn(move || {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            sock.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+            let mut buf = [0u8; 4096];
+            while !stop.load(Ordering::Relaxed) {
+                let q = query("flip.example.com.", RecordType::A);
+                sock.send_to(&q.to_vec().expect("encode"), dns).expect("send");
+                let (n, _) = sock.recv_from(&mut buf).expect("every query is answered");
+                let r = Message::from_vec(&buf[..n]).expect("parses");
+                assert_eq!(r.metadata.id, q.metadata.id);
+                assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+                // Either generation's data, whole: one A record, consistent TTL.
+                assert_eq!(r.answers.len(), 1, "{:?}", r.answers);
+                let a = &r.answers[0];
+                let ok = matches!((&a.data, a.ttl), (RData::A(ip), 111) if ip.to_string() == "192.0.2.1")
+                    || matches!((&a.data, a.ttl), (RData::A(ip), 222) if ip.to_string() == "192.0.2.2");
+                assert!(ok, "mixed answer {a:?}");
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for i in 0..20 {
+        let rec = if i % 2 == 0 {
+            "flip 111 IN A 192.0.2.1\n"
+        } else {
+            "flip 222 IN A 192.0.2.2\n"
+        };
+        write_zone(&s, rec);
+        let (code, body) = http(admin, "POST", "/v1/reload");
+        assert_eq!(code, 200, "{body}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().expect("client thread ok");
+    }
+    assert!(answered.load(Ordering::Relaxed) > 20);
+}
+
+struct Proc {
+    child: Child,
+    dns: SocketAddr,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn start(config: &std::path::Path, extra: &[&str]) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .args([
+                "--dns",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--udp-workers",
+                "1",
+            ])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn geolb");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut dns = None;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while dns.is_none() && Instant::now() < deadline {
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+                if let Some(rest) = line.split("listening dns=").nth(1) {
+                    let addr = rest.split([' ', ',', '"']).next().unwrap_or("");
+                    dns = addr.parse().ok();
+                }
+            }
+        }
+        Proc {
+            child,
+            dns: dns.expect("server logged its address"),
+            lines: rx,
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) on a child we own, with a valid signal number.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0);
+    }
+
+    fn wait_line(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(l) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                if l.contains(needle) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn files() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("geolb.toml"), config("")).expect("w");
+    std::fs::write(dir.path().join("example.com.zone"), zone_com()).expect("w");
+    std::fs::write(dir.path().join("example.net.zone"), ZONE_NET).expect("w");
+    dir
+}
+
+#[test]
+fn sighup_reloads_and_bad_data_keeps_serving() {
+    let dir = files();
+    let p = Proc::start(&dir.path().join("geolb.toml"), &[]);
+    assert!(a_of(p.dns, "hup.example.com.").is_empty());
+    let mut z = zone_com();
+    z.push_str("hup IN A 192.0.2.201\n");
+    std::fs::write(dir.path().join("example.com.zone"), &z).expect("w");
+    p.signal(libc::SIGHUP);
+    assert!(p.wait_line("reload succeeded"));
+    assert_eq!(a_of(p.dns, "hup.example.com."), ["192.0.2.201"]);
+    z.push_str("broken IN A not-an-address\n");
+    std::fs::write(dir.path().join("example.com.zone"), &z).expect("w");
+    p.signal(libc::SIGHUP);
+    assert!(p.wait_line("reload failed"));
+    assert_eq!(a_of(p.dns, "hup.example.com."), ["192.0.2.201"]);
+}
+
+#[test]
+fn sigterm_finishes_an_in_flight_tcp_query_then_exits_0() {
+    let dir = files();
+    let mut p = Proc::start(&dir.path().join("geolb.toml"), &[]);
+    let mut c = tcp_connect(p.dns);
+    let q = query("www.example.com.", RecordType::A)
+        .to_vec()
+        .expect("encode");
+    let mut frame = (q.len() as u16).to_be_bytes().to_vec();
+    frame.extend_from_slice(&q);
+    // Half a query, then SIGTERM, then the rest: the answer still comes.
+    std::io::Write::write_all(&mut c, &frame[..6]).expect("write");
+    std::thread::sleep(Duration::from_millis(100));
+    p.signal(libc::SIGTERM);
+    assert!(p.wait_line("shutting down"));
+    std::io::Write::write_all(&mut c, &frame[6..]).expect("write");
+    let reply = tcp_read(&mut c).expect("in-flight query answered");
+    let m = Message::from_vec(&reply).expect("parses");
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(p.wait_exit(), Some(0));
+}
+
+#[test]
+fn sigint_exits_0_and_json_logs_are_json() {
+    let dir = files();
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(dir.path().join("geolb.toml"))
+        .args(["--dns", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let first = lines.next().expect("a log line").expect("utf8");
+    let v: serde_json::Value = serde_json::from_str(&first).expect("JSON log line");
+    assert!(
+        v["fields"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("listening"),
+        "{first}"
+    );
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let st = child.wait().expect("exits");
+    assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn check_accepts_the_shipped_sample() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/geolb.toml");
+    let out = Command::new(BIN)
+        .args(["check", "--config", sample])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn check_prints_every_error_with_file_and_line_and_exits_1() {
+    let dir = files();
+    let mut z = zone_com();
+    z.push_str("bad1 IN A 300.1.1.1\nwww IN CNAME mail\nx.example.org. IN A 192.0.2.1\n");
+    std::fs::write(dir.path().join("example.com.zone"), z).expect("w");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(dir.path().join("geolb.toml"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains(": error: ")).collect();
+    assert_eq!(errors.len(), 3, "{text}");
+    assert!(
+        errors.iter().all(|l| l.contains("example.com.zone:")),
+        "{text}"
+    );
+    assert!(
+        text.contains("invalid A") && text.contains("CNAME") && text.contains("outside the zone")
+    );
+}
+
+#[test]
+fn serve_fails_clearly_on_a_bad_config_or_a_busy_port() {
+    let dir = files();
+    std::fs::write(
+        dir.path().join("geolb.toml"),
+        "[zones.\"example.com\"]\nfile = \"missing.zone\"\n",
+    )
+    .expect("w");
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.path().join("geolb.toml"))
+        .args(["--dns", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("geolb.toml:2:8") && err.contains("missing.zone"),
+        "{err}"
+    );
+    // A port someone else holds.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy = holder.local_addr().expect("addr");
+    let dir = files();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.path().join("geolb.toml"))
+        .args(["--dns", "127.0.0.1:0", "--admin"])
+        .arg(busy.to_string())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on"));
+}
