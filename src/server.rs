@@ -186,6 +186,9 @@ impl Server {
         let mut all_stats = Vec::new();
         let mut bind_all = || -> Result<(), StartError> {
             for addr in &server_cfg.dns {
+                if addr.ip().is_unspecified() {
+                    tracing::warn!(%addr, "UDP replies on a wildcard address leave from the address the kernel routes by; on hosts with several addresses, list each address instead");
+                }
                 // UDP first: with port 0 it picks the port TCP then shares.
                 let l = match udp::spawn(*addr, workers, shared.clone(), stop.clone()) {
                     Ok(x) => x,

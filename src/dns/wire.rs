@@ -481,22 +481,6 @@ impl<'b> Writer<'b> {
         Ok(())
     }
 
-    /// Like [`put_rr`](Self::put_rr) but with the TTL replaced.
-    pub fn put_rr_ttl(
-        &mut self,
-        section: Section,
-        owner: &[u8],
-        fixed: &[u8],
-        ttl: u32,
-    ) -> Result<(), NoRoom> {
-        let start = self.buf.len();
-        self.put_rr(section, owner, fixed)?;
-        let ttl_at = self.buf.len() - fixed.len() + 4;
-        self.buf[ttl_at..ttl_at + 4].copy_from_slice(&ttl.to_be_bytes());
-        debug_assert!(self.buf.len() > start);
-        Ok(())
-    }
-
     /// Appends the OPT record (RFC 6891 §6.1.2): our payload size, the high
     /// bits of the RCODE, version 0, the DO bit echoed, unknown flags cleared,
     /// and NSID when asked for and configured. Ignores the size limit: room
