@@ -9,6 +9,8 @@ pub mod admin;
 pub mod config;
 pub mod diag;
 pub mod dns;
+pub mod geo;
+pub mod policy;
 pub mod server;
 pub mod snapshot;
 pub mod zone;

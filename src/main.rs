@@ -112,7 +112,7 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    let result = Config::load(path).and_then(|c| geolb::snapshot::build(c, 0));
+    let result = Config::load(path).and_then(|c| geolb::snapshot::build(c, 0, None));
     match result {
         Ok((snap, warnings)) => {
             for w in &warnings {

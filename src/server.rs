@@ -68,7 +68,7 @@ impl Shared {
         let current = self.snapshot.load_full();
         let next_gen = current.generation + 1;
         let result = Config::load_with(&self.config_path, &self.overrides)
-            .and_then(|c| snapshot::build(c, next_gen));
+            .and_then(|c| snapshot::build(c, next_gen, Some(&current)));
         let report = match result {
             Ok((snap, warnings)) => {
                 for w in &warnings {
@@ -145,7 +145,7 @@ impl Server {
         let path = config_path.clone();
         let ov = overrides.clone();
         let loaded = tokio::task::spawn_blocking(move || {
-            Config::load_with(&path, &ov).and_then(|c| snapshot::build(c, 1))
+            Config::load_with(&path, &ov).and_then(|c| snapshot::build(c, 1, None))
         })
         .await
         .map_err(|e| {

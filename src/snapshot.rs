@@ -17,6 +17,9 @@ use rustc_hash::FxHashMap;
 
 use crate::config::Config;
 use crate::diag::{Diagnostic, LoadError};
+use crate::geo::{Db, FileStamp, GeoDb};
+use crate::policy::compile::ZoneService;
+use crate::policy::{HealthView, Service, Topology};
 use crate::dns::wire::{self, MAX_LABELS};
 use crate::zone::{self, ZoneData};
 
@@ -42,6 +45,8 @@ pub struct Node {
     pub rrsets: Box<[RRset]>,
     /// A delegation point (NS records below the apex).
     pub cut: bool,
+    /// A dynamic name: index into the zone's services.
+    pub service: Option<u16>,
 }
 
 impl Node {
@@ -70,6 +75,8 @@ pub struct Zone {
     pub neg_soa: Box<[u8]>,
     pub allow_transfer: Vec<IpNet>,
     pub data: ZoneData,
+    /// Dynamic names answered by a steering chain.
+    pub services: Vec<Service>,
 }
 
 impl Zone {
@@ -107,12 +114,19 @@ impl ZoneTable {
 }
 
 /// Everything the query path reads, immutable; replaced whole on reload.
-#[derive(Debug)]
+///
+/// Cloning is cheap (shared parts are `Arc`s): a GeoIP database swap or a
+/// health change makes a new snapshot that shares the rest, so the query
+/// path always sees one consistent set behind one `ArcSwap`.
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     pub generation: u64,
     pub loaded_at: SystemTime,
-    pub config: Config,
-    pub zones: ZoneTable,
+    pub config: Arc<Config>,
+    pub zones: Arc<ZoneTable>,
+    pub topology: Arc<Topology>,
+    pub geo: Arc<GeoDb>,
+    pub health: Arc<HealthView>,
     pub udp_payload: u16,
     pub nsid: Option<Box<[u8]>>,
 }
@@ -170,7 +184,12 @@ fn targets(rdata: &RData) -> Option<&Name> {
 }
 
 /// Compiles one validated zone.
-pub fn compile_zone(data: ZoneData, allow_transfer: Vec<IpNet>) -> Result<Zone, Vec<Diagnostic>> {
+pub fn compile_zone(
+    data: ZoneData,
+    allow_transfer: Vec<IpNet>,
+    services: Vec<ZoneService>,
+    config_path: &std::path::Path,
+) -> Result<Zone, Vec<Diagnostic>> {
     let apex = name_key(&data.origin);
     let apex_labels = data.origin.num_labels() as usize + 1;
     let mut diags = Vec::new();
@@ -215,11 +234,41 @@ pub fn compile_zone(data: ZoneData, allow_transfer: Vec<IpNet>) -> Result<Zone, 
     if !diags.is_empty() {
         return Err(diags);
     }
+    // Service names exist as nodes, even without static data.
+    let mut service_at: FxHashMap<Wire, u16> = FxHashMap::default();
+    let mut svcs = Vec::with_capacity(services.len());
+    for (i, zs) in services.into_iter().enumerate() {
+        let key = name_key(&zs.name);
+        let statics: Vec<u16> = nodes.get(&key).map_or(Vec::new(), |n| n.1.iter().map(|s| s.rtype).collect());
+        let at = |msg: String| Diagnostic::error(config_path, zs.line, 0, msg);
+        if zs.service.cname {
+            if *key == *apex {
+                diags.push(at(format!("service {}: the zone apex cannot be a CNAME (pools of cname endpoints)", zs.name)));
+            } else if !statics.is_empty() {
+                diags.push(at(format!(
+                    "service {} answers with a CNAME, so the zone file cannot have other records at that name",
+                    zs.name
+                )));
+            }
+        } else if statics.contains(&wire::TYPE_CNAME) {
+            diags.push(at(format!("service {}: the zone file has a CNAME at that name", zs.name)));
+        } else if statics.iter().any(|&t| t == wire::TYPE_A || t == wire::TYPE_AAAA) {
+            diags.push(at(format!(
+                "service {}: the zone file has A/AAAA records at that name; the service answers those",
+                zs.name
+            )));
+        }
+        nodes
+            .entry(key.clone())
+            .or_insert_with(|| (name_wire(&zs.name).into_boxed_slice(), Vec::new()));
+        service_at.insert(key, i as u16);
+        svcs.push(zs.service);
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
     // Empty non-terminals: every name between an owner and the apex exists.
-    let owners: Vec<(Wire, Wire)> = nodes
-        .iter()
-        .map(|(k, v)| (k.clone(), v.0.clone()))
-        .collect();
+    let owners: Vec<(Wire, Wire)> = nodes.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
     for (key, orig) in owners {
         let mut offs = [0u8; MAX_LABELS];
         let n = wire::label_offsets(&key, &mut offs);
@@ -238,14 +287,36 @@ pub fn compile_zone(data: ZoneData, allow_transfer: Vec<IpNet>) -> Result<Zone, 
         let cut = *key != *apex && sets.iter().any(|s| s.rtype == wire::TYPE_NS);
         has_cuts |= cut;
         has_wildcards |= key.starts_with(b"\x01*");
+        let service = service_at.get(&key).copied();
         out.insert(
             key,
             Node {
                 name: orig,
                 rrsets: sets.into_boxed_slice(),
                 cut,
+                service,
             },
         );
+    }
+    // A service at or below a delegation point would never be answered.
+    for (key, &i) in &service_at {
+        let mut offs = [0u8; MAX_LABELS];
+        let n = wire::label_offsets(key, &mut offs);
+        let below_cut = offs
+            .iter()
+            .take(n.saturating_sub(apex_labels))
+            .any(|&o| out.get(&key[o as usize..]).is_some_and(|node| node.cut));
+        if below_cut {
+            diags.push(Diagnostic::error(
+                config_path,
+                0,
+                0,
+                format!("service {} is at or below a delegation point and would never be answered", svcs[i as usize].name),
+            ));
+        }
+    }
+    if !diags.is_empty() {
+        return Err(diags);
     }
     let mut order: Vec<(Name, Box<[u8]>)> =
         out.keys().map(|k| (wire_to_name(k), k.clone())).collect();
@@ -262,6 +333,7 @@ pub fn compile_zone(data: ZoneData, allow_transfer: Vec<IpNet>) -> Result<Zone, 
         neg_soa,
         allow_transfer,
         data,
+        services: svcs,
     })
 }
 
@@ -278,12 +350,47 @@ fn wire_to_name(w: &[u8]) -> Name {
     Name::from_labels(labels).unwrap_or_else(|_| Name::root())
 }
 
-/// Loads every zone of `config` and compiles a snapshot. Returns warnings
-/// alongside; any error fails the whole load.
-pub fn build(config: Config, generation: u64) -> Result<(Snapshot, Vec<Diagnostic>), LoadError> {
+/// Opens the configured GeoIP databases, reusing `prev`'s readers for files
+/// that have not changed on disk.
+pub fn open_geo(config: &Config, prev: Option<&GeoDb>) -> Result<GeoDb, Vec<Diagnostic>> {
+    let Some(g) = &config.geoip else {
+        return Ok(GeoDb::default());
+    };
     let mut diags = Vec::new();
+    let mut open = |path: &std::path::Path, span: std::ops::Range<usize>, old: Option<&Arc<Db>>| -> Option<Arc<Db>> {
+        if let Some(old) = old {
+            if old.path == path && old.stamp.is_some() && old.stamp == FileStamp::of(path) {
+                return Some(old.clone());
+            }
+        }
+        match Db::open(path) {
+            Ok(db) => Some(Arc::new(db)),
+            Err(e) => {
+                let (l, c) = crate::diag::line_col(&config.text, span.start);
+                diags.push(Diagnostic::error(&config.path, l, c, format!("geoip: {e}")));
+                None
+            }
+        }
+    };
+    let city = open(g.city.get_ref(), g.city.span(), prev.and_then(|p| p.city.as_ref()));
+    let asn = g
+        .asn
+        .as_ref()
+        .and_then(|a| open(a.get_ref(), a.span(), prev.and_then(|p| p.asn.as_ref())));
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    Ok(GeoDb { city, asn })
+}
+
+/// Loads every zone of `config` and compiles a snapshot. Health and admin
+/// state of endpoints that still exist are carried over from `prev`.
+/// Returns warnings alongside; any error fails the whole load.
+pub fn build(config: Config, generation: u64, prev: Option<&Snapshot>) -> Result<(Snapshot, Vec<Diagnostic>), LoadError> {
+    let mut diags = Vec::new();
+    let (topology, mut services) = crate::policy::compile(&config, &mut diags);
     let mut table = ZoneTable::default();
-    for spec in &config.zones {
+    for (zi, spec) in config.zones.iter().enumerate() {
         let mut zd = Vec::new();
         let data = zone::load_zone(&spec.origin, &spec.file, &mut zd);
         let failed = zd.iter().any(Diagnostic::is_error);
@@ -291,7 +398,8 @@ pub fn build(config: Config, generation: u64) -> Result<(Snapshot, Vec<Diagnosti
         if failed {
             continue;
         }
-        match compile_zone(data, spec.allow_transfer.clone()) {
+        let svcs = std::mem::take(&mut services[zi]);
+        match compile_zone(data, spec.allow_transfer.clone(), svcs, &config.path) {
             Ok(z) => {
                 table.index.insert(z.apex.clone(), table.zones.len());
                 table.zones.push(z);
@@ -299,8 +407,46 @@ pub fn build(config: Config, generation: u64) -> Result<(Snapshot, Vec<Diagnosti
             Err(d) => diags.extend(d),
         }
     }
+    let geo = match open_geo(&config, prev.map(|p| &*p.geo)) {
+        Ok(g) => g,
+        Err(d) => {
+            diags.extend(d);
+            GeoDb::default()
+        }
+    };
+    let uses_geo = table.zones.iter().flat_map(|z| z.services.iter()).any(|s| {
+        s.steps.iter().any(|st| {
+            matches!(
+                st,
+                crate::policy::Step::Geo(_) | crate::policy::Step::Nearest { .. } | crate::policy::Step::Latency(_)
+            )
+        })
+    });
+    if uses_geo && config.geoip.is_none() {
+        diags.push(Diagnostic::warning(
+            &config.path,
+            0,
+            0,
+            "services use geo, nearest or latency steps but no [geoip] database is configured: only CIDR and ASN-free rules can match, everyone else gets the defaults",
+        ));
+    }
     if diags.iter().any(Diagnostic::is_error) {
         return Err(LoadError(diags));
+    }
+    let mut health = HealthView::all_up(topology.endpoints.len());
+    if let Some(p) = prev {
+        let old: FxHashMap<&str, usize> = p
+            .topology
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.identity.as_str(), i))
+            .collect();
+        for (i, e) in topology.endpoints.iter().enumerate() {
+            if let Some(&j) = old.get(e.identity.as_str()) {
+                health.endpoints[i] = p.health.get(j as u32);
+            }
+        }
     }
     let snap = Snapshot {
         generation,
@@ -311,8 +457,11 @@ pub fn build(config: Config, generation: u64) -> Result<(Snapshot, Vec<Diagnosti
             .nsid
             .as_ref()
             .map(|s| s.as_bytes().to_vec().into_boxed_slice()),
-        config,
-        zones: table,
+        config: Arc::new(config),
+        zones: Arc::new(table),
+        topology: Arc::new(topology),
+        geo: Arc::new(geo),
+        health: Arc::new(health),
     };
     Ok((snap, diags))
 }
@@ -323,6 +472,6 @@ pub fn load(
     generation: u64,
 ) -> Result<(Arc<Snapshot>, Vec<Diagnostic>), LoadError> {
     let config = Config::load(path)?;
-    let (snap, warnings) = build(config, generation)?;
+    let (snap, warnings) = build(config, generation, None)?;
     Ok((Arc::new(snap), warnings))
 }

@@ -16,6 +16,12 @@ use toml::Spanned;
 
 use crate::diag::{line_col, Diagnostic, LoadError};
 
+pub mod steering;
+pub use steering::{
+    AllDown, EndpointConfig, GeoMapConfig, GeoipConfig, LatencyConfig, NearestConfig, PoolConfig, RegionConfig,
+    ServiceConfig, WeightedConfig, WeightedMode,
+};
+
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s).map_err(|e| {
@@ -107,6 +113,8 @@ struct RawZone {
     file: Spanned<PathBuf>,
     #[serde(default)]
     allow_transfer: Vec<IpNet>,
+    #[serde(default)]
+    services: BTreeMap<Spanned<String>, ServiceConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -115,7 +123,36 @@ struct RawConfig {
     #[serde(default)]
     server: ServerConfig,
     #[serde(default)]
+    geoip: Option<GeoipConfig>,
+    #[serde(default)]
+    regions: BTreeMap<Spanned<String>, RegionConfig>,
+    #[serde(default)]
+    pools: BTreeMap<Spanned<String>, PoolConfig>,
+    #[serde(default)]
     zones: BTreeMap<Spanned<String>, RawZone>,
+}
+
+fn named<T: Clone>(m: &BTreeMap<Spanned<String>, T>, text: &str) -> Vec<Named<T>> {
+    m.iter()
+        .map(|(k, v)| {
+            let (line, column) = line_col(text, k.span().start);
+            Named {
+                name: k.get_ref().clone(),
+                line,
+                column,
+                value: v.clone(),
+            }
+        })
+        .collect()
+}
+
+/// A named table of the config and where its key is (line, column).
+#[derive(Debug, Clone)]
+pub struct Named<T> {
+    pub name: String,
+    pub line: usize,
+    pub column: usize,
+    pub value: T,
 }
 
 /// Settings given on the command line; they win over the config file, at
@@ -137,14 +174,27 @@ pub struct ZoneSpec {
     pub allow_transfer: Vec<IpNet>,
     /// Where the zone is declared in the config (line).
     pub line: usize,
+    /// Dynamic names of this zone (keys relative to the zone).
+    pub services: Vec<Named<ServiceConfig>>,
 }
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
+    /// The config text, to turn positions into line:column.
+    pub text: String,
     pub server: ServerConfig,
     pub zones: Vec<ZoneSpec>,
+    pub geoip: Option<GeoipConfig>,
+    pub regions: Vec<Named<RegionConfig>>,
+    pub pools: Vec<Named<PoolConfig>>,
+}
+
+impl PartialEq for Config {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.text == other.text
+    }
 }
 
 impl Config {
@@ -281,11 +331,13 @@ impl Config {
                 ));
                 continue;
             }
+            let services = named(&z.services, text);
             zones.push(ZoneSpec {
                 origin: name,
                 file,
                 allow_transfer: z.allow_transfer.clone(),
                 line,
+                services,
             });
         }
         if zones.is_empty() {
@@ -299,10 +351,25 @@ impl Config {
         if diags.iter().any(Diagnostic::is_error) {
             return Err(LoadError(diags));
         }
+        let regions = named(&raw.regions, text);
+        let pools = named(&raw.pools, text);
+        let mut geoip = raw.geoip.clone();
+        if let Some(g) = geoip.as_mut() {
+            let city = base.join(g.city.get_ref());
+            *g.city.get_mut() = city;
+            if let Some(a) = g.asn.as_mut() {
+                let p = base.join(a.get_ref());
+                *a.get_mut() = p;
+            }
+        }
         Ok(Config {
             path: path.to_path_buf(),
+            text: text.to_string(),
             server: raw.server,
             zones,
+            geoip,
+            regions,
+            pools,
         })
     }
 }

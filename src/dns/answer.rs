@@ -7,7 +7,10 @@
 
 use std::net::IpAddr;
 
+use crate::config::AllDown;
 use crate::dns::wire::{self, NoRoom, ParseError, Request, Section, Writer, MAX_LABELS, MAX_NAME};
+use crate::geo::ClientSubnet;
+use crate::policy::{decide, Answer, Client, Family, Scratch, Service, Target as PolicyTarget};
 use crate::snapshot::{Node, Snapshot, Zone};
 
 /// How a query arrived; decides the size limit and transfer handling.
@@ -40,6 +43,7 @@ pub fn handle(
     client: IpAddr,
     transport: Transport,
     out: &mut Vec<u8>,
+    scratch: &mut Scratch,
 ) -> Outcome {
     let req = match wire::parse_request(raw) {
         Ok(r) => r,
@@ -67,14 +71,30 @@ pub fn handle(
         (Transport::Udp, None) => PLAIN_UDP,
         (Transport::Udp, Some(e)) => (e.payload.min(snap.udp_payload) as usize).max(PLAIN_UDP),
     };
+    // RFC 7871 §7.1.1: a malformed client-subnet option is a FORMERR.
+    let ecs_raw = req.edns.and_then(|e| e.ecs).map(|(a, b)| &raw[a..b]);
+    let ecs = match ecs_raw.map(ClientSubnet::parse) {
+        Some(Ok(e)) => Some(e),
+        Some(Err(_)) => {
+            let mut w = Writer::new(out, &req, limit, true);
+            w.set_rcode(wire::RCODE_FORMERR);
+            if let Some(e) = req.edns {
+                w.put_opt(snap.udp_payload, wire::RCODE_FORMERR, e.dnssec_ok, None, None);
+            }
+            w.finish();
+            return Outcome::Reply;
+        }
+        None => None,
+    };
+    let ecs_addr = ecs_raw.map(|d| &d[4..]);
     let mut w = Writer::new(out, &req, limit, true);
     if let Some(e) = req.edns {
-        w.set_reserve(wire::opt_len(nsid));
+        w.set_reserve(wire::opt_len(nsid, ecs_addr.map(<[u8]>::len)));
         // RFC 6891 §6.1.3: a version we do not implement gets BADVERS,
         // answered with the highest version we do (0).
         if e.version > 0 {
             w.set_rcode(wire::RCODE_BADVERS);
-            w.put_opt(snap.udp_payload, wire::RCODE_BADVERS, e.dnssec_ok, nsid);
+            w.put_opt(snap.udp_payload, wire::RCODE_BADVERS, e.dnssec_ok, nsid, None);
             w.finish();
             return Outcome::Reply;
         }
@@ -82,13 +102,19 @@ pub fn handle(
     if req.opcode() != 0 {
         w.set_rcode(wire::RCODE_NOTIMP);
         if let Some(e) = req.edns {
-            w.put_opt(snap.udp_payload, wire::RCODE_NOTIMP, e.dnssec_ok, nsid);
+            w.put_opt(snap.udp_payload, wire::RCODE_NOTIMP, e.dnssec_ok, nsid, None);
         }
         w.finish();
         return Outcome::Reply;
     }
+    let mut ctx = Ctx {
+        source: client,
+        ecs,
+        scope: 0,
+        scratch,
+    };
     let after_question = w.mark();
-    let (rcode, outcome) = match answer(snap, &req, client, transport, &mut w) {
+    let (rcode, outcome) = match answer(snap, &req, &mut ctx, transport, &mut w) {
         Ok(r) => r,
         Err(NoRoom) => {
             // The required sections do not fit: send what tells the client
@@ -100,7 +126,16 @@ pub fn handle(
     };
     w.set_rcode(rcode);
     if let Some(e) = req.edns {
-        w.put_opt(snap.udp_payload, rcode, e.dnssec_ok, nsid);
+        let echo = match (ecs, ecs_addr) {
+            (Some(c), Some(addr)) => Some(wire::EcsEcho {
+                family: c.family,
+                source_prefix: c.source_prefix,
+                scope: ctx.scope,
+                addr,
+            }),
+            _ => None,
+        };
+        w.put_opt(snap.udp_payload, rcode, e.dnssec_ok, nsid, echo);
     }
     w.finish();
     outcome
@@ -232,10 +267,11 @@ fn negative(w: &mut Writer<'_>, zone: &Zone) -> Result<(), NoRoom> {
 fn answer(
     snap: &Snapshot,
     req: &Request<'_>,
-    client: IpAddr,
+    ctx: &mut Ctx<'_>,
     transport: Transport,
     w: &mut Writer<'_>,
 ) -> Result<(u16, Outcome), NoRoom> {
+    let client = ctx.source;
     if req.qclass != wire::CLASS_IN {
         return Ok((wire::RCODE_REFUSED, Outcome::Reply));
     }
@@ -272,26 +308,63 @@ fn answer(
             }
             Found::Node(node) => {
                 let owner: &[u8] = if owner_is_q { req.qname() } else { t.bytes() };
-                if req.qtype != wire::TYPE_CNAME {
+                // A dynamic name: its chain answers A/AAAA (or everything,
+                // for a service of CNAMEs).
+                let mut next: Option<&[u8]> = None;
+                let mut done = false;
+                if let Some(si) = node.service {
+                    let svc = &zone.services[si as usize];
+                    let family = match req.qtype {
+                        wire::TYPE_A => Some(Family::V4),
+                        wire::TYPE_AAAA => Some(Family::V6),
+                        wire::TYPE_ANY => Some(Family::Any),
+                        _ if svc.cname => Some(Family::Any),
+                        _ => None,
+                    };
+                    if let Some(family) = family {
+                        match service_answer(snap, ctx, svc, family, req.qtype, owner, w)? {
+                            Served::Records => done = true,
+                            Served::Nodata => {
+                                if req.qtype == wire::TYPE_ANY && !node.rrsets.is_empty() {
+                                    put_set(w, Section::Answer, owner, &node.rrsets[0])?;
+                                } else {
+                                    negative(w, zone)?;
+                                }
+                                done = true;
+                            }
+                            Served::Cname(target) => {
+                                if req.qtype == wire::TYPE_CNAME || req.qtype == wire::TYPE_ANY {
+                                    done = true;
+                                } else {
+                                    next = Some(target);
+                                }
+                            }
+                        }
+                    }
+                }
+                if !done && next.is_none() && req.qtype != wire::TYPE_CNAME {
                     if let Some(cname) = node.get(wire::TYPE_CNAME) {
                         put_set(w, Section::Answer, owner, cname)?;
-                        let Some(next) = cname.targets.first() else {
-                            break;
-                        };
-                        if next.len() > MAX_NAME {
-                            break;
+                        match cname.targets.first() {
+                            Some(n) => next = Some(n),
+                            None => done = true,
                         }
-                        // Follow only into zones we serve (RFC 1034 §4.3.2 step 3a).
-                        let Some(nz) = snap.zones.find_name(next) else {
-                            break;
-                        };
-                        if next[..] == *t.bytes() {
-                            break;
-                        }
-                        zone = nz;
-                        t.set(next);
-                        continue;
                     }
+                }
+                if let Some(next) = next {
+                    if next.len() > MAX_NAME || next == t.bytes() {
+                        break;
+                    }
+                    // Follow only into zones we serve (RFC 1034 §4.3.2 step 3a).
+                    let Some(nz) = snap.zones.find_name(next) else {
+                        break;
+                    };
+                    zone = nz;
+                    t.set(next);
+                    continue;
+                }
+                if done {
+                    break;
                 }
                 if req.qtype == wire::TYPE_ANY {
                     // RFC 8482 §4.1: one RRset, never the whole node.
@@ -315,6 +388,115 @@ fn answer(
         }
     }
     Ok((rcode, Outcome::Reply))
+}
+
+/// Per-query state the answer path threads through.
+pub struct Ctx<'a> {
+    /// The packet's source address.
+    pub source: IpAddr,
+    /// A valid client-subnet option from the query.
+    pub ecs: Option<ClientSubnet>,
+    /// The ECS scope to return: the client-address prefix the answer
+    /// depended on (0 when it did not).
+    pub scope: u8,
+    pub scratch: &'a mut Scratch,
+}
+
+enum Served<'s> {
+    Records,
+    Nodata,
+    Cname(&'s [u8]),
+}
+
+/// The client a service decides for: the ECS address when the service
+/// uses ECS and the query carries a non-zero source prefix, else the
+/// packet's source (RFC 7871 §7.1.2).
+fn client_of(snap: &Snapshot, ctx: &Ctx<'_>, svc: &Service) -> (Client, Option<u8>) {
+    let (addr, source_prefix) = match ctx.ecs {
+        Some(e) if svc.ecs && e.source_prefix > 0 => (e.addr, Some(e.source_prefix)),
+        _ => (ctx.source, None),
+    };
+    (
+        Client {
+            addr,
+            loc: snap.geo.locate(addr),
+        },
+        source_prefix,
+    )
+}
+
+fn put_target(w: &mut Writer<'_>, owner: &[u8], ttl: u32, family: Family, t: &PolicyTarget) -> Result<(), NoRoom> {
+    match t {
+        PolicyTarget::Addr(IpAddr::V4(a)) if family != Family::V6 => w.put_rr_parts(Section::Answer, owner, wire::TYPE_A, ttl, &a.octets()),
+        PolicyTarget::Addr(IpAddr::V6(a)) if family != Family::V4 => w.put_rr_parts(Section::Answer, owner, wire::TYPE_AAAA, ttl, &a.octets()),
+        PolicyTarget::Cname(_, key) => w.put_rr_parts(Section::Answer, owner, wire::TYPE_CNAME, ttl, key),
+        PolicyTarget::Addr(_) => Ok(()),
+    }
+}
+
+fn service_answer<'s>(
+    snap: &'s Snapshot,
+    ctx: &mut Ctx<'_>,
+    svc: &'s Service,
+    family: Family,
+    qtype: u16,
+    owner: &[u8],
+    w: &mut Writer<'_>,
+) -> Result<Served<'s>, NoRoom> {
+    let (client, source_prefix) = client_of(snap, ctx, svc);
+    // RFC 8482: ANY gets one RRset; prefer A, else AAAA.
+    let fam = if qtype == wire::TYPE_ANY && !svc.cname { Family::V4 } else { family };
+    let mut d = decide(&snap.topology, svc, &client, fam, &snap.health, ctx.scratch, None);
+    if d.answer == Answer::Nodata && qtype == wire::TYPE_ANY && !svc.cname {
+        d = decide(&snap.topology, svc, &client, Family::V6, &snap.health, ctx.scratch, None);
+    }
+    if let Some(sp) = source_prefix {
+        ctx.scope = ctx.scope.max(d.scope.min(sp));
+    }
+    let ttl = svc.ttl;
+    match d.answer {
+        Answer::Endpoints => {
+            if svc.cname {
+                let Some(&e) = ctx.scratch.out.first() else {
+                    return Ok(Served::Nodata);
+                };
+                let t = &snap.topology.endpoints[e as usize].target;
+                put_target(w, owner, ttl, Family::Any, t)?;
+                return Ok(match t {
+                    PolicyTarget::Cname(_, key) => Served::Cname(key),
+                    PolicyTarget::Addr(_) => Served::Records,
+                });
+            }
+            let any = if fam == Family::Any { Family::Any } else { fam };
+            for &e in ctx.scratch.out.iter() {
+                put_target(w, owner, ttl, any, &snap.topology.endpoints[e as usize].target)?;
+            }
+            Ok(Served::Records)
+        }
+        Answer::Nodata => Ok(Served::Nodata),
+        Answer::FallbackAddresses => {
+            let AllDown::Addresses(addrs) = &svc.all_down else {
+                return Ok(Served::Nodata);
+            };
+            let want = if fam == Family::Any { Family::V4 } else { fam };
+            let mut n = 0;
+            for a in addrs {
+                let t = PolicyTarget::Addr(*a);
+                if want.admits_addr(*a) {
+                    put_target(w, owner, ttl, want, &t)?;
+                    n += 1;
+                }
+            }
+            Ok(if n == 0 { Served::Nodata } else { Served::Records })
+        }
+        Answer::FallbackCname => match &svc.all_down_cname {
+            Some(key) => {
+                w.put_rr_parts(Section::Answer, owner, wire::TYPE_CNAME, ttl, key)?;
+                Ok(Served::Cname(key))
+            }
+            None => Ok(Served::Nodata),
+        },
+    }
 }
 
 fn transfer_request(
@@ -428,7 +610,7 @@ mod tests {
         std::fs::write(dir.path().join("z.zone"), z).expect("write");
         let cfg = "[server]\nnsid = \"n\"\n[zones.\"example.com\"]\nfile = \"z.zone\"\nallow_transfer = [\"127.0.0.1/32\"]\n";
         let c = Config::parse(&dir.path().join("g.toml"), cfg).expect("config");
-        let (snap, _) = crate::snapshot::build(c, 1).expect("snapshot");
+        let (snap, _) = crate::snapshot::build(c, 1, None).expect("snapshot");
         (dir, snap)
     }
 
@@ -503,7 +685,7 @@ mod tests {
                 Transport::Udp
             };
             let client = IpAddr::from([127, 0, 0, 1]);
-            match handle(&snap, &b, client, transport, &mut out) {
+            match handle(&snap, &b, client, transport, &mut out, &mut Scratch::default()) {
                 Outcome::Reply => {
                     assert!(out.len() >= 12);
                     assert_eq!(out[0..2], b[0..2], "id echoed");
@@ -531,6 +713,7 @@ mod tests {
             client,
             Transport::Udp,
             &mut out,
+            &mut Scratch::default(),
         );
         assert_eq!(o, Outcome::Reply);
         assert!(out.len() <= 512);
@@ -541,6 +724,7 @@ mod tests {
             client,
             Transport::Tcp,
             &mut out,
+            &mut Scratch::default(),
         );
         let m = Message::from_vec(&out).expect("parses");
         assert_eq!(m.answers.len(), 60);

@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::dns::answer::{handle, transfer, Outcome, Transport};
+use crate::policy::Scratch;
 use crate::server::Shared;
 
 /// Connection counters for all TCP listeners.
@@ -111,6 +112,7 @@ async fn connection(
     let mut msg = vec![0u8; 65535];
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut frame: Vec<u8> = Vec::with_capacity(4096);
+    let mut scratch = Scratch::default();
     if *shutdown.borrow() {
         return;
     }
@@ -133,7 +135,7 @@ async fn connection(
         }
         shared.tcp_stats.queries.fetch_add(1, Ordering::Relaxed);
         let snap = shared.snapshot.load_full();
-        match handle(&snap, &msg[..len], client, Transport::Tcp, &mut out) {
+        match handle(&snap, &msg[..len], client, Transport::Tcp, &mut out, &mut scratch) {
             Outcome::Drop => continue,
             Outcome::Reply => {
                 frame.clear();

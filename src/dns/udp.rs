@@ -13,6 +13,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::dns::answer::{handle, Outcome, Transport};
+use crate::policy::Scratch;
 use crate::server::Shared;
 
 /// How often an idle worker wakes to check for shutdown.
@@ -81,6 +82,7 @@ pub fn spawn(
 fn worker(sock: UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBool>, st: Arc<WorkerStats>) {
     let mut rbuf = vec![0u8; 65535];
     let mut out: Vec<u8> = Vec::with_capacity(65535);
+    let mut scratch = Scratch::default();
     while !stop.load(Ordering::Relaxed) {
         let (n, peer) = match sock.recv_from(&mut rbuf) {
             Ok(x) => x,
@@ -106,7 +108,7 @@ fn worker(sock: UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBool>, st: Arc<W
         }
         let snap = shared.snapshot.load();
         let client = peer.ip().to_canonical();
-        match handle(&snap, &rbuf[..n], client, Transport::Udp, &mut out) {
+        match handle(&snap, &rbuf[..n], client, Transport::Udp, &mut out, &mut scratch) {
             Outcome::Reply => {
                 if let Err(e) = sock.send_to(&out, peer) {
                     tracing::debug!(error = %e, %peer, "udp send failed");

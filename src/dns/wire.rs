@@ -481,11 +481,29 @@ impl<'b> Writer<'b> {
         Ok(())
     }
 
+    /// Appends one resource record from its parts (CLASS IN).
+    pub fn put_rr_parts(&mut self, section: Section, owner: &[u8], rtype: u16, ttl: u32, rdata: &[u8]) -> Result<(), NoRoom> {
+        let start = self.buf.len();
+        self.put_name(owner);
+        self.buf.extend_from_slice(&rtype.to_be_bytes());
+        self.buf.extend_from_slice(&CLASS_IN.to_be_bytes());
+        self.buf.extend_from_slice(&ttl.to_be_bytes());
+        self.buf.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        self.buf.extend_from_slice(rdata);
+        if self.buf.len() > self.room() {
+            self.buf.truncate(start);
+            return Err(NoRoom);
+        }
+        self.counts[section as usize] += 1;
+        Ok(())
+    }
+
     /// Appends the OPT record (RFC 6891 §6.1.2): our payload size, the high
     /// bits of the RCODE, version 0, the DO bit echoed, unknown flags cleared,
-    /// and NSID when asked for and configured. Ignores the size limit: room
-    /// for it is reserved with [`set_reserve`](Self::set_reserve).
-    pub fn put_opt(&mut self, payload: u16, rcode: u16, dnssec_ok: bool, nsid: Option<&[u8]>) {
+    /// NSID when asked for and configured, and the client-subnet option with
+    /// its scope (RFC 7871 §7.2.1). Ignores the size limit: room for it is
+    /// reserved with [`set_reserve`](Self::set_reserve).
+    pub fn put_opt(&mut self, payload: u16, rcode: u16, dnssec_ok: bool, nsid: Option<&[u8]>, ecs: Option<EcsEcho<'_>>) {
         self.buf.push(0);
         self.buf.extend_from_slice(&TYPE_OPT.to_be_bytes());
         self.buf.extend_from_slice(&payload.to_be_bytes());
@@ -493,15 +511,20 @@ impl<'b> Writer<'b> {
         self.buf.push(0);
         let flags: u16 = if dnssec_ok { EDNS_DO } else { 0 };
         self.buf.extend_from_slice(&flags.to_be_bytes());
-        match nsid {
-            Some(id) => {
-                let rdlen = 4 + id.len();
-                self.buf.extend_from_slice(&(rdlen as u16).to_be_bytes());
-                self.buf.extend_from_slice(&OPT_NSID.to_be_bytes());
-                self.buf.extend_from_slice(&(id.len() as u16).to_be_bytes());
-                self.buf.extend_from_slice(id);
-            }
-            None => self.buf.extend_from_slice(&0u16.to_be_bytes()),
+        let rdlen = nsid.map_or(0, |id| 4 + id.len()) + ecs.as_ref().map_or(0, |e| 8 + e.addr.len());
+        self.buf.extend_from_slice(&(rdlen as u16).to_be_bytes());
+        if let Some(id) = nsid {
+            self.buf.extend_from_slice(&OPT_NSID.to_be_bytes());
+            self.buf.extend_from_slice(&(id.len() as u16).to_be_bytes());
+            self.buf.extend_from_slice(id);
+        }
+        if let Some(e) = ecs {
+            self.buf.extend_from_slice(&OPT_ECS.to_be_bytes());
+            self.buf.extend_from_slice(&((4 + e.addr.len()) as u16).to_be_bytes());
+            self.buf.extend_from_slice(&e.family.to_be_bytes());
+            self.buf.push(e.source_prefix);
+            self.buf.push(e.scope);
+            self.buf.extend_from_slice(e.addr);
         }
         self.counts[3] += 1;
     }
@@ -516,9 +539,19 @@ impl<'b> Writer<'b> {
     }
 }
 
+/// The client-subnet option echoed in a reply: the query's family, source
+/// prefix and address, with our scope.
+#[derive(Debug, Clone, Copy)]
+pub struct EcsEcho<'a> {
+    pub family: u16,
+    pub source_prefix: u8,
+    pub scope: u8,
+    pub addr: &'a [u8],
+}
+
 /// Size of the OPT record [`Writer::put_opt`] writes.
-pub fn opt_len(nsid: Option<&[u8]>) -> usize {
-    11 + nsid.map_or(0, |id| 4 + id.len())
+pub fn opt_len(nsid: Option<&[u8]>, ecs_addr_len: Option<usize>) -> usize {
+    11 + nsid.map_or(0, |id| 4 + id.len()) + ecs_addr_len.map_or(0, |n| 8 + n)
 }
 
 #[cfg(test)]

@@ -1,0 +1,262 @@
+//! Config schema for geo steering: `[geoip]`, `[regions.*]`, `[pools.*]` and
+//! the services declared under each zone. Parsed here with their source
+//! positions; cross-references are checked when the policy compiles.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {s:?} ({e}); write it like \"30s\", \"500ms\" or \"2m\""
+        ))
+    })
+}
+
+fn default_watch() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// `[geoip]`: the databases that locate clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoipConfig {
+    /// City or Country database (GeoIP2/GeoLite2 or DB-IP layout).
+    pub city: Spanned<PathBuf>,
+    /// Optional ASN database (GeoLite2-ASN layout).
+    #[serde(default)]
+    pub asn: Option<Spanned<PathBuf>>,
+    /// How often the files are checked for changes.
+    #[serde(default = "default_watch", deserialize_with = "de_duration")]
+    pub watch_interval: Duration,
+}
+
+/// `[regions.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    /// [latitude, longitude] in degrees.
+    pub location: Spanned<[f64; 2]>,
+    #[serde(default)]
+    pub continent: Option<String>,
+    #[serde(default)]
+    pub country: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One endpoint of a pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// Address handed out in A/AAAA answers.
+    #[serde(default)]
+    pub address: Option<IpAddr>,
+    /// Or a name handed out as a CNAME (CDN-style pools).
+    #[serde(default)]
+    pub cname: Option<String>,
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Address:port to health-check, when not the handed-out address.
+    #[serde(default)]
+    pub check: Option<String>,
+}
+
+/// `[pools.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub region: Spanned<String>,
+    pub endpoints: Spanned<Vec<EndpointConfig>>,
+    /// Endpoints that must be up for `failover` to choose this pool.
+    #[serde(default = "one")]
+    pub min_healthy: u32,
+}
+
+/// The `geo` step's map from client location to ordered region/pool lists.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoMapConfig {
+    #[serde(default)]
+    pub default: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub continent: BTreeMap<String, Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub country: BTreeMap<String, Spanned<Vec<String>>>,
+    /// ISO 3166-2, e.g. "US-CA".
+    #[serde(default)]
+    pub subdivision: BTreeMap<String, Spanned<Vec<String>>>,
+    /// Autonomous system number (as a string key: "64500").
+    #[serde(default)]
+    pub asn: BTreeMap<String, Spanned<Vec<String>>>,
+    /// Client CIDR → list.
+    #[serde(default)]
+    pub cidr: BTreeMap<String, Spanned<Vec<String>>>,
+    /// File of `CIDR list,of,targets` lines, relative to the config file.
+    #[serde(default)]
+    pub cidr_file: Option<Spanned<PathBuf>>,
+}
+
+/// The `latency` step's table: client area → region → milliseconds. The
+/// most specific area wins: country, then continent, then `default`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyConfig {
+    #[serde(default)]
+    pub default: Option<BTreeMap<String, f64>>,
+    #[serde(default)]
+    pub continent: BTreeMap<String, BTreeMap<String, f64>>,
+    #[serde(default)]
+    pub country: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NearestConfig {
+    /// Keep at most this many regions.
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Per-region bias in km: positive pulls clients in, negative pushes
+    /// them away (the distance used is `distance - bias`).
+    #[serde(default)]
+    pub bias: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightedMode {
+    #[default]
+    Random,
+    Sticky,
+}
+
+fn default_count() -> usize {
+    1
+}
+fn default_v4() -> u8 {
+    24
+}
+fn default_v6() -> u8 {
+    56
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedConfig {
+    #[serde(default)]
+    pub mode: WeightedMode,
+    /// How many endpoints to choose.
+    #[serde(default = "default_count")]
+    pub count: usize,
+    /// `sticky`: the client subnet that keeps its answer.
+    #[serde(default = "default_v4")]
+    pub sticky_prefix_v4: u8,
+    #[serde(default = "default_v6")]
+    pub sticky_prefix_v6: u8,
+}
+
+impl Default for WeightedConfig {
+    fn default() -> Self {
+        WeightedConfig {
+            mode: WeightedMode::Random,
+            count: 1,
+            sticky_prefix_v4: 24,
+            sticky_prefix_v6: 56,
+        }
+    }
+}
+
+/// What a service answers when every candidate is down.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum AllDown {
+    /// Answer as if everything were up (Route 53's behaviour).
+    #[default]
+    FailOpen,
+    /// NOERROR with no address records.
+    Nodata,
+    /// These addresses.
+    Addresses(Vec<IpAddr>),
+    /// This name, as a CNAME.
+    Cname(String),
+}
+
+impl<'de> Deserialize<'de> for AllDown {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fallback {
+            #[serde(default)]
+            addresses: Option<Vec<IpAddr>>,
+            #[serde(default)]
+            cname: Option<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            Table(Fallback),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Word(w) => match w.as_str() {
+                "fail_open" => Ok(AllDown::FailOpen),
+                "nodata" => Ok(AllDown::Nodata),
+                other => Err(serde::de::Error::custom(format!(
+                    "all_down = {other:?}: expected \"fail_open\", \"nodata\", {{ addresses = [...] }} or {{ cname = \"...\" }}"
+                ))),
+            },
+            Raw::Table(Fallback {
+                addresses: Some(a),
+                cname: None,
+            }) if !a.is_empty() => Ok(AllDown::Addresses(a)),
+            Raw::Table(Fallback {
+                addresses: None,
+                cname: Some(c),
+            }) => Ok(AllDown::Cname(c)),
+            Raw::Table(_) => Err(serde::de::Error::custom(
+                "all_down table needs exactly one of: addresses = [...] (non-empty), cname = \"...\"",
+            )),
+        }
+    }
+}
+
+fn default_ttl() -> u32 {
+    30
+}
+fn yes() -> bool {
+    true
+}
+
+/// `[zones."Z".services.NAME]`: a dynamic name answered by a steering chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    /// Candidate pools, in order of preference when nothing else decides.
+    pub pools: Spanned<Vec<String>>,
+    /// Steering steps, applied in order.
+    pub chain: Spanned<Vec<Spanned<String>>>,
+    /// Use the EDNS Client Subnet address to locate the client.
+    #[serde(default = "yes")]
+    pub ecs: bool,
+    #[serde(default)]
+    pub geo: Option<Spanned<GeoMapConfig>>,
+    #[serde(default)]
+    pub nearest: Option<NearestConfig>,
+    #[serde(default)]
+    pub latency: Option<Spanned<LatencyConfig>>,
+    #[serde(default)]
+    pub weighted: Option<WeightedConfig>,
+    #[serde(default)]
+    pub first_n: Option<usize>,
+    #[serde(default)]
+    pub all_down: AllDown,
+}

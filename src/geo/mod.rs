@@ -1,0 +1,417 @@
+//! Client location: MaxMind-format databases (GeoIP2/GeoLite2 City or
+//! Country, DB-IP's compatible layout, GeoLite2-ASN), EDNS Client Subnet
+//! (RFC 7871) and great-circle distance.
+//!
+//! Databases are memory-mapped and read in place; a lookup decodes only the
+//! fields steering uses, borrowing from the map, so it does not allocate.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use maxminddb::Reader;
+use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
+use serde::Deserialize;
+
+/// Why a database could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GeoError {
+    #[error("{path}: cannot open: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a usable MaxMind DB: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Identity of a file on disk, to notice replacement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    pub len: u64,
+    pub modified: Option<SystemTime>,
+    pub inode: u64,
+}
+
+impl FileStamp {
+    pub fn of(path: &Path) -> Option<FileStamp> {
+        let m = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&m);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Some(FileStamp {
+            len: m.len(),
+            modified: m.modified().ok(),
+            inode,
+        })
+    }
+}
+
+/// One opened database.
+pub struct Db {
+    reader: Reader<maxminddb::Mmap>,
+    pub path: PathBuf,
+    pub stamp: Option<FileStamp>,
+    pub database_type: String,
+    pub build_epoch: u64,
+}
+
+impl fmt::Debug for Db {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Db")
+            .field("path", &self.path)
+            .field("database_type", &self.database_type)
+            .field("build_epoch", &self.build_epoch)
+            .finish()
+    }
+}
+
+impl Db {
+    /// Opens (memory-maps) a database and checks it with a test lookup.
+    pub fn open(path: &Path) -> Result<Db, GeoError> {
+        let stamp = FileStamp::of(path);
+        std::fs::File::open(path).map_err(|source| GeoError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // SAFETY: the map is read-only; databases are replaced by rename (as
+        // geoipupdate does), which leaves this mapping on the old inode. A
+        // file truncated in place while mapped is outside what we support
+        // (see README, "GeoIP databases").
+        let reader = unsafe { Reader::open_mmap(path) }.map_err(|e| GeoError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let meta = reader.metadata();
+        let db = Db {
+            path: path.to_path_buf(),
+            stamp,
+            database_type: meta.database_type.clone(),
+            build_epoch: meta.build_epoch,
+            reader,
+        };
+        // Test lookups: a corrupt tree or data section fails here, not on
+        // the query path.
+        for ip in [IpAddr::from([1, 1, 1, 1]), IpAddr::from([8, 8, 8, 8]), IpAddr::from([192, 0, 2, 1])] {
+            if let Ok(r) = db.reader.lookup(ip) {
+                if r.has_data() {
+                    r.decode::<IgnoredAny>().map_err(|e| GeoError::Invalid {
+                        path: path.to_path_buf(),
+                        message: format!("test lookup failed: {e}"),
+                    })?;
+                }
+            } else if db.reader.metadata().ip_version == 6 {
+                return Err(GeoError::Invalid {
+                    path: path.to_path_buf(),
+                    message: "test lookup failed".into(),
+                });
+            }
+        }
+        Ok(db)
+    }
+}
+
+/// Where a client is, as far as the databases know.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Location {
+    /// Two-letter continent code (e.g. b"EU"), zeros if unknown.
+    pub continent: [u8; 2],
+    /// ISO 3166-1 alpha-2 country, zeros if unknown.
+    pub country: [u8; 2],
+    /// ISO 3166-2 subdivision part after the country (e.g. b"CA\0"), zeros if unknown.
+    pub subdivision: [u8; 3],
+    pub coords: Option<(f64, f64)>,
+    /// Autonomous system number, 0 if unknown.
+    pub asn: u32,
+    /// Prefix length of the City/Country database network that matched (0: none).
+    pub prefix: u8,
+    /// Prefix length of the ASN database network that matched.
+    pub asn_prefix: u8,
+    /// The address fell in a private, loopback or otherwise special range.
+    pub special: bool,
+    /// The City/Country database had a record for the address.
+    pub found: bool,
+}
+
+fn code<const N: usize>(s: Option<&str>) -> [u8; N] {
+    let mut out = [0u8; N];
+    if let Some(s) = s {
+        if s.len() <= N && s.is_ascii() {
+            for (o, b) in out.iter_mut().zip(s.bytes()) {
+                *o = b.to_ascii_uppercase();
+            }
+        }
+    }
+    out
+}
+
+/// Text of a fixed-size code ("" if unknown).
+pub fn code_str(c: &[u8]) -> &str {
+    let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
+    std::str::from_utf8(&c[..end]).unwrap_or("")
+}
+
+impl Location {
+    pub fn continent(&self) -> &str {
+        code_str(&self.continent)
+    }
+    pub fn country(&self) -> &str {
+        code_str(&self.country)
+    }
+    pub fn subdivision(&self) -> &str {
+        code_str(&self.subdivision)
+    }
+}
+
+#[derive(Deserialize)]
+struct CodeRec<'a> {
+    #[serde(borrow, default)]
+    code: Option<&'a str>,
+}
+#[derive(Deserialize)]
+struct IsoRec<'a> {
+    #[serde(borrow, default)]
+    iso_code: Option<&'a str>,
+}
+#[derive(Deserialize)]
+struct LocRec {
+    #[serde(default)]
+    latitude: Option<f64>,
+    #[serde(default)]
+    longitude: Option<f64>,
+}
+
+/// The first subdivision's ISO code, without collecting the list.
+fn first_subdivision<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de str>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<&'de str>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of subdivisions")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let first: Option<IsoRec<'de>> = seq.next_element()?;
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(first.and_then(|r| r.iso_code))
+        }
+    }
+    d.deserialize_seq(V)
+}
+
+/// The fields of a GeoIP2 City/Country (or DB-IP) record that steering uses.
+#[derive(Deserialize)]
+struct CityRec<'a> {
+    #[serde(borrow, default)]
+    continent: Option<CodeRec<'a>>,
+    #[serde(borrow, default)]
+    country: Option<IsoRec<'a>>,
+    #[serde(borrow, default)]
+    registered_country: Option<IsoRec<'a>>,
+    #[serde(borrow, default, deserialize_with = "first_subdivision")]
+    subdivisions: Option<&'a str>,
+    #[serde(default)]
+    location: Option<LocRec>,
+}
+
+#[derive(Deserialize)]
+struct AsnRec {
+    #[serde(default)]
+    autonomous_system_number: Option<u32>,
+}
+
+/// Addresses that never locate: private, loopback, link-local, and so on.
+pub fn is_special(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.octets()[0] == 0
+                || (v4.octets()[0] == 100 && v4.octets()[1] & 0xc0 == 64)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_special(IpAddr::V4(v4));
+            }
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// The configured databases (either may be absent).
+#[derive(Debug, Default)]
+pub struct GeoDb {
+    pub city: Option<std::sync::Arc<Db>>,
+    pub asn: Option<std::sync::Arc<Db>>,
+}
+
+impl GeoDb {
+    /// Locates `ip`. Errors inside a database are treated as "not found".
+    pub fn locate(&self, ip: IpAddr) -> Location {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        let mut loc = Location::default();
+        if is_special(ip) {
+            loc.special = true;
+            return loc;
+        }
+        if let Some(db) = &self.city {
+            if let Ok(r) = db.reader.lookup(ip) {
+                loc.prefix = r.network().map_or(0, |n| n.prefix());
+                if let Ok(Some(rec)) = r.decode::<CityRec<'_>>() {
+                    loc.found = true;
+                    loc.continent = code(rec.continent.and_then(|c| c.code));
+                    let country = rec
+                        .country
+                        .and_then(|c| c.iso_code)
+                        .or(rec.registered_country.and_then(|c| c.iso_code));
+                    loc.country = code(country);
+                    loc.subdivision = code(rec.subdivisions);
+                    if let Some(LocRec {
+                        latitude: Some(lat),
+                        longitude: Some(lon),
+                    }) = rec.location
+                    {
+                        if lat.is_finite() && lon.is_finite() {
+                            loc.coords = Some((lat, lon));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(db) = &self.asn {
+            if let Ok(r) = db.reader.lookup(ip) {
+                if let Ok(Some(rec)) = r.decode::<AsnRec>() {
+                    loc.asn = rec.autonomous_system_number.unwrap_or(0);
+                    loc.asn_prefix = r.network().map_or(0, |n| n.prefix());
+                }
+            }
+        }
+        loc
+    }
+}
+
+/// Great-circle distance in km (haversine).
+pub fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (lat1, lon1) = (a.0.to_radians(), a.1.to_radians());
+    let (lat2, lon2) = (b.0.to_radians(), b.1.to_radians());
+    let dlat = lat2 - lat1;
+    let dlon = lon2 - lon1;
+    let h = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlon / 2.0).sin().powi(2);
+    2.0 * 6371.0 * h.sqrt().min(1.0).asin()
+}
+
+/// An EDNS Client Subnet option from a query (RFC 7871 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientSubnet {
+    pub family: u16,
+    pub source_prefix: u8,
+    /// The address with the bits beyond `source_prefix` zero.
+    pub addr: IpAddr,
+}
+
+/// A malformed client-subnet option (answered with FORMERR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadEcs;
+
+impl ClientSubnet {
+    /// Parses option data: FAMILY, SOURCE PREFIX-LENGTH, SCOPE
+    /// PREFIX-LENGTH, ADDRESS truncated to the source prefix.
+    pub fn parse(data: &[u8]) -> Result<ClientSubnet, BadEcs> {
+        if data.len() < 4 {
+            return Err(BadEcs);
+        }
+        let family = u16::from_be_bytes([data[0], data[1]]);
+        let source = data[2];
+        let addr = &data[4..];
+        let max = match family {
+            1 => 32,
+            2 => 128,
+            _ => return Err(BadEcs),
+        };
+        if source > max || addr.len() != (source as usize).div_ceil(8) {
+            return Err(BadEcs);
+        }
+        // Bits beyond the source prefix must be zero (RFC 7871 §6).
+        if source % 8 != 0 {
+            if let Some(&last) = addr.last() {
+                if last & (0xffu8 >> (source % 8)) != 0 {
+                    return Err(BadEcs);
+                }
+            }
+        }
+        let ip = if family == 1 {
+            let mut b = [0u8; 4];
+            b[..addr.len()].copy_from_slice(addr);
+            IpAddr::V4(Ipv4Addr::from(b))
+        } else {
+            let mut b = [0u8; 16];
+            b[..addr.len()].copy_from_slice(addr);
+            IpAddr::V6(Ipv6Addr::from(b))
+        };
+        Ok(ClientSubnet {
+            family,
+            source_prefix: source,
+            addr: ip,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc7871_6_ecs_option_validation() {
+        let ok = ClientSubnet::parse(&[0, 1, 24, 0, 192, 0, 2]).expect("valid");
+        assert_eq!(ok.addr, IpAddr::from([192, 0, 2, 0]));
+        assert_eq!(ok.source_prefix, 24);
+        let v6 = ClientSubnet::parse(&[0, 2, 56, 0, 0x20, 1, 0xd, 0xb8, 0, 0, 0]).expect("valid");
+        assert_eq!(v6.source_prefix, 56);
+        // Source 0: no address bytes.
+        assert!(ClientSubnet::parse(&[0, 1, 0, 0]).is_ok());
+        for bad in [
+            &[0, 1, 24][..],                 // short
+            &[0, 3, 24, 0, 1, 2, 3][..],     // unknown family
+            &[0, 1, 33, 0, 1, 2, 3, 4, 5][..], // prefix too long
+            &[0, 1, 24, 0, 192, 0][..],      // address too short
+            &[0, 1, 24, 0, 192, 0, 2, 1][..], // address too long
+            &[0, 1, 23, 0, 192, 0, 3][..],   // bit beyond /23 set
+        ] {
+            assert_eq!(ClientSubnet::parse(bad), Err(BadEcs), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn distances_are_great_circle() {
+        let fra = (50.11, 8.68);
+        let iad = (38.95, -77.45);
+        let d = distance_km(fra, iad);
+        assert!((6450.0..6600.0).contains(&d), "{d}");
+        assert!(distance_km(fra, fra) < 1e-6);
+    }
+
+    #[test]
+    fn special_addresses_are_not_located() {
+        for ip in ["10.1.2.3", "127.0.0.1", "192.168.1.1", "::1", "fe80::1", "fd00::1", "100.64.0.1", "::ffff:10.0.0.1"] {
+            let ip: IpAddr = ip.parse().expect("ip");
+            assert!(is_special(ip), "{ip}");
+        }
+        for ip in ["192.0.2.1", "8.8.8.8", "2001:db8::1"] {
+            let ip: IpAddr = ip.parse().expect("ip");
+            assert!(!is_special(ip), "{ip}");
+        }
+    }
+}
