@@ -17,10 +17,10 @@ use rustc_hash::FxHashMap;
 
 use crate::config::Config;
 use crate::diag::{Diagnostic, LoadError};
+use crate::dns::wire::{self, MAX_LABELS};
 use crate::geo::{Db, FileStamp, GeoDb};
 use crate::policy::compile::ZoneService;
 use crate::policy::{HealthView, Service, Topology};
-use crate::dns::wire::{self, MAX_LABELS};
 use crate::zone::{self, ZoneData};
 
 /// A name or record in wire format.
@@ -239,11 +239,16 @@ pub fn compile_zone(
     let mut svcs = Vec::with_capacity(services.len());
     for (i, zs) in services.into_iter().enumerate() {
         let key = name_key(&zs.name);
-        let statics: Vec<u16> = nodes.get(&key).map_or(Vec::new(), |n| n.1.iter().map(|s| s.rtype).collect());
+        let statics: Vec<u16> = nodes
+            .get(&key)
+            .map_or(Vec::new(), |n| n.1.iter().map(|s| s.rtype).collect());
         let at = |msg: String| Diagnostic::error(config_path, zs.line, 0, msg);
         if zs.service.cname {
             if *key == *apex {
-                diags.push(at(format!("service {}: the zone apex cannot be a CNAME (pools of cname endpoints)", zs.name)));
+                diags.push(at(format!(
+                    "service {}: the zone apex cannot be a CNAME (pools of cname endpoints)",
+                    zs.name
+                )));
             } else if !statics.is_empty() {
                 diags.push(at(format!(
                     "service {} answers with a CNAME, so the zone file cannot have other records at that name",
@@ -251,8 +256,14 @@ pub fn compile_zone(
                 )));
             }
         } else if statics.contains(&wire::TYPE_CNAME) {
-            diags.push(at(format!("service {}: the zone file has a CNAME at that name", zs.name)));
-        } else if statics.iter().any(|&t| t == wire::TYPE_A || t == wire::TYPE_AAAA) {
+            diags.push(at(format!(
+                "service {}: the zone file has a CNAME at that name",
+                zs.name
+            )));
+        } else if statics
+            .iter()
+            .any(|&t| t == wire::TYPE_A || t == wire::TYPE_AAAA)
+        {
             diags.push(at(format!(
                 "service {}: the zone file has A/AAAA records at that name; the service answers those",
                 zs.name
@@ -268,7 +279,10 @@ pub fn compile_zone(
         return Err(diags);
     }
     // Empty non-terminals: every name between an owner and the apex exists.
-    let owners: Vec<(Wire, Wire)> = nodes.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+    let owners: Vec<(Wire, Wire)> = nodes
+        .iter()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
     for (key, orig) in owners {
         let mut offs = [0u8; MAX_LABELS];
         let n = wire::label_offsets(&key, &mut offs);
@@ -311,7 +325,10 @@ pub fn compile_zone(
                 config_path,
                 0,
                 0,
-                format!("service {} is at or below a delegation point and would never be answered", svcs[i as usize].name),
+                format!(
+                    "service {} is at or below a delegation point and would never be answered",
+                    svcs[i as usize].name
+                ),
             ));
         }
     }
@@ -357,7 +374,10 @@ pub fn open_geo(config: &Config, prev: Option<&GeoDb>) -> Result<GeoDb, Vec<Diag
         return Ok(GeoDb::default());
     };
     let mut diags = Vec::new();
-    let mut open = |path: &std::path::Path, span: std::ops::Range<usize>, old: Option<&Arc<Db>>| -> Option<Arc<Db>> {
+    let mut open = |path: &std::path::Path,
+                    span: std::ops::Range<usize>,
+                    old: Option<&Arc<Db>>|
+     -> Option<Arc<Db>> {
         if let Some(old) = old {
             if old.path == path && old.stamp.is_some() && old.stamp == FileStamp::of(path) {
                 return Some(old.clone());
@@ -372,7 +392,11 @@ pub fn open_geo(config: &Config, prev: Option<&GeoDb>) -> Result<GeoDb, Vec<Diag
             }
         }
     };
-    let city = open(g.city.get_ref(), g.city.span(), prev.and_then(|p| p.city.as_ref()));
+    let city = open(
+        g.city.get_ref(),
+        g.city.span(),
+        prev.and_then(|p| p.city.as_ref()),
+    );
     let asn = g
         .asn
         .as_ref()
@@ -386,7 +410,11 @@ pub fn open_geo(config: &Config, prev: Option<&GeoDb>) -> Result<GeoDb, Vec<Diag
 /// Loads every zone of `config` and compiles a snapshot. Health and admin
 /// state of endpoints that still exist are carried over from `prev`.
 /// Returns warnings alongside; any error fails the whole load.
-pub fn build(config: Config, generation: u64, prev: Option<&Snapshot>) -> Result<(Snapshot, Vec<Diagnostic>), LoadError> {
+pub fn build(
+    config: Config,
+    generation: u64,
+    prev: Option<&Snapshot>,
+) -> Result<(Snapshot, Vec<Diagnostic>), LoadError> {
     let mut diags = Vec::new();
     let (topology, mut services) = crate::policy::compile(&config, &mut diags);
     let mut table = ZoneTable::default();
@@ -418,7 +446,9 @@ pub fn build(config: Config, generation: u64, prev: Option<&Snapshot>) -> Result
         s.steps.iter().any(|st| {
             matches!(
                 st,
-                crate::policy::Step::Geo(_) | crate::policy::Step::Nearest { .. } | crate::policy::Step::Latency(_)
+                crate::policy::Step::Geo(_)
+                    | crate::policy::Step::Nearest { .. }
+                    | crate::policy::Step::Latency(_)
             )
         })
     });

@@ -18,8 +18,8 @@ use crate::diag::{line_col, Diagnostic, LoadError};
 
 pub mod steering;
 pub use steering::{
-    AllDown, EndpointConfig, GeoMapConfig, GeoipConfig, LatencyConfig, NearestConfig, PoolConfig, RegionConfig,
-    ServiceConfig, WeightedConfig, WeightedMode,
+    AllDown, EndpointConfig, GeoMapConfig, GeoipConfig, LatencyConfig, NearestConfig, PoolConfig,
+    RegionConfig, ServiceConfig, WeightedConfig, WeightedMode,
 };
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

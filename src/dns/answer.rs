@@ -79,7 +79,13 @@ pub fn handle(
             let mut w = Writer::new(out, &req, limit, true);
             w.set_rcode(wire::RCODE_FORMERR);
             if let Some(e) = req.edns {
-                w.put_opt(snap.udp_payload, wire::RCODE_FORMERR, e.dnssec_ok, None, None);
+                w.put_opt(
+                    snap.udp_payload,
+                    wire::RCODE_FORMERR,
+                    e.dnssec_ok,
+                    None,
+                    None,
+                );
             }
             w.finish();
             return Outcome::Reply;
@@ -94,7 +100,13 @@ pub fn handle(
         // answered with the highest version we do (0).
         if e.version > 0 {
             w.set_rcode(wire::RCODE_BADVERS);
-            w.put_opt(snap.udp_payload, wire::RCODE_BADVERS, e.dnssec_ok, nsid, None);
+            w.put_opt(
+                snap.udp_payload,
+                wire::RCODE_BADVERS,
+                e.dnssec_ok,
+                nsid,
+                None,
+            );
             w.finish();
             return Outcome::Reply;
         }
@@ -102,7 +114,13 @@ pub fn handle(
     if req.opcode() != 0 {
         w.set_rcode(wire::RCODE_NOTIMP);
         if let Some(e) = req.edns {
-            w.put_opt(snap.udp_payload, wire::RCODE_NOTIMP, e.dnssec_ok, nsid, None);
+            w.put_opt(
+                snap.udp_payload,
+                wire::RCODE_NOTIMP,
+                e.dnssec_ok,
+                nsid,
+                None,
+            );
         }
         w.finish();
         return Outcome::Reply;
@@ -425,11 +443,23 @@ fn client_of(snap: &Snapshot, ctx: &Ctx<'_>, svc: &Service) -> (Client, Option<u
     )
 }
 
-fn put_target(w: &mut Writer<'_>, owner: &[u8], ttl: u32, family: Family, t: &PolicyTarget) -> Result<(), NoRoom> {
+fn put_target(
+    w: &mut Writer<'_>,
+    owner: &[u8],
+    ttl: u32,
+    family: Family,
+    t: &PolicyTarget,
+) -> Result<(), NoRoom> {
     match t {
-        PolicyTarget::Addr(IpAddr::V4(a)) if family != Family::V6 => w.put_rr_parts(Section::Answer, owner, wire::TYPE_A, ttl, &a.octets()),
-        PolicyTarget::Addr(IpAddr::V6(a)) if family != Family::V4 => w.put_rr_parts(Section::Answer, owner, wire::TYPE_AAAA, ttl, &a.octets()),
-        PolicyTarget::Cname(_, key) => w.put_rr_parts(Section::Answer, owner, wire::TYPE_CNAME, ttl, key),
+        PolicyTarget::Addr(IpAddr::V4(a)) if family != Family::V6 => {
+            w.put_rr_parts(Section::Answer, owner, wire::TYPE_A, ttl, &a.octets())
+        }
+        PolicyTarget::Addr(IpAddr::V6(a)) if family != Family::V4 => {
+            w.put_rr_parts(Section::Answer, owner, wire::TYPE_AAAA, ttl, &a.octets())
+        }
+        PolicyTarget::Cname(_, key) => {
+            w.put_rr_parts(Section::Answer, owner, wire::TYPE_CNAME, ttl, key)
+        }
         PolicyTarget::Addr(_) => Ok(()),
     }
 }
@@ -445,10 +475,30 @@ fn service_answer<'s>(
 ) -> Result<Served<'s>, NoRoom> {
     let (client, source_prefix) = client_of(snap, ctx, svc);
     // RFC 8482: ANY gets one RRset; prefer A, else AAAA.
-    let fam = if qtype == wire::TYPE_ANY && !svc.cname { Family::V4 } else { family };
-    let mut d = decide(&snap.topology, svc, &client, fam, &snap.health, ctx.scratch, None);
+    let fam = if qtype == wire::TYPE_ANY && !svc.cname {
+        Family::V4
+    } else {
+        family
+    };
+    let mut d = decide(
+        &snap.topology,
+        svc,
+        &client,
+        fam,
+        &snap.health,
+        ctx.scratch,
+        None,
+    );
     if d.answer == Answer::Nodata && qtype == wire::TYPE_ANY && !svc.cname {
-        d = decide(&snap.topology, svc, &client, Family::V6, &snap.health, ctx.scratch, None);
+        d = decide(
+            &snap.topology,
+            svc,
+            &client,
+            Family::V6,
+            &snap.health,
+            ctx.scratch,
+            None,
+        );
     }
     if let Some(sp) = source_prefix {
         ctx.scope = ctx.scope.max(d.scope.min(sp));
@@ -469,7 +519,13 @@ fn service_answer<'s>(
             }
             let any = if fam == Family::Any { Family::Any } else { fam };
             for &e in ctx.scratch.out.iter() {
-                put_target(w, owner, ttl, any, &snap.topology.endpoints[e as usize].target)?;
+                put_target(
+                    w,
+                    owner,
+                    ttl,
+                    any,
+                    &snap.topology.endpoints[e as usize].target,
+                )?;
             }
             Ok(Served::Records)
         }
@@ -487,7 +543,11 @@ fn service_answer<'s>(
                     n += 1;
                 }
             }
-            Ok(if n == 0 { Served::Nodata } else { Served::Records })
+            Ok(if n == 0 {
+                Served::Nodata
+            } else {
+                Served::Records
+            })
         }
         Answer::FallbackCname => match &svc.all_down_cname {
             Some(key) => {
@@ -685,7 +745,14 @@ mod tests {
                 Transport::Udp
             };
             let client = IpAddr::from([127, 0, 0, 1]);
-            match handle(&snap, &b, client, transport, &mut out, &mut Scratch::default()) {
+            match handle(
+                &snap,
+                &b,
+                client,
+                transport,
+                &mut out,
+                &mut Scratch::default(),
+            ) {
                 Outcome::Reply => {
                     assert!(out.len() >= 12);
                     assert_eq!(out[0..2], b[0..2], "id echoed");

@@ -135,7 +135,14 @@ async fn connection(
         }
         shared.tcp_stats.queries.fetch_add(1, Ordering::Relaxed);
         let snap = shared.snapshot.load_full();
-        match handle(&snap, &msg[..len], client, Transport::Tcp, &mut out, &mut scratch) {
+        match handle(
+            &snap,
+            &msg[..len],
+            client,
+            Transport::Tcp,
+            &mut out,
+            &mut scratch,
+        ) {
             Outcome::Drop => continue,
             Outcome::Reply => {
                 frame.clear();

@@ -108,7 +108,14 @@ fn worker(sock: UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBool>, st: Arc<W
         }
         let snap = shared.snapshot.load();
         let client = peer.ip().to_canonical();
-        match handle(&snap, &rbuf[..n], client, Transport::Udp, &mut out, &mut scratch) {
+        match handle(
+            &snap,
+            &rbuf[..n],
+            client,
+            Transport::Udp,
+            &mut out,
+            &mut scratch,
+        ) {
             Outcome::Reply => {
                 if let Err(e) = sock.send_to(&out, peer) {
                     tracing::debug!(error = %e, %peer, "udp send failed");

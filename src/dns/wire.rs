@@ -482,13 +482,21 @@ impl<'b> Writer<'b> {
     }
 
     /// Appends one resource record from its parts (CLASS IN).
-    pub fn put_rr_parts(&mut self, section: Section, owner: &[u8], rtype: u16, ttl: u32, rdata: &[u8]) -> Result<(), NoRoom> {
+    pub fn put_rr_parts(
+        &mut self,
+        section: Section,
+        owner: &[u8],
+        rtype: u16,
+        ttl: u32,
+        rdata: &[u8],
+    ) -> Result<(), NoRoom> {
         let start = self.buf.len();
         self.put_name(owner);
         self.buf.extend_from_slice(&rtype.to_be_bytes());
         self.buf.extend_from_slice(&CLASS_IN.to_be_bytes());
         self.buf.extend_from_slice(&ttl.to_be_bytes());
-        self.buf.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        self.buf
+            .extend_from_slice(&(rdata.len() as u16).to_be_bytes());
         self.buf.extend_from_slice(rdata);
         if self.buf.len() > self.room() {
             self.buf.truncate(start);
@@ -503,7 +511,14 @@ impl<'b> Writer<'b> {
     /// NSID when asked for and configured, and the client-subnet option with
     /// its scope (RFC 7871 §7.2.1). Ignores the size limit: room for it is
     /// reserved with [`set_reserve`](Self::set_reserve).
-    pub fn put_opt(&mut self, payload: u16, rcode: u16, dnssec_ok: bool, nsid: Option<&[u8]>, ecs: Option<EcsEcho<'_>>) {
+    pub fn put_opt(
+        &mut self,
+        payload: u16,
+        rcode: u16,
+        dnssec_ok: bool,
+        nsid: Option<&[u8]>,
+        ecs: Option<EcsEcho<'_>>,
+    ) {
         self.buf.push(0);
         self.buf.extend_from_slice(&TYPE_OPT.to_be_bytes());
         self.buf.extend_from_slice(&payload.to_be_bytes());
@@ -511,7 +526,8 @@ impl<'b> Writer<'b> {
         self.buf.push(0);
         let flags: u16 = if dnssec_ok { EDNS_DO } else { 0 };
         self.buf.extend_from_slice(&flags.to_be_bytes());
-        let rdlen = nsid.map_or(0, |id| 4 + id.len()) + ecs.as_ref().map_or(0, |e| 8 + e.addr.len());
+        let rdlen =
+            nsid.map_or(0, |id| 4 + id.len()) + ecs.as_ref().map_or(0, |e| 8 + e.addr.len());
         self.buf.extend_from_slice(&(rdlen as u16).to_be_bytes());
         if let Some(id) = nsid {
             self.buf.extend_from_slice(&OPT_NSID.to_be_bytes());
@@ -520,7 +536,8 @@ impl<'b> Writer<'b> {
         }
         if let Some(e) = ecs {
             self.buf.extend_from_slice(&OPT_ECS.to_be_bytes());
-            self.buf.extend_from_slice(&((4 + e.addr.len()) as u16).to_be_bytes());
+            self.buf
+                .extend_from_slice(&((4 + e.addr.len()) as u16).to_be_bytes());
             self.buf.extend_from_slice(&e.family.to_be_bytes());
             self.buf.push(e.source_prefix);
             self.buf.push(e.scope);

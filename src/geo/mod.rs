@@ -95,7 +95,11 @@ impl Db {
         };
         // Test lookups: a corrupt tree or data section fails here, not on
         // the query path.
-        for ip in [IpAddr::from([1, 1, 1, 1]), IpAddr::from([8, 8, 8, 8]), IpAddr::from([192, 0, 2, 1])] {
+        for ip in [
+            IpAddr::from([1, 1, 1, 1]),
+            IpAddr::from([8, 8, 8, 8]),
+            IpAddr::from([192, 0, 2, 1]),
+        ] {
             if let Ok(r) = db.reader.lookup(ip) {
                 if r.has_data() {
                     r.decode::<IgnoredAny>().map_err(|e| GeoError::Invalid {
@@ -383,12 +387,12 @@ mod tests {
         // Source 0: no address bytes.
         assert!(ClientSubnet::parse(&[0, 1, 0, 0]).is_ok());
         for bad in [
-            &[0, 1, 24][..],                 // short
-            &[0, 3, 24, 0, 1, 2, 3][..],     // unknown family
+            &[0, 1, 24][..],                   // short
+            &[0, 3, 24, 0, 1, 2, 3][..],       // unknown family
             &[0, 1, 33, 0, 1, 2, 3, 4, 5][..], // prefix too long
-            &[0, 1, 24, 0, 192, 0][..],      // address too short
-            &[0, 1, 24, 0, 192, 0, 2, 1][..], // address too long
-            &[0, 1, 23, 0, 192, 0, 3][..],   // bit beyond /23 set
+            &[0, 1, 24, 0, 192, 0][..],        // address too short
+            &[0, 1, 24, 0, 192, 0, 2, 1][..],  // address too long
+            &[0, 1, 23, 0, 192, 0, 3][..],     // bit beyond /23 set
         ] {
             assert_eq!(ClientSubnet::parse(bad), Err(BadEcs), "{bad:?}");
         }
@@ -405,7 +409,16 @@ mod tests {
 
     #[test]
     fn special_addresses_are_not_located() {
-        for ip in ["10.1.2.3", "127.0.0.1", "192.168.1.1", "::1", "fe80::1", "fd00::1", "100.64.0.1", "::ffff:10.0.0.1"] {
+        for ip in [
+            "10.1.2.3",
+            "127.0.0.1",
+            "192.168.1.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "100.64.0.1",
+            "::ffff:10.0.0.1",
+        ] {
             let ip: IpAddr = ip.parse().expect("ip");
             assert!(is_special(ip), "{ip}");
         }

@@ -10,13 +10,17 @@ use hickory_proto::rr::Name;
 use ipnet::IpNet;
 use rustc_hash::FxHashMap;
 
-use super::{fnv1a, Endpoint, GeoMap, Group, Latency, Pool, Region, Service, Step, Target, Topology};
+use super::{
+    fnv1a, Endpoint, GeoMap, Group, Latency, Pool, Region, Service, Step, Target, Topology,
+};
 use crate::config::{AllDown, Config, GeoMapConfig, LatencyConfig, ServiceConfig};
 use crate::diag::{line_col, Diagnostic};
 use crate::snapshot::name_key;
 
 const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
-const STEPS: [&str; 7] = ["healthy", "geo", "nearest", "latency", "failover", "weighted", "first_n"];
+const STEPS: [&str; 7] = [
+    "healthy", "geo", "nearest", "latency", "failover", "weighted", "first_n",
+];
 
 /// A service compiled for one zone: owner name, the service, config line.
 pub struct ZoneService {
@@ -62,17 +66,35 @@ pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> (Topology, Vec<V
             cx.err(
                 Some(r.value.location.span()),
                 r.line,
-                format!("regions.{}.location: [{lat}, {lon}] is not a [latitude, longitude] in degrees", r.name),
+                format!(
+                    "regions.{}.location: [{lat}, {lon}] is not a [latitude, longitude] in degrees",
+                    r.name
+                ),
             );
         }
         if let Some(c) = &r.value.continent {
             if !CONTINENTS.contains(&c.to_ascii_uppercase().as_str()) {
-                cx.err(None, r.line, format!("regions.{}.continent {c:?}: expected one of {}", r.name, CONTINENTS.join(", ")));
+                cx.err(
+                    None,
+                    r.line,
+                    format!(
+                        "regions.{}.continent {c:?}: expected one of {}",
+                        r.name,
+                        CONTINENTS.join(", ")
+                    ),
+                );
             }
         }
         if let Some(c) = &r.value.country {
             if two_letters(c).is_none() {
-                cx.err(None, r.line, format!("regions.{}.country {c:?}: expected an ISO 3166-1 alpha-2 code", r.name));
+                cx.err(
+                    None,
+                    r.line,
+                    format!(
+                        "regions.{}.country {c:?}: expected an ISO 3166-1 alpha-2 code",
+                        r.name
+                    ),
+                );
             }
         }
         region_idx.insert(r.name.clone(), topo.regions.len() as u16);
@@ -84,19 +106,34 @@ pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> (Topology, Vec<V
     let mut pool_idx: BTreeMap<String, u16> = BTreeMap::new();
     for p in &config.pools {
         if region_idx.contains_key(&p.name) {
-            cx.err(None, p.line, format!("pools.{}: a region has the same name; names of regions and pools must differ", p.name));
+            cx.err(
+                None,
+                p.line,
+                format!(
+                    "pools.{}: a region has the same name; names of regions and pools must differ",
+                    p.name
+                ),
+            );
         }
         let Some(&region) = region_idx.get(p.value.region.get_ref()) else {
             cx.err(
                 Some(p.value.region.span()),
                 p.line,
-                format!("pools.{}.region: unknown region {:?}", p.name, p.value.region.get_ref()),
+                format!(
+                    "pools.{}.region: unknown region {:?}",
+                    p.name,
+                    p.value.region.get_ref()
+                ),
             );
             continue;
         };
         let eps = p.value.endpoints.get_ref();
         if eps.is_empty() {
-            cx.err(Some(p.value.endpoints.span()), p.line, format!("pools.{}: no endpoints", p.name));
+            cx.err(
+                Some(p.value.endpoints.span()),
+                p.line,
+                format!("pools.{}: no endpoints", p.name),
+            );
             continue;
         }
         let start = topo.endpoints.len() as u32;
@@ -112,7 +149,11 @@ pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> (Topology, Vec<V
                         Target::Cname(n.to_string(), key)
                     }
                     Err(err) => {
-                        cx.err(Some(p.value.endpoints.span()), p.line, format!("pools.{}.endpoints[{i}].cname {c:?}: {err}", p.name));
+                        cx.err(
+                            Some(p.value.endpoints.span()),
+                            p.line,
+                            format!("pools.{}.endpoints[{i}].cname {c:?}: {err}", p.name),
+                        );
                         continue;
                     }
                 },
@@ -120,7 +161,10 @@ pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> (Topology, Vec<V
                     cx.err(
                         Some(p.value.endpoints.span()),
                         p.line,
-                        format!("pools.{}.endpoints[{i}]: give exactly one of address or cname", p.name),
+                        format!(
+                            "pools.{}.endpoints[{i}]: give exactly one of address or cname",
+                            p.name
+                        ),
                     );
                     continue;
                 }
@@ -131,7 +175,11 @@ pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> (Topology, Vec<V
                 Target::Cname(t, _) => t.clone(),
             };
             if !seen.insert(text.clone()) {
-                cx.err(Some(p.value.endpoints.span()), p.line, format!("pools.{}: endpoint {text} is listed twice", p.name));
+                cx.err(
+                    Some(p.value.endpoints.span()),
+                    p.line,
+                    format!("pools.{}: endpoint {text} is listed twice", p.name),
+                );
                 continue;
             }
             if let Some(c) = &e.check {
@@ -154,13 +202,22 @@ pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> (Topology, Vec<V
             });
         }
         if kinds.len() > 1 {
-            cx.err(Some(p.value.endpoints.span()), p.line, format!("pools.{}: mixes address and cname endpoints", p.name));
+            cx.err(
+                Some(p.value.endpoints.span()),
+                p.line,
+                format!("pools.{}: mixes address and cname endpoints", p.name),
+            );
         }
         if p.value.min_healthy as usize > eps.len() {
             cx.err(
                 None,
                 p.line,
-                format!("pools.{}.min_healthy = {} but the pool has {} endpoints", p.name, p.value.min_healthy, eps.len()),
+                format!(
+                    "pools.{}.min_healthy = {} but the pool has {} endpoints",
+                    p.name,
+                    p.value.min_healthy,
+                    eps.len()
+                ),
             );
         }
         pool_idx.insert(p.name.clone(), topo.pools.len() as u16);
@@ -184,7 +241,11 @@ pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> (Topology, Vec<V
             let name = match name {
                 Ok(n) if z.origin.zone_of(&n) => n,
                 Ok(n) => {
-                    cx.err(None, s.line, format!("service {n} is outside zone {}", z.origin));
+                    cx.err(
+                        None,
+                        s.line,
+                        format!("service {n} is outside zone {}", z.origin),
+                    );
                     continue;
                 }
                 Err(e) => {
@@ -192,7 +253,16 @@ pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> (Topology, Vec<V
                     continue;
                 }
             };
-            if let Some(svc) = service(&mut cx, &topo, &pool_idx, &region_idx, &name, &s.value, s.line, &config.path) {
+            if let Some(svc) = service(
+                &mut cx,
+                &topo,
+                &pool_idx,
+                &region_idx,
+                &name,
+                &s.value,
+                s.line,
+                &config.path,
+            ) {
                 out.push(ZoneService {
                     name,
                     service: svc,
@@ -222,15 +292,27 @@ fn service(
     let mut initial = Vec::new();
     let mut svc_pools = Vec::new();
     if cfg.pools.get_ref().is_empty() {
-        cx.err(Some(cfg.pools.span()), line, format!("service {name}: pools is empty"));
+        cx.err(
+            Some(cfg.pools.span()),
+            line,
+            format!("service {name}: pools is empty"),
+        );
     }
     for p in cfg.pools.get_ref() {
         let Some(&pi) = pool_idx.get(p) else {
-            cx.err(Some(cfg.pools.span()), line, format!("service {name}: unknown pool {p:?}"));
+            cx.err(
+                Some(cfg.pools.span()),
+                line,
+                format!("service {name}: unknown pool {p:?}"),
+            );
             continue;
         };
         if svc_pools.contains(&pi) {
-            cx.err(Some(cfg.pools.span()), line, format!("service {name}: pool {p:?} is listed twice"));
+            cx.err(
+                Some(cfg.pools.span()),
+                line,
+                format!("service {name}: pool {p:?} is listed twice"),
+            );
             continue;
         }
         svc_pools.push(pi);
@@ -254,17 +336,29 @@ fn service(
         .map(|e| matches!(topo.endpoints[e as usize].target, Target::Cname(..)))
         .collect();
     if cname_kinds.len() > 1 {
-        cx.err(Some(cfg.pools.span()), line, format!("service {name}: mixes pools of addresses and pools of CNAMEs"));
+        cx.err(
+            Some(cfg.pools.span()),
+            line,
+            format!("service {name}: mixes pools of addresses and pools of CNAMEs"),
+        );
     }
     let is_cname = cname_kinds.contains(&true);
 
     // Resolves a list item (region or pool name) to a group of this service.
-    let mut resolve = |cx: &mut Ctx<'_>, item: &str, span: std::ops::Range<usize>, groups: &mut Vec<Group>| -> Option<u16> {
+    let mut resolve = |cx: &mut Ctx<'_>,
+                       item: &str,
+                       span: std::ops::Range<usize>,
+                       groups: &mut Vec<Group>|
+     -> Option<u16> {
         if let Some(g) = groups.iter().position(|g| g.name == item) {
             return Some(g as u16);
         }
         if region_idx.contains_key(item) {
-            cx.err(Some(span), line, format!("service {name}: region {item:?} has none of this service's pools"));
+            cx.err(
+                Some(span),
+                line,
+                format!("service {name}: region {item:?} has none of this service's pools"),
+            );
             return None;
         }
         match pool_idx.get(item) {
@@ -277,11 +371,19 @@ fn service(
                 Some(groups.len() as u16 - 1)
             }
             Some(_) => {
-                cx.err(Some(span), line, format!("service {name}: pool {item:?} is not in this service's pools"));
+                cx.err(
+                    Some(span),
+                    line,
+                    format!("service {name}: pool {item:?} is not in this service's pools"),
+                );
                 None
             }
             None => {
-                cx.err(Some(span), line, format!("service {name}: unknown region or pool {item:?}"));
+                cx.err(
+                    Some(span),
+                    line,
+                    format!("service {name}: unknown region or pool {item:?}"),
+                );
                 None
             }
         }
@@ -289,7 +391,11 @@ fn service(
 
     let mut steps = Vec::new();
     if cfg.chain.get_ref().is_empty() {
-        cx.err(Some(cfg.chain.span()), line, format!("service {name}: chain is empty"));
+        cx.err(
+            Some(cfg.chain.span()),
+            line,
+            format!("service {name}: chain is empty"),
+        );
     }
     let mut geo_lists: Vec<(String, Vec<u16>)> = Vec::new();
     for st in cfg.chain.get_ref() {
@@ -300,10 +406,23 @@ fn service(
             "failover" => Step::Failover,
             "geo" => {
                 let Some(geo) = &cfg.geo else {
-                    cx.err(Some(span.clone()), line, format!("service {name}: the geo step needs a geo table"));
+                    cx.err(
+                        Some(span.clone()),
+                        line,
+                        format!("service {name}: the geo step needs a geo table"),
+                    );
                     continue;
                 };
-                match geo_map(cx, geo.get_ref(), geo.span(), name, config_path, &mut groups, &mut resolve, &mut geo_lists) {
+                match geo_map(
+                    cx,
+                    geo.get_ref(),
+                    geo.span(),
+                    name,
+                    config_path,
+                    &mut groups,
+                    &mut resolve,
+                    &mut geo_lists,
+                ) {
                     Some(m) => Step::Geo(m),
                     None => continue,
                 }
@@ -311,11 +430,19 @@ fn service(
             "nearest" => {
                 let n = cfg.nearest.clone().unwrap_or_default();
                 if n.limit == Some(0) {
-                    cx.err(Some(span.clone()), line, format!("service {name}: nearest.limit must be at least 1"));
+                    cx.err(
+                        Some(span.clone()),
+                        line,
+                        format!("service {name}: nearest.limit must be at least 1"),
+                    );
                 }
                 for r in n.bias.keys() {
                     if !region_idx.contains_key(r) {
-                        cx.err(Some(span.clone()), line, format!("service {name}: nearest.bias names unknown region {r:?}"));
+                        cx.err(
+                            Some(span.clone()),
+                            line,
+                            format!("service {name}: nearest.bias names unknown region {r:?}"),
+                        );
                     }
                 }
                 // Bias per group, filled after all groups exist.
@@ -326,7 +453,11 @@ fn service(
             }
             "latency" => {
                 let Some(l) = &cfg.latency else {
-                    cx.err(Some(span.clone()), line, format!("service {name}: the latency step needs a latency table"));
+                    cx.err(
+                        Some(span.clone()),
+                        line,
+                        format!("service {name}: the latency step needs a latency table"),
+                    );
                     continue;
                 };
                 Step::Latency(latency(cx, l.get_ref(), l.span(), name, line, region_idx))
@@ -334,7 +465,11 @@ fn service(
             "weighted" => {
                 let w = cfg.weighted.clone().unwrap_or_default();
                 if w.count == 0 {
-                    cx.err(Some(span.clone()), line, format!("service {name}: weighted.count must be at least 1"));
+                    cx.err(
+                        Some(span.clone()),
+                        line,
+                        format!("service {name}: weighted.count must be at least 1"),
+                    );
                 }
                 if w.sticky_prefix_v4 > 32 || w.sticky_prefix_v6 > 128 {
                     cx.err(Some(span.clone()), line, format!("service {name}: weighted sticky prefixes must be at most 32 (IPv4) and 128 (IPv6)"));
@@ -349,16 +484,31 @@ fn service(
             "first_n" => match cfg.first_n {
                 Some(n) if n >= 1 => Step::FirstN(n),
                 Some(_) => {
-                    cx.err(Some(span.clone()), line, format!("service {name}: first_n must be at least 1"));
+                    cx.err(
+                        Some(span.clone()),
+                        line,
+                        format!("service {name}: first_n must be at least 1"),
+                    );
                     continue;
                 }
                 None => {
-                    cx.err(Some(span.clone()), line, format!("service {name}: the first_n step needs first_n = N"));
+                    cx.err(
+                        Some(span.clone()),
+                        line,
+                        format!("service {name}: the first_n step needs first_n = N"),
+                    );
                     continue;
                 }
             },
             other => {
-                cx.err(Some(span.clone()), line, format!("service {name}: unknown step {other:?}; steps are {}", STEPS.join(", ")));
+                cx.err(
+                    Some(span.clone()),
+                    line,
+                    format!(
+                        "service {name}: unknown step {other:?}; steps are {}",
+                        STEPS.join(", ")
+                    ),
+                );
                 continue;
             }
         };
@@ -368,14 +518,26 @@ fn service(
     for st in steps.iter_mut() {
         match st {
             Step::Nearest { bias, .. } => {
-                let b = cfg.nearest.as_ref().map(|n| n.bias.clone()).unwrap_or_default();
+                let b = cfg
+                    .nearest
+                    .as_ref()
+                    .map(|n| n.bias.clone())
+                    .unwrap_or_default();
                 *bias = groups
                     .iter()
-                    .map(|g| b.get(&topo.regions[g.region as usize].name).copied().unwrap_or(0.0))
+                    .map(|g| {
+                        b.get(&topo.regions[g.region as usize].name)
+                            .copied()
+                            .unwrap_or(0.0)
+                    })
                     .collect();
             }
             Step::Latency(l) => {
-                let table = cfg.latency.as_ref().map(|t| t.get_ref().clone()).unwrap_or_default();
+                let table = cfg
+                    .latency
+                    .as_ref()
+                    .map(|t| t.get_ref().clone())
+                    .unwrap_or_default();
                 let rows: Vec<&BTreeMap<String, f64>> = table
                     .default
                     .iter()
@@ -388,7 +550,11 @@ fn service(
                     .map(|row| {
                         groups
                             .iter()
-                            .map(|g| row.get(&topo.regions[g.region as usize].name).copied().unwrap_or(f64::NAN))
+                            .map(|g| {
+                                row.get(&topo.regions[g.region as usize].name)
+                                    .copied()
+                                    .unwrap_or(f64::NAN)
+                            })
                             .collect()
                     })
                     .collect();
@@ -397,7 +563,11 @@ fn service(
         }
     }
     if cfg.ttl > i32::MAX as u32 {
-        cx.err(None, line, format!("service {name}: ttl {} exceeds 2^31-1", cfg.ttl));
+        cx.err(
+            None,
+            line,
+            format!("service {name}: ttl {} exceeds 2^31-1", cfg.ttl),
+        );
     }
     let all_down_cname = match &cfg.all_down {
         AllDown::Cname(c) => match Name::from_ascii(c) {
@@ -406,7 +576,11 @@ fn service(
                 Some(name_key(&n))
             }
             Err(e) => {
-                cx.err(None, line, format!("service {name}: all_down.cname {c:?}: {e}"));
+                cx.err(
+                    None,
+                    line,
+                    format!("service {name}: all_down.cname {c:?}: {e}"),
+                );
                 None
             }
         },
@@ -462,7 +636,8 @@ fn service(
     })
 }
 
-type Resolver<'r> = dyn FnMut(&mut Ctx<'_>, &str, std::ops::Range<usize>, &mut Vec<Group>) -> Option<u16> + 'r;
+type Resolver<'r> =
+    dyn FnMut(&mut Ctx<'_>, &str, std::ops::Range<usize>, &mut Vec<Group>) -> Option<u16> + 'r;
 
 #[allow(clippy::too_many_arguments)]
 fn geo_map(
@@ -477,9 +652,19 @@ fn geo_map(
 ) -> Option<GeoMap> {
     let before = cx.diags.len();
     let mut m = GeoMap::default();
-    let mut add = |cx: &mut Ctx<'_>, key: String, items: &[String], sp: std::ops::Range<usize>, groups: &mut Vec<Group>, m: &mut GeoMap| -> Option<usize> {
+    let mut add = |cx: &mut Ctx<'_>,
+                   key: String,
+                   items: &[String],
+                   sp: std::ops::Range<usize>,
+                   groups: &mut Vec<Group>,
+                   m: &mut GeoMap|
+     -> Option<usize> {
         if items.is_empty() {
-            cx.err(Some(sp), 0, format!("service {name}: geo {key} has an empty list"));
+            cx.err(
+                Some(sp),
+                0,
+                format!("service {name}: geo {key} has an empty list"),
+            );
             return None;
         }
         let mut list = Vec::new();
@@ -501,64 +686,135 @@ fn geo_map(
         let up = k.to_ascii_uppercase();
         match two_letters(&up).filter(|_| CONTINENTS.contains(&up.as_str())) {
             Some(code) => {
-                if let Some(i) = add(cx, format!("continent {up}"), v.get_ref(), v.span(), groups, &mut m) {
+                if let Some(i) = add(
+                    cx,
+                    format!("continent {up}"),
+                    v.get_ref(),
+                    v.span(),
+                    groups,
+                    &mut m,
+                ) {
                     m.continent.insert(code, i);
                 }
             }
-            None => cx.err(Some(v.span()), 0, format!("service {name}: geo.continent key {k:?}: expected one of {}", CONTINENTS.join(", "))),
+            None => cx.err(
+                Some(v.span()),
+                0,
+                format!(
+                    "service {name}: geo.continent key {k:?}: expected one of {}",
+                    CONTINENTS.join(", ")
+                ),
+            ),
         }
     }
     for (k, v) in &g.country {
         match two_letters(k) {
             Some(code) => {
-                if let Some(i) = add(cx, format!("country {}", k.to_ascii_uppercase()), v.get_ref(), v.span(), groups, &mut m) {
+                if let Some(i) = add(
+                    cx,
+                    format!("country {}", k.to_ascii_uppercase()),
+                    v.get_ref(),
+                    v.span(),
+                    groups,
+                    &mut m,
+                ) {
                     m.country.insert(code, i);
                 }
             }
-            None => cx.err(Some(v.span()), 0, format!("service {name}: geo.country key {k:?}: expected an ISO 3166-1 alpha-2 code")),
+            None => cx.err(
+                Some(v.span()),
+                0,
+                format!(
+                    "service {name}: geo.country key {k:?}: expected an ISO 3166-1 alpha-2 code"
+                ),
+            ),
         }
     }
     for (k, v) in &g.subdivision {
         let up = k.to_ascii_uppercase();
         let parsed = up.split_once('-').and_then(|(c, s)| {
             let c = two_letters(c)?;
-            (!s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_alphanumeric())).then(|| {
-                let mut key = [0u8; 5];
-                key[..2].copy_from_slice(&c);
-                key[2..2 + s.len()].copy_from_slice(s.as_bytes());
-                key
-            })
+            (!s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_alphanumeric())).then(
+                || {
+                    let mut key = [0u8; 5];
+                    key[..2].copy_from_slice(&c);
+                    key[2..2 + s.len()].copy_from_slice(s.as_bytes());
+                    key
+                },
+            )
         });
         match parsed {
             Some(key) => {
-                if let Some(i) = add(cx, format!("subdivision {up}"), v.get_ref(), v.span(), groups, &mut m) {
+                if let Some(i) = add(
+                    cx,
+                    format!("subdivision {up}"),
+                    v.get_ref(),
+                    v.span(),
+                    groups,
+                    &mut m,
+                ) {
                     m.subdivision.insert(key, i);
                 }
             }
-            None => cx.err(Some(v.span()), 0, format!("service {name}: geo.subdivision key {k:?}: expected ISO 3166-2 like \"US-CA\"")),
+            None => cx.err(
+                Some(v.span()),
+                0,
+                format!(
+                    "service {name}: geo.subdivision key {k:?}: expected ISO 3166-2 like \"US-CA\""
+                ),
+            ),
         }
     }
     for (k, v) in &g.asn {
         let n = k.trim_start_matches(['A', 'S', 'a', 's']).parse::<u32>();
         match n {
             Ok(n) if n > 0 => {
-                if let Some(i) = add(cx, format!("ASN {n}"), v.get_ref(), v.span(), groups, &mut m) {
+                if let Some(i) = add(
+                    cx,
+                    format!("ASN {n}"),
+                    v.get_ref(),
+                    v.span(),
+                    groups,
+                    &mut m,
+                ) {
                     m.asn.insert(n, i);
                 }
             }
-            _ => cx.err(Some(v.span()), 0, format!("service {name}: geo.asn key {k:?}: expected an AS number like \"64500\"")),
+            _ => cx.err(
+                Some(v.span()),
+                0,
+                format!("service {name}: geo.asn key {k:?}: expected an AS number like \"64500\""),
+            ),
         }
     }
     let mut cidrs: Vec<(IpNet, usize)> = Vec::new();
     for (k, v) in &g.cidr {
         match k.parse::<IpNet>() {
             Ok(net) if net.trunc() == net => {
-                if let Some(i) = add(cx, format!("CIDR {net}"), v.get_ref(), v.span(), groups, &mut m) {
+                if let Some(i) = add(
+                    cx,
+                    format!("CIDR {net}"),
+                    v.get_ref(),
+                    v.span(),
+                    groups,
+                    &mut m,
+                ) {
                     cidrs.push((net, i));
                 }
             }
-            Ok(net) => cx.err(Some(v.span()), 0, format!("service {name}: geo.cidr key {k}: host bits set (did you mean {}?)", net.trunc())),
-            Err(e) => cx.err(Some(v.span()), 0, format!("service {name}: geo.cidr key {k:?}: {e}")),
+            Ok(net) => cx.err(
+                Some(v.span()),
+                0,
+                format!(
+                    "service {name}: geo.cidr key {k}: host bits set (did you mean {}?)",
+                    net.trunc()
+                ),
+            ),
+            Err(e) => cx.err(
+                Some(v.span()),
+                0,
+                format!("service {name}: geo.cidr key {k:?}: {e}"),
+            ),
         }
     }
     if let Some(f) = &g.cidr_file {
@@ -572,17 +828,36 @@ fn geo_map(
                         continue;
                     }
                     let mut parts = l.split_whitespace();
-                    let (Some(net), Some(targets), None) = (parts.next(), parts.next(), parts.next()) else {
-                        cx.diags.push(Diagnostic::error(&path, n + 1, 0, "expected: CIDR target[,target...]"));
+                    let (Some(net), Some(targets), None) =
+                        (parts.next(), parts.next(), parts.next())
+                    else {
+                        cx.diags.push(Diagnostic::error(
+                            &path,
+                            n + 1,
+                            0,
+                            "expected: CIDR target[,target...]",
+                        ));
                         continue;
                     };
                     let Ok(net) = net.parse::<IpNet>() else {
-                        cx.diags.push(Diagnostic::error(&path, n + 1, 0, format!("{net:?} is not a CIDR")));
+                        cx.diags.push(Diagnostic::error(
+                            &path,
+                            n + 1,
+                            0,
+                            format!("{net:?} is not a CIDR"),
+                        ));
                         continue;
                     };
                     let items: Vec<String> = targets.split(',').map(str::to_string).collect();
                     let errs = cx.diags.len();
-                    if let Some(i) = add(cx, format!("CIDR {net} ({}:{})", path.display(), n + 1), &items, f.span(), groups, &mut m) {
+                    if let Some(i) = add(
+                        cx,
+                        format!("CIDR {net} ({}:{})", path.display(), n + 1),
+                        &items,
+                        f.span(),
+                        groups,
+                        &mut m,
+                    ) {
                         cidrs.push((net.trunc(), i));
                     }
                     // Point unknown targets at the file line rather than the config key.
@@ -593,7 +868,11 @@ fn geo_map(
                     }
                 }
             }
-            Err(e) => cx.err(Some(f.span()), 0, format!("service {name}: geo.cidr_file {}: {e}", path.display())),
+            Err(e) => cx.err(
+                Some(f.span()),
+                0,
+                format!("service {name}: geo.cidr_file {}: {e}", path.display()),
+            ),
         }
     }
     for (net, i) in cidrs {
@@ -628,10 +907,14 @@ fn geo_map(
             }
         }
     }
-    m.cidr_v4.sort_by(|a, b| b.0.cmp(&a.0));
-    m.cidr_v6.sort_by(|a, b| b.0.cmp(&a.0));
+    m.cidr_v4.sort_by_key(|b| std::cmp::Reverse(b.0));
+    m.cidr_v6.sort_by_key(|b| std::cmp::Reverse(b.0));
     if m.lists.is_empty() && cx.diags.len() == before {
-        cx.err(Some(span), 0, format!("service {name}: the geo table has no entries"));
+        cx.err(
+            Some(span),
+            0,
+            format!("service {name}: the geo table has no entries"),
+        );
     }
     (cx.diags.len() == before).then_some(m)
 }
@@ -649,10 +932,20 @@ fn latency(
     let check = |cx: &mut Ctx<'_>, key: &str, r: &BTreeMap<String, f64>| {
         for (region, ms) in r {
             if !region_idx.contains_key(region) {
-                cx.err(Some(span.clone()), line, format!("service {name}: latency {key} names unknown region {region:?}"));
+                cx.err(
+                    Some(span.clone()),
+                    line,
+                    format!("service {name}: latency {key} names unknown region {region:?}"),
+                );
             }
             if !ms.is_finite() || *ms < 0.0 {
-                cx.err(Some(span.clone()), line, format!("service {name}: latency {key}.{region} = {ms}: expected milliseconds ≥ 0"));
+                cx.err(
+                    Some(span.clone()),
+                    line,
+                    format!(
+                        "service {name}: latency {key}.{region} = {ms}: expected milliseconds ≥ 0"
+                    ),
+                );
             }
         }
     };
@@ -667,7 +960,11 @@ fn latency(
             Some(c) => {
                 l.continent.insert(c, row);
             }
-            None => cx.err(Some(span.clone()), line, format!("service {name}: latency.continent key {k:?} is not a continent code")),
+            None => cx.err(
+                Some(span.clone()),
+                line,
+                format!("service {name}: latency.continent key {k:?} is not a continent code"),
+            ),
         }
         row += 1;
     }
@@ -677,19 +974,29 @@ fn latency(
             Some(c) => {
                 l.country.insert(c, row);
             }
-            None => cx.err(Some(span.clone()), line, format!("service {name}: latency.country key {k:?} is not a country code")),
+            None => cx.err(
+                Some(span.clone()),
+                line,
+                format!("service {name}: latency.country key {k:?} is not a country code"),
+            ),
         }
         row += 1;
     }
     if row == 0 {
-        cx.err(Some(span), line, format!("service {name}: the latency table is empty"));
+        cx.err(
+            Some(span),
+            line,
+            format!("service {name}: the latency table is empty"),
+        );
     }
     l
 }
 
 /// Services whose CNAME endpoints (or all-down CNAME) lead back to themselves.
 fn check_cname_loops(cx: &mut Ctx<'_>, topo: &Topology, zones: &[Vec<ZoneService>]) {
-    let mut nodes: BTreeMap<Box<[u8]>, (String, usize, Vec<Box<[u8]>>)> = BTreeMap::new();
+    /// Service name, its config line, and the names its CNAMEs point at.
+    type Edges = (String, usize, Vec<Box<[u8]>>);
+    let mut nodes: BTreeMap<Box<[u8]>, Edges> = BTreeMap::new();
     for s in zones.iter().flatten() {
         let mut targets: Vec<Box<[u8]>> = s
             .service
@@ -721,8 +1028,16 @@ fn check_cname_loops(cx: &mut Ctx<'_>, topo: &Topology, zones: &[Vec<ZoneService
                     if t == *start {
                         let (label, line, _) = &nodes[start];
                         if reported.insert(start.clone()) {
-                            let names: Vec<String> = path.iter().map(|k| nodes[k].0.clone()).collect();
-                            cx.err(None, *line, format!("service {label}: CNAME loop {} -> {label}", names.join(" -> ")));
+                            let names: Vec<String> =
+                                path.iter().map(|k| nodes[k].0.clone()).collect();
+                            cx.err(
+                                None,
+                                *line,
+                                format!(
+                                    "service {label}: CNAME loop {} -> {label}",
+                                    names.join(" -> ")
+                                ),
+                            );
                         }
                     } else if nodes.contains_key(&t) && !path.contains(&t) {
                         path.push(t.clone());

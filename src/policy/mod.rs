@@ -189,7 +189,10 @@ impl Latency {
 pub enum Step {
     Healthy,
     Geo(GeoMap),
-    Nearest { limit: Option<usize>, bias: Vec<f64> },
+    Nearest {
+        limit: Option<usize>,
+        bias: Vec<f64>,
+    },
     Latency(Latency),
     Failover,
     Weighted {
@@ -535,7 +538,11 @@ fn run(r: &Run<'_>, sc: &mut Scratch, mut trace: Option<&mut Trace>) -> u8 {
     let mut healthy = false;
     let mut scope = 0u8;
     for step in &svc.steps {
-        let before: Vec<u16> = if trace.is_some() { sc.groups.clone() } else { Vec::new() };
+        let before: Vec<u16> = if trace.is_some() {
+            sc.groups.clone()
+        } else {
+            Vec::new()
+        };
         let mut detail = String::new();
         let mut dropped: Vec<Dropped> = Vec::new();
         match step {
@@ -599,9 +606,20 @@ fn run(r: &Run<'_>, sc: &mut Scratch, mut trace: Option<&mut Trace>) -> u8 {
                         let d: Vec<String> = sc
                             .groups
                             .iter()
-                            .map(|&g| format!("{} {:.0} km", r.group_label(g), distance_km(c, r.group_coords(g))))
+                            .map(|&g| {
+                                format!(
+                                    "{} {:.0} km",
+                                    r.group_label(g),
+                                    distance_km(c, r.group_coords(g))
+                                )
+                            })
                             .collect();
-                        detail = format!("client at ({:.2}, {:.2}); by distance: {}", c.0, c.1, d.join(", "));
+                        detail = format!(
+                            "client at ({:.2}, {:.2}); by distance: {}",
+                            c.0,
+                            c.1,
+                            d.join(", ")
+                        );
                     }
                 } else if trace.is_some() {
                     detail = "client has no coordinates; order unchanged".into();
@@ -681,7 +699,8 @@ fn run(r: &Run<'_>, sc: &mut Scratch, mut trace: Option<&mut Trace>) -> u8 {
                     }
                 }
                 if explicit {
-                    sc.out.retain(|&e| sc.groups.iter().any(|&g| r.group_eps(g).any(|x| x == e)));
+                    sc.out
+                        .retain(|&e| sc.groups.iter().any(|&g| r.group_eps(g).any(|x| x == e)));
                 }
             }
             Step::Weighted {
@@ -696,7 +715,10 @@ fn run(r: &Run<'_>, sc: &mut Scratch, mut trace: Option<&mut Trace>) -> u8 {
                 } else {
                     for &g in &sc.groups {
                         for e in r.group_eps(g) {
-                            if r.admits(e) && (!healthy || r.alive(e)) && !sc.cand.iter().any(|c| c.1 == e) {
+                            if r.admits(e)
+                                && (!healthy || r.alive(e))
+                                && !sc.cand.iter().any(|c| c.1 == e)
+                            {
                                 sc.cand.push((0.0, e));
                             }
                         }
@@ -707,7 +729,11 @@ fn run(r: &Run<'_>, sc: &mut Scratch, mut trace: Option<&mut Trace>) -> u8 {
                 match mode {
                     WeightedMode::Random => {
                         for _ in 0..n {
-                            let total: u64 = sc.cand.iter().map(|&(_, e)| r.topo.endpoints[e as usize].weight as u64).sum();
+                            let total: u64 = sc
+                                .cand
+                                .iter()
+                                .map(|&(_, e)| r.topo.endpoints[e as usize].weight as u64)
+                                .sum();
                             let pick = if total == 0 {
                                 sc.rng.usize(0..sc.cand.len())
                             } else {
@@ -754,7 +780,9 @@ fn run(r: &Run<'_>, sc: &mut Scratch, mut trace: Option<&mut Trace>) -> u8 {
                             sc.out.push(e);
                         }
                         if trace.is_some() {
-                            detail = format!("{n} chosen by weighted rendezvous hash of the client's /{p}");
+                            detail = format!(
+                                "{n} chosen by weighted rendezvous hash of the client's /{p}"
+                            );
                         }
                     }
                 }
@@ -859,7 +887,8 @@ pub fn decide(
         .any(|e| r.admits(e) && !health.up(e));
     if !any_down {
         if let Some(t) = trace {
-            t.notes.push("no endpoint of the asked address family: NODATA".into());
+            t.notes
+                .push("no endpoint of the asked address family: NODATA".into());
         }
         return Decision {
             answer: Answer::Nodata,
@@ -870,17 +899,24 @@ pub fn decide(
         AllDown::FailOpen => {
             r.ignore_health = true;
             if let Some(t) = trace.as_deref_mut() {
-                t.notes.push("every candidate is down: failing open (answering as if all were up)".into());
+                t.notes.push(
+                    "every candidate is down: failing open (answering as if all were up)".into(),
+                );
             }
             let scope2 = run(&r, sc, trace);
             Decision {
-                answer: if sc.out.is_empty() { Answer::Nodata } else { Answer::Endpoints },
+                answer: if sc.out.is_empty() {
+                    Answer::Nodata
+                } else {
+                    Answer::Endpoints
+                },
                 scope: scope.max(scope2),
             }
         }
         AllDown::Nodata => {
             if let Some(t) = trace {
-                t.notes.push("every candidate is down: NODATA (all_down = \"nodata\")".into());
+                t.notes
+                    .push("every candidate is down: NODATA (all_down = \"nodata\")".into());
             }
             Decision {
                 answer: Answer::Nodata,
@@ -889,7 +925,8 @@ pub fn decide(
         }
         AllDown::Addresses(_) => {
             if let Some(t) = trace {
-                t.notes.push("every candidate is down: answering the all_down addresses".into());
+                t.notes
+                    .push("every candidate is down: answering the all_down addresses".into());
             }
             Decision {
                 answer: Answer::FallbackAddresses,
@@ -898,7 +935,8 @@ pub fn decide(
         }
         AllDown::Cname(_) => {
             if let Some(t) = trace {
-                t.notes.push("every candidate is down: answering the all_down CNAME".into());
+                t.notes
+                    .push("every candidate is down: answering the all_down CNAME".into());
             }
             Decision {
                 answer: Answer::FallbackCname,
