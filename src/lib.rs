@@ -9,6 +9,7 @@ pub mod admin;
 pub mod config;
 pub mod diag;
 pub mod dns;
+pub mod explain;
 pub mod geo;
 pub mod policy;
 pub mod server;

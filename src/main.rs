@@ -55,6 +55,34 @@ enum Cmd {
         #[arg(long, value_name = "N")]
         udp_workers: Option<usize>,
     },
+    /// Show why a client gets the answer it gets: location, each steering step, the answer.
+    #[command(
+        after_help = "Examples:\n  geolb explain www.example.com --client 203.0.113.7\n  geolb explain www.example.com AAAA --subnet 2001:db8:e0::/48\n  geolb explain www.example.com --subnet 192.0.2.0/24 --json"
+    )]
+    Explain {
+        /// Name to explain.
+        name: String,
+        /// Record type.
+        #[arg(default_value = "A")]
+        qtype: String,
+        /// Client address (sent as EDNS Client Subnet with a full prefix).
+        #[arg(
+            long,
+            value_name = "IP",
+            conflicts_with = "subnet",
+            required_unless_present = "subnet"
+        )]
+        client: Option<String>,
+        /// Client subnet (sent as EDNS Client Subnet).
+        #[arg(long, value_name = "CIDR")]
+        subnet: Option<String>,
+        /// Config file.
+        #[arg(long, short, env = "GEOLB_CONFIG", default_value = "geolb.toml")]
+        config: PathBuf,
+        /// Print JSON (the same document as GET /v1/explain).
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate the config and every zone without serving; exit 1 on errors.
     #[command(
         after_help = "Examples:\n  geolb check\n  geolb check --config /etc/geolb/geolb.toml && systemctl reload geolb"
@@ -87,6 +115,20 @@ fn main() -> ExitCode {
     }
     let res = match cli.cmd {
         Cmd::Check { config } => return check(&config),
+        Cmd::Explain {
+            name,
+            qtype,
+            client,
+            subnet,
+            config,
+            json,
+        } => explain(
+            &config,
+            &name,
+            &qtype,
+            client.or(subnet).unwrap_or_default(),
+            json,
+        ),
         Cmd::Serve {
             config,
             dns,
@@ -135,6 +177,25 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn explain(
+    path: &std::path::Path,
+    name: &str,
+    qtype: &str,
+    client: String,
+    json: bool,
+) -> anyhow::Result<()> {
+    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (snap, _) = geolb::snapshot::build(config, 0, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let spec = geolb::explain::ClientSpec::parse(&client)?;
+    let ex = geolb::explain::explain(&snap, name, qtype, spec)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&ex)?);
+    } else {
+        print!("{ex}");
+    }
+    Ok(())
 }
 
 fn serve(config: PathBuf, overrides: Overrides) -> anyhow::Result<()> {

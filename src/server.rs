@@ -16,6 +16,8 @@ use tokio::sync::{watch, Semaphore};
 use crate::config::Config;
 use crate::diag::{Diagnostic, LoadError};
 use crate::dns::{tcp, udp};
+use crate::geo::FileStamp;
+use crate::policy::AdminState;
 use crate::snapshot::{self, Snapshot};
 
 pub use crate::config::Overrides;
@@ -58,6 +60,19 @@ pub struct Shared {
     pub udp_stats: Mutex<Vec<Arc<udp::WorkerStats>>>,
     pub tcp_stats: tcp::TcpStats,
     pub dns_addrs: Mutex<Vec<SocketAddr>>,
+    pub geo_status: Mutex<GeoStatus>,
+}
+
+/// What the GeoIP watcher last did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct GeoStatus {
+    /// When a changed database was last swapped in.
+    pub last_swap: Option<SystemTime>,
+    /// The last failure to open a changed database (the old one serves on).
+    pub last_error: Option<String>,
+    pub last_error_at: Option<SystemTime>,
+    #[serde(skip)]
+    failed_stamps: Option<Vec<Option<FileStamp>>>,
 }
 
 impl Shared {
@@ -120,6 +135,127 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Reopens GeoIP databases whose files changed on disk. A database that
+    /// fails to open or to answer a test lookup is reported once and the
+    /// old one keeps serving. Returns whether anything was swapped.
+    pub fn check_geo(&self) -> bool {
+        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let cur = self.snapshot.load_full();
+        let Some(g) = &cur.config.geoip else {
+            return false;
+        };
+        let mut files = vec![(
+            g.city.get_ref().clone(),
+            cur.geo.city.as_ref().and_then(|d| d.stamp),
+        )];
+        if let Some(a) = &g.asn {
+            files.push((
+                a.get_ref().clone(),
+                cur.geo.asn.as_ref().and_then(|d| d.stamp),
+            ));
+        }
+        let now: Vec<Option<FileStamp>> = files.iter().map(|(p, _)| FileStamp::of(p)).collect();
+        let changed = files.iter().zip(&now).any(|((_, old), new)| old != new);
+        if !changed {
+            return false;
+        }
+        let mut st = self.geo_status.lock().unwrap_or_else(|p| p.into_inner());
+        if st.failed_stamps.as_ref() == Some(&now) {
+            return false;
+        }
+        match snapshot::open_geo(&cur.config, Some(&cur.geo)) {
+            Ok(geo) => {
+                let mut next = (*cur).clone();
+                next.geo = Arc::new(geo);
+                for d in next.geo.city.iter().chain(next.geo.asn.iter()) {
+                    tracing::info!(path = %d.path.display(), database_type = %d.database_type, build_epoch = d.build_epoch, "GeoIP database reloaded");
+                }
+                self.snapshot.store(Arc::new(next));
+                st.last_swap = Some(SystemTime::now());
+                st.last_error = None;
+                st.failed_stamps = None;
+                true
+            }
+            Err(diags) => {
+                let msg = diags
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                tracing::error!(
+                    "GeoIP database change rejected, the previous database keeps serving: {msg}"
+                );
+                st.last_error = Some(msg);
+                st.last_error_at = Some(SystemTime::now());
+                st.failed_stamps = Some(now);
+                false
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Sets the admin state of an endpoint ("pool/address"), a pool or a
+    /// region (all their endpoints). Returns how many endpoints changed, or
+    /// `None` when the name matches nothing.
+    pub fn set_admin_state(&self, target: &str, state: AdminState) -> Option<usize> {
+        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let cur = self.snapshot.load_full();
+        let topo = &cur.topology;
+        let matching: Vec<usize> = topo
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| {
+                let pool = &topo.pools[e.pool as usize];
+                e.identity == target
+                    || pool.name == target
+                    || topo.regions[pool.region as usize].name == target
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if matching.is_empty() {
+            return None;
+        }
+        let mut health = (*cur.health).clone();
+        for &i in &matching {
+            if let Some(h) = health.endpoints.get_mut(i) {
+                h.admin = state;
+            }
+        }
+        let mut next = (*cur).clone();
+        next.health = Arc::new(health);
+        self.snapshot.store(Arc::new(next));
+        tracing::info!(
+            target,
+            ?state,
+            endpoints = matching.len(),
+            "admin state set"
+        );
+        Some(matching.len())
+    }
+}
+
+async fn watch_geo(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let every = shared
+            .snapshot
+            .load()
+            .config
+            .geoip
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(5), |g| g.watch_interval)
+            .max(std::time::Duration::from_millis(100));
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let s = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || s.check_geo()).await;
+    }
+}
+
 /// A running server.
 pub struct Server {
     pub shared: Arc<Shared>,
@@ -171,6 +307,7 @@ impl Server {
             udp_stats: Mutex::new(Vec::new()),
             tcp_stats: tcp::TcpStats::default(),
             dns_addrs: Mutex::new(Vec::new()),
+            geo_status: Mutex::new(GeoStatus::default()),
         });
         let workers = match server_cfg.udp_workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -237,6 +374,7 @@ impl Server {
         }
         *shared.udp_stats.lock().unwrap_or_else(|p| p.into_inner()) = all_stats;
         *shared.dns_addrs.lock().unwrap_or_else(|p| p.into_inner()) = dns_addrs.clone();
+        tasks.push(tokio::spawn(watch_geo(shared.clone(), shutdown_rx.clone())));
         let mut admin_addr = None;
         if let (true, Some(addr)) = (server_cfg.admin_enabled, server_cfg.admin) {
             let listener = match tokio::net::TcpListener::bind(addr).await {

@@ -39,6 +39,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/reload", post(reload))
+        .route("/v1/explain", get(explain))
         .fallback(not_found)
         .with_state(shared)
 }
@@ -101,6 +102,27 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
         .clone();
     let sum = |f: fn(&crate::dns::udp::WorkerStats) -> u64| udp.iter().map(|s| f(s)).sum::<u64>();
     let t = &shared.tcp_stats;
+    let geo_status = shared
+        .geo_status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let db = |d: &Option<Arc<crate::geo::Db>>| {
+        d.as_ref().map(|d| {
+            json!({
+                "path": d.path.display().to_string(),
+                "database_type": d.database_type,
+                "build_epoch": d.build_epoch,
+            })
+        })
+    };
+    let geoip = json!({
+        "city": db(&snap.geo.city),
+        "asn": db(&snap.geo.asn),
+        "last_swap": geo_status.last_swap.map(unix),
+        "last_error": geo_status.last_error,
+        "last_error_at": geo_status.last_error_at.map(unix),
+    });
     let addrs: Vec<SocketAddr> = shared
         .dns_addrs
         .lock()
@@ -115,6 +137,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
         "last_reload": last_reload,
         "listeners": { "dns": addrs },
         "zones": zones,
+        "geoip": geoip,
         "counters": {
             "udp_queries": sum(|s| s.queries.load(Ordering::Relaxed)),
             "udp_replies": sum(|s| s.replies.load(Ordering::Relaxed)),
@@ -155,10 +178,50 @@ async fn reload(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
+#[derive(serde::Deserialize)]
+struct ExplainQuery {
+    name: Option<String>,
+    #[serde(rename = "type", default)]
+    qtype: Option<String>,
+    client: Option<String>,
+    subnet: Option<String>,
+}
+
+fn bad_request(msg: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response()
+}
+
+async fn explain(
+    State(shared): State<Arc<Shared>>,
+    q: Result<axum::extract::Query<ExplainQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(axum::extract::Query(q)) => q,
+        Err(e) => return bad_request(e.body_text()),
+    };
+    let Some(name) = q.name else {
+        return bad_request(
+            "name is required: /v1/explain?name=www.example.com&type=A&client=203.0.113.7".into(),
+        );
+    };
+    let Some(client) = q.client.or(q.subnet) else {
+        return bad_request("client (an address or CIDR) or subnet is required".into());
+    };
+    let spec = match crate::explain::ClientSpec::parse(&client) {
+        Ok(s) => s,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    let snap = shared.snapshot.load_full();
+    match crate::explain::explain(&snap, &name, q.qtype.as_deref().unwrap_or("A"), spec) {
+        Ok(ex) => Json(ex).into_response(),
+        Err(e) => bad_request(e.to_string()),
+    }
+}
+
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        Json(json!({"error": "no such endpoint; see GET /v1/status, POST /v1/reload"})),
+        Json(json!({"error": "no such endpoint; see GET /v1/status, GET /v1/explain, POST /v1/reload"})),
     )
         .into_response()
 }

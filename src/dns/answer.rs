@@ -200,6 +200,27 @@ enum Found<'z> {
     NxDomain,
 }
 
+/// The service that answers `name` (lower-cased wire format), if any:
+/// the name itself or the wildcard that covers it, unless a delegation
+/// point is in the way.
+pub fn find_service<'s>(snap: &'s Snapshot, name: &[u8]) -> Option<(&'s Zone, &'s Service)> {
+    let zone = snap.zones.find_name(name)?;
+    let mut t = Target {
+        name: [0; MAX_NAME],
+        len: 0,
+        offs: [0; MAX_LABELS],
+        labels: 0,
+    };
+    if name.len() > MAX_NAME {
+        return None;
+    }
+    t.set(name);
+    match lookup(zone, &t, wire::TYPE_A) {
+        Found::Node(node) => node.service.map(|i| (zone, &zone.services[i as usize])),
+        _ => None,
+    }
+}
+
 /// Walks from the apex down to `t`, stopping at the first delegation point,
 /// then falls back to a wildcard at the closest encloser (RFC 4592 §3.3.1).
 fn lookup<'z>(zone: &'z Zone, t: &Target, qtype: u16) -> Found<'z> {

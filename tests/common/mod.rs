@@ -3,6 +3,8 @@
 //! real UDP and TCP sockets (messages built and parsed with hickory-proto).
 #![allow(dead_code)]
 
+pub mod mmdb;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
@@ -106,6 +108,11 @@ impl TestServer {
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).expect("write zone");
         }
+        Self::start_dir(dir)
+    }
+
+    /// Starts on `dir/geolb.toml`, with whatever files the test put there.
+    pub fn start_dir(dir: tempfile::TempDir) -> TestServer {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -124,6 +131,10 @@ impl TestServer {
             rt: Some(rt),
             server: Some(server),
         }
+    }
+
+    pub fn shared(&self) -> std::sync::Arc<geolb::server::Shared> {
+        self.server.as_ref().expect("running").shared.clone()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

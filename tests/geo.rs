@@ -1,0 +1,692 @@
+//! Geo steering end to end: databases built by the tests (GeoIP2 and DB-IP
+//! layouts, ASN), EDNS Client Subnet over real UDP, every steering step,
+//! all-down behaviour, explain, and GeoIP hot reload.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use common::mmdb::{build_asn, build_city, CityNet, Layout};
+use common::*;
+use hickory_proto::op::{Edns, Message, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::rr::{RData, RecordType};
+
+use geolb::policy::AdminState;
+
+fn nets() -> Vec<CityNet> {
+    vec![
+        CityNet::new(
+            "192.0.2.0/24",
+            "EU",
+            "DE",
+            Some("HE"),
+            "Frankfurt",
+            50.11,
+            8.68,
+        ),
+        CityNet::new(
+            "198.51.100.0/24",
+            "NA",
+            "US",
+            Some("VA"),
+            "Ashburn",
+            39.04,
+            -77.49,
+        ),
+        CityNet::new(
+            "203.0.113.0/24",
+            "AS",
+            "JP",
+            Some("13"),
+            "Tokyo",
+            35.68,
+            139.69,
+        ),
+        CityNet::new(
+            "45.0.0.0/8",
+            "SA",
+            "BR",
+            Some("SP"),
+            "Sao Paulo",
+            -23.55,
+            -46.63,
+        ),
+        CityNet::new(
+            "81.0.0.0/16",
+            "EU",
+            "GB",
+            Some("ENG"),
+            "London",
+            51.5,
+            -0.12,
+        ),
+        CityNet::new(
+            "2001:db8:e0::/48",
+            "EU",
+            "FR",
+            Some("IDF"),
+            "Paris",
+            48.86,
+            2.35,
+        ),
+        CityNet::new(
+            "64.0.0.0/16",
+            "NA",
+            "US",
+            Some("CA"),
+            "San Jose",
+            37.33,
+            -121.89,
+        ),
+    ]
+}
+
+const ZONE: &str = "$TTL 300\n@ SOA ns1 hostmaster 1 7200 900 1209600 60\n@ NS ns1\nns1 A 192.0.2.53\n\
+                    static A 192.0.2.80\nwww TXT \"static text at a dynamic name\"\nedge.cdn A 192.0.2.200\n";
+
+const CONFIG: &str = r#"
+[server]
+dns = ["127.0.0.1:0"]
+admin = "127.0.0.1:0"
+udp_workers = 1
+
+[geoip]
+city = "city.mmdb"
+asn = "asn.mmdb"
+watch_interval = "100ms"
+
+[regions.eu]
+location = [50.11, 8.68]
+[regions.us]
+location = [39.04, -77.49]
+[regions.ap]
+location = [35.68, 139.69]
+
+[pools.eu-web]
+region = "eu"
+endpoints = [{ address = "10.1.0.1" }, { address = "10.1.0.2" }, { address = "2001:db8:1::1" }]
+[pools.us-web]
+region = "us"
+endpoints = [{ address = "10.2.0.1" }, { address = "10.2.0.2" }, { address = "2001:db8:2::1" }]
+[pools.ap-web]
+region = "ap"
+endpoints = [{ address = "10.3.0.1" }, { address = "2001:db8:3::1" }]
+[pools.eu-cdn]
+region = "eu"
+endpoints = [{ cname = "edge.cdn.example.com." }]
+[pools.us-cdn]
+region = "us"
+endpoints = [{ cname = "us.cdn.example.net." }]
+
+[zones."example.com"]
+file = "example.com.zone"
+
+[zones."example.com".services.www]
+ttl = 30
+pools = ["eu-web", "us-web", "ap-web"]
+chain = ["healthy", "geo", "failover", "first_n"]
+first_n = 8
+[zones."example.com".services.www.geo]
+default = ["us", "eu"]
+continent = { EU = ["eu", "us"], NA = ["us", "eu"], AS = ["ap", "us"] }
+country = { BR = ["us"] }
+subdivision = { "US-CA" = ["ap", "us"] }
+asn = { "64500" = ["eu"] }
+cidr = { "198.51.100.128/25" = ["ap"] }
+cidr_file = "cidr.txt"
+
+[zones."example.com".services.near]
+pools = ["eu-web", "us-web", "ap-web"]
+chain = ["nearest", "failover", "first_n"]
+first_n = 8
+nearest = { limit = 2 }
+
+[zones."example.com".services.biased]
+pools = ["eu-web", "us-web", "ap-web"]
+chain = ["nearest", "failover", "first_n"]
+first_n = 8
+nearest = { bias = { us = 7000.0 } }
+
+[zones."example.com".services.fast]
+pools = ["eu-web", "us-web", "ap-web"]
+chain = ["latency", "failover", "first_n"]
+first_n = 8
+latency = { default = { us = 10, eu = 20 }, continent = { AS = { ap = 5, us = 90 } }, country = { GB = { us = 1, eu = 30 } } }
+
+[zones."example.com".services.noecs]
+pools = ["eu-web", "us-web"]
+chain = ["geo", "failover", "first_n"]
+first_n = 8
+ecs = false
+geo = { default = ["us"], continent = { EU = ["eu"] } }
+
+[zones."example.com".services.sticky]
+pools = ["eu-web"]
+chain = ["weighted"]
+weighted = { mode = "sticky", count = 1 }
+
+[zones."example.com".services.nodata]
+pools = ["ap-web"]
+chain = ["healthy"]
+all_down = "nodata"
+
+[zones."example.com".services.fallback]
+pools = ["ap-web"]
+chain = ["healthy"]
+all_down = { addresses = ["192.0.2.250"] }
+
+[zones."example.com".services.failopen]
+pools = ["ap-web"]
+chain = ["healthy"]
+
+[zones."example.com".services.cdn]
+pools = ["eu-cdn", "us-cdn"]
+chain = ["geo", "failover"]
+geo = { default = ["us"], continent = { EU = ["eu"] } }
+
+[zones."example.com".services."*.apps"]
+pools = ["us-web"]
+chain = ["first_n"]
+first_n = 1
+"#;
+
+struct Geo {
+    s: TestServer,
+}
+
+fn start_layout(layout: Layout) -> Geo {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path();
+    std::fs::write(p.join("geolb.toml"), CONFIG).expect("w");
+    std::fs::write(p.join("example.com.zone"), ZONE).expect("w");
+    std::fs::write(p.join("city.mmdb"), build_city(&nets(), layout)).expect("w");
+    std::fs::write(
+        p.join("asn.mmdb"),
+        build_asn(&[
+            ("81.0.0.0/12", 64500, "Example Transit"),
+            ("203.0.113.0/24", 64501, "Other"),
+        ]),
+    )
+    .expect("w");
+    std::fs::write(p.join("cidr.txt"), "# office networks\n192.0.2.128/25 us\n").expect("w");
+    Geo {
+        s: TestServer::start_dir(dir),
+    }
+}
+
+fn start() -> Geo {
+    start_layout(Layout::GeoIp2)
+}
+
+/// Queries `name` with ECS `subnet` ("a.b.c.d/p"); returns (addresses, scope, reply).
+fn ask(
+    g: &Geo,
+    name: &str,
+    t: RecordType,
+    subnet: Option<&str>,
+) -> (Vec<String>, Option<u8>, Message) {
+    let mut q = query(name, t);
+    let mut e = Edns::new();
+    e.set_max_payload(1232);
+    if let Some(sn) = subnet {
+        let (a, p) = sn.split_once('/').expect("cidr");
+        let addr: IpAddr = a.parse().expect("ip");
+        e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+            addr,
+            p.parse().expect("prefix"),
+            0,
+        )));
+    }
+    q.edns = Some(e);
+    let r = udp(g.s.dns, &q);
+    let scope = r
+        .edns
+        .as_ref()
+        .and_then(|e| match e.option(EdnsCode::Subnet) {
+            Some(EdnsOption::Subnet(s)) => Some(s.scope_prefix()),
+            _ => None,
+        });
+    let addrs = r
+        .answers
+        .iter()
+        .map(|a| match &a.data {
+            RData::A(x) => x.to_string(),
+            RData::AAAA(x) => x.to_string(),
+            RData::CNAME(c) => format!("CNAME {}", c.0),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    (addrs, scope, r)
+}
+
+fn a(g: &Geo, name: &str, subnet: &str) -> Vec<String> {
+    ask(g, name, RecordType::A, Some(subnet)).0
+}
+
+#[test]
+fn rfc7871_7_2_1_answer_follows_the_client_subnet_with_its_scope() {
+    let g = start();
+    let (eu, scope, r) = ask(&g, "www.example.com.", RecordType::A, Some("192.0.2.0/24"));
+    assert_eq!(eu, ["10.1.0.1", "10.1.0.2"]);
+    assert_eq!(scope, Some(24), "scope = the matching network's prefix");
+    assert_eq!(r.answers[0].ttl, 30);
+    assert_eq!(
+        a(&g, "www.example.com.", "198.51.100.0/25"),
+        ["10.2.0.1", "10.2.0.2"]
+    );
+    assert_eq!(a(&g, "www.example.com.", "203.0.113.0/24"), ["10.3.0.1"]);
+    let (v6, scope, _) = ask(
+        &g,
+        "www.example.com.",
+        RecordType::AAAA,
+        Some("2001:db8:e0::/48"),
+    );
+    assert_eq!(v6, ["2001:db8:1::1"]);
+    assert_eq!(scope, Some(48));
+}
+
+#[test]
+fn rfc7871_7_2_1_scope_is_never_more_specific_than_the_source() {
+    let g = start();
+    // 45.0.0.0/8 decides: scope 8 for a /24 source.
+    let (addrs, scope, _) = ask(&g, "www.example.com.", RecordType::A, Some("45.1.2.0/24"));
+    assert_eq!(addrs, ["10.2.0.1", "10.2.0.2"], "BR → us");
+    assert_eq!(scope, Some(8));
+    // A /24 network, but the client only revealed /20: scope 20.
+    let (_, scope, _) = ask(&g, "www.example.com.", RecordType::A, Some("192.0.0.0/20"));
+    assert!(scope.is_some_and(|s| s <= 20), "{scope:?}");
+}
+
+#[test]
+fn rfc7871_7_1_2_source_prefix_zero_answers_for_the_resolver_with_scope_0() {
+    let g = start();
+    let (addrs, scope, _) = ask(&g, "www.example.com.", RecordType::A, Some("0.0.0.0/0"));
+    // The resolver (127.0.0.1) is not located: default list, us first.
+    assert_eq!(addrs, ["10.2.0.1", "10.2.0.2"]);
+    assert_eq!(scope, Some(0));
+}
+
+#[test]
+fn rfc7871_7_1_1_malformed_client_subnet_is_formerr() {
+    let g = start();
+    let mut q = query("www.example.com.", RecordType::A);
+    let mut e = Edns::new();
+    // Family 1, source /24, but four address bytes.
+    e.options_mut()
+        .insert(EdnsOption::Unknown(8, vec![0, 1, 24, 0, 192, 0, 2, 0]));
+    q.edns = Some(e);
+    let r = udp(g.s.dns, &q);
+    assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
+    assert!(r.edns.is_some(), "FORMERR still carries OPT");
+}
+
+#[test]
+fn rfc7871_7_2_1_static_answers_have_scope_0() {
+    let g = start();
+    let (addrs, scope, _) = ask(
+        &g,
+        "static.example.com.",
+        RecordType::A,
+        Some("192.0.2.0/24"),
+    );
+    assert_eq!(addrs, ["192.0.2.80"]);
+    assert_eq!(scope, Some(0));
+    // A dynamic name keeps its static records of other types.
+    let (_, scope, r) = ask(
+        &g,
+        "www.example.com.",
+        RecordType::TXT,
+        Some("192.0.2.0/24"),
+    );
+    assert_eq!(r.answers.len(), 1);
+    assert_eq!(scope, Some(0));
+    // And a type neither has: NODATA with SOA.
+    let (_, _, r) = ask(&g, "www.example.com.", RecordType::MX, Some("192.0.2.0/24"));
+    assert!(r.answers.is_empty() && r.authorities.len() == 1);
+}
+
+#[test]
+fn ecs_can_be_ignored_per_service() {
+    let g = start();
+    let (addrs, scope, _) = ask(
+        &g,
+        "noecs.example.com.",
+        RecordType::A,
+        Some("192.0.2.0/24"),
+    );
+    assert_eq!(
+        addrs,
+        ["10.2.0.1", "10.2.0.2"],
+        "located by the source (loopback → default)"
+    );
+    assert_eq!(scope, Some(0));
+}
+
+#[test]
+fn geo_most_specific_match_wins() {
+    let g = start();
+    // CIDR beats continent (198.51.100.128/25 → ap).
+    let (addrs, scope, _) = ask(
+        &g,
+        "www.example.com.",
+        RecordType::A,
+        Some("198.51.100.128/25"),
+    );
+    assert_eq!(addrs, ["10.3.0.1"]);
+    assert_eq!(scope, Some(25));
+    // CIDR from cidr_file: 192.0.2.128/25 → us.
+    assert_eq!(
+        a(&g, "www.example.com.", "192.0.2.128/25"),
+        ["10.2.0.1", "10.2.0.2"]
+    );
+    // ASN beats country/continent: 81.0.0.0/16 is GB/EU but AS64500 → eu only.
+    let (addrs, scope, _) = ask(&g, "www.example.com.", RecordType::A, Some("81.0.1.0/24"));
+    assert_eq!(addrs, ["10.1.0.1", "10.1.0.2"]);
+    assert_eq!(scope, Some(12), "the ASN network decided");
+    // Subdivision beats continent: US-CA → ap.
+    assert_eq!(a(&g, "www.example.com.", "64.0.5.0/24"), ["10.3.0.1"]);
+    // Country beats continent: BR → us.
+    assert_eq!(
+        a(&g, "www.example.com.", "45.9.9.0/24"),
+        ["10.2.0.1", "10.2.0.2"]
+    );
+    // Unknown address: default.
+    assert_eq!(
+        a(&g, "www.example.com.", "8.8.8.0/24"),
+        ["10.2.0.1", "10.2.0.2"]
+    );
+}
+
+#[test]
+fn dbip_layout_locates_by_country_and_continent() {
+    let g = start_layout(Layout::DbIp);
+    assert_eq!(
+        a(&g, "www.example.com.", "192.0.2.0/24"),
+        ["10.1.0.1", "10.1.0.2"]
+    );
+    assert_eq!(a(&g, "www.example.com.", "203.0.113.0/24"), ["10.3.0.1"]);
+    assert_eq!(
+        a(&g, "www.example.com.", "45.1.0.0/16"),
+        ["10.2.0.1", "10.2.0.2"]
+    );
+    // DB-IP Lite has no subdivision codes: US-CA falls back to continent NA.
+    assert_eq!(
+        a(&g, "www.example.com.", "64.0.5.0/24"),
+        ["10.2.0.1", "10.2.0.2"]
+    );
+}
+
+#[test]
+fn nearest_orders_by_distance_with_limit_and_bias() {
+    let g = start();
+    // Tokyo client: ap nearest.
+    assert_eq!(a(&g, "near.example.com.", "203.0.113.0/24"), ["10.3.0.1"]);
+    // Frankfurt client: eu.
+    assert_eq!(
+        a(&g, "near.example.com.", "192.0.2.0/24"),
+        ["10.1.0.1", "10.1.0.2"]
+    );
+    // With a 7000 km bias towards us, Frankfurt (6500 km away) goes to us.
+    assert_eq!(
+        a(&g, "biased.example.com.", "192.0.2.0/24"),
+        ["10.2.0.1", "10.2.0.2"]
+    );
+    // Drain eu: Frankfurt fails over to the next nearest within the limit (us).
+    g.s.shared()
+        .set_admin_state("eu", AdminState::Drain)
+        .expect("eu exists");
+    assert_eq!(
+        a(&g, "near.example.com.", "192.0.2.0/24"),
+        ["10.2.0.1", "10.2.0.2"]
+    );
+}
+
+#[test]
+fn latency_table_orders_regions_by_most_specific_row() {
+    let g = start();
+    assert_eq!(
+        a(&g, "fast.example.com.", "203.0.113.0/24"),
+        ["10.3.0.1"],
+        "AS row"
+    );
+    assert_eq!(
+        a(&g, "fast.example.com.", "81.0.1.0/24"),
+        ["10.2.0.1", "10.2.0.2"],
+        "GB row beats EU"
+    );
+    assert_eq!(
+        a(&g, "fast.example.com.", "192.0.2.0/24"),
+        ["10.2.0.1", "10.2.0.2"],
+        "default row"
+    );
+}
+
+#[test]
+fn failover_moves_to_the_next_group_when_one_is_drained() {
+    let g = start();
+    let sh = g.s.shared();
+    assert_eq!(a(&g, "www.example.com.", "203.0.113.0/24"), ["10.3.0.1"]);
+    // ap-web has one IPv4 endpoint; draining it fails A over to us.
+    sh.set_admin_state("ap-web/10.3.0.1", AdminState::Drain)
+        .expect("exists");
+    assert_eq!(
+        a(&g, "www.example.com.", "203.0.113.0/24"),
+        ["10.2.0.1", "10.2.0.2"]
+    );
+    // AAAA still has ap's IPv6 endpoint.
+    let (v6, _, _) = ask(
+        &g,
+        "www.example.com.",
+        RecordType::AAAA,
+        Some("203.0.113.0/24"),
+    );
+    assert_eq!(v6, ["2001:db8:3::1"]);
+    // The healthy step drops a drained endpoint inside a pool.
+    sh.set_admin_state("us-web/10.2.0.1", AdminState::ForceDown)
+        .expect("exists");
+    assert_eq!(a(&g, "www.example.com.", "203.0.113.0/24"), ["10.2.0.2"]);
+    sh.set_admin_state("ap-web/10.3.0.1", AdminState::None)
+        .expect("exists");
+    assert_eq!(a(&g, "www.example.com.", "203.0.113.0/24"), ["10.3.0.1"]);
+}
+
+#[test]
+fn all_down_behaviours() {
+    let g = start();
+    g.s.shared()
+        .set_admin_state("ap", AdminState::Drain)
+        .expect("ap exists");
+    // Fail open (default): answer as if everything were up.
+    assert_eq!(a(&g, "failopen.example.com.", "192.0.2.0/24"), ["10.3.0.1"]);
+    // NODATA: no records, SOA in authority.
+    let (addrs, _, r) = ask(
+        &g,
+        "nodata.example.com.",
+        RecordType::A,
+        Some("192.0.2.0/24"),
+    );
+    assert!(addrs.is_empty());
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(r.authorities.len(), 1);
+    // Fallback addresses.
+    assert_eq!(
+        a(&g, "fallback.example.com.", "192.0.2.0/24"),
+        ["192.0.2.250"]
+    );
+}
+
+#[test]
+fn cname_pools_answer_a_cname_and_chase_it_inside_our_zones() {
+    let g = start();
+    let (eu, scope, _) = ask(&g, "cdn.example.com.", RecordType::A, Some("192.0.2.0/24"));
+    assert_eq!(eu, ["CNAME edge.cdn.example.com.", "192.0.2.200"]);
+    assert_eq!(scope, Some(24));
+    let (us, _, _) = ask(
+        &g,
+        "cdn.example.com.",
+        RecordType::A,
+        Some("198.51.100.0/24"),
+    );
+    assert_eq!(us, ["CNAME us.cdn.example.net."]);
+    // Any type gets the CNAME.
+    let (tx, _, _) = ask(
+        &g,
+        "cdn.example.com.",
+        RecordType::TXT,
+        Some("198.51.100.0/24"),
+    );
+    assert_eq!(tx, ["CNAME us.cdn.example.net."]);
+}
+
+#[test]
+fn wildcard_services_answer_every_name_they_cover() {
+    let g = start();
+    let (addrs, _, r) = ask(
+        &g,
+        "anything.apps.example.com.",
+        RecordType::A,
+        Some("192.0.2.0/24"),
+    );
+    assert_eq!(addrs.len(), 1);
+    assert!(addrs[0].starts_with("10.2.0."));
+    assert_eq!(r.answers[0].name.to_ascii(), "anything.apps.example.com.");
+}
+
+#[test]
+fn sticky_weighted_keeps_a_subnet_on_one_endpoint() {
+    let g = start();
+    for net in ["192.0.2.0/24", "198.51.100.0/24", "45.3.0.0/24"] {
+        let first = a(&g, "sticky.example.com.", net);
+        assert_eq!(first.len(), 1);
+        for _ in 0..10 {
+            assert_eq!(a(&g, "sticky.example.com.", net), first, "{net}");
+        }
+    }
+    // Different subnets spread over both endpoints.
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..64 {
+        seen.extend(a(&g, "sticky.example.com.", &format!("45.{i}.7.0/24")));
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+#[test]
+fn explain_api_shows_location_steps_and_the_answer() {
+    let g = start();
+    let admin = g.s.admin.expect("admin");
+    let (code, body) = http(
+        admin,
+        "GET",
+        "/v1/explain?name=www.example.com&type=A&client=203.0.113.7",
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["location"]["country"], "JP");
+    assert_eq!(v["location"]["subdivision"], "JP-13");
+    let steps: Vec<&str> = v["trace"]["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["step"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(steps, ["healthy", "geo", "failover", "first_n"]);
+    assert_eq!(v["trace"]["steps"][1]["detail"], "matched continent AS");
+    assert!(
+        v["answer"][0].as_str().unwrap_or("").contains("10.3.0.1"),
+        "{body}"
+    );
+    assert_eq!(v["ecs_scope"], 24);
+    let (code, body) = http(
+        admin,
+        "GET",
+        "/v1/explain?name=www.example.com&client=not-an-ip",
+    );
+    assert_eq!(code, 400);
+    assert!(body.contains("error"));
+}
+
+fn wait_for(mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn geoip_database_is_swapped_when_replaced_and_kept_when_corrupt() {
+    let g = start();
+    assert_eq!(
+        a(&g, "www.example.com.", "192.0.2.0/24"),
+        ["10.1.0.1", "10.1.0.2"]
+    );
+    // Replace by rename: 192.0.2.0/24 now in Japan.
+    let mut moved = nets();
+    moved[0] = CityNet::new("192.0.2.0/24", "AS", "JP", None, "Osaka", 34.69, 135.5);
+    let tmp = g.s.path("city.mmdb.new");
+    std::fs::write(&tmp, build_city(&moved, Layout::GeoIp2)).expect("w");
+    std::fs::rename(&tmp, g.s.path("city.mmdb")).expect("rename");
+    assert!(wait_for(
+        || a(&g, "www.example.com.", "192.0.2.0/24") == ["10.3.0.1"]
+    ));
+    // A corrupt replacement is rejected; the last good database serves.
+    std::fs::write(&tmp, b"this is not a maxmind database").expect("w");
+    std::fs::rename(&tmp, g.s.path("city.mmdb")).expect("rename");
+    let admin = g.s.admin.expect("admin");
+    assert!(wait_for(|| http(admin, "GET", "/v1/status")
+        .1
+        .contains("not a usable MaxMind DB")));
+    assert_eq!(a(&g, "www.example.com.", "192.0.2.0/24"), ["10.3.0.1"]);
+    // A missing file too.
+    std::fs::remove_file(g.s.path("city.mmdb")).expect("rm");
+    assert!(wait_for(|| http(admin, "GET", "/v1/status")
+        .1
+        .contains("cannot open")));
+    assert_eq!(a(&g, "www.example.com.", "203.0.113.0/24"), ["10.3.0.1"]);
+}
+
+#[test]
+fn bad_steering_config_is_rejected_with_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path();
+    std::fs::write(p.join("example.com.zone"), ZONE).expect("w");
+    let cfg = r#"
+[regions.eu]
+location = [50.0, 8.0]
+[pools.p]
+region = "nowhere"
+endpoints = [{ address = "10.0.0.1" }]
+[pools.q]
+region = "eu"
+endpoints = [{ address = "10.0.0.2" }]
+[zones."example.com"]
+file = "example.com.zone"
+[zones."example.com".services.www]
+pools = ["q", "missing"]
+chain = ["geo", "teleport", "first_n"]
+geo = { default = [], continent = { XX = ["eu"] } }
+"#;
+    std::fs::write(p.join("geolb.toml"), cfg).expect("w");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geolb"))
+        .args(["check", "--config"])
+        .arg(p.join("geolb.toml"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "geolb.toml:5:10: error: pools.p.region: unknown region \"nowhere\"",
+        "unknown pool \"missing\"",
+        "unknown step \"teleport\"",
+        "first_n step needs first_n",
+        "geo default has an empty list",
+        "geo.continent key \"XX\"",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+}
