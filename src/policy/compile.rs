@@ -398,9 +398,25 @@ fn service(
         );
     }
     let mut geo_lists: Vec<(String, Vec<u16>)> = Vec::new();
+    let mut endpoint_step: Option<&str> = None;
     for st in cfg.chain.get_ref() {
         let sname = st.get_ref().as_str();
         let span = st.span();
+        // Steps that order or choose regions/pools run before the steps that
+        // pick endpoints; the other way round they could empty the answer.
+        match sname {
+            "weighted" | "first_n" => endpoint_step = endpoint_step.or(Some(sname)),
+            "geo" | "nearest" | "latency" | "failover" => {
+                if let Some(e) = endpoint_step {
+                    cx.err(
+                        Some(span.clone()),
+                        line,
+                        format!("service {name}: step {sname:?} chooses regions or pools, so it must come before {e:?}, which picks endpoints"),
+                    );
+                }
+            }
+            _ => {}
+        }
         let step = match sname {
             "healthy" => Step::Healthy,
             "failover" => Step::Failover,

@@ -945,3 +945,6 @@ pub fn decide(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
