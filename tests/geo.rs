@@ -177,6 +177,11 @@ pools = ["ap-web"]
 chain = ["healthy"]
 all_down = { addresses = ["192.0.2.250"] }
 
+[zones."example.com".services.fallbackcname]
+pools = ["ap-web"]
+chain = ["healthy"]
+all_down = { cname = "static.example.com." }
+
 [zones."example.com".services.failopen]
 pools = ["ap-web"]
 chain = ["healthy"]
