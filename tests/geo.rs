@@ -295,10 +295,16 @@ fn rfc7871_7_2_1_answer_follows_the_client_subnet_with_its_scope() {
 #[test]
 fn rfc7871_7_2_1_scope_is_never_more_specific_than_the_source() {
     let g = start();
-    // 45.0.0.0/8 decides: scope 8 for a /24 source.
+    // nearest: the City network 45.0.0.0/8 decides: scope 8 for a /24 source.
+    let (_, scope, _) = ask(&g, "near.example.com.", RecordType::A, Some("45.1.2.0/24"));
+    assert_eq!(scope, Some(8));
+    // geo with CIDR entries up to /25: the answer holds only per /25, so the
+    // scope is the whole /24 source, never the /8 network.
     let (addrs, scope, _) = ask(&g, "www.example.com.", RecordType::A, Some("45.1.2.0/24"));
     assert_eq!(addrs, ["10.2.0.1", "10.2.0.2"], "BR → us");
-    assert_eq!(scope, Some(8));
+    assert_eq!(scope, Some(24));
+    let (_, scope, _) = ask(&g, "www.example.com.", RecordType::A, Some("45.1.0.0/16"));
+    assert_eq!(scope, Some(16));
     // A /24 network, but the client only revealed /20: scope 20.
     let (_, scope, _) = ask(&g, "www.example.com.", RecordType::A, Some("192.0.0.0/20"));
     assert!(scope.is_some_and(|s| s <= 20), "{scope:?}");
@@ -389,7 +395,7 @@ fn geo_most_specific_match_wins() {
     // ASN beats country/continent: 81.0.0.0/16 is GB/EU but AS64500 → eu only.
     let (addrs, scope, _) = ask(&g, "www.example.com.", RecordType::A, Some("81.0.1.0/24"));
     assert_eq!(addrs, ["10.1.0.1", "10.1.0.2"]);
-    assert_eq!(scope, Some(12), "the ASN network decided");
+    assert_eq!(scope, Some(24), "CIDR entries up to /25 were tried first");
     // Subdivision beats continent: US-CA → ap.
     assert_eq!(a(&g, "www.example.com.", "64.0.5.0/24"), ["10.3.0.1"]);
     // Country beats continent: BR → us.
@@ -602,7 +608,8 @@ fn explain_api_shows_location_steps_and_the_answer() {
         v["answer"][0].as_str().unwrap_or("").contains("10.3.0.1"),
         "{body}"
     );
-    assert_eq!(v["ecs_scope"], 24);
+    // A /32 client; the geo table's longest CIDR entry is /25.
+    assert_eq!(v["ecs_scope"], 25);
     let (code, body) = http(
         admin,
         "GET",

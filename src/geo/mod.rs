@@ -226,30 +226,61 @@ struct AsnRec {
     autonomous_system_number: Option<u32>,
 }
 
-/// Addresses that never locate: private, loopback, link-local, and so on.
-pub fn is_special(ip: IpAddr) -> bool {
+/// Special-purpose ranges that are never located (RFC 6890): (network, prefix).
+const SPECIAL_V4: [(u32, u8); 9] = [
+    (0x0000_0000, 8),  // "this network"
+    (0x0a00_0000, 8),  // private
+    (0x6440_0000, 10), // shared address space (CGNAT)
+    (0x7f00_0000, 8),  // loopback
+    (0xa9fe_0000, 16), // link-local
+    (0xac10_0000, 12), // private
+    (0xc0a8_0000, 16), // private
+    (0xe000_0000, 4),  // multicast
+    (0xf000_0000, 4),  // reserved and broadcast
+];
+const SPECIAL_V6: [(u128, u8); 5] = [
+    (0, 128),                 // unspecified
+    (1, 128),                 // loopback
+    (0xfc00_u128 << 112, 7),  // unique local
+    (0xfe80_u128 << 112, 10), // link-local
+    (0xff00_u128 << 112, 8),  // multicast
+];
+
+/// The prefix of the special-purpose range `ip` falls in, if any: private,
+/// loopback, link-local, CGNAT, multicast and the like never locate. The
+/// prefix is what an ECS scope for such a client may cover.
+pub fn special_prefix(ip: IpAddr) -> Option<u8> {
     match ip {
         IpAddr::V4(v4) => {
-            v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.octets()[0] == 0
-                || (v4.octets()[0] == 100 && v4.octets()[1] & 0xc0 == 64)
+            let a = u32::from(v4);
+            SPECIAL_V4
+                .iter()
+                .find(|(net, p)| a & (u32::MAX << (32 - *p as u32)) == *net)
+                .map(|&(_, p)| p)
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_special(IpAddr::V4(v4));
+                return special_prefix(IpAddr::V4(v4)).map(|p| p + 96);
             }
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
+            let a = u128::from(v6);
+            SPECIAL_V6
+                .iter()
+                .find(|(net, p)| {
+                    let mask = if *p == 128 {
+                        u128::MAX
+                    } else {
+                        u128::MAX << (128 - *p as u32)
+                    };
+                    a & mask == *net
+                })
+                .map(|&(_, p)| p)
         }
     }
+}
+
+/// Addresses that never locate (see [`special_prefix`]).
+pub fn is_special(ip: IpAddr) -> bool {
+    special_prefix(ip).is_some()
 }
 
 /// The configured databases (either may be absent).
@@ -267,8 +298,9 @@ impl GeoDb {
             v4 => v4,
         };
         let mut loc = Location::default();
-        if is_special(ip) {
+        if let Some(p) = special_prefix(ip) {
             loc.special = true;
+            loc.prefix = p;
             return loc;
         }
         if let Some(db) = &self.city {
@@ -405,6 +437,21 @@ mod tests {
         let d = distance_km(fra, iad);
         assert!((6450.0..6600.0).contains(&d), "{d}");
         assert!(distance_km(fra, fra) < 1e-6);
+    }
+
+    #[test]
+    fn special_ranges_carry_their_prefix() {
+        let p = |s: &str| special_prefix(s.parse().expect("ip"));
+        assert_eq!(p("10.9.8.7"), Some(8));
+        assert_eq!(p("172.20.0.1"), Some(12));
+        assert_eq!(p("172.32.0.1"), None);
+        assert_eq!(p("100.64.0.1"), Some(10));
+        assert_eq!(p("100.128.0.1"), None);
+        assert_eq!(p("::1"), Some(128));
+        assert_eq!(p("fd12::1"), Some(7));
+        assert_eq!(p("::ffff:192.168.1.1"), Some(112));
+        let none = GeoDb::default().locate("10.1.2.3".parse().expect("ip"));
+        assert!(none.special && none.prefix == 8);
     }
 
     #[test]

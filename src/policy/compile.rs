@@ -895,31 +895,21 @@ fn geo_map(
         match net {
             IpNet::V4(n) => {
                 let p = n.prefix_len();
-                let key = super::mask_v4(u32::from(n.network()), p);
-                match m.cidr_v4.iter_mut().find(|(pp, _)| *pp == p) {
-                    Some((_, t)) => {
-                        t.insert(key, i);
-                    }
-                    None => {
-                        let mut t = FxHashMap::default();
-                        t.insert(key, i);
-                        m.cidr_v4.push((p, t));
-                    }
-                }
+                insert_prefix(
+                    &mut m.cidr_v4,
+                    p,
+                    super::mask_v4(u32::from(n.network()), p),
+                    i,
+                );
             }
             IpNet::V6(n) => {
                 let p = n.prefix_len();
-                let key = super::mask_v6(u128::from(n.network()), p);
-                match m.cidr_v6.iter_mut().find(|(pp, _)| *pp == p) {
-                    Some((_, t)) => {
-                        t.insert(key, i);
-                    }
-                    None => {
-                        let mut t = FxHashMap::default();
-                        t.insert(key, i);
-                        m.cidr_v6.push((p, t));
-                    }
-                }
+                insert_prefix(
+                    &mut m.cidr_v6,
+                    p,
+                    super::mask_v6(u128::from(n.network()), p),
+                    i,
+                );
             }
         }
     }
@@ -933,6 +923,25 @@ fn geo_map(
         );
     }
     (cx.diags.len() == before).then_some(m)
+}
+
+/// Adds `key → list` to the table of prefix length `p`.
+fn insert_prefix<K: Eq + std::hash::Hash>(
+    tables: &mut Vec<(u8, FxHashMap<K, usize>)>,
+    p: u8,
+    key: K,
+    list: usize,
+) {
+    match tables.iter_mut().find(|(pp, _)| *pp == p) {
+        Some((_, t)) => {
+            t.insert(key, list);
+        }
+        None => {
+            let mut t = FxHashMap::default();
+            t.insert(key, list);
+            tables.push((p, t));
+        }
+    }
 }
 
 fn latency(

@@ -88,6 +88,29 @@ pub struct GeoMap {
     pub cidr_v6: Vec<(u8, FxHashMap<u128, usize>)>,
 }
 
+impl GeoMap {
+    /// How much of the client address a lookup that ended with `how`
+    /// depended on: every stage tried up to the match counts (a CIDR table
+    /// is only as coarse as its longest entry; the ASN and City databases
+    /// by the network that matched).
+    pub fn scope(&self, addr: IpAddr, how: GeoMatch, loc: &Location) -> u8 {
+        let cidr = match addr {
+            IpAddr::V4(_) => self.cidr_v4.first().map_or(0, |(p, _)| *p),
+            IpAddr::V6(_) => self.cidr_v6.first().map_or(0, |(p, _)| *p),
+        };
+        let asn = if self.asn.is_empty() {
+            0
+        } else {
+            loc.asn_prefix
+        };
+        match how {
+            GeoMatch::Cidr(_) => cidr,
+            GeoMatch::Asn(_) => cidr.max(asn),
+            _ => cidr.max(asn).max(loc.prefix),
+        }
+    }
+}
+
 /// Why a geo list was chosen, and how much of the address decided it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GeoMatch {
@@ -567,12 +590,7 @@ fn run(r: &Run<'_>, sc: &mut Scratch, mut trace: Option<&mut Trace>) -> u8 {
             }
             Step::Geo(map) => match map.lookup(r.client.addr, loc) {
                 Some((list, how)) => {
-                    let prefix = match how {
-                        GeoMatch::Cidr(p) => p,
-                        GeoMatch::Asn(_) => loc.asn_prefix,
-                        _ => loc.prefix,
-                    };
-                    scope = scope.max(prefix);
+                    scope = scope.max(map.scope(r.client.addr, how, loc));
                     sc.groups.clear();
                     sc.groups.extend_from_slice(&map.lists[list]);
                     if trace.is_some() {
@@ -580,7 +598,7 @@ fn run(r: &Run<'_>, sc: &mut Scratch, mut trace: Option<&mut Trace>) -> u8 {
                     }
                 }
                 None => {
-                    scope = scope.max(loc.prefix);
+                    scope = scope.max(map.scope(r.client.addr, GeoMatch::Default, loc));
                     if trace.is_some() {
                         detail = "no entry matches and there is no default; order unchanged".into();
                     }

@@ -284,3 +284,28 @@ chain = ["healthy", "failover"]
     decide(&topo, svc, &c, Family::V4, &health, &mut sc, None);
     assert_eq!(sc.out, [2]);
 }
+
+#[test]
+fn geo_scope_counts_every_stage_tried() {
+    let mut m = GeoMap::default();
+    m.lists.push(vec![0]);
+    let mut loc = Location::default();
+    loc.prefix = 16;
+    loc.asn_prefix = 12;
+    let v4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    // Only the City database: its network.
+    assert_eq!(m.scope(v4, GeoMatch::Continent, &loc), 16);
+    // An ASN table makes the ASN network count too (but not for a default
+    // reached without an ASN table).
+    m.asn.insert(64500, 0);
+    loc.asn_prefix = 20;
+    assert_eq!(m.scope(v4, GeoMatch::Continent, &loc), 20);
+    assert_eq!(m.scope(v4, GeoMatch::Asn(64500), &loc), 20);
+    // CIDR entries up to /25: nothing coarser than /25 can be promised.
+    m.cidr_v4.push((25, FxHashMap::default()));
+    assert_eq!(m.scope(v4, GeoMatch::Cidr(8), &loc), 25);
+    assert_eq!(m.scope(v4, GeoMatch::Default, &loc), 25);
+    // IPv6 clients are not affected by IPv4 CIDR entries.
+    let v6 = IpAddr::V6("2001:db8::1".parse().expect("ip"));
+    assert_eq!(m.scope(v6, GeoMatch::Continent, &loc), 20);
+}
