@@ -289,9 +289,11 @@ chain = ["healthy", "failover"]
 fn geo_scope_counts_every_stage_tried() {
     let mut m = GeoMap::default();
     m.lists.push(vec![0]);
-    let mut loc = Location::default();
-    loc.prefix = 16;
-    loc.asn_prefix = 12;
+    let mut loc = Location {
+        prefix: 16,
+        asn_prefix: 12,
+        ..Location::default()
+    };
     let v4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     // Only the City database: its network.
     assert_eq!(m.scope(v4, GeoMatch::Continent, &loc), 16);
