@@ -11,6 +11,7 @@ pub mod diag;
 pub mod dns;
 pub mod explain;
 pub mod geo;
+pub mod health;
 pub mod policy;
 pub mod server;
 pub mod snapshot;

@@ -140,6 +140,7 @@ fn main() -> ExitCode {
                 dns: (!dns.is_empty()).then_some(dns),
                 admin,
                 udp_workers,
+                ..Overrides::default()
             },
         ),
     };

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::diag::{Diagnostic, LoadError};
 use crate::dns::{tcp, udp};
 use crate::geo::FileStamp;
+use crate::health::{unix, HealthTable, Observation, Override};
 use crate::policy::AdminState;
 use crate::snapshot::{self, Snapshot};
 
@@ -61,6 +62,12 @@ pub struct Shared {
     pub tcp_stats: tcp::TcpStats,
     pub dns_addrs: Mutex<Vec<SocketAddr>>,
     pub geo_status: Mutex<GeoStatus>,
+    /// Health of every endpoint; its lock also orders every snapshot store.
+    pub health: Mutex<HealthTable>,
+    monitor_tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    rt: tokio::runtime::Handle,
+    shutdown: watch::Receiver<bool>,
+    me: std::sync::OnceLock<std::sync::Weak<Shared>>,
 }
 
 /// What the GeoIP watcher last did.
@@ -95,7 +102,24 @@ impl Shared {
                     tracing::warn!("listen addresses changed in the config; they take effect at the next restart");
                 }
                 let zones = snap.zones.zones.len();
-                self.snapshot.store(Arc::new(snap));
+                {
+                    let mut table = self.health.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut snap = snap;
+                    if snap.config.health.state_file != table.state_file {
+                        table.state_file = snap.config.health.state_file.clone();
+                        if let Err(e) = table.save_state() {
+                            tracing::error!("cannot write the state file: {e}");
+                        }
+                    }
+                    table.sync(&snap.topology, unix(SystemTime::now()));
+                    snap.health = Arc::new(table.evaluate(
+                        &snap.topology,
+                        &snap.config.health,
+                        unix(SystemTime::now()),
+                    ));
+                    self.snapshot.store(Arc::new(snap));
+                }
+                self.restart_monitors();
                 tracing::info!(generation = next_gen, zones, "reload succeeded");
                 Ok(ReloadReport {
                     ok: true,
@@ -166,7 +190,8 @@ impl Shared {
         }
         match snapshot::open_geo(&cur.config, Some(&cur.geo)) {
             Ok(geo) => {
-                let mut next = (*cur).clone();
+                let _table = self.health.lock().unwrap_or_else(|p| p.into_inner());
+                let mut next = (*self.snapshot.load_full()).clone();
                 next.geo = Arc::new(geo);
                 for d in next.geo.city.iter().chain(next.geo.asn.iter()) {
                     tracing::info!(path = %d.path.display(), database_type = %d.database_type, build_epoch = d.build_epoch, "GeoIP database reloaded");
@@ -196,44 +221,245 @@ impl Shared {
 }
 
 impl Shared {
-    /// Sets the admin state of an endpoint ("pool/address"), a pool or a
-    /// region (all their endpoints). Returns how many endpoints changed, or
-    /// `None` when the name matches nothing.
+    /// Recomputes the health view from the table and swaps it in if it
+    /// changed. The caller holds the table lock.
+    fn publish(&self, table: &mut HealthTable) {
+        let cur = self.snapshot.load_full();
+        let view = table.evaluate(&cur.topology, &cur.config.health, unix(SystemTime::now()));
+        if view != *cur.health {
+            let mut next = (*cur).clone();
+            next.health = Arc::new(view);
+            self.snapshot.store(Arc::new(next));
+        }
+    }
+
+    /// Sets an operator override on an endpoint ("pool/address"), a pool or
+    /// a region, optionally until a time; `AdminState::None` removes it.
+    /// The override is saved to the state file before it takes effect.
+    /// Returns how many endpoints it covers, or `None` if nothing matches.
     pub fn set_admin_state(&self, target: &str, state: AdminState) -> Option<usize> {
-        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.set_override(target, state, None).ok()
+    }
+
+    /// Like [`set_admin_state`](Self::set_admin_state), with an expiry.
+    pub fn set_override(
+        &self,
+        target: &str,
+        state: AdminState,
+        until: Option<SystemTime>,
+    ) -> Result<usize, OverrideError> {
+        let mut table = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let cur = self.snapshot.load_full();
         let topo = &cur.topology;
-        let matching: Vec<usize> = topo
+        let matching = topo
             .endpoints
             .iter()
-            .enumerate()
-            .filter(|(_, e)| {
+            .filter(|e| {
                 let pool = &topo.pools[e.pool as usize];
                 e.identity == target
                     || pool.name == target
                     || topo.regions[pool.region as usize].name == target
             })
-            .map(|(i, _)| i)
-            .collect();
-        if matching.is_empty() {
-            return None;
+            .count();
+        if matching == 0 {
+            return Err(OverrideError::UnknownTarget(target.to_string()));
         }
-        let mut health = (*cur.health).clone();
-        for &i in &matching {
-            if let Some(h) = health.endpoints.get_mut(i) {
-                h.admin = state;
-            }
+        let before = table.overrides.clone();
+        table.overrides.retain(|o| o.target != target);
+        if state != AdminState::None {
+            table.overrides.push(Override {
+                target: target.to_string(),
+                state,
+                until: until.map(unix),
+                set_at: unix(SystemTime::now()),
+            });
         }
-        let mut next = (*cur).clone();
-        next.health = Arc::new(health);
-        self.snapshot.store(Arc::new(next));
+        if let Err(e) = table.save_state() {
+            table.overrides = before;
+            return Err(OverrideError::Persist(e));
+        }
+        self.publish(&mut table);
         tracing::info!(
             target,
             ?state,
-            endpoints = matching.len(),
-            "admin state set"
+            ?until,
+            endpoints = matching,
+            "operator override set"
         );
-        Some(matching.len())
+        Ok(matching)
+    }
+
+    /// Records a local check result and republishes if the state changed.
+    pub fn record(&self, identity: &str, obs: Observation, rise: u32, fall: u32) {
+        let mut table = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let ok = obs.ok;
+        let err = obs.error.clone();
+        if table.observe(identity, obs, rise, fall) {
+            tracing::info!(endpoint = identity, ok, error = ?err, "local check state changed");
+            self.publish(&mut table);
+        }
+    }
+
+    /// Expires overrides and re-evaluates votes (remote data goes stale).
+    fn maintain(&self) {
+        let mut table = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        if table.expire(unix(SystemTime::now())) {
+            if let Err(e) = table.save_state() {
+                tracing::error!("cannot write the state file: {e}");
+            }
+        }
+        self.publish(&mut table);
+    }
+
+    /// (Re)starts one check loop per monitored endpoint of the current
+    /// snapshot; state is kept in the table across restarts.
+    pub fn restart_monitors(&self) {
+        let mut tasks = self.monitor_tasks.lock().unwrap_or_else(|p| p.into_inner());
+        for t in tasks.drain(..) {
+            t.abort();
+        }
+        let snap = self.snapshot.load_full();
+        let vantage = snap.config.health.vantage.clone();
+        for e in &snap.topology.endpoints {
+            let (Some(m), Some(addr)) = (e.monitor, e.check_addr) else {
+                continue;
+            };
+            let mon = Arc::new(snap.topology.monitors[m as usize].clone());
+            let me = self.weak();
+            let identity = e.identity.clone();
+            let vantage = vantage.clone();
+            let mut stop = self.shutdown.clone();
+            let h = self.rt.spawn(async move {
+                let http = match mon.client(addr) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(endpoint = %identity, "monitor cannot run: {e}");
+                        return;
+                    }
+                };
+                // Spread the first checks so they do not all start together.
+                let first = mon
+                    .interval
+                    .mul_f64(fastrand::f64() * 0.5)
+                    .min(std::time::Duration::from_millis(500));
+                tokio::select! {
+                    _ = tokio::time::sleep(first) => {}
+                    _ = stop.changed() => return,
+                }
+                loop {
+                    let (ok, error, rtt) = mon.check(addr, http.as_ref()).await;
+                    let Some(shared) = me.upgrade() else { return };
+                    shared.record(
+                        &identity,
+                        Observation {
+                            vantage: vantage.clone(),
+                            at: unix(SystemTime::now()),
+                            ok,
+                            error,
+                            rtt_ms: rtt.as_secs_f64() * 1000.0,
+                        },
+                        mon.rise,
+                        mon.fall,
+                    );
+                    drop(shared);
+                    let spread = 1.0 + mon.jitter * (2.0 * fastrand::f64() - 1.0);
+                    tokio::select! {
+                        _ = tokio::time::sleep(mon.interval.mul_f64(spread)) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            });
+            tasks.push(h.abort_handle());
+        }
+    }
+
+    fn weak(&self) -> std::sync::Weak<Shared> {
+        self.me.get().cloned().unwrap_or_default()
+    }
+
+    /// This vantage's observations (served at /v1/observations).
+    pub fn observations(&self) -> crate::health::Observations {
+        let vantage = self.snapshot.load().config.health.vantage.clone();
+        let table = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        table.observations(&vantage, unix(SystemTime::now()))
+    }
+}
+
+/// Why an override could not be set.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OverrideError {
+    #[error("no endpoint, pool or region is named {0:?}")]
+    UnknownTarget(String),
+    #[error("not saved, so not applied: {0}")]
+    Persist(String),
+}
+
+async fn maintain(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            _ = shutdown.changed() => return,
+        }
+        shared.maintain();
+    }
+}
+
+/// Reads every remote vantage's observations, forever.
+async fn poll_vantages(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("cannot build the vantage client: {e}");
+            return;
+        }
+    };
+    loop {
+        let cfg = shared.snapshot.load().config.health.clone();
+        for (name, v) in &cfg.vantages {
+            let url = format!("{}/v1/observations", v.url.trim_end_matches('/'));
+            let mut req = client.get(&url);
+            if let Some(t) = &v.token {
+                req = req.bearer_auth(t);
+            }
+            let result: Result<crate::health::Observations, String> = match req.send().await {
+                Ok(r) if r.status().is_success() => match r.bytes().await {
+                    Ok(b) => serde_json::from_slice::<crate::health::Observations>(&b)
+                        .map_err(|e| format!("bad observations from {url}: {e}")),
+                    Err(e) => Err(format!("{url}: {e}")),
+                },
+                Ok(r) => Err(format!("{url}: HTTP {}", r.status())),
+                Err(e) => Err(format!("{url}: {e}")),
+            };
+            let mut table = shared.health.lock().unwrap_or_else(|p| p.into_inner());
+            let now = unix(SystemTime::now());
+            match result {
+                Ok(obs) => {
+                    table.remote(name, &obs, now);
+                    if let Some(st) = table.vantages.get_mut(name) {
+                        st.url = v.url.clone();
+                    }
+                    shared.publish(&mut table);
+                }
+                Err(e) => {
+                    let st = table.vantages.entry(name.clone()).or_default();
+                    if st.last_error.as_deref() != Some(&e) {
+                        tracing::warn!(vantage = %name, "cannot read vantage: {e}");
+                    }
+                    st.url = v.url.clone();
+                    st.last_error = Some(e);
+                    st.last_error_at = Some(now);
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.poll_interval) => {}
+            _ = shutdown.changed() => return,
+        }
     }
 }
 
@@ -278,6 +504,8 @@ impl Server {
     /// Loads the config, binds every listener and starts serving. Must be
     /// called inside a Tokio runtime.
     pub async fn start(config_path: PathBuf, overrides: Overrides) -> Result<Server, StartError> {
+        // HTTPS monitors use rustls with ring; installing twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let path = config_path.clone();
         let ov = overrides.clone();
         let loaded = tokio::task::spawn_blocking(move || {
@@ -292,11 +520,27 @@ impl Server {
                 format!("loader failed: {e}"),
             )]))
         })??;
-        let (snap, warnings) = loaded;
+        let (mut snap, warnings) = loaded;
         for w in &warnings {
             tracing::warn!("{w}");
         }
+        // Operators' overrides from the state file, then the first view.
+        let mut table = HealthTable::default();
+        if let Some(path) = &snap.config.health.state_file {
+            match table.load_state(path) {
+                Ok(()) if !table.overrides.is_empty() => {
+                    tracing::info!(overrides = table.overrides.len(), path = %path.display(), "operator overrides restored")
+                }
+                Ok(()) => {}
+                Err(e) => tracing::error!("state file: {e}"),
+            }
+        }
+        table.sync(&snap.topology, unix(SystemTime::now()));
+        snap.health =
+            Arc::new(table.evaluate(&snap.topology, &snap.config.health, unix(SystemTime::now())));
         let server_cfg = snap.config.server.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snap),
             config_path,
@@ -308,13 +552,17 @@ impl Server {
             tcp_stats: tcp::TcpStats::default(),
             dns_addrs: Mutex::new(Vec::new()),
             geo_status: Mutex::new(GeoStatus::default()),
+            health: Mutex::new(table),
+            monitor_tasks: Mutex::new(Vec::new()),
+            rt: tokio::runtime::Handle::current(),
+            shutdown: shutdown_rx.clone(),
+            me: std::sync::OnceLock::new(),
         });
+        let _ = shared.me.set(Arc::downgrade(&shared));
         let workers = match server_cfg.udp_workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let stop = Arc::new(AtomicBool::new(false));
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let tcp_max = server_cfg.tcp_max_connections;
         let tcp_slots = Arc::new(Semaphore::new(tcp_max));
         let mut udp_threads = Vec::new();
@@ -362,12 +610,14 @@ impl Server {
             }
             Ok(())
         };
-        if let Err(e) = bind_all() {
+        if overrides.probe_only {
+            // A prober serves its observations, not DNS.
+        } else if let Err(e) = bind_all() {
             stop.store(true, Ordering::Relaxed);
             let _ = shutdown_tx.send(true);
             return Err(e);
         }
-        if dns_addrs.is_empty() {
+        if dns_addrs.is_empty() && !overrides.probe_only {
             stop.store(true, Ordering::Relaxed);
             let _ = shutdown_tx.send(true);
             return Err(StartError::NoListener);
@@ -375,6 +625,14 @@ impl Server {
         *shared.udp_stats.lock().unwrap_or_else(|p| p.into_inner()) = all_stats;
         *shared.dns_addrs.lock().unwrap_or_else(|p| p.into_inner()) = dns_addrs.clone();
         tasks.push(tokio::spawn(watch_geo(shared.clone(), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(maintain(shared.clone(), shutdown_rx.clone())));
+        if !shared.snapshot.load().config.health.vantages.is_empty() && !overrides.probe_only {
+            tasks.push(tokio::spawn(poll_vantages(
+                shared.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
+        shared.restart_monitors();
         let mut admin_addr = None;
         if let (true, Some(addr)) = (server_cfg.admin_enabled, server_cfg.admin) {
             let listener = match tokio::net::TcpListener::bind(addr).await {

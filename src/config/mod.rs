@@ -16,7 +16,11 @@ use toml::Spanned;
 
 use crate::diag::{line_col, Diagnostic, LoadError};
 
+pub mod health;
 pub mod steering;
+pub use health::{
+    HealthConfig, InitialState, MinHealthy, MonitorConfig, StatusRange, VantageConfig,
+};
 pub use steering::{
     AllDown, EndpointConfig, GeoMapConfig, GeoipConfig, LatencyConfig, NearestConfig, PoolConfig,
     RegionConfig, ServiceConfig, WeightedConfig, WeightedMode,
@@ -85,6 +89,10 @@ pub struct ServerConfig {
     /// Name server identifier returned on request (RFC 5001).
     #[serde(default)]
     pub nsid: Option<String>,
+    /// Bearer token the admin API requires (required when it listens
+    /// anywhere but loopback).
+    #[serde(default)]
+    pub admin_token: Option<String>,
 }
 
 fn yes() -> bool {
@@ -103,6 +111,7 @@ impl Default for ServerConfig {
             tcp_max_connections: default_tcp_max(),
             shutdown_timeout: default_shutdown(),
             nsid: None,
+            admin_token: None,
         }
     }
 }
@@ -128,6 +137,10 @@ struct RawConfig {
     regions: BTreeMap<Spanned<String>, RegionConfig>,
     #[serde(default)]
     pools: BTreeMap<Spanned<String>, PoolConfig>,
+    #[serde(default)]
+    monitors: BTreeMap<Spanned<String>, MonitorConfig>,
+    #[serde(default)]
+    health: HealthConfig,
     #[serde(default)]
     zones: BTreeMap<Spanned<String>, RawZone>,
 }
@@ -162,6 +175,10 @@ pub struct Overrides {
     pub dns: Option<Vec<SocketAddr>>,
     pub admin: Option<SocketAddr>,
     pub udp_workers: Option<usize>,
+    /// `geolb probe`: this node's vantage name.
+    pub vantage: Option<String>,
+    /// `geolb probe`: run monitors only, no DNS.
+    pub probe_only: bool,
 }
 
 /// A zone to serve, as configured.
@@ -189,6 +206,8 @@ pub struct Config {
     pub geoip: Option<GeoipConfig>,
     pub regions: Vec<Named<RegionConfig>>,
     pub pools: Vec<Named<PoolConfig>>,
+    pub monitors: Vec<Named<MonitorConfig>>,
+    pub health: HealthConfig,
 }
 
 impl PartialEq for Config {
@@ -223,6 +242,9 @@ impl Config {
         }
         if let Some(n) = ov.udp_workers {
             c.server.udp_workers = n;
+        }
+        if let Some(v) = &ov.vantage {
+            c.health.vantage = v.clone();
         }
         Ok(c)
     }
@@ -274,6 +296,16 @@ impl Config {
                     0,
                     0,
                     "server.nsid must be 1 to 512 bytes",
+                ));
+            }
+        }
+        if let (true, Some(a)) = (s.admin_enabled, s.admin) {
+            if !a.ip().is_loopback() && s.admin_token.as_deref().is_none_or(str::is_empty) {
+                diags.push(Diagnostic::error(
+                    path,
+                    0,
+                    0,
+                    format!("server.admin = {a} is not a loopback address: set server.admin_token so the API is not open to anyone"),
                 ));
             }
         }
@@ -353,6 +385,11 @@ impl Config {
         }
         let regions = named(&raw.regions, text);
         let pools = named(&raw.pools, text);
+        let monitors = named(&raw.monitors, text);
+        let mut health = raw.health.clone();
+        if let Some(f) = health.state_file.as_mut() {
+            *f = base.join(&*f);
+        }
         let mut geoip = raw.geoip.clone();
         if let Some(g) = geoip.as_mut() {
             let city = base.join(g.city.get_ref());
@@ -370,6 +407,8 @@ impl Config {
             geoip,
             regions,
             pools,
+            monitors,
+            health,
         })
     }
 }

@@ -76,9 +76,13 @@ pub struct EndpointConfig {
 pub struct PoolConfig {
     pub region: Spanned<String>,
     pub endpoints: Spanned<Vec<EndpointConfig>>,
-    /// Endpoints that must be up for `failover` to choose this pool.
-    #[serde(default = "one")]
-    pub min_healthy: u32,
+    /// Endpoints that must be up for `failover` to choose this pool: a
+    /// count or a percentage ("50%").
+    #[serde(default)]
+    pub min_healthy: super::MinHealthy,
+    /// Monitor checking every endpoint of the pool.
+    #[serde(default)]
+    pub monitor: Option<Spanned<String>>,
 }
 
 /// The `geo` step's map from client location to ordered region/pool lists.
@@ -259,4 +263,8 @@ pub struct ServiceConfig {
     pub first_n: Option<usize>,
     #[serde(default)]
     pub all_down: AllDown,
+    /// Health-aware TTL: answer with this TTL while any candidate endpoint
+    /// is down, so clients converge faster during an incident.
+    #[serde(default)]
+    pub ttl_when_down: Option<u32>,
 }

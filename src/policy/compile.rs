@@ -3,7 +3,7 @@
 //! some client without an answer while everything is up, CNAME loops.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use hickory_proto::rr::Name;
@@ -103,6 +103,16 @@ pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> (Topology, Vec<V
             coords: (lat, lon),
         });
     }
+    let mut monitor_idx: BTreeMap<String, u16> = BTreeMap::new();
+    for m in &config.monitors {
+        match crate::health::Monitor::compile(&m.name, &m.value) {
+            Ok(mon) => {
+                monitor_idx.insert(m.name.clone(), topo.monitors.len() as u16);
+                topo.monitors.push(mon);
+            }
+            Err(msg) => cx.err(None, m.line, format!("monitors.{}: {msg}", m.name)),
+        }
+    }
     let mut pool_idx: BTreeMap<String, u16> = BTreeMap::new();
     for p in &config.pools {
         if region_idx.contains_key(&p.name) {
@@ -197,6 +207,8 @@ pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> (Topology, Vec<V
                 target,
                 weight: e.weight,
                 check: e.check.clone(),
+                monitor: None,
+                check_addr: None,
                 hash: fnv1a(&identity),
                 identity,
             });
@@ -208,24 +220,68 @@ pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> (Topology, Vec<V
                 format!("pools.{}: mixes address and cname endpoints", p.name),
             );
         }
-        if p.value.min_healthy as usize > eps.len() {
+        let min_healthy = p.value.min_healthy.needed(eps.len());
+        if min_healthy as usize > eps.len() {
             cx.err(
                 None,
                 p.line,
                 format!(
-                    "pools.{}.min_healthy = {} but the pool has {} endpoints",
+                    "pools.{}.min_healthy = {min_healthy} but the pool has {} endpoints",
                     p.name,
-                    p.value.min_healthy,
                     eps.len()
                 ),
             );
+        }
+        let monitor = match &p.value.monitor {
+            None => None,
+            Some(m) => match monitor_idx.get(m.get_ref()) {
+                Some(&i) => Some(i),
+                None => {
+                    cx.err(
+                        Some(m.span()),
+                        p.line,
+                        format!(
+                            "pools.{}.monitor: unknown monitor {:?}",
+                            p.name,
+                            m.get_ref()
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        if let Some(mi) = monitor {
+            let port = topo.monitors[mi as usize].port;
+            for e in &mut topo.endpoints[start as usize..] {
+                e.monitor = Some(mi);
+                let addr = match (&e.check, &e.target) {
+                    (Some(c), _) => c.parse::<SocketAddr>().ok().or_else(|| {
+                        c.parse::<IpAddr>()
+                            .ok()
+                            .and_then(|ip| port.map(|p| SocketAddr::new(ip, p)))
+                    }),
+                    (None, Target::Addr(ip)) => port.map(|port| SocketAddr::new(*ip, port)),
+                    (None, Target::Cname(..)) => None,
+                };
+                match addr {
+                    Some(a) => e.check_addr = Some(a),
+                    None => cx.err(
+                        Some(p.value.endpoints.span()),
+                        p.line,
+                        format!(
+                            "pools.{}: endpoint {} needs check = \"address:port\" (or its monitor a port)",
+                            p.name, e.identity
+                        ),
+                    ),
+                }
+            }
         }
         pool_idx.insert(p.name.clone(), topo.pools.len() as u16);
         topo.pools.push(Pool {
             name: p.name.clone(),
             region,
             endpoints: start..topo.endpoints.len() as u32,
-            min_healthy: p.value.min_healthy,
+            min_healthy,
         });
     }
 
@@ -649,6 +705,7 @@ fn service(
         all_down: cfg.all_down.clone(),
         all_down_cname,
         cname: is_cname,
+        ttl_when_down: cfg.ttl_when_down,
     })
 }
 

@@ -41,6 +41,10 @@ pub struct Endpoint {
     pub weight: u32,
     /// Where to health-check, when not the handed-out address.
     pub check: Option<String>,
+    /// The pool's monitor, if any.
+    pub monitor: Option<u16>,
+    /// The address:port the monitor checks.
+    pub check_addr: Option<std::net::SocketAddr>,
     /// Stable identity ("pool/address"): health and admin state follow it
     /// across reloads.
     pub identity: String,
@@ -62,6 +66,7 @@ pub struct Topology {
     pub regions: Vec<Region>,
     pub pools: Vec<Pool>,
     pub endpoints: Vec<Endpoint>,
+    pub monitors: Vec<crate::health::Monitor>,
 }
 
 /// A candidate group of a service: a region (the service's pools there) or
@@ -257,10 +262,12 @@ pub struct Service {
     pub all_down_cname: Option<Box<[u8]>>,
     /// Endpoints are CNAME targets rather than addresses.
     pub cname: bool,
+    /// TTL while any candidate endpoint is down (health-aware TTL).
+    pub ttl_when_down: Option<u32>,
 }
 
 /// Admin override of an endpoint's state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AdminState {
     #[default]
@@ -307,7 +314,7 @@ impl EndpointHealth {
 }
 
 /// Health of every endpoint of a topology, indexed like its endpoints.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct HealthView {
     pub endpoints: Vec<EndpointHealth>,
 }

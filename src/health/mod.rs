@@ -1,0 +1,451 @@
+//! Health: monitors produce observations; a rise/fall [`Machine`] per
+//! endpoint and vantage turns them into states; a quorum over the fresh
+//! vantages (this node and remote probers) and the operators' overrides
+//! turn those into the [`HealthView`] the answer path reads.
+//!
+//! The [`HealthTable`] is the source of truth, keyed by endpoint identity
+//! (`pool/address`), so state survives reloads for every endpoint that still
+//! exists. Overrides (drain, force up/down, with an optional expiry) are
+//! kept in a state file and survive restarts.
+
+pub mod machine;
+pub mod monitor;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+pub use machine::Machine;
+pub use monitor::{unix, Kind, Monitor, Observation};
+
+use crate::config::HealthConfig;
+use crate::policy::{AdminState, EndpointHealth, HealthView, Topology};
+
+/// An operator's override of an endpoint, pool or region.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Override {
+    pub target: String,
+    pub state: AdminState,
+    /// Unix seconds after which it reverts by itself.
+    #[serde(default)]
+    pub until: Option<f64>,
+    pub set_at: f64,
+}
+
+/// What a remote vantage last said of an endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RemoteVote {
+    pub up: bool,
+    /// When this node received it (unix seconds).
+    pub received: f64,
+    pub error: Option<String>,
+    pub rtt_ms: Option<f64>,
+}
+
+/// Everything known about one endpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointStatus {
+    pub monitored: bool,
+    pub local: Machine,
+    pub last: Option<Observation>,
+    pub rtt_ewma_ms: Option<f64>,
+    pub remote: BTreeMap<String, RemoteVote>,
+    /// Result of the vote (before overrides).
+    pub checked_up: bool,
+    pub reason: String,
+    /// Unix seconds of the last change of the effective state.
+    pub last_change: f64,
+    pub effective_up: bool,
+}
+
+/// Reachability of a remote vantage.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VantageStatus {
+    pub url: String,
+    pub last_ok: Option<f64>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<f64>,
+}
+
+/// Health of every endpoint, by identity.
+#[derive(Debug, Default)]
+pub struct HealthTable {
+    pub endpoints: BTreeMap<String, EndpointStatus>,
+    pub overrides: Vec<Override>,
+    pub vantages: BTreeMap<String, VantageStatus>,
+    pub state_file: Option<PathBuf>,
+}
+
+/// EWMA weight of a new RTT sample.
+const EWMA: f64 = 0.3;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StateFile {
+    version: u32,
+    overrides: Vec<Override>,
+}
+
+impl HealthTable {
+    /// Adds entries for new endpoints (in their monitor's initial state) and
+    /// drops entries of endpoints that no longer exist.
+    pub fn sync(&mut self, topo: &Topology, now: f64) {
+        let mut keep = std::collections::BTreeSet::new();
+        for e in &topo.endpoints {
+            keep.insert(e.identity.clone());
+            let mon = e.monitor.map(|m| &topo.monitors[m as usize]);
+            let entry =
+                self.endpoints
+                    .entry(e.identity.clone())
+                    .or_insert_with(|| EndpointStatus {
+                        monitored: mon.is_some(),
+                        local: Machine::new(
+                            mon.map_or(crate::config::InitialState::Up, |m| m.initial),
+                        ),
+                        last: None,
+                        rtt_ewma_ms: None,
+                        remote: BTreeMap::new(),
+                        checked_up: true,
+                        reason: String::new(),
+                        last_change: now,
+                        effective_up: true,
+                    });
+            if entry.monitored != mon.is_some() {
+                entry.monitored = mon.is_some();
+                if let Some(m) = mon {
+                    entry.local = Machine::new(m.initial);
+                }
+            }
+        }
+        self.endpoints.retain(|k, _| keep.contains(k));
+    }
+
+    /// Records a local check result; returns whether the local state changed.
+    pub fn observe(&mut self, identity: &str, obs: Observation, rise: u32, fall: u32) -> bool {
+        let Some(st) = self.endpoints.get_mut(identity) else {
+            return false;
+        };
+        let changed = st.local.observe(obs.ok, rise, fall);
+        if obs.ok {
+            st.rtt_ewma_ms = Some(match st.rtt_ewma_ms {
+                Some(prev) => prev + EWMA * (obs.rtt_ms - prev),
+                None => obs.rtt_ms,
+            });
+        }
+        st.last = Some(obs);
+        changed
+    }
+
+    /// The override that applies to an endpoint: the most specific target
+    /// (endpoint, then pool, then region).
+    pub fn override_for(&self, topo: &Topology, ep: usize) -> Option<&Override> {
+        let e = &topo.endpoints[ep];
+        let pool = &topo.pools[e.pool as usize];
+        let region = &topo.regions[pool.region as usize].name;
+        [e.identity.as_str(), pool.name.as_str(), region.as_str()]
+            .iter()
+            .find_map(|t| self.overrides.iter().find(|o| o.target == *t))
+    }
+
+    /// Removes expired overrides; returns whether any expired.
+    pub fn expire(&mut self, now: f64) -> bool {
+        let before = self.overrides.len();
+        self.overrides.retain(|o| o.until.is_none_or(|u| u > now));
+        let expired = before != self.overrides.len();
+        if expired {
+            tracing::info!("an operator override expired and was reverted");
+        }
+        expired
+    }
+
+    /// Votes, quorum and overrides → the view the answer path reads. Also
+    /// updates each endpoint's effective state and reason.
+    pub fn evaluate(&mut self, topo: &Topology, cfg: &HealthConfig, now: f64) -> HealthView {
+        let total = 1 + cfg.vantages.len();
+        let quorum = cfg.quorum.unwrap_or(total / 2 + 1).max(1);
+        let fresh_for = cfg.fresh_for.as_secs_f64();
+        let mut view = HealthView::all_up(topo.endpoints.len());
+        for (i, e) in topo.endpoints.iter().enumerate() {
+            let admin = self
+                .override_for(topo, i)
+                .map_or(AdminState::None, |o| o.state);
+            let Some(st) = self.endpoints.get_mut(&e.identity) else {
+                continue;
+            };
+            let (checked_up, reason) = if !st.monitored {
+                (true, "no monitor".to_string())
+            } else {
+                let fresh: Vec<(&String, &RemoteVote)> = st
+                    .remote
+                    .iter()
+                    .filter(|(v, r)| cfg.vantages.contains_key(*v) && now - r.received <= fresh_for)
+                    .collect();
+                if fresh.is_empty() {
+                    let why = if cfg.vantages.is_empty() {
+                        "local checks"
+                    } else {
+                        "local checks (no remote vantage is fresh)"
+                    };
+                    (st.local.up, why.to_string())
+                } else {
+                    let votes = 1 + fresh.len();
+                    let down =
+                        usize::from(!st.local.up) + fresh.iter().filter(|(_, r)| !r.up).count();
+                    let needed = quorum.min(votes);
+                    (
+                        down < needed,
+                        format!("{down} of {votes} fresh vantages say down, {needed} needed"),
+                    )
+                }
+            };
+            let h = EndpointHealth { checked_up, admin };
+            let eff = h.up();
+            if eff != st.effective_up {
+                st.last_change = now;
+                tracing::info!(endpoint = %e.identity, up = eff, reason = %reason, admin = ?admin, "endpoint state changed");
+            }
+            st.checked_up = checked_up;
+            st.reason = reason;
+            st.effective_up = eff;
+            view.endpoints[i] = h;
+        }
+        view
+    }
+
+    /// Reads overrides from the state file. A missing file is an empty
+    /// state; an unreadable one is moved aside (never silently dropped).
+    pub fn load_state(&mut self, path: &Path) -> Result<(), String> {
+        self.state_file = Some(path.to_path_buf());
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        match serde_json::from_str::<StateFile>(&text) {
+            Ok(s) => {
+                self.overrides = s.overrides;
+                Ok(())
+            }
+            Err(e) => {
+                let aside =
+                    path.with_extension(format!("corrupt-{}", unix(SystemTime::now()) as u64));
+                let _ = std::fs::rename(path, &aside);
+                Err(format!(
+                    "{}: unreadable ({e}); moved to {} and starting without overrides",
+                    path.display(),
+                    aside.display()
+                ))
+            }
+        }
+    }
+
+    /// Writes overrides to the state file (atomically: temp file + rename).
+    pub fn save_state(&self) -> Result<(), String> {
+        let Some(path) = &self.state_file else {
+            return Ok(());
+        };
+        let body = serde_json::to_string_pretty(&StateFile {
+            version: 1,
+            overrides: self.overrides.clone(),
+        })
+        .map_err(|e| e.to_string())?;
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, body).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// What `GET /v1/observations` serves (and what nodes read from probers).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Observations {
+    pub vantage: String,
+    pub generated_at: f64,
+    pub endpoints: Vec<ObservedEndpoint>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ObservedEndpoint {
+    pub endpoint: String,
+    pub up: bool,
+    pub last: Option<Observation>,
+    pub rtt_ewma_ms: Option<f64>,
+}
+
+impl HealthTable {
+    /// This vantage's own view, for remote readers.
+    pub fn observations(&self, vantage: &str, now: f64) -> Observations {
+        Observations {
+            vantage: vantage.to_string(),
+            generated_at: now,
+            endpoints: self
+                .endpoints
+                .iter()
+                .filter(|(_, s)| s.monitored)
+                .map(|(k, s)| ObservedEndpoint {
+                    endpoint: k.clone(),
+                    up: s.local.up,
+                    last: s.last.clone(),
+                    rtt_ewma_ms: s.rtt_ewma_ms,
+                })
+                .collect(),
+        }
+    }
+
+    /// Records what a remote vantage reported.
+    pub fn remote(&mut self, vantage: &str, obs: &Observations, now: f64) {
+        for e in &obs.endpoints {
+            if let Some(st) = self.endpoints.get_mut(&e.endpoint) {
+                st.remote.insert(
+                    vantage.to_string(),
+                    RemoteVote {
+                        up: e.up,
+                        received: now,
+                        error: e.last.as_ref().and_then(|l| l.error.clone()),
+                        rtt_ms: e.rtt_ewma_ms,
+                    },
+                );
+            }
+        }
+        let v = self.vantages.entry(vantage.to_string()).or_default();
+        v.last_ok = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn topo(vantages: &str) -> (Topology, HealthConfig) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("z.zone"), "").expect("w");
+        let cfg = format!(
+            "[monitors.m]\nkind = \"tcp\"\nport = 80\n[regions.r]\nlocation = [0.0, 0.0]\n\
+             [pools.p]\nregion = \"r\"\nmonitor = \"m\"\nendpoints = [{{ address = \"10.0.0.1\" }}, {{ address = \"10.0.0.2\" }}]\n\
+             [zones.\"example.com\"]\nfile = \"z.zone\"\n{vantages}"
+        );
+        let c = Config::parse(&dir.path().join("g.toml"), &cfg).expect("config");
+        let mut d = Vec::new();
+        let (t, _) = crate::policy::compile(&c, &mut d);
+        assert!(d.is_empty(), "{d:?}");
+        (t, c.health)
+    }
+
+    fn obs(ok: bool) -> Observation {
+        Observation {
+            vantage: "local".into(),
+            at: 0.0,
+            ok,
+            error: (!ok).then(|| "refused".into()),
+            rtt_ms: 1.0,
+        }
+    }
+
+    fn report(up: bool) -> Observations {
+        Observations {
+            vantage: "x".into(),
+            generated_at: 0.0,
+            endpoints: vec![ObservedEndpoint {
+                endpoint: "p/10.0.0.1".into(),
+                up,
+                last: None,
+                rtt_ewma_ms: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn local_checks_decide_without_remote_vantages() {
+        let (t, cfg) = topo("");
+        let mut h = HealthTable::default();
+        h.sync(&t, 0.0);
+        for _ in 0..3 {
+            h.observe("p/10.0.0.1", obs(false), 2, 3);
+        }
+        let v = h.evaluate(&t, &cfg, 1.0);
+        assert!(!v.up(0) && v.up(1));
+    }
+
+    #[test]
+    fn a_quorum_of_fresh_vantages_is_needed_and_one_partitioned_prober_cannot_take_an_endpoint_down(
+    ) {
+        let (t, cfg) = topo(
+            "[health]\nquorum = 2\nfresh_for = \"10s\"\n[health.vantages.a]\nurl = \"http://127.0.0.1:1\"\n[health.vantages.b]\nurl = \"http://127.0.0.1:2\"\n",
+        );
+        let mut h = HealthTable::default();
+        h.sync(&t, 0.0);
+        // b is partitioned from the endpoint and says down; we and a say up.
+        h.remote("a", &report(true), 100.0);
+        h.remote("b", &report(false), 100.0);
+        assert!(h.evaluate(&t, &cfg, 101.0).up(0));
+        // a agrees with b: two votes, down.
+        h.remote("a", &report(false), 102.0);
+        assert!(!h.evaluate(&t, &cfg, 103.0).up(0));
+        // Both remote reports go stale: back to local checks (up).
+        assert!(h.evaluate(&t, &cfg, 120.0).up(0));
+        // Only b fresh and down, we say up: 1 of 2, quorum 2 → up.
+        h.remote("b", &report(false), 130.0);
+        assert!(h.evaluate(&t, &cfg, 131.0).up(0));
+    }
+
+    #[test]
+    fn overrides_apply_most_specific_first_and_expire() {
+        let (t, cfg) = topo("");
+        let mut h = HealthTable::default();
+        h.sync(&t, 0.0);
+        h.overrides.push(Override {
+            target: "r".into(),
+            state: AdminState::Drain,
+            until: Some(50.0),
+            set_at: 0.0,
+        });
+        h.overrides.push(Override {
+            target: "p/10.0.0.2".into(),
+            state: AdminState::ForceUp,
+            until: None,
+            set_at: 0.0,
+        });
+        let v = h.evaluate(&t, &cfg, 1.0);
+        assert!(!v.up(0), "region drain");
+        assert!(v.up(1), "endpoint force-up beats the region drain");
+        assert!(h.expire(60.0));
+        assert!(h.evaluate(&t, &cfg, 60.0).up(0));
+    }
+
+    #[test]
+    fn state_file_round_trips_and_a_corrupt_one_is_kept_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state/geolb.json");
+        let mut h = HealthTable {
+            state_file: Some(path.clone()),
+            ..HealthTable::default()
+        };
+        h.overrides.push(Override {
+            target: "eu".into(),
+            state: AdminState::Drain,
+            until: None,
+            set_at: 1.0,
+        });
+        h.save_state().expect("save");
+        let mut back = HealthTable::default();
+        back.load_state(&path).expect("load");
+        assert_eq!(back.overrides, h.overrides);
+        std::fs::write(&path, "{ not json").expect("w");
+        let mut bad = HealthTable::default();
+        let err = bad.load_state(&path).expect_err("corrupt");
+        assert!(err.contains("moved to"));
+        assert!(!path.exists());
+        assert_eq!(
+            std::fs::read_dir(path.parent().expect("dir"))
+                .expect("ls")
+                .count(),
+            1
+        );
+    }
+}
