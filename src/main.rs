@@ -29,6 +29,17 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// Where the admin API of a running node is.
+#[derive(clap::Args)]
+struct Api {
+    /// Admin API address.
+    #[arg(long, env = "GEOLB_ADMIN", default_value = "127.0.0.1:8053")]
+    admin: String,
+    /// Bearer token (server.admin_token).
+    #[arg(long, env = "GEOLB_ADMIN_TOKEN")]
+    token: Option<String>,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -83,6 +94,63 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run the monitors from this place without serving DNS, and serve the
+    /// results at GET /v1/observations for DNS nodes to read.
+    #[command(
+        after_help = "Examples:\n  geolb probe --config geolb.toml --vantage ams --listen 0.0.0.0:8054\n  (DNS nodes list it under [health.vantages.ams] url = \"http://prober-ams:8054\")"
+    )]
+    Probe {
+        #[arg(long, short, env = "GEOLB_CONFIG", default_value = "geolb.toml")]
+        config: PathBuf,
+        /// This prober's vantage name.
+        #[arg(long)]
+        vantage: String,
+        /// Listen address for /v1/observations (default: server.admin).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Show endpoint and pool health from a running node.
+    #[command(
+        after_help = "Examples:\n  geolb status\n  geolb status --admin 10.0.0.5:8053 --token $TOKEN --json"
+    )]
+    Status {
+        #[command(flatten)]
+        api: Api,
+        /// Print the raw JSON of GET /v1/health.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take an endpoint ("pool/address"), pool or region out of answers.
+    #[command(
+        after_help = "Examples:\n  geolb drain eu-central --for 30m\n  geolb drain eu-web/192.0.2.10"
+    )]
+    Drain {
+        target: String,
+        /// Revert by itself after this long ("30m", "2h").
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Remove a drain or forced state.
+    Undrain {
+        target: String,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Force an endpoint, pool or region up or down regardless of checks.
+    #[command(
+        after_help = "Examples:\n  geolb force eu-web/192.0.2.10 up --for 1h\n  geolb force us-east down"
+    )]
+    Force {
+        target: String,
+        #[arg(value_parser = ["up", "down", "none"])]
+        state: String,
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        #[command(flatten)]
+        api: Api,
+    },
     /// Validate the config and every zone without serving; exit 1 on errors.
     #[command(
         after_help = "Examples:\n  geolb check\n  geolb check --config /etc/geolb/geolb.toml && systemctl reload geolb"
@@ -115,6 +183,48 @@ fn main() -> ExitCode {
     }
     let res = match cli.cmd {
         Cmd::Check { config } => return check(&config),
+        Cmd::Probe {
+            config,
+            vantage,
+            listen,
+        } => serve(
+            config,
+            Overrides {
+                admin: listen,
+                vantage: Some(vantage),
+                probe_only: true,
+                ..Overrides::default()
+            },
+        ),
+        Cmd::Status { api, json } => api_call(&api, "GET", "/v1/health", None).and_then(|v| {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_status(&v);
+            }
+            Ok(())
+        }),
+        Cmd::Drain {
+            target,
+            duration,
+            api,
+        } => {
+            let body = serde_json::json!({"target": target, "for": duration});
+            api_call(&api, "POST", "/v1/drain", Some(body)).map(|v| println!("{v}"))
+        }
+        Cmd::Undrain { target, api } => {
+            let body = serde_json::json!({"target": target});
+            api_call(&api, "POST", "/v1/undrain", Some(body)).map(|v| println!("{v}"))
+        }
+        Cmd::Force {
+            target,
+            state,
+            duration,
+            api,
+        } => {
+            let body = serde_json::json!({"target": target, "state": state, "for": duration});
+            api_call(&api, "POST", "/v1/force", Some(body)).map(|v| println!("{v}"))
+        }
         Cmd::Explain {
             name,
             qtype,
@@ -177,6 +287,109 @@ fn check(path: &std::path::Path) -> ExitCode {
             println!("{}: {} error(s)", path.display(), e.errors().count());
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Calls the admin API of a running node; errors carry the API's message.
+fn api_call(
+    api: &Api,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()?;
+        let base = if api.admin.starts_with("http") {
+            api.admin.clone()
+        } else {
+            format!("http://{}", api.admin)
+        };
+        let url = format!("{base}{path}");
+        let mut req = match method {
+            "POST" => client.post(&url),
+            _ => client.get(&url),
+        };
+        if let Some(t) = &api.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b.to_string());
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the admin API at {url}"))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        if !status.is_success() {
+            let msg = v
+                .get("error")
+                .and_then(|e| e.as_str())
+                .map_or_else(|| v.to_string(), str::to_string);
+            anyhow::bail!("{status}: {msg}");
+        }
+        Ok(v)
+    })
+}
+
+fn print_status(v: &serde_json::Value) {
+    let s = |x: &serde_json::Value| x.as_str().unwrap_or("").to_string();
+    println!("vantage {} (quorum {})", s(&v["vantage"]), v["quorum"]);
+    for van in v["vantages"].as_array().into_iter().flatten() {
+        println!(
+            "  vantage {:<12} {:<6} {}",
+            s(&van["vantage"]),
+            if van["fresh"].as_bool() == Some(true) {
+                "fresh"
+            } else {
+                "STALE"
+            },
+            s(&van["last_error"])
+        );
+    }
+    println!("pools:");
+    for p in v["pools"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<20} {:<14} {}/{} up (needs {}) {}",
+            s(&p["pool"]),
+            s(&p["region"]),
+            p["up"],
+            p["endpoints"],
+            p["min_healthy"],
+            if p["healthy"].as_bool() == Some(true) {
+                ""
+            } else {
+                "UNHEALTHY"
+            }
+        );
+    }
+    println!("endpoints:");
+    for e in v["endpoints"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<32} {:<5} {}{}",
+            s(&e["endpoint"]),
+            if e["up"].as_bool() == Some(true) {
+                "up"
+            } else {
+                "DOWN"
+            },
+            s(&e["reason"]),
+            e["last_error"]
+                .as_str()
+                .map(|x| format!(" (last error: {x})"))
+                .unwrap_or_default()
+        );
     }
 }
 

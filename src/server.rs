@@ -405,43 +405,67 @@ async fn maintain(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Reads every remote vantage's observations, forever.
+/// Reads one remote vantage's observations.
+async fn fetch_vantage(
+    client: reqwest::Client,
+    v: crate::config::VantageConfig,
+) -> Result<crate::health::Observations, String> {
+    let url = format!("{}/v1/observations", v.url.trim_end_matches('/'));
+    let mut req = client.get(&url);
+    if let Some(t) = &v.token {
+        req = req.bearer_auth(t);
+    }
+    match req.send().await {
+        Ok(r) if r.status().is_success() => match r.bytes().await {
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|e| format!("bad observations from {url}: {e}"))
+            }
+            Err(e) => Err(format!("{url}: {}", crate::health::error_chain(&e))),
+        },
+        Ok(r) => Err(format!("{url}: HTTP {}", r.status())),
+        Err(e) => Err(format!("{url}: {}", crate::health::error_chain(&e))),
+    }
+}
+
+/// Reads every remote vantage's observations, all at once every
+/// `poll_interval`, so one hanging prober delays no other.
 async fn poll_vantages(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let client = match reqwest::Client::builder()
-        .no_proxy()
-        .timeout(std::time::Duration::from_secs(2))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("cannot build the vantage client: {e}");
-            return;
-        }
-    };
     loop {
         let cfg = shared.snapshot.load().config.health.clone();
-        for (name, v) in &cfg.vantages {
-            let url = format!("{}/v1/observations", v.url.trim_end_matches('/'));
-            let mut req = client.get(&url);
-            if let Some(t) = &v.token {
-                req = req.bearer_auth(t);
+        let timeout = cfg
+            .poll_interval
+            .max(std::time::Duration::from_millis(200))
+            .min(std::time::Duration::from_secs(5));
+        let client = match reqwest::Client::builder()
+            .no_proxy()
+            .timeout(timeout)
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("cannot build the vantage client: {e}");
+                return;
             }
-            let result: Result<crate::health::Observations, String> = match req.send().await {
-                Ok(r) if r.status().is_success() => match r.bytes().await {
-                    Ok(b) => serde_json::from_slice::<crate::health::Observations>(&b)
-                        .map_err(|e| format!("bad observations from {url}: {e}")),
-                    Err(e) => Err(format!("{url}: {e}")),
-                },
-                Ok(r) => Err(format!("{url}: HTTP {}", r.status())),
-                Err(e) => Err(format!("{url}: {e}")),
+        };
+        let mut round = tokio::task::JoinSet::new();
+        for (name, v) in &cfg.vantages {
+            let (name, v, client) = (name.clone(), v.clone(), client.clone());
+            round.spawn(async move {
+                let r = fetch_vantage(client, v.clone()).await;
+                (name, v.url, r)
+            });
+        }
+        while let Some(done) = round.join_next().await {
+            let Ok((name, url, result)) = done else {
+                continue;
             };
             let mut table = shared.health.lock().unwrap_or_else(|p| p.into_inner());
             let now = unix(SystemTime::now());
             match result {
                 Ok(obs) => {
-                    table.remote(name, &obs, now);
-                    if let Some(st) = table.vantages.get_mut(name) {
-                        st.url = v.url.clone();
+                    table.remote(&name, &obs, now);
+                    if let Some(st) = table.vantages.get_mut(&name) {
+                        st.url = url;
                     }
                     shared.publish(&mut table);
                 }
@@ -450,7 +474,7 @@ async fn poll_vantages(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
                     if st.last_error.as_deref() != Some(&e) {
                         tracing::warn!(vantage = %name, "cannot read vantage: {e}");
                     }
-                    st.url = v.url.clone();
+                    st.url = url;
                     st.last_error = Some(e);
                     st.last_error_at = Some(now);
                 }
@@ -574,31 +598,58 @@ impl Server {
                 if addr.ip().is_unspecified() {
                     tracing::warn!(%addr, "UDP replies on a wildcard address leave from the address the kernel routes by; on hosts with several addresses, list each address instead");
                 }
-                // UDP first: with port 0 it picks the port TCP then shares.
-                let l = match udp::spawn(*addr, workers, shared.clone(), stop.clone()) {
-                    Ok(x) => x,
-                    Err(e)
-                        if addr.is_ipv6() && addr.ip().is_loopback() && bindable_v6_absent(&e) =>
-                    {
-                        tracing::warn!(%addr, error = %e, "IPv6 loopback is not available; not listening on it");
-                        continue;
-                    }
-                    Err(source) => {
-                        return Err(StartError::Bind {
-                            addr: *addr,
-                            proto: "udp",
-                            source,
-                        })
+                // UDP first: with port 0 it picks the port TCP then shares;
+                // if that port is taken for TCP, pick another.
+                let mut attempt = 0;
+                let (bound, sockets, listener) = loop {
+                    attempt += 1;
+                    let (bound, sockets) = match udp::bind_group(*addr, workers) {
+                        Ok(x) => x,
+                        Err(e)
+                            if addr.is_ipv6()
+                                && addr.ip().is_loopback()
+                                && bindable_v6_absent(&e) =>
+                        {
+                            tracing::warn!(%addr, error = %e, "IPv6 loopback is not available; not listening on it");
+                            break (*addr, Vec::new(), None);
+                        }
+                        Err(source) => {
+                            return Err(StartError::Bind {
+                                addr: *addr,
+                                proto: "udp",
+                                source,
+                            })
+                        }
+                    };
+                    match tcp::bind(bound) {
+                        Ok(l) => break (bound, sockets, Some(l)),
+                        Err(e)
+                            if addr.port() == 0
+                                && e.kind() == io::ErrorKind::AddrInUse
+                                && attempt < 20 =>
+                        {
+                            continue
+                        }
+                        Err(source) => {
+                            return Err(StartError::Bind {
+                                addr: bound,
+                                proto: "tcp",
+                                source,
+                            })
+                        }
                     }
                 };
-                let bound = l.addr;
+                let Some(listener) = listener else { continue };
+                let l =
+                    udp::spawn(bound, sockets, shared.clone(), stop.clone()).map_err(|source| {
+                        StartError::Bind {
+                            addr: bound,
+                            proto: "udp",
+                            source,
+                        }
+                    })?;
                 udp_threads.extend(l.threads);
                 all_stats.extend(l.stats);
-                let listener = tcp::bind(bound).map_err(|source| StartError::Bind {
-                    addr: bound,
-                    proto: "tcp",
-                    source,
-                })?;
                 tasks.push(tokio::spawn(tcp::serve(
                     listener,
                     shared.clone(),

@@ -16,7 +16,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::diag::Diagnostic;
-use crate::server::Shared;
+use crate::health::unix as unix_f;
+use crate::policy::AdminState;
+use crate::server::{OverrideError, Shared};
 
 /// Serves the API until `shutdown` turns true.
 pub async fn serve(
@@ -40,8 +42,64 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/reload", post(reload))
         .route("/v1/explain", get(explain))
+        .route("/v1/health", get(health))
+        .route("/v1/observations", get(observations))
+        .route("/v1/drain", post(drain))
+        .route("/v1/undrain", post(undrain))
+        .route("/v1/force", post(force))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), auth))
         .with_state(shared)
+}
+
+/// Bearer-token check: `server.admin_token` guards every endpoint when set;
+/// `/v1/observations` also accepts `health.token` (what nodes send probers).
+async fn auth(
+    State(shared): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let snap = shared.snapshot.load();
+    let admin = snap
+        .config
+        .server
+        .admin_token
+        .as_deref()
+        .filter(|t| !t.is_empty());
+    let probe = snap
+        .config
+        .health
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty());
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let is_obs = req.uri().path() == "/v1/observations";
+    let accepted: Vec<&str> = admin.into_iter().chain(probe.filter(|_| is_obs)).collect();
+    let ok = accepted.is_empty()
+        || given.is_some_and(|g| {
+            accepted
+                .iter()
+                .any(|a| constant_eq(a.as_bytes(), g.as_bytes()))
+        });
+    drop(snap);
+    if ok {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({"error": "missing or wrong bearer token"})),
+        )
+            .into_response()
+    }
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn unix(t: SystemTime) -> f64 {
@@ -138,6 +196,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
         "listeners": { "dns": addrs },
         "zones": zones,
         "geoip": geoip,
+        "health": health_json(&shared),
         "counters": {
             "udp_queries": sum(|s| s.queries.load(Ordering::Relaxed)),
             "udp_replies": sum(|s| s.replies.load(Ordering::Relaxed)),
@@ -218,10 +277,213 @@ async fn explain(
     }
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverrideRequest {
+    /// "pool/address", a pool or a region.
+    target: String,
+    /// "10m", "1h"...: revert by itself after this long.
+    #[serde(default, rename = "for")]
+    duration: Option<String>,
+    /// For /v1/force: "up" or "down".
+    #[serde(default)]
+    state: Option<String>,
+}
+
+fn parse_body(body: &axum::body::Bytes) -> Result<OverrideRequest, String> {
+    serde_json::from_slice::<OverrideRequest>(body).map_err(|e| {
+        format!("expected JSON like {{\"target\": \"eu-central\", \"for\": \"30m\"}}: {e}")
+    })
+}
+
+async fn apply(shared: Arc<Shared>, req: OverrideRequest, state: AdminState) -> Response {
+    let until = match req.duration.as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Ok(d)) => Some(std::time::SystemTime::now() + d),
+        Some(Err(e)) => return bad_request(format!("for: {e}")),
+    };
+    let target = req.target.clone();
+    let res =
+        tokio::task::spawn_blocking(move || shared.set_override(&req.target, state, until)).await;
+    match res {
+        Ok(Ok(n)) => Json(json!({
+            "target": target,
+            "state": state,
+            "endpoints": n,
+            "until": until.map(unix_f),
+        }))
+        .into_response(),
+        Ok(Err(e @ OverrideError::UnknownTarget(_))) => {
+            (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))).into_response()
+        }
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn drain(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    match parse_body(&body) {
+        Ok(r) => apply(shared, r, AdminState::Drain).await,
+        Err(msg) => bad_request(msg),
+    }
+}
+
+async fn undrain(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    match parse_body(&body) {
+        Ok(r) => apply(shared, r, AdminState::None).await,
+        Err(msg) => bad_request(msg),
+    }
+}
+
+async fn force(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let r = match parse_body(&body) {
+        Ok(r) => r,
+        Err(msg) => return bad_request(msg),
+    };
+    let state = match r.state.as_deref() {
+        Some("up") => AdminState::ForceUp,
+        Some("down") => AdminState::ForceDown,
+        Some("none") => AdminState::None,
+        other => {
+            return bad_request(format!(
+                "state {other:?}: expected \"up\", \"down\" or \"none\""
+            ))
+        }
+    };
+    apply(shared, r, state).await
+}
+
+async fn observations(State(shared): State<Arc<Shared>>) -> Response {
+    let s = shared.clone();
+    match tokio::task::spawn_blocking(move || s.observations()).await {
+        Ok(o) => Json(o).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+/// Per endpoint: effective state and why, votes, override, last check.
+pub fn health_json(shared: &Shared) -> serde_json::Value {
+    let snap = shared.snapshot.load_full();
+    let topo = &snap.topology;
+    let table = shared.health.lock().unwrap_or_else(|p| p.into_inner());
+    let now = unix_f(std::time::SystemTime::now());
+    let cfg = &snap.config.health;
+    let fresh_for = cfg.fresh_for.as_secs_f64();
+    let endpoints: Vec<serde_json::Value> = topo
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let pool = &topo.pools[e.pool as usize];
+            let st = table.endpoints.get(&e.identity);
+            let ov = table.override_for(topo, i);
+            let mut votes = serde_json::Map::new();
+            if let Some(st) = st.filter(|s| s.monitored) {
+                votes.insert(
+                    cfg.vantage.clone(),
+                    json!(if st.local.up { "up" } else { "down" }),
+                );
+                for name in cfg.vantages.keys() {
+                    let v = match st.remote.get(name) {
+                        Some(r) if now - r.received <= fresh_for => {
+                            json!(if r.up { "up" } else { "down" })
+                        }
+                        Some(_) => json!("stale"),
+                        None => json!("no data"),
+                    };
+                    votes.insert(name.clone(), v);
+                }
+            }
+            json!({
+                "endpoint": e.identity,
+                "pool": pool.name,
+                "region": topo.regions[pool.region as usize].name,
+                "up": snap.health.up(i as u32),
+                "checked_up": st.map(|s| s.checked_up),
+                "reason": match ov {
+                    Some(o) => format!("{:?} by operator ({})", o.state, o.target).to_lowercase(),
+                    None => st.map_or(String::new(), |s| s.reason.clone()),
+                },
+                "override": ov,
+                "monitor": e.monitor.map(|m| topo.monitors[m as usize].name.clone()),
+                "check": e.check_addr.map(|a| a.to_string()),
+                "votes": votes,
+                "last_check": st.and_then(|s| s.last.clone()),
+                "last_error": st.and_then(|s| s.last.as_ref().and_then(|l| l.error.clone())),
+                "last_change": st.map(|s| s.last_change),
+                "rtt_ewma_ms": st.and_then(|s| s.rtt_ewma_ms),
+            })
+        })
+        .collect();
+    let pools: Vec<serde_json::Value> = topo
+        .pools
+        .iter()
+        .map(|p| {
+            let up = p.endpoints.clone().filter(|&e| snap.health.up(e)).count();
+            json!({
+                "pool": p.name,
+                "region": topo.regions[p.region as usize].name,
+                "endpoints": p.endpoints.len(),
+                "up": up,
+                "min_healthy": p.min_healthy,
+                "healthy": up as u32 >= p.min_healthy,
+            })
+        })
+        .collect();
+    let vantages: Vec<serde_json::Value> = cfg
+        .vantages
+        .iter()
+        .map(|(name, v)| {
+            let st = table.vantages.get(name);
+            let last_ok = st.and_then(|s| s.last_ok);
+            json!({
+                "vantage": name,
+                "url": v.url,
+                "fresh": last_ok.is_some_and(|t| now - t <= fresh_for),
+                "last_ok": last_ok,
+                "last_error": st.and_then(|s| s.last_error.clone()),
+                "last_error_at": st.and_then(|s| s.last_error_at),
+            })
+        })
+        .collect();
+    json!({
+        "vantage": cfg.vantage,
+        "quorum": cfg.quorum_needed(),
+        "vantages": vantages,
+        "pools": pools,
+        "endpoints": endpoints,
+        "overrides": table.overrides,
+    })
+}
+
+async fn health(State(shared): State<Arc<Shared>>) -> Response {
+    let s = shared.clone();
+    match tokio::task::spawn_blocking(move || health_json(&s)).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        Json(json!({"error": "no such endpoint; see GET /v1/status, GET /v1/explain, POST /v1/reload"})),
+        Json(json!({"error": "no such endpoint; see GET /v1/status, /v1/health, /v1/explain, /v1/observations; POST /v1/reload, /v1/drain, /v1/undrain, /v1/force"})),
     )
         .into_response()
 }

@@ -196,6 +196,16 @@ pub struct HealthConfig {
     pub vantages: BTreeMap<String, VantageConfig>,
 }
 
+impl HealthConfig {
+    /// Down votes needed: the configured quorum, or a majority of all
+    /// vantages (this node included).
+    pub fn quorum_needed(&self) -> usize {
+        self.quorum
+            .unwrap_or(self.vantages.len().div_ceil(2) + 1)
+            .max(1)
+    }
+}
+
 impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {

@@ -485,6 +485,14 @@ fn put_target(
     }
 }
 
+fn any_down(snap: &Snapshot, svc: &Service) -> bool {
+    svc.groups
+        .iter()
+        .flat_map(|g| g.pools.iter())
+        .flat_map(|&p| snap.topology.pools[p as usize].endpoints.clone())
+        .any(|e| !snap.health.up(e))
+}
+
 fn service_answer<'s>(
     snap: &'s Snapshot,
     ctx: &mut Ctx<'_>,
@@ -524,7 +532,11 @@ fn service_answer<'s>(
     if let Some(sp) = source_prefix {
         ctx.scope = ctx.scope.max(d.scope.min(sp));
     }
-    let ttl = svc.ttl;
+    let ttl = match svc.ttl_when_down {
+        // Health-aware TTL: shorter while any candidate is down.
+        Some(short) if any_down(snap, svc) => svc.ttl.min(short),
+        _ => svc.ttl,
+    };
     match d.answer {
         Answer::Endpoints => {
             if svc.cname {

@@ -46,20 +46,25 @@ pub struct Listener {
     pub stats: Vec<Arc<WorkerStats>>,
 }
 
-/// Starts `workers` threads serving `addr`. Port 0 is resolved by the first
+/// Binds `workers` sockets to `addr`. Port 0 is resolved by the first
 /// socket and reused by the others.
-pub fn spawn(
-    addr: SocketAddr,
-    workers: usize,
-    shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
-) -> io::Result<Listener> {
+pub fn bind_group(addr: SocketAddr, workers: usize) -> io::Result<(SocketAddr, Vec<UdpSocket>)> {
     let first = bind(addr)?;
     let bound = first.local_addr()?;
     let mut sockets = vec![first];
     for _ in 1..workers.max(1) {
         sockets.push(bind(bound)?);
     }
+    Ok((bound, sockets))
+}
+
+/// Starts one worker thread per socket.
+pub fn spawn(
+    bound: SocketAddr,
+    sockets: Vec<UdpSocket>,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<Listener> {
     let mut handles = Vec::new();
     let mut stats = Vec::new();
     for (i, sock) in sockets.into_iter().enumerate() {

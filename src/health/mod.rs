@@ -78,6 +78,21 @@ pub struct HealthTable {
     pub state_file: Option<PathBuf>,
 }
 
+/// An error with its chain of causes ("connect: ...: connection refused").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg.push_str(": ");
+            msg.push_str(&t);
+        }
+        src = s.source();
+    }
+    msg
+}
+
 /// EWMA weight of a new RTT sample.
 const EWMA: f64 = 0.3;
 
@@ -162,8 +177,7 @@ impl HealthTable {
     /// Votes, quorum and overrides → the view the answer path reads. Also
     /// updates each endpoint's effective state and reason.
     pub fn evaluate(&mut self, topo: &Topology, cfg: &HealthConfig, now: f64) -> HealthView {
-        let total = 1 + cfg.vantages.len();
-        let quorum = cfg.quorum.unwrap_or(total / 2 + 1).max(1);
+        let quorum = cfg.quorum_needed();
         let fresh_for = cfg.fresh_for.as_secs_f64();
         let mut view = HealthView::all_up(topo.endpoints.len());
         for (i, e) in topo.endpoints.iter().enumerate() {

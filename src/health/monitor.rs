@@ -211,16 +211,7 @@ impl Monitor {
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
-        let mut resp = req.send().await.map_err(|e| {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                src = s.source();
-            }
-            msg
-        })?;
+        let mut resp = req.send().await.map_err(|e| super::error_chain(&e))?;
         let status = resp.status().as_u16();
         if !self.expect.iter().any(|&(a, b)| (a..=b).contains(&status)) {
             return Err(format!("status {status} not expected"));
@@ -235,7 +226,7 @@ impl Monitor {
                     body.extend_from_slice(&c[..c.len().min(self.max_body - body.len())])
                 }
                 Ok(None) => break,
-                Err(e) => return Err(format!("reading body: {e}")),
+                Err(e) => return Err(format!("reading body: {}", super::error_chain(&e))),
             }
         }
         let text = String::from_utf8_lossy(&body);

@@ -3,6 +3,7 @@
 //! real UDP and TCP sockets (messages built and parsed with hickory-proto).
 #![allow(dead_code)]
 
+pub mod backend;
 pub mod mmdb;
 pub mod steering;
 
@@ -230,12 +231,36 @@ pub fn tcp(addr: SocketAddr, m: &Message) -> Message {
 
 /// Minimal HTTP/1.1 client for the admin API: returns (status, body).
 pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    request(addr, method, path, None, "")
+}
+
+/// Like [`http`], with a bearer token.
+pub fn http_auth(addr: SocketAddr, method: &str, path: &str, token: &str) -> (u16, String) {
+    request(addr, method, path, Some(token), "")
+}
+
+/// POST a JSON body.
+pub fn http_json(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    request(addr, "POST", path, None, body)
+}
+
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("admin connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .expect("write");
     let mut resp = String::new();
