@@ -64,6 +64,8 @@ pub struct Shared {
     pub geo_status: Mutex<GeoStatus>,
     /// Health of every endpoint; its lock also orders every snapshot store.
     pub health: Mutex<HealthTable>,
+    pub reloads_ok: std::sync::atomic::AtomicU64,
+    pub reloads_failed: std::sync::atomic::AtomicU64,
     monitor_tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     rt: tokio::runtime::Handle,
     shutdown: watch::Receiver<bool>,
@@ -151,6 +153,12 @@ impl Shared {
                 })
             }
         };
+        let counter = if report.is_ok() {
+            &self.reloads_ok
+        } else {
+            &self.reloads_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         let stored = match &report {
             Ok(r) | Err(r) => r.clone(),
         };
@@ -577,6 +585,8 @@ impl Server {
             dns_addrs: Mutex::new(Vec::new()),
             geo_status: Mutex::new(GeoStatus::default()),
             health: Mutex::new(table),
+            reloads_ok: Default::default(),
+            reloads_failed: Default::default(),
             monitor_tasks: Mutex::new(Vec::new()),
             rt: tokio::runtime::Handle::current(),
             shutdown: shutdown_rx.clone(),
@@ -640,14 +650,18 @@ impl Server {
                     }
                 };
                 let Some(listener) = listener else { continue };
-                let l =
-                    udp::spawn(bound, sockets, shared.clone(), stop.clone()).map_err(|source| {
-                        StartError::Bind {
-                            addr: bound,
-                            proto: "udp",
-                            source,
-                        }
-                    })?;
+                let l = udp::spawn(
+                    bound,
+                    sockets,
+                    shared.clone(),
+                    stop.clone(),
+                    all_stats.len(),
+                )
+                .map_err(|source| StartError::Bind {
+                    addr: bound,
+                    proto: "udp",
+                    source,
+                })?;
                 udp_threads.extend(l.threads);
                 all_stats.extend(l.stats);
                 tasks.push(tokio::spawn(tcp::serve(

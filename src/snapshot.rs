@@ -106,6 +106,16 @@ impl ZoneTable {
         }
         None
     }
+    /// Like [`find`](Self::find), with the zone's index.
+    pub fn find_idx(&self, name: &[u8], offsets: &[u8], labels: usize) -> Option<(usize, &Zone)> {
+        for &off in offsets.iter().take(labels) {
+            if let Some(&i) = self.index.get(&name[off as usize..]) {
+                return self.zones.get(i).map(|z| (i, z));
+            }
+        }
+        None
+    }
+
     pub fn find_name(&self, name: &[u8]) -> Option<&Zone> {
         let mut offs = [0u8; MAX_LABELS];
         let n = wire::label_offsets(name, &mut offs);
@@ -127,6 +137,8 @@ pub struct Snapshot {
     pub topology: Arc<Topology>,
     pub geo: Arc<GeoDb>,
     pub health: Arc<HealthView>,
+    /// Query and answer counters (see `metrics`).
+    pub counters: Arc<crate::metrics::Counters>,
     pub udp_payload: u16,
     pub nsid: Option<Box<[u8]>>,
 }
@@ -478,7 +490,29 @@ pub fn build(
             }
         }
     }
+    // Counter slots: one per UDP worker thread, one for TCP.
+    let workers = match config.server.udp_workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let slots = workers * config.server.dns.len().max(1) + 1;
+    let mut services = Vec::new();
+    for z in table.zones.iter_mut() {
+        for s in z.services.iter_mut() {
+            s.metric_id = services.len();
+            services.push(s.name.clone());
+        }
+    }
+    let retained = prev.map_or_else(Default::default, |p| p.counters.retained());
+    let counters = crate::metrics::Counters::new(
+        slots,
+        table.zones.iter().map(|z| z.origin.to_string()).collect(),
+        services,
+        topology.regions.iter().map(|r| r.name.clone()).collect(),
+        retained,
+    );
     let snap = Snapshot {
+        counters: Arc::new(counters),
         generation,
         loaded_at: SystemTime::now(),
         udp_payload: config.server.udp_payload,

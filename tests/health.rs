@@ -578,3 +578,76 @@ file = "z.zone"
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
 }
+
+fn metric(text: &str, line_start: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn metrics_count_queries_answers_probes_and_survive_reloads() {
+    let b1 = Backend::start(OK);
+    let b2 = Backend::start(FAIL);
+    let s = start(&two_region_config(
+        b1.addr,
+        b2.addr,
+        "kind = \"http\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1",
+        "",
+    ));
+    let admin = s.admin.expect("admin");
+    assert!(
+        wait_for(Duration::from_secs(3), || a(&s, "www.example.com.")
+            == ["10.1.0.1"])
+        .is_some()
+    );
+    for _ in 0..5 {
+        a(&s, "www.example.com.");
+        a(&s, "nope.example.com.");
+        a(&s, "www.example.org.");
+    }
+    let (code, text) = http(admin, "GET", "/metrics");
+    assert_eq!(code, 200);
+    let q = |t: &str, l: &str| metric(t, l).unwrap_or(0.0);
+    let www = r#"geolb_dns_queries_total{zone="example.com.",qtype="A",rcode="NOERROR"}"#;
+    let nx = r#"geolb_dns_queries_total{zone="example.com.",qtype="A",rcode="NXDOMAIN"}"#;
+    let refused = r#"geolb_dns_queries_total{zone="(none)",qtype="A",rcode="REFUSED"}"#;
+    assert!(q(&text, www) >= 6.0, "{text}");
+    assert_eq!(q(&text, nx), 5.0, "{text}");
+    assert_eq!(q(&text, refused), 5.0, "{text}");
+    assert!(
+        q(
+            &text,
+            r#"geolb_answers_total{service="www.example.com.",region="eu"}"#
+        ) >= 6.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"geolb_endpoint_up{endpoint="eu-web/10.1.0.2",pool="eu-web",region="eu"}"#
+        ),
+        Some(0.0)
+    );
+    assert!(
+        q(
+            &text,
+            r#"geolb_probes_total{endpoint="eu-web/10.1.0.2",result="fail"}"#
+        ) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"geolb_probe_duration_seconds_bucket{endpoint="eu-web/10.1.0.1",le="+Inf"}"#
+        ),
+        "{text}"
+    );
+    // Counts carry over a reload.
+    let before = q(&text, nx);
+    assert_eq!(http(admin, "POST", "/v1/reload").0, 200);
+    a(&s, "nope.example.com.");
+    let (_, text) = http(admin, "GET", "/metrics");
+    assert_eq!(q(&text, nx), before + 1.0, "{text}");
+    assert_eq!(q(&text, r#"geolb_reloads_total{result="success"}"#), 1.0);
+}

@@ -47,6 +47,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/drain", post(drain))
         .route("/v1/undrain", post(undrain))
         .route("/v1/force", post(force))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(shared.clone(), auth))
         .with_state(shared)
@@ -472,6 +473,227 @@ async fn health(State(shared): State<Arc<Shared>>) -> Response {
     let s = shared.clone();
     match tokio::task::spawn_blocking(move || health_json(&s)).await {
         Ok(v) => Json(v).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+/// Prometheus text exposition of everything countable.
+pub fn render_metrics(shared: &Shared) -> String {
+    use crate::metrics::{Exposition, PROBE_BUCKETS};
+    let snap = shared.snapshot.load_full();
+    let mut e = Exposition::default();
+    let totals = snap.counters.totals();
+    e.family(
+        "geolb_dns_queries_total",
+        "counter",
+        "DNS queries answered, by zone, query type and response code.",
+    );
+    for ((zone, qtype, rcode), n) in &totals.queries {
+        e.sample(
+            "geolb_dns_queries_total",
+            &[("zone", zone), ("qtype", qtype), ("rcode", rcode)],
+            *n as f64,
+        );
+    }
+    e.family("geolb_answers_total", "counter", "Steered answers, by service and region of the first endpoint ((none): fallback or NODATA).");
+    for ((svc, region), n) in &totals.answers {
+        e.sample(
+            "geolb_answers_total",
+            &[("service", svc), ("region", region)],
+            *n as f64,
+        );
+    }
+    let udp = shared
+        .udp_stats
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    e.family(
+        "geolb_udp_packets_total",
+        "counter",
+        "UDP packets received, replied to, and dropped.",
+    );
+    for (kind, n) in [
+        (
+            "received",
+            udp.iter()
+                .map(|s| s.queries.load(Ordering::Relaxed))
+                .sum::<u64>(),
+        ),
+        (
+            "replied",
+            udp.iter().map(|s| s.replies.load(Ordering::Relaxed)).sum(),
+        ),
+        (
+            "dropped",
+            udp.iter().map(|s| s.dropped.load(Ordering::Relaxed)).sum(),
+        ),
+    ] {
+        e.sample("geolb_udp_packets_total", &[("result", kind)], n as f64);
+    }
+    let t = &shared.tcp_stats;
+    e.family(
+        "geolb_tcp_connections_total",
+        "counter",
+        "TCP connections accepted and refused at the limit.",
+    );
+    e.sample(
+        "geolb_tcp_connections_total",
+        &[("result", "accepted")],
+        t.connections.load(Ordering::Relaxed) as f64,
+    );
+    e.sample(
+        "geolb_tcp_connections_total",
+        &[("result", "refused")],
+        t.refused.load(Ordering::Relaxed) as f64,
+    );
+    e.family(
+        "geolb_reloads_total",
+        "counter",
+        "Config reloads, by result.",
+    );
+    e.sample(
+        "geolb_reloads_total",
+        &[("result", "success")],
+        shared.reloads_ok.load(Ordering::Relaxed) as f64,
+    );
+    e.sample(
+        "geolb_reloads_total",
+        &[("result", "failure")],
+        shared.reloads_failed.load(Ordering::Relaxed) as f64,
+    );
+    e.family(
+        "geolb_config_generation",
+        "gauge",
+        "Generation of the configuration being served.",
+    );
+    e.sample("geolb_config_generation", &[], snap.generation as f64);
+    e.family(
+        "geolb_geoip_build_timestamp_seconds",
+        "gauge",
+        "Build time of each loaded GeoIP database.",
+    );
+    for (kind, db) in [("city", &snap.geo.city), ("asn", &snap.geo.asn)] {
+        if let Some(d) = db {
+            e.sample(
+                "geolb_geoip_build_timestamp_seconds",
+                &[("database", kind), ("path", &d.path.display().to_string())],
+                d.build_epoch as f64,
+            );
+        }
+    }
+    let topo = &snap.topology;
+    let table = shared.health.lock().unwrap_or_else(|p| p.into_inner());
+    e.family(
+        "geolb_endpoint_up",
+        "gauge",
+        "1 when the endpoint is served (health and overrides), else 0.",
+    );
+    for (i, ep) in topo.endpoints.iter().enumerate() {
+        let pool = &topo.pools[ep.pool as usize];
+        let region = &topo.regions[pool.region as usize].name;
+        e.sample(
+            "geolb_endpoint_up",
+            &[
+                ("endpoint", &ep.identity),
+                ("pool", &pool.name),
+                ("region", region),
+            ],
+            f64::from(u8::from(snap.health.up(i as u32))),
+        );
+    }
+    e.family(
+        "geolb_probes_total",
+        "counter",
+        "Local health checks, by endpoint and result.",
+    );
+    for (id, st) in table.endpoints.iter().filter(|(_, s)| s.monitored) {
+        e.sample(
+            "geolb_probes_total",
+            &[("endpoint", id), ("result", "ok")],
+            st.probes_ok as f64,
+        );
+        e.sample(
+            "geolb_probes_total",
+            &[("endpoint", id), ("result", "fail")],
+            st.probes_fail as f64,
+        );
+    }
+    e.family(
+        "geolb_probe_duration_seconds",
+        "histogram",
+        "Duration of local health checks.",
+    );
+    for (id, st) in table.endpoints.iter().filter(|(_, s)| s.monitored) {
+        let mut acc = 0u64;
+        for (i, le) in PROBE_BUCKETS.iter().enumerate() {
+            acc += st.rtt_buckets[i];
+            e.sample(
+                "geolb_probe_duration_seconds_bucket",
+                &[("endpoint", id), ("le", &le.to_string())],
+                acc as f64,
+            );
+        }
+        acc += st.rtt_buckets[PROBE_BUCKETS.len()];
+        e.sample(
+            "geolb_probe_duration_seconds_bucket",
+            &[("endpoint", id), ("le", "+Inf")],
+            acc as f64,
+        );
+        e.sample(
+            "geolb_probe_duration_seconds_sum",
+            &[("endpoint", id)],
+            st.rtt_sum,
+        );
+        e.sample(
+            "geolb_probe_duration_seconds_count",
+            &[("endpoint", id)],
+            acc as f64,
+        );
+    }
+    let now = unix_f(std::time::SystemTime::now());
+    let fresh_for = snap.config.health.fresh_for.as_secs_f64();
+    e.family(
+        "geolb_vantage_fresh",
+        "gauge",
+        "1 when the remote vantage's data is fresh enough to vote.",
+    );
+    e.family(
+        "geolb_vantage_last_ok_timestamp_seconds",
+        "gauge",
+        "When the remote vantage was last read.",
+    );
+    for name in snap.config.health.vantages.keys() {
+        let last = table.vantages.get(name).and_then(|v| v.last_ok);
+        e.sample(
+            "geolb_vantage_fresh",
+            &[("vantage", name)],
+            f64::from(u8::from(last.is_some_and(|t| now - t <= fresh_for))),
+        );
+        e.sample(
+            "geolb_vantage_last_ok_timestamp_seconds",
+            &[("vantage", name)],
+            last.unwrap_or(0.0),
+        );
+    }
+    e.finish()
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let s = shared.clone();
+    match tokio::task::spawn_blocking(move || render_metrics(&s)).await {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            text,
+        )
+            .into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({"error": e.to_string()})),

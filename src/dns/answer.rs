@@ -53,12 +53,14 @@ pub fn handle(
                 return Outcome::Drop;
             };
             let mut w = Writer::header_only(out, id, flags);
-            w.set_rcode(if e == ParseError::NotImp {
+            let rcode = if e == ParseError::NotImp {
                 wire::RCODE_NOTIMP
             } else {
                 wire::RCODE_FORMERR
-            });
+            };
+            w.set_rcode(rcode);
             w.finish();
+            snap.counters.query(scratch.slot, None, 0, rcode);
             return Outcome::Reply;
         }
     };
@@ -88,6 +90,8 @@ pub fn handle(
                 );
             }
             w.finish();
+            snap.counters
+                .query(scratch.slot, None, req.qtype, wire::RCODE_FORMERR);
             return Outcome::Reply;
         }
         None => None,
@@ -108,6 +112,8 @@ pub fn handle(
                 None,
             );
             w.finish();
+            snap.counters
+                .query(scratch.slot, None, req.qtype, wire::RCODE_BADVERS);
             return Outcome::Reply;
         }
     }
@@ -123,12 +129,15 @@ pub fn handle(
             );
         }
         w.finish();
+        snap.counters
+            .query(scratch.slot, None, req.qtype, wire::RCODE_NOTIMP);
         return Outcome::Reply;
     }
     let mut ctx = Ctx {
         source: client,
         ecs,
         scope: 0,
+        zone: None,
         scratch,
     };
     let after_question = w.mark();
@@ -156,6 +165,8 @@ pub fn handle(
         w.put_opt(snap.udp_payload, rcode, e.dnssec_ok, nsid, echo);
     }
     w.finish();
+    snap.counters
+        .query(ctx.scratch.slot, ctx.zone, req.qtype, rcode);
     outcome
 }
 
@@ -314,10 +325,14 @@ fn answer(
     if req.qclass != wire::CLASS_IN {
         return Ok((wire::RCODE_REFUSED, Outcome::Reply));
     }
-    let Some(zone) = snap.zones.find(req.qname(), &req.label_offsets, req.labels) else {
+    let Some((zone_idx, zone)) = snap
+        .zones
+        .find_idx(req.qname(), &req.label_offsets, req.labels)
+    else {
         // Not ours: we never recurse or forward.
         return Ok((wire::RCODE_REFUSED, Outcome::Reply));
     };
+    ctx.zone = Some(zone_idx);
     if matches!(req.qtype, wire::TYPE_AXFR | wire::TYPE_IXFR) {
         return transfer_request(snap, req, zone, client, transport, w);
     }
@@ -438,6 +453,8 @@ pub struct Ctx<'a> {
     /// The ECS scope to return: the client-address prefix the answer
     /// depended on (0 when it did not).
     pub scope: u8,
+    /// Index of the zone that answered (for counters).
+    pub zone: Option<usize>,
     pub scratch: &'a mut Scratch,
 }
 
@@ -532,6 +549,14 @@ fn service_answer<'s>(
     if let Some(sp) = source_prefix {
         ctx.scope = ctx.scope.max(d.scope.min(sp));
     }
+    let region = match d.answer {
+        Answer::Endpoints => ctx.scratch.out.first().map(|&e| {
+            snap.topology.pools[snap.topology.endpoints[e as usize].pool as usize].region as usize
+        }),
+        _ => None,
+    };
+    snap.counters
+        .answer(ctx.scratch.slot, svc.metric_id, region);
     let ttl = match svc.ttl_when_down {
         // Health-aware TTL: shorter while any candidate is down.
         Some(short) if any_down(snap, svc) => svc.ttl.min(short),

@@ -64,6 +64,7 @@ pub fn spawn(
     sockets: Vec<UdpSocket>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
+    first_slot: usize,
 ) -> io::Result<Listener> {
     let mut handles = Vec::new();
     let mut stats = Vec::new();
@@ -74,7 +75,7 @@ pub fn spawn(
         let stop = stop.clone();
         let h = std::thread::Builder::new()
             .name(format!("udp-{bound}-{i}"))
-            .spawn(move || worker(sock, shared, stop, st))?;
+            .spawn(move || worker(sock, shared, stop, st, first_slot + i))?;
         handles.push(h);
     }
     Ok(Listener {
@@ -84,10 +85,16 @@ pub fn spawn(
     })
 }
 
-fn worker(sock: UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBool>, st: Arc<WorkerStats>) {
+fn worker(
+    sock: UdpSocket,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    st: Arc<WorkerStats>,
+    slot: usize,
+) {
     let mut rbuf = vec![0u8; 65535];
     let mut out: Vec<u8> = Vec::with_capacity(65535);
-    let mut scratch = Scratch::default();
+    let mut scratch = Scratch::for_slot(slot);
     while !stop.load(Ordering::Relaxed) {
         let (n, peer) = match sock.recv_from(&mut rbuf) {
             Ok(x) => x,

@@ -58,6 +58,14 @@ pub struct EndpointStatus {
     /// Unix seconds of the last change of the effective state.
     pub last_change: f64,
     pub effective_up: bool,
+    /// Local checks that passed / failed since start.
+    pub probes_ok: u64,
+    pub probes_fail: u64,
+    /// Check durations: counts per `metrics::PROBE_BUCKETS` bound (+Inf last), and their sum in seconds.
+    #[serde(skip)]
+    pub rtt_buckets: [u64; 11],
+    #[serde(skip)]
+    pub rtt_sum: f64,
 }
 
 /// Reachability of a remote vantage.
@@ -125,6 +133,10 @@ impl HealthTable {
                         reason: String::new(),
                         last_change: now,
                         effective_up: true,
+                        probes_ok: 0,
+                        probes_fail: 0,
+                        rtt_buckets: [0; 11],
+                        rtt_sum: 0.0,
                     });
             if entry.monitored != mon.is_some() {
                 entry.monitored = mon.is_some();
@@ -142,6 +154,18 @@ impl HealthTable {
             return false;
         };
         let changed = st.local.observe(obs.ok, rise, fall);
+        if obs.ok {
+            st.probes_ok += 1;
+        } else {
+            st.probes_fail += 1;
+        }
+        let secs = obs.rtt_ms / 1000.0;
+        let b = crate::metrics::PROBE_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(crate::metrics::PROBE_BUCKETS.len());
+        st.rtt_buckets[b] += 1;
+        st.rtt_sum += secs;
         if obs.ok {
             st.rtt_ewma_ms = Some(match st.rtt_ewma_ms {
                 Some(prev) => prev + EWMA * (obs.rtt_ms - prev),

@@ -706,6 +706,7 @@ fn service(
         all_down_cname,
         cname: is_cname,
         ttl_when_down: cfg.ttl_when_down,
+        metric_id: 0,
     })
 }
 

@@ -264,6 +264,8 @@ pub struct Service {
     pub cname: bool,
     /// TTL while any candidate endpoint is down (health-aware TTL).
     pub ttl_when_down: Option<u32>,
+    /// Index of this service in the snapshot's answer counters.
+    pub metric_id: usize,
 }
 
 /// Admin override of an endpoint's state.
@@ -377,6 +379,8 @@ pub struct Scratch {
     /// The decided endpoints (indexes into the topology).
     pub out: Vec<u32>,
     rng: fastrand::Rng,
+    /// This worker's counter slot (TCP uses the last one).
+    pub slot: usize,
 }
 
 impl Default for Scratch {
@@ -387,11 +391,20 @@ impl Default for Scratch {
             cand: Vec::with_capacity(256),
             out: Vec::with_capacity(64),
             rng: fastrand::Rng::new(),
+            slot: usize::MAX,
         }
     }
 }
 
 impl Scratch {
+    /// The scratch of UDP worker `slot`.
+    pub fn for_slot(slot: usize) -> Scratch {
+        Scratch {
+            slot,
+            ..Scratch::default()
+        }
+    }
+
     /// A scratch with a fixed random seed (tests, benchmarks).
     pub fn seeded(seed: u64) -> Scratch {
         Scratch {
