@@ -83,6 +83,11 @@ pub struct EndpointView {
     pub endpoint: String,
     pub up: bool,
     pub state: String,
+    /// Per-vantage votes (filled by a running node; empty offline).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub votes: std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -222,6 +227,8 @@ pub fn explain(
                     endpoint: snap.topology.endpoints[e as usize].identity.clone(),
                     up: h.up(),
                     state: h.reason().to_string(),
+                    votes: Default::default(),
+                    last_error: None,
                 }
             })
             .collect::<Vec<_>>();
@@ -323,7 +330,16 @@ impl fmt::Display for Explanation {
                 )?;
                 writeln!(f, "endpoints:")?;
                 for e in &s.endpoints {
-                    writeln!(f, "  {:<32} {}", e.endpoint, e.state)?;
+                    let votes: Vec<String> =
+                        e.votes.iter().map(|(v, x)| format!("{v}={x}")).collect();
+                    write!(f, "  {:<32} {}", e.endpoint, e.state)?;
+                    if !votes.is_empty() {
+                        write!(f, " [{}]", votes.join(" "))?;
+                    }
+                    match &e.last_error {
+                        Some(err) => writeln!(f, " (last error: {err})")?,
+                        None => writeln!(f)?,
+                    }
                 }
             }
         }

@@ -302,6 +302,7 @@ fn api_call(
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async {
+        geolb::health::ensure_tls_provider();
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(std::time::Duration::from_secs(10))

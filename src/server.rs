@@ -444,6 +444,7 @@ async fn poll_vantages(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
             .poll_interval
             .max(std::time::Duration::from_millis(200))
             .min(std::time::Duration::from_secs(5));
+        crate::health::ensure_tls_provider();
         let client = match reqwest::Client::builder()
             .no_proxy()
             .timeout(timeout)
@@ -536,8 +537,7 @@ impl Server {
     /// Loads the config, binds every listener and starts serving. Must be
     /// called inside a Tokio runtime.
     pub async fn start(config_path: PathBuf, overrides: Overrides) -> Result<Server, StartError> {
-        // HTTPS monitors use rustls with ring; installing twice is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::health::ensure_tls_provider();
         let path = config_path.clone();
         let ov = overrides.clone();
         let loaded = tokio::task::spawn_blocking(move || {

@@ -380,6 +380,21 @@ fn three_vantages_one_partitioned_prober_cannot_take_a_healthy_endpoint_out() {
     })
     .is_some());
     assert_eq!(a(&s, "www.example.com."), ["10.1.0.1", "10.1.0.2"]);
+    // explain shows the votes behind each endpoint's state.
+    let (code, body) = http(
+        s.admin.expect("admin"),
+        "GET",
+        "/v1/explain?name=www.example.com&client=192.0.2.1",
+    );
+    assert_eq!(code, 200, "{body}");
+    let ex: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let ep = ex["service"]["endpoints"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["endpoint"] == "eu-web/10.1.0.1"))
+        .cloned()
+        .expect("endpoint in explain");
+    assert_eq!(ep["votes"]["b"], "down", "{ep}");
+    assert_eq!(ep["votes"]["a"], "up", "{ep}");
     // a agrees with b: quorum of 2 → down.
     va.set_body(&observations(false));
     assert!(
@@ -650,4 +665,50 @@ fn metrics_count_queries_answers_probes_and_survive_reloads() {
     let (_, text) = http(admin, "GET", "/metrics");
     assert_eq!(q(&text, nx), before + 1.0, "{text}");
     assert_eq!(q(&text, r#"geolb_reloads_total{result="success"}"#), 1.0);
+}
+
+#[test]
+fn cli_status_drain_undrain_and_force_talk_to_the_admin_api() {
+    let s = start(&two_region_config(
+        "127.0.0.1:1".parse().expect("a"),
+        "127.0.0.1:1".parse().expect("a"),
+        "kind = \"tcp\"\ninterval = \"10s\"\ntimeout = \"1s\"",
+        "",
+    ));
+    let admin = s.admin.expect("admin").to_string();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_geolb"))
+            .args(args)
+            .args(["--admin", &admin])
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = cli(&["drain", "eu", "--for", "10m"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("\"endpoints\":2"), "{out}");
+    assert_eq!(a(&s, "www.example.com."), ["10.2.0.1"]);
+    let (code, out, err) = cli(&["status"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("eu-web/10.1.0.1") && out.contains("DOWN") && out.contains("drain"),
+        "{out}"
+    );
+    let (code, _, err) = cli(&["undrain", "eu"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(a(&s, "www.example.com."), ["10.1.0.1", "10.1.0.2"]);
+    let (code, _, err) = cli(&["force", "eu-web/10.1.0.1", "down"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(a(&s, "www.example.com."), ["10.1.0.2"]);
+    // Errors from the API reach the operator with a non-zero exit.
+    let (code, _, err) = cli(&["drain", "atlantis"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("no endpoint, pool or region is named \"atlantis\""),
+        "{err}"
+    );
 }

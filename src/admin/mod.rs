@@ -273,7 +273,30 @@ async fn explain(
     };
     let snap = shared.snapshot.load_full();
     match crate::explain::explain(&snap, &name, q.qtype.as_deref().unwrap_or("A"), spec) {
-        Ok(ex) => Json(ex).into_response(),
+        Ok(mut ex) => {
+            // Add what only a running node knows: the votes behind each state.
+            let h = health_json(&shared);
+            if let Some(svc) = ex.service.as_mut() {
+                for e in svc.endpoints.iter_mut() {
+                    let found = h["endpoints"]
+                        .as_array()
+                        .and_then(|a| a.iter().find(|x| x["endpoint"] == e.endpoint.as_str()));
+                    if let Some(x) = found {
+                        if let Some(v) = x["votes"].as_object() {
+                            e.votes = v
+                                .iter()
+                                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                                .collect();
+                        }
+                        e.last_error = x["last_error"].as_str().map(str::to_string);
+                        if let Some(r) = x["reason"].as_str() {
+                            e.state = r.to_string();
+                        }
+                    }
+                }
+            }
+            Json(ex).into_response()
+        }
         Err(e) => bad_request(e.to_string()),
     }
 }

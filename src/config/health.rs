@@ -194,6 +194,9 @@ pub struct HealthConfig {
     /// Remote probers.
     #[serde(default)]
     pub vantages: BTreeMap<String, VantageConfig>,
+    /// This node's [latitude, longitude], for latency steering by probes.
+    #[serde(default)]
+    pub location: Option<[f64; 2]>,
 }
 
 impl HealthConfig {
@@ -216,6 +219,7 @@ impl Default for HealthConfig {
             poll_interval: poll(),
             token: None,
             vantages: BTreeMap::new(),
+            location: None,
         }
     }
 }

@@ -114,6 +114,11 @@ pub struct GeoMapConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LatencyConfig {
+    /// Use measured round-trip times: from the vantage nearest the client
+    /// (EWMA of its health checks) to each region; the table below is the
+    /// fallback when there is no measurement or no client location.
+    #[serde(default)]
+    pub probes: bool,
     #[serde(default)]
     pub default: Option<BTreeMap<String, f64>>,
     #[serde(default)]

@@ -86,6 +86,15 @@ pub struct HealthTable {
     pub state_file: Option<PathBuf>,
 }
 
+/// Installs the TLS crypto provider (ring) that HTTP clients need; safe to
+/// call any number of times, from anywhere.
+pub fn ensure_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// An error with its chain of causes ("connect: ...: connection refused").
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
@@ -248,6 +257,41 @@ impl HealthTable {
             st.effective_up = eff;
             view.endpoints[i] = h;
         }
+        // Smoothed RTTs per vantage, this node first.
+        let coords = |c: Option<[f64; 2]>| c.map(|[a, b]| (a, b));
+        let mut local = crate::policy::VantageRtt {
+            name: cfg.vantage.clone(),
+            coords: coords(cfg.location),
+            rtt_ms: vec![f64::NAN; topo.endpoints.len()],
+        };
+        let mut remotes: Vec<crate::policy::VantageRtt> = cfg
+            .vantages
+            .iter()
+            .map(|(n, v)| crate::policy::VantageRtt {
+                name: n.clone(),
+                coords: coords(v.location),
+                rtt_ms: vec![f64::NAN; topo.endpoints.len()],
+            })
+            .collect();
+        for (i, e) in topo.endpoints.iter().enumerate() {
+            let Some(st) = self.endpoints.get(&e.identity) else {
+                continue;
+            };
+            if let Some(ms) = st.rtt_ewma_ms.filter(|_| st.local.up) {
+                local.rtt_ms[i] = ms;
+            }
+            for v in remotes.iter_mut() {
+                if let Some(r) = st
+                    .remote
+                    .get(&v.name)
+                    .filter(|r| r.up && now - r.received <= fresh_for)
+                {
+                    v.rtt_ms[i] = r.rtt_ms.unwrap_or(f64::NAN);
+                }
+            }
+        }
+        view.rtt.push(local);
+        view.rtt.extend(remotes);
         view
     }
 

@@ -138,6 +138,7 @@ impl Monitor {
         if self.kind == Kind::Tcp {
             return Ok(None);
         }
+        super::ensure_tls_provider();
         let scheme = if self.kind == Kind::Https {
             "https"
         } else {
@@ -241,5 +242,62 @@ impl Monitor {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn monitor(kind: &str, extra: &str) -> Monitor {
+        let cfg: MonitorConfig =
+            toml::from_str(&format!("kind = \"{kind}\"\n{extra}")).expect("monitor config");
+        Monitor::compile("m", &cfg).expect("valid")
+    }
+
+    /// In paused time the timeout fires exactly at the monitor's timeout,
+    /// however long the backend would hang.
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_backend_fails_at_the_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s); // accept, never answer
+            }
+        });
+        let m = monitor("http", "interval = \"2m\"\ntimeout = \"30s\"");
+        let http = m.client(addr).expect("client");
+        let start = tokio::time::Instant::now();
+        let (ok, err, _) = m.check(addr, http.as_ref()).await;
+        assert!(!ok);
+        let err = err.unwrap_or_default();
+        assert!(err.contains("timed out"), "{err}");
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
+            "{waited:?}"
+        );
+    }
+
+    #[test]
+    fn config_errors_are_explained() {
+        for (kind, extra, want) in [
+            ("ftp", "", "kind"),
+            ("http", "path = \"healthz\"", "path"),
+            ("http", "interval = \"1s\"\ntimeout = \"2s\"", "timeout"),
+            ("http", "body_regex = \"(\"", "body_regex"),
+            ("tcp", "body = \"ok\"", "only apply"),
+            ("http", "method = \"G E T\"", "method"),
+            ("http", "jitter = 0.9", "jitter"),
+        ] {
+            let cfg: MonitorConfig =
+                toml::from_str(&format!("kind = \"{kind}\"\n{extra}")).expect("parses");
+            let err = Monitor::compile("m", &cfg).expect_err("invalid");
+            assert!(err.contains(want), "{kind} {extra}: {err}");
+        }
     }
 }

@@ -1065,11 +1065,12 @@ fn latency(
         }
         row += 1;
     }
-    if row == 0 {
+    l.probes = t.probes;
+    if row == 0 && !t.probes {
         cx.err(
             Some(span),
             line,
-            format!("service {name}: the latency table is empty"),
+            format!("service {name}: the latency table is empty (add rows, or probes = true)"),
         );
     }
     l

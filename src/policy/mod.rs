@@ -194,6 +194,8 @@ impl GeoMap {
 /// Latency table, compiled: rows of per-group milliseconds (NaN: unknown).
 #[derive(Debug, Clone, Default)]
 pub struct Latency {
+    /// Order by measured RTT from the vantage nearest the client first.
+    pub probes: bool,
     pub rows: Vec<Vec<f64>>,
     pub default: Option<usize>,
     pub continent: FxHashMap<[u8; 2], usize>,
@@ -315,16 +317,28 @@ impl EndpointHealth {
     }
 }
 
+/// Smoothed round-trip times measured from one vantage.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VantageRtt {
+    pub name: String,
+    pub coords: Option<(f64, f64)>,
+    /// Per endpoint (topology index), milliseconds; NaN when unknown.
+    pub rtt_ms: Vec<f64>,
+}
+
 /// Health of every endpoint of a topology, indexed like its endpoints.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HealthView {
     pub endpoints: Vec<EndpointHealth>,
+    /// Measured RTTs per vantage (this node first), for `latency`.
+    pub rtt: Vec<VantageRtt>,
 }
 
 impl HealthView {
     pub fn all_up(n: usize) -> HealthView {
         HealthView {
             endpoints: vec![EndpointHealth::default(); n],
+            rtt: Vec::new(),
         }
     }
     pub fn up(&self, ep: u32) -> bool {
@@ -663,6 +677,11 @@ fn run(r: &Run<'_>, sc: &mut Scratch, mut trace: Option<&mut Trace>) -> u8 {
                     detail = "client has no coordinates; order unchanged".into();
                 }
             }
+            Step::Latency(t)
+                if t.probes && probe_order(r, sc, loc, trace.is_some(), &mut detail) =>
+            {
+                scope = scope.max(loc.prefix);
+            }
             Step::Latency(t) => match t.row(loc) {
                 Some((row, how)) => {
                     scope = scope.max(loc.prefix);
@@ -877,6 +896,58 @@ fn run(r: &Run<'_>, sc: &mut Scratch, mut trace: Option<&mut Trace>) -> u8 {
         flatten(r, sc, healthy);
     }
     scope
+}
+
+/// Orders groups by the RTT measured from the vantage nearest the client
+/// (lowest endpoint RTT in each group). False when there is nothing to go
+/// on (no client coordinates, no vantage location, no measurement).
+fn probe_order(
+    r: &Run<'_>,
+    sc: &mut Scratch,
+    loc: &Location,
+    explain: bool,
+    detail: &mut String,
+) -> bool {
+    let Some(c) = loc.coords else { return false };
+    let mut best: Option<(&VantageRtt, f64)> = None;
+    for v in &r.health.rtt {
+        let Some(vc) = v.coords else { continue };
+        if !v.rtt_ms.iter().any(|x| !x.is_nan()) {
+            continue;
+        }
+        let d = distance_km(c, vc);
+        if best.is_none_or(|(_, bd)| d < bd) {
+            best = Some((v, d));
+        }
+    }
+    let Some((v, d)) = best else { return false };
+    let group_rtt = |g: u16| {
+        r.group_eps(g)
+            .filter_map(|e| v.rtt_ms.get(e as usize).copied())
+            .filter(|x| !x.is_nan())
+            .fold(f64::INFINITY, f64::min)
+    };
+    sort_groups(&mut sc.groups, &mut sc.keyed, group_rtt);
+    if explain {
+        let parts: Vec<String> = sc
+            .groups
+            .iter()
+            .map(|&g| {
+                let ms = group_rtt(g);
+                if ms.is_finite() {
+                    format!("{} {ms:.1} ms", r.group_label(g))
+                } else {
+                    format!("{} ?", r.group_label(g))
+                }
+            })
+            .collect();
+        *detail = format!(
+            "measured from vantage {} ({d:.0} km from the client): {}",
+            v.name,
+            parts.join(", ")
+        );
+    }
+    true
 }
 
 fn flatten(r: &Run<'_>, sc: &mut Scratch, healthy: bool) {

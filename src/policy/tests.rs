@@ -311,3 +311,81 @@ fn geo_scope_counts_every_stage_tried() {
     let v6 = IpAddr::V6("2001:db8::1".parse().expect("ip"));
     assert_eq!(m.scope(v6, GeoMatch::Continent, &loc), 20);
 }
+
+#[test]
+fn latency_by_probes_uses_the_vantage_nearest_the_client() {
+    let cfg = r#"
+[regions.eu]
+location = [50.0, 8.0]
+[regions.us]
+location = [39.0, -77.0]
+[pools.eu-p]
+region = "eu"
+endpoints = [{ address = "10.1.0.1" }]
+[pools.us-p]
+region = "us"
+endpoints = [{ address = "10.2.0.1" }]
+[zones."example.com"]
+file = "z.zone"
+[zones."example.com".services.www]
+pools = ["eu-p", "us-p"]
+chain = ["latency", "failover"]
+latency = { probes = true, default = { eu = 1 } }
+"#;
+    let (topo, svcs) = compile_cfg(cfg).expect("valid");
+    let svc = &svcs[0];
+    let mut health = HealthView::all_up(topo.endpoints.len());
+    // Seen from Frankfurt eu is close; seen from Virginia us is close.
+    health.rtt.push(VantageRtt {
+        name: "fra".into(),
+        coords: Some((50.1, 8.7)),
+        rtt_ms: vec![2.0, 90.0],
+    });
+    health.rtt.push(VantageRtt {
+        name: "iad".into(),
+        coords: Some((38.9, -77.4)),
+        rtt_ms: vec![85.0, 3.0],
+    });
+    let mut sc = Scratch::seeded(1);
+    let at = |lat: f64, lon: f64| Client {
+        addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+        loc: Location {
+            coords: Some((lat, lon)),
+            prefix: 24,
+            ..Location::default()
+        },
+    };
+    decide(
+        &topo,
+        svc,
+        &at(48.8, 2.3),
+        Family::V4,
+        &health,
+        &mut sc,
+        None,
+    );
+    assert_eq!(sc.out, [0], "Paris: nearest vantage fra, eu fastest");
+    let mut t = Trace::default();
+    decide(
+        &topo,
+        svc,
+        &at(40.7, -74.0),
+        Family::V4,
+        &health,
+        &mut sc,
+        Some(&mut t),
+    );
+    assert_eq!(sc.out, [1], "New York: nearest vantage iad, us fastest");
+    assert!(
+        t.steps[0].detail.contains("vantage iad"),
+        "{:?}",
+        t.steps[0]
+    );
+    // No coordinates: the table's default row decides (eu).
+    let nowhere = Client {
+        addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+        loc: Location::default(),
+    };
+    decide(&topo, svc, &nowhere, Family::V4, &health, &mut sc, None);
+    assert_eq!(sc.out, [0]);
+}
