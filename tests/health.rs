@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::backend::{Backend, FAIL, HANG, OK, WRONG_BODY};
+use common::backend::{Backend, FAIL, FLAP, HANG, OK, WRONG_BODY};
 use common::*;
 use hickory_proto::rr::{RData, RecordType};
 
@@ -115,6 +115,7 @@ fn failover_budget_interval_1s_fall_2_removes_a_dead_backend_within_3s() {
         a(&s, "www.example.com.") == ["10.1.0.2"]
     });
     let gone = gone.expect("dead backend removed from answers");
+    eprintln!("failover budget: removed from answers {gone:?} after the backend died");
     assert!(
         gone <= Duration::from_secs(3),
         "removed after {gone:?}; budget is 3 s (fall 2 × interval 1 s + timeout)"
@@ -132,6 +133,7 @@ fn failover_budget_interval_1s_fall_2_removes_a_dead_backend_within_3s() {
         a(&s, "www.example.com.") == ["10.1.0.1", "10.1.0.2"]
     });
     let back = back.expect("restored");
+    eprintln!("failover budget: restored {back:?} after the backend came back");
     assert!(back <= Duration::from_secs(3), "restored after {back:?}");
     // Both down: eu fails over to us.
     b1.kill();
@@ -711,4 +713,31 @@ fn cli_status_drain_undrain_and_force_talk_to_the_admin_api() {
         err.contains("no endpoint, pool or region is named \"atlantis\""),
         "{err}"
     );
+}
+
+#[test]
+fn a_flapping_backend_stays_up_under_hysteresis() {
+    let flappy = Backend::start(FLAP);
+    let ok = Backend::start(OK);
+    let s = start(&two_region_config(
+        flappy.addr,
+        ok.addr,
+        "kind = \"http\"\ninterval = \"100ms\"\ntimeout = \"80ms\"\njitter = 0.0\nrise = 2\nfall = 2",
+        "",
+    ));
+    // Every other check fails, never two in a row: fall = 2 is never reached.
+    for _ in 0..15 {
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(a(&s, "www.example.com."), ["10.1.0.1", "10.1.0.2"]);
+    }
+    let h = health(&s);
+    assert_eq!(endpoint(&h, "eu-web/10.1.0.1")["up"], true);
+    // The failures were seen, just never two in a row.
+    let (_, text) = http(s.admin.expect("admin"), "GET", "/metrics");
+    let fails = metric(
+        &text,
+        r#"geolb_probes_total{endpoint="eu-web/10.1.0.1",result="fail"}"#,
+    )
+    .unwrap_or(0.0);
+    assert!(fails >= 3.0, "{fails}");
 }

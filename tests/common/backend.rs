@@ -14,6 +14,8 @@ pub const FAIL: u8 = 1;
 pub const HANG: u8 = 2;
 pub const WRONG_BODY: u8 = 3;
 pub const BODY: u8 = 4;
+/// Alternates: OK, FAIL, OK, FAIL... one per request.
+pub const FLAP: u8 = 5;
 
 pub struct Backend {
     pub addr: SocketAddr,
@@ -30,13 +32,19 @@ fn serve(
     stop: Arc<AtomicBool>,
 ) {
     listener.set_nonblocking(true).expect("nonblocking");
+    let mut served = 0u64;
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((s, _)) => {
-                let mode = mode.clone();
+                served += 1;
+                let m = match mode.load(Ordering::Relaxed) {
+                    FLAP if served % 2 == 0 => FAIL,
+                    FLAP => OK,
+                    m => m,
+                };
                 let body = body.clone();
                 let stop = stop.clone();
-                std::thread::spawn(move || handle(s, mode.load(Ordering::Relaxed), &body, &stop));
+                std::thread::spawn(move || handle(s, m, &body, &stop));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
