@@ -100,6 +100,51 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // The harness's geo workload against a full City database, when one is
+    // at geoip/GeoLite2-City.mmdb (see benches/geo.toml; not shipped).
+    let geo_toml = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/geo.toml");
+    let full = geolb::config::Config::load(std::path::Path::new(geo_toml))
+        .ok()
+        .and_then(|c| geolb::snapshot::build(c, 1, None).ok());
+    if let Some((snap, _)) = full {
+        let mut g = c.benchmark_group("geolite2");
+        g.throughput(Throughput::Elements(1));
+        let mut x = 0x9e37_79b9u32;
+        let mut next_addr = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            IpAddr::from((x & 0xffff_ff00).to_be_bytes())
+        };
+        g.bench_function("locate", |b| {
+            b.iter(|| black_box(snap.geo.locate(next_addr())))
+        });
+        g.bench_function("tree-walk", |b| {
+            b.iter(|| black_box(snap.geo.city_offset(next_addr())))
+        });
+        let queries: Vec<Vec<u8>> = (0..4096u32)
+            .map(|i| {
+                let a = ((i.wrapping_mul(2_654_435_761)) & 0xffff_ff00).to_be_bytes();
+                steering::query(b"\x03geo\x07example\x03com\x00", 1, Some((a, 24)))
+            })
+            .collect();
+        let mut i = 0;
+        g.bench_function("handle-geo-ecs", |b| {
+            b.iter(|| {
+                i = (i + 1) % queries.len();
+                black_box(handle(
+                    &snap,
+                    &queries[i],
+                    client,
+                    Transport::Udp,
+                    &mut out,
+                    &mut scratch,
+                ))
+            })
+        });
+        g.finish();
+    }
 }
 
 criterion_group!(benches, bench);

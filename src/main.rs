@@ -165,8 +165,10 @@ enum Cmd {
 fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter =
         EnvFilter::try_new(level).with_context(|| format!("invalid log level {level:?}"))?;
+    use std::io::IsTerminal;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),

@@ -198,9 +198,11 @@ impl Shared {
         }
         match snapshot::open_geo(&cur.config, Some(&cur.geo)) {
             Ok(geo) => {
+                let index = snapshot::compile_geo(&cur.zones, &cur.topology, &geo, Some(&cur));
                 let _table = self.health.lock().unwrap_or_else(|p| p.into_inner());
                 let mut next = (*self.snapshot.load_full()).clone();
                 next.geo = Arc::new(geo);
+                next.geo_index = index;
                 for d in next.geo.city.iter().chain(next.geo.asn.iter()) {
                     tracing::info!(path = %d.path.display(), database_type = %d.database_type, build_epoch = d.build_epoch, "GeoIP database reloaded");
                 }

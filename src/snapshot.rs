@@ -139,6 +139,8 @@ pub struct Snapshot {
     pub health: Arc<HealthView>,
     /// Query and answer counters (see `metrics`).
     pub counters: Arc<crate::metrics::Counters>,
+    /// Geo decisions compiled per address range (see `geo::index`).
+    pub geo_index: Option<Arc<CompiledGeo>>,
     pub udp_payload: u16,
     pub nsid: Option<Box<[u8]>>,
 }
@@ -379,6 +381,114 @@ fn wire_to_name(w: &[u8]) -> Name {
     Name::from_labels(labels).unwrap_or_else(|_| Name::root())
 }
 
+/// Location decisions of every compiled service, per address range.
+#[derive(Debug)]
+pub struct CompiledGeo {
+    pub index: crate::geo::index::GeoIndex,
+    /// Per compiled service slot: its distinct group orders.
+    pub decisions: Vec<Vec<Vec<u16>>>,
+    /// What it was compiled from (reused while both are unchanged).
+    city: Arc<Db>,
+    fingerprint: String,
+}
+
+impl CompiledGeo {
+    /// The group order for service `slot` and the ECS scope, for `ip`.
+    #[inline]
+    pub fn order(&self, slot: u32, ip: std::net::IpAddr) -> Option<(&[u16], u8)> {
+        let hit = self.index.lookup(ip)?;
+        let d = *self
+            .index
+            .combos
+            .get(hit.combo as usize)?
+            .get(slot as usize)?;
+        let order = self.decisions.get(slot as usize)?.get(d as usize)?;
+        Some((order, hit.scope))
+    }
+}
+
+/// Compiles (or reuses from `prev`) the location decisions of every service
+/// marked compilable over the City database. `None` when there is nothing
+/// to compile or compiling failed (the answer path then locates per query).
+pub fn compile_geo(
+    zones: &ZoneTable,
+    topo: &Topology,
+    geo: &GeoDb,
+    prev: Option<&Snapshot>,
+) -> Option<Arc<CompiledGeo>> {
+    let city = geo.city.as_ref()?;
+    let mut svcs: Vec<&Service> = zones
+        .zones
+        .iter()
+        .flat_map(|z| z.services.iter())
+        .filter(|s| s.compiled.is_some())
+        .collect();
+    if svcs.is_empty() {
+        return None;
+    }
+    svcs.sort_by_key(|s| s.compiled);
+    let mut fingerprint = String::new();
+    for s in &svcs {
+        fingerprint.push_str(&format!("{}|{:?}|{:?};", s.name, s.groups, s.steps));
+    }
+    for r in &topo.regions {
+        fingerprint.push_str(&format!("{}:{:?};", r.name, r.coords));
+    }
+    if let Some(p) = prev.and_then(|p| p.geo_index.as_ref()) {
+        if Arc::ptr_eq(&p.city, city) && p.fingerprint == fingerprint {
+            return Some(p.clone());
+        }
+    }
+    let started = std::time::Instant::now();
+    let mut decisions: Vec<Vec<Vec<u16>>> = vec![Vec::new(); svcs.len()];
+    let mut interned: Vec<FxHashMap<Vec<u16>, u32>> = vec![FxHashMap::default(); svcs.len()];
+    let any = std::net::IpAddr::from([0, 0, 0, 0]);
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::geo::index::build(geo, |loc| {
+            svcs.iter()
+                .enumerate()
+                .map(|(slot, s)| {
+                    let order = crate::policy::location_order(topo, s, any, loc);
+                    let next = decisions[slot].len() as u32;
+                    *interned[slot].entry(order.clone()).or_insert_with(|| {
+                        decisions[slot].push(order);
+                        next
+                    })
+                })
+                .collect()
+        })
+    }));
+    match built {
+        Ok(Ok(index)) => {
+            // The walk paged the whole file in; the answer path no longer
+            // needs it for these services.
+            city.release_pages();
+            tracing::info!(
+                networks = index.networks,
+                ranges = index.ranges(),
+                combinations = index.combos.len(),
+                services = svcs.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "geo decisions compiled"
+            );
+            Some(Arc::new(CompiledGeo {
+                index,
+                decisions,
+                city: city.clone(),
+                fingerprint,
+            }))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!("cannot compile geo decisions ({e}); locating per query instead");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("compiling geo decisions failed; locating per query instead");
+            None
+        }
+    }
+}
+
 /// Opens the configured GeoIP databases, reusing `prev`'s readers for files
 /// that have not changed on disk.
 pub fn open_geo(config: &Config, prev: Option<&GeoDb>) -> Result<GeoDb, Vec<Diagnostic>> {
@@ -497,12 +607,18 @@ pub fn build(
     };
     let slots = workers * config.server.dns.len().max(1) + 1;
     let mut services = Vec::new();
+    let mut compiled = 0u32;
     for z in table.zones.iter_mut() {
         for s in z.services.iter_mut() {
             s.metric_id = services.len();
             services.push(s.name.clone());
+            if geo.city.is_some() && s.compilable() {
+                s.compiled = Some(compiled);
+                compiled += 1;
+            }
         }
     }
+    let geo_index = compile_geo(&table, &topology, &geo, prev);
     let retained = prev.map_or_else(Default::default, |p| p.counters.retained());
     let counters = crate::metrics::Counters::new(
         slots,
@@ -512,6 +628,7 @@ pub fn build(
         retained,
     );
     let snap = Snapshot {
+        geo_index,
         counters: Arc::new(counters),
         generation,
         loaded_at: SystemTime::now(),

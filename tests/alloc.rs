@@ -5,32 +5,49 @@
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
+use std::cell::Cell;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use common::steering;
 use geolb::dns::answer::{handle, Outcome, Transport};
 use geolb::policy::Scratch;
 
 struct Counting;
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// (counting on this thread, allocations counted). Per thread, so tests
+    /// running in parallel do not count each other's allocations.
+    static COUNT: Cell<(bool, usize)> = const { Cell::new((false, 0)) };
+}
+
+fn bump() {
+    let _ = COUNT.try_with(|c| {
+        let (on, n) = c.get();
+        if on {
+            c.set((true, n + 1));
+        }
+    });
+}
+
+fn counting(on: bool) -> usize {
+    COUNT.with(|c| {
+        let (_, n) = c.get();
+        c.set((on, if on { 0 } else { n }));
+        n
+    })
+}
 
 // SAFETY: forwards to the system allocator; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: AllocLayout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
+        bump();
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: AllocLayout) {
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: AllocLayout, n: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
+        bump();
         unsafe { System.realloc(p, l, n) }
     }
 }
@@ -49,8 +66,7 @@ fn udp_answers_do_not_allocate() {
     for q in &queries {
         handle(&snap, q, client, Transport::Udp, &mut out, &mut scratch);
     }
-    ALLOCS.store(0, Ordering::Relaxed);
-    COUNTING.store(true, Ordering::Relaxed);
+    counting(true);
     let mut replies = 0;
     for _ in 0..4 {
         for q in &queries {
@@ -59,12 +75,11 @@ fn udp_answers_do_not_allocate() {
             }
         }
     }
-    COUNTING.store(false, Ordering::Relaxed);
-    let allocs = ALLOCS.load(Ordering::Relaxed);
+    let allocs = counting(false);
     assert_eq!(replies, queries.len() * 4);
     assert_eq!(allocs, 0, "{allocs} allocations over {replies} answers");
     // The counter does count: a fresh output buffer must allocate.
-    COUNTING.store(true, Ordering::Relaxed);
+    counting(true);
     let mut fresh = Vec::new();
     handle(
         &snap,
@@ -74,6 +89,44 @@ fn udp_answers_do_not_allocate() {
         &mut fresh,
         &mut scratch,
     );
-    COUNTING.store(false, Ordering::Relaxed);
-    assert!(ALLOCS.load(Ordering::Relaxed) > 0);
+    assert!(counting(false) > 0);
+}
+
+/// The compiled-geo path and the per-query path give the same answers;
+/// the compiled scope is never narrower-promising (longer) than the
+/// per-query one.
+#[test]
+fn compiled_geo_answers_equal_per_query_answers() {
+    use hickory_proto::op::Message;
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    let (_dir, snap) = steering::snapshot();
+    assert!(snap.geo_index.is_some(), "the fixture's services compile");
+    let mut slow = snap.clone();
+    slow.geo_index = None;
+    let client = IpAddr::from([127, 0, 0, 1]);
+    let scope = |m: &Message| {
+        m.edns
+            .as_ref()
+            .and_then(|e| match e.option(EdnsCode::Subnet) {
+                Some(EdnsOption::Subnet(s)) => Some(s.scope_prefix()),
+                _ => None,
+            })
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (i, q) in steering::queries().iter().enumerate() {
+        let mut sa = Scratch::seeded(i as u64);
+        let mut sb = Scratch::seeded(i as u64);
+        handle(&snap, q, client, Transport::Udp, &mut a, &mut sa);
+        handle(&slow, q, client, Transport::Udp, &mut b, &mut sb);
+        let ma = Message::from_vec(&a).expect("parses");
+        let mb = Message::from_vec(&b).expect("parses");
+        assert_eq!(ma.answers, mb.answers, "query {i}");
+        assert_eq!(ma.metadata.response_code, mb.metadata.response_code);
+        assert!(
+            scope(&ma) <= scope(&mb),
+            "query {i}: {:?} vs {:?}",
+            scope(&ma),
+            scope(&mb)
+        );
+    }
 }

@@ -10,7 +10,9 @@ use std::net::IpAddr;
 use crate::config::AllDown;
 use crate::dns::wire::{self, NoRoom, ParseError, Request, Section, Writer, MAX_LABELS, MAX_NAME};
 use crate::geo::ClientSubnet;
-use crate::policy::{decide, Answer, Client, Family, Scratch, Service, Target as PolicyTarget};
+use crate::policy::{
+    decide_from, Answer, Client, Family, Scratch, Service, Target as PolicyTarget,
+};
 use crate::snapshot::{Node, Snapshot, Zone};
 
 /// How a query arrived; decides the size limit and transfer handling.
@@ -467,18 +469,11 @@ enum Served<'s> {
 /// The client a service decides for: the ECS address when the service
 /// uses ECS and the query carries a non-zero source prefix, else the
 /// packet's source (RFC 7871 §7.1.2).
-fn client_of(snap: &Snapshot, ctx: &Ctx<'_>, svc: &Service) -> (Client, Option<u8>) {
-    let (addr, source_prefix) = match ctx.ecs {
+fn client_addr(ctx: &Ctx<'_>, svc: &Service) -> (IpAddr, Option<u8>) {
+    match ctx.ecs {
         Some(e) if svc.ecs && e.source_prefix > 0 => (e.addr, Some(e.source_prefix)),
         _ => (ctx.source, None),
-    };
-    (
-        Client {
-            addr,
-            loc: snap.geo.locate(addr),
-        },
-        source_prefix,
-    )
+    }
 }
 
 fn put_target(
@@ -519,32 +514,52 @@ fn service_answer<'s>(
     owner: &[u8],
     w: &mut Writer<'_>,
 ) -> Result<Served<'s>, NoRoom> {
-    let (client, source_prefix) = client_of(snap, ctx, svc);
+    let (addr, source_prefix) = client_addr(ctx, svc);
+    // Compiled geo: the location decision comes from the address range,
+    // without touching the database (special addresses are located as usual).
+    let compiled = match (svc.compiled, &snap.geo_index) {
+        (Some(slot), Some(cg)) if !crate::geo::is_special(addr) => cg.order(slot, addr),
+        _ => None,
+    };
+    let client = Client {
+        addr,
+        loc: if compiled.is_some() {
+            crate::geo::Location::default()
+        } else {
+            snap.geo.locate(addr)
+        },
+    };
+    let pre = compiled.map(|(order, _)| order);
     // RFC 8482: ANY gets one RRset; prefer A, else AAAA.
     let fam = if qtype == wire::TYPE_ANY && !svc.cname {
         Family::V4
     } else {
         family
     };
-    let mut d = decide(
+    let mut d = decide_from(
         &snap.topology,
         svc,
         &client,
+        pre,
         fam,
         &snap.health,
         ctx.scratch,
         None,
     );
     if d.answer == Answer::Nodata && qtype == wire::TYPE_ANY && !svc.cname {
-        d = decide(
+        d = decide_from(
             &snap.topology,
             svc,
             &client,
+            pre,
             Family::V6,
             &snap.health,
             ctx.scratch,
             None,
         );
+    }
+    if let Some((_, scope)) = compiled {
+        d.scope = d.scope.max(scope);
     }
     if let Some(sp) = source_prefix {
         ctx.scope = ctx.scope.max(d.scope.min(sp));

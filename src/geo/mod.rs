@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use maxminddb::Reader;
+
+pub mod index;
 use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 
@@ -50,9 +52,20 @@ impl FileStamp {
     }
 }
 
+/// A shared read-only mapping of a database file.
+#[derive(Clone)]
+pub struct Map(std::sync::Arc<memmap2::Mmap>);
+
+impl AsRef<[u8]> for Map {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// One opened database.
 pub struct Db {
-    reader: Reader<maxminddb::Mmap>,
+    reader: Reader<Map>,
+    map: Map,
     pub path: PathBuf,
     pub stamp: Option<FileStamp>,
     pub database_type: String,
@@ -77,16 +90,26 @@ impl Db {
             path: path.to_path_buf(),
             source,
         })?;
+        let file = std::fs::File::open(path).map_err(|source| GeoError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         // SAFETY: the map is read-only; databases are replaced by rename (as
         // geoipupdate does), which leaves this mapping on the old inode. A
         // file truncated in place while mapped is outside what we support
         // (see README, "GeoIP databases").
-        let reader = unsafe { Reader::open_mmap(path) }.map_err(|e| GeoError::Invalid {
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| GeoError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let map = Map(std::sync::Arc::new(mmap));
+        let reader = Reader::from_source(map.clone()).map_err(|e| GeoError::Invalid {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
         let meta = reader.metadata();
         let db = Db {
+            map,
             path: path.to_path_buf(),
             stamp,
             database_type: meta.database_type.clone(),
@@ -115,6 +138,24 @@ impl Db {
             }
         }
         Ok(db)
+    }
+}
+
+impl Db {
+    /// Lets the kernel drop the pages read so far (they are read back from
+    /// the file if touched again). Used after compiling decisions, which
+    /// reads the whole file once.
+    pub fn release_pages(&self) {
+        // SAFETY: the mapping is a read-only file mapping; MADV_DONTNEED only
+        // discards cached pages, which are faulted back in from the file.
+        let r = unsafe {
+            self.map
+                .0
+                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+        };
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "madvise(DONTNEED) failed");
+        }
     }
 }
 
@@ -283,6 +324,27 @@ pub fn is_special(ip: IpAddr) -> bool {
     special_prefix(ip).is_some()
 }
 
+/// Copies a decoded City record into a location.
+fn fill(loc: &mut Location, rec: CityRec<'_>) {
+    loc.found = true;
+    loc.continent = code(rec.continent.and_then(|c| c.code));
+    let country = rec
+        .country
+        .and_then(|c| c.iso_code)
+        .or(rec.registered_country.and_then(|c| c.iso_code));
+    loc.country = code(country);
+    loc.subdivision = code(rec.subdivisions);
+    if let Some(LocRec {
+        latitude: Some(lat),
+        longitude: Some(lon),
+    }) = rec.location
+    {
+        if lat.is_finite() && lon.is_finite() {
+            loc.coords = Some((lat, lon));
+        }
+    }
+}
+
 /// The configured databases (either may be absent).
 #[derive(Debug, Default)]
 pub struct GeoDb {
@@ -291,6 +353,13 @@ pub struct GeoDb {
 }
 
 impl GeoDb {
+    /// The City record offset and network prefix for `ip` (no decoding).
+    pub fn city_offset(&self, ip: IpAddr) -> Option<(usize, u8)> {
+        let db = self.city.as_ref()?;
+        let r = db.reader.lookup(ip).ok()?;
+        Some((r.offset()?, r.network().map_or(0, |n| n.prefix())))
+    }
+
     /// Locates `ip`. Errors inside a database are treated as "not found".
     pub fn locate(&self, ip: IpAddr) -> Location {
         let ip = match ip {
@@ -307,23 +376,7 @@ impl GeoDb {
             if let Ok(r) = db.reader.lookup(ip) {
                 loc.prefix = r.network().map_or(0, |n| n.prefix());
                 if let Ok(Some(rec)) = r.decode::<CityRec<'_>>() {
-                    loc.found = true;
-                    loc.continent = code(rec.continent.and_then(|c| c.code));
-                    let country = rec
-                        .country
-                        .and_then(|c| c.iso_code)
-                        .or(rec.registered_country.and_then(|c| c.iso_code));
-                    loc.country = code(country);
-                    loc.subdivision = code(rec.subdivisions);
-                    if let Some(LocRec {
-                        latitude: Some(lat),
-                        longitude: Some(lon),
-                    }) = rec.location
-                    {
-                        if lat.is_finite() && lon.is_finite() {
-                            loc.coords = Some((lat, lon));
-                        }
-                    }
+                    fill(&mut loc, rec);
                 }
             }
         }

@@ -707,6 +707,7 @@ fn service(
         cname: is_cname,
         ttl_when_down: cfg.ttl_when_down,
         metric_id: 0,
+        compiled: None,
     })
 }
 

@@ -235,6 +235,11 @@ pub enum Step {
 }
 
 impl Step {
+    /// Steps that only reorder or choose groups by the client's location.
+    pub fn is_location(&self) -> bool {
+        matches!(self, Step::Geo(_) | Step::Nearest { .. } | Step::Latency(_))
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Step::Healthy => "healthy",
@@ -268,6 +273,8 @@ pub struct Service {
     pub ttl_when_down: Option<u32>,
     /// Index of this service in the snapshot's answer counters.
     pub metric_id: usize,
+    /// Slot of this service in the compiled geo decisions, if compiled.
+    pub compiled: Option<u32>,
 }
 
 /// Admin override of an endpoint's state.
@@ -318,12 +325,27 @@ impl EndpointHealth {
 }
 
 /// Smoothed round-trip times measured from one vantage.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct VantageRtt {
     pub name: String,
     pub coords: Option<(f64, f64)>,
     /// Per endpoint (topology index), milliseconds; NaN when unknown.
     pub rtt_ms: Vec<f64>,
+}
+
+impl PartialEq for VantageRtt {
+    /// Bitwise on the RTTs, so unknown (NaN) equals unknown and an unchanged
+    /// view is not republished.
+    fn eq(&self, o: &Self) -> bool {
+        self.name == o.name
+            && self.coords == o.coords
+            && self.rtt_ms.len() == o.rtt_ms.len()
+            && self
+                .rtt_ms
+                .iter()
+                .zip(&o.rtt_ms)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
 }
 
 /// Health of every endpoint of a topology, indexed like its endpoints.
@@ -479,6 +501,9 @@ struct Run<'a> {
     family: Family,
     health: &'a HealthView,
     ignore_health: bool,
+    /// Group order already decided from the client's location (compiled
+    /// geo): location steps are then skipped.
+    pre: Option<&'a [u16]>,
 }
 
 impl Run<'_> {
@@ -589,12 +614,15 @@ fn run(r: &Run<'_>, sc: &mut Scratch, mut trace: Option<&mut Trace>) -> u8 {
     let svc = r.svc;
     let loc = &r.client.loc;
     sc.groups.clear();
-    sc.groups.extend_from_slice(&svc.initial);
+    sc.groups.extend_from_slice(r.pre.unwrap_or(&svc.initial));
     sc.out.clear();
     let mut explicit = false;
     let mut healthy = false;
     let mut scope = 0u8;
     for step in &svc.steps {
+        if r.pre.is_some() && step.is_location() {
+            continue;
+        }
         let before: Vec<u16> = if trace.is_some() {
             sc.groups.clone()
         } else {
@@ -898,6 +926,103 @@ fn run(r: &Run<'_>, sc: &mut Scratch, mut trace: Option<&mut Trace>) -> u8 {
     scope
 }
 
+/// The group order the location steps of `svc` give a client at `loc`
+/// (what compiled geo stores per address range).
+pub fn location_order(topo: &Topology, svc: &Service, addr: IpAddr, loc: &Location) -> Vec<u16> {
+    let client = Client { addr, loc: *loc };
+    let health = HealthView::default();
+    let r = Run {
+        topo,
+        svc,
+        client: &client,
+        family: Family::Any,
+        health: &health,
+        ignore_health: true,
+        pre: None,
+    };
+    let mut sc = Scratch::seeded(0);
+    sc.groups.clear();
+    sc.groups.extend_from_slice(&svc.initial);
+    for step in svc.steps.iter().filter(|s| s.is_location()) {
+        let mut sink = String::new();
+        match step {
+            Step::Geo(map) => {
+                if let Some((list, _)) = map.lookup(addr, loc) {
+                    sc.groups.clear();
+                    sc.groups.extend_from_slice(&map.lists[list]);
+                }
+            }
+            Step::Nearest { limit, bias } => {
+                if let Some(c) = loc.coords {
+                    let key = |g: u16| distance_km(c, r.group_coords(g)) - bias[g as usize];
+                    sort_groups(&mut sc.groups, &mut sc.keyed, key);
+                    if let Some(n) = limit {
+                        sc.groups.truncate(*n);
+                    }
+                }
+            }
+            Step::Latency(t) => {
+                if t.probes && probe_order(&r, &mut sc, loc, false, &mut sink) {
+                    continue;
+                }
+                if let Some((row, _)) = t.row(loc) {
+                    let ms = &t.rows[row];
+                    let key = |g: u16| {
+                        if ms[g as usize].is_nan() {
+                            f64::INFINITY
+                        } else {
+                            ms[g as usize]
+                        }
+                    };
+                    sort_groups(&mut sc.groups, &mut sc.keyed, key);
+                }
+            }
+            _ => {}
+        }
+    }
+    sc.groups
+}
+
+impl Service {
+    /// Whether this service's location-dependent part depends only on City
+    /// data and can be compiled per address range: it has location steps,
+    /// none of them after `failover`, no ASN or CIDR geo keys, and no
+    /// latency by live probes.
+    pub fn compilable(&self) -> bool {
+        let mut seen_failover = false;
+        let mut any = false;
+        for s in &self.steps {
+            match s {
+                Step::Failover => seen_failover = true,
+                Step::Geo(m) => {
+                    if seen_failover
+                        || !m.asn.is_empty()
+                        || !m.cidr_v4.is_empty()
+                        || !m.cidr_v6.is_empty()
+                    {
+                        return false;
+                    }
+                    any = true;
+                }
+                Step::Nearest { .. } => {
+                    if seen_failover {
+                        return false;
+                    }
+                    any = true;
+                }
+                Step::Latency(l) => {
+                    if seen_failover || l.probes {
+                        return false;
+                    }
+                    any = true;
+                }
+                _ => {}
+            }
+        }
+        any
+    }
+}
+
 /// Orders groups by the RTT measured from the vantage nearest the client
 /// (lowest endpoint RTT in each group). False when there is nothing to go
 /// on (no client coordinates, no vantage location, no measurement).
@@ -970,6 +1095,22 @@ pub fn decide(
     family: Family,
     health: &HealthView,
     sc: &mut Scratch,
+    trace: Option<&mut Trace>,
+) -> Decision {
+    decide_from(topo, svc, client, None, family, health, sc, trace)
+}
+
+/// Like [`decide`], starting from a group order already decided from the
+/// client's location (compiled geo); the location steps are skipped.
+#[allow(clippy::too_many_arguments)]
+pub fn decide_from(
+    topo: &Topology,
+    svc: &Service,
+    client: &Client,
+    pre: Option<&[u16]>,
+    family: Family,
+    health: &HealthView,
+    sc: &mut Scratch,
     mut trace: Option<&mut Trace>,
 ) -> Decision {
     let mut r = Run {
@@ -979,6 +1120,7 @@ pub fn decide(
         family,
         health,
         ignore_health: false,
+        pre,
     };
     let scope = run(&r, sc, trace.as_deref_mut());
     if !sc.out.is_empty() {

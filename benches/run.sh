@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Side-by-side load test of geolb and its peers on one machine, with the
+# project's own load generator (examples/loadgen.rs). The server is pinned to
+# CPU 0, the load generator to CPU 1; each pair runs back to back, so read
+# the ratios, not the absolute numbers (shared machines are noisy).
+#
+#   benches/run.sh                 # geolb alone: static, negatives, geo (needs GeoLite2-City, see below)
+#   PEERS="gdnsd nsd" benches/run.sh   # plus gdnsd (geo, static) and NSD (static) when installed
+#
+# The City database is not shipped: with pip available, the 2018 GeoLite2-City
+# snapshot published on PyPI is fetched into geoip/GeoLite2-City.mmdb.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${SECS:-10}
+PEERS=${PEERS:-}
+RUN=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$RUN"' EXIT
+
+if [ ! -f geoip/GeoLite2-City.mmdb ]; then
+  echo "fetching GeoLite2-City (2018) from PyPI into geoip/ ..."
+  pip download --no-deps maxminddb-geolite2==2018.703 -d "$RUN/dl" -q
+  tar xzf "$RUN"/dl/maxminddb-geolite2-*.tar.gz -C "$RUN/dl"
+  cp "$RUN"/dl/maxminddb-geolite2-*/_maxminddb_geolite2/GeoLite2-City.mmdb geoip/
+fi
+cargo build --release --bin geolb --example loadgen
+GEOLB=target/release/geolb
+LOAD=target/release/examples/loadgen
+
+wait_up() { # port
+  for _ in $(seq 1 100); do
+    "$LOAD" "127.0.0.1:$1" positive 1 1 1 2>/dev/null | grep -q 'recv=[1-9]' && return 0
+    sleep 0.2
+  done
+  echo "server on port $1 did not answer" >&2; return 1
+}
+load() { # port mix
+  taskset -c 1 "$LOAD" "127.0.0.1:$1" "$2" "$SECS" | sed -n 's/.*qps=\([0-9]*\).*/\1/p'
+}
+serve() { # name port command...
+  local port=$2; shift 2
+  taskset -c 0 "$@" >"$RUN/server.log" 2>&1 &
+  SERVER=$!
+  wait_up "$port"
+}
+stop() { kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; sleep 0.5; }
+
+declare -A QPS
+serve geolb 5312 "$GEOLB" serve --config benches/geo.toml
+for mix in static positive nxdomain nodata geo-ecs; do QPS[geolb,$mix]=$(load 5312 $mix); done
+grep -o 'geo decisions compiled.*' "$RUN/server.log" | head -1 || true
+echo "geolb RSS: $(ps -o rss= -p "$SERVER") KiB"
+stop
+
+for peer in $PEERS; do
+  case $peer in
+    gdnsd)
+      command -v gdnsd >/dev/null || { echo "gdnsd not installed"; continue; }
+      d=$RUN/gdnsd; mkdir -p "$d/config/zones" "$d/config/geoip" "$d/run" "$d/state"
+      sed "s|edns_client_subnet => true|edns_client_subnet => true\n  run_dir => $d/run\n  state_dir => $d/state|" benches/peers/gdnsd/config >"$d/config/config"
+      cp benches/example.com.zone "$d/config/zones/example.com"
+      echo 'geo 60 DYNA geoip!geo_www' >>"$d/config/zones/example.com"
+      ln -sf "$PWD/geoip/GeoLite2-City.mmdb" "$d/config/geoip/City.mmdb"
+      serve gdnsd 5311 gdnsd -c "$d/config" start
+      for mix in static geo-ecs; do QPS[gdnsd,$mix]=$(load 5311 $mix); done
+      stop ;;
+    nsd)
+      command -v nsd >/dev/null || { echo "nsd not installed"; continue; }
+      d=$RUN/nsd; mkdir -p "$d"
+      cp benches/example.com.zone "$d/"
+      sed "s|RUNDIR|$d|g" benches/peers/nsd.conf >"$d/nsd.conf"
+      serve nsd 5311 nsd -d -c "$d/nsd.conf"
+      QPS[nsd,static]=$(load 5311 static)
+      stop ;;
+  esac
+done
+
+printf '%-10s %-10s %10s\n' server mix qps
+for k in "${!QPS[@]}"; do printf '%-10s %-10s %10s\n' "${k%%,*}" "${k#*,}" "${QPS[$k]}"; done | sort
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+echo "negative/positive: NXDOMAIN $(ratio "${QPS[geolb,nxdomain]}" "${QPS[geolb,positive]}"), NODATA $(ratio "${QPS[geolb,nodata]}" "${QPS[geolb,positive]}")"
+[ -n "${QPS[gdnsd,geo-ecs]:-}" ] && echo "geo-ecs geolb/gdnsd: $(ratio "${QPS[geolb,geo-ecs]}" "${QPS[gdnsd,geo-ecs]}")"
+[ -n "${QPS[gdnsd,static]:-}" ] && echo "static geolb/gdnsd: $(ratio "${QPS[geolb,static]}" "${QPS[gdnsd,static]}")"
+[ -n "${QPS[nsd,static]:-}" ] && echo "static geolb/nsd: $(ratio "${QPS[geolb,static]}" "${QPS[nsd,static]}")"
+true
