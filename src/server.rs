@@ -526,6 +526,7 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     shutdown_tx: watch::Sender<bool>,
     udp_threads: Vec<JoinHandle<()>>,
+    udp_sockets: Vec<Arc<std::net::UdpSocket>>,
     tcp_slots: Arc<Semaphore>,
     tcp_max: usize,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -602,6 +603,7 @@ impl Server {
         let tcp_max = server_cfg.tcp_max_connections;
         let tcp_slots = Arc::new(Semaphore::new(tcp_max));
         let mut udp_threads = Vec::new();
+        let mut udp_sockets: Vec<Arc<std::net::UdpSocket>> = Vec::new();
         let mut tasks = Vec::new();
         let mut dns_addrs = Vec::new();
         let mut all_stats = Vec::new();
@@ -665,6 +667,7 @@ impl Server {
                     source,
                 })?;
                 udp_threads.extend(l.threads);
+                udp_sockets.extend(l.sockets);
                 all_stats.extend(l.stats);
                 tasks.push(tokio::spawn(tcp::serve(
                     listener,
@@ -681,11 +684,13 @@ impl Server {
             // A prober serves its observations, not DNS.
         } else if let Err(e) = bind_all() {
             stop.store(true, Ordering::Relaxed);
+            udp_sockets.iter().for_each(|s| udp::wake(s));
             let _ = shutdown_tx.send(true);
             return Err(e);
         }
         if dns_addrs.is_empty() && !overrides.probe_only {
             stop.store(true, Ordering::Relaxed);
+            udp_sockets.iter().for_each(|s| udp::wake(s));
             let _ = shutdown_tx.send(true);
             return Err(StartError::NoListener);
         }
@@ -706,6 +711,7 @@ impl Server {
                 Ok(l) => l,
                 Err(source) => {
                     stop.store(true, Ordering::Relaxed);
+                    udp_sockets.iter().for_each(|s| udp::wake(s));
                     let _ = shutdown_tx.send(true);
                     return Err(StartError::Bind {
                         addr,
@@ -728,6 +734,7 @@ impl Server {
             stop,
             shutdown_tx,
             udp_threads,
+            udp_sockets,
             tcp_slots,
             tcp_max,
             tasks,
@@ -751,6 +758,9 @@ impl Server {
             t.abort();
         }
         self.stop.store(true, Ordering::Relaxed);
+        for s in &self.udp_sockets {
+            udp::wake(s);
+        }
         let threads = self.udp_threads;
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {

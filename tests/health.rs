@@ -249,8 +249,9 @@ all_down = "nodata"
     );
 }
 
-#[test]
-fn drain_with_a_duration_reverts_by_itself_and_force_overrides_checks() {
+/// eu-web/10.1.0.1 healthy, eu-web/10.1.0.2 failing (checks every 200 ms),
+/// once the failing one is out of the answers.
+fn one_up_one_failing() -> (TestServer, (Backend, Backend)) {
     let b1 = Backend::start(OK);
     let b2 = Backend::start(FAIL);
     let s = start(&two_region_config(
@@ -259,12 +260,17 @@ fn drain_with_a_duration_reverts_by_itself_and_force_overrides_checks() {
         "kind = \"http\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1",
         "",
     ));
+    let settled = wait_for(Duration::from_secs(3), || {
+        a(&s, "www.example.com.") == ["10.1.0.1"]
+    });
+    assert!(settled.is_some());
+    (s, (b1, b2))
+}
+
+#[test]
+fn drain_with_a_duration_reverts_by_itself_and_force_overrides_checks() {
+    let (s, _backends) = one_up_one_failing();
     let admin = s.admin.expect("admin");
-    assert!(
-        wait_for(Duration::from_secs(3), || a(&s, "www.example.com.")
-            == ["10.1.0.1"])
-        .is_some()
-    );
     // Force the failing one up.
     let (code, body) = http_json(
         admin,
@@ -605,20 +611,8 @@ fn metric(text: &str, line_start: &str) -> Option<f64> {
 
 #[test]
 fn metrics_count_queries_answers_probes_and_survive_reloads() {
-    let b1 = Backend::start(OK);
-    let b2 = Backend::start(FAIL);
-    let s = start(&two_region_config(
-        b1.addr,
-        b2.addr,
-        "kind = \"http\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1",
-        "",
-    ));
+    let (s, _backends) = one_up_one_failing();
     let admin = s.admin.expect("admin");
-    assert!(
-        wait_for(Duration::from_secs(3), || a(&s, "www.example.com.")
-            == ["10.1.0.1"])
-        .is_some()
-    );
     for _ in 0..5 {
         a(&s, "www.example.com.");
         a(&s, "nope.example.com.");

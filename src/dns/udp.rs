@@ -44,6 +44,23 @@ pub struct Listener {
     pub addr: SocketAddr,
     pub threads: Vec<JoinHandle<()>>,
     pub stats: Vec<Arc<WorkerStats>>,
+    /// Kept so shutdown can wake workers blocked in a receive.
+    pub sockets: Vec<Arc<UdpSocket>>,
+}
+
+/// Wakes a worker blocked receiving on `sock` (it then sees the stop flag).
+pub fn wake(sock: &UdpSocket) {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the socket is alive (the caller holds it); shutting down its
+        // read side only makes pending and future receives return at once.
+        unsafe {
+            libc::shutdown(sock.as_raw_fd(), libc::SHUT_RD);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = sock;
 }
 
 /// Binds `workers` sockets to `addr`. Port 0 is resolved by the first
@@ -68,7 +85,8 @@ pub fn spawn(
 ) -> io::Result<Listener> {
     let mut handles = Vec::new();
     let mut stats = Vec::new();
-    for (i, sock) in sockets.into_iter().enumerate() {
+    let sockets: Vec<Arc<UdpSocket>> = sockets.into_iter().map(Arc::new).collect();
+    for (i, sock) in sockets.iter().cloned().enumerate() {
         let st = Arc::new(WorkerStats::default());
         stats.push(st.clone());
         let shared = shared.clone();
@@ -82,11 +100,12 @@ pub fn spawn(
         addr: bound,
         threads: handles,
         stats,
+        sockets,
     })
 }
 
 fn worker(
-    sock: UdpSocket,
+    sock: Arc<UdpSocket>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     st: Arc<WorkerStats>,
@@ -101,12 +120,12 @@ fn worker(
             }
         }
     }
-    simple(sock, shared, stop, st, slot);
+    simple(&sock, shared, stop, st, slot);
 }
 
 /// One `recv_from`/`send_to` pair per packet.
 fn simple(
-    sock: UdpSocket,
+    sock: &UdpSocket,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     st: Arc<WorkerStats>,
@@ -214,6 +233,9 @@ mod batched {
         slot: usize,
     ) -> io::Result<()> {
         let fd = sock.as_raw_fd();
+        // Block until packets arrive (no periodic wake-ups: shutdown wakes us
+        // through `wake`).
+        sock.set_read_timeout(None)?;
         let mut bufs = vec![[0u8; BUF]; BATCH];
         // SAFETY: all-zero is a valid value for these C structs.
         let mut addrs: Vec<libc::sockaddr_storage> =
@@ -265,8 +287,13 @@ mod batched {
             }
             first = false;
             let n = n as usize;
+            if n == 0 {
+                continue; // woken by shutdown
+            }
             st.queries.fetch_add(n as u64, Ordering::Relaxed);
             let mut k = 0;
+            // One snapshot for the whole batch.
+            let snap = shared.snapshot.load();
             for i in 0..n {
                 let len = (rmsgs[i].msg_len as usize).min(BUF);
                 let truncated = rmsgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
@@ -275,7 +302,6 @@ mod batched {
                     st.dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
-                let snap = shared.snapshot.load();
                 let client = from.ip().to_canonical();
                 match handle(
                     &snap,
