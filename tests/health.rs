@@ -218,26 +218,15 @@ all_down = "nodata"
             .unwrap_or("")
             .to_string()
     };
-    assert!(
-        err("http/10.0.0.2").contains("status 500"),
-        "{}",
-        err("http/10.0.0.2")
-    );
-    assert!(
-        err("http/10.0.0.3").contains("timed out"),
-        "{}",
-        err("http/10.0.0.3")
-    );
-    assert!(
-        err("http/10.0.0.4").contains("body does not contain"),
-        "{}",
-        err("http/10.0.0.4")
-    );
-    assert!(
-        err("tcp/10.0.1.2").contains("connect"),
-        "{}",
-        err("tcp/10.0.1.2")
-    );
+    for (id, want) in [
+        ("http/10.0.0.2", "status 500"),
+        ("http/10.0.0.3", "timed out"),
+        ("http/10.0.0.4", "body does not contain"),
+        ("tcp/10.0.1.2", "connect"),
+    ] {
+        let e = err(id);
+        assert!(e.contains(want), "{id}: {e}");
+    }
     assert_eq!(endpoint(&h, "http/10.0.0.1")["up"], true);
     assert!(endpoint(&h, "http/10.0.0.1")["rtt_ewma_ms"].is_number());
     // A hanging backend recovers when it answers again.

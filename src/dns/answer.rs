@@ -336,7 +336,7 @@ fn answer(
     };
     ctx.zone = Some(zone_idx);
     if matches!(req.qtype, wire::TYPE_AXFR | wire::TYPE_IXFR) {
-        return transfer_request(snap, req, zone, client, transport, w);
+        return transfer_request(req, zone, zone_idx, client, transport, w);
     }
     w.set_aa(true);
     let mut t = Target::from_req(req);
@@ -633,9 +633,9 @@ fn service_answer<'s>(
 }
 
 fn transfer_request(
-    snap: &Snapshot,
     req: &Request<'_>,
     zone: &Zone,
+    idx: usize,
     client: IpAddr,
     transport: Transport,
     w: &mut Writer<'_>,
@@ -647,12 +647,6 @@ fn transfer_request(
     if req.qname() != &zone.apex[..] {
         return Ok((wire::RCODE_NOTAUTH, Outcome::Reply));
     }
-    let idx = snap
-        .zones
-        .zones
-        .iter()
-        .position(|z| std::ptr::eq(z, zone))
-        .unwrap_or(0);
     match (transport, req.qtype) {
         (Transport::Tcp, _) => Ok((wire::RCODE_NOERROR, Outcome::Transfer(idx))),
         // RFC 1995 §2: an IXFR over UDP that cannot be answered in full gets
