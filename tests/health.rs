@@ -246,7 +246,7 @@ fn one_up_one_failing() -> (TestServer, (Backend, Backend)) {
     let s = start(&two_region_config(
         b1.addr,
         b2.addr,
-        "kind = \"http\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1",
+        "kind = \"http\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nrise = 1\nfall = 2",
         "",
     ));
     let settled = wait_for(Duration::from_secs(3), || {
@@ -440,7 +440,7 @@ fn a_prober_serves_its_observations_behind_its_token() {
         two_region_config(
             b1.addr,
             b2.addr,
-            "kind = \"http\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1",
+            "kind = \"http\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nrise = 1\nfall = 2",
             ""
         )
     );
@@ -705,12 +705,12 @@ fn a_flapping_backend_stays_up_under_hysteresis() {
     let s = start(&two_region_config(
         flappy.addr,
         ok.addr,
-        "kind = \"http\"\ninterval = \"100ms\"\ntimeout = \"80ms\"\njitter = 0.0\nrise = 2\nfall = 2",
+        "kind = \"http\"\ninterval = \"300ms\"\ntimeout = \"250ms\"\njitter = 0.0\nrise = 2\nfall = 2",
         "",
     ));
     // Every other check fails, never two in a row: fall = 2 is never reached.
-    for _ in 0..15 {
-        std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(150));
         assert_eq!(a(&s, "www.example.com."), ["10.1.0.1", "10.1.0.2"]);
     }
     let h = health(&s);
