@@ -656,8 +656,7 @@ fn service(
                 None
             }
         },
-        AllDown::Addresses(a) if is_cname => {
-            let _ = a;
+        AllDown::Addresses(_) if is_cname => {
             cx.err(None, line, format!("service {name}: all_down addresses for a service of CNAMEs; use all_down = {{ cname = \"...\" }}"));
             None
         }
