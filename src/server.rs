@@ -89,6 +89,7 @@ impl Shared {
     /// of it is valid. On error the current snapshot keeps serving.
     pub fn reload(&self) -> Result<ReloadReport, ReloadReport> {
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _nice = Background::enter();
         let current = self.snapshot.load_full();
         let next_gen = current.generation + 1;
         let result = Config::load_with(&self.config_path, &self.overrides)
@@ -173,6 +174,7 @@ impl Shared {
     /// old one keeps serving. Returns whether anything was swapped.
     pub fn check_geo(&self) -> bool {
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _nice = Background::enter();
         let cur = self.snapshot.load_full();
         let Some(g) = &cur.config.geoip else {
             return false;
@@ -514,6 +516,45 @@ async fn watch_geo(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         }
         let s = shared.clone();
         let _ = tokio::task::spawn_blocking(move || s.check_geo()).await;
+    }
+}
+
+/// Runs the current thread at the lowest CPU priority until dropped, so
+/// building a snapshot (zone files, compiling geo decisions) takes CPU only
+/// when the answer path does not need it.
+struct Background {
+    #[cfg(target_os = "linux")]
+    restore: Option<(libc::id_t, i32)>,
+}
+
+impl Background {
+    fn enter() -> Background {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+            // SAFETY: get/setpriority on this thread's own id.
+            let before = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
+            let ok = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 19) } == 0;
+            Background {
+                restore: ok.then_some((tid, before)),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        Background {}
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let Some((tid, before)) = self.restore {
+            // SAFETY: as above. Raising priority back may be refused without
+            // privileges; the thread then stays niced, which is harmless.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, tid, before);
+            }
+        }
     }
 }
 
