@@ -724,3 +724,18 @@ fn a_flapping_backend_stays_up_under_hysteresis() {
     .unwrap_or(0.0);
     assert!(fails >= 3.0, "{fails}");
 }
+
+#[test]
+fn health_state_survives_a_reload() {
+    let (s, _backends) = one_up_one_failing();
+    let admin = s.admin.expect("admin");
+    let (code, body) = http_json(admin, "/v1/drain", r#"{"target": "us-web"}"#);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(http(admin, "POST", "/v1/reload").0, 200);
+    // Right after the reload: the failing endpoint is still down (not back
+    // to its initial "up") and the operator's drain still holds.
+    assert_eq!(a(&s, "www.example.com."), ["10.1.0.1"]);
+    let h = health(&s);
+    assert_eq!(endpoint(&h, "eu-web/10.1.0.2")["up"], false);
+    assert_eq!(endpoint(&h, "us-web/10.2.0.1")["up"], false);
+}
