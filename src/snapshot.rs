@@ -529,8 +529,8 @@ pub fn open_geo(config: &Config, prev: Option<&GeoDb>) -> Result<GeoDb, Vec<Diag
     Ok(GeoDb { city, asn })
 }
 
-/// Loads every zone of `config` and compiles a snapshot. Health and admin
-/// state of endpoints that still exist are carried over from `prev`.
+/// Loads every zone of `config` and compiles a snapshot, reusing `prev`'s
+/// GeoIP readers, compiled geo decisions and counters where unchanged.
 /// Returns warnings alongside; any error fails the whole load.
 pub fn build(
     config: Config,
@@ -585,21 +585,9 @@ pub fn build(
     if diags.iter().any(Diagnostic::is_error) {
         return Err(LoadError(diags));
     }
-    let mut health = HealthView::all_up(topology.endpoints.len());
-    if let Some(p) = prev {
-        let old: FxHashMap<&str, usize> = p
-            .topology
-            .endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.identity.as_str(), i))
-            .collect();
-        for (i, e) in topology.endpoints.iter().enumerate() {
-            if let Some(&j) = old.get(e.identity.as_str()) {
-                health.endpoints[i] = p.health.get(j as u32);
-            }
-        }
-    }
+    // All up: a running server replaces this with its health table's view
+    // (which carries state across reloads by endpoint identity).
+    let health = HealthView::all_up(topology.endpoints.len());
     // Counter slots: one per UDP worker thread, one for TCP.
     let workers = match config.server.udp_workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

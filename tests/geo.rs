@@ -5,7 +5,7 @@
 mod common;
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::mmdb::{build_asn, build_city, CityNet, Layout};
 use common::*;
@@ -619,17 +619,6 @@ fn explain_api_shows_location_steps_and_the_answer() {
     assert!(body.contains("error"));
 }
 
-fn wait_for(mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 #[test]
 fn geoip_database_is_swapped_when_replaced_and_kept_when_corrupt() {
     let g = start();
@@ -643,22 +632,31 @@ fn geoip_database_is_swapped_when_replaced_and_kept_when_corrupt() {
     let tmp = g.s.path("city.mmdb.new");
     std::fs::write(&tmp, build_city(&moved, Layout::GeoIp2)).expect("w");
     std::fs::rename(&tmp, g.s.path("city.mmdb")).expect("rename");
-    assert!(wait_for(
-        || a(&g, "www.example.com.", "192.0.2.0/24") == ["10.3.0.1"]
-    ));
+    assert!(wait_for(Duration::from_secs(5), || a(
+        &g,
+        "www.example.com.",
+        "192.0.2.0/24"
+    ) == ["10.3.0.1"])
+    .is_some());
     // A corrupt replacement is rejected; the last good database serves.
     std::fs::write(&tmp, b"this is not a maxmind database").expect("w");
     std::fs::rename(&tmp, g.s.path("city.mmdb")).expect("rename");
     let admin = g.s.admin.expect("admin");
-    assert!(wait_for(|| http(admin, "GET", "/v1/status")
-        .1
-        .contains("not a usable MaxMind DB")));
+    assert!(
+        wait_for(Duration::from_secs(5), || http(admin, "GET", "/v1/status")
+            .1
+            .contains("not a usable MaxMind DB"))
+        .is_some()
+    );
     assert_eq!(a(&g, "www.example.com.", "192.0.2.0/24"), ["10.3.0.1"]);
     // A missing file too.
     std::fs::remove_file(g.s.path("city.mmdb")).expect("rm");
-    assert!(wait_for(|| http(admin, "GET", "/v1/status")
-        .1
-        .contains("cannot open")));
+    assert!(
+        wait_for(Duration::from_secs(5), || http(admin, "GET", "/v1/status")
+            .1
+            .contains("cannot open"))
+        .is_some()
+    );
     assert_eq!(a(&g, "www.example.com.", "203.0.113.0/24"), ["10.3.0.1"]);
 }
 
@@ -684,13 +682,9 @@ chain = ["geo", "teleport", "first_n"]
 geo = { default = [], continent = { XX = ["eu"] } }
 "#;
     std::fs::write(p.join("geolb.toml"), cfg).expect("w");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geolb"))
-        .args(["check", "--config"])
-        .arg(p.join("geolb.toml"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (code, text) = check(&p.join("geolb.toml"));
+    assert_eq!(code, Some(1));
+
     for needle in [
         "geolb.toml:5:10: error: pools.p.region: unknown region \"nowhere\"",
         "unknown pool \"missing\"",

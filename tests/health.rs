@@ -6,7 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::backend::{Backend, FAIL, FLAP, HANG, OK, WRONG_BODY};
 use common::*;
@@ -39,17 +39,6 @@ fn start(extra: &str) -> TestServer {
     );
     std::fs::write(dir.path().join("geolb.toml"), cfg).expect("w");
     TestServer::start_dir(dir)
-}
-
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if f() {
-            return Some(t0.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
 }
 
 fn health(s: &TestServer) -> serde_json::Value {
@@ -561,13 +550,8 @@ endpoints = [{ address = "10.0.0.2" }]
 file = "z.zone"
 "#;
     std::fs::write(dir.path().join("geolb.toml"), cfg).expect("w");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geolb"))
-        .args(["check", "--config"])
-        .arg(dir.path().join("geolb.toml"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (code, text) = check(&dir.path().join("geolb.toml"));
+    assert_eq!(code, Some(1));
     // The serde error comes first and alone (it stops parsing).
     assert!(
         text.contains("geolb.toml:6:10") && text.contains("999"),
@@ -575,12 +559,8 @@ file = "z.zone"
     );
     let cfg = cfg.replace("expect = [\"999\"]\n", "");
     std::fs::write(dir.path().join("geolb.toml"), cfg).expect("w");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geolb"))
-        .args(["check", "--config"])
-        .arg(dir.path().join("geolb.toml"))
-        .output()
-        .expect("run");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (code, text) = check(&dir.path().join("geolb.toml"));
+    assert_eq!(code, Some(1));
     for needle in [
         "geolb.toml:2: error: monitors.a: kind \"ftp\"",
         "geolb.toml:6: error: monitors.c: timeout",

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::diag::Diagnostic;
-use crate::health::unix as unix_f;
+use crate::health::unix;
 use crate::policy::AdminState;
 use crate::server::{OverrideError, Shared};
 
@@ -101,11 +100,6 @@ async fn auth(
 
 fn constant_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn unix(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[derive(Serialize)]
@@ -334,7 +328,7 @@ async fn apply(shared: Arc<Shared>, req: OverrideRequest, state: AdminState) -> 
             "target": target,
             "state": state,
             "endpoints": n,
-            "until": until.map(unix_f),
+            "until": until.map(unix),
         }))
         .into_response(),
         Ok(Err(e @ OverrideError::UnknownTarget(_))) => {
@@ -402,7 +396,7 @@ pub fn health_json(shared: &Shared) -> serde_json::Value {
     let snap = shared.snapshot.load_full();
     let topo = &snap.topology;
     let table = shared.health.lock().unwrap_or_else(|p| p.into_inner());
-    let now = unix_f(std::time::SystemTime::now());
+    let now = unix(std::time::SystemTime::now());
     let cfg = &snap.config.health;
     let fresh_for = cfg.fresh_for.as_secs_f64();
     let endpoints: Vec<serde_json::Value> = topo
@@ -678,7 +672,7 @@ pub fn render_metrics(shared: &Shared) -> String {
             acc as f64,
         );
     }
-    let now = unix_f(std::time::SystemTime::now());
+    let now = unix(std::time::SystemTime::now());
     let fresh_for = snap.config.health.fresh_for.as_secs_f64();
     e.family(
         "geolb_vantage_fresh",

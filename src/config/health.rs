@@ -8,23 +8,13 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "invalid duration {s:?} ({e}); write it like \"30s\", \"500ms\" or \"2m\""
-        ))
-    })
-}
+use super::{de_duration, yes};
 
 fn get() -> String {
     "GET".into()
 }
 fn slash() -> String {
     "/".into()
-}
-fn yes() -> bool {
-    true
 }
 fn max_body() -> usize {
     64 * 1024

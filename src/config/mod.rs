@@ -26,7 +26,7 @@ pub use steering::{
     RegionConfig, ServiceConfig, WeightedConfig, WeightedMode,
 };
 
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s).map_err(|e| {
         serde::de::Error::custom(format!(
@@ -95,7 +95,7 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
 }
 
-fn yes() -> bool {
+pub(crate) fn yes() -> bool {
     true
 }
 

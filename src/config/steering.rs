@@ -10,14 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "invalid duration {s:?} ({e}); write it like \"30s\", \"500ms\" or \"2m\""
-        ))
-    })
-}
+use super::{de_duration, yes};
 
 fn default_watch() -> Duration {
     Duration::from_secs(5)
@@ -239,10 +232,6 @@ impl<'de> Deserialize<'de> for AllDown {
 fn default_ttl() -> u32 {
     30
 }
-fn yes() -> bool {
-    true
-}
-
 /// `[zones."Z".services.NAME]`: a dynamic name answered by a steering chain.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
