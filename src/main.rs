@@ -133,7 +133,9 @@ enum Cmd {
         api: Api,
     },
     /// Remove a drain or forced state.
-    #[command(after_help = "Examples:\n  geolb undrain eu-central\n  geolb undrain eu-web/192.0.2.10 --admin 10.0.0.5:8053 --token $TOKEN")]
+    #[command(
+        after_help = "Examples:\n  geolb undrain eu-central\n  geolb undrain eu-web/192.0.2.10 --admin 10.0.0.5:8053 --token $TOKEN"
+    )]
     Undrain {
         target: String,
         #[command(flatten)]
