@@ -517,10 +517,11 @@ fn service_answer<'s>(
     let (addr, source_prefix) = client_addr(ctx, svc);
     // Compiled geo: the location decision comes from the address range,
     // without touching the database (special addresses are located as usual).
-    let compiled = match (svc.compiled, &snap.geo_index) {
+    let indexed = match (svc.compiled, &snap.geo_index) {
         (Some(slot), Some(cg)) if !crate::geo::is_special(addr) => cg.order(slot, addr),
         _ => None,
     };
+    let compiled = if ctx.scratch.reference { None } else { indexed };
     let client = Client {
         addr,
         loc: if compiled.is_some() {
@@ -558,8 +559,10 @@ fn service_answer<'s>(
             None,
         );
     }
-    if let Some((_, scope)) = compiled {
-        d.scope = d.scope.max(scope);
+    // The compiled table knows the widest block around the client that gets
+    // this location decision (one City network is often much narrower).
+    if let Some((_, scope)) = indexed {
+        d.scope = d.scope_without_location.max(scope);
     }
     if let Some(sp) = source_prefix {
         ctx.scope = ctx.scope.max(d.scope.min(sp));

@@ -43,10 +43,11 @@ pub struct Hit {
 /// Largest prefix around `a` whose block lies inside [lo, hi].
 fn scope_in(a: u128, lo: u128, hi: u128, bits: u32) -> u8 {
     for p in 0..=bits {
+        // The host bits of a /p (all 128 of them for ::/0).
         let host = if p == bits {
             0
         } else {
-            (1u128 << (bits - p)) - 1
+            u128::MAX >> (128 - (bits - p))
         };
         let start = a & !host;
         let end = start | host;
@@ -244,6 +245,17 @@ mod tests {
             scope_in(u32::from_be_bytes([10, 0, 2, 9]) as u128, lo, hi, 32),
             24
         );
+    }
+
+    #[test]
+    fn scope_of_a_range_spanning_the_whole_space_is_zero() {
+        assert_eq!(scope_in(12345, 0, u32::MAX as u128, 32), 0);
+        assert_eq!(scope_in(12345, 0, u128::MAX, 128), 0);
+        // The upper half of the IPv6 space, and one address short of it.
+        let half = 1u128 << 127;
+        assert_eq!(scope_in(half + 9, half, u128::MAX, 128), 1);
+        assert_eq!(scope_in(half + 9, half + 1, u128::MAX, 128), 125);
+        assert_eq!(scope_in(half, half, u128::MAX - 1, 128), 2);
     }
 
     #[test]

@@ -417,6 +417,12 @@ pub struct Scratch {
     rng: fastrand::Rng,
     /// This worker's counter slot (TCP uses the last one).
     pub slot: usize,
+    /// Evaluate the location steps against the database for every query
+    /// instead of reading the compiled range table: the reference path the
+    /// compiled one is checked against (tests, benchmarks). The ECS scope is
+    /// the same either way: the widest block around the client that the
+    /// compiled table shows gets this decision.
+    pub reference: bool,
 }
 
 impl Default for Scratch {
@@ -428,6 +434,7 @@ impl Default for Scratch {
             out: Vec::with_capacity(64),
             rng: fastrand::Rng::new(),
             slot: usize::MAX,
+            reference: false,
         }
     }
 }
@@ -492,6 +499,27 @@ pub enum Answer {
 pub struct Decision {
     pub answer: Answer,
     pub scope: u8,
+    /// The part of `scope` owed to steps other than the location steps
+    /// (sticky weighting): what still holds when the location decision
+    /// comes from the compiled range table, which has its own scope.
+    pub scope_without_location: u8,
+}
+
+impl Decision {
+    fn of(answer: Answer, scopes: Scopes) -> Decision {
+        Decision {
+            answer,
+            scope: scopes.all,
+            scope_without_location: scopes.without_location,
+        }
+    }
+}
+
+/// The scopes one run of the chain depended on.
+#[derive(Clone, Copy)]
+struct Scopes {
+    all: u8,
+    without_location: u8,
 }
 
 struct Run<'a> {
@@ -609,8 +637,8 @@ fn geo_match_text(m: GeoMatch, loc: &Location) -> String {
     }
 }
 
-/// Runs the chain once; leaves the endpoints in `sc.out`; returns the scope.
-fn run(r: &Run<'_>, sc: &mut Scratch, mut trace: Option<&mut Trace>) -> u8 {
+/// Runs the chain once; leaves the endpoints in `sc.out`; returns the scopes.
+fn run(r: &Run<'_>, sc: &mut Scratch, mut trace: Option<&mut Trace>) -> Scopes {
     let svc = r.svc;
     let loc = &r.client.loc;
     sc.groups.clear();
@@ -619,6 +647,7 @@ fn run(r: &Run<'_>, sc: &mut Scratch, mut trace: Option<&mut Trace>) -> u8 {
     let mut explicit = false;
     let mut healthy = false;
     let mut scope = 0u8;
+    let mut without_location = 0u8;
     for step in &svc.steps {
         if r.pre.is_some() && step.is_location() {
             continue;
@@ -701,8 +730,13 @@ fn run(r: &Run<'_>, sc: &mut Scratch, mut trace: Option<&mut Trace>) -> u8 {
                             d.join(", ")
                         );
                     }
-                } else if trace.is_some() {
-                    detail = "client has no coordinates; order unchanged".into();
+                } else {
+                    // Unlocated is a property of the client's block too: a
+                    // neighbour with coordinates may be ordered otherwise.
+                    scope = scope.max(loc.prefix);
+                    if trace.is_some() {
+                        detail = "client has no coordinates; order unchanged".into();
+                    }
                 }
             }
             Step::Latency(t)
@@ -740,6 +774,7 @@ fn run(r: &Run<'_>, sc: &mut Scratch, mut trace: Option<&mut Trace>) -> u8 {
                     }
                 }
                 None => {
+                    scope = scope.max(loc.prefix);
                     if trace.is_some() {
                         detail = "no latency row for this client; order unchanged".into();
                     }
@@ -844,6 +879,7 @@ fn run(r: &Run<'_>, sc: &mut Scratch, mut trace: Option<&mut Trace>) -> u8 {
                     WeightedMode::Sticky => {
                         let (key, p) = subnet_key(r.client.addr, *prefix_v4, *prefix_v6);
                         scope = scope.max(p);
+                        without_location = without_location.max(p);
                         for c in sc.cand.iter_mut() {
                             let ep = &r.topo.endpoints[c.1 as usize];
                             let h = mix64(key ^ ep.hash);
@@ -923,7 +959,10 @@ fn run(r: &Run<'_>, sc: &mut Scratch, mut trace: Option<&mut Trace>) -> u8 {
     if !explicit {
         flatten(r, sc, healthy);
     }
-    scope
+    Scopes {
+        all: scope,
+        without_location,
+    }
 }
 
 /// The group order the location steps of `svc` give a client at `loc`
@@ -1124,10 +1163,7 @@ pub fn decide_from(
     };
     let scope = run(&r, sc, trace.as_deref_mut());
     if !sc.out.is_empty() {
-        return Decision {
-            answer: Answer::Endpoints,
-            scope,
-        };
+        return Decision::of(Answer::Endpoints, scope);
     }
     // Empty: because of health, or because nothing has this family?
     let any_down = svc
@@ -1141,10 +1177,7 @@ pub fn decide_from(
             t.notes
                 .push("no endpoint of the asked address family: NODATA".into());
         }
-        return Decision {
-            answer: Answer::Nodata,
-            scope,
-        };
+        return Decision::of(Answer::Nodata, scope);
     }
     match &svc.all_down {
         AllDown::FailOpen => {
@@ -1155,44 +1188,39 @@ pub fn decide_from(
                 );
             }
             let scope2 = run(&r, sc, trace);
-            Decision {
-                answer: if sc.out.is_empty() {
-                    Answer::Nodata
-                } else {
-                    Answer::Endpoints
+            let answer = if sc.out.is_empty() {
+                Answer::Nodata
+            } else {
+                Answer::Endpoints
+            };
+            Decision::of(
+                answer,
+                Scopes {
+                    all: scope.all.max(scope2.all),
+                    without_location: scope.without_location.max(scope2.without_location),
                 },
-                scope: scope.max(scope2),
-            }
+            )
         }
         AllDown::Nodata => {
             if let Some(t) = trace {
                 t.notes
                     .push("every candidate is down: NODATA (all_down = \"nodata\")".into());
             }
-            Decision {
-                answer: Answer::Nodata,
-                scope,
-            }
+            Decision::of(Answer::Nodata, scope)
         }
         AllDown::Addresses(_) => {
             if let Some(t) = trace {
                 t.notes
                     .push("every candidate is down: answering the all_down addresses".into());
             }
-            Decision {
-                answer: Answer::FallbackAddresses,
-                scope,
-            }
+            Decision::of(Answer::FallbackAddresses, scope)
         }
         AllDown::Cname(_) => {
             if let Some(t) = trace {
                 t.notes
                     .push("every candidate is down: answering the all_down CNAME".into());
             }
-            Decision {
-                answer: Answer::FallbackCname,
-                scope,
-            }
+            Decision::of(Answer::FallbackCname, scope)
         }
     }
 }

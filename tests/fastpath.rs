@@ -1,0 +1,497 @@
+//! The compiled fast path against the reference path, on a corpus of
+//! queries: the reference path evaluates every location step against the
+//! City database for each query, the fast path reads the decision from the
+//! compiled range table. Their replies must be byte-identical, and the ECS
+//! scope they promise must hold: every address inside it gets the same
+//! answer.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use common::mmdb::{build_city, CityNet, Layout};
+use geolb::config::Config;
+use geolb::dns::answer::{handle, Transport};
+use geolb::policy::Scratch;
+use geolb::snapshot::Snapshot;
+use hickory_proto::op::Message;
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+
+const CONFIG: &str = r#"
+[geoip]
+city = "city.mmdb"
+[regions.eu]
+location = [50.11, 8.68]
+[regions.us]
+location = [39.04, -77.49]
+[regions.usw]
+location = [37.4, -122.1]
+[regions.ap]
+location = [35.68, 139.69]
+[regions.sa]
+location = [-23.55, -46.63]
+[pools.eu-p]
+region = "eu"
+endpoints = [{ address = "10.1.0.1", weight = 3 }, { address = "10.1.0.2" }, { address = "2001:db8:1::1" }]
+[pools.us-p]
+region = "us"
+endpoints = [{ address = "10.2.0.1" }, { address = "10.2.0.2", weight = 5 }, { address = "2001:db8:2::1" }]
+[pools.usw-p]
+region = "usw"
+endpoints = [{ address = "10.4.0.1" }]
+[pools.ap-p]
+region = "ap"
+endpoints = [{ address = "10.3.0.1" }, { address = "2001:db8:3::1" }]
+[pools.sa-p]
+region = "sa"
+endpoints = [{ address = "10.5.0.1" }, { address = "10.5.0.2" }]
+[zones."example.com"]
+file = "z.zone"
+[zones."example.com".services.www]
+pools = ["eu-p", "us-p", "usw-p", "ap-p", "sa-p"]
+chain = ["healthy", "geo", "failover", "weighted", "first_n"]
+weighted = { count = 2 }
+first_n = 2
+geo = { default = ["us", "eu"], continent = { EU = ["eu", "us"], AS = ["ap", "usw"], SA = ["sa", "us"] }, country = { GB = ["us", "eu"], CA = ["usw", "us"] }, subdivision = { "US-CA" = ["usw", "us"] } }
+[zones."example.com".services.near]
+pools = ["eu-p", "us-p", "usw-p", "ap-p", "sa-p"]
+chain = ["healthy", "nearest", "failover", "weighted"]
+weighted = { mode = "sticky", sticky_prefix_v4 = 20 }
+[zones."example.com".services.two]
+pools = ["eu-p", "us-p", "usw-p", "ap-p", "sa-p"]
+chain = ["healthy", "nearest", "first_n"]
+nearest = { limit = 2 }
+first_n = 3
+[zones."example.com".services.lat]
+pools = ["eu-p", "us-p", "usw-p", "ap-p", "sa-p"]
+chain = ["healthy", "latency", "failover", "first_n"]
+first_n = 1
+latency = { default = { us = 10, eu = 20 }, continent = { AS = { ap = 5, usw = 90 }, SA = { sa = 3 } }, country = { GB = { us = 1, eu = 30 } } }
+[zones."example.com".services."*.apps"]
+pools = ["eu-p", "us-p", "ap-p"]
+chain = ["healthy", "geo", "failover", "first_n"]
+first_n = 1
+geo = { default = ["us"], continent = { EU = ["eu"], AS = ["ap"] } }
+[zones."example.com".services.resolver]
+pools = ["eu-p", "us-p", "ap-p"]
+chain = ["healthy", "nearest", "failover", "first_n"]
+first_n = 1
+ecs = false
+[zones."example.com".services.net]
+pools = ["eu-p", "us-p", "ap-p"]
+chain = ["healthy", "geo", "failover", "first_n"]
+first_n = 1
+geo = { default = ["us"], continent = { EU = ["eu"] }, cidr = { "100.64.0.0/10" = ["ap"], "2a01::/16" = ["eu"] } }
+"#;
+
+/// Continent, country, subdivision, city, latitude, longitude.
+type City = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+    f64,
+    f64,
+);
+
+const CITIES: &[City] = &[
+    ("EU", "DE", Some("HE"), "Frankfurt", 50.11, 8.68),
+    ("EU", "GB", Some("ENG"), "London", 51.5, -0.12),
+    ("EU", "FR", None, "Paris", 48.85, 2.35),
+    ("NA", "US", Some("VA"), "Ashburn", 39.04, -77.49),
+    ("NA", "US", Some("CA"), "San Jose", 37.33, -121.89),
+    ("NA", "US", Some("TX"), "Dallas", 32.78, -96.8),
+    ("NA", "CA", Some("BC"), "Vancouver", 49.28, -123.12),
+    ("AS", "JP", Some("13"), "Tokyo", 35.68, 139.69),
+    ("AS", "SG", None, "Singapore", 1.35, 103.8),
+    ("AS", "IN", Some("MH"), "Mumbai", 19.07, 72.88),
+    ("SA", "BR", None, "Sao Paulo", -23.55, -46.63),
+    ("OC", "AU", Some("NSW"), "Sydney", -33.87, 151.21),
+    ("AF", "ZA", None, "Johannesburg", -26.2, 28.05),
+];
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Networks laid end to end from `start` (with gaps), each the largest
+/// aligned block the cursor allows up to `max_len` bits, in runs of one city
+/// so that neighbouring networks often share a decision.
+fn networks(
+    rng: &mut Rng,
+    start: u128,
+    bits: u32,
+    lens: (u32, u32),
+    count: usize,
+    out: &mut Vec<CityNet>,
+) {
+    let mut cursor = start;
+    let mut city = 0usize;
+    let mut len = lens.1;
+    for _ in 0..count {
+        if rng.below(4) == 0 {
+            city = rng.below(CITIES.len() as u64) as usize;
+        }
+        let align = if cursor == 0 {
+            0
+        } else {
+            bits - cursor.trailing_zeros().min(bits)
+        };
+        // Often the same size as the last one: equal neighbours with the
+        // same city merge into wider aligned blocks.
+        if rng.below(2) == 0 {
+            len = lens.0 + rng.below((lens.1 - lens.0 + 1) as u64) as u32;
+        }
+        let len = len.max(align);
+        let size = 1u128 << (bits - len);
+        if rng.below(8) != 0 {
+            let net = if bits == 32 {
+                format!("{}/{len}", Ipv4Addr::from(cursor as u32))
+            } else {
+                format!("{}/{len}", Ipv6Addr::from(cursor))
+            };
+            let (cont, country, sub, name, lat, lon) = CITIES[city];
+            out.push(CityNet::new(&net, cont, country, sub, name, lat, lon));
+        }
+        cursor += size;
+    }
+}
+
+fn fixture(config: &str) -> (tempfile::TempDir, Snapshot, Vec<IpAddr>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path();
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut nets = Vec::new();
+    networks(&mut rng, 0x0100_0000, 32, (12, 28), 2500, &mut nets);
+    networks(&mut rng, 0x2a00u128 << 112, 128, (20, 64), 1500, &mut nets);
+    std::fs::write(p.join("city.mmdb"), build_city(&nets, Layout::GeoIp2)).expect("w");
+    let mut zone = String::from(
+        "$TTL 300\n@ SOA ns1 h 1 2 3 4 5\n@ NS ns1\n@ MX 10 mail\nns1 A 192.0.2.53\n\
+         mail A 192.0.2.25\nwww TXT \"web\"\nalias CNAME www\n",
+    );
+    for i in 0..20 {
+        zone.push_str(&format!(
+            "host{i} A 192.0.2.{i}\nhost{i} AAAA 2001:db8::{i}\n"
+        ));
+    }
+    std::fs::write(p.join("z.zone"), zone).expect("w");
+    let config = Config::parse(&p.join("geolb.toml"), config).expect("config");
+    let (snap, _) = geolb::snapshot::build(config, 1, None).expect("snapshot");
+    let addrs = nets
+        .iter()
+        .map(|n| {
+            let (a, _) = n.cidr.split_once('/').expect("cidr");
+            a.parse().expect("address")
+        })
+        .collect();
+    (dir, snap, addrs)
+}
+
+fn name(n: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for l in n.split('.').filter(|l| !l.is_empty()) {
+        out.push(l.len() as u8);
+        out.extend_from_slice(l.as_bytes());
+    }
+    out.push(0);
+    out
+}
+
+#[derive(Clone, Copy)]
+enum Edns {
+    None,
+    Plain,
+    Do,
+    Ecs(IpAddr, u8),
+}
+
+fn query(id: u16, qname: &str, qtype: u16, edns: Edns) -> Vec<u8> {
+    let arcount = u8::from(!matches!(edns, Edns::None));
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, arcount]);
+    q.extend_from_slice(&name(qname));
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&[0, 1]);
+    let ttl_flags: [u8; 4] = match edns {
+        Edns::Do => [0, 0, 0x80, 0],
+        _ => [0, 0, 0, 0],
+    };
+    match edns {
+        Edns::None => {}
+        Edns::Plain | Edns::Do => {
+            q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0]);
+            q.extend_from_slice(&ttl_flags);
+            q.extend_from_slice(&[0, 0]);
+        }
+        Edns::Ecs(addr, prefix) => {
+            let (family, octets): (u16, Vec<u8>) = match addr {
+                IpAddr::V4(a) => (1, a.octets().to_vec()),
+                IpAddr::V6(a) => (2, a.octets().to_vec()),
+            };
+            let n = (prefix as usize).div_ceil(8);
+            let mut bytes = octets[..n].to_vec();
+            // RFC 7871 §6: bits beyond the source prefix are zero.
+            if prefix % 8 != 0 {
+                if let Some(last) = bytes.last_mut() {
+                    *last &= 0xffu8 << (8 - prefix % 8);
+                }
+            }
+            q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0]);
+            q.extend_from_slice(&ttl_flags);
+            q.extend_from_slice(&((8 + n) as u16).to_be_bytes());
+            q.extend_from_slice(&[0, 8]);
+            q.extend_from_slice(&((4 + n) as u16).to_be_bytes());
+            q.extend_from_slice(&family.to_be_bytes());
+            q.extend_from_slice(&[prefix, 0]);
+            q.extend_from_slice(&bytes);
+        }
+    }
+    q
+}
+
+/// An address inside the network that starts at `base`, varied by `r`.
+fn inside(base: IpAddr, r: u64) -> IpAddr {
+    match base {
+        IpAddr::V4(a) => IpAddr::from(Ipv4Addr::from(u32::from(a) | (r as u32 & 0x0f))),
+        IpAddr::V6(a) => IpAddr::from(Ipv6Addr::from(u128::from(a) | (r as u128 & 0xffff))),
+    }
+}
+
+/// The names whose answers depend on the ECS address.
+const GEO_NAMES: [&str; 7] = [
+    "www.example.com",
+    "near.example.com",
+    "two.example.com",
+    "lat.example.com",
+    "x.apps.example.com",
+    "a.b.apps.example.com",
+    "net.example.com",
+];
+
+fn corpus(addrs: &[IpAddr]) -> Vec<(Vec<u8>, IpAddr)> {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut names = GEO_NAMES.to_vec();
+    names.extend([
+        "resolver.example.com",
+        "example.com",
+        "host3.example.com",
+        "alias.example.com",
+        "mail.example.com",
+        "nope.example.com",
+        "www.nope.example.com",
+        "other.test",
+    ]);
+    let qtypes = [1u16, 28, 255, 16, 15, 5, 2, 6, 99];
+    let mut out = Vec::new();
+    let mut id = 0u16;
+    for &name in &names {
+        for qtype in qtypes {
+            for _ in 0..12 {
+                let a = inside(addrs[rng.below(addrs.len() as u64) as usize], rng.next());
+                let resolver = inside(addrs[rng.below(addrs.len() as u64) as usize], rng.next());
+                let edns = match rng.below(9) {
+                    0 => Edns::None,
+                    1 => Edns::Plain,
+                    2 => Edns::Do,
+                    3 => Edns::Ecs(a, 0),
+                    4 => Edns::Ecs(a, if a.is_ipv4() { 32 } else { 128 }),
+                    5 => Edns::Ecs(a, if a.is_ipv4() { 16 } else { 32 }),
+                    6 => Edns::Ecs(a, if a.is_ipv4() { 20 } else { 48 }),
+                    7 => Edns::Ecs(IpAddr::from([100, 64, 3, 0]), 24),
+                    _ => Edns::Ecs(a, if a.is_ipv4() { 24 } else { 56 }),
+                };
+                id = id.wrapping_add(1);
+                out.push((query(id, name, qtype, edns), resolver));
+            }
+        }
+    }
+    // The geo names again with many more clients.
+    for name in names.iter().take(GEO_NAMES.len() + 1) {
+        for _ in 0..400 {
+            let a = inside(addrs[rng.below(addrs.len() as u64) as usize], rng.next());
+            let prefix = if a.is_ipv4() { 24 } else { 56 };
+            let qtype = if rng.below(3) == 0 { 28 } else { 1 };
+            id = id.wrapping_add(1);
+            out.push((query(id, name, qtype, Edns::Ecs(a, prefix)), a));
+        }
+    }
+    out
+}
+
+fn answer(snap: &Snapshot, q: &[u8], client: IpAddr, seed: u64, reference: bool) -> Vec<u8> {
+    let mut sc = Scratch::seeded(seed);
+    sc.reference = reference;
+    let mut out = Vec::new();
+    handle(snap, q, client, Transport::Udp, &mut out, &mut sc);
+    out
+}
+
+fn ecs_scope(m: &Message) -> Option<u8> {
+    m.edns
+        .as_ref()
+        .and_then(|e| match e.option(EdnsCode::Subnet) {
+            Some(EdnsOption::Subnet(s)) => Some(s.scope_prefix()),
+            _ => None,
+        })
+}
+
+/// Replies from the two paths, compared byte for byte; returns how many
+/// replies carried a nonzero ECS scope (so a corpus that never reaches the
+/// geo path fails loudly).
+fn compare(snap: &Snapshot, corpus: &[(Vec<u8>, IpAddr)]) -> usize {
+    assert!(snap.geo_index.is_some(), "the geo services compile");
+    let mut scoped = 0;
+    for (i, (q, client)) in corpus.iter().enumerate() {
+        let fast = answer(snap, q, *client, i as u64, false);
+        let slow = answer(snap, q, *client, i as u64, true);
+        assert_eq!(
+            fast,
+            slow,
+            "query {i} from {client}: {:?}\nfast: {:?}\nreference: {:?}",
+            Message::from_vec(q).map(|m| m.queries),
+            Message::from_vec(&fast).map(|m| m.answers),
+            Message::from_vec(&slow).map(|m| m.answers),
+        );
+        if let Ok(m) = Message::from_vec(&fast) {
+            if ecs_scope(&m).is_some_and(|s| s > 0) {
+                scoped += 1;
+            }
+        }
+    }
+    scoped
+}
+
+#[test]
+fn compiled_and_reference_paths_answer_byte_identically() {
+    let (_dir, snap, addrs) = fixture(CONFIG);
+    let corpus = corpus(&addrs);
+    let scoped = compare(&snap, &corpus);
+    assert!(
+        scoped > 2000,
+        "only {scoped} of {} replies depended on the client",
+        corpus.len()
+    );
+}
+
+/// Checks the scope of one geo reply per network against the reference path
+/// at the ends of the promised block and inside it; returns how many
+/// addresses were checked and how many replies were scoped wider than the
+/// City network the client is in.
+fn check_scopes(snap: &Snapshot, addrs: &[IpAddr], names: &[&str]) -> (usize, usize) {
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut checked = 0;
+    let mut wider = 0;
+    for (i, a) in addrs.iter().enumerate() {
+        let name = names[i % names.len()];
+        let full = if a.is_ipv4() { 32u8 } else { 128 };
+        let client = inside(*a, rng.next());
+        let q = query(1, name, 1, Edns::Ecs(client, full));
+        let reply = answer(snap, &q, client, 7, false);
+        let m = Message::from_vec(&reply).expect("reply parses");
+        let Some(scope) = ecs_scope(&m) else {
+            panic!("{name} from {client}: no ECS option in the reply")
+        };
+        if scope < snap.geo.locate(client).prefix {
+            wider += 1;
+        }
+        let bits = u32::from(full);
+        let base: u128 = match client {
+            IpAddr::V4(v) => u32::from(v) as u128,
+            IpAddr::V6(v) => u128::from(v),
+        };
+        let host = if scope == 0 {
+            u128::MAX >> (128 - bits)
+        } else {
+            (1u128 << (bits - u32::from(scope))) - 1
+        };
+        let lo = base & !host;
+        let hi = lo | host;
+        let samples = [lo, hi, lo | (rng.next() as u128 & host), lo | (host >> 1)];
+        for x in samples {
+            let x = if a.is_ipv4() {
+                IpAddr::from(Ipv4Addr::from(x as u32))
+            } else {
+                IpAddr::from(Ipv6Addr::from(x))
+            };
+            let qx = query(1, name, 1, Edns::Ecs(x, full));
+            let other = answer(snap, &qx, x, 7, true);
+            let mx = Message::from_vec(&other).expect("reply parses");
+            assert_eq!(
+                m.answers, mx.answers,
+                "{name}: {client} got scope /{scope}, but {x} inside it gets another answer"
+            );
+            checked += 1;
+        }
+    }
+    (checked, wider)
+}
+
+/// RFC 7871 §7.2.1: SCOPE PREFIX-LENGTH is how many leftmost bits of the
+/// address the answer covers — any address inside that block must get the
+/// same answer, which the reference path (a database lookup per address)
+/// checks at the block's ends and inside it.
+#[test]
+fn rfc7871_7_2_1_scope_covers_only_addresses_with_the_same_answer() {
+    let (_dir, snap, addrs) = fixture(CONFIG);
+    let (checked, _) = check_scopes(&snap, &addrs, &GEO_NAMES);
+    assert!(checked > 10_000, "{checked}");
+    // With one service, neighbouring networks of different cities that get
+    // the same decision (Frankfurt and Paris both go to eu first) merge into
+    // blocks wider than any one City network; the scope says so.
+    let single = &CONFIG[..CONFIG
+        .find("[zones.\"example.com\".services.near]")
+        .expect("near service")];
+    let (_dir, snap, addrs) = fixture(single);
+    let (checked, wider) = check_scopes(&snap, &addrs, &["www.example.com"]);
+    assert!(checked > 10_000, "{checked}");
+    assert!(
+        wider > 100,
+        "{wider} replies scoped wider than their network"
+    );
+}
+
+/// The same two checks over a full GeoLite2-City database with the
+/// benchmark configuration (`benches/geo.toml`); `benches/run.sh` fetches the
+/// database into `geoip/`.
+#[test]
+#[ignore = "needs geoip/GeoLite2-City.mmdb (benches/run.sh fetches it)"]
+fn geolite2_compiled_and_reference_paths_answer_byte_identically() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/geo.toml");
+    let config = Config::load(std::path::Path::new(path)).expect("benches/geo.toml");
+    let (snap, _) = geolb::snapshot::build(config, 1, None).expect("snapshot");
+    let mut rng = Rng(0xdead_beef_cafe_f00d);
+    let mut corpus = Vec::new();
+    let mut sample = Vec::new();
+    for i in 0..200_000u32 {
+        let (a, prefix) = if i % 5 == 4 {
+            // Global unicast IPv6 (2000::/4).
+            let a = (rng.next() as u128) << 64 | 0x2000u128 << 112;
+            let a = IpAddr::from(Ipv6Addr::from(a & !(u128::MAX >> 4) | a >> 4 << 4 >> 4));
+            (a, 56)
+        } else {
+            let a = IpAddr::from(Ipv4Addr::from((rng.next() as u32) & 0xffff_ff00));
+            (a, [24u8, 32, 16, 20][i as usize % 4])
+        };
+        if i % 40 == 0 {
+            sample.push(a);
+        }
+        corpus.push((
+            query(i as u16, "geo.example.com", 1, Edns::Ecs(a, prefix)),
+            a,
+        ));
+    }
+    let scoped = compare(&snap, &corpus);
+    assert!(scoped > 100_000, "{scoped}");
+    let (checked, wider) = check_scopes(&snap, &sample, &["geo.example.com"]);
+    assert!(checked >= 4 * sample.len(), "{checked}");
+    assert!(wider > sample.len() / 4, "{wider} of {}", sample.len());
+}
