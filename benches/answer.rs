@@ -12,7 +12,7 @@ mod steering;
 use std::hint::black_box;
 use std::net::IpAddr;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use geolb::dns::answer::{find_service, handle, Transport};
 use geolb::policy::{decide, Client, Family, Scratch};
 
@@ -99,6 +99,44 @@ fn bench(c: &mut Criterion) {
             ))
         })
     });
+    g.finish();
+
+    // Scaling: N threads answering from one shared snapshot, each with its
+    // own scratch and counter slot, as the UDP workers do. Near 2x elements
+    // per second at 2 threads means nothing on the answer path is shared
+    // between workers (no locks, no contended atomics).
+    let mut g = c.benchmark_group("threads");
+    g.throughput(Throughput::Elements(1));
+    let mix: Vec<Vec<u8>> = geo.iter().chain([&stat, &nx]).cloned().collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for n in [1usize, 2].into_iter().filter(|&n| n <= cores) {
+        g.bench_with_input(BenchmarkId::new("geo-ecs+static", n), &n, |b, &n| {
+            b.iter_custom(|iters| {
+                let per = iters.div_ceil(n as u64);
+                let start = std::time::Instant::now();
+                std::thread::scope(|s| {
+                    for t in 0..n {
+                        let (snap, mix) = (&snap, &mix);
+                        s.spawn(move || {
+                            let mut out = Vec::with_capacity(65535);
+                            let mut scratch = Scratch::for_slot(t);
+                            for i in 0..per as usize {
+                                black_box(handle(
+                                    snap,
+                                    &mix[i % mix.len()],
+                                    client,
+                                    Transport::Udp,
+                                    &mut out,
+                                    &mut scratch,
+                                ));
+                            }
+                        });
+                    }
+                });
+                start.elapsed()
+            })
+        });
+    }
     g.finish();
 
     // The harness's geo workload against a full City database, when one is

@@ -6,6 +6,7 @@
 #
 #   benches/run.sh                 # geolb alone: static, negatives, geo (needs GeoLite2-City, see below)
 #   PEERS="gdnsd nsd" benches/run.sh   # plus gdnsd (geo, static) and NSD (static) when installed
+#   SCALING=1 benches/run.sh       # plus 1 vs 2 UDP workers (see the scaling section below)
 #
 # The City database is not shipped: with pip available, the 2018 GeoLite2-City
 # snapshot published on PyPI is fetched into geoip/GeoLite2-City.mmdb.
@@ -81,4 +82,28 @@ echo "negative/positive: NXDOMAIN $(ratio "${QPS[geolb,nxdomain]}" "${QPS[geolb,
 [ -n "${QPS[gdnsd,geo-ecs]:-}" ] && echo "geo-ecs geolb/gdnsd: $(ratio "${QPS[geolb,geo-ecs]}" "${QPS[gdnsd,geo-ecs]}")"
 [ -n "${QPS[gdnsd,static]:-}" ] && echo "static geolb/gdnsd: $(ratio "${QPS[geolb,static]}" "${QPS[gdnsd,static]}")"
 [ -n "${QPS[nsd,static]:-}" ] && echo "static geolb/nsd: $(ratio "${QPS[geolb,static]}" "${QPS[nsd,static]}")"
+
+# Scaling: 1 UDP worker on CPU 0 (load on CPU 1), then 2 workers on CPUs 0-1
+# with the load generator on the same two CPUs (a 2-core machine has no third
+# core for it). Throughput is then bounded by the load generator, so the
+# figure that shows scaling is queries per second per core of server CPU
+# actually used (from /proc utime+stime): equal per-core rates mean the
+# workers add throughput in proportion to the cores they get.
+if [ -n "${SCALING:-}" ]; then
+  ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+  hz=$(getconf CLK_TCK)
+  for spec in "1 0 1" "2 0,1 0,1"; do
+    set -- $spec
+    taskset -c "$2" "$GEOLB" serve --config benches/geo.toml --udp-workers "$1" >"$RUN/server.log" 2>&1 &
+    SERVER=$!
+    wait_up 5312
+    t0=$(ticks "$SERVER")
+    q=$(taskset -c "$3" "$LOAD" 127.0.0.1:5312 static "$SECS" 16 64 | sed -n 's/.*qps=\([0-9]*\).*/\1/p')
+    t1=$(ticks "$SERVER")
+    stop
+    awk -v w="$1" -v q="$q" -v t=$((t1 - t0)) -v hz="$hz" -v s="$SECS" 'BEGIN {
+      cores = t / hz / s
+      printf "scaling: %d worker(s): %d qps, %.2f server cores, %.0f qps per server core\n", w, q, cores, q / cores }'
+  done
+fi
 true
