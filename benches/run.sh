@@ -7,6 +7,7 @@
 #   benches/run.sh                 # geolb alone: static, negatives, geo (needs GeoLite2-City, see below)
 #   PEERS="gdnsd nsd" benches/run.sh   # plus gdnsd (geo, static) and NSD (static) when installed
 #   SCALING=1 benches/run.sh       # plus 1 vs 2 UDP workers (see the scaling section below)
+#   RELOAD=1 benches/run.sh        # plus geo throughput under a reload / GeoIP swap every second
 #
 # The City database is not shipped: with pip available, the 2018 GeoLite2-City
 # snapshot published on PyPI is fetched into geoip/GeoLite2-City.mmdb.
@@ -89,6 +90,32 @@ echo "negative/positive: NXDOMAIN $(ratio "${QPS[geolb,nxdomain]}" "${QPS[geolb,
 # figure that shows scaling is queries per second per core of server CPU
 # actually used (from /proc utime+stime): equal per-core rates mean the
 # workers add throughput in proportion to the cores they get.
+# Reloads under full load: the geo mix with a SIGHUP every second, and with
+# the City database replaced every second (renamed over, as geoipupdate
+# does; two hard links alternate so the swap itself costs nothing), each
+# bracketed by runs without either.
+if [ -n "${RELOAD:-}" ]; then
+  d=$RUN/reload; mkdir -p "$d"
+  cp geoip/GeoLite2-City.mmdb "$d/City.a"; cp "$d/City.a" "$d/City.b"; ln "$d/City.a" "$d/City.mmdb"
+  cp benches/example.com.zone "$d/"
+  sed 's|^city = .*|city = "City.mmdb"\nwatch_interval = "1s"|' benches/geo.toml >"$d/geo.toml"
+  serve geolb 5312 "$GEOLB" serve --config "$d/geo.toml"
+  every_second() { # command...
+    for i in $(seq 1 "$SECS"); do sleep 1; "$@" "$i"; done }
+  hup() { kill -HUP "$SERVER"; }
+  swap() { if [ $(($1 % 2)) -eq 0 ]; then f=City.a; else f=City.b; fi
+           ln -f "$d/$f" "$d/City.tmp" && mv -f "$d/City.tmp" "$d/City.mmdb"; }
+  b1=$(load 5312 geo-ecs)
+  every_second hup & bg=$!; r=$(load 5312 geo-ecs); wait $bg
+  b2=$(load 5312 geo-ecs)
+  every_second swap & bg=$!; g=$(load 5312 geo-ecs); wait $bg
+  b3=$(load 5312 geo-ecs)
+  stop
+  echo "reload: geo-ecs without: $b1 $b2 $b3 qps"
+  echo "reload: SIGHUP every second: $r qps ($(ratio "$r" $(((b1 + b2) / 2))) of the runs around it), $(grep -c 'reload succeeded' "$RUN/server.log") reloads logged"
+  echo "reload: GeoIP swap every second: $g qps ($(ratio "$g" $(((b2 + b3) / 2))) of the runs around it), $(grep -c 'GeoIP database reloaded' "$RUN/server.log") swaps applied"
+fi
+
 if [ -n "${SCALING:-}" ]; then
   ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
   hz=$(getconf CLK_TCK)
