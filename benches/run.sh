@@ -9,8 +9,8 @@
 #   SCALING=1 benches/run.sh       # plus 1 vs 2 UDP workers (see the scaling section below)
 #   RELOAD=1 benches/run.sh        # plus geo throughput under a reload / GeoIP swap every second
 #
-# The City database is not shipped: with pip available, the 2018 GeoLite2-City
-# snapshot published on PyPI is fetched into geoip/GeoLite2-City.mmdb.
+# The City database is not shipped: the 2018 GeoLite2-City snapshot published on
+# PyPI is fetched into geoip/GeoLite2-City.mmdb (with pip or curl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${SECS:-10}
@@ -20,7 +20,17 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$RUN"' EXIT
 
 if [ ! -f geoip/GeoLite2-City.mmdb ]; then
   echo "fetching GeoLite2-City (2018) from PyPI into geoip/ ..."
-  pip download --no-deps maxminddb-geolite2==2018.703 -d "$RUN/dl" -q
+  mkdir -p "$RUN/dl"
+  if command -v pip >/dev/null; then
+    pip download --no-deps maxminddb-geolite2==2018.703 -d "$RUN/dl" -q
+  elif command -v curl >/dev/null; then
+    url=$(curl -fsS https://pypi.org/simple/maxminddb-geolite2/ |
+      grep -o 'https://[^"#]*maxminddb[-_]geolite2-2018.703.tar.gz' | head -1)
+    curl -fsSL -o "$RUN/dl/maxminddb-geolite2-2018.703.tar.gz" "$url"
+  else
+    echo "need pip or curl to fetch GeoLite2-City; or put a City database at geoip/GeoLite2-City.mmdb" >&2
+    exit 1
+  fi
   tar xzf "$RUN"/dl/maxminddb-geolite2-*.tar.gz -C "$RUN/dl"
   cp "$RUN"/dl/maxminddb-geolite2-*/_maxminddb_geolite2/GeoLite2-City.mmdb geoip/
 fi
