@@ -328,10 +328,21 @@ fn corpus(addrs: &[IpAddr]) -> Vec<(Vec<u8>, IpAddr)> {
 }
 
 fn answer(snap: &Snapshot, q: &[u8], client: IpAddr, seed: u64, reference: bool) -> Vec<u8> {
+    answer_over(snap, q, client, seed, reference, Transport::Udp)
+}
+
+fn answer_over(
+    snap: &Snapshot,
+    q: &[u8],
+    client: IpAddr,
+    seed: u64,
+    reference: bool,
+    transport: Transport,
+) -> Vec<u8> {
     let mut sc = Scratch::seeded(seed);
     sc.reference = reference;
     let mut out = Vec::new();
-    handle(snap, q, client, Transport::Udp, &mut out, &mut sc);
+    handle(snap, q, client, transport, &mut out, &mut sc);
     out
 }
 
@@ -344,9 +355,10 @@ fn ecs_scope(m: &Message) -> Option<u8> {
         })
 }
 
-/// Replies from the two paths, compared byte for byte; returns how many
-/// replies carried a nonzero ECS scope (so a corpus that never reaches the
-/// geo path fails loudly).
+/// Replies from the two paths, compared byte for byte, and the UDP reply
+/// against the TCP one (the same bytes unless UDP had to truncate); returns
+/// how many replies carried a nonzero ECS scope (so a corpus that never
+/// reaches the geo path fails loudly).
 fn compare(snap: &Snapshot, corpus: &[(Vec<u8>, IpAddr)]) -> usize {
     assert!(snap.geo_index.is_some(), "the geo services compile");
     let mut scoped = 0;
@@ -361,6 +373,11 @@ fn compare(snap: &Snapshot, corpus: &[(Vec<u8>, IpAddr)]) -> usize {
             Message::from_vec(&fast).map(|m| m.answers),
             Message::from_vec(&slow).map(|m| m.answers),
         );
+        let tcp = answer_over(snap, q, *client, i as u64, false, Transport::Tcp);
+        let truncated = fast.get(2).is_some_and(|b| b & 0x02 != 0);
+        if !truncated {
+            assert_eq!(fast, tcp, "query {i} from {client}: UDP and TCP replies differ");
+        }
         if let Ok(m) = Message::from_vec(&fast) {
             if ecs_scope(&m).is_some_and(|s| s > 0) {
                 scoped += 1;
