@@ -161,6 +161,18 @@ fn bench(c: &mut Criterion) {
         g.bench_function("tree-walk", |b| {
             b.iter(|| black_box(snap.geo.city_offset(next_addr())))
         });
+        // The compiled table, over as many distinct /24s as the harness's
+        // geo workload (100 k), so the cache misses are the real ones.
+        if let Some(cg) = snap.geo_index.clone() {
+            let clients: Vec<IpAddr> = (0..100_000).map(|_| next_addr()).collect();
+            let mut i = 0;
+            g.bench_function("compiled-lookup", |b| {
+                b.iter(|| {
+                    i = (i + 1) % clients.len();
+                    black_box(cg.order(0, clients[i]))
+                })
+            });
+        }
         let queries: Vec<Vec<u8>> = (0..4096u32)
             .map(|i| {
                 let a = ((i.wrapping_mul(2_654_435_761)) & 0xffff_ff00).to_be_bytes();

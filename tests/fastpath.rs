@@ -376,7 +376,10 @@ fn compare(snap: &Snapshot, corpus: &[(Vec<u8>, IpAddr)]) -> usize {
         let tcp = answer_over(snap, q, *client, i as u64, false, Transport::Tcp);
         let truncated = fast.get(2).is_some_and(|b| b & 0x02 != 0);
         if !truncated {
-            assert_eq!(fast, tcp, "query {i} from {client}: UDP and TCP replies differ");
+            assert_eq!(
+                fast, tcp,
+                "query {i} from {client}: UDP and TCP replies differ"
+            );
         }
         if let Ok(m) = Message::from_vec(&fast) {
             if ecs_scope(&m).is_some_and(|s| s > 0) {

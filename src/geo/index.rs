@@ -26,6 +26,10 @@ pub struct GeoIndex {
     /// For each /16: the index of the last range starting at or before it,
     /// so a lookup only searches the ranges inside one /16.
     v4_by16: Vec<u32>,
+    /// For each /16 that lies inside one range: the answer itself
+    /// (`UNIFORM | scope << 24 | combo`), so most lookups touch one cache
+    /// line; `MIXED` for the others.
+    v4_flat16: Vec<u32>,
     v6: Vec<(u128, u32)>,
     /// Per combination, per compiled service: the index of its decision.
     pub combos: Vec<Box<[u32]>>,
@@ -58,6 +62,9 @@ fn scope_in(a: u128, lo: u128, hi: u128, bits: u32) -> u8 {
     bits as u8
 }
 
+const UNIFORM: u32 = 1 << 31;
+const MIXED: u32 = 0;
+
 impl GeoIndex {
     /// Finds the range holding `ip`. Special addresses (private, loopback…)
     /// are the caller's business, as in [`GeoDb::locate`].
@@ -66,6 +73,14 @@ impl GeoIndex {
             IpAddr::V4(v4) => {
                 let a = u32::from(v4);
                 let top = (a >> 16) as usize;
+                if let Some(&f) = self.v4_flat16.get(top) {
+                    if f & UNIFORM != 0 {
+                        return Some(Hit {
+                            combo: f & 0x00ff_ffff,
+                            scope: ((f >> 24) & 0x7f) as u8,
+                        });
+                    }
+                }
                 let (lo_i, hi_i) = match (self.v4_by16.get(top), self.v4_by16.get(top + 1)) {
                     (Some(&l), Some(&h)) => (l as usize, (h as usize + 1).min(self.v4.len())),
                     _ => (0, self.v4.len()),
@@ -173,20 +188,54 @@ pub fn build(
             }
         }
     }
-    let v4 = merge(v4, unknown, 0, |x| x.checked_add(1));
-    let v4_by16 = (0..=0x1_0000u64)
-        .map(|h| {
-            let at = (h << 16).min(u32::MAX as u64) as u32;
-            v4.partition_point(|&(s, _)| s <= at).saturating_sub(1) as u32
-        })
-        .collect();
-    Ok(GeoIndex {
-        v4,
-        v4_by16,
-        v6: merge(v6, unknown, 0, |x| x.checked_add(1)),
+    Ok(GeoIndex::from_ranges(
+        merge(v4, unknown, 0, |x| x.checked_add(1)),
+        merge(v6, unknown, 0, |x| x.checked_add(1)),
         combos,
         networks,
-    })
+    ))
+}
+
+impl GeoIndex {
+    /// The index over merged ranges (starts ascending, the first at 0).
+    fn from_ranges(
+        v4: Vec<(u32, u32)>,
+        v6: Vec<(u128, u32)>,
+        combos: Vec<Box<[u32]>>,
+        networks: usize,
+    ) -> GeoIndex {
+        let v4_by16: Vec<u32> = (0..=0x1_0000u64)
+            .map(|h| {
+                let at = (h << 16).min(u32::MAX as u64) as u32;
+                v4.partition_point(|&(s, _)| s <= at).saturating_sub(1) as u32
+            })
+            .collect();
+        let v4_flat16 = (0..0x1_0000u32)
+            .map(|h| {
+                let (first, last) = (h << 16, h << 16 | 0xffff);
+                let i = v4_by16[h as usize] as usize;
+                let Some(&(lo, combo)) = v4.get(i) else {
+                    return MIXED;
+                };
+                let hi = v4.get(i + 1).map_or(u32::MAX, |n| n.0 - 1);
+                if lo <= first && last <= hi && combo < 1 << 24 {
+                    // Every address of the /16 has the same scope (≤ 16).
+                    let scope = scope_in(first as u128, lo as u128, hi as u128, 32) as u32;
+                    UNIFORM | scope << 24 | combo
+                } else {
+                    MIXED
+                }
+            })
+            .collect();
+        GeoIndex {
+            v4,
+            v4_by16,
+            v4_flat16,
+            v6,
+            combos,
+            networks,
+        }
+    }
 }
 
 /// Sorted, gap-filled, merged range starts, from `zero` on.
@@ -267,28 +316,33 @@ mod tests {
         ranges.sort_unstable();
         ranges.dedup_by_key(|r| r.0);
         ranges[0].0 = 0;
-        let v4_by16 = (0..=0x1_0000u64)
-            .map(|h| {
-                let at = (h << 16).min(u32::MAX as u64) as u32;
-                ranges.partition_point(|&(s, _)| s <= at).saturating_sub(1) as u32
-            })
-            .collect();
-        let idx = GeoIndex {
-            v4: ranges.clone(),
-            v4_by16,
-            ..GeoIndex::default()
-        };
+        // Some /16s hold many ranges (searched), most lie inside one range
+        // (answered from the per-/16 table): both must agree with a plain
+        // search over all ranges, combination and scope.
+        ranges.extend((0..300u32).map(|i| (0x0a00_0000 + i * 97, i % 5)));
+        ranges.sort_unstable();
+        ranges.dedup_by_key(|r| r.0);
+        let idx = GeoIndex::from_ranges(ranges.clone(), Vec::new(), Vec::new(), 0);
+        let uniform = idx.v4_flat16.iter().filter(|&&f| f & UNIFORM != 0).count();
+        assert!(uniform > 50_000 && uniform < 65_536, "{uniform}");
         let mut x = 12345u32;
-        for _ in 0..100_000 {
+        for k in 0..200_000u32 {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
-            let want = ranges[ranges.partition_point(|&(s, _)| s <= x) - 1].1;
-            let got = idx
-                .lookup(IpAddr::from(x.to_be_bytes()))
-                .expect("found")
-                .combo;
-            assert_eq!(got, want, "{x}");
+            let a = if k % 4 == 0 {
+                0x0a00_0000 | (x & 0xffff)
+            } else {
+                x
+            };
+            let i = ranges.partition_point(|&(s, _)| s <= a) - 1;
+            let hi = ranges.get(i + 1).map_or(u32::MAX, |n| n.0 - 1);
+            let want = Hit {
+                combo: ranges[i].1,
+                scope: scope_in(a as u128, ranges[i].0 as u128, hi as u128, 32),
+            };
+            let got = idx.lookup(IpAddr::from(a.to_be_bytes())).expect("found");
+            assert_eq!(got, want, "{a:#x}");
         }
     }
 
