@@ -466,6 +466,7 @@ pub fn compile_geo(
             tracing::info!(
                 networks = index.networks,
                 ranges = index.ranges(),
+                uniform_16s = index.uniform_16s(),
                 combinations = index.combos.len(),
                 services = svcs.len(),
                 elapsed_ms = started.elapsed().as_millis() as u64,

@@ -27,9 +27,10 @@ pub struct GeoIndex {
     /// so a lookup only searches the ranges inside one /16.
     v4_by16: Vec<u32>,
     /// For each /16 that lies inside one range: the answer itself
-    /// (`UNIFORM | scope << 24 | combo`), so most lookups touch one cache
-    /// line; `MIXED` for the others.
-    v4_flat16: Vec<u32>,
+    /// (`UNIFORM | scope << 10 | combo`, 128 KB: small enough to stay
+    /// cached), so most lookups touch one cache line; `MIXED` for the others
+    /// (and when there are more than 1 024 combinations).
+    v4_flat16: Vec<u16>,
     v6: Vec<(u128, u32)>,
     /// Per combination, per compiled service: the index of its decision.
     pub combos: Vec<Box<[u32]>>,
@@ -62,8 +63,9 @@ fn scope_in(a: u128, lo: u128, hi: u128, bits: u32) -> u8 {
     bits as u8
 }
 
-const UNIFORM: u32 = 1 << 31;
-const MIXED: u32 = 0;
+const UNIFORM: u16 = 1 << 15;
+const MIXED: u16 = 0;
+const COMBO_BITS: u32 = 10;
 
 impl GeoIndex {
     /// Finds the range holding `ip`. Special addresses (private, loopback…)
@@ -76,8 +78,8 @@ impl GeoIndex {
                 if let Some(&f) = self.v4_flat16.get(top) {
                     if f & UNIFORM != 0 {
                         return Some(Hit {
-                            combo: f & 0x00ff_ffff,
-                            scope: ((f >> 24) & 0x7f) as u8,
+                            combo: u32::from(f) & ((1 << COMBO_BITS) - 1),
+                            scope: ((f >> COMBO_BITS) & 0x1f) as u8,
                         });
                     }
                 }
@@ -113,6 +115,11 @@ impl GeoIndex {
                 })
             }
         }
+    }
+
+    /// How many IPv4 /16s lie inside one range (answered from one table).
+    pub fn uniform_16s(&self) -> usize {
+        self.v4_flat16.iter().filter(|&&f| f & UNIFORM != 0).count()
     }
 
     pub fn ranges(&self) -> usize {
@@ -218,10 +225,10 @@ impl GeoIndex {
                     return MIXED;
                 };
                 let hi = v4.get(i + 1).map_or(u32::MAX, |n| n.0 - 1);
-                if lo <= first && last <= hi && combo < 1 << 24 {
+                if lo <= first && last <= hi && combo < 1 << COMBO_BITS {
                     // Every address of the /16 has the same scope (≤ 16).
-                    let scope = scope_in(first as u128, lo as u128, hi as u128, 32) as u32;
-                    UNIFORM | scope << 24 | combo
+                    let scope = scope_in(first as u128, lo as u128, hi as u128, 32) as u16;
+                    UNIFORM | scope << COMBO_BITS | combo as u16
                 } else {
                     MIXED
                 }
