@@ -182,13 +182,15 @@ struct Target {
 
 impl Target {
     fn from_req(req: &Request<'_>) -> Target {
+        // Copy only the used bytes (a name is usually a few dozen of 255).
         let mut t = Target {
-            name: req.qname,
+            name: [0; MAX_NAME],
             len: req.qname_len,
-            offs: req.label_offsets,
+            offs: [0; MAX_LABELS],
             labels: req.labels,
         };
-        t.name[t.len..].fill(0);
+        t.name[..t.len].copy_from_slice(&req.qname[..req.qname_len]);
+        t.offs[..t.labels].copy_from_slice(&req.label_offsets[..req.labels]);
         t
     }
     fn set(&mut self, name: &[u8]) {
