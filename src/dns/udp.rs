@@ -34,9 +34,59 @@ pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
+    no_path_mtu_discovery(&s, addr.is_ipv6());
     s.bind(&addr.into())?;
     s.set_read_timeout(Some(POLL))?;
     Ok(s.into())
+}
+
+/// Replies go out at the interface MTU without the DF bit, ignoring path
+/// MTU information (`IP_PMTUDISC_OMIT`), as NSD, Knot and gdnsd do: a
+/// forged ICMP "fragmentation needed" cannot then make us fragment replies
+/// (fragments are how off-path attackers splice records into answers), and
+/// sending skips the per-packet path MTU lookup. Large answers are kept
+/// under the client's EDNS size and truncated to TCP instead.
+fn no_path_mtu_discovery(s: &Socket, v6: bool) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (level, name, omit, dont) = if v6 {
+            (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MTU_DISCOVER,
+                libc::IPV6_PMTUDISC_OMIT,
+                libc::IPV6_PMTUDISC_DONT,
+            )
+        } else {
+            (
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_OMIT,
+                libc::IP_PMTUDISC_DONT,
+            )
+        };
+        let set = |v: libc::c_int| {
+            // SAFETY: a valid socket, an int option and its size.
+            unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    level,
+                    name,
+                    (&v as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                ) == 0
+            }
+        };
+        // OMIT needs Linux 3.15 (IPv4) / 4.x (IPv6); DONT is the fallback.
+        if !set(omit) && !set(dont) {
+            tracing::warn!(
+                error = %io::Error::last_os_error(),
+                "could not turn off path MTU discovery on a UDP socket"
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (s, v6);
 }
 
 /// The worker threads serving one address.
@@ -355,5 +405,46 @@ mod batched {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn mtu_discover(sock: &UdpSocket, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        let mut v: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a valid socket, an int buffer and its size.
+        let r = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                level,
+                name,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0, "getsockopt: {}", io::Error::last_os_error());
+        v
+    }
+
+    #[test]
+    fn replies_ignore_path_mtu_information() {
+        let s = bind("127.0.0.1:0".parse().expect("addr")).expect("bind v4");
+        let v = mtu_discover(&s, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER);
+        assert!(
+            v == libc::IP_PMTUDISC_OMIT || v == libc::IP_PMTUDISC_DONT,
+            "IP_MTU_DISCOVER = {v}"
+        );
+        // IPv6 only where the machine has it.
+        if let Ok(s) = bind("[::1]:0".parse().expect("addr")) {
+            let v = mtu_discover(&s, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER);
+            assert!(
+                v == libc::IPV6_PMTUDISC_OMIT || v == libc::IPV6_PMTUDISC_DONT,
+                "IPV6_MTU_DISCOVER = {v}"
+            );
+        }
     }
 }
