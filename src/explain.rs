@@ -113,6 +113,10 @@ pub struct Explanation {
     pub answer: Vec<String>,
     pub authority: Vec<String>,
     pub ecs_scope: Option<u8>,
+    /// For a service whose location decision is compiled: the address
+    /// range around the client that shares it (the ECS scope is the largest
+    /// prefix around the client inside it).
+    pub compiled_range: Option<String>,
 }
 
 fn opt_code(s: &[u8]) -> Option<String> {
@@ -191,7 +195,14 @@ pub fn explain(
     let zone = snap.zones.find_name(&key).map(|z| z.origin.to_string());
     let mut service = None;
     let mut trace = None;
+    let mut compiled_range = None;
     if let Some((_, svc)) = find_service(snap, &key) {
+        // The query carries the client as both source and ECS address.
+        if let (Some(_), Some(cg)) = (svc.compiled, &snap.geo_index) {
+            if !crate::geo::is_special(addr) {
+                compiled_range = cg.index.range(addr).map(|(lo, hi)| format!("{lo} - {hi}"));
+            }
+        }
         let family = match rtype {
             RecordType::AAAA => Family::V6,
             RecordType::A | RecordType::ANY => Family::V4,
@@ -274,6 +285,7 @@ pub fn explain(
         answer,
         authority,
         ecs_scope: scope,
+        compiled_range,
     })
 }
 
@@ -374,8 +386,15 @@ impl fmt::Display for Explanation {
             writeln!(f, "  (authority) {a}")?;
         }
         match self.ecs_scope {
-            Some(s) => writeln!(f, "ECS scope: /{s}"),
-            None => writeln!(f, "ECS scope: none"),
+            Some(s) => writeln!(f, "ECS scope: /{s}")?,
+            None => writeln!(f, "ECS scope: none")?,
         }
+        if let Some(r) = &self.compiled_range {
+            writeln!(
+                f,
+                "compiled: every client in {r} gets this location decision (the scope is the largest prefix around the client inside it)"
+            )?;
+        }
+        Ok(())
     }
 }

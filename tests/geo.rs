@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use common::mmdb::{build_asn, build_city, CityNet, Layout};
@@ -610,6 +610,23 @@ fn explain_api_shows_location_steps_and_the_answer() {
     );
     // A /32 client; the geo table's longest CIDR entry is /25.
     assert_eq!(v["ecs_scope"], 25);
+    // www has CIDR keys: located per query, no compiled range.
+    assert!(v["compiled_range"].is_null(), "{body}");
+    // `near` is compiled: explain shows the range that shares the decision,
+    // and it holds the client.
+    let (code, body) = http(
+        admin,
+        "GET",
+        "/v1/explain?name=near.example.com&type=A&client=203.0.113.7",
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let range = v["compiled_range"].as_str().expect("compiled range");
+    let (lo, hi) = range.split_once(" - ").expect("lo - hi");
+    let (lo, hi): (Ipv4Addr, Ipv4Addr) = (lo.parse().expect("lo"), hi.parse().expect("hi"));
+    let client = Ipv4Addr::new(203, 0, 113, 7);
+    assert!(lo <= client && client <= hi, "{range}");
+    assert!(v["ecs_scope"].as_u64().is_some_and(|s| s <= 24), "{body}");
     let (code, body) = http(
         admin,
         "GET",

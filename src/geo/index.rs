@@ -117,6 +117,28 @@ impl GeoIndex {
         }
     }
 
+    /// The merged range holding `ip` (first and last address), for
+    /// `explain`: every address in it gets the same location decisions.
+    pub fn range(&self, ip: IpAddr) -> Option<(IpAddr, IpAddr)> {
+        match ip {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                let a = u128::from(v6);
+                let i = self.v6.partition_point(|&(s, _)| s <= a).checked_sub(1)?;
+                let hi = self.v6.get(i + 1).map_or(u128::MAX, |n| n.0 - 1);
+                Some((IpAddr::V6(self.v6[i].0.into()), IpAddr::V6(hi.into())))
+            }
+            _ => {
+                let a = match ip {
+                    IpAddr::V4(v4) => u32::from(v4),
+                    IpAddr::V6(v6) => u32::from(v6.to_ipv4_mapped()?),
+                };
+                let i = self.v4.partition_point(|&(s, _)| s <= a).checked_sub(1)?;
+                let hi = self.v4.get(i + 1).map_or(u32::MAX, |n| n.0 - 1);
+                Some((IpAddr::V4(self.v4[i].0.into()), IpAddr::V4(hi.into())))
+            }
+        }
+    }
+
     /// How many IPv4 /16s lie inside one range (answered from one table).
     pub fn uniform_16s(&self) -> usize {
         self.v4_flat16.iter().filter(|&&f| f & UNIFORM != 0).count()
@@ -350,6 +372,13 @@ mod tests {
             };
             let got = idx.lookup(IpAddr::from(a.to_be_bytes())).expect("found");
             assert_eq!(got, want, "{a:#x}");
+            if k % 16 == 0 {
+                let range = (
+                    IpAddr::from(ranges[i].0.to_be_bytes()),
+                    IpAddr::from(hi.to_be_bytes()),
+                );
+                assert_eq!(idx.range(IpAddr::from(a.to_be_bytes())), Some(range));
+            }
         }
     }
 
