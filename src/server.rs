@@ -80,6 +80,9 @@ pub struct GeoStatus {
     /// The last failure to open a changed database (the old one serves on).
     pub last_error: Option<String>,
     pub last_error_at: Option<SystemTime>,
+    /// Since when a changed database is being opened and compiled (the old
+    /// one serves meanwhile; under full load this runs on idle CPU only).
+    pub building_since: Option<SystemTime>,
     #[serde(skip)]
     failed_stamps: Option<Vec<Option<FileStamp>>>,
 }
@@ -194,13 +197,24 @@ impl Shared {
         if !changed {
             return false;
         }
-        let mut st = self.geo_status.lock().unwrap_or_else(|p| p.into_inner());
-        if st.failed_stamps.as_ref() == Some(&now) {
-            return false;
+        // The status lock is held only to read and record, never while
+        // building (which can take a minute on a saturated core): status
+        // requests must not wait for a build.
+        {
+            let mut st = self.geo_status.lock().unwrap_or_else(|p| p.into_inner());
+            if st.failed_stamps.as_ref() == Some(&now) {
+                return false;
+            }
+            st.building_since = Some(SystemTime::now());
         }
-        match snapshot::open_geo(&cur.config, Some(&cur.geo)) {
-            Ok(geo) => {
-                let index = snapshot::compile_geo(&cur.zones, &cur.topology, &geo, Some(&cur));
+        let built = snapshot::open_geo(&cur.config, Some(&cur.geo)).map(|geo| {
+            let index = snapshot::compile_geo(&cur.zones, &cur.topology, &geo, Some(&cur));
+            (geo, index)
+        });
+        let mut st = self.geo_status.lock().unwrap_or_else(|p| p.into_inner());
+        st.building_since = None;
+        match built {
+            Ok((geo, index)) => {
                 let _table = self.health.lock().unwrap_or_else(|p| p.into_inner());
                 let mut next = (*self.snapshot.load_full()).clone();
                 next.geo = Arc::new(geo);

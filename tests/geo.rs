@@ -636,6 +636,47 @@ fn explain_api_shows_location_steps_and_the_answer() {
     assert!(body.contains("error"));
 }
 
+/// A GeoIP rebuild runs beside the status API, not in front of it: while a
+/// changed database is being compiled, `/v1/status` answers and says so.
+#[test]
+fn status_answers_while_a_changed_geoip_database_is_compiled() {
+    let g = start();
+    let admin = g.s.admin.expect("admin");
+    // A large replacement (65 536 networks of alternating cities) takes a
+    // while to compile, long enough to be seen in progress.
+    let mut big = nets();
+    for i in 0..65_536u32 {
+        let net = Ipv4Addr::from(0x2c00_0000 | (i << 8));
+        big.push(if i % 2 == 0 {
+            CityNet::new(&format!("{net}/24"), "EU", "FR", None, "Paris", 48.85, 2.35)
+        } else {
+            CityNet::new(
+                &format!("{net}/24"),
+                "AS",
+                "JP",
+                None,
+                "Osaka",
+                34.69,
+                135.5,
+            )
+        });
+    }
+    let tmp = g.s.path("city.mmdb.new");
+    std::fs::write(&tmp, build_city(&big, Layout::GeoIp2)).expect("w");
+    std::fs::rename(&tmp, g.s.path("city.mmdb")).expect("rename");
+    let mut saw_building = false;
+    let swapped = wait_for(Duration::from_secs(60), || {
+        let (code, body) = http(admin, "GET", "/v1/status");
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        saw_building |= !v["geoip"]["building_since"].is_null();
+        !v["geoip"]["last_swap"].is_null()
+    });
+    assert!(swapped.is_some(), "the new database was never swapped in");
+    assert!(saw_building, "status never showed the build in progress");
+    assert_eq!(a(&g, "www.example.com.", "44.0.1.0/24"), ["10.3.0.1"]);
+}
+
 #[test]
 fn geoip_database_is_swapped_when_replaced_and_kept_when_corrupt() {
     let g = start();

@@ -175,6 +175,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
         "last_swap": geo_status.last_swap.map(unix),
         "last_error": geo_status.last_error,
         "last_error_at": geo_status.last_error_at.map(unix),
+        "building_since": geo_status.building_since.map(unix),
     });
     let addrs: Vec<SocketAddr> = shared
         .dns_addrs
