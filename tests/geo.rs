@@ -664,16 +664,28 @@ fn status_answers_while_a_changed_geoip_database_is_compiled() {
     let tmp = g.s.path("city.mmdb.new");
     std::fs::write(&tmp, build_city(&big, Layout::GeoIp2)).expect("w");
     std::fs::rename(&tmp, g.s.path("city.mmdb")).expect("rename");
-    let mut saw_building = false;
+    let pending = || {
+        let (code, body) = http(admin, "GET", "/metrics");
+        assert_eq!(code, 200, "{body}");
+        body.lines()
+            .find_map(|l| l.strip_prefix("geolb_geoip_build_pending_seconds "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .expect("geolb_geoip_build_pending_seconds")
+    };
+    assert_eq!(pending(), 0.0);
+    let (mut saw_building, mut saw_pending) = (false, false);
     let swapped = wait_for(Duration::from_secs(60), || {
         let (code, body) = http(admin, "GET", "/v1/status");
         assert_eq!(code, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).expect("json");
         saw_building |= !v["geoip"]["building_since"].is_null();
+        saw_pending |= pending() > 0.0;
         !v["geoip"]["last_swap"].is_null()
     });
     assert!(swapped.is_some(), "the new database was never swapped in");
     assert!(saw_building, "status never showed the build in progress");
+    assert!(saw_pending, "the metric never showed the build in progress");
+    assert_eq!(pending(), 0.0, "no build pending once swapped");
     assert_eq!(a(&g, "www.example.com.", "44.0.1.0/24"), ["10.3.0.1"]);
 }
 

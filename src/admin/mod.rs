@@ -604,6 +604,23 @@ pub fn render_metrics(shared: &Shared) -> String {
             );
         }
     }
+    e.family(
+        "geolb_geoip_build_pending_seconds",
+        "gauge",
+        "How long a changed GeoIP database has been compiling (0: none); the old one serves meanwhile.",
+    );
+    let building = shared
+        .geo_status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .building_since;
+    e.sample(
+        "geolb_geoip_build_pending_seconds",
+        &[],
+        building
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+            .map_or(0.0, |d| d.as_secs_f64()),
+    );
     let topo = &snap.topology;
     let table = shared.health.lock().unwrap_or_else(|p| p.into_inner());
     e.family(
