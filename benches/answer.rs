@@ -139,7 +139,7 @@ fn bench(c: &mut Criterion) {
     }
     g.finish();
 
-    // The harness's geo workload against a full City database, when one is
+    // The benchmark geo workload against a full City database, when one is
     // at geoip/GeoLite2-City.mmdb (see benches/geo.toml; not shipped).
     let geo_toml = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/geo.toml");
     let full = geolb::config::Config::load(std::path::Path::new(geo_toml))
@@ -161,7 +161,7 @@ fn bench(c: &mut Criterion) {
         g.bench_function("tree-walk", |b| {
             b.iter(|| black_box(snap.geo.city_offset(next_addr())))
         });
-        // The compiled table, over as many distinct /24s as the harness's
+        // The compiled table, over as many distinct /24s as the benchmark
         // geo workload (100 k), so the cache misses are the real ones.
         if let Some(cg) = snap.geo_index.clone() {
             let clients: Vec<IpAddr> = (0..100_000).map(|_| next_addr()).collect();

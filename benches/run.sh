@@ -8,6 +8,7 @@
 #   PEERS="gdnsd nsd" benches/run.sh   # plus gdnsd (geo, static) and NSD (static) when installed
 #   SCALING=1 benches/run.sh       # plus 1 vs 2 UDP workers (see the scaling section below)
 #   RELOAD=1 benches/run.sh        # plus geo throughput under a reload / GeoIP swap every second
+#   FIXED=50000 benches/run.sh     # plus server CPU per query and mean latency at that rate (dnsperf)
 #
 # The City database is not shipped: the 2018 GeoLite2-City snapshot published on
 # PyPI is fetched into geoip/GeoLite2-City.mmdb (with pip or curl).
@@ -55,12 +56,44 @@ serve() { # name port command...
   wait_up "$port"
 }
 stop() { kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; sleep 0.5; }
+cpu_ticks() { # utime + stime of a process and its descendants (NSD forks its servers)
+  local t=0 p
+  for p in $1 $(pgrep -P "$1"); do
+    [ "$p" = "$1" ] || { t=$((t + $(cpu_ticks "$p"))); continue; }
+    # Fields after the command name, which may hold spaces ("nsd: main").
+    t=$((t + $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0)))
+  done
+  echo "$t"
+}
 
 declare -A QPS
 serve geolb 5312 "$GEOLB" serve --config benches/geo.toml
 for mix in static positive nxdomain nodata geo-ecs; do QPS[geolb,$mix]=$(load 5312 $mix); done
 grep -o 'geo decisions compiled.*' "$RUN/server.log" | head -1 || true
 echo "geolb RSS: $(ps -o rss= -p "$SERVER") KiB"
+stop
+
+# Fixed rate: the static mix (200 hosts, 10 % NXDOMAIN) at $FIXED queries per
+# second with dnsperf; server CPU per query from /proc (utime + stime of the
+# whole process) and dnsperf's mean latency.
+fixed() { # name port
+  [ -n "${FIXED:-}" ] || return 0
+  command -v dnsperf >/dev/null || { echo "fixed rate: dnsperf not installed"; return 0; }
+  if [ ! -f "$RUN/static.txt" ]; then
+    { for i in $(seq 1 900); do echo "host$(( (i * 7) % 200 + 1 )).example.com A"; done
+      for i in $(seq 1 100); do echo "nx$i.example.com A"; done
+    } | shuf --random-source=<(yes) >"$RUN/static.txt"
+  fi
+  local t0 t1 out
+  t0=$(cpu_ticks "$SERVER")
+  out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$2" -d "$RUN/static.txt" -l "$SECS" -c 4 -q 100 -Q "$FIXED" 2>&1)
+  t1=$(cpu_ticks "$SERVER")
+  echo "$out" | awk -v n="$1" -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" '
+    /Queries completed/ { q = $3 } /Average Latency/ { lat = $4 * 1e6 }
+    END { if (q > 0) printf "fixed: %-6s %d queries, %.2f us server CPU per query, %.0f us mean latency\n", n, q, 1e6 * t / hz / q, lat }'
+}
+serve geolb 5312 "$GEOLB" serve --config benches/geo.toml
+fixed geolb 5312
 stop
 
 for peer in $PEERS; do
@@ -74,6 +107,7 @@ for peer in $PEERS; do
       ln -sf "$PWD/geoip/GeoLite2-City.mmdb" "$d/config/geoip/City.mmdb"
       serve gdnsd 5311 gdnsd -c "$d/config" start
       for mix in static geo-ecs; do QPS[gdnsd,$mix]=$(load 5311 $mix); done
+      fixed gdnsd 5311
       stop ;;
     nsd)
       command -v nsd >/dev/null || { echo "nsd not installed"; continue; }
@@ -82,6 +116,7 @@ for peer in $PEERS; do
       sed "s|RUNDIR|$d|g" benches/peers/nsd.conf >"$d/nsd.conf"
       serve nsd 5311 nsd -d -c "$d/nsd.conf"
       QPS[nsd,static]=$(load 5311 static)
+      fixed nsd 5311
       stop ;;
   esac
 done
@@ -127,16 +162,15 @@ if [ -n "${RELOAD:-}" ]; then
 fi
 
 if [ -n "${SCALING:-}" ]; then
-  ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
   hz=$(getconf CLK_TCK)
   for spec in "1 0 1" "2 0,1 0,1"; do
     set -- $spec
     taskset -c "$2" "$GEOLB" serve --config benches/geo.toml --udp-workers "$1" >"$RUN/server.log" 2>&1 &
     SERVER=$!
     wait_up 5312
-    t0=$(ticks "$SERVER")
+    t0=$(cpu_ticks "$SERVER")
     q=$(taskset -c "$3" "$LOAD" 127.0.0.1:5312 static "$SECS" 16 64 | sed -n 's/.*qps=\([0-9]*\).*/\1/p')
-    t1=$(ticks "$SERVER")
+    t1=$(cpu_ticks "$SERVER")
     stop
     awk -v w="$1" -v q="$q" -v t=$((t1 - t0)) -v hz="$hz" -v s="$SECS" 'BEGIN {
       cores = t / hz / s
