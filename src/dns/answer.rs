@@ -13,7 +13,7 @@ use crate::geo::ClientSubnet;
 use crate::policy::{
     decide_from, Answer, Client, Family, Scratch, Service, Target as PolicyTarget,
 };
-use crate::snapshot::{Node, Snapshot, Zone};
+use crate::snapshot::{NodeRef, SetRef, Snapshot, Zone};
 
 /// How a query arrived; decides the size limit and transfer handling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,10 +208,10 @@ impl Target {
 }
 
 enum Found<'z> {
-    /// The name exists (`synthesized`: from a wildcard).
-    Node(&'z Node),
+    /// The name exists (or a wildcard covers it).
+    Node(NodeRef<'z>),
     /// The name is at or below a delegation point.
-    Referral(&'z Node),
+    Referral(NodeRef<'z>),
     NxDomain,
 }
 
@@ -231,7 +231,7 @@ pub fn find_service<'s>(snap: &'s Snapshot, name: &[u8]) -> Option<(&'s Zone, &'
     }
     t.set(name);
     match lookup(zone, &t, wire::TYPE_A) {
-        Found::Node(node) => node.service.map(|i| (zone, &zone.services[i as usize])),
+        Found::Node(node) => node.service().map(|i| (zone, &zone.services[i as usize])),
         _ => None,
     }
 }
@@ -245,14 +245,17 @@ fn lookup<'z>(zone: &'z Zone, t: &Target, qtype: u16) -> Found<'z> {
             Some(node) => {
                 closest = n;
                 // DS at a delegation point is the parent's data (RFC 4035 §3.1.4.1).
-                if node.cut && !(n == t.labels && qtype == wire::TYPE_DS) {
+                if node.cut() && !(n == t.labels && qtype == wire::TYPE_DS) {
                     return Found::Referral(node);
+                }
+                if n == t.labels {
+                    return Found::Node(node);
                 }
             }
             None => break,
         }
     }
-    if closest == t.labels || t.labels <= zone.apex_labels {
+    if t.labels <= zone.apex_labels {
         return match zone.nodes.get(t.bytes()) {
             Some(node) => Found::Node(node),
             None => Found::NxDomain,
@@ -277,9 +280,9 @@ fn put_set(
     w: &mut Writer<'_>,
     section: Section,
     owner: &[u8],
-    set: &crate::snapshot::RRset,
+    set: SetRef<'_>,
 ) -> Result<(), NoRoom> {
-    for rr in set.rrs.iter() {
+    for rr in set.rrs() {
         w.put_rr(section, owner, rr)?;
     }
     Ok(())
@@ -301,7 +304,7 @@ fn additional(
         for rtype in [wire::TYPE_A, wire::TYPE_AAAA] {
             let Some(set) = node.get(rtype) else { continue };
             let m = w.mark();
-            if put_set(w, Section::Additional, &node.name, set).is_err() {
+            if put_set(w, Section::Additional, node.name(), set).is_err() {
                 w.rollback(m);
                 if required {
                     return Err(NoRoom);
@@ -314,8 +317,7 @@ fn additional(
 }
 
 fn negative(w: &mut Writer<'_>, zone: &Zone) -> Result<(), NoRoom> {
-    let apex = zone.apex_node().map_or(&zone.apex[..], |n| &n.name[..]);
-    w.put_rr(Section::Authority, apex, &zone.neg_soa)
+    w.put_rr(Section::Authority, &zone.apex_owner, &zone.neg_soa)
 }
 
 fn answer(
@@ -352,9 +354,9 @@ fn answer(
                     // RFC 1034 §4.3.2 step 3b: a referral is not authoritative.
                     w.set_aa(false);
                     if let Some(ns) = cut.get(wire::TYPE_NS) {
-                        put_set(w, Section::Authority, &cut.name, ns)?;
-                        let cut_key = &t.name[t.len - cut.name.len()..t.len];
-                        additional(w, zone, &ns.targets, Some(cut_key))?;
+                        put_set(w, Section::Authority, cut.name(), ns)?;
+                        let cut_key = &t.name[t.len - cut.name().len()..t.len];
+                        additional(w, zone, ns.targets(), Some(cut_key))?;
                     }
                 }
                 break;
@@ -370,7 +372,7 @@ fn answer(
                 // for a service of CNAMEs).
                 let mut next: Option<&[u8]> = None;
                 let mut done = false;
-                if let Some(si) = node.service {
+                if let Some(si) = node.service() {
                     let svc = &zone.services[si as usize];
                     let family = match req.qtype {
                         wire::TYPE_A => Some(Family::V4),
@@ -383,8 +385,8 @@ fn answer(
                         match service_answer(snap, ctx, svc, family, req.qtype, owner, w)? {
                             Served::Records => done = true,
                             Served::Nodata => {
-                                if req.qtype == wire::TYPE_ANY && !node.rrsets.is_empty() {
-                                    put_set(w, Section::Answer, owner, &node.rrsets[0])?;
+                                if let (wire::TYPE_ANY, Some(first)) = (req.qtype, node.first()) {
+                                    put_set(w, Section::Answer, owner, first)?;
                                 } else {
                                     negative(w, zone)?;
                                 }
@@ -403,7 +405,7 @@ fn answer(
                 if !done && next.is_none() && req.qtype != wire::TYPE_CNAME {
                     if let Some(cname) = node.get(wire::TYPE_CNAME) {
                         put_set(w, Section::Answer, owner, cname)?;
-                        match cname.targets.first() {
+                        match cname.targets().first() {
                             Some(n) => next = Some(n),
                             None => done = true,
                         }
@@ -426,7 +428,7 @@ fn answer(
                 }
                 if req.qtype == wire::TYPE_ANY {
                     // RFC 8482 §4.1: one RRset, never the whole node.
-                    match node.rrsets.first() {
+                    match node.first() {
                         Some(set) => put_set(w, Section::Answer, owner, set)?,
                         None => negative(w, zone)?,
                     }
@@ -436,7 +438,7 @@ fn answer(
                     Some(set) => {
                         put_set(w, Section::Answer, owner, set)?;
                         if matches!(req.qtype, wire::TYPE_NS | wire::TYPE_MX | wire::TYPE_SRV) {
-                            additional(w, zone, &set.targets, None)?;
+                            additional(w, zone, set.targets(), None)?;
                         }
                     }
                     None => negative(w, zone)?,
@@ -658,8 +660,7 @@ fn transfer_request(
         // the current SOA alone, and the client then asks over TCP.
         (Transport::Udp, wire::TYPE_IXFR) => {
             w.set_aa(true);
-            let apex = zone.apex_node().map_or(&zone.apex[..], |n| &n.name[..]);
-            w.put_rr(Section::Answer, apex, &zone.soa)?;
+            w.put_rr(Section::Answer, &zone.apex_owner, &zone.soa)?;
             Ok((wire::RCODE_NOERROR, Outcome::Reply))
         }
         // AXFR is defined over TCP only (RFC 5936 §4.2): tell the client to retry there.
@@ -679,7 +680,7 @@ pub fn transfer(snap: &Snapshot, zone_idx: usize, raw: &[u8], mut send: impl FnM
     let Ok(req) = wire::parse_request(raw) else {
         return;
     };
-    let apex = zone.apex_node().map_or(&zone.apex[..], |n| &n.name[..]);
+    let apex = &zone.apex_owner[..];
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut items: Vec<(&[u8], &[u8])> = Vec::with_capacity(zone.order.len() * 2);
     items.push((apex, &zone.soa));
@@ -687,9 +688,9 @@ pub fn transfer(snap: &Snapshot, zone_idx: usize, raw: &[u8], mut send: impl FnM
         let Some(node) = zone.nodes.get(key) else {
             continue;
         };
-        for set in node.rrsets.iter().filter(|s| s.rtype != wire::TYPE_SOA) {
-            for rr in set.rrs.iter() {
-                items.push((&node.name, rr));
+        for set in node.rrsets().filter(|s| s.rtype() != wire::TYPE_SOA) {
+            for rr in set.rrs() {
+                items.push((node.name(), rr));
             }
         }
     }

@@ -297,19 +297,24 @@ mod batched {
         let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(BUF)).collect();
         let mut scratch = Scratch::for_slot(slot);
         let mut first = true;
+        for i in 0..BATCH {
+            riov[i].iov_base = bufs[i].as_mut_ptr().cast();
+            riov[i].iov_len = BUF;
+            let h = &mut rmsgs[i].msg_hdr;
+            h.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_iov = &mut riov[i];
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+        }
+        // The kernel writes back only the headers of the datagrams it
+        // returned: only those need resetting (fewer cache lines per wake).
+        let mut dirty = BATCH;
         while !stop.load(Ordering::Relaxed) {
-            for i in 0..BATCH {
-                riov[i].iov_base = bufs[i].as_mut_ptr().cast();
-                riov[i].iov_len = BUF;
-                let h = &mut rmsgs[i].msg_hdr;
-                h.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
-                h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                h.msg_iov = &mut riov[i];
-                h.msg_iovlen = 1;
-                h.msg_control = std::ptr::null_mut();
-                h.msg_controllen = 0;
-                h.msg_flags = 0;
-                rmsgs[i].msg_len = 0;
+            for m in &mut rmsgs[..dirty] {
+                m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                m.msg_hdr.msg_controllen = 0;
+                m.msg_hdr.msg_flags = 0;
+                m.msg_len = 0;
             }
             // SAFETY: every header points at buffers owned by this function
             // that outlive the call.
@@ -322,6 +327,7 @@ mod batched {
                     std::ptr::null_mut(),
                 )
             };
+            dirty = if n < 0 { BATCH } else { n as usize };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 match e.kind() {

@@ -26,34 +26,10 @@ use crate::zone::{self, ZoneData};
 /// A name or record in wire format.
 type Wire = Box<[u8]>;
 
-/// One RRset, encoded.
-#[derive(Debug)]
-pub struct RRset {
-    pub rtype: u16,
-    /// Per record: TYPE, CLASS, TTL, RDLENGTH and RDATA in wire format.
-    pub rrs: Box<[Box<[u8]>]>,
-    /// Lower-cased wire names this RRset points at (CNAME target, NS, MX
-    /// exchange, SRV target), for chasing and additional-section processing.
-    pub targets: Box<[Box<[u8]>]>,
-}
+pub mod names;
 
-/// A name in a zone: its RRsets (none for an empty non-terminal).
-#[derive(Debug)]
-pub struct Node {
-    /// The owner name in wire format, case as written in the zone file.
-    pub name: Box<[u8]>,
-    pub rrsets: Box<[RRset]>,
-    /// A delegation point (NS records below the apex).
-    pub cut: bool,
-    /// A dynamic name: index into the zone's services.
-    pub service: Option<u16>,
-}
-
-impl Node {
-    pub fn get(&self, rtype: u16) -> Option<&RRset> {
-        self.rrsets.iter().find(|s| s.rtype == rtype)
-    }
-}
+use names::{Names, NodeBuild, SetBuild};
+pub use names::{NodeRef, SetRef};
 
 /// A served zone, compiled.
 #[derive(Debug)]
@@ -63,7 +39,9 @@ pub struct Zone {
     pub apex: Box<[u8]>,
     /// Labels in the apex name, counting the root.
     pub apex_labels: usize,
-    pub nodes: FxHashMap<Box<[u8]>, Node>,
+    pub nodes: Names,
+    /// The apex owner name as written (SOA and negative answers' owner).
+    pub apex_owner: Box<[u8]>,
     /// Node keys in canonical order (zone transfers walk this).
     pub order: Vec<Box<[u8]>>,
     pub has_cuts: bool,
@@ -80,7 +58,7 @@ pub struct Zone {
 }
 
 impl Zone {
-    pub fn apex_node(&self) -> Option<&Node> {
+    pub fn apex_node(&self) -> Option<NodeRef<'_>> {
         self.nodes.get(&self.apex)
     }
     pub fn serial(&self) -> u32 {
@@ -207,7 +185,7 @@ pub fn compile_zone(
     let apex = name_key(&data.origin);
     let apex_labels = data.origin.num_labels() as usize + 1;
     let mut diags = Vec::new();
-    let mut nodes: FxHashMap<Wire, (Wire, Vec<RRset>)> = FxHashMap::default();
+    let mut nodes: FxHashMap<Wire, (Wire, Vec<SetBuild>)> = FxHashMap::default();
     let mut soa = None;
     let mut neg_soa = None;
     for ((lname, rtype), set) in &data.rrsets {
@@ -230,10 +208,10 @@ pub fn compile_zone(
         let entry = nodes
             .entry(key)
             .or_insert_with(|| (name_wire(&set.name).into_boxed_slice(), Vec::new()));
-        entry.1.push(RRset {
+        entry.1.push(SetBuild {
             rtype: u16::from(*rtype),
-            rrs: rrs.into_boxed_slice(),
-            targets: tg.into_boxed_slice(),
+            rrs,
+            targets: tg,
         });
     }
     let (Some(soa), Some(neg_soa)) = (soa, neg_soa) else {
@@ -309,7 +287,7 @@ pub fn compile_zone(
     }
     let mut has_cuts = false;
     let mut has_wildcards = false;
-    let mut out: FxHashMap<Box<[u8]>, Node> = FxHashMap::default();
+    let mut out: FxHashMap<Box<[u8]>, NodeBuild> = FxHashMap::default();
     for (key, (orig, mut sets)) in nodes {
         sets.sort_by_key(|s| s.rtype);
         let cut = *key != *apex && sets.iter().any(|s| s.rtype == wire::TYPE_NS);
@@ -317,10 +295,11 @@ pub fn compile_zone(
         has_wildcards |= key.starts_with(b"\x01*");
         let service = service_at.get(&key).copied();
         out.insert(
-            key,
-            Node {
+            key.clone(),
+            NodeBuild {
+                key,
                 name: orig,
-                rrsets: sets.into_boxed_slice(),
+                sets,
                 cut,
                 service,
             },
@@ -352,11 +331,22 @@ pub fn compile_zone(
     let mut order: Vec<(Name, Box<[u8]>)> =
         out.keys().map(|k| (wire_to_name(k), k.clone())).collect();
     order.sort_by(|a, b| a.0.cmp(&b.0));
+    let apex_owner = out
+        .get(&apex)
+        .map_or_else(|| apex.clone(), |n| n.name.clone());
+    let nodes = match Names::build(out.into_values().collect()) {
+        Ok(n) => n,
+        Err(e) => {
+            diags.push(Diagnostic::error(&data.file, 0, 0, e.to_string()));
+            return Err(diags);
+        }
+    };
     Ok(Zone {
         origin: data.origin.clone(),
         apex,
         apex_labels,
-        nodes: out,
+        apex_owner,
+        nodes,
         order: order.into_iter().map(|(_, k)| k).collect(),
         has_cuts,
         has_wildcards,
