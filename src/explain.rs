@@ -198,9 +198,9 @@ pub fn explain(
     let mut compiled_range = None;
     if let Some((_, svc)) = find_service(snap, &key) {
         // The query carries the client as both source and ECS address.
-        if let (Some(_), Some(cg)) = (svc.compiled, &snap.geo_index) {
+        if let (Some(slot), Some(cg)) = (svc.compiled, &snap.geo_index) {
             if !crate::geo::is_special(addr) {
-                compiled_range = cg.index.range(addr).map(|(lo, hi)| format!("{lo} - {hi}"));
+                compiled_range = cg.range(slot, addr).map(|(lo, hi)| format!("{lo} - {hi}"));
             }
         }
         let family = match rtype {

@@ -479,6 +479,51 @@ fn rfc7871_7_2_1_scope_covers_only_addresses_with_the_same_answer() {
     );
 }
 
+/// Each compiled service has its own ranges: the ECS scope of a reply is
+/// as wide as that service's own decision allows, whatever other services
+/// (deciding differently, with other boundaries) are compiled beside it.
+#[test]
+fn rfc7871_7_2_1_scope_of_one_service_is_not_narrowed_by_another() {
+    let single_cfg = &CONFIG[..CONFIG
+        .find("[zones.\"example.com\".services.near]")
+        .expect("near service")];
+    let (_d1, all, addrs) = fixture(CONFIG);
+    let (_d2, single, addrs_single) = fixture(single_cfg);
+    assert_eq!(addrs, addrs_single, "both fixtures hold the same networks");
+    let mut rng = Rng(0x0bad_cafe_f00d_d00d);
+    let mut wider_than_combined = 0;
+    for a in &addrs {
+        let full = if a.is_ipv4() { 32u8 } else { 128 };
+        let client = inside(*a, rng.next());
+        let q = query(1, "www.example.com", 1, Edns::Ecs(client, full));
+        let with_others = Message::from_vec(&answer(&all, &q, client, 7, false)).expect("reply");
+        let alone = Message::from_vec(&answer(&single, &q, client, 7, false)).expect("reply");
+        assert_eq!(with_others.answers, alone.answers, "{client}");
+        let (s_all, s_alone) = (ecs_scope(&with_others), ecs_scope(&alone));
+        assert_eq!(
+            s_all, s_alone,
+            "{client}: scope {s_all:?} beside other services, {s_alone:?} alone"
+        );
+        // One range for all services would be the intersection of theirs:
+        // its scope, the narrowest of the services' scopes for this client.
+        let narrowest = ["near", "two", "lat"]
+            .iter()
+            .map(|n| {
+                let q = query(1, &format!("{n}.example.com"), 1, Edns::Ecs(client, full));
+                ecs_scope(&Message::from_vec(&answer(&all, &q, client, 7, false)).expect("reply"))
+            })
+            .max()
+            .flatten();
+        if narrowest > s_alone {
+            wider_than_combined += 1;
+        }
+    }
+    assert!(
+        wider_than_combined > 100,
+        "only {wider_than_combined} clients where the services' boundaries differ"
+    );
+}
+
 /// The same two checks over a full GeoLite2-City database with the
 /// benchmark configuration (`benches/geo.toml`); `benches/run.sh` fetches the
 /// database into `geoip/`.

@@ -5,11 +5,13 @@
 //! than the rest of an answer. Instead, at load the whole database is walked
 //! once: every network's location is run through the location-dependent
 //! steps (`geo`, `nearest`, `latency` tables) of every service that uses
-//! only City data, and consecutive address ranges that lead to the same
-//! decisions for all of them are merged. A query is then a binary search in
-//! a small sorted table; the ECS scope is the largest prefix around the
-//! client that stays inside its range — exact, and usually wider than the
-//! database network, so resolvers cache more.
+//! only City data, and, per service, consecutive address ranges that lead
+//! to the same decision are merged. A query is then a binary search in a
+//! small sorted table (most IPv4 lookups one read of a per-/16 table); the
+//! ECS scope is the largest prefix around the client that stays inside its
+//! range — exact, and usually wider than the database network, so
+//! resolvers cache more. Each service has its own ranges, so one service's
+//! boundaries never narrow another's scope.
 
 use std::net::IpAddr;
 
@@ -18,30 +20,26 @@ use rustc_hash::FxHashMap;
 
 use super::{GeoDb, Location};
 
-/// A compiled lookup: address → decision combination, with its range.
+/// One service's compiled lookup: address → decision, with its range.
 #[derive(Debug, Default)]
 pub struct GeoIndex {
-    /// Range starts (ascending) and the combination for [start, next start).
+    /// Range starts (ascending) and the decision for [start, next start).
     v4: Vec<(u32, u32)>,
     /// For each /16: the index of the last range starting at or before it,
     /// so a lookup only searches the ranges inside one /16.
     v4_by16: Vec<u32>,
     /// For each /16 that lies inside one range: the answer itself
-    /// (`UNIFORM | scope << 10 | combo`, 128 KB: small enough to stay
+    /// (`UNIFORM | scope << 10 | decision`, 128 KB: small enough to stay
     /// cached), so most lookups touch one cache line; `MIXED` for the others
-    /// (and when there are more than 1 024 combinations).
+    /// (and for decisions numbered 1 024 and up).
     v4_flat16: Vec<u16>,
     v6: Vec<(u128, u32)>,
-    /// Per combination, per compiled service: the index of its decision.
-    pub combos: Vec<Box<[u32]>>,
-    /// Networks read from the database (for the log line).
-    pub networks: usize,
 }
 
-/// What a lookup found: the combination and the ECS scope it holds for.
+/// What a lookup found: the decision and the ECS scope it holds for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hit {
-    pub combo: u32,
+    pub decision: u32,
     pub scope: u8,
 }
 
@@ -78,7 +76,7 @@ impl GeoIndex {
                 if let Some(&f) = self.v4_flat16.get(top) {
                     if f & UNIFORM != 0 {
                         return Some(Hit {
-                            combo: u32::from(f) & ((1 << COMBO_BITS) - 1),
+                            decision: u32::from(f) & ((1 << COMBO_BITS) - 1),
                             scope: ((f >> COMBO_BITS) & 0x1f) as u8,
                         });
                     }
@@ -97,7 +95,7 @@ impl GeoIndex {
                     .get(i + 1)
                     .map_or(u32::MAX as u128, |n| n.0 as u128 - 1);
                 Some(Hit {
-                    combo: self.v4[i].1,
+                    decision: self.v4[i].1,
                     scope: scope_in(a as u128, lo, hi, 32),
                 })
             }
@@ -110,7 +108,7 @@ impl GeoIndex {
                 let lo = self.v6[i].0;
                 let hi = self.v6.get(i + 1).map_or(u128::MAX, |n| n.0 - 1);
                 Some(Hit {
-                    combo: self.v6[i].1,
+                    decision: self.v6[i].1,
                     scope: scope_in(a, lo, hi, 128),
                 })
             }
@@ -149,13 +147,24 @@ impl GeoIndex {
     }
 }
 
-/// Builds the index. `decide` maps a location to one decision index per
-/// compiled service (the same for equal locations); it is called once per
-/// distinct database record, not per network.
+/// The compiled lookups of all services, from one walk of the database.
+#[derive(Debug, Default)]
+pub struct GeoIndexes {
+    /// Per compiled service slot.
+    pub services: Vec<GeoIndex>,
+    /// Networks read from the database (for the log line).
+    pub networks: usize,
+}
+
+/// Builds one index per service. `decide` maps a location to one decision
+/// index per compiled service (`slots` of them; the same for equal
+/// locations); it is called once per distinct database record, not per
+/// network.
 pub fn build(
     geo: &GeoDb,
+    slots: usize,
     mut decide: impl FnMut(&Location) -> Vec<u32>,
-) -> Result<GeoIndex, String> {
+) -> Result<GeoIndexes, String> {
     let db = geo.city.as_ref().ok_or("no City database")?;
     let mut combos: Vec<Box<[u32]>> = Vec::new();
     let mut combo_of: FxHashMap<Box<[u32]>, u32> = FxHashMap::default();
@@ -217,22 +226,25 @@ pub fn build(
             }
         }
     }
-    Ok(GeoIndex::from_ranges(
-        merge(v4, unknown, 0, |x| x.checked_add(1)),
-        merge(v6, unknown, 0, |x| x.checked_add(1)),
-        combos,
-        networks,
-    ))
+    drop(by_offset);
+    drop(combo_of);
+    v4.sort_unstable_by_key(|n| n.0);
+    v6.sort_unstable_by_key(|n| n.0);
+    let services = (0..slots)
+        .map(|s| {
+            let of = |c: u32| combos[c as usize].get(s).copied().unwrap_or(0);
+            GeoIndex::from_ranges(
+                merge(&v4, of, of(unknown), 0, |x| x.checked_add(1)),
+                merge(&v6, of, of(unknown), 0, |x| x.checked_add(1)),
+            )
+        })
+        .collect();
+    Ok(GeoIndexes { services, networks })
 }
 
 impl GeoIndex {
     /// The index over merged ranges (starts ascending, the first at 0).
-    fn from_ranges(
-        v4: Vec<(u32, u32)>,
-        v6: Vec<(u128, u32)>,
-        combos: Vec<Box<[u32]>>,
-        networks: usize,
-    ) -> GeoIndex {
+    fn from_ranges(v4: Vec<(u32, u32)>, v6: Vec<(u128, u32)>) -> GeoIndex {
         let v4_by16: Vec<u32> = (0..=0x1_0000u64)
             .map(|h| {
                 let at = (h << 16).min(u32::MAX as u64) as u32;
@@ -243,14 +255,14 @@ impl GeoIndex {
             .map(|h| {
                 let (first, last) = (h << 16, h << 16 | 0xffff);
                 let i = v4_by16[h as usize] as usize;
-                let Some(&(lo, combo)) = v4.get(i) else {
+                let Some(&(lo, decision)) = v4.get(i) else {
                     return MIXED;
                 };
                 let hi = v4.get(i + 1).map_or(u32::MAX, |n| n.0 - 1);
-                if lo <= first && last <= hi && combo < 1 << COMBO_BITS {
+                if lo <= first && last <= hi && decision < 1 << COMBO_BITS {
                     // Every address of the /16 has the same scope (≤ 16).
                     let scope = scope_in(first as u128, lo as u128, hi as u128, 32) as u16;
-                    UNIFORM | scope << COMBO_BITS | combo as u16
+                    UNIFORM | scope << COMBO_BITS | decision as u16
                 } else {
                     MIXED
                 }
@@ -261,29 +273,28 @@ impl GeoIndex {
             v4_by16,
             v4_flat16,
             v6,
-            combos,
-            networks,
         }
     }
 }
 
-/// Sorted, gap-filled, merged range starts, from `zero` on.
+/// Gap-filled, merged range starts, from `zero` on, of networks sorted by
+/// start, each mapped to its decision by `of`.
 fn merge<T: Copy + Ord>(
-    mut nets: Vec<(T, T, u32)>,
+    nets: &[(T, T, u32)],
+    of: impl Fn(u32) -> u32,
     unknown: u32,
     zero: T,
     succ: impl Fn(T) -> Option<T>,
 ) -> Vec<(T, u32)> {
-    nets.sort_unstable_by_key(|n| n.0);
     let mut out: Vec<(T, u32)> = Vec::new();
-    let push = |start: T, combo: u32, out: &mut Vec<(T, u32)>| {
-        if out.last().is_none_or(|l| l.1 != combo) {
-            out.push((start, combo));
+    let push = |start: T, decision: u32, out: &mut Vec<(T, u32)>| {
+        if out.last().is_none_or(|l| l.1 != decision) {
+            out.push((start, decision));
         }
     };
     // The first address not yet covered.
     let mut next = Some(zero);
-    for (start, end, combo) in nets {
+    for &(start, end, combo) in nets {
         let Some(n) = next else { break };
         if start < n {
             continue; // overlaps what is covered (aliases): the first wins
@@ -291,7 +302,7 @@ fn merge<T: Copy + Ord>(
         if start > n {
             push(n, unknown, &mut out);
         }
-        push(start, combo, &mut out);
+        push(start, of(combo), &mut out);
         next = succ(end);
     }
     if let Some(n) = next {
@@ -351,7 +362,7 @@ mod tests {
         ranges.extend((0..300u32).map(|i| (0x0a00_0000 + i * 97, i % 5)));
         ranges.sort_unstable();
         ranges.dedup_by_key(|r| r.0);
-        let idx = GeoIndex::from_ranges(ranges.clone(), Vec::new(), Vec::new(), 0);
+        let idx = GeoIndex::from_ranges(ranges.clone(), Vec::new());
         let uniform = idx.v4_flat16.iter().filter(|&&f| f & UNIFORM != 0).count();
         assert!(uniform > 50_000 && uniform < 65_536, "{uniform}");
         let mut x = 12345u32;
@@ -367,7 +378,7 @@ mod tests {
             let i = ranges.partition_point(|&(s, _)| s <= a) - 1;
             let hi = ranges.get(i + 1).map_or(u32::MAX, |n| n.0 - 1);
             let want = Hit {
-                combo: ranges[i].1,
+                decision: ranges[i].1,
                 scope: scope_in(a as u128, ranges[i].0 as u128, hi as u128, 32),
             };
             let got = idx.lookup(IpAddr::from(a.to_be_bytes())).expect("found");
@@ -384,11 +395,20 @@ mod tests {
 
     #[test]
     fn merge_fills_gaps_and_joins_equal_neighbours() {
+        let id = |c: u32| c;
         let nets = vec![(10u32, 19, 1), (20, 29, 1), (40, 49, 2)];
-        let m = merge(nets, 0, 0, |x| x.checked_add(1));
+        let m = merge(&nets, id, 0, 0, |x| x.checked_add(1));
         assert_eq!(m, vec![(0, 0), (10, 1), (30, 0), (40, 2), (50, 0)]);
         // A range reaching the top of the space leaves no trailing gap.
-        let m = merge(vec![(0u32, u32::MAX, 3)], 0, 0, |x| x.checked_add(1));
+        let m = merge(&[(0u32, u32::MAX, 3)], id, 0, 0, |x| x.checked_add(1));
         assert_eq!(m, vec![(0, 3)]);
+        // Per service: neighbours whose combinations differ only in another
+        // service's decision are one range for this one.
+        let combos = [[0u32, 0], [1, 0], [1, 1], [2, 1]];
+        let nets = vec![(0u32, 9, 0), (10, 19, 1), (20, 29, 2), (30, u32::MAX, 3)];
+        let first = merge(&nets, |c| combos[c as usize][0], 0, 0, |x| x.checked_add(1));
+        assert_eq!(first, vec![(0, 0), (10, 1), (30, 2)]);
+        let second = merge(&nets, |c| combos[c as usize][1], 0, 0, |x| x.checked_add(1));
+        assert_eq!(second, vec![(0, 0), (20, 1)]);
     }
 }

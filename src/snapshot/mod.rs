@@ -374,7 +374,7 @@ fn wire_to_name(w: &[u8]) -> Name {
 /// Location decisions of every compiled service, per address range.
 #[derive(Debug)]
 pub struct CompiledGeo {
-    pub index: crate::geo::index::GeoIndex,
+    pub index: crate::geo::index::GeoIndexes,
     /// Per compiled service slot: its distinct group orders.
     pub decisions: Vec<Vec<Vec<u16>>>,
     /// What it was compiled from (reused while both are unchanged).
@@ -386,14 +386,21 @@ impl CompiledGeo {
     /// The group order for service `slot` and the ECS scope, for `ip`.
     #[inline]
     pub fn order(&self, slot: u32, ip: std::net::IpAddr) -> Option<(&[u16], u8)> {
-        let hit = self.index.lookup(ip)?;
-        let d = *self
-            .index
-            .combos
-            .get(hit.combo as usize)?
-            .get(slot as usize)?;
-        let order = self.decisions.get(slot as usize)?.get(d as usize)?;
+        let hit = self.index.services.get(slot as usize)?.lookup(ip)?;
+        let order = self
+            .decisions
+            .get(slot as usize)?
+            .get(hit.decision as usize)?;
         Some((order, hit.scope))
+    }
+
+    /// The address range around `ip` that shares service `slot`'s decision.
+    pub fn range(
+        &self,
+        slot: u32,
+        ip: std::net::IpAddr,
+    ) -> Option<(std::net::IpAddr, std::net::IpAddr)> {
+        self.index.services.get(slot as usize)?.range(ip)
     }
 }
 
@@ -434,7 +441,7 @@ pub fn compile_geo(
     let mut interned: Vec<FxHashMap<Vec<u16>, u32>> = vec![FxHashMap::default(); svcs.len()];
     let any = std::net::IpAddr::from([0, 0, 0, 0]);
     let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        crate::geo::index::build(geo, |loc| {
+        crate::geo::index::build(geo, svcs.len(), |loc| {
             svcs.iter()
                 .enumerate()
                 .map(|(slot, s)| {
@@ -455,9 +462,13 @@ pub fn compile_geo(
             city.release_pages();
             tracing::info!(
                 networks = index.networks,
-                ranges = index.ranges(),
-                uniform_16s = index.uniform_16s(),
-                combinations = index.combos.len(),
+                ranges = index.services.iter().map(|i| i.ranges()).sum::<usize>(),
+                uniform_16s = index
+                    .services
+                    .iter()
+                    .map(|i| i.uniform_16s())
+                    .sum::<usize>(),
+                decisions = decisions.iter().map(|d| d.len()).sum::<usize>(),
                 services = svcs.len(),
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "geo decisions compiled"
