@@ -74,6 +74,80 @@ fn rfc1035_3_common_types_are_served() {
     );
 }
 
+/// RFC 1035 §4.1.4 and RFC 3597 §4: names inside the RDATA of the RFC 1035
+/// types (NS, CNAME, MX, SOA) are compressed — replies decode to the same
+/// names and are shorter than with the names written out — and names in
+/// other types' RDATA (SRV, RFC 2782) never are.
+#[test]
+fn rfc1035_4_1_4_rdata_names_of_rfc1035_types_are_compressed() {
+    let zone = format!("{ZONE}_sip._udp IN SRV 10 5 5060 mail.example.com.\n");
+    let s = TestServer::start_with(
+        &config(""),
+        &[("example.com.zone", &zone), ("example.net.zone", ZONE_NET)],
+    );
+    let cases: [(&str, RecordType, &[&str]); 5] = [
+        (
+            "example.com.",
+            RecordType::SOA,
+            &["ns1.example.com.", "hostmaster.example.com."],
+        ),
+        ("example.com.", RecordType::MX, &["mail.example.com."]),
+        (
+            "example.com.",
+            RecordType::NS,
+            &["ns1.example.com.", "ns2.example.net."],
+        ),
+        ("ftp.example.com.", RecordType::CNAME, &["www.example.com."]),
+        (
+            "_sip._udp.example.com.",
+            RecordType::SRV,
+            &["mail.example.com."],
+        ),
+    ];
+    for (name, t, targets) in cases {
+        let raw = udp_raw(s.dns, &query(name, t).to_vec().expect("encode")).expect("reply");
+        let r = Message::from_vec(&raw).expect("reply decodes");
+        let mut got: Vec<String> = Vec::new();
+        for a in r.answers.iter().filter(|a| a.record_type() == t) {
+            match &a.data {
+                RData::SOA(soa) => {
+                    got.push(soa.mname.to_ascii());
+                    got.push(soa.rname.to_ascii());
+                    assert_eq!(soa.serial, 2026112201);
+                    assert_eq!(soa.minimum, 300);
+                }
+                RData::MX(mx) => {
+                    assert_eq!(mx.preference, 10);
+                    got.push(mx.exchange.to_ascii());
+                }
+                RData::NS(ns) => got.push(ns.0.to_ascii()),
+                RData::CNAME(c) => got.push(c.0.to_ascii()),
+                RData::SRV(srv) => {
+                    assert_eq!((srv.priority, srv.weight, srv.port), (10, 5, 5060));
+                    got.push(srv.target.to_ascii());
+                }
+                other => panic!("{name} {t}: unexpected {other:?}"),
+            }
+        }
+        got.sort();
+        let mut want: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+        want.sort();
+        assert_eq!(got, want, "{name} {t}");
+        // Every target name ends in example.com or example.net; written
+        // out, each costs its full length; compressed, a pointer replaces
+        // the part shared with the question.
+        let written_out = raw
+            .windows(b"\x07example\x03com\x00".len())
+            .filter(|w| w == b"\x07example\x03com\x00")
+            .count();
+        let expected = if t == RecordType::SRV { 2 } else { 1 };
+        assert_eq!(
+            written_out, expected,
+            "{name} {t}: example.com written out {written_out} times"
+        );
+    }
+}
+
 fn soa_ttl(r: &Message) -> u32 {
     assert_eq!(r.authorities.len(), 1, "{:?}", r.authorities);
     assert_eq!(r.authorities[0].record_type(), RecordType::SOA);

@@ -16,6 +16,7 @@ pub const TYPE_A: u16 = 1;
 pub const TYPE_NS: u16 = 2;
 pub const TYPE_CNAME: u16 = 5;
 pub const TYPE_SOA: u16 = 6;
+pub const TYPE_PTR: u16 = 12;
 pub const TYPE_HINFO: u16 = 13;
 pub const TYPE_MX: u16 = 15;
 pub const TYPE_AAAA: u16 = 28;
@@ -121,6 +122,22 @@ pub fn header_id_flags(raw: &[u8]) -> Option<(u16, u16)> {
 
 fn rd16(raw: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*raw.get(at)?, *raw.get(at + 1)?]))
+}
+
+/// Length of the uncompressed wire name at the start of `b` (through its
+/// root label), if it is one.
+fn plain_name_len(b: &[u8]) -> Option<usize> {
+    let mut at = 0usize;
+    loop {
+        let len = *b.get(at)? as usize;
+        if len & 0xc0 != 0 || at + 1 + len > MAX_NAME {
+            return None;
+        }
+        at += 1 + len;
+        if len == 0 {
+            return (at <= b.len()).then_some(at);
+        }
+    }
 }
 
 /// Skips a (possibly compressed) name starting at `at`; returns the offset after it.
@@ -468,17 +485,73 @@ impl<'b> Writer<'b> {
     }
 
     /// Appends one resource record: owner name, then `fixed`, which holds
-    /// TYPE, CLASS, TTL, RDLENGTH and RDATA already encoded.
+    /// TYPE, CLASS, TTL, RDLENGTH and RDATA already encoded (names in the
+    /// RDATA uncompressed). Names inside the RDATA of the RFC 1035 types
+    /// that allow it (NS, CNAME, PTR, MX, SOA; RFC 3597 §4) are compressed
+    /// against the question like owner names, as every major server does;
+    /// other types are copied as they are.
     pub fn put_rr(&mut self, section: Section, owner: &[u8], fixed: &[u8]) -> Result<(), NoRoom> {
         let start = self.buf.len();
         self.put_name(owner);
-        self.buf.extend_from_slice(fixed);
+        let rtype = match fixed {
+            [a, b, ..] => u16::from_be_bytes([*a, *b]),
+            _ => 0,
+        };
+        let names = matches!(rtype, TYPE_NS | TYPE_CNAME | TYPE_PTR | TYPE_MX | TYPE_SOA);
+        if !(names && self.has_question && self.put_rdata_compressed(rtype, fixed)) {
+            self.buf.extend_from_slice(fixed);
+        }
         if self.buf.len() > self.room() {
             self.buf.truncate(start);
             return Err(NoRoom);
         }
         self.counts[section as usize] += 1;
         Ok(())
+    }
+
+    /// Writes TYPE, CLASS, TTL, RDLENGTH and RDATA of `fixed` with the
+    /// names in the RDATA compressed; false (nothing written) when the RDATA
+    /// is not shaped as its type says.
+    fn put_rdata_compressed(&mut self, rtype: u16, fixed: &[u8]) -> bool {
+        let (Some(head), Some(rdata)) = (fixed.get(..8), fixed.get(10..)) else {
+            return false;
+        };
+        // Fixed-size fields around the names: MX has its preference
+        // before, SOA its five counters after.
+        let (before, names, after) = match rtype {
+            TYPE_MX => (2, 1, 0),
+            TYPE_SOA => (0, 2, 20),
+            _ => (0, 1, 0),
+        };
+        let mut at = before;
+        let mut ends = [0usize; 2];
+        for end in ends.iter_mut().take(names) {
+            let Some(n) = plain_name_len(rdata.get(at..).unwrap_or_default()) else {
+                return false;
+            };
+            at += n;
+            *end = at;
+        }
+        if rdata.len() != at + after {
+            return false;
+        }
+        let mark = self.buf.len();
+        self.buf.extend_from_slice(head);
+        self.buf.extend_from_slice(&[0, 0]);
+        let rd_start = self.buf.len();
+        self.buf.extend_from_slice(&rdata[..before]);
+        let mut from = before;
+        for &end in ends.iter().take(names) {
+            self.put_name(&rdata[from..end]);
+            from = end;
+        }
+        self.buf.extend_from_slice(&rdata[from..]);
+        let Ok(rdlen) = u16::try_from(self.buf.len() - rd_start) else {
+            self.buf.truncate(mark);
+            return false;
+        };
+        self.buf[rd_start - 2..rd_start].copy_from_slice(&rdlen.to_be_bytes());
+        true
     }
 
     /// Appends one resource record from its parts (CLASS IN).
@@ -664,6 +737,46 @@ mod tests {
         let third = second + 6 + fixed.len();
         assert_eq!(&out[third..third + 5], b"\x03org\x00");
         assert_eq!(&out[6..8], &[0, 3]);
+    }
+
+    #[test]
+    fn rdata_names_compress_and_odd_rdata_is_copied_as_is() {
+        let raw = query(b"\x07example\x03com\x00", TYPE_SOA, &[], 0);
+        let r = parse_request(&raw).expect("parses");
+        let mut buf = Vec::new();
+        let mut w = Writer::new(&mut buf, &r, 512, true);
+        let mut soa = vec![0, 6, 0, 1, 0, 0, 0, 60, 0, 0];
+        soa.extend_from_slice(b"\x03ns1\x07example\x03com\x00\x02hm\x07EXAMPLE\x03com\x00");
+        soa.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4]);
+        let rdlen = (soa.len() - 10) as u16;
+        soa[8..10].copy_from_slice(&rdlen.to_be_bytes());
+        w.put_rr(Section::Answer, b"\x07example\x03com\x00", &soa)
+            .expect("fits");
+        let q_end = 12 + 13 + 4;
+        let mut want = vec![0xc0, 12, 0, 6, 0, 1, 0, 0, 0, 60, 0, 31];
+        want.extend_from_slice(b"\x03ns1\xc0\x0c\x02hm\xc0\x0c");
+        want.extend_from_slice(&soa[soa.len() - 20..]);
+        // An MX whose RDATA is one byte short, and an SRV: copied verbatim.
+        let mut bad_mx = vec![0, 15, 0, 1, 0, 0, 0, 60, 0, 0, 0];
+        bad_mx.extend_from_slice(b"\x04mail\x07example\x03com\x00");
+        let l = (bad_mx.len() - 10) as u16;
+        bad_mx[8..10].copy_from_slice(&l.to_be_bytes());
+        w.put_rr(Section::Answer, b"\x07example\x03com\x00", &bad_mx)
+            .expect("fits");
+        let mut srv = vec![0, 33, 0, 1, 0, 0, 0, 60, 0, 0, 0, 1, 0, 1, 0, 53];
+        srv.extend_from_slice(b"\x04mail\x07example\x03com\x00");
+        let l = (srv.len() - 10) as u16;
+        srv[8..10].copy_from_slice(&l.to_be_bytes());
+        w.put_rr(Section::Answer, b"\x07example\x03com\x00", &srv)
+            .expect("fits");
+        let out = w.finish().to_vec();
+        assert_eq!(&out[q_end..q_end + want.len()], &want[..]);
+        let mx_at = q_end + want.len();
+        assert_eq!(&out[mx_at..mx_at + 2], &[0xc0, 12]);
+        assert_eq!(&out[mx_at + 2..mx_at + 2 + bad_mx.len()], &bad_mx[..]);
+        let srv_at = mx_at + 2 + bad_mx.len();
+        assert_eq!(&out[srv_at + 2..srv_at + 2 + srv.len()], &srv[..]);
+        assert_eq!(out.len(), srv_at + 2 + srv.len());
     }
 
     #[test]
