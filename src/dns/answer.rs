@@ -317,7 +317,10 @@ fn additional(
 }
 
 fn negative(w: &mut Writer<'_>, zone: &Zone) -> Result<(), NoRoom> {
-    w.put_rr(Section::Authority, &zone.apex_owner, &zone.neg_soa)
+    match &zone.neg_soa_c {
+        Some(c) => w.put_apex_soa(Section::Authority, c, &zone.apex_owner, &zone.neg_soa),
+        None => w.put_rr(Section::Authority, &zone.apex_owner, &zone.neg_soa),
+    }
 }
 
 fn answer(

@@ -322,6 +322,66 @@ pub fn label_offsets(name: &[u8], out: &mut [u8; MAX_LABELS]) -> usize {
     n
 }
 
+/// A SOA record of a zone, pre-encoded for answers to questions inside the
+/// zone: the owner is the apex, and each RDATA name that ends in the apex
+/// is its own labels plus a pointer slot, filled per message with where the
+/// apex sits in the question. Every negative answer carries one, so this
+/// saves the generic compression's name walks on that path.
+#[derive(Debug, Clone)]
+pub struct ApexSoa {
+    /// Lower-cased wire-format apex.
+    apex: Box<[u8]>,
+    /// TYPE, CLASS, TTL, RDLENGTH and RDATA, with pointer slots.
+    bytes: Box<[u8]>,
+    slots: [usize; 2],
+    nslots: usize,
+}
+
+impl ApexSoa {
+    /// From a SOA record encoded as TYPE..RDATA with uncompressed names;
+    /// `None` when it is not shaped as one.
+    pub fn new(apex: &[u8], fixed: &[u8]) -> Option<ApexSoa> {
+        let rdata = fixed.get(10..)?;
+        let mut out = fixed.get(..10)?.to_vec();
+        let mut slots = [0usize; 2];
+        let mut nslots = 0;
+        let mut at = 0;
+        // MNAME, then RNAME.
+        for _ in 0..2 {
+            let n = plain_name_len(rdata.get(at..)?)?;
+            let name = &rdata[at..at + n];
+            let mut offs = [0u8; MAX_LABELS];
+            let labels = label_offsets(name, &mut offs);
+            let cut = offs[..labels]
+                .iter()
+                .map(|&o| o as usize)
+                .find(|&o| o + 1 < name.len() && name[o..].eq_ignore_ascii_case(apex));
+            match cut {
+                Some(o) => {
+                    out.extend_from_slice(&name[..o]);
+                    slots[nslots] = out.len();
+                    out.extend_from_slice(&[0, 0]);
+                    nslots += 1;
+                }
+                None => out.extend_from_slice(name),
+            }
+            at += n;
+        }
+        if rdata.len() != at + 20 {
+            return None;
+        }
+        out.extend_from_slice(&rdata[at..]);
+        let rdlen = u16::try_from(out.len() - 10).ok()?;
+        out[8..10].copy_from_slice(&rdlen.to_be_bytes());
+        Some(ApexSoa {
+            apex: apex.to_ascii_lowercase().into_boxed_slice(),
+            bytes: out.into_boxed_slice(),
+            slots,
+            nslots,
+        })
+    }
+}
+
 /// Where a response is being written, and how much room it may take.
 pub struct Writer<'b> {
     buf: &'b mut Vec<u8>,
@@ -490,6 +550,7 @@ impl<'b> Writer<'b> {
     /// that allow it (NS, CNAME, PTR, MX, SOA; RFC 3597 §4) are compressed
     /// against the question like owner names, as every major server does;
     /// other types are copied as they are.
+    #[inline]
     pub fn put_rr(&mut self, section: Section, owner: &[u8], fixed: &[u8]) -> Result<(), NoRoom> {
         let start = self.buf.len();
         self.put_name(owner);
@@ -511,7 +572,9 @@ impl<'b> Writer<'b> {
 
     /// Writes TYPE, CLASS, TTL, RDLENGTH and RDATA of `fixed` with the
     /// names in the RDATA compressed; false (nothing written) when the RDATA
-    /// is not shaped as its type says.
+    /// is not shaped as its type says. Kept out of line: `put_rr` stays
+    /// small for the A/AAAA records most answers carry.
+    #[inline(never)]
     fn put_rdata_compressed(&mut self, rtype: u16, fixed: &[u8]) -> bool {
         let (Some(head), Some(rdata)) = (fixed.get(..8), fixed.get(10..)) else {
             return false;
@@ -552,6 +615,48 @@ impl<'b> Writer<'b> {
         };
         self.buf[rd_start - 2..rd_start].copy_from_slice(&rdlen.to_be_bytes());
         true
+    }
+
+    /// Appends a zone's SOA: from its pre-compressed form when the question
+    /// name ends in the zone's apex, else through [`put_rr`](Self::put_rr)
+    /// with `owner` and `fixed`.
+    #[inline]
+    pub fn put_apex_soa(
+        &mut self,
+        section: Section,
+        soa: &ApexSoa,
+        owner: &[u8],
+        fixed: &[u8],
+    ) -> Result<(), NoRoom> {
+        let Some(at) = self.question_suffix(&soa.apex) else {
+            return self.put_rr(section, owner, fixed);
+        };
+        let start = self.buf.len();
+        let ptr = (0xc000u16 | (12 + at) as u16).to_be_bytes();
+        self.buf.extend_from_slice(&ptr);
+        let body = self.buf.len();
+        self.buf.extend_from_slice(&soa.bytes);
+        for &slot in &soa.slots[..soa.nslots] {
+            self.buf[body + slot..body + slot + 2].copy_from_slice(&ptr);
+        }
+        if self.buf.len() > self.room() {
+            self.buf.truncate(start);
+            return Err(NoRoom);
+        }
+        self.counts[section as usize] += 1;
+        Ok(())
+    }
+
+    /// Where `key` (a lower-cased wire name) starts in the question name,
+    /// if the question name ends in it at a label boundary.
+    fn question_suffix(&self, key: &[u8]) -> Option<usize> {
+        if !self.has_question || key.len() > self.qname_len {
+            return None;
+        }
+        let at = self.qname_len - key.len();
+        (self.qlabels[..self.nqlabels].contains(&(at as u8))
+            && self.qname[at..self.qname_len] == *key)
+            .then_some(at)
     }
 
     /// Appends one resource record from its parts (CLASS IN).
@@ -777,6 +882,59 @@ mod tests {
         let srv_at = mx_at + 2 + bad_mx.len();
         assert_eq!(&out[srv_at + 2..srv_at + 2 + srv.len()], &srv[..]);
         assert_eq!(out.len(), srv_at + 2 + srv.len());
+    }
+
+    #[test]
+    fn precompressed_soa_decodes_like_the_generic_path() {
+        use hickory_proto::op::Message;
+        let soa = |mname: &[u8], rname: &[u8]| {
+            let mut f = vec![0, 6, 0, 1, 0, 0, 0, 60, 0, 0];
+            f.extend_from_slice(mname);
+            f.extend_from_slice(rname);
+            f.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4]);
+            let l = (f.len() - 10) as u16;
+            f[8..10].copy_from_slice(&l.to_be_bytes());
+            f
+        };
+        let apex = b"\x07example\x03com\x00";
+        let owner = b"\x07Example\x03com\x00";
+        for fixed in [
+            soa(
+                b"\x03ns1\x07example\x03com\x00",
+                b"\x02hm\x07EXAMPLE\x03com\x00",
+            ),
+            soa(
+                b"\x02ns\x05other\x03net\x00",
+                b"\x02hm\x07example\x03com\x00",
+            ),
+            soa(b"\x07example\x03com\x00", b"\x02hm\x05other\x03net\x00"),
+        ] {
+            let c = ApexSoa::new(apex, &fixed).expect("a SOA");
+            for q in [
+                &b"\x04NoPe\x07example\x03com\x00"[..],
+                b"\x07example\x03com\x00",
+                b"\x03www\x0aexample-no\x03com\x00",
+            ] {
+                let raw = query(q, TYPE_A, &[], 0);
+                let r = parse_request(&raw).expect("parses");
+                let (mut b1, mut b2) = (Vec::new(), Vec::new());
+                let mut w = Writer::new(&mut b1, &r, 512, true);
+                w.put_apex_soa(Section::Authority, &c, owner, &fixed)
+                    .expect("fits");
+                let fast = w.finish().to_vec();
+                let mut w = Writer::new(&mut b2, &r, 512, true);
+                w.put_rr(Section::Authority, owner, &fixed).expect("fits");
+                let generic = w.finish().to_vec();
+                let (a, b) = (
+                    Message::from_vec(&fast).expect("decodes"),
+                    Message::from_vec(&generic).expect("decodes"),
+                );
+                assert_eq!(a.authorities, b.authorities, "{q:?}");
+                assert!(fast.len() <= generic.len(), "{q:?}");
+            }
+        }
+        // Not a SOA: no precompressed form.
+        assert!(ApexSoa::new(apex, &[0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 1, 2, 3, 4]).is_none());
     }
 
     #[test]

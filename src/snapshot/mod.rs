@@ -51,6 +51,8 @@ pub struct Zone {
     /// The SOA record with TTL = min(SOA TTL, MINIMUM) for negative answers
     /// (RFC 2308 §3).
     pub neg_soa: Box<[u8]>,
+    /// `neg_soa` pre-compressed against the apex (every negative answer).
+    pub neg_soa_c: Option<wire::ApexSoa>,
     pub allow_transfer: Vec<IpNet>,
     pub data: ZoneData,
     /// Dynamic names answered by a steering chain.
@@ -334,6 +336,7 @@ pub fn compile_zone(
     let apex_owner = out
         .get(&apex)
         .map_or_else(|| apex.clone(), |n| n.name.clone());
+    let neg_soa_c = wire::ApexSoa::new(&apex, &neg_soa);
     let nodes = match Names::build(out.into_values().collect()) {
         Ok(n) => n,
         Err(e) => {
@@ -351,6 +354,7 @@ pub fn compile_zone(
         has_cuts,
         has_wildcards,
         soa,
+        neg_soa_c,
         neg_soa,
         allow_transfer,
         data,
