@@ -647,19 +647,13 @@ fn status_answers_while_a_changed_geoip_database_is_compiled() {
     let mut big = nets();
     for i in 0..65_536u32 {
         let net = Ipv4Addr::from(0x2c00_0000 | (i << 8));
-        big.push(if i % 2 == 0 {
-            CityNet::new(&format!("{net}/24"), "EU", "FR", None, "Paris", 48.85, 2.35)
+        let (continent, country, city, lat, lon) = if i % 2 == 0 {
+            ("EU", "FR", "Paris", 48.85, 2.35)
         } else {
-            CityNet::new(
-                &format!("{net}/24"),
-                "AS",
-                "JP",
-                None,
-                "Osaka",
-                34.69,
-                135.5,
-            )
-        });
+            ("AS", "JP", "Osaka", 34.69, 135.5)
+        };
+        let net = format!("{net}/24");
+        big.push(CityNet::new(&net, continent, country, None, city, lat, lon));
     }
     let tmp = g.s.path("city.mmdb.new");
     std::fs::write(&tmp, build_city(&big, Layout::GeoIp2)).expect("w");

@@ -140,6 +140,32 @@ fn plain_name_len(b: &[u8]) -> Option<usize> {
     }
 }
 
+/// Where the names lie in the RDATA of a type whose names may be
+/// compressed (NS, CNAME, PTR: one name; MX: preference, name; SOA: two
+/// names, five counters): the offset of the first name and the end of each
+/// name (`count` of them); `None` when the RDATA is not shaped so.
+struct RdataNames {
+    first: usize,
+    ends: [usize; 2],
+    count: usize,
+}
+
+fn rdata_names(rtype: u16, rdata: &[u8]) -> Option<RdataNames> {
+    let (first, count, after) = match rtype {
+        TYPE_MX => (2, 1, 0),
+        TYPE_SOA => (0, 2, 20),
+        TYPE_NS | TYPE_CNAME | TYPE_PTR => (0, 1, 0),
+        _ => return None,
+    };
+    let mut at = first;
+    let mut ends = [0usize; 2];
+    for end in ends.iter_mut().take(count) {
+        at += plain_name_len(rdata.get(at..)?)?;
+        *end = at;
+    }
+    (rdata.len() == at + after).then_some(RdataNames { first, ends, count })
+}
+
 /// Skips a (possibly compressed) name starting at `at`; returns the offset after it.
 fn skip_name(raw: &[u8], mut at: usize) -> Result<usize, ParseError> {
     let mut total = 0usize;
@@ -342,14 +368,13 @@ impl ApexSoa {
     /// `None` when it is not shaped as one.
     pub fn new(apex: &[u8], fixed: &[u8]) -> Option<ApexSoa> {
         let rdata = fixed.get(10..)?;
+        let layout = rdata_names(TYPE_SOA, rdata)?;
         let mut out = fixed.get(..10)?.to_vec();
         let mut slots = [0usize; 2];
         let mut nslots = 0;
-        let mut at = 0;
-        // MNAME, then RNAME.
-        for _ in 0..2 {
-            let n = plain_name_len(rdata.get(at..)?)?;
-            let name = &rdata[at..at + n];
+        let mut from = 0;
+        for &end in &layout.ends {
+            let name = &rdata[from..end];
             let mut offs = [0u8; MAX_LABELS];
             let labels = label_offsets(name, &mut offs);
             let cut = offs[..labels]
@@ -365,12 +390,9 @@ impl ApexSoa {
                 }
                 None => out.extend_from_slice(name),
             }
-            at += n;
+            from = end;
         }
-        if rdata.len() != at + 20 {
-            return None;
-        }
-        out.extend_from_slice(&rdata[at..]);
+        out.extend_from_slice(&rdata[from..]);
         let rdlen = u16::try_from(out.len() - 10).ok()?;
         out[8..10].copy_from_slice(&rdlen.to_be_bytes());
         Some(ApexSoa {
@@ -558,6 +580,7 @@ impl<'b> Writer<'b> {
             [a, b, ..] => u16::from_be_bytes([*a, *b]),
             _ => 0,
         };
+        // The types whose RDATA names may be compressed (see `rdata_names`).
         let names = matches!(rtype, TYPE_NS | TYPE_CNAME | TYPE_PTR | TYPE_MX | TYPE_SOA);
         if !(names && self.has_question && self.put_rdata_compressed(rtype, fixed)) {
             self.buf.extend_from_slice(fixed);
@@ -579,32 +602,16 @@ impl<'b> Writer<'b> {
         let (Some(head), Some(rdata)) = (fixed.get(..8), fixed.get(10..)) else {
             return false;
         };
-        // Fixed-size fields around the names: MX has its preference
-        // before, SOA its five counters after.
-        let (before, names, after) = match rtype {
-            TYPE_MX => (2, 1, 0),
-            TYPE_SOA => (0, 2, 20),
-            _ => (0, 1, 0),
-        };
-        let mut at = before;
-        let mut ends = [0usize; 2];
-        for end in ends.iter_mut().take(names) {
-            let Some(n) = plain_name_len(rdata.get(at..).unwrap_or_default()) else {
-                return false;
-            };
-            at += n;
-            *end = at;
-        }
-        if rdata.len() != at + after {
+        let Some(layout) = rdata_names(rtype, rdata) else {
             return false;
-        }
+        };
         let mark = self.buf.len();
         self.buf.extend_from_slice(head);
         self.buf.extend_from_slice(&[0, 0]);
         let rd_start = self.buf.len();
-        self.buf.extend_from_slice(&rdata[..before]);
-        let mut from = before;
-        for &end in ends.iter().take(names) {
+        self.buf.extend_from_slice(&rdata[..layout.first]);
+        let mut from = layout.first;
+        for &end in &layout.ends[..layout.count] {
             self.put_name(&rdata[from..end]);
             from = end;
         }
@@ -844,17 +851,35 @@ mod tests {
         assert_eq!(&out[6..8], &[0, 3]);
     }
 
+    /// TYPE, CLASS IN, TTL 60, RDLENGTH and `rdata`.
+    fn rr(rtype: u16, rdata: &[u8]) -> Vec<u8> {
+        let mut f = rtype.to_be_bytes().to_vec();
+        f.extend_from_slice(&[0, 1, 0, 0, 0, 60]);
+        f.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        f.extend_from_slice(rdata);
+        f
+    }
+
+    /// SOA RDATA: the two names, then serial 7 and four more counters.
+    fn soa_rdata(mname: &[u8], rname: &[u8]) -> Vec<u8> {
+        let mut d = [mname, rname].concat();
+        d.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4]);
+        d
+    }
+
     #[test]
     fn rdata_names_compress_and_odd_rdata_is_copied_as_is() {
         let raw = query(b"\x07example\x03com\x00", TYPE_SOA, &[], 0);
         let r = parse_request(&raw).expect("parses");
         let mut buf = Vec::new();
         let mut w = Writer::new(&mut buf, &r, 512, true);
-        let mut soa = vec![0, 6, 0, 1, 0, 0, 0, 60, 0, 0];
-        soa.extend_from_slice(b"\x03ns1\x07example\x03com\x00\x02hm\x07EXAMPLE\x03com\x00");
-        soa.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4]);
-        let rdlen = (soa.len() - 10) as u16;
-        soa[8..10].copy_from_slice(&rdlen.to_be_bytes());
+        let soa = rr(
+            TYPE_SOA,
+            &soa_rdata(
+                b"\x03ns1\x07example\x03com\x00",
+                b"\x02hm\x07EXAMPLE\x03com\x00",
+            ),
+        );
         w.put_rr(Section::Answer, b"\x07example\x03com\x00", &soa)
             .expect("fits");
         let q_end = 12 + 13 + 4;
@@ -862,16 +887,13 @@ mod tests {
         want.extend_from_slice(b"\x03ns1\xc0\x0c\x02hm\xc0\x0c");
         want.extend_from_slice(&soa[soa.len() - 20..]);
         // An MX whose RDATA is one byte short, and an SRV: copied verbatim.
-        let mut bad_mx = vec![0, 15, 0, 1, 0, 0, 0, 60, 0, 0, 0];
-        bad_mx.extend_from_slice(b"\x04mail\x07example\x03com\x00");
-        let l = (bad_mx.len() - 10) as u16;
-        bad_mx[8..10].copy_from_slice(&l.to_be_bytes());
+        let bad_mx = rr(TYPE_MX, b"\x00\x04mail\x07example\x03com\x00");
         w.put_rr(Section::Answer, b"\x07example\x03com\x00", &bad_mx)
             .expect("fits");
-        let mut srv = vec![0, 33, 0, 1, 0, 0, 0, 60, 0, 0, 0, 1, 0, 1, 0, 53];
-        srv.extend_from_slice(b"\x04mail\x07example\x03com\x00");
-        let l = (srv.len() - 10) as u16;
-        srv[8..10].copy_from_slice(&l.to_be_bytes());
+        let srv = rr(
+            TYPE_SRV,
+            b"\x00\x01\x00\x01\x00\x35\x04mail\x07example\x03com\x00",
+        );
         w.put_rr(Section::Answer, b"\x07example\x03com\x00", &srv)
             .expect("fits");
         let out = w.finish().to_vec();
@@ -887,15 +909,7 @@ mod tests {
     #[test]
     fn precompressed_soa_decodes_like_the_generic_path() {
         use hickory_proto::op::Message;
-        let soa = |mname: &[u8], rname: &[u8]| {
-            let mut f = vec![0, 6, 0, 1, 0, 0, 0, 60, 0, 0];
-            f.extend_from_slice(mname);
-            f.extend_from_slice(rname);
-            f.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4]);
-            let l = (f.len() - 10) as u16;
-            f[8..10].copy_from_slice(&l.to_be_bytes());
-            f
-        };
+        let soa = |mname: &[u8], rname: &[u8]| rr(TYPE_SOA, &soa_rdata(mname, rname));
         let apex = b"\x07example\x03com\x00";
         let owner = b"\x07Example\x03com\x00";
         for fixed in [
@@ -934,7 +948,7 @@ mod tests {
             }
         }
         // Not a SOA: no precompressed form.
-        assert!(ApexSoa::new(apex, &[0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 1, 2, 3, 4]).is_none());
+        assert!(ApexSoa::new(apex, &rr(TYPE_A, &[1, 2, 3, 4])).is_none());
     }
 
     #[test]

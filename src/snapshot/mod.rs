@@ -2,10 +2,11 @@
 //! [`Snapshot`]: the only structure the query path reads.
 //!
 //! Everything the answer path needs is decided and encoded here, once:
-//! names are lower-cased wire-format keys in hash maps, empty non-terminals
-//! exist as nodes (so NODATA vs NXDOMAIN and the closest encloser fall out of
-//! one walk down the name), delegation points are flagged, and every record
-//! is pre-encoded as TYPE/CLASS/TTL/RDLENGTH/RDATA ready to be copied.
+//! names are lower-cased wire-format keys in a compact table (`names`),
+//! empty non-terminals exist as nodes (so NODATA vs NXDOMAIN and the closest
+//! encloser fall out of one walk down the name), delegation points are
+//! flagged, and every record is pre-encoded as TYPE/CLASS/TTL/RDLENGTH/RDATA
+//! ready to be copied.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -60,9 +61,6 @@ pub struct Zone {
 }
 
 impl Zone {
-    pub fn apex_node(&self) -> Option<NodeRef<'_>> {
-        self.nodes.get(&self.apex)
-    }
     pub fn serial(&self) -> u32 {
         self.data.serial().unwrap_or(0)
     }

@@ -180,11 +180,6 @@ impl Names {
             at = (at + 1) & mask;
         }
     }
-
-    /// Every node, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = NodeRef<'_>> {
-        self.nodes.iter().map(move |d| NodeRef { names: self, d })
-    }
 }
 
 /// A node: a name that exists in the zone (with RRsets, or an empty
@@ -222,9 +217,6 @@ impl<'z> NodeRef<'z> {
     }
     pub fn first(&self) -> Option<SetRef<'z>> {
         self.rrsets().next()
-    }
-    pub fn has_rrsets(&self) -> bool {
-        self.d.nsets > 0
     }
     pub fn get(&self, rtype: u16) -> Option<SetRef<'z>> {
         self.rrsets().find(|s| s.rtype() == rtype)
