@@ -4,17 +4,26 @@
 # CPU 0, the load generator to CPU 1; each pair runs back to back, so read
 # the ratios, not the absolute numbers (shared machines are noisy).
 #
-#   benches/run.sh                 # geolb alone: static, negatives, geo (needs GeoLite2-City, see below)
-#   PEERS="gdnsd nsd" benches/run.sh   # plus gdnsd (geo, static) and NSD (static) when installed
+#   benches/run.sh                 # geolb alone: static, positive, NXDOMAIN, NODATA, geo (needs GeoLite2-City, see below)
+#   PEERS="gdnsd nsd" benches/run.sh   # plus paired runs against gdnsd (geo, static) and NSD (static) when installed
+#   FIXED=50000 benches/run.sh     # plus server CPU per query and mean latency at that rate (dnsperf)
 #   SCALING=1 benches/run.sh       # plus 1 vs 2 UDP workers (see the scaling section below)
 #   RELOAD=1 benches/run.sh        # plus geo throughput under a reload / GeoIP swap every second
-#   FIXED=50000 benches/run.sh     # plus server CPU per query and mean latency at that rate (dnsperf)
+#
+# REPS (default 3) rounds of every throughput mix, PAIRS (default 5) pairs of
+# fixed-rate runs, SECS (default 10) seconds each. Against a peer both servers
+# run side by side on CPU 0 and the runs alternate (geolb first, then the
+# peer first, ...), so a drift in the machine's speed falls on both alike;
+# each pair gives a ratio geolb/peer, reported as the geometric mean of the
+# ratios with a 95 % confidence interval (Student's t over the log ratios).
 #
 # The City database is not shipped: the 2018 GeoLite2-City snapshot published on
 # PyPI is fetched into geoip/GeoLite2-City.mmdb (with pip or curl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${SECS:-10}
+REPS=${REPS:-3}
+PAIRS=${PAIRS:-5}
 PEERS=${PEERS:-}
 RUN=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$RUN"' EXIT
@@ -50,95 +59,159 @@ load() { # port mix
   taskset -c 1 "$LOAD" "127.0.0.1:$1" "$2" "$SECS" | sed -n 's/.*qps=\([0-9]*\).*/\1/p'
 }
 serve() { # name port command...
-  local port=$2; shift 2
-  taskset -c 0 "$@" >"$RUN/server.log" 2>&1 &
+  local name=$1 port=$2; shift 2
+  taskset -c 0 "$@" >"$RUN/$name.log" 2>&1 &
   SERVER=$!
   wait_up "$port"
 }
-stop() { kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; sleep 0.5; }
-cpu_ticks() { # utime + stime of a process and its descendants (NSD forks its servers)
-  local t=0 p
+stop() { # pid...
+  kill "$@" 2>/dev/null || true; wait "$@" 2>/dev/null || true; sleep 0.5; }
+# Server CPU: the exact run time (nanoseconds) of every thread of a process
+# and its descendants (NSD forks its servers), from /proc/PID/task/*/schedstat
+# rather than the 10 ms tick counts of /proc/PID/stat.
+cpu_ns() { # pid
+  local t=0 p f v
   for p in $1 $(pgrep -P "$1"); do
-    [ "$p" = "$1" ] || { t=$((t + $(cpu_ticks "$p"))); continue; }
-    # Fields after the command name, which may hold spaces ("nsd: main").
-    t=$((t + $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0)))
+    if [ "$p" != "$1" ]; then t=$((t + $(cpu_ns "$p"))); continue; fi
+    for f in /proc/"$p"/task/*/schedstat; do
+      read -r v _ <"$f" 2>/dev/null && t=$((t + v))
+    done
   done
   echo "$t"
 }
-
-declare -A QPS
-serve geolb 5312 "$GEOLB" serve --config benches/geo.toml
-for mix in static positive nxdomain nodata geo-ecs; do QPS[geolb,$mix]=$(load 5312 $mix); done
-grep -o 'geo decisions compiled.*' "$RUN/server.log" | head -1 || true
-echo "geolb RSS: $(ps -o rss= -p "$SERVER") KiB"
-stop
-
-# Fixed rate: the static mix (200 hosts, 10 % NXDOMAIN) at $FIXED queries per
-# second with dnsperf; server CPU per query from /proc (utime + stime of the
-# whole process) and dnsperf's mean latency.
-fixed() { # name port
-  [ -n "${FIXED:-}" ] || return 0
-  command -v dnsperf >/dev/null || { echo "fixed rate: dnsperf not installed"; return 0; }
-  if [ ! -f "$RUN/static.txt" ]; then
-    { for i in $(seq 1 900); do echo "host$(( (i * 7) % 200 + 1 )).example.com A"; done
-      for i in $(seq 1 100); do echo "nx$i.example.com A"; done
-    } | shuf --random-source=<(yes) >"$RUN/static.txt"
-  fi
-  local t0 t1 out
-  t0=$(cpu_ticks "$SERVER")
-  out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$2" -d "$RUN/static.txt" -l "$SECS" -c 4 -q 100 -Q "$FIXED" 2>&1)
-  t1=$(cpu_ticks "$SERVER")
-  echo "$out" | awk -v n="$1" -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" '
-    /Queries completed/ { q = $3 } /Average Latency/ { lat = $4 * 1e6 }
-    END { if (q > 0) printf "fixed: %-6s %d queries, %.2f us server CPU per query, %.0f us mean latency\n", n, q, 1e6 * t / hz / q, lat }'
+median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END {
+  if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.0f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+# Lines "a b", one per pair: the geometric mean of a/b, its 95 % confidence
+# interval, and in how many pairs a was ahead (higher, or lower with lower=1).
+paired() { # label lower [who is a]
+  awk -v what="$1" -v lower="$2" -v who="${3:-geolb}" '
+    function t95(df) { # two-sided 95 % quantile of Student t
+      split("12.71 4.303 3.182 2.776 2.571 2.447 2.365 2.306 2.262 2.228 2.201 2.179 2.160 2.145 2.131 2.120 2.110 2.101 2.093 2.086 2.080 2.074 2.069 2.064 2.060 2.056 2.052 2.048 2.045 2.042", q, " ")
+      return df <= 30 ? q[df] : 1.96 + 2.4 / df }
+    $1 > 0 && $2 > 0 { n++; r = log($1 / $2); s += r; sq += r * r; w += lower ? $1 < $2 : $1 > $2 }
+    END {
+      if (n == 0) { printf "%s: no data\n", what; exit }
+      m = s / n
+      if (n == 1) { printf "%s: %.3fx (1 pair)\n", what, exp(m); exit }
+      sd = sqrt((sq - n * m * m) / (n - 1)); h = t95(n - 1) * sd / sqrt(n)
+      printf "%s: %.3fx (95%% CI %.3f-%.3fx), %s ahead in %d of %d pairs\n", what, exp(m), exp(m - h), exp(m + h), who, w, n }'
 }
-serve geolb 5312 "$GEOLB" serve --config benches/geo.toml
-fixed geolb 5312
-stop
 
-for peer in $PEERS; do
-  case $peer in
+# geolb alone: every mix REPS times, the order rotating from round to round.
+mixes="static positive nxdomain nodata geo-ecs"
+serve geolb 5312 "$GEOLB" serve --config benches/geo.toml
+declare -A ALONE
+: >"$RUN/negatives"
+for rep in $(seq 1 "$REPS"); do
+  declare -A got=()
+  set -- $mixes; for _ in $(seq 2 "$rep"); do set -- "${@:2}" "$1"; done
+  for mix in "$@"; do got[$mix]=$(load 5312 "$mix"); ALONE[$mix]="${ALONE[$mix]:-} ${got[$mix]}"; done
+  echo "${got[nxdomain]} ${got[positive]} ${got[nodata]}" >>"$RUN/negatives"
+done
+grep -o 'geo decisions compiled.*' "$RUN/geolb.log" | head -1 || true
+echo "geolb RSS after the runs: $(ps -o rss= -p "$SERVER") KiB"
+stop "$SERVER"
+for mix in $mixes; do echo "geolb alone: $mix $(echo "${ALONE[$mix]}" | median) qps (median of $(echo "${ALONE[$mix]}" | wc -w | tr -d ' '):${ALONE[$mix]})"; done
+awk '{ print $1, $2 }' "$RUN/negatives" | paired "NXDOMAIN-only / positive-only QPS" 0 NXDOMAIN
+awk '{ print $3, $2 }' "$RUN/negatives" | paired "NODATA-only / positive-only QPS" 0 NODATA
+
+static_mix() { # the fixed-rate query file: 200 hosts, 10 % NXDOMAIN
+  [ -f "$RUN/static.txt" ] && return 0
+  { for i in $(seq 1 900); do echo "host$(( (i * 7) % 200 + 1 )).example.com A"; done
+    for i in $(seq 1 100); do echo "nx$i.example.com A"; done
+  } | shuf --random-source=<(yes) >"$RUN/static.txt"
+}
+# One fixed-rate run with dnsperf: "server_us_per_query mean_latency_us".
+fixed_once() { # pid port
+  local t0 t1 out
+  t0=$(cpu_ns "$1")
+  out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$2" -d "$RUN/static.txt" -l "$SECS" -c 4 -q 100 -Q "$FIXED" 2>&1)
+  t1=$(cpu_ns "$1")
+  echo "$out" | awk -v t=$((t1 - t0)) '
+    /Queries completed/ { q = $3 } /Average Latency/ { lat = $4 * 1e6 }
+    END { if (q > 0) printf "%.3f %.1f\n", t / 1e3 / q, lat; else print "0 0" }'
+}
+if [ -n "${FIXED:-}" ] && ! command -v dnsperf >/dev/null; then
+  echo "fixed rate: dnsperf not installed, skipped"; FIXED=
+fi
+if [ -n "${FIXED:-}" ]; then
+  static_mix
+  serve geolb 5312 "$GEOLB" serve --config benches/geo.toml
+  fixed_once "$SERVER" 5312 >/dev/null # warm-up
+  r=$(fixed_once "$SERVER" 5312)
+  echo "geolb alone: fixed $FIXED qps: ${r% *} us server CPU per query, ${r#* } us mean latency"
+  stop "$SERVER"
+fi
+
+# A peer's command line on port 5311 (configs from benches/peers/), or
+# nothing when it is not installed.
+peer_cmd() { # name
+  local d
+  case $1 in
     gdnsd)
-      command -v gdnsd >/dev/null || { echo "gdnsd not installed"; continue; }
+      command -v gdnsd >/dev/null || return 0
       d=$RUN/gdnsd; mkdir -p "$d/config/zones" "$d/config/geoip" "$d/run" "$d/state"
       sed "s|edns_client_subnet => true|edns_client_subnet => true\n  run_dir => $d/run\n  state_dir => $d/state|" benches/peers/gdnsd/config >"$d/config/config"
       cp benches/example.com.zone "$d/config/zones/example.com"
       echo 'geo 60 DYNA geoip!geo_www' >>"$d/config/zones/example.com"
       ln -sf "$PWD/geoip/GeoLite2-City.mmdb" "$d/config/geoip/City.mmdb"
-      serve gdnsd 5311 gdnsd -c "$d/config" start
-      for mix in static geo-ecs; do QPS[gdnsd,$mix]=$(load 5311 $mix); done
-      fixed gdnsd 5311
-      stop ;;
+      echo "gdnsd -c $d/config start" ;;
     nsd)
-      command -v nsd >/dev/null || { echo "nsd not installed"; continue; }
+      command -v nsd >/dev/null || return 0
       d=$RUN/nsd; mkdir -p "$d"
       cp benches/example.com.zone "$d/"
       sed "s|RUNDIR|$d|g" benches/peers/nsd.conf >"$d/nsd.conf"
-      serve nsd 5311 nsd -d -c "$d/nsd.conf"
-      QPS[nsd,static]=$(load 5311 static)
-      fixed nsd 5311
-      stop ;;
+      echo "nsd -d -c $d/nsd.conf" ;;
+    *) echo "unknown peer $1 (gdnsd, nsd)" >&2 ;;
   esac
+}
+
+# Against each peer: geolb with the equivalent config (gdnsd serves the geo
+# zone, NSD only the static one) and the peer, side by side.
+for peer in $PEERS; do
+  cmd=$(peer_cmd "$peer")
+  [ -n "$cmd" ] || { echo "$peer: not installed, skipped"; continue; }
+  case $peer in nsd) conf=benches/static.toml; pmixes="static" ;; *) conf=benches/geo.toml; pmixes="static geo-ecs" ;; esac
+  serve geolb 5312 "$GEOLB" serve --config "$conf"; G=$SERVER
+  # shellcheck disable=SC2086
+  serve "$peer" 5311 $cmd; P=$SERVER
+  for mix in $pmixes; do : >"$RUN/$peer.$mix"; done
+  for rep in $(seq 1 "$REPS"); do
+    for mix in $pmixes; do
+      if [ $((rep % 2)) -eq 1 ]; then g=$(load 5312 "$mix"); p=$(load 5311 "$mix")
+      else p=$(load 5311 "$mix"); g=$(load 5312 "$mix"); fi
+      echo "$g $p" >>"$RUN/$peer.$mix"
+      echo "$peer round $rep: $mix geolb $g qps, $peer $p qps"
+    done
+  done
+  if [ -n "${FIXED:-}" ]; then
+    static_mix
+    fixed_once "$G" 5312 >/dev/null; fixed_once "$P" 5311 >/dev/null # warm-up
+    : >"$RUN/$peer.fixed"
+    for i in $(seq 1 "$PAIRS"); do
+      if [ $((i % 2)) -eq 1 ]; then g=$(fixed_once "$G" 5312); p=$(fixed_once "$P" 5311)
+      else p=$(fixed_once "$P" 5311); g=$(fixed_once "$G" 5312); fi
+      echo "$g $p" >>"$RUN/$peer.fixed"
+      echo "$peer pair $i at $FIXED qps: geolb ${g% *} us/query ${g#* } us latency; $peer ${p% *} us/query ${p#* } us latency"
+    done
+  fi
+  echo "$peer RSS after the runs, with its child processes: $(for c in "$P" $(pgrep -P "$P"); do ps -o rss= -p "$c"; done | awk '{ t += $1 } END { print t }') KiB"
+  stop "$G" "$P"
+  for mix in $pmixes; do
+    paired "$mix QPS, geolb / $peer" 0 <"$RUN/$peer.$mix"
+  done
+  if [ -n "${FIXED:-}" ]; then
+    awk '{ print $1, $3 }' "$RUN/$peer.fixed" | paired "server CPU per query at $FIXED qps, geolb / $peer" 1
+    awk '{ print $2, $4 }' "$RUN/$peer.fixed" | paired "mean latency at $FIXED qps, geolb / $peer" 1
+    awk '{ g += $1; gl += $2; p += $3; pl += $4; n++ } END { if (n) printf "means at %s qps: geolb %.2f us/query, %.1f us latency; %s %.2f us/query, %.1f us latency\n", r, g / n, gl / n, peer, p / n, pl / n }' r="$FIXED" peer="$peer" "$RUN/$peer.fixed"
+  fi
 done
 
-printf '%-10s %-10s %10s\n' server mix qps
-for k in "${!QPS[@]}"; do printf '%-10s %-10s %10s\n' "${k%%,*}" "${k#*,}" "${QPS[$k]}"; done | sort
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-echo "negative/positive: NXDOMAIN $(ratio "${QPS[geolb,nxdomain]}" "${QPS[geolb,positive]}"), NODATA $(ratio "${QPS[geolb,nodata]}" "${QPS[geolb,positive]}")"
-[ -n "${QPS[gdnsd,geo-ecs]:-}" ] && echo "geo-ecs geolb/gdnsd: $(ratio "${QPS[geolb,geo-ecs]}" "${QPS[gdnsd,geo-ecs]}")"
-[ -n "${QPS[gdnsd,static]:-}" ] && echo "static geolb/gdnsd: $(ratio "${QPS[geolb,static]}" "${QPS[gdnsd,static]}")"
-[ -n "${QPS[nsd,static]:-}" ] && echo "static geolb/nsd: $(ratio "${QPS[geolb,static]}" "${QPS[nsd,static]}")"
-
-# Scaling: 1 UDP worker on CPU 0 (load on CPU 1), then 2 workers on CPUs 0-1
-# with the load generator on the same two CPUs (a 2-core machine has no third
-# core for it). Throughput is then bounded by the load generator, so the
-# figure that shows scaling is queries per second per core of server CPU
-# actually used (from /proc utime+stime): equal per-core rates mean the
-# workers add throughput in proportion to the cores they get.
 # Reloads under full load: the geo mix with a SIGHUP every second, and with
 # the City database replaced every second (renamed over, as geoipupdate
 # does; two hard links alternate so the swap itself costs nothing), each
-# bracketed by runs without either.
+# against the mean of the runs without either just before and after it.
 if [ -n "${RELOAD:-}" ]; then
   d=$RUN/reload; mkdir -p "$d"
   cp geoip/GeoLite2-City.mmdb "$d/City.a"; cp "$d/City.a" "$d/City.b"; ln "$d/City.a" "$d/City.mmdb"
@@ -150,31 +223,49 @@ if [ -n "${RELOAD:-}" ]; then
   hup() { kill -HUP "$SERVER"; }
   swap() { if [ $(($1 % 2)) -eq 0 ]; then f=City.a; else f=City.b; fi
            ln -f "$d/$f" "$d/City.tmp" && mv -f "$d/City.tmp" "$d/City.mmdb"; }
-  b1=$(load 5312 geo-ecs)
-  every_second hup & bg=$!; r=$(load 5312 geo-ecs); wait $bg
-  b2=$(load 5312 geo-ecs)
-  every_second swap & bg=$!; g=$(load 5312 geo-ecs); wait $bg
-  b3=$(load 5312 geo-ecs)
-  stop
-  echo "reload: geo-ecs without: $b1 $b2 $b3 qps"
-  echo "reload: SIGHUP every second: $r qps ($(ratio "$r" $(((b1 + b2) / 2))) of the runs around it), $(grep -c 'reload succeeded' "$RUN/server.log") reloads logged"
-  echo "reload: GeoIP swap every second: $g qps ($(ratio "$g" $(((b2 + b3) / 2))) of the runs around it), $(grep -c 'GeoIP database reloaded' "$RUN/server.log") swaps applied"
+  : >"$RUN/reload.hup"; : >"$RUN/reload.swap"
+  b=$(load 5312 geo-ecs)
+  for rep in $(seq 1 "$REPS"); do
+    every_second hup & bg=$!; r=$(load 5312 geo-ecs); wait $bg
+    b2=$(load 5312 geo-ecs)
+    every_second swap & bg=$!; g=$(load 5312 geo-ecs); wait $bg
+    b3=$(load 5312 geo-ecs)
+    echo "$r $(((b + b2) / 2))" >>"$RUN/reload.hup"; echo "$g $(((b2 + b3) / 2))" >>"$RUN/reload.swap"
+    echo "reload round $rep: without $b, SIGHUP every second $r, without $b2, GeoIP swap every second $g, without $b3 qps"
+    b=$b3
+  done
+  stop "$SERVER"
+  paired "geo QPS with a SIGHUP reload every second / without" 0 "with reloads" <"$RUN/reload.hup"
+  paired "geo QPS with a GeoIP swap every second / without" 0 "with swaps" <"$RUN/reload.swap"
+  echo "reload: $(grep -c 'reload succeeded' "$RUN/geolb.log") reloads and $(grep -c 'GeoIP database reloaded' "$RUN/geolb.log") GeoIP swaps logged"
 fi
 
+# Scaling: 1 UDP worker on CPU 0 (load on CPU 1), then 2 workers on CPUs 0-1
+# with the load generator on the same two CPUs (a 2-core machine has no third
+# core for it). Throughput is then bounded by the load generator, so the
+# figure that shows scaling is queries per second per core of server CPU
+# actually used: equal per-core rates mean the workers add throughput in
+# proportion to the cores they get.
 if [ -n "${SCALING:-}" ]; then
-  hz=$(getconf CLK_TCK)
-  for spec in "1 0 1" "2 0,1 0,1"; do
-    set -- $spec
-    taskset -c "$2" "$GEOLB" serve --config benches/geo.toml --udp-workers "$1" >"$RUN/server.log" 2>&1 &
-    SERVER=$!
-    wait_up 5312
-    t0=$(cpu_ticks "$SERVER")
-    q=$(taskset -c "$3" "$LOAD" 127.0.0.1:5312 static "$SECS" 16 64 | sed -n 's/.*qps=\([0-9]*\).*/\1/p')
-    t1=$(cpu_ticks "$SERVER")
-    stop
-    awk -v w="$1" -v q="$q" -v t=$((t1 - t0)) -v hz="$hz" -v s="$SECS" 'BEGIN {
-      cores = t / hz / s
-      printf "scaling: %d worker(s): %d qps, %.2f server cores, %.0f qps per server core\n", w, q, cores, q / cores }'
+  : >"$RUN/scaling"
+  for rep in $(seq 1 "$REPS"); do
+    line=
+    for spec in "1 0 1" "2 0,1 0,1"; do
+      set -- $spec
+      taskset -c "$2" "$GEOLB" serve --config benches/geo.toml --udp-workers "$1" >"$RUN/geolb.log" 2>&1 &
+      SERVER=$!
+      wait_up 5312
+      t0=$(cpu_ns "$SERVER")
+      q=$(taskset -c "$3" "$LOAD" 127.0.0.1:5312 static "$SECS" 16 64 | sed -n 's/.*qps=\([0-9]*\).*/\1/p')
+      t1=$(cpu_ns "$SERVER")
+      stop "$SERVER"
+      per=$(awk -v q="$q" -v t=$((t1 - t0)) -v s="$SECS" 'BEGIN { printf "%.0f", q / (t / 1e9 / s) }')
+      awk -v w="$1" -v q="$q" -v t=$((t1 - t0)) -v s="$SECS" -v per="$per" 'BEGIN {
+        printf "scaling round %d: %d worker(s): %d qps, %.2f server cores, %d qps per server core\n", '"$rep"', w, q, t / 1e9 / s, per }'
+      line="$per $line"
+    done
+    echo "$line" >>"$RUN/scaling"
   done
+  paired "QPS per server core, 2 workers / 1 worker" 0 "2 workers" <"$RUN/scaling"
 fi
 true

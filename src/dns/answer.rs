@@ -47,8 +47,9 @@ pub fn handle(
     out: &mut Vec<u8>,
     scratch: &mut Scratch,
 ) -> Outcome {
-    let req = match wire::parse_request(raw) {
-        Ok(r) => r,
+    let mut req = Request::blank(raw);
+    match wire::parse_request_in(&mut req) {
+        Ok(()) => {}
         Err(ParseError::Drop) => return Outcome::Drop,
         Err(e) => {
             let Some((id, flags)) = wire::header_id_flags(raw) else {
@@ -65,7 +66,7 @@ pub fn handle(
             snap.counters.query(scratch.slot, None, 0, rcode);
             return Outcome::Reply;
         }
-    };
+    }
     let nsid = match req.edns {
         Some(e) if e.nsid => snap.nsid.as_deref(),
         _ => None,
@@ -172,38 +173,37 @@ pub fn handle(
     outcome
 }
 
-/// A name being resolved: lower-cased wire bytes and label offsets.
-struct Target {
-    name: [u8; MAX_NAME],
-    len: usize,
+/// A name being resolved: lower-cased wire bytes (the question's, or a
+/// CNAME target's in the zone data) and its label offsets.
+struct Target<'n> {
+    name: &'n [u8],
     offs: [u8; MAX_LABELS],
     labels: usize,
 }
 
-impl Target {
-    fn from_req(req: &Request<'_>) -> Target {
-        // Copy only the used bytes (a name is usually a few dozen of 255).
-        let mut t = Target {
-            name: [0; MAX_NAME],
-            len: req.qname_len,
-            offs: [0; MAX_LABELS],
+impl<'n> Target<'n> {
+    fn from_req(req: &'n Request<'_>) -> Target<'n> {
+        Target {
+            name: req.qname(),
+            offs: req.label_offsets,
             labels: req.labels,
+        }
+    }
+    fn of(name: &'n [u8]) -> Target<'n> {
+        let mut t = Target {
+            name,
+            offs: [0; MAX_LABELS],
+            labels: 0,
         };
-        t.name[..t.len].copy_from_slice(&req.qname[..req.qname_len]);
-        t.offs[..t.labels].copy_from_slice(&req.label_offsets[..req.labels]);
+        t.labels = wire::label_offsets(name, &mut t.offs);
         t
     }
-    fn set(&mut self, name: &[u8]) {
-        self.name[..name.len()].copy_from_slice(name);
-        self.len = name.len();
-        self.labels = wire::label_offsets(name, &mut self.offs);
-    }
-    fn bytes(&self) -> &[u8] {
-        &self.name[..self.len]
+    fn bytes(&self) -> &'n [u8] {
+        self.name
     }
     /// The suffix of this name with `n` labels (root = 1).
-    fn suffix(&self, n: usize) -> &[u8] {
-        &self.name[self.offs[self.labels - n] as usize..self.len]
+    fn suffix(&self, n: usize) -> &'n [u8] {
+        &self.name[self.offs[self.labels - n] as usize..]
     }
 }
 
@@ -220,16 +220,10 @@ enum Found<'z> {
 /// point is in the way.
 pub fn find_service<'s>(snap: &'s Snapshot, name: &[u8]) -> Option<(&'s Zone, &'s Service)> {
     let zone = snap.zones.find_name(name)?;
-    let mut t = Target {
-        name: [0; MAX_NAME],
-        len: 0,
-        offs: [0; MAX_LABELS],
-        labels: 0,
-    };
     if name.len() > MAX_NAME {
         return None;
     }
-    t.set(name);
+    let t = Target::of(name);
     match lookup(zone, &t, wire::TYPE_A) {
         Found::Node(node) => node.service().map(|i| (zone, &zone.services[i as usize])),
         _ => None,
@@ -358,7 +352,7 @@ fn answer(
                     w.set_aa(false);
                     if let Some(ns) = cut.get(wire::TYPE_NS) {
                         put_set(w, Section::Authority, cut.name(), ns)?;
-                        let cut_key = &t.name[t.len - cut.name().len()..t.len];
+                        let cut_key = &t.name[t.name.len() - cut.name().len()..];
                         additional(w, zone, ns.targets(), Some(cut_key))?;
                     }
                 }
@@ -423,7 +417,7 @@ fn answer(
                         break;
                     };
                     zone = nz;
-                    t.set(next);
+                    t = Target::of(next);
                     continue;
                 }
                 if done {

@@ -196,6 +196,36 @@ fn skip_name(raw: &[u8], mut at: usize) -> Result<usize, ParseError> {
 /// Parses a query. Triage follows a fixed order: short packet or QR=1 (drop),
 /// opcode (NOTIMP), question count and question (FORMERR), then the OPT record.
 pub fn parse_request(raw: &[u8]) -> Result<Request<'_>, ParseError> {
+    let mut req = Request::blank(raw);
+    parse_request_in(&mut req)?;
+    Ok(req)
+}
+
+impl<'a> Request<'a> {
+    /// A request over `raw` with nothing parsed yet (see [`parse_request_in`]).
+    #[inline]
+    pub fn blank(raw: &'a [u8]) -> Request<'a> {
+        Request {
+            raw,
+            id: 0,
+            flags: 0,
+            question_end: 12,
+            qname_len: 0,
+            qname: [0; MAX_NAME],
+            label_offsets: [0; MAX_LABELS],
+            labels: 0,
+            qtype: 0,
+            qclass: 0,
+            edns: None,
+        }
+    }
+}
+
+/// [`parse_request`] into a request made by [`Request::blank`], which the
+/// answer path keeps in its own frame (the request is ~400 bytes: returning
+/// it by value costs a copy per query).
+pub fn parse_request_in(req: &mut Request<'_>) -> Result<(), ParseError> {
+    let raw = req.raw;
     let (id, flags) = header_id_flags(raw).ok_or(ParseError::Drop)?;
     if flags & FLAG_QR != 0 {
         return Err(ParseError::Drop);
@@ -212,24 +242,12 @@ pub fn parse_request(raw: &[u8]) -> Result<Request<'_>, ParseError> {
     } else {
         ParseError::FormErr
     };
-    let mut req = Request {
-        raw,
-        id,
-        flags,
-        question_end: 12,
-        qname_len: 0,
-        qname: [0; MAX_NAME],
-        label_offsets: [0; MAX_LABELS],
-        labels: 0,
-        qtype: 0,
-        qclass: 0,
-        edns: None,
-    };
+    req.id = id;
+    req.flags = flags;
     if qdcount != 1 {
         return Err(fail);
     }
-    parse_body(&mut req, ancount, nscount, arcount).map_err(|_| fail)?;
-    Ok(req)
+    parse_body(req, ancount, nscount, arcount).map_err(|_| fail)
 }
 
 fn parse_body(
@@ -412,12 +430,11 @@ pub struct Writer<'b> {
     /// Bytes kept free at the end for the OPT record.
     reserve: usize,
     counts: [u16; 4],
-    /// Question name (lower-cased) and its label offsets, for compression.
-    qname: [u8; MAX_NAME],
-    qname_len: usize,
-    qlabels: [u8; MAX_LABELS],
-    nqlabels: usize,
-    /// Whether the question was echoed (names can then point at it).
+    /// Question name (lower-cased) and its label offsets, for compression,
+    /// borrowed from the request; empty when the question was not echoed
+    /// (names can then not point at it).
+    qname: &'b [u8],
+    qlabels: &'b [u8],
     has_question: bool,
 }
 
@@ -443,7 +460,13 @@ pub struct NoRoom;
 impl<'b> Writer<'b> {
     /// Starts a response to `req`: header with the query's id, opcode, RD and
     /// CD echoed; and the question, copied as received (case preserved).
-    pub fn new(buf: &'b mut Vec<u8>, req: &Request<'_>, limit: usize, echo_question: bool) -> Self {
+    #[inline]
+    pub fn new(
+        buf: &'b mut Vec<u8>,
+        req: &'b Request<'_>,
+        limit: usize,
+        echo_question: bool,
+    ) -> Self {
         buf.clear();
         let flags = FLAG_QR | (req.flags & (0x7800 | FLAG_RD | FLAG_CD));
         buf.extend_from_slice(&req.id.to_be_bytes());
@@ -454,19 +477,15 @@ impl<'b> Writer<'b> {
             limit: limit.clamp(12, 65535),
             reserve: 0,
             counts: [0; 4],
-            qname: [0; MAX_NAME],
-            qname_len: 0,
-            qlabels: [0; MAX_LABELS],
-            nqlabels: 0,
+            qname: &[],
+            qlabels: &[],
             has_question: false,
         };
         if echo_question && req.question_end > 12 && req.qname_len > 0 {
             w.buf.extend_from_slice(&req.raw[12..req.question_end]);
             w.counts[0] = 1;
-            w.qname[..req.qname_len].copy_from_slice(req.qname());
-            w.qname_len = req.qname_len;
-            w.qlabels = req.label_offsets;
-            w.nqlabels = req.labels;
+            w.qname = req.qname();
+            w.qlabels = &req.label_offsets[..req.labels];
             w.has_question = true;
         }
         w
@@ -484,10 +503,8 @@ impl<'b> Writer<'b> {
             limit: 65535,
             reserve: 0,
             counts: [0; 4],
-            qname: [0; MAX_NAME],
-            qname_len: 0,
-            qlabels: [0; MAX_LABELS],
-            nqlabels: 0,
+            qname: &[],
+            qlabels: &[],
             has_question: false,
         }
     }
@@ -548,14 +565,12 @@ impl<'b> Writer<'b> {
             for &off in offs.iter().take(n.saturating_sub(1)) {
                 let off = off as usize;
                 let suffix = &name[off..];
-                if suffix.len() > self.qname_len {
+                if suffix.len() > self.qname.len() {
                     continue;
                 }
-                let qstart = self.qname_len - suffix.len();
-                let on_label = self.qlabels[..self.nqlabels]
-                    .iter()
-                    .any(|&o| o as usize == qstart);
-                if on_label && suffix.eq_ignore_ascii_case(&self.qname[qstart..self.qname_len]) {
+                let qstart = self.qname.len() - suffix.len();
+                let on_label = self.qlabels.iter().any(|&o| o as usize == qstart);
+                if on_label && suffix.eq_ignore_ascii_case(&self.qname[qstart..]) {
                     self.buf.extend_from_slice(&name[..off]);
                     let ptr = 0xc000u16 | (12 + qstart) as u16;
                     self.buf.extend_from_slice(&ptr.to_be_bytes());
@@ -657,13 +672,11 @@ impl<'b> Writer<'b> {
     /// Where `key` (a lower-cased wire name) starts in the question name,
     /// if the question name ends in it at a label boundary.
     fn question_suffix(&self, key: &[u8]) -> Option<usize> {
-        if !self.has_question || key.len() > self.qname_len {
+        if !self.has_question || key.len() > self.qname.len() {
             return None;
         }
-        let at = self.qname_len - key.len();
-        (self.qlabels[..self.nqlabels].contains(&(at as u8))
-            && self.qname[at..self.qname_len] == *key)
-            .then_some(at)
+        let at = self.qname.len() - key.len();
+        (self.qlabels.contains(&(at as u8)) && self.qname[at..] == *key).then_some(at)
     }
 
     /// Appends one resource record from its parts (CLASS IN).
