@@ -557,6 +557,16 @@ impl<'b> Writer<'b> {
     /// Writes `name` (lower-case or original-case wire format), compressed
     /// against the question name where a suffix matches.
     fn put_name(&mut self, name: &[u8]) {
+        // Most owners are the question name itself: one pointer to it (not
+        // for the root, which is shorter than a pointer).
+        if self.has_question
+            && name.len() > 1
+            && name.len() == self.qname.len()
+            && name.eq_ignore_ascii_case(self.qname)
+        {
+            self.buf.extend_from_slice(&(0xc000u16 | 12).to_be_bytes());
+            return;
+        }
         if self.has_question {
             let mut offs = [0u8; MAX_LABELS];
             let n = label_offsets(name, &mut offs);
@@ -862,6 +872,28 @@ mod tests {
         let third = second + 6 + fixed.len();
         assert_eq!(&out[third..third + 5], b"\x03org\x00");
         assert_eq!(&out[6..8], &[0, 3]);
+    }
+
+    #[test]
+    fn owner_equal_to_question_in_any_case_is_a_pointer_but_root_is_written() {
+        let raw = query(b"\x03www\x07example\x03com\x00", TYPE_A, &[], 0);
+        let r = parse_request(&raw).expect("parses");
+        let mut buf = Vec::new();
+        let mut w = Writer::new(&mut buf, &r, 512, true);
+        let fixed = [0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1];
+        w.put_rr(Section::Answer, b"\x03WWW\x07Example\x03COM\x00", &fixed)
+            .expect("fits");
+        let out = w.finish().to_vec();
+        let q_end = 12 + 17 + 4;
+        assert_eq!(&out[q_end..q_end + 2], &[0xc0, 12]);
+        // A question for the root: the root owner stays one byte.
+        let raw = query(b"\x00", TYPE_A, &[], 0);
+        let r = parse_request(&raw).expect("parses");
+        let mut w = Writer::new(&mut buf, &r, 512, true);
+        w.put_rr(Section::Answer, b"\x00", &fixed).expect("fits");
+        let out = w.finish().to_vec();
+        assert_eq!(out.len(), 12 + 1 + 4 + 1 + fixed.len());
+        assert_eq!(out[12 + 1 + 4], 0);
     }
 
     /// TYPE, CLASS IN, TTL 60, RDLENGTH and `rdata`.
