@@ -221,8 +221,9 @@ if [ -n "${RELOAD:-}" ]; then
   every_second() { # command...
     for i in $(seq 1 "$SECS"); do sleep 1; "$@" "$i"; done }
   hup() { kill -HUP "$SERVER"; }
-  swap() { if [ $(($1 % 2)) -eq 0 ]; then f=City.a; else f=City.b; fi
-           ln -f "$d/$f" "$d/City.tmp" && mv -f "$d/City.tmp" "$d/City.mmdb"; }
+  swap() { # to whichever copy is not in place now
+    if [ "$d/City.mmdb" -ef "$d/City.a" ]; then f=City.b; else f=City.a; fi
+    ln -f "$d/$f" "$d/City.tmp" && mv -f "$d/City.tmp" "$d/City.mmdb"; }
   : >"$RUN/reload.hup"; : >"$RUN/reload.swap"
   b=$(load 5312 geo-ecs)
   for rep in $(seq 1 "$REPS"); do
