@@ -486,7 +486,9 @@ impl Signals {
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading");
                     let shared = server.shared.clone();
-                    let _ = tokio::task::spawn_blocking(move || shared.reload()).await;
+                    if let Err(e) = geolb::server::in_background("geolb-reload", move || shared.reload()).await {
+                        tracing::error!("reload: {e}");
+                    }
                 }
                 _ = term.recv() => return,
                 _ = int.recv() => return,

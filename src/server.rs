@@ -89,10 +89,10 @@ pub struct GeoStatus {
 
 impl Shared {
     /// Re-reads the config and zones; swaps the new snapshot in only if all
-    /// of it is valid. On error the current snapshot keeps serving.
+    /// of it is valid. On error the current snapshot keeps serving. The
+    /// server runs it through [`in_background`].
     pub fn reload(&self) -> Result<ReloadReport, ReloadReport> {
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let _nice = Background::enter();
         let current = self.snapshot.load_full();
         let next_gen = current.generation + 1;
         let result = Config::load_with(&self.config_path, &self.overrides)
@@ -177,7 +177,6 @@ impl Shared {
     /// old one keeps serving. Returns whether anything was swapped.
     pub fn check_geo(&self) -> bool {
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let _nice = Background::enter();
         let cur = self.snapshot.load_full();
         let Some(g) = &cur.config.geoip else {
             return false;
@@ -529,8 +528,39 @@ async fn watch_geo(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         }
         let s = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || s.check_geo()).await;
+        if let Err(e) = in_background("geolb-geoip", move || s.check_geo()).await {
+            tracing::error!("GeoIP check: {e}");
+        }
     }
+}
+
+/// Why [`in_background`] did not return a result.
+#[derive(Debug, thiserror::Error)]
+pub enum BackgroundError {
+    #[error("cannot start a build thread: {0}")]
+    Spawn(std::io::Error),
+    #[error("the build thread panicked")]
+    Panicked,
+}
+
+/// Runs `f` (a reload, a GeoIP rebuild) on a thread of its own at the lowest
+/// CPU priority and waits for it without blocking the runtime. A fresh
+/// thread each time: raising a thread's priority back can be refused
+/// without privileges, so the runtime's blocking pool, which also serves
+/// the admin API (metrics, health, overrides), is never lowered.
+pub async fn in_background<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, BackgroundError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let _nice = Background::enter();
+            let _ = tx.send(f());
+        })
+        .map_err(BackgroundError::Spawn)?;
+    rx.await.map_err(|_| BackgroundError::Panicked)
 }
 
 /// Runs the current thread at the lowest CPU priority until dropped, so
@@ -823,5 +853,43 @@ impl Server {
             }
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn background_work_runs_niced_on_its_own_thread_and_leaves_callers_alone() {
+        #[cfg(target_os = "linux")]
+        fn nice() -> i32 {
+            // SAFETY: gettid has no preconditions; getpriority on this thread.
+            unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::getpriority(libc::PRIO_PROCESS, tid)
+            }
+        }
+        let (name, got) = in_background("geolb-test-build", || {
+            let name = std::thread::current().name().map(str::to_string);
+            #[cfg(target_os = "linux")]
+            return (name, nice());
+            #[cfg(not(target_os = "linux"))]
+            return (name, 19);
+        })
+        .await
+        .expect("runs");
+        assert_eq!(name.as_deref(), Some("geolb-test-build"));
+        assert_eq!(got, 19);
+        // The runtime's blocking pool, which serves the admin API, keeps
+        // its priority.
+        #[cfg(target_os = "linux")]
+        {
+            let pool = tokio::task::spawn_blocking(nice).await.expect("runs");
+            assert_eq!(pool, nice());
+        }
+        // A build that panics is an error, not a hang.
+        let e = in_background("geolb-test-panic", || -> u8 { panic!("build failed") }).await;
+        assert!(matches!(e, Err(BackgroundError::Panicked)));
     }
 }

@@ -655,9 +655,6 @@ fn status_answers_while_a_changed_geoip_database_is_compiled() {
         let net = format!("{net}/24");
         big.push(CityNet::new(&net, continent, country, None, city, lat, lon));
     }
-    let tmp = g.s.path("city.mmdb.new");
-    std::fs::write(&tmp, build_city(&big, Layout::GeoIp2)).expect("w");
-    std::fs::rename(&tmp, g.s.path("city.mmdb")).expect("rename");
     let pending = || {
         let (code, body) = http(admin, "GET", "/metrics");
         assert_eq!(code, 200, "{body}");
@@ -666,7 +663,12 @@ fn status_answers_while_a_changed_geoip_database_is_compiled() {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .expect("geolb_geoip_build_pending_seconds")
     };
+    // Nothing pending before the file changes (after the rename the watcher
+    // may pick the change up at any moment).
     assert_eq!(pending(), 0.0);
+    let tmp = g.s.path("city.mmdb.new");
+    std::fs::write(&tmp, build_city(&big, Layout::GeoIp2)).expect("w");
+    std::fs::rename(&tmp, g.s.path("city.mmdb")).expect("rename");
     let (mut saw_building, mut saw_pending) = (false, false);
     let swapped = wait_for(Duration::from_secs(60), || {
         let (code, body) = http(admin, "GET", "/v1/status");

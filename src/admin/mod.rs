@@ -207,7 +207,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn reload(State(shared): State<Arc<Shared>>) -> Response {
     let s = shared.clone();
-    let result = tokio::task::spawn_blocking(move || s.reload()).await;
+    let result = crate::server::in_background("geolb-reload", move || s.reload()).await;
     match result {
         Ok(Ok(r)) => (
             StatusCode::OK,
