@@ -556,49 +556,23 @@ pub async fn in_background<T: Send + 'static>(
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || {
-            let _nice = Background::enter();
+            lowest_priority();
             let _ = tx.send(f());
         })
         .map_err(BackgroundError::Spawn)?;
     rx.await.map_err(|_| BackgroundError::Panicked)
 }
 
-/// Runs the current thread at the lowest CPU priority until dropped, so
-/// building a snapshot (zone files, compiling geo decisions) takes CPU only
-/// when the answer path does not need it.
-struct Background {
+/// Puts the calling thread at the lowest CPU priority (nice 19), so building
+/// a snapshot (zone files, compiling geo decisions) takes CPU only when the
+/// answer path does not need it. Only for threads of [`in_background`],
+/// which end with their build: the priority is never raised back.
+fn lowest_priority() {
     #[cfg(target_os = "linux")]
-    restore: Option<(libc::id_t, i32)>,
-}
-
-impl Background {
-    fn enter() -> Background {
-        #[cfg(target_os = "linux")]
-        {
-            // SAFETY: gettid has no preconditions.
-            let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
-            // SAFETY: get/setpriority on this thread's own id.
-            let before = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
-            let ok = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 19) } == 0;
-            Background {
-                restore: ok.then_some((tid, before)),
-            }
-        }
-        #[cfg(not(target_os = "linux"))]
-        Background {}
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        #[cfg(target_os = "linux")]
-        if let Some((tid, before)) = self.restore {
-            // SAFETY: as above. Raising priority back may be refused without
-            // privileges; the thread then stays niced, which is harmless.
-            unsafe {
-                libc::setpriority(libc::PRIO_PROCESS, tid, before);
-            }
-        }
+    // SAFETY: gettid has no preconditions; setpriority on this thread's own id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
     }
 }
 
@@ -860,9 +834,9 @@ impl Server {
 mod tests {
     use super::*;
 
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn background_work_runs_niced_on_its_own_thread_and_leaves_callers_alone() {
-        #[cfg(target_os = "linux")]
         fn nice() -> i32 {
             // SAFETY: gettid has no preconditions; getpriority on this thread.
             unsafe {
@@ -872,10 +846,7 @@ mod tests {
         }
         let (name, got) = in_background("geolb-test-build", || {
             let name = std::thread::current().name().map(str::to_string);
-            #[cfg(target_os = "linux")]
-            return (name, nice());
-            #[cfg(not(target_os = "linux"))]
-            return (name, 19);
+            (name, nice())
         })
         .await
         .expect("runs");
@@ -883,11 +854,8 @@ mod tests {
         assert_eq!(got, 19);
         // The runtime's blocking pool, which serves the admin API, keeps
         // its priority.
-        #[cfg(target_os = "linux")]
-        {
-            let pool = tokio::task::spawn_blocking(nice).await.expect("runs");
-            assert_eq!(pool, nice());
-        }
+        let pool = tokio::task::spawn_blocking(nice).await.expect("runs");
+        assert_eq!(pool, nice());
         // A build that panics is an error, not a hang.
         let e = in_background("geolb-test-panic", || -> u8 { panic!("build failed") }).await;
         assert!(matches!(e, Err(BackgroundError::Panicked)));
