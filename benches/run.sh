@@ -226,6 +226,7 @@ if [ -n "${RELOAD:-}" ]; then
     ln -f "$d/$f" "$d/City.tmp" && mv -f "$d/City.tmp" "$d/City.mmdb"; }
   : >"$RUN/reload.hup"; : >"$RUN/reload.swap"
   b=$(load 5312 geo-ecs)
+  rss0=$(ps -o rss= -p "$SERVER")
   for rep in $(seq 1 "$REPS"); do
     every_second hup & bg=$!; r=$(load 5312 geo-ecs); wait $bg
     b2=$(load 5312 geo-ecs)
@@ -235,6 +236,9 @@ if [ -n "${RELOAD:-}" ]; then
     echo "reload round $rep: without $b, SIGHUP every second $r, without $b2, GeoIP swap every second $g, without $b3 qps"
     b=$b3
   done
+  sleep 3 # let a build still in progress finish on the now idle CPU
+  swaps=$(grep -c 'GeoIP database reloaded' "$RUN/geolb.log" || true)
+  echo "geolb RSS: $(echo "$rss0") KiB before the reload rounds, $(ps -o rss= -p "$SERVER") KiB after them ($swaps GeoIP swaps)"
   stop "$SERVER"
   paired "geo QPS with a SIGHUP reload every second / without" 0 "with reloads" <"$RUN/reload.hup"
   paired "geo QPS with a GeoIP swap every second / without" 0 "with swaps" <"$RUN/reload.swap"

@@ -419,6 +419,7 @@ fn explain(
 }
 
 fn serve(config: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
+    geolb::server::return_freed_tables();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("geolb-rt")

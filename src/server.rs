@@ -563,6 +563,22 @@ pub async fn in_background<T: Send + 'static>(
     rx.await.map_err(|_| BackgroundError::Panicked)
 }
 
+/// Makes large allocations (the transient tables of a snapshot or GeoIP
+/// build, tens of MB) go back to the system when freed. glibc raises its
+/// mmap threshold each time such a block is freed, so the next build's
+/// tables come from the heap of the build thread's arena and stay resident
+/// after the build: RSS grew from 14 to 23–69 MB after GeoIP swaps. A fixed
+/// threshold keeps it at the size of what is live. Process-wide; call once
+/// before any thread starts. Other allocators already return freed memory.
+pub fn return_freed_tables() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a malloc parameter; called before other
+    // threads exist.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// Puts the calling thread at the lowest CPU priority (nice 19), so building
 /// a snapshot (zone files, compiling geo decisions) takes CPU only when the
 /// answer path does not need it. Only for threads of [`in_background`],

@@ -152,8 +152,11 @@ impl GeoIndex {
 pub struct GeoIndexes {
     /// Per compiled service slot.
     pub services: Vec<GeoIndex>,
-    /// Networks read from the database (for the log line).
+    /// Networks read from the database, their distinct records and the
+    /// distinct locations among those (for the log line).
     pub networks: usize,
+    pub records: usize,
+    pub locations: usize,
 }
 
 /// Builds one index per service. `decide` maps a location to one decision
@@ -180,7 +183,14 @@ pub fn build(
     };
     // Addresses the database does not know: the "unknown" decision.
     let unknown = intern(decide(&Location::default()));
+    // Decisions per database record, and per distinct location: many
+    // records (cities, postal codes) share what a policy looks at.
     let mut by_offset: FxHashMap<usize, u32> = FxHashMap::default();
+    let mut by_location: FxHashMap<LocationKey, u32> = FxHashMap::default();
+    let mut last: Option<(usize, u32)> = None;
+    // Networks come in address order and neighbours mostly share a record
+    // or a decision: contiguous networks with the same decisions are kept
+    // as one range, so the tables stay a tenth of the network count.
     let mut v4: Vec<(u32, u32, u32)> = Vec::new();
     let mut v6: Vec<(u128, u128, u32)> = Vec::new();
     let mut networks = 0usize;
@@ -193,15 +203,24 @@ pub fn build(
         let Some(offset) = r.offset() else { continue };
         let net = r.network().map_err(|e| e.to_string())?;
         networks += 1;
-        let combo = match by_offset.get(&offset) {
-            Some(&c) => c,
-            None => {
-                let mut loc = Location::default();
-                if let Ok(Some(rec)) = r.decode::<super::CityRec<'_>>() {
-                    super::fill(&mut loc, rec);
-                }
-                let c = intern(decide(&loc));
-                by_offset.insert(offset, c);
+        let combo = match last {
+            Some((o, c)) if o == offset => c,
+            _ => {
+                let c = match by_offset.get(&offset) {
+                    Some(&c) => c,
+                    None => {
+                        let mut loc = Location::default();
+                        if let Ok(Some(rec)) = r.decode::<super::CityRec<'_>>() {
+                            super::fill(&mut loc, rec);
+                        }
+                        let c = *by_location
+                            .entry(LocationKey::of(&loc))
+                            .or_insert_with(|| intern(decide(&loc)));
+                        by_offset.insert(offset, c);
+                        c
+                    }
+                };
+                last = Some((offset, c));
                 c
             }
         };
@@ -213,7 +232,7 @@ pub fn build(
                 } else {
                     u32::MAX >> n.prefix()
                 };
-                v4.push((start, start | host, combo));
+                extend(&mut v4, start, start | host, combo, |x| x.checked_add(1));
             }
             ipnetwork::IpNetwork::V6(n) => {
                 let start = u128::from(n.network());
@@ -222,11 +241,13 @@ pub fn build(
                 } else {
                     u128::MAX >> n.prefix()
                 };
-                v6.push((start, start | host, combo));
+                extend(&mut v6, start, start | host, combo, |x| x.checked_add(1));
             }
         }
     }
+    let (records, locations) = (by_offset.len(), by_location.len());
     drop(by_offset);
+    drop(by_location);
     drop(combo_of);
     v4.sort_unstable_by_key(|n| n.0);
     v6.sort_unstable_by_key(|n| n.0);
@@ -239,7 +260,12 @@ pub fn build(
             )
         })
         .collect();
-    Ok(GeoIndexes { services, networks })
+    Ok(GeoIndexes {
+        services,
+        networks,
+        records,
+        locations,
+    })
 }
 
 impl GeoIndex {
@@ -273,6 +299,58 @@ impl GeoIndex {
             v4_by16,
             v4_flat16,
             v6,
+        }
+    }
+}
+
+/// Appends a network, or grows the last range when the network follows it
+/// directly with the same decisions.
+fn extend<T: Copy + Eq>(
+    v: &mut Vec<(T, T, u32)>,
+    start: T,
+    end: T,
+    combo: u32,
+    succ: impl Fn(T) -> Option<T>,
+) {
+    if let Some(l) = v.last_mut() {
+        if l.2 == combo && succ(l.1) == Some(start) {
+            l.1 = end;
+            return;
+        }
+    }
+    v.push((start, end, combo));
+}
+
+/// Everything of a [`Location`]: records with equal keys get the same
+/// decisions. Built by destructuring, so a new field cannot be left out.
+#[derive(PartialEq, Eq, Hash)]
+struct LocationKey {
+    codes: [u8; 7],
+    coords: Option<(u64, u64)>,
+    asn: u32,
+    prefixes: [u8; 2],
+    flags: [bool; 2],
+}
+
+impl LocationKey {
+    fn of(l: &Location) -> LocationKey {
+        let Location {
+            continent: c,
+            country: k,
+            subdivision: s,
+            coords,
+            asn,
+            prefix,
+            asn_prefix,
+            special,
+            found,
+        } = *l;
+        LocationKey {
+            codes: [c[0], c[1], k[0], k[1], s[0], s[1], s[2]],
+            coords: coords.map(|(a, b)| (a.to_bits(), b.to_bits())),
+            asn,
+            prefixes: [prefix, asn_prefix],
+            flags: [special, found],
         }
     }
 }
@@ -314,6 +392,77 @@ fn merge<T: Copy + Ord>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_adjacent_networks_with_the_same_decisions_join_one_range() {
+        let mut v: Vec<(u32, u32, u32)> = Vec::new();
+        let succ = |x: u32| x.checked_add(1);
+        extend(&mut v, 0, 9, 1, succ);
+        extend(&mut v, 10, 19, 1, succ); // adjacent, same: joins
+        extend(&mut v, 20, 29, 2, succ); // adjacent, other decisions
+        extend(&mut v, 31, 39, 2, succ); // same decisions after a gap
+        extend(&mut v, 40, u32::MAX, 2, succ);
+        assert_eq!(v, [(0, 19, 1), (20, 29, 2), (31, u32::MAX, 2)]);
+        // Nothing follows the last address.
+        extend(&mut v, 0, 0, 2, succ);
+        assert_eq!(v.len(), 4);
+    }
+
+    #[test]
+    fn locations_differing_in_any_field_get_their_own_decisions() {
+        let base = Location {
+            continent: *b"EU",
+            country: *b"DE",
+            subdivision: *b"BE\0",
+            coords: Some((52.5, 13.4)),
+            asn: 3320,
+            prefix: 24,
+            asn_prefix: 16,
+            special: false,
+            found: true,
+        };
+        let variants = [
+            Location {
+                continent: *b"AS",
+                ..base
+            },
+            Location {
+                country: *b"AT",
+                ..base
+            },
+            Location {
+                subdivision: *b"BY\0",
+                ..base
+            },
+            Location {
+                coords: Some((52.5, 13.5)),
+                ..base
+            },
+            Location {
+                coords: None,
+                ..base
+            },
+            Location { asn: 1, ..base },
+            Location { prefix: 23, ..base },
+            Location {
+                asn_prefix: 15,
+                ..base
+            },
+            Location {
+                special: true,
+                ..base
+            },
+            Location {
+                found: false,
+                ..base
+            },
+        ];
+        let key = LocationKey::of(&base);
+        assert!(key == LocationKey::of(&Location { ..base }));
+        for v in &variants {
+            assert!(key != LocationKey::of(v), "{v:?}");
+        }
+    }
 
     #[test]
     fn scope_is_the_largest_aligned_block_inside_the_range() {

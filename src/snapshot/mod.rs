@@ -464,6 +464,8 @@ pub fn compile_geo(
             city.release_pages();
             tracing::info!(
                 networks = index.networks,
+                records = index.records,
+                locations = index.locations,
                 ranges = index.services.iter().map(|i| i.ranges()).sum::<usize>(),
                 uniform_16s = index
                     .services
