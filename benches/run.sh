@@ -250,27 +250,54 @@ fi
 # core for it). Throughput is then bounded by the load generator, so the
 # figure that shows scaling is queries per second per core of server CPU
 # actually used: equal per-core rates mean the workers add throughput in
-# proportion to the cores they get.
+# proportion to the cores they get. Sharing the cores with the generator
+# costs every server something, so each round also runs the ideal of share
+# nothing under the same load: two separate geolb processes of one worker
+# each (ports 5312 and 5313) on the same two CPUs. 2 workers / 2 processes
+# near 1 means the workers scale as well as separate processes would here.
 if [ -n "${SCALING:-}" ]; then
-  : >"$RUN/scaling"
-  for rep in $(seq 1 "$REPS"); do
-    line=
-    for spec in "1 0 1" "2 0,1 0,1"; do
-      set -- $spec
-      taskset -c "$2" "$GEOLB" serve --config benches/geo.toml --udp-workers "$1" >"$RUN/geolb.log" 2>&1 &
-      SERVER=$!
-      wait_up 5312
-      t0=$(cpu_ns "$SERVER")
-      q=$(taskset -c "$3" "$LOAD" 127.0.0.1:5312 static "$SECS" 16 64 | sed -n 's/.*qps=\([0-9]*\).*/\1/p')
-      t1=$(cpu_ns "$SERVER")
-      stop "$SERVER"
-      per=$(awk -v q="$q" -v t=$((t1 - t0)) -v s="$SECS" 'BEGIN { printf "%.0f", q / (t / 1e9 / s) }')
-      awk -v w="$1" -v q="$q" -v t=$((t1 - t0)) -v s="$SECS" -v per="$per" 'BEGIN {
-        printf "scaling round %d: %d worker(s): %d qps, %.2f server cores, %d qps per server core\n", '"$rep"', w, q, t / 1e9 / s, per }'
-      line="$per $line"
+  : >"$RUN/scaling"; : >"$RUN/scaling.ideal"
+  rate() { # label queries ns: prints QPS per server core (and the round to stderr)
+    awk -v l="$1" -v q="$2" -v t="$3" -v s="$SECS" -v r="$rep" 'BEGIN {
+      printf "scaling round %d: %s: %d qps, %.2f server cores, %d qps per server core\n", r, l, q, t / 1e9 / s, q / (t / 1e9 / s) > "/dev/stderr"
+      printf "%.0f", q / (t / 1e9 / s) }'
+  }
+  two_loads() { # port port: two generators on CPUs 0-1; prints the total QPS
+    local i=0 p
+    for p in "$1" "$2"; do
+      i=$((i + 1))
+      taskset -c 0,1 "$LOAD" "127.0.0.1:$p" static "$SECS" 8 64 | sed -n 's/.*qps=\([0-9]*\).*/\1/p' >"$RUN/q$i" &
     done
-    echo "$line" >>"$RUN/scaling"
+    wait
+    echo $(($(cat "$RUN/q1") + $(cat "$RUN/q2")))
+  }
+  for rep in $(seq 1 "$REPS"); do
+    # one worker, generator on the other CPU
+    taskset -c 0 "$GEOLB" serve --config benches/geo.toml --udp-workers 1 >"$RUN/geolb.log" 2>&1 &
+    S1=$!; wait_up 5312
+    t0=$(cpu_ns "$S1")
+    q=$(taskset -c 1 "$LOAD" 127.0.0.1:5312 static "$SECS" 16 64 | sed -n 's/.*qps=\([0-9]*\).*/\1/p')
+    t1=$(cpu_ns "$S1"); stop "$S1"
+    one=$(rate "1 worker" "$q" $((t1 - t0)))
+    # two workers in one process
+    taskset -c 0,1 "$GEOLB" serve --config benches/geo.toml --udp-workers 2 >"$RUN/geolb.log" 2>&1 &
+    S1=$!; wait_up 5312
+    t0=$(cpu_ns "$S1")
+    q=$(two_loads 5312 5312)
+    t1=$(cpu_ns "$S1"); stop "$S1"
+    two=$(rate "2 workers, 1 process" "$q" $((t1 - t0)))
+    # two processes of one worker each
+    taskset -c 0,1 "$GEOLB" serve --config benches/geo.toml --udp-workers 1 >"$RUN/geolb.log" 2>&1 &
+    S1=$!
+    taskset -c 0,1 "$GEOLB" serve --config benches/geo.toml --udp-workers 1 --dns 127.0.0.1:5313 >"$RUN/geolb2.log" 2>&1 &
+    S2=$!; wait_up 5312; wait_up 5313
+    t0=$(( $(cpu_ns "$S1") + $(cpu_ns "$S2") ))
+    q=$(two_loads 5312 5313)
+    t1=$(( $(cpu_ns "$S1") + $(cpu_ns "$S2") )); stop "$S1" "$S2"
+    ideal=$(rate "2 processes of 1 worker" "$q" $((t1 - t0)))
+    echo "$two $one" >>"$RUN/scaling"; echo "$two $ideal" >>"$RUN/scaling.ideal"
   done
   paired "QPS per server core, 2 workers / 1 worker" 0 "2 workers" <"$RUN/scaling"
+  paired "QPS per server core, 2 workers in one process / 2 processes of 1 worker" 0 "2 workers" <"$RUN/scaling.ideal"
 fi
 true
