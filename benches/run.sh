@@ -218,8 +218,9 @@ if [ -n "${RELOAD:-}" ]; then
   cp benches/example.com.zone "$d/"
   sed 's|^city = .*|city = "City.mmdb"\nwatch_interval = "1s"|' benches/geo.toml >"$d/geo.toml"
   serve geolb 5312 "$GEOLB" serve --config "$d/geo.toml"
-  every_second() { # command...
-    for i in $(seq 1 "$SECS"); do sleep 1; "$@" "$i"; done }
+  every_second() { # command...: once a second while a run lasts
+    local end=$((SECONDS + SECS))
+    while sleep 1 && [ "$SECONDS" -lt "$end" ]; do "$@"; done }
   hup() { kill -HUP "$SERVER"; }
   swap() { # to whichever copy is not in place now
     if [ "$d/City.mmdb" -ef "$d/City.a" ]; then f=City.b; else f=City.a; fi
@@ -238,11 +239,36 @@ if [ -n "${RELOAD:-}" ]; then
   done
   sleep 3 # let a build still in progress finish on the now idle CPU
   swaps=$(grep -c 'GeoIP database reloaded' "$RUN/geolb.log" || true)
-  echo "geolb RSS: $(echo "$rss0") KiB before the reload rounds, $(ps -o rss= -p "$SERVER") KiB after them ($swaps GeoIP swaps)"
+  echo "geolb RSS: ${rss0// /} KiB before the reload rounds, $(ps -o rss= -p "$SERVER" | tr -d ' ') KiB after them ($swaps GeoIP swaps)"
   stop "$SERVER"
   paired "geo QPS with a SIGHUP reload every second / without" 0 "with reloads" <"$RUN/reload.hup"
   paired "geo QPS with a GeoIP swap every second / without" 0 "with swaps" <"$RUN/reload.swap"
   echo "reload: $(grep -c 'reload succeeded' "$RUN/geolb.log") reloads and $(grep -c 'GeoIP database reloaded' "$RUN/geolb.log") GeoIP swaps logged"
+  # gdnsd 3 does not reopen a changed GeoIP file: a new database (or config)
+  # takes a `gdnsdctl replace`, a new daemon that loads everything (on the
+  # same CPU, inherited) and then takes the sockets over. The same rounds
+  # with a replace every second.
+  case " $PEERS " in *" gdnsd "*)
+    cmd=$(peer_cmd gdnsd)
+    if [ -n "$cmd" ] && command -v gdnsdctl >/dev/null; then
+      serve gdnsd 5311 $cmd
+      ctl="gdnsdctl -c $RUN/gdnsd/config"
+      replace() { $ctl replace >>"$RUN/gdnsd.replace.log" 2>&1 || true; }
+      : >"$RUN/reload.gdnsd"
+      b=$(load 5311 geo-ecs)
+      for rep in $(seq 1 "$REPS"); do
+        every_second replace & bg=$!; r=$(load 5311 geo-ecs); wait $bg
+        b2=$(load 5311 geo-ecs)
+        echo "$r $(((b + b2) / 2))" >>"$RUN/reload.gdnsd"
+        echo "gdnsd reload round $rep: without $b, gdnsdctl replace every second $r, without $b2 qps"
+        b=$b2
+      done
+      $ctl stop >/dev/null 2>&1 || true
+      stop "$SERVER"
+      paired "gdnsd geo QPS with a gdnsdctl replace every second / without" 0 "with replaces" <"$RUN/reload.gdnsd"
+      echo "gdnsd: $(grep -c 'Exiting cleanly at request of new daemon' "$RUN/gdnsd.log") replaces completed"
+    fi ;;
+  esac
 fi
 
 # Scaling: 1 UDP worker on CPU 0 (load on CPU 1), then 2 workers on CPUs 0-1
