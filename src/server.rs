@@ -97,6 +97,7 @@ impl Shared {
         let next_gen = current.generation + 1;
         let result = Config::load_with(&self.config_path, &self.overrides)
             .and_then(|c| snapshot::build(c, next_gen, Some(&current)));
+        let mut retired = Vec::new();
         let report = match result {
             Ok((snap, warnings)) => {
                 for w in &warnings {
@@ -123,7 +124,8 @@ impl Shared {
                         &snap.config.health,
                         unix(SystemTime::now()),
                     ));
-                    self.snapshot.store(Arc::new(snap));
+                    let old = self.snapshot.swap(Arc::new(snap));
+                    retired.push(old);
                 }
                 self.restart_monitors();
                 tracing::info!(generation = next_gen, zones, "reload succeeded");
@@ -167,6 +169,8 @@ impl Shared {
             Ok(r) | Err(r) => r.clone(),
         };
         *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(stored);
+        drop(current);
+        retired.into_iter().for_each(retire);
         report
     }
 }
@@ -221,10 +225,12 @@ impl Shared {
                 for d in next.geo.city.iter().chain(next.geo.asn.iter()) {
                     tracing::info!(path = %d.path.display(), database_type = %d.database_type, build_epoch = d.build_epoch, "GeoIP database reloaded");
                 }
-                self.snapshot.store(Arc::new(next));
+                let old = self.snapshot.swap(Arc::new(next));
                 st.last_swap = Some(SystemTime::now());
                 st.last_error = None;
                 st.failed_stamps = None;
+                drop((st, _table, cur));
+                retire(old);
                 true
             }
             Err(diags) => {
@@ -532,6 +538,24 @@ async fn watch_geo(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             tracing::error!("GeoIP check: {e}");
         }
     }
+}
+
+/// Frees a replaced snapshot on the calling (build) thread rather than on
+/// whichever thread lets go of it last, which can be an answering thread
+/// that loaded it just before the swap: the old GeoIP tables and mapping
+/// are unmapped here, never on the answer path. A swap means no new reader
+/// can get `old`, so its count only falls; readers hold it for one batch.
+/// Gives up after a second (the last reader then frees it).
+fn retire(old: Arc<Snapshot>) {
+    retire_within(old, std::time::Duration::from_secs(1));
+}
+
+fn retire_within<T>(old: Arc<T>, limit: std::time::Duration) {
+    let until = std::time::Instant::now() + limit;
+    while Arc::strong_count(&old) > 1 && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    drop(old);
 }
 
 /// Why [`in_background`] did not return a result.
@@ -849,6 +873,38 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retired_snapshot_is_freed_by_the_retiring_thread_once_readers_let_go() {
+        struct Freed(Arc<Mutex<Option<std::thread::ThreadId>>>);
+        impl Drop for Freed {
+            fn drop(&mut self) {
+                *self.0.lock().unwrap() = Some(std::thread::current().id());
+            }
+        }
+        let by = Arc::new(Mutex::new(None));
+        let old = Arc::new(Freed(by.clone()));
+        // A reader that loaded it just before the swap and holds it a while.
+        let reader = {
+            let r = old.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                drop(r);
+            })
+        };
+        retire_within(old, std::time::Duration::from_secs(10));
+        assert_eq!(*by.lock().unwrap(), Some(std::thread::current().id()));
+        reader.join().unwrap();
+
+        // A reader that never lets go: retiring gives up, the reader frees it.
+        let by = Arc::new(Mutex::new(None));
+        let old = Arc::new(Freed(by.clone()));
+        let held = old.clone();
+        retire_within(old, std::time::Duration::from_millis(20));
+        assert_eq!(*by.lock().unwrap(), None);
+        drop(held);
+        assert!(by.lock().unwrap().is_some());
+    }
 
     #[cfg(target_os = "linux")]
     #[tokio::test]

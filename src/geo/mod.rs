@@ -86,10 +86,6 @@ impl Db {
     /// Opens (memory-maps) a database and checks it with a test lookup.
     pub fn open(path: &Path) -> Result<Db, GeoError> {
         let stamp = FileStamp::of(path);
-        std::fs::File::open(path).map_err(|source| GeoError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
         let file = std::fs::File::open(path).map_err(|source| GeoError::Open {
             path: path.to_path_buf(),
             source,
