@@ -194,6 +194,21 @@ fn bench(c: &mut Criterion) {
             })
         });
         g.finish();
+        // What a GeoIP swap costs in CPU: walking the whole database and
+        // compiling every service's decisions (the build thread's work).
+        let mut g = c.benchmark_group("geolite2-compile");
+        g.sample_size(10);
+        g.bench_function("all-services", |b| {
+            b.iter(|| {
+                black_box(geolb::snapshot::compile_geo(
+                    &snap.zones,
+                    &snap.topology,
+                    &snap.geo,
+                    None,
+                ))
+            })
+        });
+        g.finish();
     }
 }
 
