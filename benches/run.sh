@@ -220,7 +220,9 @@ if [ -n "${RELOAD:-}" ]; then
   serve geolb 5312 "$GEOLB" serve --config "$d/geo.toml"
   every_second() { # command...: once a second while a run lasts
     local end=$((SECONDS + SECS))
-    while sleep 1 && [ "$SECONDS" -lt "$end" ]; do "$@"; done }
+    while sleep 1 && [ "$SECONDS" -lt "$end" ]; do "$@"; echo "$1" >>"$RUN/reload.sent"; done }
+  : >"$RUN/reload.sent"
+  sent() { grep -cx "$1" "$RUN/reload.sent" || true; }
   hup() { kill -HUP "$SERVER"; }
   swap() { # to whichever copy is not in place now
     if [ "$d/City.mmdb" -ef "$d/City.a" ]; then f=City.b; else f=City.a; fi
@@ -243,7 +245,7 @@ if [ -n "${RELOAD:-}" ]; then
   stop "$SERVER"
   paired "geo QPS with a SIGHUP reload every second / without" 0 "with reloads" <"$RUN/reload.hup"
   paired "geo QPS with a GeoIP swap every second / without" 0 "with swaps" <"$RUN/reload.swap"
-  echo "reload: $(grep -c 'reload succeeded' "$RUN/geolb.log") reloads and $(grep -c 'GeoIP database reloaded' "$RUN/geolb.log") GeoIP swaps logged"
+  echo "reload: $(grep -c 'reload succeeded' "$RUN/geolb.log") reloads for $(sent hup) SIGHUPs and $(grep -c 'GeoIP database reloaded' "$RUN/geolb.log") GeoIP swaps for $(sent swap) new files"
   # gdnsd 3 does not reopen a changed GeoIP file: a new database (or config)
   # takes a `gdnsdctl replace`, a new daemon that loads everything (on the
   # same CPU, inherited) and then takes the sockets over. The same rounds
@@ -266,7 +268,7 @@ if [ -n "${RELOAD:-}" ]; then
       $ctl stop >/dev/null 2>&1 || true
       stop "$SERVER"
       paired "gdnsd geo QPS with a gdnsdctl replace every second / without" 0 "with replaces" <"$RUN/reload.gdnsd"
-      echo "gdnsd: $(grep -c 'Exiting cleanly at request of new daemon' "$RUN/gdnsd.log") replaces completed"
+      echo "gdnsd: $(grep -c 'Exiting cleanly at request of new daemon' "$RUN/gdnsd.log") replaces completed of $(sent replace) requested"
     fi ;;
   esac
 fi
