@@ -97,7 +97,7 @@ impl Shared {
         let next_gen = current.generation + 1;
         let result = Config::load_with(&self.config_path, &self.overrides)
             .and_then(|c| snapshot::build(c, next_gen, Some(&current)));
-        let mut retired = Vec::new();
+        let mut retired = None;
         let report = match result {
             Ok((snap, warnings)) => {
                 for w in &warnings {
@@ -124,8 +124,7 @@ impl Shared {
                         &snap.config.health,
                         unix(SystemTime::now()),
                     ));
-                    let old = self.snapshot.swap(Arc::new(snap));
-                    retired.push(old);
+                    retired = Some(self.snapshot.swap(Arc::new(snap)));
                 }
                 self.restart_monitors();
                 tracing::info!(generation = next_gen, zones, "reload succeeded");
@@ -170,7 +169,9 @@ impl Shared {
         };
         *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(stored);
         drop(current);
-        retired.into_iter().for_each(retire);
+        if let Some(old) = retired {
+            retire(old);
+        }
         report
     }
 }

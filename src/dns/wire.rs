@@ -435,7 +435,6 @@ pub struct Writer<'b> {
     /// (names can then not point at it).
     qname: &'b [u8],
     qlabels: &'b [u8],
-    has_question: bool,
 }
 
 /// Sections of a message, as indexes into the header counts.
@@ -479,14 +478,12 @@ impl<'b> Writer<'b> {
             counts: [0; 4],
             qname: &[],
             qlabels: &[],
-            has_question: false,
         };
         if echo_question && req.question_end > 12 && req.qname_len > 0 {
             w.buf.extend_from_slice(&req.raw[12..req.question_end]);
             w.counts[0] = 1;
             w.qname = req.qname();
             w.qlabels = &req.label_offsets[..req.labels];
-            w.has_question = true;
         }
         w
     }
@@ -505,7 +502,6 @@ impl<'b> Writer<'b> {
             counts: [0; 4],
             qname: &[],
             qlabels: &[],
-            has_question: false,
         }
     }
 
@@ -554,12 +550,17 @@ impl<'b> Writer<'b> {
         self.limit.saturating_sub(self.reserve)
     }
 
+    /// Whether the question was echoed, so names can point at it.
+    fn has_question(&self) -> bool {
+        !self.qname.is_empty()
+    }
+
     /// Writes `name` (lower-case or original-case wire format), compressed
     /// against the question name where a suffix matches.
     fn put_name(&mut self, name: &[u8]) {
         // Most owners are the question name itself: one pointer to it (not
         // for the root, which is shorter than a pointer).
-        if self.has_question
+        if self.has_question()
             && name.len() > 1
             && name.len() == self.qname.len()
             && name.eq_ignore_ascii_case(self.qname)
@@ -567,7 +568,7 @@ impl<'b> Writer<'b> {
             self.buf.extend_from_slice(&(0xc000u16 | 12).to_be_bytes());
             return;
         }
-        if self.has_question {
+        if self.has_question() {
             let mut offs = [0u8; MAX_LABELS];
             let n = label_offsets(name, &mut offs);
             // Longest suffix of `name` that is also a suffix of the qname,
@@ -607,7 +608,7 @@ impl<'b> Writer<'b> {
         };
         // The types whose RDATA names may be compressed (see `rdata_names`).
         let names = matches!(rtype, TYPE_NS | TYPE_CNAME | TYPE_PTR | TYPE_MX | TYPE_SOA);
-        if !(names && self.has_question && self.put_rdata_compressed(rtype, fixed)) {
+        if !(names && self.has_question() && self.put_rdata_compressed(rtype, fixed)) {
             self.buf.extend_from_slice(fixed);
         }
         if self.buf.len() > self.room() {
@@ -682,7 +683,7 @@ impl<'b> Writer<'b> {
     /// Where `key` (a lower-cased wire name) starts in the question name,
     /// if the question name ends in it at a label boundary.
     fn question_suffix(&self, key: &[u8]) -> Option<usize> {
-        if !self.has_question || key.len() > self.qname.len() {
+        if !self.has_question() || key.len() > self.qname.len() {
             return None;
         }
         let at = self.qname.len() - key.len();
