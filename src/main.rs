@@ -65,6 +65,10 @@ enum Cmd {
         /// UDP worker threads per listen address (0 = one per CPU).
         #[arg(long, value_name = "N")]
         udp_workers: Option<usize>,
+        /// Pin each UDP worker to one CPU and steer packets to the worker
+        /// on the receiving CPU; sets server.udp_cpu_affinity.
+        #[arg(long)]
+        udp_cpu_affinity: bool,
     },
     /// Show why a client gets the answer it gets: location, each steering step, the answer.
     #[command(
@@ -249,12 +253,14 @@ fn main() -> ExitCode {
             dns,
             admin,
             udp_workers,
+            udp_cpu_affinity,
         } => serve(
             config,
             Overrides {
                 dns: (!dns.is_empty()).then_some(dns),
                 admin,
                 udp_workers,
+                udp_cpu_affinity: udp_cpu_affinity.then_some(true),
                 ..Overrides::default()
             },
         ),

@@ -108,6 +108,11 @@ impl Shared {
                 {
                     tracing::warn!("listen addresses changed in the config; they take effect at the next restart");
                 }
+                if snap.config.server.udp_workers != current.config.server.udp_workers
+                    || snap.config.server.udp_cpu_affinity != current.config.server.udp_cpu_affinity
+                {
+                    tracing::warn!("udp_workers or udp_cpu_affinity changed in the config; they take effect at the next restart");
+                }
                 let zones = snap.zones.zones.len();
                 {
                     let mut table = self.health.lock().unwrap_or_else(|p| p.into_inner());
@@ -700,6 +705,25 @@ impl Server {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        let placement = if server_cfg.udp_cpu_affinity {
+            match crate::dns::affinity::allowed_cpus() {
+                Ok(allowed) => {
+                    let p = crate::dns::affinity::Placement::over(&allowed, workers);
+                    if let Some(p) = &p {
+                        if !p.steered {
+                            tracing::warn!(workers, cpus = allowed.len(), "more UDP workers than CPUs: workers are pinned round-robin and packets are not steered by CPU");
+                        }
+                    }
+                    p
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "udp_cpu_affinity: cannot read this process's CPUs; UDP workers run unpinned");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let tcp_max = server_cfg.tcp_max_connections;
         let tcp_slots = Arc::new(Semaphore::new(tcp_max));
         let mut udp_threads = Vec::new();
@@ -760,12 +784,16 @@ impl Server {
                     shared.clone(),
                     stop.clone(),
                     all_stats.len(),
+                    placement.as_ref(),
                 )
                 .map_err(|source| StartError::Bind {
                     addr: bound,
                     proto: "udp",
                     source,
                 })?;
+                if let Some(p) = &placement {
+                    tracing::info!(addr = %bound, cpus = ?p.cpus, steered = l.steered, "UDP workers pinned to CPUs");
+                }
                 udp_threads.extend(l.threads);
                 udp_sockets.extend(l.sockets);
                 all_stats.extend(l.stats);

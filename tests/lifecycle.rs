@@ -380,3 +380,74 @@ fn serve_fails_clearly_on_a_bad_config_or_a_busy_port() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on"));
 }
+
+/// `udp_cpu_affinity`: each UDP worker is pinned to one of the process's
+/// CPUs, and a query whose packet the kernel received on CPU c (over
+/// loopback: the sender's CPU) is answered by the worker pinned to c; the
+/// status API and the metrics show each worker's CPU and packets.
+#[cfg(target_os = "linux")]
+#[test]
+fn udp_cpu_affinity_answers_each_query_on_the_cpu_that_received_it() {
+    use geolb::dns::affinity;
+    let allowed = affinity::allowed_cpus().expect("sched_getaffinity");
+    let s = TestServer::start_with(
+        &config("udp_cpu_affinity = true"),
+        &[
+            ("example.com.zone", &zone_com()),
+            ("example.net.zone", ZONE_NET),
+        ],
+    );
+    let stats = s
+        .shared()
+        .udp_stats
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let placed = affinity::Placement::over(&allowed, 2).expect("placement");
+    assert_eq!(
+        stats.iter().map(|w| w.cpu).collect::<Vec<_>>(),
+        placed.cpus.iter().map(|&c| Some(c)).collect::<Vec<_>>(),
+        "config() asks for 2 workers; they sit on the first two CPUs"
+    );
+    let counts = || -> Vec<u64> {
+        stats
+            .iter()
+            .map(|w| w.queries.load(Ordering::Relaxed))
+            .collect()
+    };
+    // Sending from each worker's CPU in turn: every query lands on that
+    // worker. (On a one-CPU machine both workers share the CPU, packets
+    // are not steered, and only the total can be checked.)
+    for (i, &cpu) in placed.cpus.iter().enumerate() {
+        let before = counts();
+        let dns = s.dns;
+        std::thread::spawn(move || {
+            affinity::pin_current_thread(cpu).expect("pin the sending thread");
+            for _ in 0..20 {
+                assert_eq!(a_of(dns, "www.example.com."), ["192.0.2.80"]);
+            }
+        })
+        .join()
+        .expect("sender");
+        let got: Vec<u64> = counts().iter().zip(&before).map(|(a, b)| a - b).collect();
+        if placed.steered {
+            let mut want = vec![0; got.len()];
+            want[i] = 20;
+            assert_eq!(got, want, "queries sent from CPU {cpu}, per worker");
+        } else {
+            assert_eq!(got.iter().sum::<u64>(), 20, "{got:?}");
+        }
+    }
+    let admin = s.admin.expect("admin");
+    let (code, body) = http(admin, "GET", "/v1/status");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["udp_workers"][0]["cpu"], placed.cpus[0], "{body}");
+    let (_, metrics) = http(admin, "GET", "/metrics");
+    let line = format!(
+        "geolb_udp_worker_packets_total{{worker=\"0\",cpu=\"{}\"}} {}",
+        placed.cpus[0],
+        counts()[0]
+    );
+    assert!(metrics.contains(&line), "{line} in\n{metrics}");
+}

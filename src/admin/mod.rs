@@ -201,6 +201,11 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
             "tcp_connections_refused": t.refused.load(Ordering::Relaxed),
             "tcp_queries": t.queries.load(Ordering::Relaxed),
         },
+        "udp_workers": udp.iter().enumerate().map(|(i, s)| json!({
+            "worker": i,
+            "cpu": s.cpu,
+            "queries": s.queries.load(Ordering::Relaxed),
+        })).collect::<Vec<_>>(),
     }))
     .into_response()
 }
@@ -552,6 +557,20 @@ pub fn render_metrics(shared: &Shared) -> String {
         ),
     ] {
         e.sample("geolb_udp_packets_total", &[("result", kind)], n as f64);
+    }
+    e.family(
+        "geolb_udp_worker_packets_total",
+        "counter",
+        "UDP packets received by each worker thread (cpu: the CPU it is pinned to with udp_cpu_affinity, else none): how the kernel spreads queries over the workers.",
+    );
+    for (i, s) in udp.iter().enumerate() {
+        let worker = i.to_string();
+        let cpu = s.cpu.map_or_else(|| "none".to_string(), |c| c.to_string());
+        e.sample(
+            "geolb_udp_worker_packets_total",
+            &[("worker", worker.as_str()), ("cpu", cpu.as_str())],
+            s.queries.load(Ordering::Relaxed) as f64,
+        );
     }
     let t = &shared.tcp_stats;
     e.family(

@@ -77,6 +77,13 @@ pub struct ServerConfig {
     /// UDP worker threads per listen address; 0 means one per CPU.
     #[serde(default)]
     pub udp_workers: usize,
+    /// Pin UDP worker i to the i-th CPU the process may run on and have the
+    /// kernel hand each packet to the worker on the CPU that received it
+    /// (Linux). Off by default: it pays where the network card spreads
+    /// packets over as many CPUs as there are workers and geolb has those
+    /// CPUs to itself.
+    #[serde(default)]
+    pub udp_cpu_affinity: bool,
     /// Close a TCP connection idle for this long.
     #[serde(default = "default_tcp_idle", deserialize_with = "de_duration")]
     pub tcp_idle_timeout: Duration,
@@ -107,6 +114,7 @@ impl Default for ServerConfig {
             admin_enabled: true,
             udp_payload: default_udp_payload(),
             udp_workers: 0,
+            udp_cpu_affinity: false,
             tcp_idle_timeout: default_tcp_idle(),
             tcp_max_connections: default_tcp_max(),
             shutdown_timeout: default_shutdown(),
@@ -175,6 +183,7 @@ pub struct Overrides {
     pub dns: Option<Vec<SocketAddr>>,
     pub admin: Option<SocketAddr>,
     pub udp_workers: Option<usize>,
+    pub udp_cpu_affinity: Option<bool>,
     /// `geolb probe`: this node's vantage name.
     pub vantage: Option<String>,
     /// `geolb probe`: run monitors only, no DNS.
@@ -242,6 +251,9 @@ impl Config {
         }
         if let Some(n) = ov.udp_workers {
             c.server.udp_workers = n;
+        }
+        if let Some(a) = ov.udp_cpu_affinity {
+            c.server.udp_cpu_affinity = a;
         }
         if let Some(v) = &ov.vantage {
             c.health.vantage = v.clone();

@@ -1,5 +1,6 @@
 //! The DNS data plane: wire format, answer semantics, UDP and TCP listeners.
 
+pub mod affinity;
 pub mod answer;
 pub mod tcp;
 pub mod udp;

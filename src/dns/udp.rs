@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::dns::affinity::{self, Placement};
 use crate::dns::answer::{handle, Outcome, Transport};
 use crate::policy::Scratch;
 use crate::server::Shared;
@@ -25,6 +26,8 @@ pub struct WorkerStats {
     pub queries: AtomicU64,
     pub replies: AtomicU64,
     pub dropped: AtomicU64,
+    /// The CPU this worker is pinned to (`udp_cpu_affinity`).
+    pub cpu: Option<usize>,
 }
 
 /// Binds one UDP socket with `SO_REUSEPORT` (and IPv6-only for v6).
@@ -96,6 +99,9 @@ pub struct Listener {
     pub stats: Vec<Arc<WorkerStats>>,
     /// Kept so shutdown can wake workers blocked in a receive.
     pub sockets: Vec<Arc<UdpSocket>>,
+    /// Whether the kernel hands each packet to the worker pinned on the
+    /// CPU that received it.
+    pub steered: bool,
 }
 
 /// Wakes a worker blocked receiving on `sock` (it then sees the stop flag).
@@ -125,25 +131,49 @@ pub fn bind_group(addr: SocketAddr, workers: usize) -> io::Result<(SocketAddr, V
     Ok((bound, sockets))
 }
 
-/// Starts one worker thread per socket.
+/// Starts one worker thread per socket; with a placement, worker i is
+/// pinned to `placement.cpus[i]` and, when the placement allows it, the
+/// group is steered by receiving CPU (failures are logged, and the workers
+/// run unpinned or unsteered).
 pub fn spawn(
     bound: SocketAddr,
     sockets: Vec<UdpSocket>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     first_slot: usize,
+    placement: Option<&Placement>,
 ) -> io::Result<Listener> {
     let mut handles = Vec::new();
     let mut stats = Vec::new();
+    let mut steered = false;
+    if let (Some(p), Some(first)) = (placement.filter(|p| p.steered), sockets.first()) {
+        match affinity::steer(first, &p.cpus) {
+            Ok(()) => steered = true,
+            Err(e) => {
+                tracing::warn!(addr = %bound, error = %e, "cannot steer UDP packets to the worker on the receiving CPU; the kernel spreads them by hash")
+            }
+        }
+    }
     let sockets: Vec<Arc<UdpSocket>> = sockets.into_iter().map(Arc::new).collect();
     for (i, sock) in sockets.iter().cloned().enumerate() {
-        let st = Arc::new(WorkerStats::default());
+        let cpu = placement.and_then(|p| p.cpus.get(i).copied());
+        let st = Arc::new(WorkerStats {
+            cpu,
+            ..WorkerStats::default()
+        });
         stats.push(st.clone());
         let shared = shared.clone();
         let stop = stop.clone();
         let h = std::thread::Builder::new()
             .name(format!("udp-{bound}-{i}"))
-            .spawn(move || worker(sock, shared, stop, st, first_slot + i))?;
+            .spawn(move || {
+                if let Some(cpu) = cpu {
+                    if let Err(e) = affinity::pin_current_thread(cpu) {
+                        tracing::warn!(worker = i, cpu, error = %e, "cannot pin a UDP worker to its CPU");
+                    }
+                }
+                worker(sock, shared, stop, st, first_slot + i)
+            })?;
         handles.push(h);
     }
     Ok(Listener {
@@ -151,6 +181,7 @@ pub fn spawn(
         threads: handles,
         stats,
         sockets,
+        steered,
     })
 }
 
