@@ -7,7 +7,7 @@
 #   benches/run.sh                 # geolb alone: static, positive, NXDOMAIN, NODATA, geo (needs GeoLite2-City, see below)
 #   PEERS="gdnsd nsd" benches/run.sh   # plus paired runs against gdnsd (geo, static) and NSD (static) when installed
 #   FIXED=50000 benches/run.sh     # plus server CPU per query and mean latency at that rate (dnsperf)
-#   SCALING=1 benches/run.sh       # plus 1 vs 2 UDP workers (see the scaling section below)
+#   SCALING=1 benches/run.sh       # plus 1 core vs 2 cores (see the scaling section below)
 #   RELOAD=1 benches/run.sh        # plus geo throughput under a reload / GeoIP swap every second
 #
 # REPS (default 3) rounds of every throughput mix, PAIRS (default 5) pairs of
@@ -273,59 +273,62 @@ if [ -n "${RELOAD:-}" ]; then
   esac
 fi
 
-# Scaling: 1 UDP worker on CPU 0 (load on CPU 1), then 2 workers on CPUs 0-1
-# with the load generator on the same two CPUs (a 2-core machine has no third
-# core for it). Throughput is then bounded by the load generator, so the
-# figure that shows scaling is queries per second per core of server CPU
-# actually used: equal per-core rates mean the workers add throughput in
-# proportion to the cores they get. Sharing the cores with the generator
-# costs every server something, so each round also runs the ideal of share
-# nothing under the same load: two separate geolb processes of one worker
-# each (ports 5312 and 5313) on the same two CPUs. 2 workers / 2 processes
-# near 1 means the workers scale as well as separate processes would here.
+# Scaling: one core against two, where each core runs one UDP worker and
+# one load generator (in its `block` mode, so the two share the core). A
+# 2-core machine has no spare core for the generator, so it is part of what
+# each core carries, and two cores should answer twice what one does:
+#   1 core   geolb with 1 worker on CPU 0, the generator on CPU 0
+#   pinned   geolb with 2 workers on CPUs 0-1 and udp_cpu_affinity (each
+#            worker pinned, packets steered to the worker on the CPU that
+#            received them), a generator on each CPU
+#   hashed   the same 2 workers without affinity: the kernel spreads the
+#            packets over the workers by hash, so half cross CPUs
+#   procs    two separate geolb processes of one worker each, one per CPU,
+#            each loaded by the generator on its CPU: share-nothing, the
+#            ideal for two cores here
+# The four run back to back in each round, in an order that rotates from
+# round to round; every ratio is taken within a round.
 if [ -n "${SCALING:-}" ]; then
-  : >"$RUN/scaling"; : >"$RUN/scaling.ideal"
-  rate() { # label queries ns: prints QPS per server core (and the round to stderr)
-    awk -v l="$1" -v q="$2" -v t="$3" -v s="$SECS" -v r="$rep" 'BEGIN {
-      printf "scaling round %d: %s: %d qps, %.2f server cores, %d qps per server core\n", r, l, q, t / 1e9 / s, q / (t / 1e9 / s) > "/dev/stderr"
-      printf "%.0f", q / (t / 1e9 / s) }'
+  SCALE_MIX=${SCALE_MIX:-geo-ecs}
+  gen() { # cpu port: one generator, its QPS into $RUN/q.<cpu>
+    taskset -c "$1" "$LOAD" "127.0.0.1:$2" "$SCALE_MIX" "$SECS" 4 64 block |
+      sed -n 's/.*qps=\([0-9]*\).*/\1/p' >"$RUN/q.$1"
   }
-  two_loads() { # port port: two generators on CPUs 0-1; prints the total QPS
-    local i=0 p
-    for p in "$1" "$2"; do
-      i=$((i + 1))
-      taskset -c 0,1 "$LOAD" "127.0.0.1:$p" static "$SECS" 8 64 | sed -n 's/.*qps=\([0-9]*\).*/\1/p' >"$RUN/q$i" &
-    done
-    wait
-    echo $(($(cat "$RUN/q1") + $(cat "$RUN/q2")))
+  scale_run() { # one | pinned | hashed | procs: prints the total QPS
+    local pids="" total=0 c
+    case $1 in
+      one) taskset -c 0 "$GEOLB" serve --config benches/geo.toml --udp-workers 1 --udp-cpu-affinity >"$RUN/geolb.log" 2>&1 & pids=$! ;;
+      pinned) taskset -c 0,1 "$GEOLB" serve --config benches/geo.toml --udp-workers 2 --udp-cpu-affinity >"$RUN/geolb.log" 2>&1 & pids=$! ;;
+      hashed) taskset -c 0,1 "$GEOLB" serve --config benches/geo.toml --udp-workers 2 >"$RUN/geolb.log" 2>&1 & pids=$! ;;
+      procs)
+        taskset -c 0 "$GEOLB" serve --config benches/geo.toml --udp-workers 1 >"$RUN/geolb.log" 2>&1 & pids=$!
+        taskset -c 1 "$GEOLB" serve --config benches/geo.toml --udp-workers 1 --dns 127.0.0.1:5313 >"$RUN/geolb2.log" 2>&1 & pids="$pids $!"
+        wait_up 5313 ;;
+    esac
+    wait_up 5312
+    rm -f "$RUN"/q.*
+    case $1 in
+      one) gen 0 5312 ;;
+      procs) gen 0 5312 & g=$!; gen 1 5313 & wait $g $! ;;
+      *) gen 0 5312 & g=$!; gen 1 5312 & wait $g $! ;;
+    esac
+    # shellcheck disable=SC2086
+    stop $pids
+    for c in "$RUN"/q.*; do total=$((total + $(cat "$c"))); done
+    echo "$total"
   }
+  : >"$RUN/scaling"
+  kinds="one pinned hashed procs"
   for rep in $(seq 1 "$REPS"); do
-    # one worker, generator on the other CPU
-    taskset -c 0 "$GEOLB" serve --config benches/geo.toml --udp-workers 1 >"$RUN/geolb.log" 2>&1 &
-    S1=$!; wait_up 5312
-    t0=$(cpu_ns "$S1")
-    q=$(taskset -c 1 "$LOAD" 127.0.0.1:5312 static "$SECS" 16 64 | sed -n 's/.*qps=\([0-9]*\).*/\1/p')
-    t1=$(cpu_ns "$S1"); stop "$S1"
-    one=$(rate "1 worker" "$q" $((t1 - t0)))
-    # two workers in one process
-    taskset -c 0,1 "$GEOLB" serve --config benches/geo.toml --udp-workers 2 >"$RUN/geolb.log" 2>&1 &
-    S1=$!; wait_up 5312
-    t0=$(cpu_ns "$S1")
-    q=$(two_loads 5312 5312)
-    t1=$(cpu_ns "$S1"); stop "$S1"
-    two=$(rate "2 workers, 1 process" "$q" $((t1 - t0)))
-    # two processes of one worker each
-    taskset -c 0,1 "$GEOLB" serve --config benches/geo.toml --udp-workers 1 >"$RUN/geolb.log" 2>&1 &
-    S1=$!
-    taskset -c 0,1 "$GEOLB" serve --config benches/geo.toml --udp-workers 1 --dns 127.0.0.1:5313 >"$RUN/geolb2.log" 2>&1 &
-    S2=$!; wait_up 5312; wait_up 5313
-    t0=$(( $(cpu_ns "$S1") + $(cpu_ns "$S2") ))
-    q=$(two_loads 5312 5313)
-    t1=$(( $(cpu_ns "$S1") + $(cpu_ns "$S2") )); stop "$S1" "$S2"
-    ideal=$(rate "2 processes of 1 worker" "$q" $((t1 - t0)))
-    echo "$two $one" >>"$RUN/scaling"; echo "$two $ideal" >>"$RUN/scaling.ideal"
+    declare -A sq=()
+    set -- $kinds; for _ in $(seq 2 "$rep"); do set -- "${@:2}" "$1"; done
+    for k in "$@"; do sq[$k]=$(scale_run "$k"); done
+    echo "${sq[one]} ${sq[pinned]} ${sq[hashed]} ${sq[procs]}" >>"$RUN/scaling"
+    echo "scaling round $rep ($SCALE_MIX): 1 core ${sq[one]} qps; 2 cores: pinned ${sq[pinned]}, hashed ${sq[hashed]}, 2 processes ${sq[procs]} qps"
   done
-  paired "QPS per server core, 2 workers / 1 worker" 0 "2 workers" <"$RUN/scaling"
-  paired "QPS per server core, 2 workers in one process / 2 processes of 1 worker" 0 "2 workers" <"$RUN/scaling.ideal"
+  awk '{ print $2, $1 }' "$RUN/scaling" | paired "QPS, 2 cores / 1 core, 2 workers with udp_cpu_affinity" 0 "2 cores"
+  awk '{ print $3, $1 }' "$RUN/scaling" | paired "QPS, 2 cores / 1 core, 2 workers without affinity" 0 "2 cores"
+  awk '{ print $2, $4 }' "$RUN/scaling" | paired "QPS on 2 cores, 2 workers with udp_cpu_affinity / 2 processes" 0 "2 workers"
+  awk '{ print $2, $3 }' "$RUN/scaling" | paired "QPS on 2 cores, 2 workers with / without udp_cpu_affinity" 0 "with affinity"
 fi
 true

@@ -13,7 +13,10 @@
 //! `nxdomain` (only NXDOMAIN), `nodata` (only NODATA), `geo-ecs`
 //! (geo.example.com A, each query with a different random client /24).
 //! Optional 4th and 5th arguments: sockets (default 4) and window per
-//! socket (default 64).
+//! socket (default 64). By default the generator polls its sockets without
+//! ever sleeping (it holds its CPU); a 6th argument `block` makes it sleep
+//! in `poll` whenever a pass over its sockets received nothing, so it can
+//! share a CPU with the server it loads.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -114,6 +117,14 @@ fn main() -> ExitCode {
     let secs: u64 = args[3].parse().unwrap_or(10);
     let sockets: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(4);
     let window: usize = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(64);
+    let block = match args.get(6).map(String::as_str) {
+        None | Some("spin") => false,
+        Some("block") => true,
+        Some(other) => {
+            eprintln!("{other}: 6th argument is spin or block");
+            return ExitCode::from(2);
+        }
+    };
     let socks: Vec<UdpSocket> = (0..sockets)
         .filter_map(|_| {
             let s = UdpSocket::bind("127.0.0.1:0").ok()?;
@@ -134,7 +145,16 @@ fn main() -> ExitCode {
     let start = Instant::now();
     let end = start + Duration::from_secs(secs);
     let mut last_progress = Instant::now();
+    let mut fds: Vec<libc::pollfd> = socks
+        .iter()
+        .map(|s| libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(s),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
     while Instant::now() < end {
+        let before = recv;
         for (si, s) in socks.iter().enumerate() {
             while inflight[si].len() < window {
                 let mut q = qs[next_q % qs.len()].clone();
@@ -159,6 +179,10 @@ fn main() -> ExitCode {
                     last_progress = Instant::now();
                 }
             }
+        }
+        if block && recv == before {
+            // SAFETY: `fds` is a live array of pollfd of the given length.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 50) };
         }
         // Lost packets would stall a closed loop: start the windows again.
         if last_progress.elapsed() > Duration::from_millis(200) {
