@@ -20,7 +20,11 @@ use crate::server::Shared;
 /// How often an idle worker wakes to check for shutdown.
 const POLL: Duration = Duration::from_millis(200);
 
-/// Counters of one worker (written by that worker only).
+/// Counters of one worker (written by that worker only). Aligned to two
+/// cache lines so that two workers' counters never share one (or a pair
+/// the prefetcher fetches together): each worker writes its own on every
+/// batch.
+#[repr(align(128))]
 #[derive(Debug, Default)]
 pub struct WorkerStats {
     pub queries: AtomicU64,
