@@ -58,6 +58,15 @@ wait_up() { # port
 load() { # port mix
   taskset -c 1 "$LOAD" "127.0.0.1:$1" "$2" "$SECS" | sed -n 's/.*qps=\([0-9]*\).*/\1/p'
 }
+# One throughput run against a server: "qps busy", busy being the share of
+# the run's wall time the server's threads were on a CPU.
+load_busy() { # pid port mix
+  local t0 t1 w0 w1 q
+  t0=$(cpu_ns "$1"); w0=$(date +%s%N)
+  q=$(load "$2" "$3")
+  w1=$(date +%s%N); t1=$(cpu_ns "$1")
+  awk -v q="$q" -v c=$((t1 - t0)) -v w=$((w1 - w0)) 'BEGIN { printf "%d %.3f\n", q, (w > 0 ? c / w : 0) }'
+}
 serve() { # name port command...
   local name=$1 port=$2; shift 2
   taskset -c 0 "$@" >"$RUN/$name.log" 2>&1 &
@@ -179,10 +188,10 @@ for peer in $PEERS; do
   for mix in $pmixes; do : >"$RUN/$peer.$mix"; done
   for rep in $(seq 1 "$REPS"); do
     for mix in $pmixes; do
-      if [ $((rep % 2)) -eq 1 ]; then g=$(load 5312 "$mix"); p=$(load 5311 "$mix")
-      else p=$(load 5311 "$mix"); g=$(load 5312 "$mix"); fi
+      if [ $((rep % 2)) -eq 1 ]; then g=$(load_busy "$G" 5312 "$mix"); p=$(load_busy "$P" 5311 "$mix")
+      else p=$(load_busy "$P" 5311 "$mix"); g=$(load_busy "$G" 5312 "$mix"); fi
       echo "$g $p" >>"$RUN/$peer.$mix"
-      echo "$peer round $rep: $mix geolb $g qps, $peer $p qps"
+      echo "$peer round $rep: $mix geolb ${g% *} qps (server busy ${g#* }), $peer ${p% *} qps (busy ${p#* })"
     done
   done
   if [ -n "${FIXED:-}" ]; then
@@ -199,7 +208,9 @@ for peer in $PEERS; do
   echo "$peer RSS after the runs, with its child processes: $(for c in "$P" $(pgrep -P "$P"); do ps -o rss= -p "$c"; done | awk '{ t += $1 } END { print t }') KiB"
   stop "$G" "$P"
   for mix in $pmixes; do
-    paired "$mix QPS, geolb / $peer" 0 <"$RUN/$peer.$mix"
+    awk '{ print $1, $3 }' "$RUN/$peer.$mix" | paired "$mix QPS, geolb / $peer" 0
+    awk '{ print $1 / $2, $3 / $4 }' "$RUN/$peer.$mix" | paired "$mix QPS per second of server CPU, geolb / $peer" 0
+    awk '{ g += $2; p += $4; n++ } END { if (n) printf "%s: server busy %.1f %% of each run (geolb), %.1f %% (%s); at 100 %% the server, not the generator, sets the pace\n", m, 100 * g / n, 100 * p / n, peer }' m="$mix" peer="$peer" "$RUN/$peer.$mix"
   done
   if [ -n "${FIXED:-}" ]; then
     awk '{ print $1, $3 }' "$RUN/$peer.fixed" | paired "server CPU per query at $FIXED qps, geolb / $peer" 1
