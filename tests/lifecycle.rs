@@ -443,9 +443,11 @@ fn udp_cpu_affinity_answers_each_query_on_the_cpu_that_received_it() {
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(v["udp_workers"][0]["cpu"], placed.cpus[0], "{body}");
+    assert_eq!(v["udp_workers"][0]["listener"], s.dns.to_string(), "{body}");
     let (_, metrics) = http(admin, "GET", "/metrics");
     let line = format!(
-        "geolb_udp_worker_packets_total{{worker=\"0\",cpu=\"{}\"}} {}",
+        "geolb_udp_worker_packets_total{{worker=\"0\",listener=\"{}\",cpu=\"{}\"}} {}",
+        s.dns,
         placed.cpus[0],
         counts()[0]
     );

@@ -203,6 +203,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
         },
         "udp_workers": udp.iter().enumerate().map(|(i, s)| json!({
             "worker": i,
+            "listener": s.listener.map(|a| a.to_string()),
             "cpu": s.cpu,
             "queries": s.queries.load(Ordering::Relaxed),
         })).collect::<Vec<_>>(),
@@ -561,14 +562,19 @@ pub fn render_metrics(shared: &Shared) -> String {
     e.family(
         "geolb_udp_worker_packets_total",
         "counter",
-        "UDP packets received by each worker thread (cpu: the CPU it is pinned to with udp_cpu_affinity, else none): how the kernel spreads queries over the workers.",
+        "UDP packets received by each worker thread (listener: its address; cpu: the CPU it is pinned to with udp_cpu_affinity, else none): how the kernel spreads queries over the workers.",
     );
     for (i, s) in udp.iter().enumerate() {
         let worker = i.to_string();
+        let listener = s.listener.map(|a| a.to_string()).unwrap_or_default();
         let cpu = s.cpu.map_or_else(|| "none".to_string(), |c| c.to_string());
         e.sample(
             "geolb_udp_worker_packets_total",
-            &[("worker", worker.as_str()), ("cpu", cpu.as_str())],
+            &[
+                ("worker", worker.as_str()),
+                ("listener", listener.as_str()),
+                ("cpu", cpu.as_str()),
+            ],
             s.queries.load(Ordering::Relaxed) as f64,
         );
     }

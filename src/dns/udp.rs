@@ -30,6 +30,8 @@ pub struct WorkerStats {
     pub queries: AtomicU64,
     pub replies: AtomicU64,
     pub dropped: AtomicU64,
+    /// The address this worker serves.
+    pub listener: Option<SocketAddr>,
     /// The CPU this worker is pinned to (`udp_cpu_affinity`).
     pub cpu: Option<usize>,
 }
@@ -162,6 +164,7 @@ pub fn spawn(
     for (i, sock) in sockets.iter().cloned().enumerate() {
         let cpu = placement.and_then(|p| p.cpus.get(i).copied());
         let st = Arc::new(WorkerStats {
+            listener: Some(bound),
             cpu,
             ..WorkerStats::default()
         });
