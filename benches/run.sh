@@ -339,6 +339,7 @@ if [ -n "${SCALING:-}" ]; then
   done
   awk '{ print $2, $1 }' "$RUN/scaling" | paired "QPS, 2 cores / 1 core, 2 workers with udp_cpu_affinity" 0 "2 cores"
   awk '{ print $3, $1 }' "$RUN/scaling" | paired "QPS, 2 cores / 1 core, 2 workers without affinity" 0 "2 cores"
+  awk '{ print $4, $1 }' "$RUN/scaling" | paired "QPS, 2 cores / 1 core, 2 separate processes (the ceiling here)" 0 "2 cores"
   awk '{ print $2, $4 }' "$RUN/scaling" | paired "QPS on 2 cores, 2 workers with udp_cpu_affinity / 2 processes" 0 "2 workers"
   awk '{ print $2, $3 }' "$RUN/scaling" | paired "QPS on 2 cores, 2 workers with / without udp_cpu_affinity" 0 "with affinity"
 fi

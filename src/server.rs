@@ -705,25 +705,10 @@ impl Server {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let placement = if server_cfg.udp_cpu_affinity {
-            match crate::dns::affinity::allowed_cpus() {
-                Ok(allowed) => {
-                    let p = crate::dns::affinity::Placement::over(&allowed, workers);
-                    if let Some(p) = &p {
-                        if !p.steered {
-                            tracing::warn!(workers, cpus = allowed.len(), "more UDP workers than CPUs: workers are pinned round-robin and packets are not steered by CPU");
-                        }
-                    }
-                    p
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "udp_cpu_affinity: cannot read this process's CPUs; UDP workers run unpinned");
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let placement = server_cfg
+            .udp_cpu_affinity
+            .then(|| crate::dns::affinity::for_process(workers))
+            .flatten();
         let tcp_max = server_cfg.tcp_max_connections;
         let tcp_slots = Arc::new(Semaphore::new(tcp_max));
         let mut udp_threads = Vec::new();

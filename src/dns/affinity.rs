@@ -38,6 +38,27 @@ impl Placement {
     }
 }
 
+/// Where `workers` workers of each listener run in this process, or None
+/// (logged) when its CPUs cannot be read.
+pub fn for_process(workers: usize) -> Option<Placement> {
+    let allowed = match allowed_cpus() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "udp_cpu_affinity: cannot read this process's CPUs; UDP workers run unpinned");
+            return None;
+        }
+    };
+    let p = Placement::over(&allowed, workers)?;
+    if !p.steered {
+        tracing::warn!(
+            workers,
+            cpus = allowed.len(),
+            "more UDP workers than CPUs: workers are pinned round-robin and packets are not steered by CPU"
+        );
+    }
+    Some(p)
+}
+
 /// The CPUs this process may run on (its affinity mask, as `taskset` or
 /// systemd's `CPUAffinity=` set it), in ascending order.
 #[cfg(target_os = "linux")]
@@ -110,7 +131,7 @@ const BPF_RET_K: u16 = 0x06;
 /// `SKF_AD_OFF + SKF_AD_CPU`: the ancillary load of the current CPU.
 const LOAD_CPU: u32 = (-0x1000i32 + 36) as u32;
 /// An index past the group: the kernel then picks a socket by its hash.
-pub const NO_SOCKET: u32 = u32::MAX;
+const NO_SOCKET: u32 = u32::MAX;
 
 /// The reuseport program for `cpus` (CPU of socket i, in the order the
 /// sockets joined the group): "if the receiving CPU is cpus[i], socket i",
@@ -152,7 +173,8 @@ pub fn program(cpus: &[usize]) -> Vec<Insn> {
 }
 
 /// What `program` returns on `cpu`: the reference the tests hold it to.
-pub fn run(program: &[Insn], cpu: usize) -> Option<u32> {
+#[cfg(test)]
+fn run(program: &[Insn], cpu: usize) -> Option<u32> {
     let mut a = 0u32;
     let mut pc = 0usize;
     while let Some(i) = program.get(pc) {
