@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod control;
 pub mod diag;
 pub mod dns;
 pub mod explain;

@@ -425,7 +425,7 @@ fn explain(
 }
 
 fn serve(config: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
-    geolb::server::return_freed_tables();
+    geolb::control::return_freed_tables();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("geolb-rt")
@@ -492,8 +492,8 @@ impl Signals {
             tokio::select! {
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading");
-                    let shared = server.shared.clone();
-                    if let Err(e) = geolb::server::in_background("geolb-reload", move || shared.reload()).await {
+                    let control = server.control.clone();
+                    if let Err(e) = geolb::control::in_background("geolb-reload", move || control.reload()).await {
                         tracing::error!("reload: {e}");
                     }
                 }

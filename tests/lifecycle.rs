@@ -397,12 +397,7 @@ fn udp_cpu_affinity_answers_each_query_on_the_cpu_that_received_it() {
             ("example.net.zone", ZONE_NET),
         ],
     );
-    let stats = s
-        .shared()
-        .udp_stats
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let stats = s.server().dns.udp.clone();
     let placed = affinity::Placement::over(&allowed, 2).expect("placement");
     assert_eq!(
         stats.iter().map(|w| w.cpu).collect::<Vec<_>>(),

@@ -1,4 +1,11 @@
-//! Admin HTTP API (JSON): status and reload. Bound to loopback by default.
+//! Admin HTTP API (JSON): status, health, explain, observations for remote
+//! nodes, drain/undrain/force, reload, and Prometheus metrics. Bound to
+//! loopback by default; a bearer token guards it when set.
+//!
+//! It reads state through the same handles the rest of the server uses —
+//! the control jobs (snapshot source, health service, reload, GeoIP
+//! watcher) and the DNS listeners' counters — and renders nothing itself
+//! but JSON: the metrics text is `metrics::render`'s.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -14,15 +21,24 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::control::Control;
 use crate::diag::Diagnostic;
-use crate::health::unix;
+use crate::dns::DnsStats;
+use crate::health::{unix, OverrideError};
 use crate::policy::AdminState;
-use crate::server::{OverrideError, Shared};
+
+/// What the API reads and acts on.
+pub struct Handles {
+    pub control: Arc<Control>,
+    pub dns: Arc<DnsStats>,
+}
+
+type Shared = Handles;
 
 /// Serves the API until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<Handles>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let app = router(shared);
@@ -36,7 +52,7 @@ pub async fn serve(
     }
 }
 
-pub fn router(shared: Arc<Shared>) -> Router {
+pub fn router(shared: Arc<Handles>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/reload", post(reload))
@@ -55,11 +71,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// Bearer-token check: `server.admin_token` guards every endpoint when set;
 /// `/v1/observations` also accepts `health.token` (what nodes send probers).
 async fn auth(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Handles>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let snap = shared.snapshot.load();
+    let snap = shared.control.source.load();
     let admin = snap
         .config
         .server
@@ -123,8 +139,8 @@ fn lines(d: &[Diagnostic]) -> Vec<String> {
     d.iter().map(|d| d.to_string()).collect()
 }
 
-async fn status(State(shared): State<Arc<Shared>>) -> Response {
-    let snap = shared.snapshot.load_full();
+async fn status(State(shared): State<Arc<Handles>>) -> Response {
+    let snap = shared.control.source.load_full();
     let zones: Vec<ZoneStatus> = snap
         .zones
         .zones
@@ -136,30 +152,17 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
             file: z.data.file.display().to_string(),
         })
         .collect();
-    let last_reload = shared
-        .last_reload
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .map(|r| ReloadView {
-            ok: r.ok,
-            at: unix(r.at),
-            generation: r.generation,
-            errors: lines(&r.errors),
-            warnings: lines(&r.warnings),
-        });
-    let udp = shared
-        .udp_stats
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let last_reload = shared.control.last_reload().map(|r| ReloadView {
+        ok: r.ok,
+        at: unix(r.at),
+        generation: r.generation,
+        errors: lines(&r.errors),
+        warnings: lines(&r.warnings),
+    });
+    let udp = &shared.dns.udp;
     let sum = |f: fn(&crate::dns::udp::WorkerStats) -> u64| udp.iter().map(|s| f(s)).sum::<u64>();
-    let t = &shared.tcp_stats;
-    let geo_status = shared
-        .geo_status
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let t = &shared.dns.tcp;
+    let geo_status = shared.control.geo_status();
     let db = |d: &Option<Arc<crate::geo::Db>>| {
         d.as_ref().map(|d| {
             json!({
@@ -177,15 +180,11 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
         "last_error_at": geo_status.last_error_at.map(unix),
         "building_since": geo_status.building_since.map(unix),
     });
-    let addrs: Vec<SocketAddr> = shared
-        .dns_addrs
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let addrs: &[SocketAddr] = &shared.dns.addrs;
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "started_at": unix(shared.started_at),
-        "config": shared.config_path.display().to_string(),
+        "started_at": unix(shared.control.started_at),
+        "config": shared.control.config_path.as_ref().map(|p| p.display().to_string()),
         "generation": snap.generation,
         "loaded_at": unix(snap.loaded_at),
         "last_reload": last_reload,
@@ -197,6 +196,8 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
             "udp_queries": sum(|s| s.queries.load(Ordering::Relaxed)),
             "udp_replies": sum(|s| s.replies.load(Ordering::Relaxed)),
             "udp_dropped": sum(|s| s.dropped.load(Ordering::Relaxed)),
+            "udp_panics": sum(|s| s.panics.load(Ordering::Relaxed)),
+            "udp_worker_restarts": sum(|s| s.restarts.load(Ordering::Relaxed)),
             "tcp_connections": t.connections.load(Ordering::Relaxed),
             "tcp_connections_refused": t.refused.load(Ordering::Relaxed),
             "tcp_queries": t.queries.load(Ordering::Relaxed),
@@ -211,9 +212,9 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
     .into_response()
 }
 
-async fn reload(State(shared): State<Arc<Shared>>) -> Response {
+async fn reload(State(shared): State<Arc<Handles>>) -> Response {
     let s = shared.clone();
-    let result = crate::server::in_background("geolb-reload", move || s.reload()).await;
+    let result = crate::control::in_background("geolb-reload", move || s.control.reload()).await;
     match result {
         Ok(Ok(r)) => (
             StatusCode::OK,
@@ -253,7 +254,7 @@ fn bad_request(msg: String) -> Response {
 }
 
 async fn explain(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Handles>>,
     q: Result<axum::extract::Query<ExplainQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let q = match q {
@@ -272,7 +273,7 @@ async fn explain(
         Ok(s) => s,
         Err(e) => return bad_request(e.to_string()),
     };
-    let snap = shared.snapshot.load_full();
+    let snap = shared.control.source.load_full();
     match crate::explain::explain(&snap, &name, q.qtype.as_deref().unwrap_or("A"), spec) {
         Ok(mut ex) => {
             // Add what only a running node knows: the votes behind each state.
@@ -321,15 +322,20 @@ fn parse_body(body: &axum::body::Bytes) -> Result<OverrideRequest, String> {
     })
 }
 
-async fn apply(shared: Arc<Shared>, req: OverrideRequest, state: AdminState) -> Response {
+async fn apply(shared: Arc<Handles>, req: OverrideRequest, state: AdminState) -> Response {
     let until = match req.duration.as_deref().map(humantime::parse_duration) {
         None => None,
         Some(Ok(d)) => Some(std::time::SystemTime::now() + d),
         Some(Err(e)) => return bad_request(format!("for: {e}")),
     };
     let target = req.target.clone();
-    let res =
-        tokio::task::spawn_blocking(move || shared.set_override(&req.target, state, until)).await;
+    let res = tokio::task::spawn_blocking(move || {
+        shared
+            .control
+            .health
+            .set_override(&req.target, state, until)
+    })
+    .await;
     match res {
         Ok(Ok(n)) => Json(json!({
             "target": target,
@@ -354,21 +360,21 @@ async fn apply(shared: Arc<Shared>, req: OverrideRequest, state: AdminState) -> 
     }
 }
 
-async fn drain(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+async fn drain(State(shared): State<Arc<Handles>>, body: axum::body::Bytes) -> Response {
     match parse_body(&body) {
         Ok(r) => apply(shared, r, AdminState::Drain).await,
         Err(msg) => bad_request(msg),
     }
 }
 
-async fn undrain(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+async fn undrain(State(shared): State<Arc<Handles>>, body: axum::body::Bytes) -> Response {
     match parse_body(&body) {
         Ok(r) => apply(shared, r, AdminState::None).await,
         Err(msg) => bad_request(msg),
     }
 }
 
-async fn force(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+async fn force(State(shared): State<Arc<Handles>>, body: axum::body::Bytes) -> Response {
     let r = match parse_body(&body) {
         Ok(r) => r,
         Err(msg) => return bad_request(msg),
@@ -386,9 +392,9 @@ async fn force(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
     apply(shared, r, state).await
 }
 
-async fn observations(State(shared): State<Arc<Shared>>) -> Response {
+async fn observations(State(shared): State<Arc<Handles>>) -> Response {
     let s = shared.clone();
-    match tokio::task::spawn_blocking(move || s.observations()).await {
+    match tokio::task::spawn_blocking(move || s.control.health.observations()).await {
         Ok(o) => Json(o).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -400,20 +406,20 @@ async fn observations(State(shared): State<Arc<Shared>>) -> Response {
 
 /// Per endpoint: effective state and why, votes, override, last check.
 pub fn health_json(shared: &Shared) -> serde_json::Value {
-    let snap = shared.snapshot.load_full();
+    let snap = shared.control.source.load_full();
     let topo = &snap.topology;
-    let table = shared.health.lock().unwrap_or_else(|p| p.into_inner());
-    let now = unix(std::time::SystemTime::now());
-    let cfg = &snap.config.health;
-    let fresh_for = cfg.fresh_for.as_secs_f64();
-    let endpoints: Vec<serde_json::Value> = topo
+    shared.control.health.with_table(|table, cfg| {
+        let now = unix(std::time::SystemTime::now());
+        let fresh_for = cfg.fresh_for.as_secs_f64();
+        let endpoints: Vec<serde_json::Value> = topo
         .endpoints
         .iter()
+        .zip(snap.members.iter())
         .enumerate()
-        .map(|(i, e)| {
+        .map(|(i, (e, m))| {
             let pool = &topo.pools[e.pool as usize];
             let st = table.endpoints.get(&e.identity);
-            let ov = table.override_for(topo, i);
+            let ov = table.override_for(m);
             let mut votes = serde_json::Map::new();
             if let Some(st) = st.filter(|s| s.monitored) {
                 votes.insert(
@@ -442,8 +448,8 @@ pub fn health_json(shared: &Shared) -> serde_json::Value {
                     None => st.map_or(String::new(), |s| s.reason.clone()),
                 },
                 "override": ov,
-                "monitor": e.monitor.map(|m| topo.monitors[m as usize].name.clone()),
-                "check": e.check_addr.map(|a| a.to_string()),
+                "monitor": st.and_then(|s| s.monitor.clone()),
+                "check": st.and_then(|s| s.check.clone()),
                 "votes": votes,
                 "last_check": st.and_then(|s| s.last.clone()),
                 "last_error": st.and_then(|s| s.last.as_ref().and_then(|l| l.error.clone())),
@@ -452,48 +458,50 @@ pub fn health_json(shared: &Shared) -> serde_json::Value {
             })
         })
         .collect();
-    let pools: Vec<serde_json::Value> = topo
-        .pools
-        .iter()
-        .map(|p| {
-            let up = p.endpoints.clone().filter(|&e| snap.health.up(e)).count();
-            json!({
-                "pool": p.name,
-                "region": topo.regions[p.region as usize].name,
-                "endpoints": p.endpoints.len(),
-                "up": up,
-                "min_healthy": p.min_healthy,
-                "healthy": up as u32 >= p.min_healthy,
+        let pools: Vec<serde_json::Value> = topo
+            .pools
+            .iter()
+            .map(|p| {
+                let up = p.endpoints.clone().filter(|&e| snap.health.up(e)).count();
+                json!({
+                    "pool": p.name,
+                    "region": topo.regions[p.region as usize].name,
+                    "endpoints": p.endpoints.len(),
+                    "up": up,
+                    "min_healthy": p.min_healthy,
+                    "healthy": up as u32 >= p.min_healthy,
+                })
             })
-        })
-        .collect();
-    let vantages: Vec<serde_json::Value> = cfg
-        .vantages
-        .iter()
-        .map(|(name, v)| {
-            let st = table.vantages.get(name);
-            let last_ok = st.and_then(|s| s.last_ok);
-            json!({
-                "vantage": name,
-                "url": v.url,
-                "fresh": last_ok.is_some_and(|t| now - t <= fresh_for),
-                "last_ok": last_ok,
-                "last_error": st.and_then(|s| s.last_error.clone()),
-                "last_error_at": st.and_then(|s| s.last_error_at),
+            .collect();
+        let vantages: Vec<serde_json::Value> = cfg
+            .vantages
+            .iter()
+            .map(|(name, v)| {
+                let st = table.vantages.get(name);
+                let last_ok = st.and_then(|s| s.last_ok);
+                json!({
+                    "vantage": name,
+                    "url": v.url,
+                    "fresh": last_ok.is_some_and(|t| now - t <= fresh_for),
+                    "last_ok": last_ok,
+                    "last_error": st.and_then(|s| s.last_error.clone()),
+                    "last_error_at": st.and_then(|s| s.last_error_at),
+                })
             })
+            .collect();
+        json!({
+            "vantage": cfg.vantage,
+            "quorum": cfg.quorum_needed(),
+            "vantages": vantages,
+            "pools": pools,
+            "endpoints": endpoints,
+            "overrides": table.overrides,
+            "epoch": shared.control.health.current().epoch,
         })
-        .collect();
-    json!({
-        "vantage": cfg.vantage,
-        "quorum": cfg.quorum_needed(),
-        "vantages": vantages,
-        "pools": pools,
-        "endpoints": endpoints,
-        "overrides": table.overrides,
     })
 }
 
-async fn health(State(shared): State<Arc<Shared>>) -> Response {
+async fn health(State(shared): State<Arc<Handles>>) -> Response {
     let s = shared.clone();
     match tokio::task::spawn_blocking(move || health_json(&s)).await {
         Ok(v) => Json(v).into_response(),
@@ -505,247 +513,13 @@ async fn health(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-/// Prometheus text exposition of everything countable.
-pub fn render_metrics(shared: &Shared) -> String {
-    use crate::metrics::{Exposition, PROBE_BUCKETS};
-    let snap = shared.snapshot.load_full();
-    let mut e = Exposition::default();
-    let totals = snap.counters.totals();
-    e.family(
-        "geolb_dns_queries_total",
-        "counter",
-        "DNS queries answered, by zone, query type and response code.",
-    );
-    for ((zone, qtype, rcode), n) in &totals.queries {
-        e.sample(
-            "geolb_dns_queries_total",
-            &[("zone", zone), ("qtype", qtype), ("rcode", rcode)],
-            *n as f64,
-        );
-    }
-    e.family("geolb_answers_total", "counter", "Steered answers, by service and region of the first endpoint ((none): fallback or NODATA).");
-    for ((svc, region), n) in &totals.answers {
-        e.sample(
-            "geolb_answers_total",
-            &[("service", svc), ("region", region)],
-            *n as f64,
-        );
-    }
-    let udp = shared
-        .udp_stats
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    e.family(
-        "geolb_udp_packets_total",
-        "counter",
-        "UDP packets received, replied to, and dropped.",
-    );
-    for (kind, n) in [
-        (
-            "received",
-            udp.iter()
-                .map(|s| s.queries.load(Ordering::Relaxed))
-                .sum::<u64>(),
-        ),
-        (
-            "replied",
-            udp.iter().map(|s| s.replies.load(Ordering::Relaxed)).sum(),
-        ),
-        (
-            "dropped",
-            udp.iter().map(|s| s.dropped.load(Ordering::Relaxed)).sum(),
-        ),
-    ] {
-        e.sample("geolb_udp_packets_total", &[("result", kind)], n as f64);
-    }
-    e.family(
-        "geolb_udp_worker_packets_total",
-        "counter",
-        "UDP packets received by each worker thread (listener: its address; cpu: the CPU it is pinned to with udp_cpu_affinity, else none): how the kernel spreads queries over the workers.",
-    );
-    for (i, s) in udp.iter().enumerate() {
-        let worker = i.to_string();
-        let listener = s.listener.map(|a| a.to_string()).unwrap_or_default();
-        let cpu = s.cpu.map_or_else(|| "none".to_string(), |c| c.to_string());
-        e.sample(
-            "geolb_udp_worker_packets_total",
-            &[
-                ("worker", worker.as_str()),
-                ("listener", listener.as_str()),
-                ("cpu", cpu.as_str()),
-            ],
-            s.queries.load(Ordering::Relaxed) as f64,
-        );
-    }
-    let t = &shared.tcp_stats;
-    e.family(
-        "geolb_tcp_connections_total",
-        "counter",
-        "TCP connections accepted and refused at the limit.",
-    );
-    e.sample(
-        "geolb_tcp_connections_total",
-        &[("result", "accepted")],
-        t.connections.load(Ordering::Relaxed) as f64,
-    );
-    e.sample(
-        "geolb_tcp_connections_total",
-        &[("result", "refused")],
-        t.refused.load(Ordering::Relaxed) as f64,
-    );
-    e.family(
-        "geolb_reloads_total",
-        "counter",
-        "Config reloads, by result.",
-    );
-    e.sample(
-        "geolb_reloads_total",
-        &[("result", "success")],
-        shared.reloads_ok.load(Ordering::Relaxed) as f64,
-    );
-    e.sample(
-        "geolb_reloads_total",
-        &[("result", "failure")],
-        shared.reloads_failed.load(Ordering::Relaxed) as f64,
-    );
-    e.family(
-        "geolb_config_generation",
-        "gauge",
-        "Generation of the configuration being served.",
-    );
-    e.sample("geolb_config_generation", &[], snap.generation as f64);
-    e.family(
-        "geolb_geoip_build_timestamp_seconds",
-        "gauge",
-        "Build time of each loaded GeoIP database.",
-    );
-    for (kind, db) in [("city", &snap.geo.city), ("asn", &snap.geo.asn)] {
-        if let Some(d) = db {
-            e.sample(
-                "geolb_geoip_build_timestamp_seconds",
-                &[("database", kind), ("path", &d.path.display().to_string())],
-                d.build_epoch as f64,
-            );
-        }
-    }
-    e.family(
-        "geolb_geoip_build_pending_seconds",
-        "gauge",
-        "How long a changed GeoIP database has been compiling (0: none); the old one serves meanwhile.",
-    );
-    let building = shared
-        .geo_status
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .building_since;
-    e.sample(
-        "geolb_geoip_build_pending_seconds",
-        &[],
-        building
-            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
-            .map_or(0.0, |d| d.as_secs_f64()),
-    );
-    let topo = &snap.topology;
-    let table = shared.health.lock().unwrap_or_else(|p| p.into_inner());
-    e.family(
-        "geolb_endpoint_up",
-        "gauge",
-        "1 when the endpoint is served (health and overrides), else 0.",
-    );
-    for (i, ep) in topo.endpoints.iter().enumerate() {
-        let pool = &topo.pools[ep.pool as usize];
-        let region = &topo.regions[pool.region as usize].name;
-        e.sample(
-            "geolb_endpoint_up",
-            &[
-                ("endpoint", &ep.identity),
-                ("pool", &pool.name),
-                ("region", region),
-            ],
-            f64::from(u8::from(snap.health.up(i as u32))),
-        );
-    }
-    e.family(
-        "geolb_probes_total",
-        "counter",
-        "Local health checks, by endpoint and result.",
-    );
-    for (id, st) in table.endpoints.iter().filter(|(_, s)| s.monitored) {
-        e.sample(
-            "geolb_probes_total",
-            &[("endpoint", id), ("result", "ok")],
-            st.probes_ok as f64,
-        );
-        e.sample(
-            "geolb_probes_total",
-            &[("endpoint", id), ("result", "fail")],
-            st.probes_fail as f64,
-        );
-    }
-    e.family(
-        "geolb_probe_duration_seconds",
-        "histogram",
-        "Duration of local health checks.",
-    );
-    for (id, st) in table.endpoints.iter().filter(|(_, s)| s.monitored) {
-        let mut acc = 0u64;
-        for (i, le) in PROBE_BUCKETS.iter().enumerate() {
-            acc += st.rtt_buckets[i];
-            e.sample(
-                "geolb_probe_duration_seconds_bucket",
-                &[("endpoint", id), ("le", &le.to_string())],
-                acc as f64,
-            );
-        }
-        acc += st.rtt_buckets[PROBE_BUCKETS.len()];
-        e.sample(
-            "geolb_probe_duration_seconds_bucket",
-            &[("endpoint", id), ("le", "+Inf")],
-            acc as f64,
-        );
-        e.sample(
-            "geolb_probe_duration_seconds_sum",
-            &[("endpoint", id)],
-            st.rtt_sum,
-        );
-        e.sample(
-            "geolb_probe_duration_seconds_count",
-            &[("endpoint", id)],
-            acc as f64,
-        );
-    }
-    let now = unix(std::time::SystemTime::now());
-    let fresh_for = snap.config.health.fresh_for.as_secs_f64();
-    e.family(
-        "geolb_vantage_fresh",
-        "gauge",
-        "1 when the remote vantage's data is fresh enough to vote.",
-    );
-    e.family(
-        "geolb_vantage_last_ok_timestamp_seconds",
-        "gauge",
-        "When the remote vantage was last read.",
-    );
-    for name in snap.config.health.vantages.keys() {
-        let last = table.vantages.get(name).and_then(|v| v.last_ok);
-        e.sample(
-            "geolb_vantage_fresh",
-            &[("vantage", name)],
-            f64::from(u8::from(last.is_some_and(|t| now - t <= fresh_for))),
-        );
-        e.sample(
-            "geolb_vantage_last_ok_timestamp_seconds",
-            &[("vantage", name)],
-            last.unwrap_or(0.0),
-        );
-    }
-    e.finish()
-}
-
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+async fn metrics(State(shared): State<Arc<Handles>>) -> Response {
     let s = shared.clone();
-    match tokio::task::spawn_blocking(move || render_metrics(&s)).await {
+    match tokio::task::spawn_blocking(move || {
+        crate::metrics::render::render(&s.control, &s.control.health, &s.dns)
+    })
+    .await
+    {
         Ok(text) => (
             [(
                 axum::http::header::CONTENT_TYPE,

@@ -7,10 +7,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use toml::Spanned;
 
 use super::{de_duration, yes};
+pub use crate::policy::{AllDown, WeightedMode};
 
 fn default_watch() -> Duration {
     Duration::from_secs(5)
@@ -132,14 +133,6 @@ pub struct NearestConfig {
     pub bias: BTreeMap<String, f64>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WeightedMode {
-    #[default]
-    Random,
-    Sticky,
-}
-
 fn default_count() -> usize {
     1
 }
@@ -172,59 +165,6 @@ impl Default for WeightedConfig {
             count: 1,
             sticky_prefix_v4: 24,
             sticky_prefix_v6: 56,
-        }
-    }
-}
-
-/// What a service answers when every candidate is down.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub enum AllDown {
-    /// Answer as if everything were up (Route 53's behaviour).
-    #[default]
-    FailOpen,
-    /// NOERROR with no address records.
-    Nodata,
-    /// These addresses.
-    Addresses(Vec<IpAddr>),
-    /// This name, as a CNAME.
-    Cname(String),
-}
-
-impl<'de> Deserialize<'de> for AllDown {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Fallback {
-            #[serde(default)]
-            addresses: Option<Vec<IpAddr>>,
-            #[serde(default)]
-            cname: Option<String>,
-        }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Word(String),
-            Table(Fallback),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Word(w) => match w.as_str() {
-                "fail_open" => Ok(AllDown::FailOpen),
-                "nodata" => Ok(AllDown::Nodata),
-                other => Err(serde::de::Error::custom(format!(
-                    "all_down = {other:?}: expected \"fail_open\", \"nodata\", {{ addresses = [...] }} or {{ cname = \"...\" }}"
-                ))),
-            },
-            Raw::Table(Fallback {
-                addresses: Some(a),
-                cname: None,
-            }) if !a.is_empty() => Ok(AllDown::Addresses(a)),
-            Raw::Table(Fallback {
-                addresses: None,
-                cname: Some(c),
-            }) => Ok(AllDown::Cname(c)),
-            Raw::Table(_) => Err(serde::de::Error::custom(
-                "all_down table needs exactly one of: addresses = [...] (non-empty), cname = \"...\"",
-            )),
         }
     }
 }

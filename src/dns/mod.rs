@@ -7,3 +7,16 @@ pub mod udp;
 pub mod wire;
 
 pub use answer::{handle, Outcome, Transport};
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What the DNS listeners count, for status and metrics: one entry per
+/// UDP worker, and the TCP listeners' counters.
+#[derive(Debug, Default)]
+pub struct DnsStats {
+    /// The bound DNS addresses (UDP and TCP share each).
+    pub addrs: Vec<SocketAddr>,
+    pub udp: Vec<Arc<udp::WorkerStats>>,
+    pub tcp: Arc<tcp::TcpStats>,
+}

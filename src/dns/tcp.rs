@@ -14,7 +14,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::dns::answer::{handle, transfer, Outcome, Transport};
 use crate::policy::Scratch;
-use crate::server::Shared;
+use crate::snapshot::Source;
 
 /// Connection counters for all TCP listeners.
 #[derive(Debug, Default)]
@@ -46,7 +46,8 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Accepts connections until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    source: Arc<Source>,
+    stats: Arc<TcpStats>,
     slots: Arc<Semaphore>,
     max: usize,
     mut shutdown: watch::Receiver<bool>,
@@ -63,7 +64,6 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
-        let stats = &shared.tcp_stats;
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             stats.refused.fetch_add(1, Ordering::Relaxed);
             let now = unix_now();
@@ -85,10 +85,11 @@ pub async fn serve(
             continue;
         };
         stats.connections.fetch_add(1, Ordering::Relaxed);
-        let shared = shared.clone();
+        let source = source.clone();
+        let stats = stats.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            connection(stream, peer, shared, shutdown).await;
+            connection(stream, peer, &source, &stats, shutdown).await;
             drop(permit);
         });
     }
@@ -103,11 +104,12 @@ fn unix_now() -> u64 {
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    source: &Source,
+    stats: &TcpStats,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let idle = shared.snapshot.load().config.server.tcp_idle_timeout;
+    let idle = source.load().config.server.tcp_idle_timeout;
     let client = peer.ip().to_canonical();
     let mut msg = vec![0u8; 65535];
     let mut out: Vec<u8> = Vec::with_capacity(4096);
@@ -133,8 +135,8 @@ async fn connection(
             Ok(Ok(_)) => {}
             _ => return,
         }
-        shared.tcp_stats.queries.fetch_add(1, Ordering::Relaxed);
-        let snap = shared.snapshot.load_full();
+        stats.queries.fetch_add(1, Ordering::Relaxed);
+        let snap = source.load_full();
         match handle(
             &snap,
             &msg[..len],

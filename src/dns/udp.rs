@@ -1,11 +1,24 @@
 //! UDP listeners: one socket per worker thread, all bound to the same
 //! address with `SO_REUSEPORT` so the kernel spreads queries across them.
 //! Each worker is a plain OS thread with its own buffers: no task, channel
-//! or lock per packet; it loads the current snapshot once per query.
+//! or lock per packet; it loads the current snapshot once per batch.
+//!
+//! There is one loop ([`serve`]): receive a batch, answer each packet,
+//! send the replies. Where the system has `recvmmsg`/`sendmmsg` a batch is
+//! up to 32 packets per system call; elsewhere it is one packet
+//! (`recv_from`/`send_to`), the same loop with a batch of one.
+//!
+//! A worker cannot die silently: a panic while answering a packet is
+//! contained to that packet (no reply, counted in `panics`, logged); a
+//! panic anywhere else in the loop restarts the loop on the same socket;
+//! and a worker thread that ends while the server is not stopping takes the
+//! process down with a log line (see `server`), rather than leave a dead
+//! socket in the reuseport group that silently drops its share of queries.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -15,10 +28,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::dns::affinity::{self, Placement};
 use crate::dns::answer::{handle, Outcome, Transport};
 use crate::policy::Scratch;
-use crate::server::Shared;
+use crate::snapshot::Source;
 
-/// How often an idle worker wakes to check for shutdown.
+/// How often an idle worker wakes to check for shutdown (one-packet I/O).
 const POLL: Duration = Duration::from_millis(200);
+/// Queries larger than this are dropped (DNS queries are far smaller).
+const BUF: usize = 4096;
 
 /// Counters of one worker (written by that worker only). Aligned to two
 /// cache lines so that two workers' counters never share one (or a pair
@@ -30,10 +45,52 @@ pub struct WorkerStats {
     pub queries: AtomicU64,
     pub replies: AtomicU64,
     pub dropped: AtomicU64,
+    /// Packets whose answering panicked (no reply was sent for them).
+    pub panics: AtomicU64,
+    /// Times the worker's loop was restarted after a panic outside a
+    /// packet's answer.
+    pub restarts: AtomicU64,
     /// The address this worker serves.
     pub listener: Option<SocketAddr>,
     /// The CPU this worker is pinned to (`udp_cpu_affinity`).
     pub cpu: Option<usize>,
+}
+
+/// Fault injection for tests of worker supervision: while armed, a query
+/// whose DNS ID is [`FAULT_ID`] panics where [`Fault`] says. Never armed
+/// outside tests; costs one relaxed load per packet.
+#[doc(hidden)]
+pub mod fault {
+    use super::*;
+
+    /// The DNS ID that triggers an armed fault.
+    pub const FAULT_ID: u16 = 0xFA17;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    #[repr(u8)]
+    pub enum Fault {
+        Off = 0,
+        /// Panic inside the answer step of the packet.
+        Answer = 1,
+        /// Panic in the worker loop, outside any packet's answer.
+        Loop = 2,
+    }
+
+    pub(super) static ARMED: AtomicU8 = AtomicU8::new(0);
+    pub(super) static ID: AtomicU16 = AtomicU16::new(FAULT_ID);
+
+    pub fn arm(f: Fault) {
+        ARMED.store(f as u8, Ordering::SeqCst);
+    }
+
+    #[inline]
+    pub(super) fn hit(packet: &[u8], at: Fault) -> bool {
+        let armed = ARMED.load(Ordering::Relaxed);
+        armed != 0
+            && armed == at as u8
+            && packet.len() >= 2
+            && u16::from_be_bytes([packet[0], packet[1]]) == ID.load(Ordering::Relaxed)
+    }
 }
 
 /// Binds one UDP socket with `SO_REUSEPORT` (and IPv6-only for v6).
@@ -144,7 +201,7 @@ pub fn bind_group(addr: SocketAddr, workers: usize) -> io::Result<(SocketAddr, V
 pub fn spawn(
     bound: SocketAddr,
     sockets: Vec<UdpSocket>,
-    shared: Arc<Shared>,
+    source: Arc<Source>,
     stop: Arc<AtomicBool>,
     first_slot: usize,
     placement: Option<&Placement>,
@@ -169,7 +226,7 @@ pub fn spawn(
             ..WorkerStats::default()
         });
         stats.push(st.clone());
-        let shared = shared.clone();
+        let source = source.clone();
         let stop = stop.clone();
         let h = std::thread::Builder::new()
             .name(format!("udp-{bound}-{i}"))
@@ -179,7 +236,7 @@ pub fn spawn(
                         tracing::warn!(worker = i, cpu, error = %e, "cannot pin a UDP worker to its CPU");
                     }
                 }
-                worker(sock, shared, stop, st, first_slot + i)
+                supervise(&sock, &source, &stop, &st, first_slot + i, i)
             })?;
         handles.push(h);
     }
@@ -192,79 +249,219 @@ pub fn spawn(
     })
 }
 
-fn worker(
-    sock: Arc<UdpSocket>,
-    shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
-    st: Arc<WorkerStats>,
+/// Runs the worker loop until `stop`, restarting it on the same socket if
+/// it panics outside a packet's answer.
+fn supervise(
+    sock: &UdpSocket,
+    source: &Source,
+    stop: &AtomicBool,
+    st: &WorkerStats,
     slot: usize,
+    worker: usize,
 ) {
-    #[cfg(target_os = "linux")]
-    {
-        match batched::run(&sock, &shared, &stop, &st, slot) {
+    let mut io = Io::new(sock);
+    while !stop.load(Ordering::Relaxed) {
+        match catch_unwind(AssertUnwindSafe(|| serve(&mut io, source, stop, st, slot))) {
             Ok(()) => return,
             Err(e) => {
-                tracing::warn!(error = %e, "recvmmsg unavailable; receiving one packet per call")
+                let n = st.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::error!(
+                    worker,
+                    listener = ?st.listener,
+                    restarts = n,
+                    panic = panic_text(&*e),
+                    "UDP worker loop panicked; restarted on the same socket"
+                );
+                // Fresh buffers: the panic may have left them half-written.
+                io = Io::new(sock);
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
     }
-    simple(&sock, shared, stop, st, slot);
 }
 
-/// One `recv_from`/`send_to` pair per packet.
-fn simple(
-    sock: &UdpSocket,
-    shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
-    st: Arc<WorkerStats>,
-    slot: usize,
-) {
-    let mut rbuf = vec![0u8; 65535];
-    let mut out: Vec<u8> = Vec::with_capacity(65535);
+fn panic_text(e: &(dyn std::any::Any + Send)) -> &str {
+    e.downcast_ref::<&str>()
+        .copied()
+        .or_else(|| e.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)")
+}
+
+/// The worker loop: receive a batch, answer each packet from one snapshot,
+/// send the replies.
+fn serve(io: &mut Io<'_>, source: &Source, stop: &AtomicBool, st: &WorkerStats, slot: usize) {
     let mut scratch = Scratch::for_slot(slot);
+    let mut last_panic_log = std::time::Instant::now() - Duration::from_secs(60);
     while !stop.load(Ordering::Relaxed) {
-        let (n, peer) = match sock.recv_from(&mut rbuf) {
-            Ok(x) => x,
-            Err(e)
-                if matches!(
+        let n = io.recv();
+        if n == 0 {
+            continue; // woken by shutdown, a timeout or an error
+        }
+        st.queries.fetch_add(n as u64, Ordering::Relaxed);
+        // One snapshot for the whole batch.
+        let snap = source.load();
+        for i in 0..n {
+            let Some((packet, from, out)) = io.packet(i) else {
+                st.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            if fault::hit(packet, fault::Fault::Loop) {
+                panic!("injected fault in the worker loop");
+            }
+            let client = from.ip().to_canonical();
+            let answered = catch_unwind(AssertUnwindSafe(|| {
+                if fault::hit(packet, fault::Fault::Answer) {
+                    panic!("injected fault while answering");
+                }
+                handle(&snap, packet, client, Transport::Udp, out, &mut scratch)
+            }));
+            match answered {
+                Ok(Outcome::Reply) => io.reply(i),
+                Ok(Outcome::Drop | Outcome::Transfer(_)) => {
+                    st.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    st.panics.fetch_add(1, Ordering::Relaxed);
+                    scratch = Scratch::for_slot(slot);
+                    if last_panic_log.elapsed() >= Duration::from_secs(1) {
+                        last_panic_log = std::time::Instant::now();
+                        tracing::error!(
+                            %from,
+                            panic = panic_text(&*e),
+                            panics = st.panics.load(Ordering::Relaxed),
+                            "answering a query panicked; no reply sent, the worker goes on (at most one such line a second)"
+                        );
+                    }
+                }
+            }
+        }
+        let sent = io.send();
+        st.replies.fetch_add(sent as u64, Ordering::Relaxed);
+    }
+}
+
+/// One-packet I/O: `recv_from`/`send_to`.
+struct Single<'s> {
+    sock: &'s UdpSocket,
+    buf: Vec<u8>,
+    len: usize,
+    from: Option<SocketAddr>,
+    out: Vec<u8>,
+    reply: bool,
+}
+
+impl<'s> Single<'s> {
+    fn new(sock: &'s UdpSocket) -> Single<'s> {
+        let _ = sock.set_read_timeout(Some(POLL));
+        Single {
+            sock,
+            buf: vec![0u8; BUF],
+            len: 0,
+            from: None,
+            out: Vec::with_capacity(BUF),
+            reply: false,
+        }
+    }
+    fn recv(&mut self) -> usize {
+        self.reply = false;
+        match self.sock.recv_from(&mut self.buf) {
+            Ok((n, peer)) => {
+                self.len = n;
+                self.from = Some(peer).filter(|p| p.port() != 0 && n <= BUF);
+                1
+            }
+            Err(e) => {
+                if !matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock
                         | io::ErrorKind::TimedOut
                         | io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "udp receive failed");
-                continue;
-            }
-        };
-        st.queries.fetch_add(1, Ordering::Relaxed);
-        if peer.port() == 0 {
-            st.dropped.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        let snap = shared.snapshot.load();
-        let client = peer.ip().to_canonical();
-        match handle(
-            &snap,
-            &rbuf[..n],
-            client,
-            Transport::Udp,
-            &mut out,
-            &mut scratch,
-        ) {
-            Outcome::Reply => {
-                if let Err(e) = sock.send_to(&out, peer) {
-                    tracing::debug!(error = %e, %peer, "udp send failed");
-                } else {
-                    st.replies.fetch_add(1, Ordering::Relaxed);
+                ) {
+                    tracing::debug!(error = %e, "udp receive failed");
                 }
+                0
             }
-            Outcome::Drop | Outcome::Transfer(_) => {
-                st.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    fn packet(&mut self, _i: usize) -> Option<(&[u8], SocketAddr, &mut Vec<u8>)> {
+        let from = self.from?;
+        Some((&self.buf[..self.len], from, &mut self.out))
+    }
+    fn send(&mut self) -> usize {
+        let (true, Some(peer)) = (self.reply, self.from) else {
+            return 0;
+        };
+        match self.sock.send_to(&self.out, peer) {
+            Ok(_) => 1,
+            Err(e) => {
+                tracing::debug!(error = %e, %peer, "udp send failed");
+                0
             }
+        }
+    }
+}
+
+/// The I/O of one worker: batched where the system has it.
+enum Io<'s> {
+    #[cfg(target_os = "linux")]
+    Batched(Box<batched::Mmsg<'s>>),
+    Single(Single<'s>),
+}
+
+impl<'s> Io<'s> {
+    fn new(sock: &'s UdpSocket) -> Io<'s> {
+        #[cfg(target_os = "linux")]
+        match batched::Mmsg::new(sock) {
+            Ok(m) => return Io::Batched(Box::new(m)),
+            Err(e) => {
+                tracing::warn!(error = %e, "recvmmsg unavailable; receiving one packet per call")
+            }
+        }
+        Io::Single(Single::new(sock))
+    }
+    /// Receives a batch; returns how many packets arrived.
+    #[inline]
+    fn recv(&mut self) -> usize {
+        match self {
+            #[cfg(target_os = "linux")]
+            Io::Batched(m) => match m.recv() {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "recvmmsg unavailable; receiving one packet per call");
+                    let sock = m.sock;
+                    *self = Io::Single(Single::new(sock));
+                    0
+                }
+            },
+            Io::Single(s) => s.recv(),
+        }
+    }
+    /// Packet `i` of the batch, its sender and the buffer for its reply;
+    /// None if it must be dropped (truncated, no usable source).
+    #[inline]
+    fn packet(&mut self, i: usize) -> Option<(&[u8], SocketAddr, &mut Vec<u8>)> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Io::Batched(m) => m.packet(i),
+            Io::Single(s) => s.packet(i),
+        }
+    }
+    /// Queues the reply written for packet `i`.
+    #[inline]
+    fn reply(&mut self, i: usize) {
+        match self {
+            #[cfg(target_os = "linux")]
+            Io::Batched(m) => m.reply(i),
+            Io::Single(s) => s.reply = true,
+        }
+    }
+    /// Sends the queued replies; returns how many went out.
+    #[inline]
+    fn send(&mut self) -> usize {
+        match self {
+            #[cfg(target_os = "linux")]
+            Io::Batched(m) => m.send(),
+            Io::Single(s) => s.send(),
         }
     }
 }
@@ -278,17 +475,10 @@ mod batched {
     use std::mem::{size_of, zeroed};
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
     use std::os::fd::AsRawFd;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
 
-    use super::WorkerStats;
-    use crate::dns::answer::{handle, Outcome, Transport};
-    use crate::policy::Scratch;
-    use crate::server::Shared;
+    use super::BUF;
 
     const BATCH: usize = 32;
-    /// Queries larger than this are dropped (DNS queries are far smaller).
-    const BUF: usize = 4096;
 
     fn peer(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
         match ss.ss_family as i32 {
@@ -313,124 +503,149 @@ mod batched {
         }
     }
 
-    pub fn run(
-        sock: &UdpSocket,
-        shared: &Arc<Shared>,
-        stop: &AtomicBool,
-        st: &WorkerStats,
-        slot: usize,
-    ) -> io::Result<()> {
-        let fd = sock.as_raw_fd();
-        // Block until packets arrive (no periodic wake-ups: shutdown wakes us
-        // through `wake`).
-        sock.set_read_timeout(None)?;
-        let mut bufs = vec![[0u8; BUF]; BATCH];
-        // SAFETY: all-zero is a valid value for these C structs.
-        let mut addrs: Vec<libc::sockaddr_storage> =
-            (0..BATCH).map(|_| unsafe { zeroed() }).collect();
-        let mut riov: Vec<libc::iovec> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
-        let mut rmsgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
-        let mut siov: Vec<libc::iovec> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
-        let mut smsgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
-        let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(BUF)).collect();
-        let mut scratch = Scratch::for_slot(slot);
-        let mut first = true;
-        for i in 0..BATCH {
-            riov[i].iov_base = bufs[i].as_mut_ptr().cast();
-            riov[i].iov_len = BUF;
-            let h = &mut rmsgs[i].msg_hdr;
-            h.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_iov = &mut riov[i];
-            h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
+    /// Buffers and message headers for one batch in each direction. The
+    /// headers point into the buffers, so this lives in a `Box` and never
+    /// moves once built.
+    pub struct Mmsg<'s> {
+        pub sock: &'s UdpSocket,
+        bufs: Vec<[u8; BUF]>,
+        addrs: Vec<libc::sockaddr_storage>,
+        riov: Vec<libc::iovec>,
+        rmsgs: Vec<libc::mmsghdr>,
+        siov: Vec<libc::iovec>,
+        smsgs: Vec<libc::mmsghdr>,
+        outs: Vec<Vec<u8>>,
+        /// Received headers the kernel wrote back (to reset before reuse).
+        dirty: usize,
+        /// Replies queued for the next send.
+        queued: usize,
+        /// No batch received yet: ENOSYS then means no recvmmsg here.
+        first: bool,
+    }
+
+    impl<'s> Mmsg<'s> {
+        pub fn new(sock: &'s UdpSocket) -> io::Result<Mmsg<'s>> {
+            // Block until packets arrive (no periodic wake-ups: shutdown
+            // wakes us through `wake`).
+            sock.set_read_timeout(None)?;
+            fn z<T>() -> Vec<T> {
+                // SAFETY: all-zero is a valid value for these C structs
+                // (sockaddr_storage, iovec, mmsghdr).
+                (0..BATCH).map(|_| unsafe { zeroed() }).collect()
+            }
+            let mut m = Mmsg {
+                sock,
+                bufs: vec![[0u8; BUF]; BATCH],
+                addrs: z(),
+                riov: z(),
+                rmsgs: z(),
+                siov: z(),
+                smsgs: z(),
+                outs: (0..BATCH).map(|_| Vec::with_capacity(BUF)).collect(),
+                dirty: BATCH,
+                queued: 0,
+                first: true,
+            };
+            for i in 0..BATCH {
+                m.riov[i].iov_base = m.bufs[i].as_mut_ptr().cast();
+                m.riov[i].iov_len = BUF;
+                let h = &mut m.rmsgs[i].msg_hdr;
+                h.msg_name = (&mut m.addrs[i] as *mut libc::sockaddr_storage).cast();
+                h.msg_iov = &mut m.riov[i];
+                h.msg_iovlen = 1;
+                h.msg_control = std::ptr::null_mut();
+            }
+            Ok(m)
         }
-        // The kernel writes back only the headers of the datagrams it
-        // returned: only those need resetting (fewer cache lines per wake).
-        let mut dirty = BATCH;
-        while !stop.load(Ordering::Relaxed) {
-            for m in &mut rmsgs[..dirty] {
+
+        /// Ok(0) on an interruption or a transient error; Err only when the
+        /// system has no recvmmsg.
+        pub fn recv(&mut self) -> io::Result<usize> {
+            self.queued = 0;
+            // The kernel writes back only the headers of the datagrams it
+            // returned: only those need resetting (fewer cache lines per wake).
+            for m in &mut self.rmsgs[..self.dirty] {
                 m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
                 m.msg_hdr.msg_controllen = 0;
                 m.msg_hdr.msg_flags = 0;
                 m.msg_len = 0;
             }
-            // SAFETY: every header points at buffers owned by this function
-            // that outlive the call.
+            // SAFETY: every header points at buffers owned by `self` (boxed,
+            // never moved) that outlive the call.
             let n = unsafe {
                 libc::recvmmsg(
-                    fd,
-                    rmsgs.as_mut_ptr(),
+                    self.sock.as_raw_fd(),
+                    self.rmsgs.as_mut_ptr(),
                     BATCH as u32,
                     libc::MSG_WAITFORONE,
                     std::ptr::null_mut(),
                 )
             };
-            dirty = if n < 0 { BATCH } else { n as usize };
             if n < 0 {
+                self.dirty = BATCH;
                 let e = io::Error::last_os_error();
-                match e.kind() {
+                if self.first && e.raw_os_error() == Some(libc::ENOSYS) {
+                    return Err(e);
+                }
+                if !matches!(
+                    e.kind(),
                     io::ErrorKind::WouldBlock
-                    | io::ErrorKind::TimedOut
-                    | io::ErrorKind::Interrupted => continue,
-                    _ if first && e.raw_os_error() == Some(libc::ENOSYS) => return Err(e),
-                    _ => {
-                        tracing::debug!(error = %e, "recvmmsg failed");
-                        continue;
-                    }
-                }
-            }
-            first = false;
-            let n = n as usize;
-            if n == 0 {
-                continue; // woken by shutdown
-            }
-            st.queries.fetch_add(n as u64, Ordering::Relaxed);
-            let mut k = 0;
-            // One snapshot for the whole batch.
-            let snap = shared.snapshot.load();
-            for i in 0..n {
-                let len = (rmsgs[i].msg_len as usize).min(BUF);
-                let truncated = rmsgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-                let from = if truncated { None } else { peer(&addrs[i]) };
-                let Some(from) = from.filter(|p| p.port() != 0) else {
-                    st.dropped.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                let client = from.ip().to_canonical();
-                match handle(
-                    &snap,
-                    &bufs[i][..len],
-                    client,
-                    Transport::Udp,
-                    &mut outs[k],
-                    &mut scratch,
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) {
-                    Outcome::Reply => {
-                        siov[k].iov_base = outs[k].as_mut_ptr().cast();
-                        siov[k].iov_len = outs[k].len();
-                        let namelen = rmsgs[i].msg_hdr.msg_namelen;
-                        let h = &mut smsgs[k].msg_hdr;
-                        h.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
-                        h.msg_namelen = namelen;
-                        h.msg_iov = &mut siov[k];
-                        h.msg_iovlen = 1;
-                        h.msg_control = std::ptr::null_mut();
-                        h.msg_controllen = 0;
-                        h.msg_flags = 0;
-                        smsgs[k].msg_len = 0;
-                        k += 1;
-                    }
-                    Outcome::Drop | Outcome::Transfer(_) => {
-                        st.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
+                    tracing::debug!(error = %e, "recvmmsg failed");
                 }
+                return Ok(0);
             }
+            self.first = false;
+            self.dirty = n as usize;
+            Ok(n as usize)
+        }
+
+        #[inline]
+        pub fn packet(&mut self, i: usize) -> Option<(&[u8], SocketAddr, &mut Vec<u8>)> {
+            let len = (self.rmsgs[i].msg_len as usize).min(BUF);
+            if self.rmsgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                return None;
+            }
+            let from = peer(&self.addrs[i]).filter(|p| p.port() != 0)?;
+            let k = self.queued;
+            Some((&self.bufs[i][..len], from, &mut self.outs[k]))
+        }
+
+        #[inline]
+        pub fn reply(&mut self, i: usize) {
+            let k = self.queued;
+            self.siov[k].iov_base = self.outs[k].as_mut_ptr().cast();
+            self.siov[k].iov_len = self.outs[k].len();
+            let namelen = self.rmsgs[i].msg_hdr.msg_namelen;
+            let h = &mut self.smsgs[k].msg_hdr;
+            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = namelen;
+            h.msg_iov = &mut self.siov[k];
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+            self.smsgs[k].msg_len = 0;
+            self.queued += 1;
+        }
+
+        pub fn send(&mut self) -> usize {
+            let k = self.queued;
             let mut sent = 0;
+            let mut ok = 0;
             while sent < k {
                 // SAFETY: the first k send headers point at live replies and
-                // addresses owned by this function.
-                let r =
-                    unsafe { libc::sendmmsg(fd, smsgs[sent..].as_mut_ptr(), (k - sent) as u32, 0) };
+                // addresses owned by `self`.
+                let r = unsafe {
+                    libc::sendmmsg(
+                        self.sock.as_raw_fd(),
+                        self.smsgs[sent..].as_mut_ptr(),
+                        (k - sent) as u32,
+                        0,
+                    )
+                };
                 if r < 0 {
                     let e = io::Error::last_os_error();
                     if e.kind() == io::ErrorKind::Interrupted {
@@ -445,13 +660,13 @@ mod batched {
                     break;
                 }
                 sent += r as usize;
-                st.replies.fetch_add(r as u64, Ordering::Relaxed);
+                ok += r as usize;
             }
+            self.queued = 0;
+            ok
         }
-        Ok(())
     }
 }
-
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;

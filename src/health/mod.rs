@@ -1,27 +1,97 @@
 //! Health: monitors produce observations; a rise/fall [`Machine`] per
 //! endpoint and vantage turns them into states; a quorum over the fresh
 //! vantages (this node and remote probers) and the operators' overrides
-//! turn those into the [`HealthView`] the answer path reads.
+//! turn those into a versioned [`HealthState`].
 //!
-//! The [`HealthTable`] is the source of truth, keyed by endpoint identity
-//! (`pool/address`), so state survives reloads for every endpoint that still
-//! exists. Overrides (drain, force up/down, with an optional expiry) are
-//! kept in a state file and survive restarts.
+//! Health knows endpoints only as [`Member`]s: an identity (`pool/address`
+//! for DNS endpoints), the names of what contains it (pool, region: the
+//! targets an override can name), and how to check it. Whoever hands out
+//! or forwards to endpoints registers its members with the one
+//! [`HealthService`] and reads the state it publishes; the DNS snapshot maps
+//! identities onto its own indices when it compiles.
+//!
+//! The [`HealthTable`] is the source of truth, keyed by identity, so state
+//! survives reloads for every endpoint that still exists. Overrides (drain,
+//! force up/down, with an optional expiry) are kept in a state file and
+//! survive restarts.
 
 pub mod machine;
 pub mod monitor;
+pub mod service;
+mod vantage;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 pub use machine::Machine;
 pub use monitor::{unix, Kind, Monitor, Observation};
+pub use service::{HealthService, OverrideError};
 
 use crate::config::HealthConfig;
-use crate::policy::{AdminState, EndpointHealth, HealthView, Topology};
+use crate::policy::{AdminState, EndpointHealth};
+
+/// How an endpoint is checked: a monitor, against an address.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub monitor: Arc<Monitor>,
+    pub addr: SocketAddr,
+}
+
+/// An endpoint as health knows it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Stable identity (`pool/address`): state follows it across reloads.
+    pub identity: String,
+    /// What contains it, most specific first (pool, region): an override
+    /// of any of these covers it.
+    pub within: Vec<String>,
+    /// None: not monitored (up unless an operator says otherwise).
+    pub check: Option<Check>,
+}
+
+/// Smoothed RTTs measured from one vantage, by identity.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VantageRtts {
+    pub name: String,
+    pub coords: Option<(f64, f64)>,
+    /// Milliseconds, for endpoints with a fresh measurement only.
+    pub rtt_ms: FxHashMap<String, f64>,
+}
+
+/// The health every subscriber reads: immutable, replaced whole, with an
+/// epoch that increases with every change.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HealthState {
+    pub epoch: u64,
+    pub endpoints: FxHashMap<String, EndpointHealth>,
+    /// This node first, then each remote vantage.
+    pub rtt: Vec<VantageRtts>,
+}
+
+impl HealthState {
+    /// Health of the endpoint with this identity (up when unknown).
+    pub fn get(&self, identity: &str) -> EndpointHealth {
+        self.endpoints.get(identity).copied().unwrap_or_default()
+    }
+    fn same_as(&self, o: &HealthState) -> bool {
+        self.endpoints == o.endpoints
+            && self.rtt.len() == o.rtt.len()
+            && self.rtt.iter().zip(&o.rtt).all(|(a, b)| {
+                a.name == b.name
+                    && a.coords == b.coords
+                    && a.rtt_ms.len() == b.rtt_ms.len()
+                    && a.rtt_ms
+                        .iter()
+                        .all(|(k, v)| b.rtt_ms.get(k).is_some_and(|w| w.to_bits() == v.to_bits()))
+            })
+    }
+}
 
 /// An operator's override of an endpoint, pool or region.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +118,9 @@ pub struct RemoteVote {
 #[derive(Debug, Clone, Serialize)]
 pub struct EndpointStatus {
     pub monitored: bool,
+    /// The monitor's name and the address it checks.
+    pub monitor: Option<String>,
+    pub check: Option<String>,
     pub local: Machine,
     pub last: Option<Observation>,
     pub rtt_ewma_ms: Option<f64>,
@@ -120,18 +193,20 @@ struct StateFile {
 }
 
 impl HealthTable {
-    /// Adds entries for new endpoints (in their monitor's initial state) and
-    /// drops entries of endpoints that no longer exist.
-    pub fn sync(&mut self, topo: &Topology, now: f64) {
+    /// Adds entries for new members (in their monitor's initial state) and
+    /// drops entries of endpoints that are no longer members.
+    pub fn sync(&mut self, members: &[Member], now: f64) {
         let mut keep = std::collections::BTreeSet::new();
-        for e in &topo.endpoints {
-            keep.insert(e.identity.clone());
-            let mon = e.monitor.map(|m| &topo.monitors[m as usize]);
+        for m in members {
+            keep.insert(m.identity.as_str());
+            let mon = m.check.as_ref().map(|c| &c.monitor);
             let entry =
                 self.endpoints
-                    .entry(e.identity.clone())
+                    .entry(m.identity.clone())
                     .or_insert_with(|| EndpointStatus {
                         monitored: mon.is_some(),
+                        monitor: None,
+                        check: None,
                         local: Machine::new(
                             mon.map_or(crate::config::InitialState::Up, |m| m.initial),
                         ),
@@ -153,8 +228,10 @@ impl HealthTable {
                     entry.local = Machine::new(m.initial);
                 }
             }
+            entry.monitor = mon.map(|m| m.name.clone());
+            entry.check = m.check.as_ref().map(|c| c.addr.to_string());
         }
-        self.endpoints.retain(|k, _| keep.contains(k));
+        self.endpoints.retain(|k, _| keep.contains(k.as_str()));
     }
 
     /// Records a local check result; returns whether the local state changed.
@@ -185,15 +262,12 @@ impl HealthTable {
         changed
     }
 
-    /// The override that applies to an endpoint: the most specific target
-    /// (endpoint, then pool, then region).
-    pub fn override_for(&self, topo: &Topology, ep: usize) -> Option<&Override> {
-        let e = &topo.endpoints[ep];
-        let pool = &topo.pools[e.pool as usize];
-        let region = &topo.regions[pool.region as usize].name;
-        [e.identity.as_str(), pool.name.as_str(), region.as_str()]
-            .iter()
-            .find_map(|t| self.overrides.iter().find(|o| o.target == *t))
+    /// The override that applies to a member: the most specific target
+    /// (its identity, then what contains it: pool, then region).
+    pub fn override_for(&self, m: &Member) -> Option<&Override> {
+        std::iter::once(&m.identity)
+            .chain(&m.within)
+            .find_map(|t| self.overrides.iter().find(|o| &o.target == t))
     }
 
     /// Removes expired overrides; returns whether any expired.
@@ -207,17 +281,16 @@ impl HealthTable {
         expired
     }
 
-    /// Votes, quorum and overrides → the view the answer path reads. Also
-    /// updates each endpoint's effective state and reason.
-    pub fn evaluate(&mut self, topo: &Topology, cfg: &HealthConfig, now: f64) -> HealthView {
+    /// Votes, quorum and overrides → the state subscribers read (epoch 0;
+    /// the service numbers it). Also updates each endpoint's effective
+    /// state and reason.
+    pub fn evaluate(&mut self, members: &[Member], cfg: &HealthConfig, now: f64) -> HealthState {
         let quorum = cfg.quorum_needed();
         let fresh_for = cfg.fresh_for.as_secs_f64();
-        let mut view = HealthView::all_up(topo.endpoints.len());
-        for (i, e) in topo.endpoints.iter().enumerate() {
-            let admin = self
-                .override_for(topo, i)
-                .map_or(AdminState::None, |o| o.state);
-            let Some(st) = self.endpoints.get_mut(&e.identity) else {
+        let mut state = HealthState::default();
+        for m in members {
+            let admin = self.override_for(m).map_or(AdminState::None, |o| o.state);
+            let Some(st) = self.endpoints.get_mut(&m.identity) else {
                 continue;
             };
             let (checked_up, reason) = if !st.monitored {
@@ -250,35 +323,35 @@ impl HealthTable {
             let eff = h.up();
             if eff != st.effective_up {
                 st.last_change = now;
-                tracing::info!(endpoint = %e.identity, up = eff, reason = %reason, admin = ?admin, "endpoint state changed");
+                tracing::info!(endpoint = %m.identity, up = eff, reason = %reason, admin = ?admin, "endpoint state changed");
             }
             st.checked_up = checked_up;
             st.reason = reason;
             st.effective_up = eff;
-            view.endpoints[i] = h;
+            state.endpoints.insert(m.identity.clone(), h);
         }
         // Smoothed RTTs per vantage, this node first.
         let coords = |c: Option<[f64; 2]>| c.map(|[a, b]| (a, b));
-        let mut local = crate::policy::VantageRtt {
+        let mut local = VantageRtts {
             name: cfg.vantage.clone(),
             coords: coords(cfg.location),
-            rtt_ms: vec![f64::NAN; topo.endpoints.len()],
+            rtt_ms: FxHashMap::default(),
         };
-        let mut remotes: Vec<crate::policy::VantageRtt> = cfg
+        let mut remotes: Vec<VantageRtts> = cfg
             .vantages
             .iter()
-            .map(|(n, v)| crate::policy::VantageRtt {
+            .map(|(n, v)| VantageRtts {
                 name: n.clone(),
                 coords: coords(v.location),
-                rtt_ms: vec![f64::NAN; topo.endpoints.len()],
+                rtt_ms: FxHashMap::default(),
             })
             .collect();
-        for (i, e) in topo.endpoints.iter().enumerate() {
-            let Some(st) = self.endpoints.get(&e.identity) else {
+        for m in members {
+            let Some(st) = self.endpoints.get(&m.identity) else {
                 continue;
             };
             if let Some(ms) = st.rtt_ewma_ms.filter(|_| st.local.up) {
-                local.rtt_ms[i] = ms;
+                local.rtt_ms.insert(m.identity.clone(), ms);
             }
             for v in remotes.iter_mut() {
                 if let Some(r) = st
@@ -286,13 +359,14 @@ impl HealthTable {
                     .get(&v.name)
                     .filter(|r| r.up && now - r.received <= fresh_for)
                 {
-                    v.rtt_ms[i] = r.rtt_ms.unwrap_or(f64::NAN);
+                    v.rtt_ms
+                        .insert(m.identity.clone(), r.rtt_ms.unwrap_or(f64::NAN));
                 }
             }
         }
-        view.rtt.push(local);
-        view.rtt.extend(remotes);
-        view
+        state.rtt.push(local);
+        state.rtt.extend(remotes);
+        state
     }
 
     /// Reads overrides from the state file. A missing file is an empty
@@ -404,20 +478,31 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn topo(vantages: &str) -> (Topology, HealthConfig) {
+    fn topo(vantages: &str) -> (Vec<Member>, HealthConfig) {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("z.zone"), "").expect("w");
         let cfg = format!(
-            "[monitors.m]\nkind = \"tcp\"\nport = 80\n[regions.r]\nlocation = [0.0, 0.0]\n\
-             [pools.p]\nregion = \"r\"\nmonitor = \"m\"\nendpoints = [{{ address = \"10.0.0.1\" }}, {{ address = \"10.0.0.2\" }}]\n\
+            "[monitors.m]\nkind = \"tcp\"\nport = 80\n\
              [zones.\"example.com\"]\nfile = \"z.zone\"\n{vantages}"
         );
         let c = Config::parse(&dir.path().join("g.toml"), &cfg).expect("config");
-        let mut d = Vec::new();
-        let (t, _) = crate::policy::compile(&c, &mut d);
-        assert!(d.is_empty(), "{d:?}");
-        (t, c.health)
+        let mon = Arc::new(Monitor::compile("m", &c.monitors[0].value).expect("monitor"));
+        let members = ["10.0.0.1", "10.0.0.2"]
+            .iter()
+            .map(|a| Member {
+                identity: format!("p/{a}"),
+                within: vec!["p".into(), "r".into()],
+                check: Some(Check {
+                    monitor: mon.clone(),
+                    addr: SocketAddr::new(a.parse().expect("ip"), 80),
+                }),
+            })
+            .collect();
+        (members, c.health)
     }
+
+    const A: &str = "p/10.0.0.1";
+    const B: &str = "p/10.0.0.2";
 
     fn obs(ok: bool) -> Observation {
         Observation {
@@ -451,7 +536,7 @@ mod tests {
             h.observe("p/10.0.0.1", obs(false), 2, 3);
         }
         let v = h.evaluate(&t, &cfg, 1.0);
-        assert!(!v.up(0) && v.up(1));
+        assert!(!v.get(A).up() && v.get(B).up());
     }
 
     #[test]
@@ -465,15 +550,15 @@ mod tests {
         // b is partitioned from the endpoint and says down; we and a say up.
         h.remote("a", &report(true), 100.0);
         h.remote("b", &report(false), 100.0);
-        assert!(h.evaluate(&t, &cfg, 101.0).up(0));
+        assert!(h.evaluate(&t, &cfg, 101.0).get(A).up());
         // a agrees with b: two votes, down.
         h.remote("a", &report(false), 102.0);
-        assert!(!h.evaluate(&t, &cfg, 103.0).up(0));
+        assert!(!h.evaluate(&t, &cfg, 103.0).get(A).up());
         // Both remote reports go stale: back to local checks (up).
-        assert!(h.evaluate(&t, &cfg, 120.0).up(0));
+        assert!(h.evaluate(&t, &cfg, 120.0).get(A).up());
         // Only b fresh and down, we say up: 1 of 2, quorum 2 → up.
         h.remote("b", &report(false), 130.0);
-        assert!(h.evaluate(&t, &cfg, 131.0).up(0));
+        assert!(h.evaluate(&t, &cfg, 131.0).get(A).up());
     }
 
     #[test]
@@ -494,10 +579,10 @@ mod tests {
             set_at: 0.0,
         });
         let v = h.evaluate(&t, &cfg, 1.0);
-        assert!(!v.up(0), "region drain");
-        assert!(v.up(1), "endpoint force-up beats the region drain");
+        assert!(!v.get(A).up(), "region drain");
+        assert!(v.get(B).up(), "endpoint force-up beats the region drain");
         assert!(h.expire(60.0));
-        assert!(h.evaluate(&t, &cfg, 60.0).up(0));
+        assert!(h.evaluate(&t, &cfg, 60.0).get(A).up());
     }
 
     #[test]

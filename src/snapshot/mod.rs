@@ -20,14 +20,19 @@ use crate::config::Config;
 use crate::diag::{Diagnostic, LoadError};
 use crate::dns::wire::{self, MAX_LABELS};
 use crate::geo::{Db, FileStamp, GeoDb};
-use crate::policy::compile::ZoneService;
-use crate::policy::{HealthView, Service, Topology};
+use crate::health::{HealthState, Member};
+use crate::policy::{EndpointHealth, HealthView, Service, Topology, VantageRtt};
 use crate::zone::{self, ZoneData};
 
 /// A name or record in wire format.
 type Wire = Box<[u8]>;
 
 pub mod names;
+pub mod source;
+pub mod steering;
+
+pub use source::Source;
+pub use steering::ZoneService;
 
 use names::{Names, NodeBuild, SetBuild};
 pub use names::{NodeRef, SetRef};
@@ -113,7 +118,11 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub zones: Arc<ZoneTable>,
     pub topology: Arc<Topology>,
+    /// The topology's endpoints as the health service watches them.
+    pub members: Arc<Vec<Member>>,
     pub geo: Arc<GeoDb>,
+    /// Health mapped onto the topology's endpoints; `health.epoch` is the
+    /// health service's epoch it was made from.
     pub health: Arc<HealthView>,
     /// Query and answer counters (see `metrics`).
     pub counters: Arc<crate::metrics::Counters>,
@@ -121,6 +130,46 @@ pub struct Snapshot {
     pub geo_index: Option<Arc<CompiledGeo>>,
     pub udp_payload: u16,
     pub nsid: Option<Box<[u8]>>,
+}
+
+impl Snapshot {
+    /// This snapshot with `state`'s health, unless it already has that
+    /// epoch or a newer one (subscribers may hear of epochs out of order).
+    pub fn with_health(&self, state: &HealthState) -> Option<Snapshot> {
+        if state.epoch <= self.health.epoch {
+            return None;
+        }
+        let mut next = self.clone();
+        next.health = Arc::new(health_view(&self.topology, state));
+        Some(next)
+    }
+}
+
+/// Maps health, published by identity, onto a topology's endpoint indices.
+pub fn health_view(topo: &Topology, state: &HealthState) -> HealthView {
+    let endpoints: Vec<EndpointHealth> = topo
+        .endpoints
+        .iter()
+        .map(|e| state.get(&e.identity))
+        .collect();
+    let rtt = state
+        .rtt
+        .iter()
+        .map(|v| VantageRtt {
+            name: v.name.clone(),
+            coords: v.coords,
+            rtt_ms: topo
+                .endpoints
+                .iter()
+                .map(|e| v.rtt_ms.get(&e.identity).copied().unwrap_or(f64::NAN))
+                .collect(),
+        })
+        .collect();
+    HealthView {
+        endpoints,
+        rtt,
+        epoch: state.epoch,
+    }
 }
 
 /// Wire format of a name, case kept.
@@ -544,7 +593,11 @@ pub fn build(
     prev: Option<&Snapshot>,
 ) -> Result<(Snapshot, Vec<Diagnostic>), LoadError> {
     let mut diags = Vec::new();
-    let (topology, mut services) = crate::policy::compile(&config, &mut diags);
+    let steering::Compiled {
+        topology,
+        zones: mut services,
+        members,
+    } = steering::compile(&config, &mut diags);
     let mut table = ZoneTable::default();
     for (zi, spec) in config.zones.iter().enumerate() {
         let mut zd = Vec::new();
@@ -570,16 +623,11 @@ pub fn build(
             GeoDb::default()
         }
     };
-    let uses_geo = table.zones.iter().flat_map(|z| z.services.iter()).any(|s| {
-        s.steps.iter().any(|st| {
-            matches!(
-                st,
-                crate::policy::Step::Geo(_)
-                    | crate::policy::Step::Nearest { .. }
-                    | crate::policy::Step::Latency(_)
-            )
-        })
-    });
+    let uses_geo = table
+        .zones
+        .iter()
+        .flat_map(|z| z.services.iter())
+        .any(Service::uses_location);
     if uses_geo && config.geoip.is_none() {
         diags.push(Diagnostic::warning(
             &config.path,
@@ -591,8 +639,8 @@ pub fn build(
     if diags.iter().any(Diagnostic::is_error) {
         return Err(LoadError(diags));
     }
-    // All up: a running server replaces this with its health table's view
-    // (which carries state across reloads by endpoint identity).
+    // All up: a running server replaces this with the health service's
+    // view (which carries state across reloads by endpoint identity).
     let health = HealthView::all_up(topology.endpoints.len());
     // Counter slots: one per UDP worker thread, one for TCP.
     let workers = match config.server.udp_workers {
@@ -635,6 +683,7 @@ pub fn build(
         config: Arc::new(config),
         zones: Arc::new(table),
         topology: Arc::new(topology),
+        members: Arc::new(members),
         geo: Arc::new(geo),
         health: Arc::new(health),
     };

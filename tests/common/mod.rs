@@ -135,8 +135,12 @@ impl TestServer {
         }
     }
 
-    pub fn shared(&self) -> std::sync::Arc<geolb::server::Shared> {
-        self.server.as_ref().expect("running").shared.clone()
+    pub fn shared(&self) -> std::sync::Arc<geolb::control::Control> {
+        self.server.as_ref().expect("running").control.clone()
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("running")
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

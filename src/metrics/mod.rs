@@ -1,10 +1,12 @@
-//! Query counters and the Prometheus text exposition.
+//! Query counters and the Prometheus text exposition ([`render`]).
 //!
 //! The answer path counts into per-worker slots (one cache line set per UDP
 //! worker, one shared by TCP), so workers never contend on a counter. The
 //! counters belong to a snapshot; when the last reference to a replaced
 //! snapshot goes, its counts are folded into a retained total, so nothing
 //! counted is lost across reloads. Rendering sums everything at scrape time.
+
+pub mod render;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

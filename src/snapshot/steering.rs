@@ -1,6 +1,8 @@
-//! Compiles the steering part of the config (regions, pools, services) and
-//! checks it: unknown names, empty lists, bad keys, chains that can leave
-//! some client without an answer while everything is up, CNAME loops.
+//! Compiles the steering part of the config (regions, pools, services) into
+//! the pure model of `policy`, and checks it: unknown names, empty lists,
+//! bad keys, chains that can leave some client without an answer while
+//! everything is up, CNAME loops. Also lists the endpoints the health
+//! service is to watch, with their monitors.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -10,17 +12,17 @@ use hickory_proto::rr::Name;
 use ipnet::IpNet;
 use rustc_hash::FxHashMap;
 
-use super::{
-    fnv1a, Endpoint, GeoMap, Group, Latency, Pool, Region, Service, Step, Target, Topology,
-};
+use super::name_key;
 use crate::config::{AllDown, Config, GeoMapConfig, LatencyConfig, ServiceConfig};
 use crate::diag::{line_col, Diagnostic};
-use crate::snapshot::name_key;
+use crate::health::{Check, Member, Monitor};
+use crate::policy::steps::geo::{mask_v4, mask_v6};
+use crate::policy::steps::{failover, first_n, healthy, nearest, weighted};
+use crate::policy::{
+    fnv1a, Endpoint, GeoMap, Group, Latency, Pool, Region, Service, Stage, Step, Target, Topology,
+};
 
 const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
-const STEPS: [&str; 7] = [
-    "healthy", "geo", "nearest", "latency", "failover", "weighted", "first_n",
-];
 
 /// A service compiled for one zone: owner name, the service, config line.
 pub struct ZoneService {
@@ -51,8 +53,17 @@ fn two_letters(s: &str) -> Option<[u8; 2]> {
         .then(|| [b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()])
 }
 
+/// The steering model compiled from a config.
+pub struct Compiled {
+    pub topology: Topology,
+    /// Per configured zone, its services.
+    pub zones: Vec<Vec<ZoneService>>,
+    /// Every endpoint, as the health service watches it (topology order).
+    pub members: Vec<Member>,
+}
+
 /// Compiles regions, pools and every zone's services. Problems go to `diags`.
-pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> (Topology, Vec<Vec<ZoneService>>) {
+pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> Compiled {
     let mut cx = Ctx {
         path: &config.path,
         text: &config.text,
@@ -103,16 +114,17 @@ pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> (Topology, Vec<V
             coords: (lat, lon),
         });
     }
-    let mut monitor_idx: BTreeMap<String, u16> = BTreeMap::new();
+    let mut monitors: BTreeMap<String, std::sync::Arc<Monitor>> = BTreeMap::new();
     for m in &config.monitors {
-        match crate::health::Monitor::compile(&m.name, &m.value) {
+        match Monitor::compile(&m.name, &m.value) {
             Ok(mon) => {
-                monitor_idx.insert(m.name.clone(), topo.monitors.len() as u16);
-                topo.monitors.push(mon);
+                monitors.insert(m.name.clone(), std::sync::Arc::new(mon));
             }
             Err(msg) => cx.err(None, m.line, format!("monitors.{}: {msg}", m.name)),
         }
     }
+    let mut members: Vec<Member> = Vec::new();
+    let mut checks: Vec<Option<String>> = Vec::new();
     let mut pool_idx: BTreeMap<String, u16> = BTreeMap::new();
     for p in &config.pools {
         if region_idx.contains_key(&p.name) {
@@ -202,13 +214,16 @@ pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> (Topology, Vec<V
                 }
             }
             let identity = format!("{}/{}", p.name, text);
+            checks.push(e.check.clone());
+            members.push(Member {
+                identity: identity.clone(),
+                within: vec![p.name.clone(), p.value.region.get_ref().clone()],
+                check: None,
+            });
             topo.endpoints.push(Endpoint {
                 pool: topo.pools.len() as u16,
                 target,
                 weight: e.weight,
-                check: e.check.clone(),
-                monitor: None,
-                check_addr: None,
                 hash: fnv1a(&identity),
                 identity,
             });
@@ -234,8 +249,8 @@ pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> (Topology, Vec<V
         }
         let monitor = match &p.value.monitor {
             None => None,
-            Some(m) => match monitor_idx.get(m.get_ref()) {
-                Some(&i) => Some(i),
+            Some(m) => match monitors.get(m.get_ref()) {
+                Some(mon) => Some(mon.clone()),
                 None => {
                     cx.err(
                         Some(m.span()),
@@ -250,11 +265,10 @@ pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> (Topology, Vec<V
                 }
             },
         };
-        if let Some(mi) = monitor {
-            let port = topo.monitors[mi as usize].port;
-            for e in &mut topo.endpoints[start as usize..] {
-                e.monitor = Some(mi);
-                let addr = match (&e.check, &e.target) {
+        if let Some(mon) = monitor {
+            let port = mon.port;
+            for (i, e) in topo.endpoints.iter().enumerate().skip(start as usize) {
+                let addr = match (&checks[i], &e.target) {
                     (Some(c), _) => c.parse::<SocketAddr>().ok().or_else(|| {
                         c.parse::<IpAddr>()
                             .ok()
@@ -264,7 +278,12 @@ pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> (Topology, Vec<V
                     (None, Target::Cname(..)) => None,
                 };
                 match addr {
-                    Some(a) => e.check_addr = Some(a),
+                    Some(addr) => {
+                        members[i].check = Some(Check {
+                            monitor: mon.clone(),
+                            addr,
+                        })
+                    }
                     None => cx.err(
                         Some(p.value.endpoints.span()),
                         p.line,
@@ -329,7 +348,11 @@ pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> (Topology, Vec<V
         zones.push(out);
     }
     check_cname_loops(&mut cx, &topo, &zones);
-    (topo, zones)
+    Compiled {
+        topology: topo,
+        zones,
+        members,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -460,9 +483,9 @@ fn service(
         let span = st.span();
         // Steps that order or choose regions/pools run before the steps that
         // pick endpoints; the other way round they could empty the answer.
-        match sname {
-            "weighted" | "first_n" => endpoint_step = endpoint_step.or(Some(sname)),
-            "geo" | "nearest" | "latency" | "failover" => {
+        match Step::stage_of(sname) {
+            Some(Stage::Endpoints) => endpoint_step = endpoint_step.or(Some(sname)),
+            Some(Stage::Location | Stage::Groups) => {
                 if let Some(e) = endpoint_step {
                     cx.err(
                         Some(span.clone()),
@@ -474,8 +497,8 @@ fn service(
             _ => {}
         }
         let step = match sname {
-            "healthy" => Step::Healthy,
-            "failover" => Step::Failover,
+            "healthy" => Step::Healthy(healthy::Healthy),
+            "failover" => Step::Failover(failover::Failover),
             "geo" => {
                 let Some(geo) = &cfg.geo else {
                     cx.err(
@@ -501,13 +524,6 @@ fn service(
             }
             "nearest" => {
                 let n = cfg.nearest.clone().unwrap_or_default();
-                if n.limit == Some(0) {
-                    cx.err(
-                        Some(span.clone()),
-                        line,
-                        format!("service {name}: nearest.limit must be at least 1"),
-                    );
-                }
                 for r in n.bias.keys() {
                     if !region_idx.contains_key(r) {
                         cx.err(
@@ -518,9 +534,12 @@ fn service(
                     }
                 }
                 // Bias per group, filled after all groups exist.
-                Step::Nearest {
-                    limit: n.limit,
-                    bias: Vec::new(),
+                match nearest::Nearest::new(n.limit, Vec::new()) {
+                    Ok(s) => Step::Nearest(s),
+                    Err(e) => {
+                        cx.err(Some(span.clone()), line, format!("service {name}: {e}"));
+                        continue;
+                    }
                 }
             }
             "latency" => {
@@ -536,31 +555,23 @@ fn service(
             }
             "weighted" => {
                 let w = cfg.weighted.clone().unwrap_or_default();
-                if w.count == 0 {
-                    cx.err(
-                        Some(span.clone()),
-                        line,
-                        format!("service {name}: weighted.count must be at least 1"),
-                    );
-                }
-                if w.sticky_prefix_v4 > 32 || w.sticky_prefix_v6 > 128 {
-                    cx.err(Some(span.clone()), line, format!("service {name}: weighted sticky prefixes must be at most 32 (IPv4) and 128 (IPv6)"));
-                }
-                Step::Weighted {
-                    mode: w.mode,
-                    count: w.count,
-                    prefix_v4: w.sticky_prefix_v4,
-                    prefix_v6: w.sticky_prefix_v6,
+                match weighted::Weighted::new(
+                    w.mode,
+                    w.count,
+                    w.sticky_prefix_v4,
+                    w.sticky_prefix_v6,
+                ) {
+                    Ok(s) => Step::Weighted(s),
+                    Err(e) => {
+                        cx.err(Some(span.clone()), line, format!("service {name}: {e}"));
+                        continue;
+                    }
                 }
             }
-            "first_n" => match cfg.first_n {
-                Some(n) if n >= 1 => Step::FirstN(n),
-                Some(_) => {
-                    cx.err(
-                        Some(span.clone()),
-                        line,
-                        format!("service {name}: first_n must be at least 1"),
-                    );
+            "first_n" => match cfg.first_n.map(first_n::FirstN::new) {
+                Some(Ok(s)) => Step::FirstN(s),
+                Some(Err(e)) => {
+                    cx.err(Some(span.clone()), line, format!("service {name}: {e}"));
                     continue;
                 }
                 None => {
@@ -578,7 +589,7 @@ fn service(
                     line,
                     format!(
                         "service {name}: unknown step {other:?}; steps are {}",
-                        STEPS.join(", ")
+                        Step::NAMES.join(", ")
                     ),
                 );
                 continue;
@@ -589,7 +600,7 @@ fn service(
     // Per-group values that depend on the final group list.
     for st in steps.iter_mut() {
         match st {
-            Step::Nearest { bias, .. } => {
+            Step::Nearest(nearest::Nearest { bias, .. }) => {
                 let b = cfg
                     .nearest
                     .as_ref()
@@ -953,21 +964,11 @@ fn geo_map(
         match net {
             IpNet::V4(n) => {
                 let p = n.prefix_len();
-                insert_prefix(
-                    &mut m.cidr_v4,
-                    p,
-                    super::mask_v4(u32::from(n.network()), p),
-                    i,
-                );
+                insert_prefix(&mut m.cidr_v4, p, mask_v4(u32::from(n.network()), p), i);
             }
             IpNet::V6(n) => {
                 let p = n.prefix_len();
-                insert_prefix(
-                    &mut m.cidr_v6,
-                    p,
-                    super::mask_v6(u128::from(n.network()), p),
-                    i,
-                );
+                insert_prefix(&mut m.cidr_v6, p, mask_v6(u128::from(n.network()), p), i);
             }
         }
     }
@@ -1132,3 +1133,6 @@ fn check_cname_loops(cx: &mut Ctx<'_>, topo: &Topology, zones: &[Vec<ZoneService
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

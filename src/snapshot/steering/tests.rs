@@ -9,6 +9,10 @@ use proptest::prelude::*;
 use super::*;
 use crate::config::Config;
 use crate::diag::Diagnostic;
+use crate::geo::Location;
+use crate::policy::{
+    decide, AdminState, Answer, Client, Family, GeoMatch, HealthView, Scratch, Trace, VantageRtt,
+};
 
 /// Compiles a config (with a placeholder zone file) into a topology and the
 /// services of its only zone.
@@ -17,7 +21,11 @@ fn compile_cfg(cfg: &str) -> Result<(Topology, Vec<Service>), Vec<Diagnostic>> {
     std::fs::write(dir.path().join("z.zone"), "").expect("write");
     let config = Config::parse(&dir.path().join("g.toml"), cfg).map_err(|e| e.0)?;
     let mut diags = Vec::new();
-    let (topo, zones) = compile(&config, &mut diags);
+    let Compiled {
+        topology: topo,
+        zones,
+        ..
+    } = compile(&config, &mut diags);
     if diags.iter().any(Diagnostic::is_error) {
         return Err(diags);
     }
@@ -100,7 +108,7 @@ proptest! {
         health.endpoints[gone as usize].admin = AdminState::Drain;
         let mut sc2 = Scratch::seeded(2);
         for (&s, &b) in subnets.iter().zip(&before) {
-            let svc_healthy = Service { steps: vec![Step::Healthy, svc.steps[0].clone()], ..svc.clone() };
+            let svc_healthy = Service { steps: vec![Step::Healthy(crate::policy::steps::healthy::Healthy), svc.steps[0].clone()], ..svc.clone() };
             decide(&topo, &svc_healthy, &client(IpAddr::V4(Ipv4Addr::from(s))), Family::V4, &health, &mut sc2, None);
             if b != gone {
                 prop_assert_eq!(sc2.out[0], b, "a client not on the removed endpoint moved");

@@ -1,0 +1,318 @@
+//! Control: the jobs that change what the answer path reads, apart from
+//! binding and serving. A reload (config and zones validated off to the
+//! side, swapped in whole or not at all), the GeoIP watcher (a changed
+//! database is opened, checked and compiled, then swapped in), and the
+//! subscription that carries each new health epoch into the DNS snapshot.
+//! Every one of them builds the next snapshot from the current one under
+//! the [`Source`]'s store lock, so none overwrites another's change.
+
+pub mod background;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::watch;
+
+pub use background::{in_background, retire, return_freed_tables, BackgroundError};
+
+use crate::config::{Config, Overrides};
+use crate::diag::{Diagnostic, LoadError};
+use crate::geo::FileStamp;
+use crate::health::{HealthService, OverrideError};
+use crate::policy::AdminState;
+use crate::snapshot::{self, Snapshot, Source};
+
+/// Outcome of the last reload attempt, as shown by the status API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    pub ok: bool,
+    pub at: SystemTime,
+    /// The generation now serving (the new one on success).
+    pub generation: u64,
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// What the GeoIP watcher last did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct GeoStatus {
+    /// When a changed database was last swapped in.
+    pub last_swap: Option<SystemTime>,
+    /// The last failure to open a changed database (the old one serves on).
+    pub last_error: Option<String>,
+    pub last_error_at: Option<SystemTime>,
+    /// Since when a changed database is being opened and compiled (the old
+    /// one serves meanwhile; under full load this runs on idle CPU only).
+    pub building_since: Option<SystemTime>,
+    #[serde(skip)]
+    failed_stamps: Option<Vec<Option<FileStamp>>>,
+}
+
+/// The jobs that change the served state, and what they last did.
+pub struct Control {
+    pub source: Arc<Source>,
+    pub health: Arc<HealthService>,
+    /// The config file reloads read (none when started from values).
+    pub config_path: Option<PathBuf>,
+    pub overrides: Overrides,
+    pub started_at: SystemTime,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    last_reload: Mutex<Option<ReloadReport>>,
+    geo_status: Mutex<GeoStatus>,
+    /// One build at a time (a reload or a GeoIP rebuild).
+    build: Mutex<()>,
+}
+
+impl Control {
+    /// Ties the DNS snapshot to the health service: the snapshot's
+    /// endpoints become the service's `dns` members, and every new health
+    /// epoch is mapped onto the current snapshot.
+    pub fn new(
+        source: Arc<Source>,
+        health: Arc<HealthService>,
+        config_path: Option<PathBuf>,
+        overrides: Overrides,
+    ) -> Arc<Control> {
+        let first = source.load_full();
+        health.set_config(first.config.health.clone());
+        health.set_members("dns", first.members.to_vec());
+        let s = source.clone();
+        health.subscribe(move |state| {
+            // The replaced snapshot differs only in its health view; the
+            // big tables are shared with the new one, so it is dropped here.
+            drop(s.update(|cur| cur.with_health(state)));
+        });
+        Arc::new(Control {
+            source,
+            health,
+            config_path,
+            overrides,
+            started_at: SystemTime::now(),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            last_reload: Mutex::new(None),
+            geo_status: Mutex::new(GeoStatus::default()),
+            build: Mutex::new(()),
+        })
+    }
+
+    /// Starts the GeoIP watcher; it runs until `shutdown` turns true.
+    pub fn spawn_jobs(
+        self: &Arc<Self>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![tokio::spawn(watch_geo(self.clone(), shutdown))]
+    }
+
+    pub fn last_reload(&self) -> Option<ReloadReport> {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn geo_status(&self) -> GeoStatus {
+        self.geo_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sets (or, with `AdminState::None`, removes) an operator override on
+    /// an endpoint, a pool or a region; see [`HealthService::set_override`].
+    pub fn set_admin_state(&self, target: &str, state: AdminState) -> Result<usize, OverrideError> {
+        self.health.set_override(target, state, None)
+    }
+
+    /// Re-reads the config and zones; swaps the new snapshot in only if all
+    /// of it is valid. On error the current snapshot keeps serving. The
+    /// server runs it through [`in_background`].
+    pub fn reload(&self) -> Result<ReloadReport, ReloadReport> {
+        let _one = self.build.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.source.load_full();
+        let next_gen = current.generation + 1;
+        let result = match &self.config_path {
+            Some(path) => Config::load_with(path, &self.overrides)
+                .and_then(|c| snapshot::build(c, next_gen, Some(&current))),
+            None => Err(LoadError(vec![Diagnostic::error(
+                std::path::Path::new(""),
+                0,
+                0,
+                "this server was started without a config file; there is nothing to reload",
+            )])),
+        };
+        let report = match result {
+            Ok((snap, warnings)) => {
+                for w in &warnings {
+                    tracing::warn!("{w}");
+                }
+                let (old, new) = (&current.config.server, &snap.config.server);
+                if new.dns != old.dns || new.admin != old.admin {
+                    tracing::warn!("listen addresses changed in the config; they take effect at the next restart");
+                }
+                if new.udp_workers != old.udp_workers
+                    || new.udp_cpu_affinity != old.udp_cpu_affinity
+                {
+                    tracing::warn!("udp_workers or udp_cpu_affinity changed in the config; they take effect at the next restart");
+                }
+                let zones = snap.zones.zones.len();
+                self.health.set_config(snap.config.health.clone());
+                self.health.set_members("dns", snap.members.to_vec());
+                let health = self.health.clone();
+                let retired = self.source.update(move |_| {
+                    let mut snap = snap;
+                    snap.health =
+                        Arc::new(snapshot::health_view(&snap.topology, &health.current()));
+                    Some(snap)
+                });
+                tracing::info!(generation = next_gen, zones, "reload succeeded");
+                drop(current);
+                if let Some(old) = retired {
+                    retire(old);
+                }
+                Ok(ReloadReport {
+                    ok: true,
+                    at: SystemTime::now(),
+                    generation: next_gen,
+                    errors: Vec::new(),
+                    warnings,
+                })
+            }
+            Err(LoadError(diags)) => {
+                for d in &diags {
+                    if d.is_error() {
+                        tracing::error!("{d}");
+                    } else {
+                        tracing::warn!("{d}");
+                    }
+                }
+                tracing::error!(
+                    generation = current.generation,
+                    "reload failed; still serving the previous configuration"
+                );
+                let (errors, warnings) = diags.into_iter().partition(Diagnostic::is_error);
+                Err(ReloadReport {
+                    ok: false,
+                    at: SystemTime::now(),
+                    generation: current.generation,
+                    errors,
+                    warnings,
+                })
+            }
+        };
+        let counter = if report.is_ok() {
+            &self.reloads_ok
+        } else {
+            &self.reloads_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let stored = match &report {
+            Ok(r) | Err(r) => r.clone(),
+        };
+        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(stored);
+        report
+    }
+
+    /// Reopens GeoIP databases whose files changed on disk. A database that
+    /// fails to open or to answer a test lookup is reported once and the
+    /// old one keeps serving. Returns whether anything was swapped.
+    pub fn check_geo(&self) -> bool {
+        let _one = self.build.lock().unwrap_or_else(|p| p.into_inner());
+        let cur = self.source.load_full();
+        let Some(g) = &cur.config.geoip else {
+            return false;
+        };
+        let mut files = vec![(
+            g.city.get_ref().clone(),
+            cur.geo.city.as_ref().and_then(|d| d.stamp),
+        )];
+        if let Some(a) = &g.asn {
+            files.push((
+                a.get_ref().clone(),
+                cur.geo.asn.as_ref().and_then(|d| d.stamp),
+            ));
+        }
+        let now: Vec<Option<FileStamp>> = files.iter().map(|(p, _)| FileStamp::of(p)).collect();
+        let changed = files.iter().zip(&now).any(|((_, old), new)| old != new);
+        if !changed {
+            return false;
+        }
+        // The status lock is held only to read and record, never while
+        // building (which can take a minute on a saturated core): status
+        // requests must not wait for a build.
+        {
+            let mut st = self.geo_status.lock().unwrap_or_else(|p| p.into_inner());
+            if st.failed_stamps.as_ref() == Some(&now) {
+                return false;
+            }
+            st.building_since = Some(SystemTime::now());
+        }
+        let built = snapshot::open_geo(&cur.config, Some(&cur.geo)).map(|geo| {
+            let index = snapshot::compile_geo(&cur.zones, &cur.topology, &geo, Some(&cur));
+            (geo, index)
+        });
+        drop(cur);
+        let mut st = self.geo_status.lock().unwrap_or_else(|p| p.into_inner());
+        st.building_since = None;
+        match built {
+            Ok((geo, index)) => {
+                let geo = Arc::new(geo);
+                for d in geo.city.iter().chain(geo.asn.iter()) {
+                    tracing::info!(path = %d.path.display(), database_type = %d.database_type, build_epoch = d.build_epoch, "GeoIP database reloaded");
+                }
+                let old = self.source.update(|cur| {
+                    let mut next: Snapshot = cur.clone();
+                    next.geo = geo;
+                    next.geo_index = index;
+                    Some(next)
+                });
+                st.last_swap = Some(SystemTime::now());
+                st.last_error = None;
+                st.failed_stamps = None;
+                drop(st);
+                if let Some(old) = old {
+                    retire(old);
+                }
+                true
+            }
+            Err(diags) => {
+                let msg = diags
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                tracing::error!(
+                    "GeoIP database change rejected, the previous database keeps serving: {msg}"
+                );
+                st.last_error = Some(msg);
+                st.last_error_at = Some(SystemTime::now());
+                st.failed_stamps = Some(now);
+                false
+            }
+        }
+    }
+}
+
+async fn watch_geo(control: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let every = control
+            .source
+            .load()
+            .config
+            .geoip
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(5), |g| g.watch_interval)
+            .max(std::time::Duration::from_millis(100));
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let c = control.clone();
+        if let Err(e) = in_background("geolb-geoip", move || c.check_geo()).await {
+            tracing::error!("GeoIP check: {e}");
+        }
+    }
+}

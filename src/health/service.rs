@@ -1,0 +1,374 @@
+//! The health service: the one place health lives for the whole process.
+//! It owns the [`HealthTable`], one check task per monitored member, the
+//! polling of remote vantages and the operators' overrides with their state
+//! file, and publishes an immutable [`HealthState`] with an epoch that
+//! increases with every change.
+//!
+//! Members come from whoever hands out or forwards to endpoints, each under
+//! a source name (the DNS snapshot registers `dns`); readers take
+//! [`current`](HealthService::current) (one atomic load) or
+//! [`subscribe`](HealthService::subscribe) to hear of every new epoch.
+//! Subscribers are called after the table's lock is released, and always
+//! with the newest state, so a slow or re-entrant subscriber cannot wedge
+//! health or see states out of order.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use super::{unix, HealthState, HealthTable, Member, Observation, Observations, Override};
+use crate::config::HealthConfig;
+use crate::policy::AdminState;
+
+/// Why an override could not be set.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OverrideError {
+    #[error("no endpoint, pool or region is named {0:?}")]
+    UnknownTarget(String),
+    #[error("not saved, so not applied: {0}")]
+    Persist(String),
+}
+
+type Subscriber = Box<dyn Fn(&Arc<HealthState>) + Send + Sync>;
+
+/// What the table's lock guards besides the table.
+struct Inner {
+    table: HealthTable,
+    config: HealthConfig,
+    /// Members by source ("dns", a tier region, ...).
+    members: BTreeMap<String, Vec<Member>>,
+    /// Every source's members, flattened (what the table is evaluated over).
+    all: Vec<Member>,
+    epoch: u64,
+}
+
+/// See the module documentation.
+pub struct HealthService {
+    inner: Mutex<Inner>,
+    current: ArcSwap<HealthState>,
+    subscribers: Mutex<Vec<Subscriber>>,
+    monitors: Mutex<BTreeMap<String, Vec<tokio::task::AbortHandle>>>,
+    rt: tokio::runtime::Handle,
+    shutdown: watch::Receiver<bool>,
+    me: Weak<HealthService>,
+}
+
+impl HealthService {
+    /// A service with no members yet; operators' overrides are restored
+    /// from the state file (a corrupt file is moved aside and reported).
+    /// Background work (checks, vantage polling, expiry) runs on `rt` until
+    /// `shutdown` turns true, once [`start`](Self::start) is called.
+    pub fn new(
+        config: HealthConfig,
+        rt: tokio::runtime::Handle,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<HealthService> {
+        let mut table = HealthTable::default();
+        if let Some(path) = &config.state_file {
+            match table.load_state(path) {
+                Ok(()) if !table.overrides.is_empty() => {
+                    tracing::info!(overrides = table.overrides.len(), path = %path.display(), "operator overrides restored")
+                }
+                Ok(()) => {}
+                Err(e) => tracing::error!("state file: {e}"),
+            }
+        }
+        Arc::new_cyclic(|me| HealthService {
+            inner: Mutex::new(Inner {
+                table,
+                config,
+                members: BTreeMap::new(),
+                all: Vec::new(),
+                epoch: 0,
+            }),
+            current: ArcSwap::from_pointee(HealthState::default()),
+            subscribers: Mutex::new(Vec::new()),
+            monitors: Mutex::new(BTreeMap::new()),
+            rt,
+            shutdown,
+            me: me.clone(),
+        })
+    }
+
+    /// Starts expiring overrides, re-evaluating stale votes and (unless
+    /// this node is itself a prober) polling remote vantages. Call once.
+    pub fn start(&self, poll_vantages: bool) {
+        let me = self.me.clone();
+        let mut stop = self.shutdown.clone();
+        self.rt.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                    _ = stop.changed() => return,
+                }
+                let Some(s) = me.upgrade() else { return };
+                s.maintain();
+            }
+        });
+        if poll_vantages {
+            self.rt
+                .spawn(super::vantage::poll(self.me.clone(), self.shutdown.clone()));
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The newest state (one atomic load).
+    pub fn current(&self) -> Arc<HealthState> {
+        self.current.load_full()
+    }
+
+    /// Calls `f` with every new state from now on (and once now).
+    pub fn subscribe(&self, f: impl Fn(&Arc<HealthState>) + Send + Sync + 'static) {
+        f(&self.current());
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(f));
+    }
+
+    /// The health settings now in force.
+    pub fn config(&self) -> HealthConfig {
+        self.lock().config.clone()
+    }
+
+    /// Reads the table (status pages, metrics, observations).
+    pub fn with_table<T>(&self, f: impl FnOnce(&HealthTable, &HealthConfig) -> T) -> T {
+        let inner = self.lock();
+        f(&inner.table, &inner.config)
+    }
+
+    /// New health settings (a reload). A changed state file is written at
+    /// once, so the overrides in force are not lost.
+    pub fn set_config(&self, config: HealthConfig) {
+        let mut inner = self.lock();
+        if config.state_file != inner.table.state_file {
+            inner.table.state_file = config.state_file.clone();
+            if let Err(e) = inner.table.save_state() {
+                tracing::error!("cannot write the state file: {e}");
+            }
+        }
+        inner.config = config;
+        self.publish(inner);
+    }
+
+    /// Replaces the members of `source`: state is kept for identities that
+    /// remain, new ones start in their monitor's initial state, and the
+    /// source's checks restart.
+    pub fn set_members(&self, source: &str, members: Vec<Member>) {
+        let mut inner = self.lock();
+        inner.members.insert(source.to_string(), members.clone());
+        let all: Vec<Member> = inner.members.values().flatten().cloned().collect();
+        let now = unix(SystemTime::now());
+        inner.table.sync(&all, now);
+        inner.all = all;
+        self.publish(inner);
+        self.restart_monitors(source, &members);
+    }
+
+    /// Numbers and publishes the table's state if it changed, then tells
+    /// the subscribers (after the lock is released).
+    fn publish(&self, mut inner: std::sync::MutexGuard<'_, Inner>) {
+        let Inner {
+            table,
+            config,
+            all,
+            epoch,
+            ..
+        } = &mut *inner;
+        let mut next = table.evaluate(all, config, unix(SystemTime::now()));
+        let cur = self.current.load();
+        if next.same_as(&cur) && *epoch > 0 {
+            return;
+        }
+        *epoch += 1;
+        next.epoch = *epoch;
+        self.current.store(Arc::new(next));
+        drop(cur);
+        drop(inner);
+        let newest = self.current();
+        for f in self
+            .subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            f(&newest);
+        }
+    }
+
+    /// Sets an operator override on an endpoint (its identity), a pool or a
+    /// region, optionally until a time; `AdminState::None` removes it. The
+    /// override is saved to the state file before it takes effect. Returns
+    /// how many endpoints it covers.
+    pub fn set_override(
+        &self,
+        target: &str,
+        state: AdminState,
+        until: Option<SystemTime>,
+    ) -> Result<usize, OverrideError> {
+        let mut inner = self.lock();
+        let matching = inner
+            .all
+            .iter()
+            .filter(|m| m.identity == target || m.within.iter().any(|w| w == target))
+            .count();
+        if matching == 0 {
+            return Err(OverrideError::UnknownTarget(target.to_string()));
+        }
+        let table = &mut inner.table;
+        let before = table.overrides.clone();
+        table.overrides.retain(|o| o.target != target);
+        if state != AdminState::None {
+            table.overrides.push(Override {
+                target: target.to_string(),
+                state,
+                until: until.map(unix),
+                set_at: unix(SystemTime::now()),
+            });
+        }
+        if let Err(e) = table.save_state() {
+            table.overrides = before;
+            return Err(OverrideError::Persist(e));
+        }
+        tracing::info!(
+            target,
+            ?state,
+            ?until,
+            endpoints = matching,
+            "operator override set"
+        );
+        self.publish(inner);
+        Ok(matching)
+    }
+
+    /// Records a local check result and republishes if the state changed.
+    pub fn record(&self, identity: &str, obs: Observation, rise: u32, fall: u32) {
+        let mut inner = self.lock();
+        let ok = obs.ok;
+        let err = obs.error.clone();
+        if inner.table.observe(identity, obs, rise, fall) {
+            tracing::info!(endpoint = identity, ok, error = ?err, "local check state changed");
+            self.publish(inner);
+        }
+    }
+
+    /// Records what a remote vantage reported, or why it could not be read.
+    pub(super) fn remote(&self, name: &str, url: String, result: Result<Observations, String>) {
+        let mut inner = self.lock();
+        let now = unix(SystemTime::now());
+        match result {
+            Ok(obs) => {
+                inner.table.remote(name, &obs, now);
+                if let Some(st) = inner.table.vantages.get_mut(name) {
+                    st.url = url;
+                }
+                self.publish(inner);
+            }
+            Err(e) => {
+                let st = inner.table.vantages.entry(name.to_string()).or_default();
+                if st.last_error.as_deref() != Some(&e) {
+                    tracing::warn!(vantage = %name, "cannot read vantage: {e}");
+                }
+                st.url = url;
+                st.last_error = Some(e);
+                st.last_error_at = Some(now);
+            }
+        }
+    }
+
+    /// Expires overrides and re-evaluates votes (remote data goes stale).
+    pub fn maintain(&self) {
+        let mut inner = self.lock();
+        if inner.table.expire(unix(SystemTime::now())) {
+            if let Err(e) = inner.table.save_state() {
+                tracing::error!("cannot write the state file: {e}");
+            }
+        }
+        self.publish(inner);
+    }
+
+    /// This vantage's observations (served at /v1/observations).
+    pub fn observations(&self) -> Observations {
+        let inner = self.lock();
+        inner
+            .table
+            .observations(&inner.config.vantage, unix(SystemTime::now()))
+    }
+
+    /// (Re)starts one check loop per monitored member of `source`.
+    fn restart_monitors(&self, source: &str, members: &[Member]) {
+        let mut all = self.monitors.lock().unwrap_or_else(|p| p.into_inner());
+        let tasks = all.entry(source.to_string()).or_default();
+        for t in tasks.drain(..) {
+            t.abort();
+        }
+        let vantage = self.lock().config.vantage.clone();
+        for m in members {
+            let Some(check) = m.check.clone() else {
+                continue;
+            };
+            let me = self.me.clone();
+            let identity = m.identity.clone();
+            let vantage = vantage.clone();
+            let mut stop = self.shutdown.clone();
+            let h = self.rt.spawn(async move {
+                let mon = check.monitor;
+                let http = match mon.client(check.addr) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(endpoint = %identity, "monitor cannot run: {e}");
+                        return;
+                    }
+                };
+                // Spread the first checks so they do not all start together.
+                let first = mon
+                    .interval
+                    .mul_f64(fastrand::f64() * 0.5)
+                    .min(std::time::Duration::from_millis(500));
+                tokio::select! {
+                    _ = tokio::time::sleep(first) => {}
+                    _ = stop.changed() => return,
+                }
+                loop {
+                    let (ok, error, rtt) = mon.check(check.addr, http.as_ref()).await;
+                    let Some(service) = me.upgrade() else { return };
+                    service.record(
+                        &identity,
+                        Observation {
+                            vantage: vantage.clone(),
+                            at: unix(SystemTime::now()),
+                            ok,
+                            error,
+                            rtt_ms: rtt.as_secs_f64() * 1000.0,
+                        },
+                        mon.rise,
+                        mon.fall,
+                    );
+                    drop(service);
+                    let spread = 1.0 + mon.jitter * (2.0 * fastrand::f64() - 1.0);
+                    tokio::select! {
+                        _ = tokio::time::sleep(mon.interval.mul_f64(spread)) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            });
+            tasks.push(h.abort_handle());
+        }
+    }
+}
+
+impl Drop for HealthService {
+    fn drop(&mut self) {
+        let all = self.monitors.get_mut().unwrap_or_else(|p| p.into_inner());
+        for t in all.values().flatten() {
+            t.abort();
+        }
+    }
+}

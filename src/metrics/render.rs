@@ -1,0 +1,258 @@
+//! Prometheus text exposition of everything the server counts. Counters
+//! live with what they count (the snapshot's query counters, the
+//! listeners', the control jobs', the health table); this reads them all
+//! at scrape time, so nothing on the answer path takes a lock or a hash.
+
+use std::sync::atomic::Ordering;
+
+use super::{Exposition, PROBE_BUCKETS};
+use crate::control::Control;
+use crate::dns::DnsStats;
+use crate::health::{unix, HealthService};
+
+/// Prometheus text exposition of everything countable: the snapshot's
+/// query and answer counters, the listeners', reloads and GeoIP, and health.
+pub fn render(control: &Control, health: &HealthService, dns: &DnsStats) -> String {
+    let snap = control.source.load_full();
+    let mut e = Exposition::default();
+    let totals = snap.counters.totals();
+    e.family(
+        "geolb_dns_queries_total",
+        "counter",
+        "DNS queries answered, by zone, query type and response code.",
+    );
+    for ((zone, qtype, rcode), n) in &totals.queries {
+        e.sample(
+            "geolb_dns_queries_total",
+            &[("zone", zone), ("qtype", qtype), ("rcode", rcode)],
+            *n as f64,
+        );
+    }
+    e.family("geolb_answers_total", "counter", "Steered answers, by service and region of the first endpoint ((none): fallback or NODATA).");
+    for ((svc, region), n) in &totals.answers {
+        e.sample(
+            "geolb_answers_total",
+            &[("service", svc), ("region", region)],
+            *n as f64,
+        );
+    }
+    let udp = &dns.udp;
+    e.family(
+        "geolb_udp_packets_total",
+        "counter",
+        "UDP packets received, replied to, and dropped.",
+    );
+    for (kind, n) in [
+        (
+            "received",
+            udp.iter()
+                .map(|s| s.queries.load(Ordering::Relaxed))
+                .sum::<u64>(),
+        ),
+        (
+            "replied",
+            udp.iter().map(|s| s.replies.load(Ordering::Relaxed)).sum(),
+        ),
+        (
+            "dropped",
+            udp.iter().map(|s| s.dropped.load(Ordering::Relaxed)).sum(),
+        ),
+        (
+            "panicked",
+            udp.iter().map(|s| s.panics.load(Ordering::Relaxed)).sum(),
+        ),
+    ] {
+        e.sample("geolb_udp_packets_total", &[("result", kind)], n as f64);
+    }
+    e.family(
+        "geolb_udp_worker_packets_total",
+        "counter",
+        "UDP packets received by each worker thread (listener: its address; cpu: the CPU it is pinned to with udp_cpu_affinity, else none): how the kernel spreads queries over the workers.",
+    );
+    for (i, s) in udp.iter().enumerate() {
+        let worker = i.to_string();
+        let listener = s.listener.map(|a| a.to_string()).unwrap_or_default();
+        let cpu = s.cpu.map_or_else(|| "none".to_string(), |c| c.to_string());
+        e.sample(
+            "geolb_udp_worker_packets_total",
+            &[
+                ("worker", worker.as_str()),
+                ("listener", listener.as_str()),
+                ("cpu", cpu.as_str()),
+            ],
+            s.queries.load(Ordering::Relaxed) as f64,
+        );
+    }
+    e.family(
+        "geolb_udp_worker_restarts_total",
+        "counter",
+        "Times a UDP worker's loop was restarted after a panic outside a packet's answer.",
+    );
+    e.sample(
+        "geolb_udp_worker_restarts_total",
+        &[],
+        udp.iter()
+            .map(|s| s.restarts.load(Ordering::Relaxed))
+            .sum::<u64>() as f64,
+    );
+    let t = &dns.tcp;
+    e.family(
+        "geolb_tcp_connections_total",
+        "counter",
+        "TCP connections accepted and refused at the limit.",
+    );
+    e.sample(
+        "geolb_tcp_connections_total",
+        &[("result", "accepted")],
+        t.connections.load(Ordering::Relaxed) as f64,
+    );
+    e.sample(
+        "geolb_tcp_connections_total",
+        &[("result", "refused")],
+        t.refused.load(Ordering::Relaxed) as f64,
+    );
+    e.family(
+        "geolb_reloads_total",
+        "counter",
+        "Config reloads, by result.",
+    );
+    e.sample(
+        "geolb_reloads_total",
+        &[("result", "success")],
+        control.reloads_ok.load(Ordering::Relaxed) as f64,
+    );
+    e.sample(
+        "geolb_reloads_total",
+        &[("result", "failure")],
+        control.reloads_failed.load(Ordering::Relaxed) as f64,
+    );
+    e.family(
+        "geolb_config_generation",
+        "gauge",
+        "Generation of the configuration being served.",
+    );
+    e.sample("geolb_config_generation", &[], snap.generation as f64);
+    e.family(
+        "geolb_geoip_build_timestamp_seconds",
+        "gauge",
+        "Build time of each loaded GeoIP database.",
+    );
+    for (kind, db) in [("city", &snap.geo.city), ("asn", &snap.geo.asn)] {
+        if let Some(d) = db {
+            e.sample(
+                "geolb_geoip_build_timestamp_seconds",
+                &[("database", kind), ("path", &d.path.display().to_string())],
+                d.build_epoch as f64,
+            );
+        }
+    }
+    e.family(
+        "geolb_geoip_build_pending_seconds",
+        "gauge",
+        "How long a changed GeoIP database has been compiling (0: none); the old one serves meanwhile.",
+    );
+    let building = control.geo_status().building_since;
+    e.sample(
+        "geolb_geoip_build_pending_seconds",
+        &[],
+        building
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+            .map_or(0.0, |d| d.as_secs_f64()),
+    );
+    let topo = &snap.topology;
+    health.with_table(|table, _| {
+        e.family(
+            "geolb_endpoint_up",
+            "gauge",
+            "1 when the endpoint is served (health and overrides), else 0.",
+        );
+        for (i, ep) in topo.endpoints.iter().enumerate() {
+            let pool = &topo.pools[ep.pool as usize];
+            let region = &topo.regions[pool.region as usize].name;
+            e.sample(
+                "geolb_endpoint_up",
+                &[
+                    ("endpoint", &ep.identity),
+                    ("pool", &pool.name),
+                    ("region", region),
+                ],
+                f64::from(u8::from(snap.health.up(i as u32))),
+            );
+        }
+        e.family(
+            "geolb_probes_total",
+            "counter",
+            "Local health checks, by endpoint and result.",
+        );
+        for (id, st) in table.endpoints.iter().filter(|(_, s)| s.monitored) {
+            e.sample(
+                "geolb_probes_total",
+                &[("endpoint", id), ("result", "ok")],
+                st.probes_ok as f64,
+            );
+            e.sample(
+                "geolb_probes_total",
+                &[("endpoint", id), ("result", "fail")],
+                st.probes_fail as f64,
+            );
+        }
+        e.family(
+            "geolb_probe_duration_seconds",
+            "histogram",
+            "Duration of local health checks.",
+        );
+        for (id, st) in table.endpoints.iter().filter(|(_, s)| s.monitored) {
+            let mut acc = 0u64;
+            for (i, le) in PROBE_BUCKETS.iter().enumerate() {
+                acc += st.rtt_buckets[i];
+                e.sample(
+                    "geolb_probe_duration_seconds_bucket",
+                    &[("endpoint", id), ("le", &le.to_string())],
+                    acc as f64,
+                );
+            }
+            acc += st.rtt_buckets[PROBE_BUCKETS.len()];
+            e.sample(
+                "geolb_probe_duration_seconds_bucket",
+                &[("endpoint", id), ("le", "+Inf")],
+                acc as f64,
+            );
+            e.sample(
+                "geolb_probe_duration_seconds_sum",
+                &[("endpoint", id)],
+                st.rtt_sum,
+            );
+            e.sample(
+                "geolb_probe_duration_seconds_count",
+                &[("endpoint", id)],
+                acc as f64,
+            );
+        }
+        let now = unix(std::time::SystemTime::now());
+        let fresh_for = snap.config.health.fresh_for.as_secs_f64();
+        e.family(
+            "geolb_vantage_fresh",
+            "gauge",
+            "1 when the remote vantage's data is fresh enough to vote.",
+        );
+        e.family(
+            "geolb_vantage_last_ok_timestamp_seconds",
+            "gauge",
+            "When the remote vantage was last read.",
+        );
+        for name in snap.config.health.vantages.keys() {
+            let last = table.vantages.get(name).and_then(|v| v.last_ok);
+            e.sample(
+                "geolb_vantage_fresh",
+                &[("vantage", name)],
+                f64::from(u8::from(last.is_some_and(|t| now - t <= fresh_for))),
+            );
+            e.sample(
+                "geolb_vantage_last_ok_timestamp_seconds",
+                &[("vantage", name)],
+                last.unwrap_or(0.0),
+            );
+        }
+        e.finish()
+    })
+}

@@ -1,0 +1,103 @@
+//! The health the steering steps read: one [`EndpointHealth`] per endpoint
+//! of a topology, and RTTs measured from each vantage. The health service
+//! publishes its view by endpoint identity; the snapshot maps it onto this
+//! indexed form when it compiles.
+
+use serde::{Deserialize, Serialize};
+
+/// Admin override of an endpoint's state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminState {
+    #[default]
+    None,
+    Drain,
+    ForceUp,
+    ForceDown,
+}
+
+/// What is known of one endpoint's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointHealth {
+    /// Result of health checking (true until a monitor says otherwise).
+    pub checked_up: bool,
+    pub admin: AdminState,
+}
+
+impl Default for EndpointHealth {
+    fn default() -> Self {
+        EndpointHealth {
+            checked_up: true,
+            admin: AdminState::None,
+        }
+    }
+}
+
+impl EndpointHealth {
+    pub fn up(&self) -> bool {
+        match self.admin {
+            AdminState::ForceUp => true,
+            AdminState::Drain | AdminState::ForceDown => false,
+            AdminState::None => self.checked_up,
+        }
+    }
+    pub fn reason(&self) -> &'static str {
+        match (self.admin, self.checked_up) {
+            (AdminState::ForceUp, _) => "forced up by an operator",
+            (AdminState::Drain, _) => "drained by an operator",
+            (AdminState::ForceDown, _) => "forced down by an operator",
+            (AdminState::None, true) => "up",
+            (AdminState::None, false) => "down (health checks)",
+        }
+    }
+}
+
+/// Smoothed round-trip times measured from one vantage.
+#[derive(Debug, Clone, Default)]
+pub struct VantageRtt {
+    pub name: String,
+    pub coords: Option<(f64, f64)>,
+    /// Per endpoint (topology index), milliseconds; NaN when unknown.
+    pub rtt_ms: Vec<f64>,
+}
+
+impl PartialEq for VantageRtt {
+    /// Bitwise on the RTTs, so unknown (NaN) equals unknown and an unchanged
+    /// view is not republished.
+    fn eq(&self, o: &Self) -> bool {
+        self.name == o.name
+            && self.coords == o.coords
+            && self.rtt_ms.len() == o.rtt_ms.len()
+            && self
+                .rtt_ms
+                .iter()
+                .zip(&o.rtt_ms)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+}
+
+/// Health of every endpoint of a topology, indexed like its endpoints.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HealthView {
+    pub endpoints: Vec<EndpointHealth>,
+    /// Measured RTTs per vantage (this node first), for `latency`.
+    pub rtt: Vec<VantageRtt>,
+    /// The health epoch this view was made from (0: before any).
+    pub epoch: u64,
+}
+
+impl HealthView {
+    pub fn all_up(n: usize) -> HealthView {
+        HealthView {
+            endpoints: vec![EndpointHealth::default(); n],
+            rtt: Vec::new(),
+            epoch: 0,
+        }
+    }
+    pub fn up(&self, ep: u32) -> bool {
+        self.endpoints.get(ep as usize).is_none_or(|h| h.up())
+    }
+    pub fn get(&self, ep: u32) -> EndpointHealth {
+        self.endpoints.get(ep as usize).copied().unwrap_or_default()
+    }
+}
