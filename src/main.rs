@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
-use geolb::config::{Config, Overrides};
+use geolb::config::Overrides;
 use geolb::server::Server;
 
 #[derive(Parser)]
@@ -276,7 +276,7 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    let result = Config::load(path).and_then(|c| geolb::snapshot::build(c, 0, None));
+    let result = geolb::snapshot::load(path, &Default::default(), 0, None);
     match result {
         Ok((snap, warnings)) => {
             for w in &warnings {
@@ -412,8 +412,8 @@ fn explain(
     client: String,
     json: bool,
 ) -> anyhow::Result<()> {
-    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (snap, _) = geolb::snapshot::build(config, 0, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (snap, _) = geolb::snapshot::load(path, &Default::default(), 0, None)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let spec = geolb::explain::ClientSpec::parse(&client)?;
     let ex = geolb::explain::explain(&snap, name, qtype, spec)?;
     if json {

@@ -15,7 +15,6 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{watch, Semaphore};
 
-use crate::config::Config;
 use crate::control::Control;
 use crate::diag::{Diagnostic, LoadError};
 use crate::dns::{tcp, udp, DnsStats};
@@ -87,18 +86,17 @@ impl Server {
     pub async fn start(config_path: PathBuf, overrides: Overrides) -> Result<Server, StartError> {
         let path = config_path.clone();
         let ov = overrides.clone();
-        let (snap, warnings) = tokio::task::spawn_blocking(move || {
-            Config::load_with(&path, &ov).and_then(|c| snapshot::build(c, 1, None))
-        })
-        .await
-        .map_err(|e| {
-            StartError::Load(LoadError(vec![Diagnostic::error(
-                &config_path,
-                0,
-                0,
-                format!("loader failed: {e}"),
-            )]))
-        })??;
+        let (snap, warnings) =
+            tokio::task::spawn_blocking(move || snapshot::load(&path, &ov, 1, None))
+                .await
+                .map_err(|e| {
+                    StartError::Load(LoadError(vec![Diagnostic::error(
+                        &config_path,
+                        0,
+                        0,
+                        format!("loader failed: {e}"),
+                    )]))
+                })??;
         for w in &warnings {
             tracing::warn!("{w}");
         }

@@ -347,6 +347,51 @@ fn check_prints_every_error_with_file_and_line_and_exits_1() {
 }
 
 #[test]
+fn check_reports_errors_of_every_section_in_one_pass_each_at_its_line() {
+    let dir = files();
+    let cfg = "[server]\n\
+        dns = [\"127.0.0.1:0\"]\n\
+        udp_payload = 100\n\
+        [regions.eu]\n\
+        location = [50.1, 8.7]\n\
+        [pools.web]\n\
+        region = \"nowhere\"\n\
+        endpoints = [{ address = \"192.0.2.1\" }]\n\
+        [pools.ok]\n\
+        region = \"eu\"\n\
+        endpoints = [{ address = \"192.0.2.2\" }]\n\
+        [zones.\"example.com\"]\n\
+        file = \"example.com.zone\"\n\
+        [zones.\"example.com\".services.www]\n\
+        pools = [\"ok\"]\n\
+        chain = [\"healthy\", \"teleport\"]\n";
+    std::fs::write(dir.path().join("geolb.toml"), cfg).expect("w");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(dir.path().join("geolb.toml"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains(": error: ")).collect();
+    assert_eq!(errors.len(), 3, "{text}");
+    // [server] (line 3), the pool (line 7) and the service (line 16), each
+    // at its own line, not line 0.
+    for (line, what) in [
+        (3, "udp_payload"),
+        (7, "unknown region"),
+        (16, "unknown step"),
+    ] {
+        assert!(
+            errors
+                .iter()
+                .any(|l| l.contains(&format!("geolb.toml:{line}:")) && l.contains(what)),
+            "{what} at line {line}: {text}"
+        );
+    }
+}
+
+#[test]
 fn serve_fails_clearly_on_a_bad_config_or_a_busy_port() {
     let dir = files();
     std::fs::write(

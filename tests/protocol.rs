@@ -607,35 +607,6 @@ fn rfc1035_3_2_4_other_classes_are_refused() {
 }
 
 #[test]
-fn garbage_never_crashes_the_server() {
-    let s = srv();
-    let mut seed = 0x9e3779b97f4a7c15u64;
-    let base = edns_query("www.example.com.", RecordType::A, 1232)
-        .to_vec()
-        .expect("encode");
-    for i in 0..2000 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let mut b = base.clone();
-        // Flip a few bytes, sometimes truncate, sometimes extend.
-        for k in 0..(1 + seed % 4) {
-            let at = ((seed >> (8 * k)) as usize) % b.len();
-            b[at] = (seed >> (3 * k)) as u8;
-        }
-        if i % 3 == 0 {
-            b.truncate(((seed >> 20) as usize) % b.len() + 1);
-        }
-        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let _ = sock.send_to(&b, s.dns);
-    }
-    let r = udp(s.dns, &query("www.example.com.", RecordType::A));
-    assert_eq!(r.answers.len(), 1);
-    let r = tcp(s.dns, &query("www.example.com.", RecordType::A));
-    assert_eq!(r.answers.len(), 1);
-}
-
-#[test]
 fn rfc6891_7_edns_is_answered_over_tcp_too() {
     let s = srv();
     let mut q = edns_query("example.com.", RecordType::SOA, 512);

@@ -242,6 +242,13 @@ impl Config {
     /// Reads a config file and applies command-line overrides.
     pub fn load_with(path: &Path, ov: &Overrides) -> Result<Config, LoadError> {
         let mut c = Config::load(path)?;
+        c.apply(ov);
+        Ok(c)
+    }
+
+    /// Applies command-line settings, which win over the file.
+    fn apply(&mut self, ov: &Overrides) {
+        let c = self;
         if let Some(dns) = &ov.dns {
             c.server.dns = dns.clone();
         }
@@ -258,11 +265,38 @@ impl Config {
         if let Some(v) = &ov.vantage {
             c.health.vantage = v.clone();
         }
-        Ok(c)
     }
 
-    /// Validates config text as if read from `path`.
+    /// Validates config text as if read from `path`; any error fails it.
     pub fn parse(path: &Path, text: &str) -> Result<Config, LoadError> {
+        let (config, diags) = Config::read(path, text)?;
+        if diags.iter().any(Diagnostic::is_error) {
+            return Err(LoadError(diags));
+        }
+        Ok(config)
+    }
+
+    /// Reads a config file and applies command-line overrides, keeping
+    /// going past errors: the config as far as it could be read, and every
+    /// problem found in it. Fails only when the file cannot be read or is
+    /// not TOML of the expected shape.
+    pub fn read_with(path: &Path, ov: &Overrides) -> Result<(Config, Vec<Diagnostic>), LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            LoadError(vec![Diagnostic::error(
+                path,
+                0,
+                0,
+                format!("cannot read config: {e}"),
+            )])
+        })?;
+        let (mut c, diags) = Config::read(path, &text)?;
+        c.apply(ov);
+        Ok((c, diags))
+    }
+
+    /// Config text read as if from `path`: the config as far as it could be
+    /// read, and every problem in it (each with its line and column).
+    pub fn read(path: &Path, text: &str) -> Result<(Config, Vec<Diagnostic>), LoadError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let (line, col) = e.span().map_or((0, 0), |s| line_col(text, s.start));
             LoadError(vec![Diagnostic::error(
@@ -275,62 +309,64 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         let mut diags = Vec::new();
         let at = |span: std::ops::Range<usize>| line_col(text, span.start);
+        // Where each [server] key is, for errors about its value.
+        let spans: SpanOf = toml::from_str(text).unwrap_or_default();
+        let server_err = |diags: &mut Vec<Diagnostic>, key: &str, msg: String| {
+            let (l, c) = spans.server_key(key).map_or((0, 0), &at);
+            diags.push(Diagnostic::error(path, l, c, msg));
+        };
 
         let s = &raw.server;
         if s.dns.is_empty() {
-            diags.push(Diagnostic::error(
-                path,
-                0,
-                0,
-                "server.dns: at least one listen address is needed",
-            ));
+            server_err(
+                &mut diags,
+                "dns",
+                "server.dns: at least one listen address is needed".into(),
+            );
         }
         if !(512..=4096).contains(&s.udp_payload) {
-            diags.push(Diagnostic::error(
-                path,
-                0,
-                0,
+            server_err(
+                &mut diags,
+                "udp_payload",
                 format!("server.udp_payload = {}: must be between 512 and 4096 (1232 avoids fragmentation)", s.udp_payload),
-            ));
+            );
         }
         if s.tcp_max_connections == 0 {
-            diags.push(Diagnostic::error(
-                path,
-                0,
-                0,
-                "server.tcp_max_connections must be at least 1",
-            ));
+            server_err(
+                &mut diags,
+                "tcp_max_connections",
+                "server.tcp_max_connections must be at least 1".into(),
+            );
         }
         if let Some(n) = &s.nsid {
             if n.is_empty() || n.len() > 512 {
-                diags.push(Diagnostic::error(
-                    path,
-                    0,
-                    0,
-                    "server.nsid must be 1 to 512 bytes",
-                ));
+                server_err(
+                    &mut diags,
+                    "nsid",
+                    "server.nsid must be 1 to 512 bytes".into(),
+                );
             }
         }
         if let (true, Some(a)) = (s.admin_enabled, s.admin) {
             if !a.ip().is_loopback() && s.admin_token.as_deref().is_none_or(str::is_empty) {
-                diags.push(Diagnostic::error(
-                    path,
-                    0,
-                    0,
+                server_err(
+                    &mut diags,
+                    "admin",
                     format!("server.admin = {a} is not a loopback address: set server.admin_token so the API is not open to anyone"),
-                ));
+                );
             }
         }
         if s.tcp_idle_timeout.is_zero() {
-            diags.push(Diagnostic::error(
-                path,
-                0,
-                0,
-                "server.tcp_idle_timeout must be more than 0",
-            ));
+            server_err(
+                &mut diags,
+                "tcp_idle_timeout",
+                "server.tcp_idle_timeout must be more than 0".into(),
+            );
         }
 
         let mut zones: Vec<ZoneSpec> = Vec::new();
+        // Every zone declared so far, usable or not (for duplicates).
+        let mut declared: Vec<(Name, usize)> = Vec::new();
         for (key, z) in &raw.zones {
             let (line, col) = at(key.span());
             let name = match Name::from_ascii(key.get_ref()) {
@@ -349,7 +385,8 @@ impl Config {
                 }
             };
             let file = base.join(z.file.get_ref());
-            if !file.is_file() {
+            let file_ok = file.is_file();
+            if !file_ok {
                 let (fl, fc) = at(z.file.span());
                 diags.push(Diagnostic::error(
                     path,
@@ -362,7 +399,7 @@ impl Config {
                     ),
                 ));
             }
-            if let Some(prev) = zones.iter().find(|p| p.origin == name) {
+            if let Some((_, prev)) = declared.iter().find(|(n, _)| *n == name) {
                 diags.push(Diagnostic::error(
                     path,
                     line,
@@ -370,9 +407,13 @@ impl Config {
                     format!(
                         "zones.{:?}: zone {name} is already declared at line {}",
                         key.get_ref(),
-                        prev.line
+                        prev
                     ),
                 ));
+                continue;
+            }
+            declared.push((name.clone(), line));
+            if !file_ok {
                 continue;
             }
             let services = named(&z.services, text);
@@ -384,16 +425,13 @@ impl Config {
                 services,
             });
         }
-        if zones.is_empty() {
+        if raw.zones.is_empty() {
             diags.push(Diagnostic::error(
                 path,
-                0,
-                0,
+                1,
+                1,
                 "no zones are configured: add a [zones.\"example.com\"] table",
             ));
-        }
-        if diags.iter().any(Diagnostic::is_error) {
-            return Err(LoadError(diags));
         }
         let regions = named(&raw.regions, text);
         let pools = named(&raw.pools, text);
@@ -411,7 +449,7 @@ impl Config {
                 *a.get_mut() = p;
             }
         }
-        Ok(Config {
+        let config = Config {
             path: path.to_path_buf(),
             text: text.to_string(),
             server: raw.server,
@@ -421,7 +459,22 @@ impl Config {
             pools,
             monitors,
             health,
-        })
+        };
+        Ok((config, diags))
+    }
+}
+
+/// Where the keys of `[server]` are in the text (for errors about values
+/// that parsed but are not allowed).
+#[derive(Default, Deserialize)]
+struct SpanOf {
+    #[serde(default)]
+    server: Option<BTreeMap<String, Spanned<toml::Value>>>,
+}
+
+impl SpanOf {
+    fn server_key(&self, key: &str) -> Option<std::ops::Range<usize>> {
+        self.server.as_ref()?.get(key).map(Spanned::span)
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 pub use background::{in_background, retire, return_freed_tables, BackgroundError};
 
-use crate::config::{Config, Overrides};
+use crate::config::Overrides;
 use crate::diag::{Diagnostic, LoadError};
 use crate::geo::FileStamp;
 use crate::health::{HealthService, OverrideError};
@@ -135,8 +135,7 @@ impl Control {
         let current = self.source.load_full();
         let next_gen = current.generation + 1;
         let result = match &self.config_path {
-            Some(path) => Config::load_with(path, &self.overrides)
-                .and_then(|c| snapshot::build(c, next_gen, Some(&current))),
+            Some(path) => snapshot::load(path, &self.overrides, next_gen, Some(&current)),
             None => Err(LoadError(vec![Diagnostic::error(
                 std::path::Path::new(""),
                 0,

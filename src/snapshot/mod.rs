@@ -690,12 +690,30 @@ pub fn build(
     Ok((snap, diags))
 }
 
-/// Loads a config file and builds a snapshot from it.
+/// Loads a config file (with command-line overrides) and builds a
+/// snapshot from it: what startup, `check` and every reload run. Every
+/// problem of every part is reported together — the config's own sections,
+/// zone files, services and GeoIP — not only the first part's.
 pub fn load(
     path: &std::path::Path,
+    overrides: &crate::config::Overrides,
     generation: u64,
-) -> Result<(Arc<Snapshot>, Vec<Diagnostic>), LoadError> {
-    let config = Config::load(path)?;
-    let (snap, warnings) = build(config, generation, None)?;
-    Ok((Arc::new(snap), warnings))
+    prev: Option<&Snapshot>,
+) -> Result<(Snapshot, Vec<Diagnostic>), LoadError> {
+    let (config, mut diags) = Config::read_with(path, overrides)?;
+    let config_failed = diags.iter().any(Diagnostic::is_error);
+    match build(config, generation, prev) {
+        Ok((snap, warnings)) => {
+            diags.extend(warnings);
+            if config_failed {
+                Err(LoadError(diags))
+            } else {
+                Ok((snap, diags))
+            }
+        }
+        Err(LoadError(more)) => {
+            diags.extend(more);
+            Err(LoadError(diags))
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! endpoints up — is the only one kept.
 
 use super::{Stage, StepKind};
-use crate::policy::run::{Run, Scratch};
+use crate::policy::scratch::{Run, Scratch};
 use crate::policy::trace::Note;
 
 #[derive(Debug, Clone)]
@@ -13,7 +13,7 @@ pub struct Failover;
 /// family) are up in its best pool, and how many that pool needs.
 fn group_up(r: &Run<'_>, g: u16) -> (bool, u32, u32) {
     let mut best = (false, 0, 0);
-    for &p in &r.svc.groups[g as usize].pools {
+    for &p in &r.groups[g as usize].pools {
         let pool = &r.topo.pools[p as usize];
         let up = pool
             .endpoints

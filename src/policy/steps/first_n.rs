@@ -1,7 +1,7 @@
 //! `first_n`: at most N endpoints, in the order the steps before it left.
 
 use super::{Stage, StepKind};
-use crate::policy::run::{Run, Scratch};
+use crate::policy::scratch::{Run, Scratch};
 use crate::policy::trace::Note;
 
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 
 use super::{Stage, StepKind};
 use crate::geo::Location;
-use crate::policy::run::{Run, Scratch};
+use crate::policy::scratch::{Run, Scratch};
 use crate::policy::trace::Note;
 
 /// Geo map, compiled: each entry points at an ordered group list.

@@ -2,7 +2,7 @@
 //! operator's drain) are no longer candidates for the steps after it.
 
 use super::{Stage, StepKind};
-use crate::policy::run::{Run, Scratch};
+use crate::policy::scratch::{Run, Scratch};
 use crate::policy::trace::Note;
 
 #[derive(Debug, Clone)]

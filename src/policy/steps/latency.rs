@@ -5,7 +5,7 @@
 use super::{Stage, StepKind};
 use crate::geo::{distance_km, Location};
 use crate::policy::health::VantageRtt;
-use crate::policy::run::{Run, Scratch};
+use crate::policy::scratch::{Run, Scratch};
 use crate::policy::trace::Note;
 use rustc_hash::FxHashMap;
 

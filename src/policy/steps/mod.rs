@@ -8,7 +8,7 @@
 //! `steps!` list below. The config compiler (`snapshot::steering`) builds
 //! it from its table in the service config.
 
-use super::run::{Run, Scratch};
+use super::scratch::{Run, Scratch};
 use super::trace::Note;
 
 pub mod failover;

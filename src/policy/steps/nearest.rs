@@ -3,7 +3,7 @@
 
 use super::{Stage, StepKind};
 use crate::geo::distance_km;
-use crate::policy::run::{Run, Scratch};
+use crate::policy::scratch::{Run, Scratch};
 use crate::policy::trace::Note;
 
 #[derive(Debug, Clone)]

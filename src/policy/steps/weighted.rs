@@ -5,10 +5,28 @@
 
 use std::net::IpAddr;
 
+use serde::Deserialize;
+
 use super::{Stage, StepKind};
-use crate::policy::run::{mix64, Run, Scratch};
+use crate::policy::scratch::{Run, Scratch};
 use crate::policy::trace::Note;
-use crate::policy::WeightedMode;
+
+/// How `weighted` picks among candidates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightedMode {
+    #[default]
+    Random,
+    Sticky,
+}
+
+/// A stable 64-bit mix (splitmix64 finaliser).
+pub fn mix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
 
 #[derive(Debug, Clone)]
 pub struct Weighted {
