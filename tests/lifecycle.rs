@@ -308,6 +308,19 @@ fn sigint_exits_0_and_json_logs_are_json() {
     assert_eq!(st.code(), Some(0));
 }
 
+/// Runs `geolb check` on `dir/geolb.toml`: exit code and output.
+fn check(dir: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(dir.join("geolb.toml"))
+        .output()
+        .expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 #[test]
 fn check_accepts_the_shipped_sample() {
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/geolb.toml");
@@ -328,13 +341,8 @@ fn check_prints_every_error_with_file_and_line_and_exits_1() {
     let mut z = zone_com();
     z.push_str("bad1 IN A 300.1.1.1\nwww IN CNAME mail\nx.example.org. IN A 192.0.2.1\n");
     std::fs::write(dir.path().join("example.com.zone"), z).expect("w");
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(dir.path().join("geolb.toml"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (code, text) = check(dir.path());
+    assert_eq!(code, Some(1));
     let errors: Vec<&str> = text.lines().filter(|l| l.contains(": error: ")).collect();
     assert_eq!(errors.len(), 3, "{text}");
     assert!(
@@ -366,13 +374,8 @@ fn check_reports_errors_of_every_section_in_one_pass_each_at_its_line() {
         pools = [\"ok\"]\n\
         chain = [\"healthy\", \"teleport\"]\n";
     std::fs::write(dir.path().join("geolb.toml"), cfg).expect("w");
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(dir.path().join("geolb.toml"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (code, text) = check(dir.path());
+    assert_eq!(code, Some(1));
     let errors: Vec<&str> = text.lines().filter(|l| l.contains(": error: ")).collect();
     assert_eq!(errors.len(), 3, "{text}");
     // [server] (line 3), the pool (line 7) and the service (line 16), each
@@ -492,4 +495,39 @@ fn udp_cpu_affinity_answers_each_query_on_the_cpu_that_received_it() {
         counts()[0]
     );
     assert!(metrics.contains(&line), "{line} in\n{metrics}");
+}
+
+#[test]
+fn a_server_starts_from_values_without_a_config_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("example.com.zone"), zone_com()).expect("zone");
+    // The config exists only as text; the file name is where errors would
+    // point, and nothing is read from it.
+    let text = "[server]\ndns = [\"127.0.0.1:0\"]\nadmin_enabled = false\nudp_workers = 1\n\
+                [zones.\"example.com\"]\nfile = \"example.com.zone\"\n";
+    let config = geolb::config::Config::parse(&dir.path().join("(memory)"), text).expect("config");
+    let (snap, _) = geolb::snapshot::build(config, 1, None).expect("snapshot");
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let server = rt
+        .block_on(geolb::server::Server::run(snap, Default::default()))
+        .expect("serves");
+    assert!(!dir.path().join("(memory)").exists());
+    let r = udp(
+        server.dns_addrs[0],
+        &query("www.example.com.", RecordType::A),
+    );
+    assert_eq!(r.answers.len(), 1);
+    // With no file there is nothing to reload: a clear refusal, still serving.
+    let e = server.control.reload().expect_err("no file");
+    assert!(
+        e.errors[0].message.contains("without a config file"),
+        "{:?}",
+        e.errors
+    );
+    let r = udp(
+        server.dns_addrs[0],
+        &query("www.example.com.", RecordType::A),
+    );
+    assert_eq!(r.answers.len(), 1);
+    rt.block_on(server.shutdown());
 }

@@ -372,3 +372,69 @@ impl Drop for HealthService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    fn member(identity: &str, within: &[&str]) -> Member {
+        Member {
+            identity: identity.into(),
+            within: within.iter().map(|s| s.to_string()).collect(),
+            check: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_override_reaches_every_source_and_every_subscriber_with_a_new_epoch() {
+        let (_tx, rx) = watch::channel(false);
+        let h = HealthService::new(
+            HealthConfig::default(),
+            tokio::runtime::Handle::current(),
+            rx,
+        );
+        h.set_members("dns", vec![member("web/10.0.0.1", &["web", "eu"])]);
+        h.set_members(
+            "tier",
+            vec![member("tier-web/10.0.1.1:8080", &["tier-web", "eu"])],
+        );
+        let seen: Vec<Arc<AtomicU64>> = (0..2).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        for s in &seen {
+            let s = s.clone();
+            h.subscribe(move |st| {
+                s.fetch_max(st.epoch, Ordering::SeqCst);
+            });
+        }
+        let before = h.current().epoch;
+        assert!(before > 0);
+        assert!(seen.iter().all(|s| s.load(Ordering::SeqCst) == before));
+
+        // A region drain covers the DNS endpoint and the tier backend.
+        assert_eq!(
+            h.set_override("eu", AdminState::Drain, None).expect("eu"),
+            2
+        );
+        let st = h.current();
+        assert!(st.epoch > before);
+        assert!(!st.get("web/10.0.0.1").up());
+        assert!(!st.get("tier-web/10.0.1.1:8080").up());
+        assert!(seen.iter().all(|s| s.load(Ordering::SeqCst) == st.epoch));
+
+        // Nothing changed: no new epoch.
+        h.maintain();
+        assert_eq!(h.current().epoch, st.epoch);
+
+        // A source's new members keep the others' state; unknown targets
+        // are refused without a change.
+        h.set_members("tier", Vec::new());
+        assert!(!h.current().get("web/10.0.0.1").up());
+        assert!(matches!(
+            h.set_override("tier-web", AdminState::Drain, None),
+            Err(OverrideError::UnknownTarget(_))
+        ));
+        h.set_override("eu", AdminState::None, None)
+            .expect("undrain");
+        assert!(h.current().get("web/10.0.0.1").up());
+    }
+}
