@@ -1,4 +1,7 @@
-//! geolb command line: `serve` and `check`.
+//! geolb command line: `serve` (DNS and the admin API), `check` (validate
+//! config and zones), `explain` (why a client gets its answer), `probe` (run
+//! the monitors as a remote vantage), and `status`/`drain`/`undrain`/`force`
+//! (operator control of a running node through its admin API).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -33,8 +33,6 @@ pub struct Handles {
     pub dns: Arc<DnsStats>,
 }
 
-type Shared = Handles;
-
 /// Serves the API until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
@@ -405,7 +403,7 @@ async fn observations(State(shared): State<Arc<Handles>>) -> Response {
 }
 
 /// Per endpoint: effective state and why, votes, override, last check.
-pub fn health_json(shared: &Shared) -> serde_json::Value {
+pub fn health_json(shared: &Handles) -> serde_json::Value {
     let snap = shared.control.source.load_full();
     let topo = &snap.topology;
     shared.control.health.with_table(|table, cfg| {
