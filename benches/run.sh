@@ -9,6 +9,7 @@
 #   FIXED=50000 benches/run.sh     # plus server CPU per query and mean latency at that rate (dnsperf)
 #   SCALING=1 benches/run.sh       # plus 1 core vs 2 cores (see the scaling section below)
 #   RELOAD=1 benches/run.sh        # plus geo throughput under a reload / GeoIP swap every second
+#   GEOLB=/path/geolb LOAD=/path/loadgen benches/run.sh   # measure a given build (no cargo build)
 #
 # REPS (default 3) rounds of every throughput mix, PAIRS (default 5) pairs of
 # fixed-rate runs, SECS (default 10) seconds each. Against a peer both servers
@@ -44,9 +45,13 @@ if [ ! -f geoip/GeoLite2-City.mmdb ]; then
   tar xzf "$RUN"/dl/maxminddb-geolite2-*.tar.gz -C "$RUN/dl"
   cp "$RUN"/dl/maxminddb-geolite2-*/_maxminddb_geolite2/GeoLite2-City.mmdb geoip/
 fi
-cargo build --release --bin geolb --example loadgen
-GEOLB=target/release/geolb
-LOAD=target/release/examples/loadgen
+# GEOLB=path/to/geolb measures that binary instead of building this tree's
+# (e.g. two builds against the same peer, one run after the other).
+if [ -z "${GEOLB:-}" ] || [ -z "${LOAD:-}" ]; then
+  cargo build --release --bin geolb --example loadgen
+fi
+GEOLB=${GEOLB:-target/release/geolb}
+LOAD=${LOAD:-target/release/examples/loadgen}
 
 wait_up() { # port
   for _ in $(seq 1 100); do

@@ -163,8 +163,11 @@ impl Control {
                 let health = self.health.clone();
                 let retired = self.source.update(move |_| {
                     let mut snap = snap;
-                    snap.health =
-                        Arc::new(snapshot::health_view(&snap.topology, &health.current()));
+                    snap.health = Arc::new(snapshot::health_view(
+                        &snap.topology,
+                        &health.current(),
+                        None,
+                    ));
                     Some(snap)
                 });
                 tracing::info!(generation = next_gen, zones, "reload succeeded");

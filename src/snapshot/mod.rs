@@ -140,17 +140,23 @@ impl Snapshot {
             return None;
         }
         let mut next = self.clone();
-        next.health = Arc::new(health_view(&self.topology, state));
+        next.health = Arc::new(health_view(&self.topology, state, Some(&self.health)));
         Some(next)
     }
 }
 
 /// Maps health, published by identity, onto a topology's endpoint indices.
-pub fn health_view(topo: &Topology, state: &HealthState) -> HealthView {
+/// An endpoint the state does not know (a reload is replacing this
+/// topology) keeps its health from `prev`, the view being replaced.
+pub fn health_view(topo: &Topology, state: &HealthState, prev: Option<&HealthView>) -> HealthView {
     let endpoints: Vec<EndpointHealth> = topo
         .endpoints
         .iter()
-        .map(|e| state.get(&e.identity))
+        .enumerate()
+        .map(|(i, e)| match state.endpoints.get(&e.identity) {
+            Some(h) => *h,
+            None => prev.map_or_else(EndpointHealth::default, |p| p.get(i as u32)),
+        })
         .collect();
     let rtt = state
         .rtt
