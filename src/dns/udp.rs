@@ -83,11 +83,15 @@ pub mod fault {
         ARMED.store(f as u8, Ordering::SeqCst);
     }
 
+    /// What is armed (read once per batch).
     #[inline]
-    pub(super) fn hit(packet: &[u8], at: Fault) -> bool {
-        let armed = ARMED.load(Ordering::Relaxed);
-        armed != 0
-            && armed == at as u8
+    pub(super) fn armed() -> u8 {
+        ARMED.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(super) fn hit(armed: u8, packet: &[u8], at: Fault) -> bool {
+        armed == at as u8
             && packet.len() >= 2
             && u16::from_be_bytes([packet[0], packet[1]]) == ID.load(Ordering::Relaxed)
     }
@@ -300,17 +304,18 @@ fn serve(io: &mut Io<'_>, source: &Source, stop: &AtomicBool, st: &WorkerStats, 
         st.queries.fetch_add(n as u64, Ordering::Relaxed);
         // One snapshot for the whole batch.
         let snap = source.load();
+        let armed = fault::armed();
         for i in 0..n {
             let Some((packet, from, out)) = io.packet(i) else {
                 st.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            if fault::hit(packet, fault::Fault::Loop) {
+            if armed != 0 && fault::hit(armed, packet, fault::Fault::Loop) {
                 panic!("injected fault in the worker loop");
             }
             let client = from.ip().to_canonical();
             let answered = catch_unwind(AssertUnwindSafe(|| {
-                if fault::hit(packet, fault::Fault::Answer) {
+                if armed != 0 && fault::hit(armed, packet, fault::Fault::Answer) {
                     panic!("injected fault while answering");
                 }
                 handle(&snap, packet, client, Transport::Udp, out, &mut scratch)

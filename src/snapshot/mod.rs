@@ -723,3 +723,55 @@ pub fn load(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::AdminState;
+
+    #[test]
+    fn a_snapshot_takes_newer_health_epochs_only_and_keeps_unknown_endpoints_as_they_were() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("z.zone"),
+            "$ORIGIN example.com.\n@ 60 SOA ns h 1 2 3 4 5\n@ 60 NS ns\nns 60 A 192.0.2.1\n",
+        )
+        .expect("zone");
+        let cfg = "[regions.r]\nlocation = [0.0, 0.0]\n[pools.p]\nregion = \"r\"\n\
+                   endpoints = [{ address = \"10.0.0.1\" }, { address = \"10.0.0.2\" }]\n\
+                   [zones.\"example.com\"]\nfile = \"z.zone\"\n";
+        let c = Config::parse(&dir.path().join("g.toml"), cfg).expect("config");
+        let (snap, _) = build(c, 1, None).expect("snapshot");
+        let state = |epoch, drained: &[&str]| HealthState {
+            epoch,
+            endpoints: drained
+                .iter()
+                .map(|id| {
+                    (
+                        id.to_string(),
+                        EndpointHealth {
+                            checked_up: true,
+                            admin: AdminState::Drain,
+                        },
+                    )
+                })
+                .collect(),
+            rtt: Vec::new(),
+        };
+        let s5 = snap.with_health(&state(5, &["p/10.0.0.1"])).expect("newer");
+        assert!(!s5.health.up(0), "known and drained");
+        assert!(s5.health.up(1), "unknown to the state: as it was (up)");
+        assert_eq!(s5.health.epoch, 5);
+        assert!(
+            s5.with_health(&state(4, &[])).is_none(),
+            "older epoch ignored"
+        );
+        assert!(
+            s5.with_health(&state(5, &[])).is_none(),
+            "same epoch ignored"
+        );
+        // p/10.0.0.1 is unknown to epoch 6: it keeps its drained state.
+        let s6 = s5.with_health(&state(6, &["p/10.0.0.2"])).expect("newer");
+        assert!(!s6.health.up(0) && !s6.health.up(1));
+    }
+}
