@@ -42,6 +42,7 @@ pub const RCODE_NOTAUTH: u16 = 9;
 pub const RCODE_BADVERS: u16 = 16;
 
 const FLAG_QR: u16 = 0x8000;
+const OPCODE_MASK: u16 = 0x7800;
 const FLAG_AA: u16 = 0x0400;
 const FLAG_TC: u16 = 0x0200;
 const FLAG_RD: u16 = 0x0100;
@@ -422,6 +423,22 @@ impl ApexSoa {
     }
 }
 
+/// The header flags of a reply to a query with flags `qflags`: QR set and
+/// the opcode echoed (RFC 1035 §4.1.1). RD and CD are copied only for
+/// QUERY: they are defined for that opcode alone (RFC 1035 §4.1.1, RFC 4035
+/// §3.1.6, RFC 6895 §2), so a reply to any other opcode — NOTIFY, UPDATE or
+/// one we do not know, answered NOTIMP — clears them, as Knot and NSD do
+/// (RFC 8906 §8.1.4). AA, TC, RA, Z and AD always start cleared.
+#[inline]
+pub fn reply_flags(qflags: u16) -> u16 {
+    let echoed = if qflags & OPCODE_MASK == 0 {
+        OPCODE_MASK | FLAG_RD | FLAG_CD
+    } else {
+        OPCODE_MASK
+    };
+    FLAG_QR | (qflags & echoed)
+}
+
 /// Where a response is being written, and how much room it may take.
 pub struct Writer<'b> {
     buf: &'b mut Vec<u8>,
@@ -457,8 +474,8 @@ pub struct Mark {
 pub struct NoRoom;
 
 impl<'b> Writer<'b> {
-    /// Starts a response to `req`: header with the query's id, opcode, RD and
-    /// CD echoed; and the question, copied as received (case preserved).
+    /// Starts a response to `req`: header with the query's id and opcode,
+    /// RD and CD echoed when the opcode is QUERY (see [`reply_flags`]); and the question, copied as received (case preserved).
     #[inline]
     pub fn new(
         buf: &'b mut Vec<u8>,
@@ -467,7 +484,7 @@ impl<'b> Writer<'b> {
         echo_question: bool,
     ) -> Self {
         buf.clear();
-        let flags = FLAG_QR | (req.flags & (0x7800 | FLAG_RD | FLAG_CD));
+        let flags = reply_flags(req.flags);
         buf.extend_from_slice(&req.id.to_be_bytes());
         buf.extend_from_slice(&flags.to_be_bytes());
         buf.extend_from_slice(&[0; 8]);
@@ -491,7 +508,7 @@ impl<'b> Writer<'b> {
     /// Starts a bare header-only response from raw header fields.
     pub fn header_only(buf: &'b mut Vec<u8>, id: u16, qflags: u16) -> Self {
         buf.clear();
-        let flags = FLAG_QR | (qflags & (0x7800 | FLAG_RD | FLAG_CD));
+        let flags = reply_flags(qflags);
         buf.extend_from_slice(&id.to_be_bytes());
         buf.extend_from_slice(&flags.to_be_bytes());
         buf.extend_from_slice(&[0; 8]);
@@ -850,6 +867,15 @@ mod tests {
         two.extend_from_slice(&opt);
         let raw = query(b"\x00", TYPE_A, &two, 2);
         assert_eq!(parse_request(&raw).err(), Some(ParseError::FormErr));
+    }
+
+    #[test]
+    fn rfc6895_2_rd_and_cd_are_echoed_for_query_only() {
+        let all = 0x07f0u16; // AA TC RD RA Z AD CD
+        assert_eq!(reply_flags(all), FLAG_QR | FLAG_RD | FLAG_CD);
+        for op in [1u16, 2, 4, 5, 15] {
+            assert_eq!(reply_flags((op << 11) | all), FLAG_QR | (op << 11));
+        }
     }
 
     #[test]
