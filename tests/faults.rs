@@ -1,5 +1,6 @@
-//! Queries that are not answered normally — other opcodes — against the
-//! real server over UDP. Queries are built byte by byte so every bit can be set.
+//! Queries that are not answered normally — other opcodes, malformed EDNS
+//! options, trailing bytes, TSIG — against the real server over UDP and
+//! TCP. Queries are built byte by byte so every bit can be set.
 
 mod common;
 
@@ -42,9 +43,39 @@ fn opt(options: &[(u16, &[u8])]) -> Vec<u8> {
     b
 }
 
+/// A TSIG record: key `key.`, HMAC-SHA256, a 32-byte MAC, original ID 0x5555.
+fn tsig() -> Vec<u8> {
+    let mut rdata = b"\x0bhmac-sha256\x00".to_vec();
+    rdata.extend_from_slice(&[0, 0, 0x65, 0x53, 0xf1, 0]); // time signed
+    rdata.extend_from_slice(&300u16.to_be_bytes()); // fudge
+    rdata.extend_from_slice(&32u16.to_be_bytes());
+    rdata.extend_from_slice(&[0x11; 32]);
+    rdata.extend_from_slice(&[0x55, 0x55, 0, 0, 0, 0]); // original ID, error, other len
+    let mut b = b"\x03key\x00".to_vec();
+    b.extend_from_slice(&[0, 250, 0, 255, 0, 0, 0, 0]);
+    b.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    b.extend_from_slice(&rdata);
+    b
+}
+
+const ECS_24: &[u8] = &[0, 1, 24, 0, 192, 0, 2];
+
 fn flags(r: &[u8]) -> u16 {
     u16::from_be_bytes([r[2], r[3]])
 }
+fn rcode(r: &[u8]) -> u16 {
+    flags(r) & 0x0f
+}
+fn counts(r: &[u8]) -> [u16; 4] {
+    [4, 6, 8, 10].map(|i| u16::from_be_bytes([r[i], r[i + 1]]))
+}
+
+/// The OPT record written by the server (payload 1232, no options) with the
+/// high bits of `rcode`.
+fn reply_opt(rcode: u16) -> Vec<u8> {
+    vec![0, 0, 41, 0x04, 0xd0, (rcode >> 4) as u8, 0, 0, 0, 0, 0]
+}
+
 fn ask(s: &TestServer, q: &[u8]) -> Vec<u8> {
     let r = udp_raw(s.dns, q).expect("a UDP reply");
     assert_eq!(r[..2], ID, "id echoed");
@@ -82,4 +113,100 @@ fn rfc1035_4_1_1_replies_to_query_echo_rd_and_cd() {
     assert_eq!(flags(&r), 0x8000 | 0x0400 | RD | CD);
     let r = ask(&s, &packet(RD | CD, 0, 0, &[]));
     assert_eq!(flags(&r), 0x8000 | RD | CD | 1);
+}
+
+#[test]
+fn rfc7871_6_nonzero_scope_in_query_is_formerr() {
+    let s = TestServer::start();
+    let q = packet(0, 1, 1, &opt(&[(8, &[0, 1, 24, 16, 192, 0, 2])]));
+    let r = ask(&s, &q);
+    assert_eq!(rcode(&r), 1, "FORMERR");
+    assert_eq!(counts(&r), [1, 0, 0, 1], "question and OPT echoed");
+    assert!(r.ends_with(&reply_opt(1)));
+    // Scope 0 is answered.
+    let r = ask(&s, &packet(0, 1, 1, &opt(&[(8, ECS_24)])));
+    assert_eq!(rcode(&r), 0);
+    assert_eq!(counts(&r)[1], 1);
+}
+
+#[test]
+fn rfc6891_7_formerr_for_two_ecs_options_carries_opt() {
+    let s = TestServer::start();
+    let q = packet(0, 1, 1, &opt(&[(8, ECS_24), (8, ECS_24)]));
+    let r = ask(&s, &q);
+    assert_eq!(rcode(&r), 1, "FORMERR (RFC 7871 §7.1.1)");
+    assert_eq!(counts(&r), [1, 0, 0, 1], "question and OPT echoed");
+    assert_eq!(r[12..12 + QNAME.len()], *QNAME);
+    assert!(r.ends_with(&reply_opt(1)));
+}
+
+#[test]
+fn rfc1035_4_1_trailing_bytes_after_sections_are_formerr() {
+    let s = TestServer::start();
+    for q in [
+        packet(RD, 1, 0, &[0]),
+        packet(RD, 1, 0, b"\x01\x02\x03"),
+        [packet(0, 1, 1, &opt(&[])), vec![0; 5]].concat(),
+    ] {
+        let r = ask(&s, &q);
+        assert_eq!(rcode(&r), 1, "FORMERR for {q:02x?}");
+        assert_eq!(counts(&r)[..3], [1, 0, 0], "question echoed, no answer");
+        let mut c = tcp_connect(s.dns);
+        tcp_send(&mut c, &q);
+        assert_eq!(rcode(&tcp_read(&mut c).expect("a TCP reply")), 1);
+    }
+    // The EDNS query gets its OPT back.
+    let q = [packet(0, 1, 1, &opt(&[])), vec![0; 5]].concat();
+    assert!(ask(&s, &q).ends_with(&reply_opt(1)));
+}
+
+#[test]
+fn rfc8945_5_2_unverifiable_tsig_is_notauth_badkey() {
+    let s = TestServer::start();
+    // NOTAUTH; the question; an unsigned TSIG (key and algorithm, time and
+    // fudge, MAC size 0, the message ID as original ID, error BADKEY), last:
+    // the bytes Knot sends.
+    let mut want_tsig = b"\x03key\x00\x00\xfa\x00\xff\x00\x00\x00\x00\x00\x1d".to_vec();
+    want_tsig.extend_from_slice(b"\x0bhmac-sha256\x00\x00\x00\x65\x53\xf1\x00\x01\x2c");
+    want_tsig.extend_from_slice(&[0, 0, ID[0], ID[1], 0, 17, 0, 0]);
+    let r = ask(&s, &packet(0, 1, 1, &tsig()));
+    assert_eq!(rcode(&r), 9, "NOTAUTH");
+    assert_eq!(counts(&r), [1, 0, 0, 1]);
+    assert_eq!(r[12 + QNAME.len() + 4..], want_tsig[..]);
+    // With EDNS: OPT, then the TSIG; over TCP too (a transfer is no exception).
+    let q = packet(0, 1, 2, &[opt(&[]), tsig()].concat());
+    let r = ask(&s, &q);
+    assert_eq!(counts(&r), [1, 0, 0, 2]);
+    assert_eq!(
+        r[12 + QNAME.len() + 4..],
+        [reply_opt(9), want_tsig.clone()].concat()[..]
+    );
+    let mut axfr = packet(0, 1, 1, &tsig());
+    let qtype = 12 + QNAME.len();
+    axfr[qtype..qtype + 2].copy_from_slice(&252u16.to_be_bytes());
+    let mut c = tcp_connect(s.dns);
+    tcp_send(&mut c, &axfr);
+    let r = tcp_read(&mut c).expect("a TCP reply");
+    assert_eq!(rcode(&r), 9);
+    assert!(r.ends_with(&want_tsig));
+}
+
+#[test]
+fn rfc8945_5_1_tsig_not_last_or_not_alone_is_formerr() {
+    let s = TestServer::start();
+    for q in [
+        packet(0, 1, 2, &[tsig(), opt(&[])].concat()),
+        packet(0, 1, 2, &[tsig(), tsig()].concat()),
+    ] {
+        let r = ask(&s, &q);
+        assert_eq!(rcode(&r), 1, "FORMERR");
+        assert_eq!(counts(&r)[..3], [1, 0, 0]);
+    }
+    // A TSIG whose RDATA cannot be interpreted (RFC 8945 §5.2).
+    let mut bad = tsig();
+    let n = bad.len();
+    bad[n - 1] = 9; // other length beyond the record
+    let r = ask(&s, &packet(0, 1, 1, &bad));
+    assert_eq!(rcode(&r), 1, "FORMERR");
+    assert_eq!(counts(&r), [1, 0, 0, 0]);
 }

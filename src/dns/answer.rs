@@ -8,7 +8,9 @@
 use std::net::IpAddr;
 
 use crate::config::AllDown;
-use crate::dns::wire::{self, NoRoom, ParseError, Request, Section, Writer, MAX_LABELS, MAX_NAME};
+use crate::dns::wire::{
+    self, Fault, NoRoom, ParseError, Request, Section, Writer, MAX_LABELS, MAX_NAME,
+};
 use crate::geo::ClientSubnet;
 use crate::policy::{
     decide_from, Answer, Client, Family, Scratch, Service, Target as PolicyTarget,
@@ -76,27 +78,14 @@ pub fn handle(
         (Transport::Udp, None) => PLAIN_UDP,
         (Transport::Udp, Some(e)) => (e.payload.min(snap.udp_payload) as usize).max(PLAIN_UDP),
     };
+    if let Some(fault) = req.fault {
+        return refuse(snap, &req, fault, limit, out, scratch);
+    }
     // RFC 7871 §7.1.1: a malformed client-subnet option is a FORMERR.
     let ecs_raw = req.edns.and_then(|e| e.ecs).map(|(a, b)| &raw[a..b]);
     let ecs = match ecs_raw.map(ClientSubnet::parse) {
         Some(Ok(e)) => Some(e),
-        Some(Err(_)) => {
-            let mut w = Writer::new(out, &req, limit, true);
-            w.set_rcode(wire::RCODE_FORMERR);
-            if let Some(e) = req.edns {
-                w.put_opt(
-                    snap.udp_payload,
-                    wire::RCODE_FORMERR,
-                    e.dnssec_ok,
-                    None,
-                    None,
-                );
-            }
-            w.finish();
-            snap.counters
-                .query(scratch.slot, None, req.qtype, wire::RCODE_FORMERR);
-            return Outcome::Reply;
-        }
+        Some(Err(_)) => return refuse(snap, &req, Fault::FormErr, limit, out, scratch),
         None => None,
     };
     let ecs_addr = ecs_raw.map(|d| &d[4..]);
@@ -171,6 +160,45 @@ pub fn handle(
     snap.counters
         .query(ctx.scratch.slot, ctx.zone, req.qtype, rcode);
     outcome
+}
+
+/// Replies to a query that parsed but is not answered: FORMERR, or NOTAUTH
+/// with a TSIG BADKEY record (RFC 8945 §5.2, §5.3.2; a TSIG that cannot be
+/// interpreted is a FORMERR). The question is echoed, and the OPT record
+/// when the query had one (RFC 6891 §7).
+#[cold]
+fn refuse(
+    snap: &Snapshot,
+    req: &Request<'_>,
+    fault: Fault,
+    limit: usize,
+    out: &mut Vec<u8>,
+    scratch: &mut Scratch,
+) -> Outcome {
+    let mut rcode = wire::RCODE_FORMERR;
+    let mut w = Writer::new(out, req, limit, true);
+    let opt = |w: &mut Writer<'_>, rcode| {
+        if let Some(e) = req.edns {
+            w.put_opt(snap.udp_payload, rcode, e.dnssec_ok, None, None);
+        }
+    };
+    if let Fault::Tsig { start, end } = fault {
+        // The OPT goes before the TSIG, which must be last.
+        let m = w.mark();
+        opt(&mut w, wire::RCODE_NOTAUTH);
+        if w.put_tsig_error(req.raw, start, end, wire::TSIG_BADKEY) {
+            rcode = wire::RCODE_NOTAUTH;
+        } else {
+            w.rollback(m);
+            opt(&mut w, rcode);
+        }
+    } else {
+        opt(&mut w, rcode);
+    }
+    w.set_rcode(rcode);
+    w.finish();
+    snap.counters.query(scratch.slot, None, req.qtype, rcode);
+    Outcome::Reply
 }
 
 /// A name being resolved: lower-cased wire bytes (the question's, or a

@@ -23,10 +23,12 @@ pub const TYPE_AAAA: u16 = 28;
 pub const TYPE_SRV: u16 = 33;
 pub const TYPE_OPT: u16 = 41;
 pub const TYPE_DS: u16 = 43;
+pub const TYPE_TSIG: u16 = 250;
 pub const TYPE_IXFR: u16 = 251;
 pub const TYPE_AXFR: u16 = 252;
 pub const TYPE_ANY: u16 = 255;
 pub const CLASS_IN: u16 = 1;
+pub const CLASS_ANY: u16 = 255;
 
 pub const OPT_NSID: u16 = 3;
 pub const OPT_ECS: u16 = 8;
@@ -38,6 +40,8 @@ pub const RCODE_NXDOMAIN: u16 = 3;
 pub const RCODE_NOTIMP: u16 = 4;
 pub const RCODE_REFUSED: u16 = 5;
 pub const RCODE_NOTAUTH: u16 = 9;
+/// TSIG error: the key is not known to the server (RFC 8945 §5.2).
+pub const TSIG_BADKEY: u16 = 17;
 /// Extended RCODE 16 (RFC 6891 §9); needs an OPT record to be expressed.
 pub const RCODE_BADVERS: u16 = 16;
 
@@ -58,6 +62,21 @@ pub enum ParseError {
     FormErr,
     /// Reply NOTIMP: an opcode we do not implement.
     NotImp,
+}
+
+/// A query that parsed but is not to be answered normally (only set for
+/// opcode QUERY: any other opcode is answered NOTIMP whatever its body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// FORMERR, with the question and (when the query has one) the OPT
+    /// record echoed (RFC 6891 §7): a second client-subnet option (RFC 7871
+    /// §7.1.1), bytes after the last section (RFC 1035 §4.1), a TSIG record
+    /// that is not the last record or not the only one (RFC 8945 §5.1).
+    FormErr,
+    /// A TSIG record, the last record of the message, at `start..end` of
+    /// the request: geolb has no keys, so it cannot verify it (RFC 8945
+    /// §5.2: NOTAUTH with TSIG error BADKEY).
+    Tsig { start: usize, end: usize },
 }
 
 /// The parts of a query's OPT record (RFC 6891) that the answer path uses.
@@ -90,6 +109,8 @@ pub struct Request<'a> {
     pub qtype: u16,
     pub qclass: u16,
     pub edns: Option<Edns>,
+    /// Why the query, though parsed, is not answered normally.
+    pub fault: Option<Fault>,
 }
 
 impl<'a> Request<'a> {
@@ -218,6 +239,7 @@ impl<'a> Request<'a> {
             qtype: 0,
             qclass: 0,
             edns: None,
+            fault: None,
         }
     }
 }
@@ -248,7 +270,11 @@ pub fn parse_request_in(req: &mut Request<'_>) -> Result<(), ParseError> {
     if qdcount != 1 {
         return Err(fail);
     }
-    parse_body(req, ancount, nscount, arcount).map_err(|_| fail)
+    parse_body(req, ancount, nscount, arcount).map_err(|_| fail)?;
+    if opcode != 0 {
+        req.fault = None;
+    }
+    Ok(())
 }
 
 fn parse_body(
@@ -289,7 +315,7 @@ fn parse_body(
     for _ in 0..(ancount as usize + nscount as usize) {
         at = skip_rr(raw, at)?;
     }
-    for _ in 0..arcount {
+    for i in 0..arcount {
         let name_start = at;
         let after_name = skip_name(raw, at)?;
         let rtype = rd16(raw, after_name).ok_or(ParseError::FormErr)?;
@@ -325,8 +351,10 @@ fn parse_body(
                 match code {
                     OPT_NSID => e.nsid = true,
                     OPT_ECS => {
+                        // RFC 7871 §7.1.1: more than one is a FORMERR,
+                        // answered with the OPT (the record itself parsed).
                         if e.ecs.is_some() {
-                            return Err(ParseError::FormErr);
+                            req.fault = Some(Fault::FormErr);
                         }
                         e.ecs = Some((data, data + olen));
                     }
@@ -335,8 +363,22 @@ fn parse_body(
                 o = data + olen;
             }
             req.edns = Some(e);
+        } else if rtype == TYPE_TSIG {
+            // RFC 8945 §5.1: one TSIG, the last record of the message.
+            req.fault = Some(if i + 1 == arcount && req.fault.is_none() {
+                Fault::Tsig {
+                    start: name_start,
+                    end,
+                }
+            } else {
+                Fault::FormErr
+            });
         }
         at = end;
+    }
+    // Bytes after the last section: the counts do not describe the message.
+    if at != raw.len() {
+        req.fault = Some(Fault::FormErr);
     }
     Ok(())
 }
@@ -349,6 +391,38 @@ fn skip_rr(raw: &[u8], at: usize) -> Result<usize, ParseError> {
         return Err(ParseError::FormErr);
     }
     Ok(end)
+}
+
+/// Copies the (possibly compressed) name at `at` of `raw` into `out`
+/// uncompressed; returns its length and the offset after it in `raw`.
+fn expand_name(raw: &[u8], mut at: usize, out: &mut [u8; MAX_NAME]) -> Option<(usize, usize)> {
+    let mut len = 0usize;
+    let mut next = None;
+    // Each pointer must go backwards, so this ends; the bound is a guard.
+    for _ in 0..MAX_NAME {
+        let l = *raw.get(at)? as usize;
+        match l & 0xc0 {
+            0x00 => {
+                let label = raw.get(at..at + 1 + l)?;
+                out.get_mut(len..len + 1 + l)?.copy_from_slice(label);
+                len += 1 + l;
+                at += 1 + l;
+                if l == 0 {
+                    return Some((len, next.unwrap_or(at)));
+                }
+            }
+            0xc0 => {
+                let target = (rd16(raw, at)? & 0x3fff) as usize;
+                if target >= at {
+                    return None;
+                }
+                next.get_or_insert(at + 2);
+                at = target;
+            }
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// Offsets of each label of an uncompressed wire name; returns the count.
@@ -772,6 +846,54 @@ impl<'b> Writer<'b> {
         self.counts[3] += 1;
     }
 
+    /// Appends the unsigned error TSIG of RFC 8945 §5.3.2 in reply to the
+    /// query's TSIG record at `start..end` of `raw`: the query's key name,
+    /// algorithm, time signed and fudge, an empty MAC, the message ID as
+    /// original ID (the reply's own, as Knot writes it), `error` and no
+    /// other data. Ignores the size limit (the record is small and
+    /// must be last). False, with nothing written, when the query's record
+    /// cannot be interpreted (RFC 8945 §5.2: the message is then a FORMERR).
+    pub fn put_tsig_error(&mut self, raw: &[u8], start: usize, end: usize, error: u16) -> bool {
+        let mut key = [0u8; MAX_NAME];
+        let mut alg = [0u8; MAX_NAME];
+        let Some((key_len, fixed)) = expand_name(raw, start, &mut key) else {
+            return false;
+        };
+        let rdata = fixed + 10;
+        let Some((alg_len, at)) = expand_name(raw, rdata, &mut alg) else {
+            return false;
+        };
+        // Time signed (48 bits), fudge, MAC size, MAC, original ID, error,
+        // other length, other data.
+        let Some(mac_len) = rd16(raw, at + 8) else {
+            return false;
+        };
+        let after_mac = at + 10 + mac_len as usize;
+        let Some(other_len) = rd16(raw, after_mac + 4) else {
+            return false;
+        };
+        if after_mac + 6 + other_len as usize != end || rd16(raw, fixed) != Some(TYPE_TSIG) {
+            return false;
+        }
+        let (Some(time_fudge), Some(id)) = (raw.get(at..at + 8), raw.get(..2)) else {
+            return false;
+        };
+        self.buf.extend_from_slice(&key[..key_len]);
+        self.buf.extend_from_slice(&TYPE_TSIG.to_be_bytes());
+        self.buf.extend_from_slice(&CLASS_ANY.to_be_bytes());
+        self.buf.extend_from_slice(&[0, 0, 0, 0]);
+        let rdlen = alg_len + 8 + 2 + 2 + 2 + 2;
+        self.buf.extend_from_slice(&(rdlen as u16).to_be_bytes());
+        self.buf.extend_from_slice(&alg[..alg_len]);
+        self.buf.extend_from_slice(time_fudge);
+        self.buf.extend_from_slice(&[0, 0]);
+        self.buf.extend_from_slice(id);
+        self.buf.extend_from_slice(&error.to_be_bytes());
+        self.buf.extend_from_slice(&[0, 0]);
+        self.counts[3] += 1;
+        true
+    }
+
     /// Writes the section counts into the header and returns the message.
     pub fn finish(self) -> &'b [u8] {
         for (i, c) in self.counts.iter().enumerate() {
@@ -876,6 +998,59 @@ mod tests {
         for op in [1u16, 2, 4, 5, 15] {
             assert_eq!(reply_flags((op << 11) | all), FLAG_QR | (op << 11));
         }
+    }
+
+    #[test]
+    fn parsed_queries_that_are_not_answered_carry_their_fault() {
+        let ecs = [0, 8, 0, 4, 0, 1, 0, 0];
+        let opt = |opts: &[u8]| {
+            let mut o = vec![0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, opts.len() as u8];
+            o.extend_from_slice(opts);
+            o
+        };
+        let raw = query(b"\x00", TYPE_A, &opt(&ecs), 1);
+        assert_eq!(parse_request(&raw).expect("parses").fault, None);
+        let raw = query(b"\x00", TYPE_A, &opt(&[ecs, ecs].concat()), 1);
+        let r = parse_request(&raw).expect("parses");
+        assert_eq!(r.fault, Some(Fault::FormErr));
+        assert!(r.edns.is_some(), "the OPT is kept for the reply");
+        let mut raw = query(b"\x00", TYPE_A, &[], 0);
+        raw.push(0);
+        assert_eq!(
+            parse_request(&raw).expect("parses").fault,
+            Some(Fault::FormErr)
+        );
+        // TSIG: last, then not last.
+        let tsig = b"\x00\x00\xfa\x00\xff\x00\x00\x00\x00\x00\x00";
+        let raw = query(b"\x00", TYPE_A, &[&opt(&[])[..], tsig].concat(), 2);
+        let start = raw.len() - tsig.len();
+        let end = raw.len();
+        assert_eq!(
+            parse_request(&raw).expect("parses").fault,
+            Some(Fault::Tsig { start, end })
+        );
+        let raw = query(b"\x00", TYPE_A, &[&tsig[..], &opt(&[])].concat(), 2);
+        assert_eq!(
+            parse_request(&raw).expect("parses").fault,
+            Some(Fault::FormErr)
+        );
+        // Other opcodes are NOTIMP whatever their body.
+        let mut raw = query(b"\x00", TYPE_A, &[], 0);
+        raw[2] |= 15 << 3;
+        raw.push(0);
+        assert_eq!(parse_request(&raw).expect("parses").fault, None);
+    }
+
+    #[test]
+    fn compressed_names_expand() {
+        let raw = b"\x03www\x00\x01a\xc0\x00\xc0\x05\xc0\x0b\xc0\x0f";
+        let mut out = [0u8; MAX_NAME];
+        assert_eq!(expand_name(raw, 5, &mut out), Some((7, 9)));
+        assert_eq!(&out[..7], b"\x01a\x03www\x00");
+        assert_eq!(expand_name(raw, 9, &mut out), Some((7, 11)));
+        // A pointer to itself or forwards.
+        assert_eq!(expand_name(raw, 11, &mut out), None);
+        assert_eq!(expand_name(raw, 13, &mut out), None);
     }
 
     #[test]

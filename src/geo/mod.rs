@@ -420,6 +420,10 @@ impl ClientSubnet {
         }
         let family = u16::from_be_bytes([data[0], data[1]]);
         let source = data[2];
+        // RFC 7871 §6: SCOPE PREFIX-LENGTH MUST be 0 in queries.
+        if data[3] != 0 {
+            return Err(BadEcs);
+        }
         let addr = &data[4..];
         let max = match family {
             1 => 32,
@@ -477,6 +481,12 @@ mod tests {
         ] {
             assert_eq!(ClientSubnet::parse(bad), Err(BadEcs), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn rfc7871_6_scope_prefix_must_be_zero_in_queries() {
+        assert!(ClientSubnet::parse(&[0, 1, 24, 0, 192, 0, 2]).is_ok());
+        assert_eq!(ClientSubnet::parse(&[0, 1, 24, 24, 192, 0, 2]), Err(BadEcs));
     }
 
     #[test]
