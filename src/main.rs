@@ -193,6 +193,7 @@ fn main() -> ExitCode {
         eprintln!("geolb: {e:#}");
         return ExitCode::from(2);
     }
+    let json_logs = matches!(cli.log_format, LogFormat::Json);
     let res = match cli.cmd {
         Cmd::Check { config } => return check(&config),
         Cmd::Probe {
@@ -270,8 +271,13 @@ fn main() -> ExitCode {
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        // Once: logs go to stderr too, so text logs get the plain line
+        // (shown at any log level) and JSON logs a JSON record.
+        Err(e) if json_logs => {
             tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
             eprintln!("geolb: {e:#}");
             ExitCode::FAILURE
         }

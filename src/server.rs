@@ -27,7 +27,9 @@ pub use crate::config::Overrides;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    #[error("{0}")]
+    // Transparent: the diagnostics are the message; a source as well would
+    // print them twice in an error chain.
+    #[error(transparent)]
     Load(#[from] LoadError),
     #[error("cannot listen on {addr} ({proto}): {source}")]
     Bind {

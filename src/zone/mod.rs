@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use hickory_proto::rr::rdata::NULL;
 use hickory_proto::rr::{LowerName, Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinDecoder, Restrict};
 use hickory_proto::serialize::txt::{parse_ttl, Parser};
@@ -81,11 +82,19 @@ impl ZoneData {
     }
 }
 
-/// A lexical token with its position.
+mod svcb;
+mod text;
+
+pub use svcb::SvcbError;
+
+/// A lexical token.
 #[derive(Debug, Clone)]
 struct Tok {
     text: String,
     quoted: bool,
+    /// A quoted string that began right after an unquoted token, with no
+    /// space between (`alpn="h2,h3"`: `alpn=` then `h2,h3`).
+    glued: bool,
 }
 
 /// A logical entry: one record or directive, possibly spanning lines.
@@ -163,6 +172,7 @@ fn lex(text: &str, file: &Path, diags: &mut Vec<Diagnostic>) -> Vec<Entry> {
                 }
             }
             '"' => {
+                let glued = tok.is_some();
                 end_tok(&mut tok, &mut cur);
                 let start_line = line;
                 let mut s = String::new();
@@ -200,12 +210,14 @@ fn lex(text: &str, file: &Path, diags: &mut Vec<Diagnostic>) -> Vec<Entry> {
                 cur.toks.push(Tok {
                     text: s,
                     quoted: true,
+                    glued,
                 });
             }
             '\\' => {
                 let t = tok.get_or_insert_with(|| Tok {
                     text: String::new(),
                     quoted: false,
+                    glued: false,
                 });
                 t.text.push('\\');
                 if let Some(n) = chars.next() {
@@ -216,6 +228,7 @@ fn lex(text: &str, file: &Path, diags: &mut Vec<Diagnostic>) -> Vec<Entry> {
                 tok.get_or_insert_with(|| Tok {
                     text: String::new(),
                     quoted: false,
+                    glued: false,
                 })
                 .text
                 .push(c);
@@ -280,6 +293,10 @@ fn parse_rdata(rtype: RecordType, toks: &[Tok], origin: &Name) -> Result<RData, 
                 bytes.len()
             ));
         }
+        if matches!(rtype, RecordType::SVCB | RecordType::HTTPS) {
+            svcb::check_wire(&bytes).map_err(|e| format!("invalid {rtype} data: {e}"))?;
+            return Ok(opaque(rtype, bytes));
+        }
         let mut dec = BinDecoder::new(&bytes);
         let rdata = RData::read(&mut dec, rtype, Restrict::new(len))
             .map_err(|e| format!("generic RDATA does not decode as {rtype}: {e}"))?;
@@ -292,6 +309,13 @@ fn parse_rdata(rtype: RecordType, toks: &[Tok], origin: &Name) -> Result<RData, 
     }
     if toks.is_empty() && !matches!(rtype, RecordType::TXT) {
         return Err(format!("{rtype} record has no data"));
+    }
+    if matches!(rtype, RecordType::SVCB | RecordType::HTTPS) {
+        let bytes = svcb::parse(toks, origin).map_err(|e| format!("invalid {rtype} data: {e}"))?;
+        return Ok(opaque(rtype, bytes));
+    }
+    if let Some(rdata) = text::parse(rtype, toks, origin) {
+        return rdata.map_err(|e| format!("invalid {rtype} data: {e}"));
     }
     let origin_text = origin.to_string();
     let mut text = format!("@ 0 IN {rtype}");
@@ -317,6 +341,15 @@ fn parse_rdata(rtype: RecordType, toks: &[Tok], origin: &Name) -> Result<RData, 
         .and_then(|set| set.records_without_rrsigs().next().map(|r| r.data.clone()))
         .ok_or_else(|| format!("invalid {rtype} data"))?;
     Ok(rdata)
+}
+
+/// RDATA kept as its wire bytes and served as they are (SVCB, HTTPS and
+/// CAA: see [`svcb`] and [`text`]).
+fn opaque(rtype: RecordType, bytes: Vec<u8>) -> RData {
+    RData::Unknown {
+        code: rtype,
+        rdata: NULL::with(bytes),
+    }
 }
 
 struct ReadState {
