@@ -762,3 +762,171 @@ geo = { default = [], continent = { XX = ["eu"] } }
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
 }
+
+/// `cp new.mmdb city.mmdb` and `truncate` change the file the server read
+/// in place. The server reads a private copy, so under query load (UDP
+/// queries to a service with ASN and CIDR keys, located per query, and
+/// `explain` calls) it keeps answering, reports each bad file and takes
+/// the database once a complete one is in place.
+#[test]
+fn truncating_the_mapped_geoip_file_never_crashes_the_server() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let g = start();
+    let admin = g.s.admin.expect("admin");
+    let dns = g.s.dns;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (answered, explained) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let subnets = [
+        "192.0.2.0/24",
+        "81.0.7.0/24",
+        "203.0.113.0/24",
+        "45.1.2.0/24",
+    ];
+    let queries = {
+        let (stop, answered) = (stop.clone(), answered.clone());
+        std::thread::spawn(move || {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            s.set_read_timeout(Some(Duration::from_secs(3)))
+                .expect("timeout");
+            let mut buf = vec![0u8; 4096];
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let (a, p) = subnets[i % subnets.len()].split_once('/').expect("cidr");
+                let mut q = query("www.example.com.", RecordType::A);
+                let mut e = Edns::new();
+                e.set_max_payload(1232);
+                e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+                    a.parse::<IpAddr>().expect("ip"),
+                    p.parse().expect("prefix"),
+                    0,
+                )));
+                q.edns = Some(e);
+                s.send_to(&q.to_vec().expect("encode"), dns).expect("send");
+                let n = s.recv(&mut buf).expect("every query is answered");
+                let r = Message::from_vec(&buf[..n]).expect("reply parses");
+                assert_eq!(r.metadata.id, q.metadata.id);
+                assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+                assert!(!r.answers.is_empty(), "an answer for {a}");
+                answered.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        })
+    };
+    let explains = {
+        let (stop, explained) = (stop.clone(), explained.clone());
+        std::thread::spawn(move || {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let client = subnets[i % subnets.len()].replace("0/24", "9");
+                let path = format!("/v1/explain?name=www.example.com&type=A&client={client}");
+                let (code, body) = http(admin, "GET", &path);
+                assert_eq!(code, 200, "{body}");
+                explained.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        })
+    };
+    let status = || http(admin, "GET", "/v1/status").1;
+    let rejected = |name: &str| {
+        let name = name.to_string();
+        wait_for(Duration::from_secs(10), move || {
+            let v: serde_json::Value = serde_json::from_str(&status()).expect("json");
+            v["geoip"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(&name))
+        })
+        .is_some()
+    };
+    let served = |n: u64| {
+        let (a0, e0) = (
+            answered.load(Ordering::Relaxed),
+            explained.load(Ordering::Relaxed),
+        );
+        wait_for(Duration::from_secs(10), || {
+            answered.load(Ordering::Relaxed) >= a0 + n
+                && explained.load(Ordering::Relaxed) >= e0 + 2
+        })
+        .is_some()
+    };
+    assert!(served(50), "load is running");
+    let city = g.s.path("city.mmdb");
+    let asn = g.s.path("asn.mmdb");
+    let mut moved = nets();
+    moved[0] = CityNet::new("192.0.2.0/24", "AS", "JP", None, "Osaka", 34.69, 135.5);
+    let new_city = build_city(&moved, Layout::GeoIp2);
+    let set_len = |p: &std::path::Path, n: u64| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .and_then(|f| f.set_len(n))
+            .expect("truncate in place");
+    };
+    for round in 0..3 {
+        // `truncate -s 0` on the file the server loaded.
+        set_len(&city, 0);
+        assert!(rejected("city.mmdb"), "round {round}: truncation reported");
+        assert!(served(100), "round {round}: answering after truncation");
+        // Half of a `cp` over it.
+        std::fs::write(&city, &new_city[..new_city.len() / 2]).expect("rewrite");
+        assert!(
+            served(100),
+            "round {round}: answering after a partial rewrite"
+        );
+        // The ASN database shrunk in place too.
+        let asn_len = std::fs::metadata(&asn).expect("asn").len();
+        set_len(&asn, asn_len / 3);
+        assert!(
+            rejected("asn.mmdb"),
+            "round {round}: ASN truncation reported"
+        );
+        assert!(served(100), "round {round}: answering after ASN truncation");
+        // The old answers still come from the databases loaded at start.
+        assert_eq!(
+            a(&g, "www.example.com.", "192.0.2.0/24"),
+            ["10.1.0.1", "10.1.0.2"]
+        );
+        assert_eq!(
+            a(&g, "www.example.com.", "81.0.7.0/24"),
+            ["10.1.0.1", "10.1.0.2"]
+        );
+        // Put the ASN file back as it was for the next round.
+        std::fs::write(
+            &asn,
+            build_asn(&[
+                ("81.0.0.0/12", 64500, "Example Transit"),
+                ("203.0.113.0/24", 64501, "Other"),
+            ]),
+        )
+        .expect("restore asn");
+        // Restore the City file unless this is the last round.
+        if round < 2 {
+            std::fs::write(&city, build_city(&nets(), Layout::GeoIp2)).expect("restore");
+            assert!(
+                wait_for(Duration::from_secs(10), || {
+                    let v: serde_json::Value = serde_json::from_str(&status()).expect("json");
+                    v["geoip"]["last_error"].is_null()
+                })
+                .is_some(),
+                "round {round}: the restored files are taken: {}",
+                status()
+            );
+        }
+    }
+    // A complete in-place rewrite is taken.
+    std::fs::write(&city, &new_city).expect("cp over");
+    assert!(
+        wait_for(Duration::from_secs(10), || a(
+            &g,
+            "www.example.com.",
+            "192.0.2.0/24"
+        ) == ["10.3.0.1"])
+        .is_some(),
+        "the complete rewrite is swapped in: {}",
+        status()
+    );
+    assert!(served(100));
+    stop.store(true, Ordering::Relaxed);
+    queries.join().expect("every query answered");
+    explains.join().expect("every explain answered");
+}

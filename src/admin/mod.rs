@@ -167,6 +167,7 @@ async fn status(State(shared): State<Arc<Handles>>) -> Response {
                 "path": d.path.display().to_string(),
                 "database_type": d.database_type,
                 "build_epoch": d.build_epoch,
+                "copy": d.backing.as_str(),
             })
         })
     };

@@ -2,8 +2,9 @@
 //! Country, DB-IP's compatible layout, GeoLite2-ASN), EDNS Client Subnet
 //! (RFC 7871) and great-circle distance.
 //!
-//! Databases are memory-mapped and read in place; a lookup decodes only the
-//! fields steering uses, borrowing from the map, so it does not allocate.
+//! Databases are read from a private copy that no other process can shrink
+//! (see [`file`]), memory-mapped; a lookup decodes only the fields steering
+//! uses, borrowing from the map, so it does not allocate.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -12,6 +13,7 @@ use std::time::SystemTime;
 
 use maxminddb::Reader;
 
+pub mod file;
 pub mod index;
 use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -39,26 +41,34 @@ pub struct FileStamp {
 
 impl FileStamp {
     pub fn of(path: &Path) -> Option<FileStamp> {
-        let m = std::fs::metadata(path).ok()?;
+        std::fs::metadata(path).ok().map(|m| FileStamp::of_meta(&m))
+    }
+
+    /// The stamp of an open file (the inode actually read).
+    pub fn of_file(f: &std::fs::File) -> std::io::Result<FileStamp> {
+        f.metadata().map(|m| FileStamp::of_meta(&m))
+    }
+
+    fn of_meta(m: &std::fs::Metadata) -> FileStamp {
         #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(&m);
+        let inode = std::os::unix::fs::MetadataExt::ino(m);
         #[cfg(not(unix))]
         let inode = 0;
-        Some(FileStamp {
+        FileStamp {
             len: m.len(),
             modified: m.modified().ok(),
             inode,
-        })
+        }
     }
 }
 
-/// A shared read-only mapping of a database file.
+/// A shared read-only view of a private copy of a database file.
 #[derive(Clone)]
-pub struct Map(std::sync::Arc<memmap2::Mmap>);
+pub struct Map(std::sync::Arc<file::Bytes>);
 
 impl AsRef<[u8]> for Map {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        (*self.0).as_ref()
     }
 }
 
@@ -70,6 +80,8 @@ pub struct Db {
     pub stamp: Option<FileStamp>,
     pub database_type: String,
     pub build_epoch: u64,
+    /// Where the private copy being read lives.
+    pub backing: file::Backing,
 }
 
 impl fmt::Debug for Db {
@@ -83,22 +95,15 @@ impl fmt::Debug for Db {
 }
 
 impl Db {
-    /// Opens (memory-maps) a database and checks it with a test lookup.
+    /// Opens a database: copies the file into a private inode (see
+    /// [`file`]), maps the copy and checks it with a test lookup.
     pub fn open(path: &Path) -> Result<Db, GeoError> {
-        let stamp = FileStamp::of(path);
-        let file = std::fs::File::open(path).map_err(|source| GeoError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        // SAFETY: the map is read-only; databases are replaced by rename (as
-        // geoipupdate does), which leaves this mapping on the old inode. A
-        // file truncated in place while mapped is outside what we support
-        // (see README, "GeoIP databases").
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| GeoError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let map = Map(std::sync::Arc::new(mmap));
+        let (bytes, stamp, backing) =
+            file::private_copy(path).map_err(|source| GeoError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let map = Map(std::sync::Arc::new(bytes));
         let reader = Reader::from_source(map.clone()).map_err(|e| GeoError::Invalid {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -107,7 +112,8 @@ impl Db {
         let db = Db {
             map,
             path: path.to_path_buf(),
-            stamp,
+            stamp: Some(stamp),
+            backing,
             database_type: meta.database_type.clone(),
             build_epoch: meta.build_epoch,
             reader,
@@ -142,16 +148,7 @@ impl Db {
     /// the file if touched again). Used after compiling decisions, which
     /// reads the whole file once.
     pub fn release_pages(&self) {
-        // SAFETY: the mapping is a read-only file mapping; MADV_DONTNEED only
-        // discards cached pages, which are faulted back in from the file.
-        let r = unsafe {
-            self.map
-                .0
-                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
-        };
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "madvise(DONTNEED) failed");
-        }
+        self.map.0.release();
     }
 }
 
