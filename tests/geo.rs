@@ -930,3 +930,97 @@ fn truncating_the_mapped_geoip_file_never_crashes_the_server() {
     queries.join().expect("every query answered");
     explains.join().expect("every explain answered");
 }
+
+/// A replacement that opens and answers a test lookup but holds one damaged
+/// record (one byte changed in the data section) is refused as a whole: the
+/// old database keeps serving, with its answers and scopes, and the status
+/// says why.
+#[test]
+fn a_database_with_one_corrupt_record_is_rejected_and_the_old_one_keeps_serving() {
+    let g = start();
+    let admin = g.s.admin.expect("admin");
+    let before = ask(
+        &g,
+        "near.example.com.",
+        RecordType::A,
+        Some("198.51.100.0/24"),
+    );
+    assert_eq!(before.0, ["10.2.0.1", "10.2.0.2"]);
+    let mut moved = nets();
+    moved[4] = CityNet::new("81.0.0.0/16", "AS", "JP", None, "Osaka", 34.69, 135.5);
+    let mut bad = build_city(&moved, Layout::GeoIp2);
+    common::mmdb::corrupt_record(&mut bad, "198.51.100.1".parse().expect("ip"));
+    // The damage is not where the test lookups look.
+    let r = maxminddb::Reader::from_source(&bad[..]).expect("still opens");
+    for ip in ["1.1.1.1", "8.8.8.8", "81.0.1.1"] {
+        let l = r.lookup(ip.parse().expect("ip")).expect("lookup");
+        assert!(l.decode::<serde_json::Value>().is_ok(), "{ip}");
+    }
+    let tmp = g.s.path("city.mmdb.new");
+    std::fs::write(&tmp, &bad).expect("w");
+    std::fs::rename(&tmp, g.s.path("city.mmdb")).expect("rename");
+    let status = || {
+        let (code, body) = http(admin, "GET", "/v1/status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).expect("json")
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            status()["geoip"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("city.mmdb") && e.contains("corrupt"))
+        })
+        .is_some(),
+        "the damaged file is reported: {}",
+        status()
+    );
+    assert!(status()["geoip"]["last_swap"].is_null(), "nothing swapped");
+    // Same answers and scope as before, for the damaged record's addresses
+    // and for the ones the new file would have moved.
+    for service in ["near.example.com.", "www.example.com."] {
+        let now = ask(&g, service, RecordType::A, Some("198.51.100.0/24"));
+        let was = if service == "near.example.com." {
+            before.clone()
+        } else {
+            now.clone()
+        };
+        assert_eq!((&now.0, now.1), (&was.0, was.1), "{service}");
+        assert_eq!(now.0, ["10.2.0.1", "10.2.0.2"], "{service}");
+    }
+    assert_eq!(
+        a(&g, "near.example.com.", "81.0.0.0/24"),
+        ["10.1.0.1", "10.1.0.2"]
+    );
+}
+
+/// At startup a damaged database is an error that names the file, not a
+/// server that answers from half of it.
+#[test]
+fn a_corrupt_geoip_database_is_a_clear_error_at_startup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path();
+    std::fs::write(p.join("geolb.toml"), CONFIG).expect("w");
+    std::fs::write(p.join("example.com.zone"), ZONE).expect("w");
+    std::fs::write(p.join("cidr.txt"), "192.0.2.128/25 us\n").expect("w");
+    let mut city = build_city(&nets(), Layout::GeoIp2);
+    common::mmdb::corrupt_record(&mut city, "203.0.113.9".parse().expect("ip"));
+    std::fs::write(p.join("city.mmdb"), city).expect("w");
+    std::fs::write(
+        p.join("asn.mmdb"),
+        build_asn(&[("81.0.0.0/12", 64500, "T")]),
+    )
+    .expect("w");
+    let (code, text) = check(&p.join("geolb.toml"));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("city.mmdb: not a usable MaxMind DB: corrupt"),
+        "{text}"
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let started = rt.block_on(geolb::server::Server::start(
+        p.join("geolb.toml"),
+        geolb::config::Overrides::default(),
+    ));
+    let e = started.err().expect("the server refuses to start");
+    assert!(format!("{e:#}").contains("city.mmdb"), "{e:#}");
+}

@@ -15,6 +15,7 @@ use maxminddb::Reader;
 
 pub mod file;
 pub mod index;
+mod verify;
 use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 
@@ -96,7 +97,7 @@ impl fmt::Debug for Db {
 
 impl Db {
     /// Opens a database: copies the file into a private inode (see
-    /// [`file`]), maps the copy and checks it with a test lookup.
+    /// [`file`]), maps the copy and verifies all of it.
     pub fn open(path: &Path) -> Result<Db, GeoError> {
         let (bytes, stamp, backing) =
             file::private_copy(path).map_err(|source| GeoError::Open {
@@ -118,27 +119,15 @@ impl Db {
             build_epoch: meta.build_epoch,
             reader,
         };
-        // Test lookups: a corrupt tree or data section fails here, not on
-        // the query path.
-        for ip in [
-            IpAddr::from([1, 1, 1, 1]),
-            IpAddr::from([8, 8, 8, 8]),
-            IpAddr::from([192, 0, 2, 1]),
-        ] {
-            if let Ok(r) = db.reader.lookup(ip) {
-                if r.has_data() {
-                    r.decode::<IgnoredAny>().map_err(|e| GeoError::Invalid {
-                        path: path.to_path_buf(),
-                        message: format!("test lookup failed: {e}"),
-                    })?;
-                }
-            } else if db.reader.metadata().ip_version == 6 {
-                return Err(GeoError::Invalid {
-                    path: path.to_path_buf(),
-                    message: "test lookup failed".into(),
-                });
-            }
-        }
+        // The whole file, before it can replace anything: every node of the
+        // search tree, the separator and every record the tree points to
+        // must decode (the same records libmaxminddb would refuse). A test
+        // lookup alone lets a damaged record through to the compile, where
+        // its addresses silently fall to the "unknown" decision.
+        verify::records(&db.reader, |_| {}).map_err(|e| GeoError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("corrupt: {e}"),
+        })?;
         Ok(db)
     }
 }

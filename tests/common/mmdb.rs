@@ -185,3 +185,21 @@ pub fn build_asn(nets: &[(&str, u32, &str)]) -> Vec<u8> {
     }
     w.to_bytes().expect("fixture database")
 }
+
+/// Changes one byte of `db`: the control byte of the record that `ip`
+/// finds becomes an extended type whose number (read from the next byte)
+/// does not exist. The tree, the metadata and every other record are
+/// untouched, so opening the file and most lookups work.
+pub fn corrupt_record(db: &mut [u8], ip: std::net::IpAddr) {
+    let reader = maxminddb::Reader::from_source(&*db).expect("fixture opens");
+    let meta = reader.metadata();
+    let tree = meta.node_count as usize * meta.record_size as usize / 4;
+    let offset = reader
+        .lookup(ip)
+        .expect("lookup")
+        .offset()
+        .expect("the address has a record");
+    let at = tree + 16 + offset;
+    assert_eq!(db[at] >> 5, 7, "the record is a map");
+    db[at] = 0;
+}
