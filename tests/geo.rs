@@ -202,19 +202,20 @@ struct Geo {
 }
 
 fn start_layout(layout: Layout) -> Geo {
+    let asn = build_asn(&[
+        ("81.0.0.0/12", 64500, "Example Transit"),
+        ("203.0.113.0/24", 64501, "Other"),
+    ]);
+    start_files(layout, &asn)
+}
+
+fn start_files(layout: Layout, asn: &[u8]) -> Geo {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path();
     std::fs::write(p.join("geolb.toml"), CONFIG).expect("w");
     std::fs::write(p.join("example.com.zone"), ZONE).expect("w");
     std::fs::write(p.join("city.mmdb"), build_city(&nets(), layout)).expect("w");
-    std::fs::write(
-        p.join("asn.mmdb"),
-        build_asn(&[
-            ("81.0.0.0/12", 64500, "Example Transit"),
-            ("203.0.113.0/24", 64501, "Other"),
-        ]),
-    )
-    .expect("w");
+    std::fs::write(p.join("asn.mmdb"), asn).expect("w");
     std::fs::write(p.join("cidr.txt"), "# office networks\n192.0.2.128/25 us\n").expect("w");
     Geo {
         s: TestServer::start_dir(dir),
@@ -1023,4 +1024,47 @@ fn a_corrupt_geoip_database_is_a_clear_error_at_startup() {
     ));
     let e = started.err().expect("the server refuses to start");
     assert!(format!("{e:#}").contains("city.mmdb"), "{e:#}");
+}
+
+/// Writers store an AS number in the smallest unsigned type that fits
+/// (uint16 below 65 536) or in uint64; each must match the `asn` keys. A
+/// record whose number has a wrong type is counted and named in the status,
+/// not silently ignored.
+#[test]
+fn asn_stored_as_uint16_or_uint64_matches_asn_keys() {
+    use common::mmdb::{build_asn_typed, AsnValue};
+    let asn = build_asn_typed(&[
+        ("45.0.0.0/10", AsnValue::U16(64500)),
+        ("45.64.0.0/10", AsnValue::U64(64500)),
+        ("45.128.0.0/10", AsnValue::U128(64500)),
+        ("45.192.0.0/11", AsnValue::U32(64500)),
+        ("45.224.0.0/11", AsnValue::Text("AS64500")),
+        ("203.0.113.0/24", AsnValue::U64(1 << 40)),
+    ]);
+    let g = start_files(Layout::GeoIp2, &asn);
+    // 45.0.0.0/8 is in Brazil (country rule: us); AS64500 sends it to eu.
+    for (subnet, why) in [
+        ("45.1.0.0/24", "uint16"),
+        ("45.65.0.0/24", "uint64"),
+        ("45.129.0.0/24", "uint128"),
+        ("45.193.0.0/24", "uint32"),
+    ] {
+        assert_eq!(
+            a(&g, "www.example.com.", subnet),
+            ["10.1.0.1", "10.1.0.2"],
+            "ASN stored as {why}"
+        );
+    }
+    // The string is no ASN: the country rule applies.
+    assert_eq!(
+        a(&g, "www.example.com.", "45.225.0.0/24"),
+        ["10.2.0.1", "10.2.0.2"]
+    );
+    let (code, body) = http(g.s.admin.expect("admin"), "GET", "/v1/status");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let db = &v["geoip"]["asn"];
+    assert_eq!(db["wrong_type_records"], 2, "{body}");
+    let first = db["first_wrong_type"].as_str().expect("named");
+    assert!(first.starts_with("45.224.0.0/11: "), "{first}");
 }

@@ -83,6 +83,8 @@ pub struct Db {
     pub build_epoch: u64,
     /// Where the private copy being read lives.
     pub backing: file::Backing,
+    /// Records whose steering fields have an unusable type.
+    pub bad_fields: BadFields,
 }
 
 impl fmt::Debug for Db {
@@ -99,6 +101,19 @@ impl Db {
     /// Opens a database: copies the file into a private inode (see
     /// [`file`]), maps the copy and verifies all of it.
     pub fn open(path: &Path) -> Result<Db, GeoError> {
+        Db::open_inner(path, false)
+    }
+
+    /// Opens an ASN database like [`Db::open`], and checks that every
+    /// record's `autonomous_system_number` is usable. Records where it is
+    /// not (a string, a signed or float number, more than 32 bits) do not
+    /// reject the file; they are counted in [`Db::bad_fields`] and reported
+    /// once, with the first one's network.
+    pub fn open_asn(path: &Path) -> Result<Db, GeoError> {
+        Db::open_inner(path, true)
+    }
+
+    fn open_inner(path: &Path, asn: bool) -> Result<Db, GeoError> {
         let (bytes, stamp, backing) =
             file::private_copy(path).map_err(|source| GeoError::Open {
                 path: path.to_path_buf(),
@@ -110,24 +125,43 @@ impl Db {
             message: e.to_string(),
         })?;
         let meta = reader.metadata();
-        let db = Db {
+        let mut db = Db {
             map,
             path: path.to_path_buf(),
             stamp: Some(stamp),
             backing,
+            bad_fields: BadFields::default(),
             database_type: meta.database_type.clone(),
             build_epoch: meta.build_epoch,
             reader,
         };
         // The whole file, before it can replace anything: every node of the
-        // search tree, the separator and every record the tree points to
+        // search tree and every record the tree points to
         // must decode (the same records libmaxminddb would refuse). A test
         // lookup alone lets a damaged record through to the compile, where
         // its addresses silently fall to the "unknown" decision.
-        verify::records(&db.reader, |_| {}).map_err(|e| GeoError::Invalid {
+        let mut bad = BadFields::default();
+        let walked = verify::records(&db.reader, |r| {
+            if asn {
+                if let Err(e) = r.decode::<AsnRec>() {
+                    let net = || r.network().map_or_else(|_| "?".into(), |n| n.to_string());
+                    bad.note(net, e);
+                }
+            }
+        });
+        walked.map_err(|e| GeoError::Invalid {
             path: path.to_path_buf(),
             message: format!("corrupt: {e}"),
         })?;
+        if let Some(first) = &bad.first {
+            tracing::warn!(
+                path = %path.display(),
+                records = bad.records,
+                "ASN database: {} record(s) have an autonomous_system_number that is not an unsigned integer of at most 32 bits; their networks get no ASN (first: {first})",
+                bad.records
+            );
+        }
+        db.bad_fields = bad;
         Ok(db)
     }
 }
@@ -245,8 +279,56 @@ struct CityRec<'a> {
 
 #[derive(Deserialize)]
 struct AsnRec {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "any_unsigned")]
     autonomous_system_number: Option<u32>,
+}
+
+/// An AS number stored as any unsigned integer type of the format (uint16,
+/// uint32, uint64, uint128: writers pick the smallest that fits) whose
+/// value fits in 32 bits. Anything else is an error, which the database
+/// check counts (see [`Db::open_asn`]).
+fn any_unsigned<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = Option<u32>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an unsigned integer of at most 32 bits")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            u32::try_from(v)
+                .map(Some)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+        }
+        fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Self::Value, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::invalid_value(
+                    serde::de::Unexpected::Other("u128"),
+                    &self,
+                )),
+            }
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// Records of a database whose fields steering reads have a type it cannot
+/// use (those addresses get no ASN / no location): counted when the
+/// database is opened, and the first one named.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BadFields {
+    pub records: u64,
+    /// The first such record: its network and why.
+    pub first: Option<String>,
+}
+
+impl BadFields {
+    fn note(&mut self, network: impl FnOnce() -> String, why: impl fmt::Display) {
+        self.records += 1;
+        if self.first.is_none() {
+            self.first = Some(format!("{}: {why}", network()));
+        }
+    }
 }
 
 /// Special-purpose ranges that are never located (RFC 6890): (network, prefix).
