@@ -208,6 +208,14 @@ fn bench(c: &mut Criterion) {
                 ))
             })
         });
+        // What opening (and checking) the City database costs before the
+        // compile can start.
+        if let Some(g0) = &snap.config.geoip {
+            let path = g0.city.get_ref().clone();
+            g.bench_function("open-city", |b| {
+                b.iter(|| black_box(geolb::geo::Db::open(&path).map(|d| d.build_epoch)))
+            });
+        }
         g.finish();
     }
 }

@@ -202,19 +202,20 @@ struct Geo {
 }
 
 fn start_layout(layout: Layout) -> Geo {
+    let asn = build_asn(&[
+        ("81.0.0.0/12", 64500, "Example Transit"),
+        ("203.0.113.0/24", 64501, "Other"),
+    ]);
+    start_files(layout, &asn)
+}
+
+fn start_files(layout: Layout, asn: &[u8]) -> Geo {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path();
     std::fs::write(p.join("geolb.toml"), CONFIG).expect("w");
     std::fs::write(p.join("example.com.zone"), ZONE).expect("w");
     std::fs::write(p.join("city.mmdb"), build_city(&nets(), layout)).expect("w");
-    std::fs::write(
-        p.join("asn.mmdb"),
-        build_asn(&[
-            ("81.0.0.0/12", 64500, "Example Transit"),
-            ("203.0.113.0/24", 64501, "Other"),
-        ]),
-    )
-    .expect("w");
+    std::fs::write(p.join("asn.mmdb"), asn).expect("w");
     std::fs::write(p.join("cidr.txt"), "# office networks\n192.0.2.128/25 us\n").expect("w");
     Geo {
         s: TestServer::start_dir(dir),
@@ -761,4 +762,309 @@ geo = { default = [], continent = { XX = ["eu"] } }
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
+}
+
+/// `cp new.mmdb city.mmdb` and `truncate` change the file the server read
+/// in place. The server reads a private copy, so under query load (UDP
+/// queries to a service with ASN and CIDR keys, located per query, and
+/// `explain` calls) it keeps answering, reports each bad file and takes
+/// the database once a complete one is in place.
+#[test]
+fn truncating_the_mapped_geoip_file_never_crashes_the_server() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let g = start();
+    let admin = g.s.admin.expect("admin");
+    let dns = g.s.dns;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (answered, explained) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let subnets = [
+        "192.0.2.0/24",
+        "81.0.7.0/24",
+        "203.0.113.0/24",
+        "45.1.2.0/24",
+    ];
+    let queries = {
+        let (stop, answered) = (stop.clone(), answered.clone());
+        std::thread::spawn(move || {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            s.set_read_timeout(Some(Duration::from_secs(3)))
+                .expect("timeout");
+            let mut buf = vec![0u8; 4096];
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let (a, p) = subnets[i % subnets.len()].split_once('/').expect("cidr");
+                let mut q = query("www.example.com.", RecordType::A);
+                let mut e = Edns::new();
+                e.set_max_payload(1232);
+                e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+                    a.parse::<IpAddr>().expect("ip"),
+                    p.parse().expect("prefix"),
+                    0,
+                )));
+                q.edns = Some(e);
+                s.send_to(&q.to_vec().expect("encode"), dns).expect("send");
+                let n = s.recv(&mut buf).expect("every query is answered");
+                let r = Message::from_vec(&buf[..n]).expect("reply parses");
+                assert_eq!(r.metadata.id, q.metadata.id);
+                assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+                assert!(!r.answers.is_empty(), "an answer for {a}");
+                answered.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        })
+    };
+    let explains = {
+        let (stop, explained) = (stop.clone(), explained.clone());
+        std::thread::spawn(move || {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let client = subnets[i % subnets.len()].replace("0/24", "9");
+                let path = format!("/v1/explain?name=www.example.com&type=A&client={client}");
+                let (code, body) = http(admin, "GET", &path);
+                assert_eq!(code, 200, "{body}");
+                explained.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        })
+    };
+    let status = || http(admin, "GET", "/v1/status").1;
+    let rejected = |name: &str| {
+        let name = name.to_string();
+        wait_for(Duration::from_secs(10), move || {
+            let v: serde_json::Value = serde_json::from_str(&status()).expect("json");
+            v["geoip"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(&name))
+        })
+        .is_some()
+    };
+    let served = |n: u64| {
+        let (a0, e0) = (
+            answered.load(Ordering::Relaxed),
+            explained.load(Ordering::Relaxed),
+        );
+        wait_for(Duration::from_secs(10), || {
+            answered.load(Ordering::Relaxed) >= a0 + n
+                && explained.load(Ordering::Relaxed) >= e0 + 2
+        })
+        .is_some()
+    };
+    assert!(served(50), "load is running");
+    let city = g.s.path("city.mmdb");
+    let asn = g.s.path("asn.mmdb");
+    let mut moved = nets();
+    moved[0] = CityNet::new("192.0.2.0/24", "AS", "JP", None, "Osaka", 34.69, 135.5);
+    let new_city = build_city(&moved, Layout::GeoIp2);
+    let set_len = |p: &std::path::Path, n: u64| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .and_then(|f| f.set_len(n))
+            .expect("truncate in place");
+    };
+    for round in 0..3 {
+        // `truncate -s 0` on the file the server loaded.
+        set_len(&city, 0);
+        assert!(rejected("city.mmdb"), "round {round}: truncation reported");
+        assert!(served(100), "round {round}: answering after truncation");
+        // Half of a `cp` over it.
+        std::fs::write(&city, &new_city[..new_city.len() / 2]).expect("rewrite");
+        assert!(
+            served(100),
+            "round {round}: answering after a partial rewrite"
+        );
+        // The ASN database shrunk in place too.
+        let asn_len = std::fs::metadata(&asn).expect("asn").len();
+        set_len(&asn, asn_len / 3);
+        assert!(
+            rejected("asn.mmdb"),
+            "round {round}: ASN truncation reported"
+        );
+        assert!(served(100), "round {round}: answering after ASN truncation");
+        // The old answers still come from the databases loaded at start.
+        assert_eq!(
+            a(&g, "www.example.com.", "192.0.2.0/24"),
+            ["10.1.0.1", "10.1.0.2"]
+        );
+        assert_eq!(
+            a(&g, "www.example.com.", "81.0.7.0/24"),
+            ["10.1.0.1", "10.1.0.2"]
+        );
+        // Put the ASN file back as it was for the next round.
+        std::fs::write(
+            &asn,
+            build_asn(&[
+                ("81.0.0.0/12", 64500, "Example Transit"),
+                ("203.0.113.0/24", 64501, "Other"),
+            ]),
+        )
+        .expect("restore asn");
+        // Restore the City file unless this is the last round.
+        if round < 2 {
+            std::fs::write(&city, build_city(&nets(), Layout::GeoIp2)).expect("restore");
+            assert!(
+                wait_for(Duration::from_secs(10), || {
+                    let v: serde_json::Value = serde_json::from_str(&status()).expect("json");
+                    v["geoip"]["last_error"].is_null()
+                })
+                .is_some(),
+                "round {round}: the restored files are taken: {}",
+                status()
+            );
+        }
+    }
+    // A complete in-place rewrite is taken.
+    std::fs::write(&city, &new_city).expect("cp over");
+    assert!(
+        wait_for(Duration::from_secs(10), || a(
+            &g,
+            "www.example.com.",
+            "192.0.2.0/24"
+        ) == ["10.3.0.1"])
+        .is_some(),
+        "the complete rewrite is swapped in: {}",
+        status()
+    );
+    assert!(served(100));
+    stop.store(true, Ordering::Relaxed);
+    queries.join().expect("every query answered");
+    explains.join().expect("every explain answered");
+}
+
+/// A replacement that opens and answers a test lookup but holds one damaged
+/// record (one byte changed in the data section) is refused as a whole: the
+/// old database keeps serving, with its answers and scopes, and the status
+/// says why.
+#[test]
+fn a_database_with_one_corrupt_record_is_rejected_and_the_old_one_keeps_serving() {
+    let g = start();
+    let admin = g.s.admin.expect("admin");
+    let before = ask(
+        &g,
+        "near.example.com.",
+        RecordType::A,
+        Some("198.51.100.0/24"),
+    );
+    assert_eq!(before.0, ["10.2.0.1", "10.2.0.2"]);
+    let mut moved = nets();
+    moved[4] = CityNet::new("81.0.0.0/16", "AS", "JP", None, "Osaka", 34.69, 135.5);
+    let mut bad = build_city(&moved, Layout::GeoIp2);
+    common::mmdb::corrupt_record(&mut bad, "198.51.100.1".parse().expect("ip"));
+    // The damage is not where the test lookups look.
+    let r = maxminddb::Reader::from_source(&bad[..]).expect("still opens");
+    for ip in ["1.1.1.1", "8.8.8.8", "81.0.1.1"] {
+        let l = r.lookup(ip.parse().expect("ip")).expect("lookup");
+        assert!(l.decode::<serde_json::Value>().is_ok(), "{ip}");
+    }
+    let tmp = g.s.path("city.mmdb.new");
+    std::fs::write(&tmp, &bad).expect("w");
+    std::fs::rename(&tmp, g.s.path("city.mmdb")).expect("rename");
+    let status = || {
+        let (code, body) = http(admin, "GET", "/v1/status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).expect("json")
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            status()["geoip"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("city.mmdb") && e.contains("corrupt"))
+        })
+        .is_some(),
+        "the damaged file is reported: {}",
+        status()
+    );
+    assert!(status()["geoip"]["last_swap"].is_null(), "nothing swapped");
+    // Same answers and scope as before, for the damaged record's addresses
+    // and for the ones the new file would have moved.
+    for service in ["near.example.com.", "www.example.com."] {
+        let now = ask(&g, service, RecordType::A, Some("198.51.100.0/24"));
+        let was = if service == "near.example.com." {
+            before.clone()
+        } else {
+            now.clone()
+        };
+        assert_eq!((&now.0, now.1), (&was.0, was.1), "{service}");
+        assert_eq!(now.0, ["10.2.0.1", "10.2.0.2"], "{service}");
+    }
+    assert_eq!(
+        a(&g, "near.example.com.", "81.0.0.0/24"),
+        ["10.1.0.1", "10.1.0.2"]
+    );
+}
+
+/// At startup a damaged database is an error that names the file, not a
+/// server that answers from half of it.
+#[test]
+fn a_corrupt_geoip_database_is_a_clear_error_at_startup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path();
+    std::fs::write(p.join("geolb.toml"), CONFIG).expect("w");
+    std::fs::write(p.join("example.com.zone"), ZONE).expect("w");
+    std::fs::write(p.join("cidr.txt"), "192.0.2.128/25 us\n").expect("w");
+    let mut city = build_city(&nets(), Layout::GeoIp2);
+    common::mmdb::corrupt_record(&mut city, "203.0.113.9".parse().expect("ip"));
+    std::fs::write(p.join("city.mmdb"), city).expect("w");
+    std::fs::write(
+        p.join("asn.mmdb"),
+        build_asn(&[("81.0.0.0/12", 64500, "T")]),
+    )
+    .expect("w");
+    let (code, text) = check(&p.join("geolb.toml"));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("city.mmdb: not a usable MaxMind DB: corrupt"),
+        "{text}"
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let started = rt.block_on(geolb::server::Server::start(
+        p.join("geolb.toml"),
+        geolb::config::Overrides::default(),
+    ));
+    let e = started.err().expect("the server refuses to start");
+    assert!(format!("{e:#}").contains("city.mmdb"), "{e:#}");
+}
+
+/// Writers store an AS number in the smallest unsigned type that fits
+/// (uint16 below 65 536) or in uint64; each must match the `asn` keys. A
+/// record whose number has a wrong type is counted and named in the status,
+/// not silently ignored.
+#[test]
+fn asn_stored_as_uint16_or_uint64_matches_asn_keys() {
+    use common::mmdb::{build_asn_typed, AsnValue};
+    let asn = build_asn_typed(&[
+        ("45.0.0.0/10", AsnValue::U16(64500)),
+        ("45.64.0.0/10", AsnValue::U64(64500)),
+        ("45.128.0.0/10", AsnValue::U128(64500)),
+        ("45.192.0.0/11", AsnValue::U32(64500)),
+        ("45.224.0.0/11", AsnValue::Text("AS64500")),
+        ("203.0.113.0/24", AsnValue::U64(1 << 40)),
+    ]);
+    let g = start_files(Layout::GeoIp2, &asn);
+    // 45.0.0.0/8 is in Brazil (country rule: us); AS64500 sends it to eu.
+    for (subnet, why) in [
+        ("45.1.0.0/24", "uint16"),
+        ("45.65.0.0/24", "uint64"),
+        ("45.129.0.0/24", "uint128"),
+        ("45.193.0.0/24", "uint32"),
+    ] {
+        assert_eq!(
+            a(&g, "www.example.com.", subnet),
+            ["10.1.0.1", "10.1.0.2"],
+            "ASN stored as {why}"
+        );
+    }
+    // The string is no ASN: the country rule applies.
+    assert_eq!(
+        a(&g, "www.example.com.", "45.225.0.0/24"),
+        ["10.2.0.1", "10.2.0.2"]
+    );
+    let (code, body) = http(g.s.admin.expect("admin"), "GET", "/v1/status");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let db = &v["geoip"]["asn"];
+    assert_eq!(db["wrong_type_records"], 2, "{body}");
+    let first = db["first_wrong_type"].as_str().expect("named");
+    assert!(first.starts_with("45.224.0.0/11: "), "{first}");
 }

@@ -167,6 +167,9 @@ async fn status(State(shared): State<Arc<Handles>>) -> Response {
                 "path": d.path.display().to_string(),
                 "database_type": d.database_type,
                 "build_epoch": d.build_epoch,
+                "copy": d.backing.as_str(),
+                "wrong_type_records": d.bad_fields.records,
+                "first_wrong_type": d.bad_fields.first,
             })
         })
     };

@@ -2,8 +2,9 @@
 //! Country, DB-IP's compatible layout, GeoLite2-ASN), EDNS Client Subnet
 //! (RFC 7871) and great-circle distance.
 //!
-//! Databases are memory-mapped and read in place; a lookup decodes only the
-//! fields steering uses, borrowing from the map, so it does not allocate.
+//! Databases are read from a private copy that no other process can shrink
+//! (see [`file`]), memory-mapped; a lookup decodes only the fields steering
+//! uses, borrowing from the map, so it does not allocate.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -12,7 +13,9 @@ use std::time::SystemTime;
 
 use maxminddb::Reader;
 
+pub mod file;
 pub mod index;
+mod verify;
 use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 
@@ -39,26 +42,34 @@ pub struct FileStamp {
 
 impl FileStamp {
     pub fn of(path: &Path) -> Option<FileStamp> {
-        let m = std::fs::metadata(path).ok()?;
+        std::fs::metadata(path).ok().map(|m| FileStamp::of_meta(&m))
+    }
+
+    /// The stamp of an open file (the inode actually read).
+    pub fn of_file(f: &std::fs::File) -> std::io::Result<FileStamp> {
+        f.metadata().map(|m| FileStamp::of_meta(&m))
+    }
+
+    fn of_meta(m: &std::fs::Metadata) -> FileStamp {
         #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(&m);
+        let inode = std::os::unix::fs::MetadataExt::ino(m);
         #[cfg(not(unix))]
         let inode = 0;
-        Some(FileStamp {
+        FileStamp {
             len: m.len(),
             modified: m.modified().ok(),
             inode,
-        })
+        }
     }
 }
 
-/// A shared read-only mapping of a database file.
+/// A shared read-only view of a private copy of a database file.
 #[derive(Clone)]
-pub struct Map(std::sync::Arc<memmap2::Mmap>);
+pub struct Map(std::sync::Arc<file::Bytes>);
 
 impl AsRef<[u8]> for Map {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        (*self.0).as_ref()
     }
 }
 
@@ -70,6 +81,10 @@ pub struct Db {
     pub stamp: Option<FileStamp>,
     pub database_type: String,
     pub build_epoch: u64,
+    /// Where the private copy being read lives.
+    pub backing: file::Backing,
+    /// Records whose steering fields have an unusable type.
+    pub bad_fields: BadFields,
 }
 
 impl fmt::Debug for Db {
@@ -83,56 +98,70 @@ impl fmt::Debug for Db {
 }
 
 impl Db {
-    /// Opens (memory-maps) a database and checks it with a test lookup.
+    /// Opens a database: copies the file into a private inode (see
+    /// [`file`]), maps the copy and verifies all of it.
     pub fn open(path: &Path) -> Result<Db, GeoError> {
-        let stamp = FileStamp::of(path);
-        let file = std::fs::File::open(path).map_err(|source| GeoError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        // SAFETY: the map is read-only; databases are replaced by rename (as
-        // geoipupdate does), which leaves this mapping on the old inode. A
-        // file truncated in place while mapped is outside what we support
-        // (see README, "GeoIP databases").
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| GeoError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let map = Map(std::sync::Arc::new(mmap));
+        Db::open_inner(path, false)
+    }
+
+    /// Opens an ASN database like [`Db::open`], and checks that every
+    /// record's `autonomous_system_number` is usable. Records where it is
+    /// not (a string, a signed or float number, more than 32 bits) do not
+    /// reject the file; they are counted in [`Db::bad_fields`] and reported
+    /// once, with the first one's network.
+    pub fn open_asn(path: &Path) -> Result<Db, GeoError> {
+        Db::open_inner(path, true)
+    }
+
+    fn open_inner(path: &Path, asn: bool) -> Result<Db, GeoError> {
+        let (bytes, stamp, backing) =
+            file::private_copy(path).map_err(|source| GeoError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let map = Map(std::sync::Arc::new(bytes));
         let reader = Reader::from_source(map.clone()).map_err(|e| GeoError::Invalid {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
         let meta = reader.metadata();
-        let db = Db {
+        let mut db = Db {
             map,
             path: path.to_path_buf(),
-            stamp,
+            stamp: Some(stamp),
+            backing,
+            bad_fields: BadFields::default(),
             database_type: meta.database_type.clone(),
             build_epoch: meta.build_epoch,
             reader,
         };
-        // Test lookups: a corrupt tree or data section fails here, not on
-        // the query path.
-        for ip in [
-            IpAddr::from([1, 1, 1, 1]),
-            IpAddr::from([8, 8, 8, 8]),
-            IpAddr::from([192, 0, 2, 1]),
-        ] {
-            if let Ok(r) = db.reader.lookup(ip) {
-                if r.has_data() {
-                    r.decode::<IgnoredAny>().map_err(|e| GeoError::Invalid {
-                        path: path.to_path_buf(),
-                        message: format!("test lookup failed: {e}"),
-                    })?;
+        // The whole file, before it can replace anything: every node of the
+        // search tree and every record the tree points to
+        // must decode (the same records libmaxminddb would refuse). A test
+        // lookup alone lets a damaged record through to the compile, where
+        // its addresses silently fall to the "unknown" decision.
+        let mut bad = BadFields::default();
+        let walked = verify::records(&db.reader, |r| {
+            if asn {
+                if let Err(e) = r.decode::<AsnRec>() {
+                    let net = || r.network().map_or_else(|_| "?".into(), |n| n.to_string());
+                    bad.note(net, e);
                 }
-            } else if db.reader.metadata().ip_version == 6 {
-                return Err(GeoError::Invalid {
-                    path: path.to_path_buf(),
-                    message: "test lookup failed".into(),
-                });
             }
+        });
+        walked.map_err(|e| GeoError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("corrupt: {e}"),
+        })?;
+        if let Some(first) = &bad.first {
+            tracing::warn!(
+                path = %path.display(),
+                records = bad.records,
+                "ASN database: {} record(s) have an autonomous_system_number that is not an unsigned integer of at most 32 bits; their networks get no ASN (first: {first})",
+                bad.records
+            );
         }
+        db.bad_fields = bad;
         Ok(db)
     }
 }
@@ -142,16 +171,7 @@ impl Db {
     /// the file if touched again). Used after compiling decisions, which
     /// reads the whole file once.
     pub fn release_pages(&self) {
-        // SAFETY: the mapping is a read-only file mapping; MADV_DONTNEED only
-        // discards cached pages, which are faulted back in from the file.
-        let r = unsafe {
-            self.map
-                .0
-                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
-        };
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "madvise(DONTNEED) failed");
-        }
+        self.map.0.release();
     }
 }
 
@@ -259,8 +279,56 @@ struct CityRec<'a> {
 
 #[derive(Deserialize)]
 struct AsnRec {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "any_unsigned")]
     autonomous_system_number: Option<u32>,
+}
+
+/// An AS number stored as any unsigned integer type of the format (uint16,
+/// uint32, uint64, uint128: writers pick the smallest that fits) whose
+/// value fits in 32 bits. Anything else is an error, which the database
+/// check counts (see [`Db::open_asn`]).
+fn any_unsigned<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = Option<u32>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an unsigned integer of at most 32 bits")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            u32::try_from(v)
+                .map(Some)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+        }
+        fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Self::Value, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::invalid_value(
+                    serde::de::Unexpected::Other("u128"),
+                    &self,
+                )),
+            }
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// Records of a database whose fields steering reads have a type it cannot
+/// use (those addresses get no ASN / no location): counted when the
+/// database is opened, and the first one named.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BadFields {
+    pub records: u64,
+    /// The first such record: its network and why.
+    pub first: Option<String>,
+}
+
+impl BadFields {
+    fn note(&mut self, network: impl FnOnce() -> String, why: impl fmt::Display) {
+        self.records += 1;
+        if self.first.is_none() {
+            self.first = Some(format!("{}: {why}", network()));
+        }
+    }
 }
 
 /// Special-purpose ranges that are never located (RFC 6890): (network, prefix).

@@ -559,14 +559,15 @@ pub fn open_geo(config: &Config, prev: Option<&GeoDb>) -> Result<GeoDb, Vec<Diag
     let mut diags = Vec::new();
     let mut open = |path: &std::path::Path,
                     span: std::ops::Range<usize>,
-                    old: Option<&Arc<Db>>|
+                    old: Option<&Arc<Db>>,
+                    opener: fn(&std::path::Path) -> Result<Db, crate::geo::GeoError>|
      -> Option<Arc<Db>> {
         if let Some(old) = old {
             if old.path == path && old.stamp.is_some() && old.stamp == FileStamp::of(path) {
                 return Some(old.clone());
             }
         }
-        match Db::open(path) {
+        match opener(path) {
             Ok(db) => Some(Arc::new(db)),
             Err(e) => {
                 let (l, c) = crate::diag::line_col(&config.text, span.start);
@@ -579,11 +580,12 @@ pub fn open_geo(config: &Config, prev: Option<&GeoDb>) -> Result<GeoDb, Vec<Diag
         g.city.get_ref(),
         g.city.span(),
         prev.and_then(|p| p.city.as_ref()),
+        Db::open,
     );
-    let asn = g
-        .asn
-        .as_ref()
-        .and_then(|a| open(a.get_ref(), a.span(), prev.and_then(|p| p.asn.as_ref())));
+    let asn = g.asn.as_ref().and_then(|a| {
+        let old = prev.and_then(|p| p.asn.as_ref());
+        open(a.get_ref(), a.span(), old, Db::open_asn)
+    });
     if !diags.is_empty() {
         return Err(diags);
     }

@@ -185,3 +185,53 @@ pub fn build_asn(nets: &[(&str, u32, &str)]) -> Vec<u8> {
     }
     w.to_bytes().expect("fixture database")
 }
+
+/// Changes one byte of `db`: the control byte of the record that `ip`
+/// finds becomes an extended type whose number (read from the next byte)
+/// does not exist. The tree, the metadata and every other record are
+/// untouched, so opening the file and most lookups work.
+pub fn corrupt_record(db: &mut [u8], ip: std::net::IpAddr) {
+    let reader = maxminddb::Reader::from_source(&*db).expect("fixture opens");
+    let meta = reader.metadata();
+    let tree = meta.node_count as usize * meta.record_size as usize / 4;
+    let offset = reader
+        .lookup(ip)
+        .expect("lookup")
+        .offset()
+        .expect("the address has a record");
+    let at = tree + 16 + offset;
+    assert_eq!(db[at] >> 5, 7, "the record is a map");
+    db[at] = 0;
+}
+
+/// An `autonomous_system_number` as a writer may store it.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(untagged)]
+pub enum AsnValue {
+    U16(u16),
+    U32(u32),
+    U64(u64),
+    U128(u128),
+    /// A wrong type: a string ("AS64500").
+    Text(&'static str),
+}
+
+#[derive(Serialize)]
+struct TypedAsn {
+    autonomous_system_number: AsnValue,
+    autonomous_system_organization: &'static str,
+}
+
+/// An ASN database whose numbers are stored with the given types.
+pub fn build_asn_typed(nets: &[(&str, AsnValue)]) -> Vec<u8> {
+    let mut w = Writer::new("GeoLite2-ASN");
+    for (cidr, asn) in nets {
+        let net: IpNet = cidr.parse().expect("fixture CIDR");
+        let rec = TypedAsn {
+            autonomous_system_number: *asn,
+            autonomous_system_organization: "Example",
+        };
+        w.insert(net, &rec).expect("fixture insert");
+    }
+    w.to_bytes().expect("fixture database")
+}
