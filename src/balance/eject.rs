@@ -113,6 +113,20 @@ impl Ejection {
         self.last.filter(|l| l.until_ms > now)
     }
 
+    /// Ends the ejection in force now (the group shrank below what its cap
+    /// allows); the backend ramps back from `now` like any other return.
+    pub fn lift(&mut self, now: u64) {
+        if let Some(l) = self.last.as_mut().filter(|l| l.until_ms > now) {
+            l.until_ms = now;
+            self.clean_since = now;
+        }
+    }
+
+    /// When the ejection in force started.
+    pub fn since(&self, now: u64) -> Option<u64> {
+        self.info(now).map(|l| l.since_ms)
+    }
+
     /// Counts one failure; `may_eject` says whether the group's cap allows
     /// one more ejection (the caller counts the group).
     pub fn failure(

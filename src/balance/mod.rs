@@ -225,6 +225,17 @@ pub struct Balancer {
     pos: Vec<u32>,
 }
 
+/// Identity → index, or the first identity listed twice.
+fn unique(members: &[Member]) -> Result<FxHashMap<String, usize>, BalanceError> {
+    let mut index = FxHashMap::default();
+    for (i, m) in members.iter().enumerate() {
+        if index.insert(m.id.clone(), i).is_some() {
+            return Err(BalanceError::Duplicate(m.id.clone()));
+        }
+    }
+    Ok(index)
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -251,7 +262,7 @@ impl Balancer {
             weights: Vec::new(),
             pos: Vec::new(),
         };
-        b.rebuild(members, |_| State::new(None))?;
+        b.rebuild(members, unique(members)?, |_| State::new(None));
         Ok(b)
     }
 
@@ -261,6 +272,7 @@ impl Balancer {
     /// ramps from `now_ms` (slow start applies to added backends too); a
     /// removed one's state is kept only while it still has connections.
     pub fn update(&mut self, members: &[Member], now_ms: u64) -> Result<(), BalanceError> {
+        let index = unique(members)?;
         let mut old: FxHashMap<String, State> = std::mem::take(&mut self.retired);
         let last = self.rr_next.checked_sub(1).and_then(|i| self.slots.get(i));
         let last = last.map(|s| s.member.id.clone());
@@ -268,27 +280,48 @@ impl Balancer {
             old.insert(s.member.id, s.state);
         }
         let fresh = State::new(Some(now_ms));
-        let r = self.rebuild(members, |id| {
+        self.rebuild(members, index, |id| {
             old.remove(id).unwrap_or_else(|| fresh.clone())
         });
         self.retired = old.into_iter().filter(|(_, s)| s.active > 0).collect();
         if let Some(i) = last.and_then(|id| self.index.get(&id)) {
             self.rr_next = i + 1;
         }
-        r
+        self.enforce_ejection_cap(false, now_ms);
+        self.enforce_ejection_cap(true, now_ms);
+        Ok(())
+    }
+
+    /// A group that shrank may hold more ejections than its cap allows
+    /// now: the most recent ones are lifted until it does not.
+    fn enforce_ejection_cap(&mut self, backup: bool, now: u64) {
+        let in_group = |s: &Slot| s.member.backup == backup && s.member.weight > 0;
+        let size = self.slots.iter().filter(|s| in_group(s)).count();
+        let cap = self.settings.ejection.cap(size);
+        loop {
+            let ejected: Vec<&mut Slot> = self
+                .slots
+                .iter_mut()
+                .filter(|s| in_group(s) && s.state.ejection.ejected(now))
+                .collect();
+            if ejected.len() <= cap {
+                return;
+            }
+            let newest = ejected
+                .into_iter()
+                .max_by_key(|s| s.state.ejection.since(now));
+            if let Some(s) = newest {
+                s.state.ejection.lift(now);
+            }
+        }
     }
 
     fn rebuild(
         &mut self,
         members: &[Member],
+        index: FxHashMap<String, usize>,
         mut state: impl FnMut(&str) -> State,
-    ) -> Result<(), BalanceError> {
-        let mut index = FxHashMap::default();
-        for (i, m) in members.iter().enumerate() {
-            if index.insert(m.id.clone(), i).is_some() {
-                return Err(BalanceError::Duplicate(m.id.clone()));
-            }
-        }
+    ) {
         self.slots = members
             .iter()
             .map(|m| Slot {
@@ -304,7 +337,6 @@ impl Balancer {
         self.pos = vec![u32::MAX; n];
         self.rr_next = self.rr_next.min(n);
         self.build_ring();
-        Ok(())
     }
 
     fn build_ring(&mut self) {
