@@ -69,10 +69,12 @@ impl Ring {
         before.iter().chain(after).map(|&(_, i)| i as usize)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.points.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.points.is_empty()
     }

@@ -33,11 +33,12 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
-pub use algo::Algorithm;
+pub use algo::{Algorithm, UnknownAlgorithm};
 pub use eject::{EjectionInfo, EjectionReason, EjectionSettings, FailureOutcome};
-pub use hash::{hash_bytes, Ring};
+pub use hash::hash_bytes;
 pub use member::{Ewma, Member, SCALE};
 
+use hash::Ring;
 use member::State;
 
 /// How a [`Balancer`] chooses.
