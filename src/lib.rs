@@ -6,6 +6,7 @@
 //! current snapshot without locks. See ARCHITECTURE.md.
 
 pub mod admin;
+pub mod balance;
 pub mod config;
 pub mod control;
 pub mod diag;

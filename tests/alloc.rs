@@ -91,3 +91,47 @@ fn udp_answers_do_not_allocate() {
     );
     assert!(counting(false) > 0);
 }
+
+#[test]
+fn balance_picks_and_accounting_do_not_allocate() {
+    use geolb::balance::{Algorithm, Balancer, Context, Member, Settings};
+    use std::time::Duration;
+
+    let members: Vec<Member> = (0..50)
+        .map(|i| Member::new(format!("g/10.0.0.{i}:80"), 1 + i % 3).max_conns(1000))
+        .collect();
+    for algorithm in Algorithm::ALL {
+        let settings = Settings {
+            hash_balance_factor: 125,
+            slow_start: Duration::from_secs(5),
+            seed: Some(1),
+            ..Settings::with(algorithm)
+        };
+        let mut b = Balancer::new(settings, &members).expect("a valid set");
+        let tried = [3usize, 7];
+        let run = |b: &mut Balancer| {
+            for k in 0..500u32 {
+                let client = IpAddr::from((0x0a00_0000 + k * 31).to_be_bytes());
+                let ctx = Context::at(u64::from(k)).client(client).exclude(&tried);
+                let i = b.pick(&ctx).expect("a backend");
+                let id = &members[i].id;
+                b.acquire(id);
+                b.record_latency(id, Duration::from_micros(500 + u64::from(k)), u64::from(k));
+                if k % 3 == 0 {
+                    b.release(id);
+                    b.record_failure(id, u64::from(k));
+                } else {
+                    b.record_success(id, u64::from(k));
+                }
+            }
+        };
+        run(&mut b);
+        counting(true);
+        run(&mut b);
+        let allocs = counting(false);
+        assert_eq!(
+            allocs, 0,
+            "{algorithm}: {allocs} allocations over 500 picks"
+        );
+    }
+}

@@ -2,9 +2,10 @@
 //!
 //! 1. No import cycles between modules (each `.rs` file is a module; a path
 //!    `crate::a::b::C` is an import of the deepest module file it names).
-//! 2. The steering core (`src/policy/`) is pure: no tokio, reqwest, hyper,
-//!    axum, sockets, config, server, control, health service, snapshot,
-//!    DNS, zone or metrics module.
+//! 2. The steering core (`src/policy/`) and the balancing core
+//!    (`src/balance/`) are pure: no tokio, reqwest, hyper, axum, sockets,
+//!    config, server, control, health service, snapshot, DNS, zone or
+//!    metrics module.
 //!
 //! Imports are read from `use` statements (groups included) and from
 //! `crate::`/`super::` paths written inline.
@@ -311,8 +312,10 @@ fn no_import_cycles_between_modules() {
     }
 }
 
-#[test]
-fn the_steering_core_imports_no_runtime_sockets_config_or_server() {
+/// The modules under `top` import none of the runtime, socket, file,
+/// thread or lock crates and paths, and no crate module outside `allowed`;
+/// at least `min_files` of them were read.
+fn assert_pure(top: &str, allowed_crate_modules: &[&str], min_files: usize) {
     let g = read_graph();
     let forbidden_crates = [
         "tokio", "reqwest", "hyper", "axum", "socket2", "mio", "libc",
@@ -325,11 +328,10 @@ fn the_steering_core_imports_no_runtime_sockets_config_or_server() {
         "std::thread",
         "std::sync::Mutex",
     ];
-    let allowed_crate_modules = ["policy", "geo"];
     let mut bad = Vec::new();
     let mut seen = 0;
     for (module, paths) in &g.named {
-        if module.first().map(String::as_str) != Some("policy") {
+        if module.first().map(String::as_str) != Some(top) {
             continue;
         }
         seen += 1;
@@ -346,10 +348,16 @@ fn the_steering_core_imports_no_runtime_sockets_config_or_server() {
             }
         }
     }
-    assert!(seen >= 10, "read only {seen} policy modules");
-    assert!(
-        bad.is_empty(),
-        "the steering core must stay pure:\n{}",
-        bad.join("\n")
-    );
+    assert!(seen >= min_files, "read only {seen} {top} modules");
+    assert!(bad.is_empty(), "{top} must stay pure:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn the_steering_core_imports_no_runtime_sockets_config_or_server() {
+    assert_pure("policy", &["policy", "geo"], 10);
+}
+
+#[test]
+fn the_balancing_core_imports_no_runtime_sockets_config_or_server() {
+    assert_pure("balance", &["balance"], 5);
 }
