@@ -18,4 +18,5 @@ pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod snapshot;
+pub mod wire;
 pub mod zone;

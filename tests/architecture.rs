@@ -302,13 +302,39 @@ fn the_reader_sees_imports_and_the_cycle_finder_finds_cycles() {
         .insert(m("server"));
     let c = find_cycle(&e).expect("planted cycle");
     assert!(c.contains(&"server".to_string()), "{c:?}");
+    // Between folders too: a file of one module importing another module
+    // that imports the first is a cycle even when no two files are.
+    let mut e = g.edges.clone();
+    e.entry(m("geo::index")).or_default().insert(m("dns::udp"));
+    assert!(find_cycle(&top_level(&e)).is_some());
+}
+
+/// The same graph between the modules of `src/` (a folder with all its
+/// files is one module: `dns`, `snapshot`, ...).
+fn top_level(
+    edges: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
+) -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
+    let mut top: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
+    for (from, tos) in edges {
+        let Some(f) = from.first() else { continue };
+        let entry = top.entry(vec![f.clone()]).or_default();
+        for t in tos {
+            if let Some(t) = t.first().filter(|t| *t != f) {
+                entry.insert(vec![t.clone()]);
+            }
+        }
+    }
+    top
 }
 
 #[test]
 fn no_import_cycles_between_modules() {
     let g = read_graph();
     if let Some(c) = find_cycle(&g.edges) {
-        panic!("import cycle: {}", c.join(" -> "));
+        panic!("import cycle between files: {}", c.join(" -> "));
+    }
+    if let Some(c) = find_cycle(&top_level(&g.edges)) {
+        panic!("import cycle between modules of src/: {}", c.join(" -> "));
     }
 }
 

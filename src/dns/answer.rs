@@ -8,14 +8,14 @@
 use std::net::IpAddr;
 
 use crate::config::AllDown;
-use crate::dns::wire::{
-    self, Fault, NoRoom, ParseError, Request, Section, Writer, MAX_LABELS, MAX_NAME,
-};
 use crate::geo::ClientSubnet;
 use crate::policy::{
     decide_from, Answer, Client, Family, Scratch, Service, Target as PolicyTarget,
 };
 use crate::snapshot::{NodeRef, SetRef, Snapshot, Zone};
+use crate::wire::{
+    self, Fault, NoRoom, ParseError, Request, Section, Writer, MAX_LABELS, MAX_NAME,
+};
 
 /// How a query arrived; decides the size limit and transfer handling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

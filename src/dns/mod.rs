@@ -4,7 +4,9 @@ pub mod affinity;
 pub mod answer;
 pub mod tcp;
 pub mod udp;
-pub mod wire;
+
+/// The wire format lives below both the listeners and the snapshot compiler.
+pub use crate::wire;
 
 pub use answer::{handle, Outcome, Transport};
 

@@ -134,7 +134,7 @@ pub struct EndpointStatus {
     /// Local checks that passed / failed since start.
     pub probes_ok: u64,
     pub probes_fail: u64,
-    /// Check durations: counts per `metrics::PROBE_BUCKETS` bound (+Inf last), and their sum in seconds.
+    /// Check durations: counts per `PROBE_BUCKETS` bound (+Inf last), and their sum in seconds.
     #[serde(skip)]
     pub rtt_buckets: [u64; 11],
     #[serde(skip)]
@@ -182,6 +182,9 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     msg
 }
+
+/// Latency histogram buckets for probes, in seconds.
+pub const PROBE_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
 /// EWMA weight of a new RTT sample.
 const EWMA: f64 = 0.3;
@@ -246,10 +249,10 @@ impl HealthTable {
             st.probes_fail += 1;
         }
         let secs = obs.rtt_ms / 1000.0;
-        let b = crate::metrics::PROBE_BUCKETS
+        let b = PROBE_BUCKETS
             .iter()
             .position(|&le| secs <= le)
-            .unwrap_or(crate::metrics::PROBE_BUCKETS.len());
+            .unwrap_or(PROBE_BUCKETS.len());
         st.rtt_buckets[b] += 1;
         st.rtt_sum += secs;
         if obs.ok {

@@ -5,10 +5,10 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Exposition, PROBE_BUCKETS};
+use super::Exposition;
 use crate::control::Control;
 use crate::dns::DnsStats;
-use crate::health::{unix, HealthService};
+use crate::health::{unix, HealthService, PROBE_BUCKETS};
 
 /// Prometheus text exposition of everything countable: the snapshot's
 /// query and answer counters, the listeners', reloads and GeoIP, and health.

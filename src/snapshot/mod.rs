@@ -18,15 +18,16 @@ use rustc_hash::FxHashMap;
 
 use crate::config::Config;
 use crate::diag::{Diagnostic, LoadError};
-use crate::dns::wire::{self, MAX_LABELS};
 use crate::geo::{Db, FileStamp, GeoDb};
 use crate::health::{HealthState, Member};
 use crate::policy::{EndpointHealth, HealthView, Service, Topology, VantageRtt};
+use crate::wire::{self, MAX_LABELS};
 use crate::zone::{self, ZoneData};
 
 /// A name or record in wire format.
 type Wire = Box<[u8]>;
 
+pub mod counters;
 pub mod names;
 pub mod source;
 pub mod steering;
@@ -125,7 +126,7 @@ pub struct Snapshot {
     /// health service's epoch it was made from.
     pub health: Arc<HealthView>,
     /// Query and answer counters (see `metrics`).
-    pub counters: Arc<crate::metrics::Counters>,
+    pub counters: Arc<counters::Counters>,
     /// Geo decisions compiled per address range (see `geo::index`).
     pub geo_index: Option<Arc<CompiledGeo>>,
     pub udp_payload: u16,
@@ -670,7 +671,7 @@ pub fn build(
     }
     let geo_index = compile_geo(&table, &topology, &geo, prev);
     let retained = prev.map_or_else(Default::default, |p| p.counters.retained());
-    let counters = crate::metrics::Counters::new(
+    let counters = counters::Counters::new(
         slots,
         table.zones.iter().map(|z| z.origin.to_string()).collect(),
         services,

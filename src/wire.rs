@@ -1,5 +1,5 @@
 //! DNS wire format: the request parser and the response writer used by the
-//! answer path.
+//! answer path, and the name helpers the snapshot compiler shares with it.
 //!
 //! Queries are parsed straight from the receive buffer into a fixed-size
 //! [`Request`] (no heap allocation); responses are written into a reusable
