@@ -18,5 +18,7 @@ pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod snapshot;
+pub mod sock;
+pub mod tier;
 pub mod wire;
 pub mod zone;

@@ -53,7 +53,7 @@ enum LogFormat {
 enum Cmd {
     /// Serve DNS (UDP and TCP) and the admin API.
     #[command(
-        after_help = "Examples:\n  geolb serve\n  geolb serve --config deploy/geolb.toml --dns 0.0.0.0:53 --dns [::]:53\n  kill -HUP <pid>     # reload config and zones (the old data keeps serving if the new is invalid)"
+        after_help = "Examples:\n  geolb serve\n  geolb serve --config deploy/geolb.toml --dns 0.0.0.0:53 --dns [::]:53\n  geolb serve --region eu-central          # DNS + the eu-central tier\n  geolb serve --no-dns --region us-east    # a tier-only node\n  geolb serve --region none                # a DNS-only node\n  kill -HUP <pid>     # reload config and zones (the old data keeps serving if the new is invalid)"
     )]
     Serve {
         /// Config file.
@@ -72,6 +72,13 @@ enum Cmd {
         /// on the receiving CPU; sets server.udp_cpu_affinity.
         #[arg(long)]
         udp_cpu_affinity: bool,
+        /// Run the tier listeners of this region (repeatable; replaces
+        /// node.regions). `--region none`: no tier listeners (a DNS-only node).
+        #[arg(long = "region", value_name = "REGION")]
+        regions: Vec<String>,
+        /// Do not answer DNS (a tier-only node); sets node.dns = false.
+        #[arg(long)]
+        no_dns: bool,
     },
     /// Show why a client gets the answer it gets: location, each steering step, the answer.
     #[command(
@@ -258,6 +265,8 @@ fn main() -> ExitCode {
             admin,
             udp_workers,
             udp_cpu_affinity,
+            regions,
+            no_dns,
         } => serve(
             config,
             Overrides {
@@ -265,6 +274,9 @@ fn main() -> ExitCode {
                 admin,
                 udp_workers,
                 udp_cpu_affinity: udp_cpu_affinity.then_some(true),
+                regions: (!regions.is_empty())
+                    .then(|| regions.into_iter().filter(|r| r != "none").collect()),
+                dns_enabled: no_dns.then_some(false),
                 ..Overrides::default()
             },
         ),
@@ -411,6 +423,66 @@ fn print_status(v: &serde_json::Value) {
                 .map(|x| format!(" (last error: {x})"))
                 .unwrap_or_default()
         );
+    }
+    let tier = &v["tier"];
+    let listeners = tier["listeners"].as_array().into_iter().flatten();
+    let mut first = true;
+    for l in listeners {
+        if std::mem::take(&mut first) {
+            println!("tier listeners:");
+        }
+        println!(
+            "  {:<20} {:<14} {:<22} -> {:<16} active {} total {} refused {} no-backend {}",
+            s(&l["name"]),
+            s(&l["region"]),
+            s(&l["bind"]),
+            s(&l["group"]),
+            l["active"],
+            l["accepted"],
+            l["refused_max"],
+            l["no_backend"]
+        );
+    }
+    for g in tier["groups"].as_array().into_iter().flatten() {
+        println!(
+            "tier group {} ({}, {}):",
+            s(&g["name"]),
+            s(&g["region"]),
+            s(&g["algorithm"])
+        );
+        for b in g["backends"].as_array().into_iter().flatten() {
+            let mut notes = Vec::new();
+            if b["backup"].as_bool() == Some(true) {
+                notes.push("backup".to_string());
+            }
+            if let Some(w) = b["effective_weight"].as_f64().filter(|w| *w < 0.999) {
+                notes.push(format!("slow start {:.0}%", w * 100.0));
+            }
+            if let Some(e) = b["ejection"].as_object() {
+                notes.push(format!("EJECTED {}", serde_json::Value::Object(e.clone())));
+            }
+            if let Some(d) = b["drain"].as_object() {
+                notes.push(format!(
+                    "draining: {} left, closed in {}s",
+                    d.get("remaining").cloned().unwrap_or_default(),
+                    d.get("deadline_in_s").cloned().unwrap_or_default()
+                ));
+            }
+            println!(
+                "  {:<24} {:<5} active {:<4} total {:<6} connect-errors {:<4} {} {}",
+                s(&b["address"]),
+                if b["eligible"].as_bool() == Some(true) {
+                    "up"
+                } else {
+                    "DOWN"
+                },
+                b["active"],
+                b["total"],
+                b["connect_errors"],
+                s(&b["health"]),
+                notes.join(", ")
+            );
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use crate::diag::{Diagnostic, LoadError};
 use crate::dns::{tcp, udp, DnsStats};
 use crate::health::HealthService;
 use crate::snapshot::{self, Snapshot, Source};
+use crate::tier::Tier;
 
 pub use crate::config::Overrides;
 
@@ -39,6 +40,8 @@ pub enum StartError {
     },
     #[error("no DNS listener could be bound")]
     NoListener,
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Tier(Vec<crate::tier::BindError>),
 }
 
 /// How to run, besides the snapshot.
@@ -56,6 +59,8 @@ pub struct Server {
     pub control: Arc<Control>,
     /// The DNS listeners' addresses and counters.
     pub dns: Arc<DnsStats>,
+    /// The regional tier's listeners and groups.
+    pub tier: Arc<Tier>,
     /// Bound DNS addresses (UDP and TCP share each).
     pub dns_addrs: Vec<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
@@ -121,6 +126,10 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
         let source = Arc::new(Source::new(snap));
         let probe_only = run.overrides.probe_only;
+        let node = source.load().config.node.clone();
+        // A prober serves its observations, not DNS; `[node] dns = false`
+        // (or --no-dns) makes a tier-only node.
+        let serve_dns = node.dns && !probe_only;
 
         let workers = match server_cfg.udp_workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -133,8 +142,7 @@ impl Server {
             let _ = shutdown_tx.send(true);
             Err(e)
         };
-        if !probe_only {
-            // A prober serves its observations, not DNS.
+        if serve_dns {
             if let Err(e) = bind_dns(&server_cfg, workers, &source, &stop, &mut bound) {
                 return fail(bound, e);
             }
@@ -166,14 +174,26 @@ impl Server {
             tokio::runtime::Handle::current(),
             shutdown_rx.clone(),
         );
+        let tier = Tier::new(health.clone(), shutdown_rx.clone());
         let control = Control::new(
             source.clone(),
             health.clone(),
+            tier.clone(),
             run.config_path.clone(),
             run.overrides.clone(),
         );
         health.start(!probe_only);
         tasks.extend(control.spawn_jobs(shutdown_rx.clone()));
+        if !probe_only {
+            let plan = source.load().tier.clone();
+            if let Err(errors) = tier.apply(&plan, &node) {
+                for t in &tasks {
+                    t.abort();
+                }
+                return fail(bound, StartError::Tier(errors));
+            }
+            tasks.push(tier.spawn_jobs());
+        }
 
         let udp_threads = Arc::new(std::sync::Mutex::new(std::mem::take(
             &mut bound.udp_threads,
@@ -217,6 +237,7 @@ impl Server {
             control,
             dns_addrs: dns.addrs.clone(),
             dns,
+            tier,
             admin_addr,
             stop,
             shutdown_tx,
@@ -228,14 +249,22 @@ impl Server {
         })
     }
 
-    /// Stops accepting, lets in-flight TCP queries finish (up to the
-    /// configured shutdown timeout), and stops the UDP workers.
+    /// Stops accepting, lets in-flight TCP queries and proxied tier
+    /// connections finish (up to the configured shutdown timeout), and
+    /// stops the UDP workers.
     pub async fn shutdown(self) {
         let deadline = self.control.source.load().config.server.shutdown_timeout;
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.shutdown_tx.send(true);
         let all = u32::try_from(self.tcp_max).unwrap_or(u32::MAX);
-        match tokio::time::timeout(deadline, self.tcp_slots.acquire_many(all)).await {
+        let tier = self.tier.clone();
+        let drained = async move {
+            let _ = self.tcp_slots.acquire_many(all).await;
+            while tier.active() > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        };
+        match tokio::time::timeout(deadline, drained).await {
             Ok(_) => {}
             Err(_) => tracing::warn!(
                 ?deadline,

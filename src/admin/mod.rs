@@ -56,6 +56,7 @@ pub fn router(shared: Arc<Handles>) -> Router {
         .route("/v1/reload", post(reload))
         .route("/v1/explain", get(explain))
         .route("/v1/health", get(health))
+        .route("/v1/tier", get(tier))
         .route("/v1/observations", get(observations))
         .route("/v1/drain", post(drain))
         .route("/v1/undrain", post(undrain))
@@ -193,6 +194,7 @@ async fn status(State(shared): State<Arc<Handles>>) -> Response {
         "zones": zones,
         "geoip": geoip,
         "health": health_json(&shared),
+        "tier": shared.control.tier.status(),
         "counters": {
             "udp_queries": sum(|s| s.queries.load(Ordering::Relaxed)),
             "udp_replies": sum(|s| s.replies.load(Ordering::Relaxed)),
@@ -409,7 +411,7 @@ async fn observations(State(shared): State<Arc<Handles>>) -> Response {
 pub fn health_json(shared: &Handles) -> serde_json::Value {
     let snap = shared.control.source.load_full();
     let topo = &snap.topology;
-    shared.control.health.with_table(|table, cfg| {
+    let v = shared.control.health.with_table(|table, cfg| {
         let now = unix(std::time::SystemTime::now());
         let fresh_for = cfg.fresh_for.as_secs_f64();
         let endpoints: Vec<serde_json::Value> = topo
@@ -499,7 +501,14 @@ pub fn health_json(shared: &Handles) -> serde_json::Value {
             "overrides": table.overrides,
             "epoch": shared.control.health.current().epoch,
         })
-    })
+    });
+    let mut v = v;
+    v["tier"] = serde_json::to_value(shared.control.tier.status()).unwrap_or_default();
+    v
+}
+
+async fn tier(State(shared): State<Arc<Handles>>) -> Response {
+    Json(shared.control.tier.status()).into_response()
 }
 
 async fn health(State(shared): State<Arc<Handles>>) -> Response {
@@ -540,7 +549,7 @@ async fn metrics(State(shared): State<Arc<Handles>>) -> Response {
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        Json(json!({"error": "no such endpoint; see GET /v1/status, /v1/health, /v1/explain, /v1/observations; POST /v1/reload, /v1/drain, /v1/undrain, /v1/force"})),
+        Json(json!({"error": "no such endpoint; see GET /v1/status, /v1/health, /v1/tier, /v1/explain, /v1/observations; POST /v1/reload, /v1/drain, /v1/undrain, /v1/force"})),
     )
         .into_response()
 }

@@ -18,12 +18,16 @@ use crate::diag::{line_col, Diagnostic, LoadError};
 
 pub mod health;
 pub mod steering;
+pub mod tier;
 pub use health::{
     HealthConfig, InitialState, MinHealthy, MonitorConfig, StatusRange, VantageConfig,
 };
 pub use steering::{
     AllDown, EndpointConfig, GeoMapConfig, GeoipConfig, LatencyConfig, NearestConfig, PoolConfig,
     RegionConfig, ServiceConfig, WeightedConfig, WeightedMode,
+};
+pub use tier::{
+    BackendConfig, EjectionConfig, GroupConfig, ListenerConfig, NodeConfig, TierDefaults,
 };
 
 pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -151,6 +155,14 @@ struct RawConfig {
     health: HealthConfig,
     #[serde(default)]
     zones: BTreeMap<Spanned<String>, RawZone>,
+    #[serde(default)]
+    node: NodeConfig,
+    #[serde(default)]
+    tier: TierDefaults,
+    #[serde(default)]
+    listeners: BTreeMap<Spanned<String>, ListenerConfig>,
+    #[serde(default)]
+    groups: BTreeMap<Spanned<String>, GroupConfig>,
 }
 
 fn named<T: Clone>(m: &BTreeMap<Spanned<String>, T>, text: &str) -> Vec<Named<T>> {
@@ -188,6 +200,11 @@ pub struct Overrides {
     pub vantage: Option<String>,
     /// `geolb probe`: run monitors only, no DNS.
     pub probe_only: bool,
+    /// `--region`: the regions whose tier listeners run here (wins over
+    /// `[node] regions`); empty = none.
+    pub regions: Option<Vec<String>>,
+    /// `--no-dns` / `--dns`: whether this node answers DNS.
+    pub dns_enabled: Option<bool>,
 }
 
 /// A zone to serve, as configured.
@@ -217,6 +234,10 @@ pub struct Config {
     pub pools: Vec<Named<PoolConfig>>,
     pub monitors: Vec<Named<MonitorConfig>>,
     pub health: HealthConfig,
+    pub node: NodeConfig,
+    pub tier: TierDefaults,
+    pub listeners: Vec<Named<ListenerConfig>>,
+    pub groups: Vec<Named<GroupConfig>>,
 }
 
 impl PartialEq for Config {
@@ -264,6 +285,12 @@ impl Config {
         }
         if let Some(v) = &ov.vantage {
             c.health.vantage = v.clone();
+        }
+        if let Some(r) = &ov.regions {
+            c.node.regions = Some(r.clone());
+        }
+        if let Some(d) = ov.dns_enabled {
+            c.node.dns = d;
         }
     }
 
@@ -459,6 +486,10 @@ impl Config {
             pools,
             monitors,
             health,
+            node: raw.node.clone(),
+            tier: raw.tier.clone(),
+            listeners: named(&raw.listeners, text),
+            groups: named(&raw.groups, text),
         };
         Ok((config, diags))
     }

@@ -23,6 +23,7 @@ use crate::geo::FileStamp;
 use crate::health::{HealthService, OverrideError};
 use crate::policy::AdminState;
 use crate::snapshot::{self, Snapshot, Source};
+use crate::tier::Tier;
 
 /// Outcome of the last reload attempt, as shown by the status API.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -54,6 +55,8 @@ pub struct GeoStatus {
 pub struct Control {
     pub source: Arc<Source>,
     pub health: Arc<HealthService>,
+    /// The regional tier (empty on a node that runs no tier region).
+    pub tier: Arc<Tier>,
     /// The config file reloads read (none when started from values).
     pub config_path: Option<PathBuf>,
     pub overrides: Overrides,
@@ -73,6 +76,7 @@ impl Control {
     pub fn new(
         source: Arc<Source>,
         health: Arc<HealthService>,
+        tier: Arc<Tier>,
         config_path: Option<PathBuf>,
         overrides: Overrides,
     ) -> Arc<Control> {
@@ -88,6 +92,7 @@ impl Control {
         Arc::new(Control {
             source,
             health,
+            tier,
             config_path,
             overrides,
             started_at: SystemTime::now(),
@@ -143,6 +148,25 @@ impl Control {
                 "this server was started without a config file; there is nothing to reload",
             )])),
         };
+        // The tier binds its new listeners before anything is swapped: a
+        // listener that cannot be bound fails the reload like a bad zone.
+        let result = result.and_then(|(snap, warnings)| {
+            if self.overrides.probe_only {
+                return Ok((snap, warnings));
+            }
+            match self.tier.apply(&snap.tier, &snap.config.node) {
+                Ok(()) => Ok((snap, warnings)),
+                Err(errors) => {
+                    let mut diags = warnings;
+                    diags.extend(
+                        errors
+                            .iter()
+                            .map(|e| Diagnostic::error(&snap.config.path, 0, 0, e.to_string())),
+                    );
+                    Err(LoadError(diags))
+                }
+            }
+        });
         let report = match result {
             Ok((snap, warnings)) => {
                 for w in &warnings {

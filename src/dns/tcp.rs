@@ -52,19 +52,7 @@ fn trim(buf: &mut Vec<u8>) {
 
 /// Binds a TCP listener (SO_REUSEADDR so restarts do not wait on TIME_WAIT).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let s = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    s.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    s.listen(1024)?;
-    TcpListener::from_std(s.into())
+    TcpListener::from_std(crate::sock::listen_tcp(addr, 1024)?)
 }
 
 /// Accepts connections until `shutdown` turns true.

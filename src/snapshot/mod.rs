@@ -31,6 +31,7 @@ pub mod counters;
 pub mod names;
 pub mod source;
 pub mod steering;
+pub mod tier;
 
 pub use source::Source;
 pub use steering::ZoneService;
@@ -129,6 +130,8 @@ pub struct Snapshot {
     pub counters: Arc<counters::Counters>,
     /// Geo decisions compiled per address range (see `geo::index`).
     pub geo_index: Option<Arc<CompiledGeo>>,
+    /// The regional tier as configured (every region's listeners and groups).
+    pub tier: Arc<crate::tier::plan::Plan>,
     pub udp_payload: u16,
     pub nsid: Option<Box<[u8]>>,
 }
@@ -606,7 +609,9 @@ pub fn build(
         topology,
         zones: mut services,
         members,
+        monitors,
     } = steering::compile(&config, &mut diags);
+    let tier = tier::compile(&config, &monitors, &mut diags);
     let mut table = ZoneTable::default();
     for (zi, spec) in config.zones.iter().enumerate() {
         let mut zd = Vec::new();
@@ -695,6 +700,7 @@ pub fn build(
         members: Arc::new(members),
         geo: Arc::new(geo),
         health: Arc::new(health),
+        tier: Arc::new(tier),
     };
     Ok((snap, diags))
 }

@@ -60,6 +60,8 @@ pub struct Compiled {
     pub zones: Vec<Vec<ZoneService>>,
     /// Every endpoint, as the health service watches it (topology order).
     pub members: Vec<Member>,
+    /// The monitors that compiled, by name (the tier uses them too).
+    pub monitors: BTreeMap<String, std::sync::Arc<Monitor>>,
 }
 
 /// Compiles regions, pools and every zone's services. Problems go to `diags`.
@@ -352,6 +354,7 @@ pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> Compiled {
         topology: topo,
         zones,
         members,
+        monitors,
     }
 }
 

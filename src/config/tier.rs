@@ -1,0 +1,227 @@
+//! The regional tier's part of the config: `[node]` (which roles this
+//! process runs), `[tier]` (defaults), `[listeners.NAME]` (a VIP:port in a
+//! region, in front of a group) and `[groups.NAME]` (backends, how they are
+//! balanced and checked). Cross-references (regions, monitors, groups) are
+//! checked where the tier is compiled (`snapshot::tier`), with the rest of
+//! the config, so `geolb check` reports every problem in one pass.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{de_duration, yes};
+
+fn de_opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
+
+/// `[node]`: the roles of this process.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Answer DNS (default true).
+    #[serde(default = "yes")]
+    pub dns: bool,
+    /// Regions whose tier listeners this node runs; absent = every region
+    /// that has listeners, `[]` = none (a DNS-only node).
+    #[serde(default)]
+    pub regions: Option<Vec<String>>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            dns: true,
+            regions: None,
+        }
+    }
+}
+
+fn d_connect() -> Duration {
+    Duration::from_secs(2)
+}
+fn d_idle() -> Duration {
+    Duration::from_secs(600)
+}
+fn d_drain() -> Duration {
+    Duration::from_secs(30)
+}
+fn d_max_conns() -> u32 {
+    10_000
+}
+fn d_attempts() -> u32 {
+    3
+}
+fn d_header() -> Duration {
+    Duration::from_secs(3)
+}
+
+/// `[tier]`: defaults every listener and group starts from.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TierDefaults {
+    /// Time to establish a backend connection before trying another.
+    #[serde(default = "d_connect", deserialize_with = "de_duration")]
+    pub connect_timeout: Duration,
+    /// A proxied connection with no bytes either way for this long is closed.
+    #[serde(default = "d_idle", deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+    /// How long connections to a drained or forced-down backend may run on.
+    #[serde(default = "d_drain", deserialize_with = "de_duration")]
+    pub drain_timeout: Duration,
+    /// Concurrent client connections per listener.
+    #[serde(default = "d_max_conns")]
+    pub max_connections: u32,
+    /// Backends tried per client connection (each at most once).
+    #[serde(default = "d_attempts")]
+    pub connect_attempts: u32,
+    /// Time a trusted peer has to send its PROXY header.
+    #[serde(default = "d_header", deserialize_with = "de_duration")]
+    pub proxy_header_timeout: Duration,
+}
+
+impl Default for TierDefaults {
+    fn default() -> Self {
+        TierDefaults {
+            connect_timeout: d_connect(),
+            idle_timeout: d_idle(),
+            drain_timeout: d_drain(),
+            max_connections: d_max_conns(),
+            connect_attempts: d_attempts(),
+            proxy_header_timeout: d_header(),
+        }
+    }
+}
+
+/// `[listeners.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub region: Spanned<String>,
+    /// VIP:port to accept on (a VIP a pool hands out).
+    pub bind: Spanned<SocketAddr>,
+    /// `tcp` (layer 4).
+    #[serde(default)]
+    pub mode: Option<Spanned<String>>,
+    /// The backend group connections go to.
+    pub group: Spanned<String>,
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub idle_timeout: Option<Duration>,
+    #[serde(default)]
+    pub connect_attempts: Option<u32>,
+    /// Peers allowed (and required) to send a PROXY v1/v2 header first; a
+    /// PROXY header from any other peer closes the connection.
+    #[serde(default)]
+    pub accept_proxy_from: Vec<IpNet>,
+}
+
+/// One backend of a group.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub address: SocketAddr,
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Serves only when too few primaries are up.
+    #[serde(default)]
+    pub backup: bool,
+    /// Concurrent connections at which it is no longer chosen (0 = no limit).
+    #[serde(default)]
+    pub max_connections: u32,
+    /// Address:port (or a port) to health-check instead of `address`.
+    #[serde(default)]
+    pub check: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Passive ejection of a group's backends.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EjectionConfig {
+    /// Consecutive connect failures that eject (0 = off).
+    #[serde(default = "d_failures")]
+    pub failures: u32,
+    #[serde(default = "d_window", deserialize_with = "de_duration")]
+    pub window: Duration,
+    /// First ejection lasts this long, the n-th n times as long...
+    #[serde(default = "d_base", deserialize_with = "de_duration")]
+    pub base_time: Duration,
+    /// ...up to this.
+    #[serde(default = "d_max_time", deserialize_with = "de_duration")]
+    pub max_time: Duration,
+    /// At most this share of the group is ejected at once (percent).
+    #[serde(default = "d_percent")]
+    pub max_percent: u8,
+}
+
+fn d_failures() -> u32 {
+    5
+}
+fn d_window() -> Duration {
+    Duration::from_secs(10)
+}
+fn d_base() -> Duration {
+    Duration::from_secs(30)
+}
+fn d_max_time() -> Duration {
+    Duration::from_secs(300)
+}
+fn d_percent() -> u8 {
+    50
+}
+
+impl Default for EjectionConfig {
+    fn default() -> Self {
+        EjectionConfig {
+            failures: d_failures(),
+            window: d_window(),
+            base_time: d_base(),
+            max_time: d_max_time(),
+            max_percent: d_percent(),
+        }
+    }
+}
+
+/// `[groups.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    pub region: Spanned<String>,
+    pub members: Spanned<Vec<BackendConfig>>,
+    /// round_robin (default), smooth_wrr, least_conn, p2c, peak_ewma,
+    /// random, source_hash, consistent, first.
+    #[serde(default)]
+    pub algorithm: Option<Spanned<String>>,
+    /// Monitor checking every member (from `[monitors]`).
+    #[serde(default)]
+    pub monitor: Option<Spanned<String>>,
+    /// Ramp a backend's weight over this long after it comes up.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub slow_start: Option<Duration>,
+    /// Send a PROXY header ("v1" or "v2") to the backends.
+    #[serde(default)]
+    pub send_proxy: Option<Spanned<String>>,
+    /// Backups serve when fewer primaries than this are up (default 1).
+    #[serde(default)]
+    pub min_primaries_up: Option<u32>,
+    /// Percent: below this healthy share, balance over every member.
+    #[serde(default)]
+    pub panic_threshold: Option<u8>,
+    /// `consistent`: bounded load, percent of the average (e.g. 125).
+    #[serde(default)]
+    pub hash_balance_factor: Option<u32>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub drain_timeout: Option<Duration>,
+    #[serde(default)]
+    pub ejection: Option<EjectionConfig>,
+}

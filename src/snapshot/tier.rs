@@ -1,0 +1,433 @@
+//! Compiles the tier part of the config (`[node]`, `[tier]`,
+//! `[listeners]`, `[groups]`) into a [`Plan`], and checks it with the rest
+//! of the config: unknown regions, groups, monitors and algorithms, empty
+//! groups, a backend listed twice, two listeners on one address are errors;
+//! a listener on an address no pool of its region hands out is a warning
+//! (DNS will never send anyone there).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use crate::balance::{self, Algorithm, EjectionSettings};
+use crate::config::{Config, EjectionConfig};
+use crate::diag::{line_col, Diagnostic};
+use crate::health::{Check, Member, Monitor};
+use crate::tier::plan::{BackendPlan, GroupPlan, ListenerPlan, Plan, ProxyVersion};
+
+struct Cx<'a> {
+    config: &'a Config,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+impl Cx<'_> {
+    fn at(&self, span: Option<std::ops::Range<usize>>, line: usize) -> (usize, usize) {
+        match span {
+            Some(s) => line_col(&self.config.text, s.start),
+            None => (line, 0),
+        }
+    }
+    fn err(&mut self, span: Option<std::ops::Range<usize>>, line: usize, msg: String) {
+        let (l, c) = self.at(span, line);
+        self.diags
+            .push(Diagnostic::error(&self.config.path, l, c, msg));
+    }
+    fn warn(&mut self, span: Option<std::ops::Range<usize>>, line: usize, msg: String) {
+        let (l, c) = self.at(span, line);
+        self.diags
+            .push(Diagnostic::warning(&self.config.path, l, c, msg));
+    }
+}
+
+fn ejection(e: &EjectionConfig) -> EjectionSettings {
+    EjectionSettings {
+        failures: e.failures,
+        window: e.window,
+        base: e.base_time,
+        max: e.max_time,
+        max_percent: e.max_percent,
+    }
+}
+
+/// The address to check a backend on: `check` as address:port or as a
+/// port, else the monitor's port, else the backend's own address.
+fn check_addr(addr: SocketAddr, check: Option<&str>, monitor: &Monitor) -> Option<SocketAddr> {
+    match check {
+        Some(c) => c
+            .parse::<SocketAddr>()
+            .ok()
+            .or_else(|| c.parse::<u16>().ok().map(|p| SocketAddr::new(addr.ip(), p))),
+        None => Some(monitor.port.map_or(addr, |p| SocketAddr::new(addr.ip(), p))),
+    }
+}
+
+/// Compiles the tier. Problems go to `diags`; what is wrong is left out of
+/// the plan (the load fails anyway when there is an error).
+pub fn compile(
+    config: &Config,
+    monitors: &BTreeMap<String, Arc<Monitor>>,
+    diags: &mut Vec<Diagnostic>,
+) -> Plan {
+    let mut cx = Cx { config, diags };
+    let regions: BTreeSet<&str> = config.regions.iter().map(|r| r.name.as_str()).collect();
+    let pools: BTreeSet<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
+    // Addresses each region's pools hand out.
+    let mut handed: BTreeMap<&str, BTreeSet<IpAddr>> = BTreeMap::new();
+    for p in &config.pools {
+        let set = handed.entry(p.value.region.get_ref().as_str()).or_default();
+        set.extend(p.value.endpoints.get_ref().iter().filter_map(|e| e.address));
+    }
+    if let Some(rs) = &config.node.regions {
+        for r in rs {
+            if !regions.contains(r.as_str()) {
+                cx.err(
+                    None,
+                    1,
+                    format!("node.regions (or --region): no region is named {r:?}"),
+                );
+            }
+        }
+    }
+    let d = &config.tier;
+    let mut plan = Plan::default();
+    for g in &config.groups {
+        let v = &g.value;
+        let name = &g.name;
+        let mut ok = true;
+        if !regions.contains(v.region.get_ref().as_str()) {
+            cx.err(
+                Some(v.region.span()),
+                g.line,
+                format!(
+                    "groups.{name}.region: no region is named {:?}",
+                    v.region.get_ref()
+                ),
+            );
+            ok = false;
+        }
+        if pools.contains(name.as_str()) || regions.contains(name.as_str()) {
+            cx.err(
+                None,
+                g.line,
+                format!("groups.{name}: a pool or region has the same name; names of groups, pools and regions must differ (drain targets name them)"),
+            );
+            ok = false;
+        }
+        let algorithm = match &v.algorithm {
+            None => Algorithm::RoundRobin,
+            Some(a) => match a.get_ref().parse::<Algorithm>() {
+                Ok(a) => a,
+                Err(e) => {
+                    cx.err(
+                        Some(a.span()),
+                        g.line,
+                        format!("groups.{name}.algorithm: {e}"),
+                    );
+                    ok = false;
+                    Algorithm::RoundRobin
+                }
+            },
+        };
+        let monitor = match &v.monitor {
+            None => None,
+            Some(m) => match monitors.get(m.get_ref()) {
+                Some(mon) => Some(mon.clone()),
+                None => {
+                    cx.err(
+                        Some(m.span()),
+                        g.line,
+                        format!("groups.{name}.monitor: unknown monitor {:?}", m.get_ref()),
+                    );
+                    ok = false;
+                    None
+                }
+            },
+        };
+        let send_proxy = match v.send_proxy.as_ref().map(|s| (s, s.get_ref().as_str())) {
+            None | Some((_, "none")) => None,
+            Some((_, "v1")) => Some(ProxyVersion::V1),
+            Some((_, "v2")) => Some(ProxyVersion::V2),
+            Some((s, other)) => {
+                cx.err(
+                    Some(s.span()),
+                    g.line,
+                    format!(
+                        "groups.{name}.send_proxy {other:?}: expected \"v1\", \"v2\" or \"none\""
+                    ),
+                );
+                ok = false;
+                None
+            }
+        };
+        let members = v.members.get_ref();
+        if members.is_empty() {
+            cx.err(
+                Some(v.members.span()),
+                g.line,
+                format!("groups.{name}.members: a group needs at least one member"),
+            );
+            ok = false;
+        }
+        let region = v.region.get_ref().clone();
+        let mut seen = BTreeSet::new();
+        let mut backends = Vec::new();
+        for m in members {
+            if !seen.insert(m.address) {
+                cx.err(
+                    Some(v.members.span()),
+                    g.line,
+                    format!("groups.{name}.members: {} is listed twice", m.address),
+                );
+                ok = false;
+                continue;
+            }
+            let id = format!("{name}/{}", m.address);
+            let check = match &monitor {
+                None => {
+                    if m.check.is_some() {
+                        cx.warn(
+                            Some(v.members.span()),
+                            g.line,
+                            format!("groups.{name}: member {} has check = {:?} but the group has no monitor; it is not checked", m.address, m.check.as_deref().unwrap_or_default()),
+                        );
+                    }
+                    None
+                }
+                Some(mon) => match check_addr(m.address, m.check.as_deref(), mon) {
+                    Some(addr) => Some(Check {
+                        monitor: mon.clone(),
+                        addr,
+                    }),
+                    None => {
+                        cx.err(
+                            Some(v.members.span()),
+                            g.line,
+                            format!("groups.{name}: member {}: check {:?} is neither address:port nor a port", m.address, m.check.as_deref().unwrap_or_default()),
+                        );
+                        ok = false;
+                        None
+                    }
+                },
+            };
+            plan.members.push(Member {
+                identity: id.clone(),
+                within: vec![
+                    name.clone(),
+                    format!("{region}/{}", m.address),
+                    region.clone(),
+                ],
+                check,
+            });
+            backends.push(BackendPlan {
+                id,
+                addr: m.address,
+                weight: m.weight,
+                backup: m.backup,
+                max_connections: (m.max_connections > 0).then_some(m.max_connections),
+            });
+        }
+        let settings = balance::Settings {
+            algorithm,
+            slow_start: v.slow_start.unwrap_or_default(),
+            min_primaries_up: v.min_primaries_up.map_or(1, |n| n as usize),
+            panic_threshold: v.panic_threshold.unwrap_or(0),
+            ejection: ejection(&v.ejection.clone().unwrap_or_default()),
+            hash_balance_factor: v.hash_balance_factor.unwrap_or(0),
+            ..balance::Settings::default()
+        };
+        if let Err(e) = balance::Balancer::new(settings.clone(), &[]) {
+            cx.err(None, g.line, format!("groups.{name}: {e}"));
+            ok = false;
+        }
+        if ok {
+            plan.groups.push(GroupPlan {
+                name: name.clone(),
+                region,
+                settings,
+                backends,
+                send_proxy,
+                drain_timeout: v.drain_timeout.unwrap_or(d.drain_timeout),
+            });
+        }
+    }
+    let mut binds: BTreeMap<SocketAddr, String> = BTreeMap::new();
+    for l in &config.listeners {
+        let v = &l.value;
+        let name = &l.name;
+        let mut ok = true;
+        let region = v.region.get_ref();
+        if !regions.contains(region.as_str()) {
+            cx.err(
+                Some(v.region.span()),
+                l.line,
+                format!("listeners.{name}.region: no region is named {region:?}"),
+            );
+            ok = false;
+        }
+        if let Some(m) = &v.mode {
+            if m.get_ref() != "tcp" {
+                cx.err(
+                    Some(m.span()),
+                    l.line,
+                    format!("listeners.{name}.mode {:?}: expected \"tcp\"", m.get_ref()),
+                );
+                ok = false;
+            }
+        }
+        let bind = *v.bind.get_ref();
+        let wildcard = |a: &SocketAddr| a.ip().is_unspecified() && a.port() == bind.port();
+        if let Some(other) = binds.get(&bind).or_else(|| {
+            binds
+                .iter()
+                .find(|(a, _)| {
+                    a.port() == bind.port() && (wildcard(a) || bind.ip().is_unspecified())
+                })
+                .map(|(_, n)| n)
+        }) {
+            cx.err(
+                Some(v.bind.span()),
+                l.line,
+                format!("listeners.{name}.bind {bind}: listener {other} already binds it"),
+            );
+            ok = false;
+        }
+        binds.entry(bind).or_insert_with(|| name.clone());
+        match config.groups.iter().find(|g| &g.name == v.group.get_ref()) {
+            None => {
+                cx.err(
+                    Some(v.group.span()),
+                    l.line,
+                    format!("listeners.{name}.group: no group is named {:?}", v.group.get_ref()),
+                );
+                ok = false;
+            }
+            Some(g) if g.value.region.get_ref() != region => cx.warn(
+                Some(v.group.span()),
+                l.line,
+                format!(
+                    "listeners.{name}: its group {} is in region {}, not {region}: connections would cross regions",
+                    g.name,
+                    g.value.region.get_ref()
+                ),
+            ),
+            Some(_) => {}
+        }
+        if ok
+            && !bind.ip().is_unspecified()
+            && !handed
+                .get(region.as_str())
+                .is_some_and(|s| s.contains(&bind.ip()))
+        {
+            cx.warn(
+                Some(v.bind.span()),
+                l.line,
+                format!("listeners.{name}.bind {bind}: no pool of region {region} hands out {}; DNS will not send clients here", bind.ip()),
+            );
+        }
+        let max = v.max_connections.unwrap_or(d.max_connections);
+        let attempts = v.connect_attempts.unwrap_or(d.connect_attempts);
+        if max == 0 || attempts == 0 {
+            cx.err(
+                None,
+                l.line,
+                format!(
+                    "listeners.{name}: max_connections and connect_attempts must be at least 1"
+                ),
+            );
+            ok = false;
+        }
+        if ok {
+            plan.listeners.push(ListenerPlan {
+                name: name.clone(),
+                region: region.clone(),
+                bind,
+                group: v.group.get_ref().clone(),
+                max_connections: max,
+                connect_timeout: v.connect_timeout.unwrap_or(d.connect_timeout),
+                idle_timeout: v.idle_timeout.unwrap_or(d.idle_timeout),
+                connect_attempts: attempts,
+                accept_proxy_from: v.accept_proxy_from.clone(),
+                proxy_header_timeout: d.proxy_header_timeout,
+            });
+        }
+    }
+    if d.connect_timeout.is_zero() || d.idle_timeout.is_zero() {
+        cx.err(
+            None,
+            1,
+            "tier.connect_timeout and tier.idle_timeout must be more than 0".into(),
+        );
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile_text(extra: &str) -> (Plan, Vec<Diagnostic>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.zone"), "").expect("write");
+        let text = format!(
+            "[zones.\"example.com\"]\nfile = \"a.zone\"\n[regions.eu]\nlocation = [50.0, 8.0]\n[pools.eu-web]\nregion = \"eu\"\nendpoints = [{{ address = \"127.0.1.1\" }}]\n[monitors.tcp]\nkind = \"tcp\"\n{extra}"
+        );
+        let (config, mut diags) =
+            Config::read(&dir.path().join("geolb.toml"), &text).expect("parses");
+        let c = super::super::steering::compile(&config, &mut diags);
+        let plan = compile(&config, &c.monitors, &mut diags);
+        (plan, diags)
+    }
+
+    fn errors(d: &[Diagnostic]) -> Vec<String> {
+        d.iter().map(|d| d.to_string()).collect()
+    }
+
+    #[test]
+    fn a_listener_in_front_of_a_group_compiles_with_health_members_drainable_by_region_address() {
+        let (plan, diags) = compile_text(
+            "[groups.eu-app]\nregion = \"eu\"\nmonitor = \"tcp\"\nalgorithm = \"least_conn\"\nmembers = [{ address = \"127.0.1.11:9001\", weight = 2 }, { address = \"127.0.1.12:9001\", backup = true, check = \"9101\" }]\n[listeners.eu-tcp]\nregion = \"eu\"\nbind = \"127.0.1.1:9000\"\ngroup = \"eu-app\"\n",
+        );
+        assert!(diags.is_empty(), "{:?}", errors(&diags));
+        assert_eq!(plan.listeners.len(), 1);
+        let g = plan.group("eu-app").expect("group");
+        assert_eq!(g.settings.algorithm, Algorithm::LeastConn);
+        assert_eq!(g.backends[0].id, "eu-app/127.0.1.11:9001");
+        assert!(g.backends[1].backup);
+        let m = &plan.members[1];
+        assert_eq!(m.within, ["eu-app", "eu/127.0.1.12:9001", "eu"]);
+        assert_eq!(
+            m.check.as_ref().map(|c| c.addr.to_string()).as_deref(),
+            Some("127.0.1.12:9101")
+        );
+    }
+
+    #[test]
+    fn tier_mistakes_are_errors_with_their_line_and_an_unannounced_vip_is_a_warning() {
+        let (_, diags) = compile_text(
+            "[groups.empty]\nregion = \"eu\"\nmembers = []\n[groups.bad]\nregion = \"mars\"\nalgorithm = \"fastest\"\nmonitor = \"nope\"\nmembers = [{ address = \"127.0.1.11:1\" }, { address = \"127.0.1.11:1\" }]\n[groups.ok]\nregion = \"eu\"\nmembers = [{ address = \"127.0.1.11:1\" }]\n[listeners.a]\nregion = \"eu\"\nbind = \"127.0.1.9:9000\"\ngroup = \"ok\"\n[listeners.b]\nregion = \"eu\"\nbind = \"127.0.1.9:9000\"\ngroup = \"missing\"\n",
+        );
+        let all = errors(&diags);
+        let has = |s: &str| all.iter().any(|m| m.contains(s));
+        assert!(
+            has("groups.empty.members: a group needs at least one member"),
+            "{all:?}"
+        );
+        assert!(has("no region is named \"mars\""), "{all:?}");
+        assert!(has("unknown algorithm") || has("fastest"), "{all:?}");
+        assert!(has("unknown monitor \"nope\""), "{all:?}");
+        assert!(has("127.0.1.11:1 is listed twice"), "{all:?}");
+        assert!(has("listener a already binds it"), "{all:?}");
+        assert!(has("no group is named \"missing\""), "{all:?}");
+        let warn = diags
+            .iter()
+            .find(|d| !d.is_error())
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        assert!(
+            warn.contains("no pool of region eu hands out 127.0.1.9"),
+            "{all:?}"
+        );
+        // Every error names a line.
+        assert!(diags.iter().all(|d| d.line > 0), "{all:?}");
+    }
+}

@@ -1,0 +1,794 @@
+//! The regional tier: TCP listeners on a region's VIPs in front of backend
+//! groups, from the same config as DNS and on the same health service.
+//!
+//! - [`plan`]: what to run, compiled from the config by `snapshot::tier`.
+//! - [`Tier`]: the running listeners and groups. Each group's backend
+//!   choice is a [`Balancer`](crate::balance::Balancer) (the pure balancing
+//!   core) fed with the health service's verdicts, connect outcomes
+//!   (passive ejection) and connect latencies.
+//! - `relay`: the byte copy; `proxy`: PROXY protocol in and out.
+//!
+//! The tier registers its backends with the health service under the
+//! source `tier` (identity `group/address`, drainable by group,
+//! `region/address` or region), so one override drains a region in DNS and
+//! in the tier at once. A drained or forced-down backend gets no new
+//! connections; the ones it has run on until the group's drain timeout,
+//! then are closed. A reload updates groups in place (per-backend state and
+//! counters follow identity), rebinds nothing that stays, binds new
+//! listeners before anything changes (a bind failure fails the reload and
+//! the old tier serves on), and never touches established connections.
+
+pub mod plan;
+pub mod proxy;
+pub mod relay;
+pub mod stats;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use rustc_hash::FxHashMap;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::balance::{self, Balancer, Context, FailureOutcome};
+use crate::config::NodeConfig;
+use crate::health::{HealthService, HealthState};
+use crate::policy::AdminState;
+use plan::{GroupPlan, ListenerPlan, Plan};
+use relay::End;
+use stats::{add, BackendStats, ListenerStats};
+
+/// The health service source name of the tier's backends.
+pub const SOURCE: &str = "tier";
+
+/// A listener that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("listener {name}: cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub source: io::Error,
+}
+
+/// One backend at run time: its address, counters and drain state.
+#[derive(Debug)]
+pub struct Backend {
+    pub id: String,
+    pub addr: SocketAddr,
+    pub stats: BackendStats,
+    /// Bumped to close the backend's connections (drain deadline).
+    kill: watch::Sender<u64>,
+    drain: Mutex<Option<Drain>>,
+}
+
+/// A drain in progress.
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    since_ms: u64,
+    deadline_ms: u64,
+    closed: bool,
+}
+
+struct GroupState {
+    plan: GroupPlan,
+    balancer: Balancer,
+    backends: FxHashMap<String, Arc<Backend>>,
+}
+
+/// One backend group at run time.
+pub struct Group {
+    pub name: String,
+    state: Mutex<GroupState>,
+}
+
+impl Group {
+    fn lock(&self) -> MutexGuard<'_, GroupState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What a listener forwards to (replaced whole by a reload).
+struct Route {
+    plan: ListenerPlan,
+    group: Arc<Group>,
+}
+
+struct Listener {
+    route: Arc<ArcSwap<Route>>,
+    stats: Arc<ListenerStats>,
+    local: SocketAddr,
+    task: tokio::task::AbortHandle,
+}
+
+#[derive(Default)]
+struct Running {
+    listeners: BTreeMap<SocketAddr, Listener>,
+    groups: BTreeMap<String, Arc<Group>>,
+    /// Every backend ever seen, by identity (counters survive reloads).
+    backends: FxHashMap<String, Arc<Backend>>,
+}
+
+/// The running tier; see the module documentation.
+pub struct Tier {
+    health: Arc<HealthService>,
+    /// The runtime listeners and connections run on (reloads come from
+    /// other threads).
+    rt: tokio::runtime::Handle,
+    shutdown: watch::Receiver<bool>,
+    t0: Instant,
+    inner: Mutex<Running>,
+    /// One apply at a time.
+    applying: Mutex<()>,
+    me: Weak<Tier>,
+}
+
+fn ip_in(ip: IpAddr, nets: &[ipnet::IpNet]) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    nets.iter().any(|n| n.contains(&ip))
+}
+
+impl Tier {
+    /// A tier with nothing running; it follows `health` from now on. Must
+    /// be called inside the Tokio runtime the tier is to run on.
+    pub fn new(health: Arc<HealthService>, shutdown: watch::Receiver<bool>) -> Arc<Tier> {
+        let tier = Arc::new_cyclic(|me| Tier {
+            health: health.clone(),
+            rt: tokio::runtime::Handle::current(),
+            shutdown,
+            t0: Instant::now(),
+            inner: Mutex::new(Running::default()),
+            applying: Mutex::new(()),
+            me: me.clone(),
+        });
+        let weak = Arc::downgrade(&tier);
+        health.subscribe(move |state| {
+            if let Some(t) = weak.upgrade() {
+                t.on_health(state);
+            }
+        });
+        tier
+    }
+
+    /// Milliseconds since the tier started (the balancers' clock).
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Running> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the drain-deadline watcher. Call once, inside the runtime.
+    pub fn spawn_jobs(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = Arc::downgrade(self);
+        let mut stop = self.shutdown.clone();
+        self.rt.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = stop.changed() => return,
+                }
+                let Some(t) = me.upgrade() else { return };
+                t.enforce_drains();
+            }
+        })
+    }
+
+    /// Makes the tier run `plan`'s listeners of the regions `node` names:
+    /// binds new listeners first (any failure: nothing changes), then
+    /// updates groups in place, re-routes kept listeners, closes removed
+    /// ones and registers the backends with the health service.
+    pub fn apply(&self, plan: &Plan, node: &NodeConfig) -> Result<(), Vec<BindError>> {
+        let _one = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        let here = |region: &str| {
+            node.regions
+                .as_ref()
+                .is_none_or(|r| r.iter().any(|x| x == region))
+        };
+        let wanted: Vec<&ListenerPlan> =
+            plan.listeners.iter().filter(|l| here(&l.region)).collect();
+        // 1. Bind what is new.
+        let mut fresh: BTreeMap<SocketAddr, std::net::TcpListener> = BTreeMap::new();
+        let mut errors = Vec::new();
+        {
+            let run = self.lock();
+            for l in &wanted {
+                if run.listeners.contains_key(&l.bind) {
+                    continue;
+                }
+                match crate::sock::listen_tcp(l.bind, l.max_connections) {
+                    Ok(s) => {
+                        fresh.insert(l.bind, s);
+                    }
+                    Err(source) => errors.push(BindError {
+                        name: l.name.clone(),
+                        addr: l.bind,
+                        source,
+                    }),
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let now = self.now_ms();
+        let health = self.health.current();
+        let _rt = self.rt.enter();
+        let mut run = self.lock();
+        // 2. Groups, in place.
+        let mut groups = BTreeMap::new();
+        for g in &plan.groups {
+            let members = g.members();
+            let mut backends = FxHashMap::default();
+            for b in &g.backends {
+                let be = run
+                    .backends
+                    .entry(b.id.clone())
+                    .or_insert_with(|| {
+                        Arc::new(Backend {
+                            id: b.id.clone(),
+                            addr: b.addr,
+                            stats: BackendStats::default(),
+                            kill: watch::channel(0).0,
+                            drain: Mutex::new(None),
+                        })
+                    })
+                    .clone();
+                backends.insert(b.id.clone(), be);
+            }
+            let group = match run.groups.get(&g.name) {
+                Some(existing) => {
+                    let mut st = existing.lock();
+                    // Settings were checked when the plan was compiled.
+                    if let Err(e) = st.balancer.set_settings(g.settings.clone()) {
+                        tracing::error!(group = %g.name, "settings not applied: {e}");
+                    }
+                    if let Err(e) = st.balancer.update(&members, now) {
+                        tracing::error!(group = %g.name, "members not applied: {e}");
+                    }
+                    st.plan = g.clone();
+                    st.backends = backends;
+                    drop(st);
+                    existing.clone()
+                }
+                None => {
+                    let balancer = match Balancer::new(g.settings.clone(), &members) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::error!(group = %g.name, "group not started: {e}");
+                            continue;
+                        }
+                    };
+                    Arc::new(Group {
+                        name: g.name.clone(),
+                        state: Mutex::new(GroupState {
+                            plan: g.clone(),
+                            balancer,
+                            backends,
+                        }),
+                    })
+                }
+            };
+            apply_health(&group, &health, now);
+            groups.insert(g.name.clone(), group);
+        }
+        run.groups = groups;
+        let ids: BTreeSet<&str> = plan
+            .groups
+            .iter()
+            .flat_map(|g| g.backends.iter().map(|b| b.id.as_str()))
+            .collect();
+        // Forget backends that are gone and idle (live connections keep
+        // their own reference).
+        run.backends
+            .retain(|id, b| ids.contains(id.as_str()) || Arc::strong_count(b) > 1);
+        // 3. Listeners.
+        let keep: BTreeSet<SocketAddr> = wanted.iter().map(|l| l.bind).collect();
+        let gone: Vec<SocketAddr> = run
+            .listeners
+            .keys()
+            .filter(|a| !keep.contains(a))
+            .copied()
+            .collect();
+        for a in gone {
+            if let Some(l) = run.listeners.remove(&a) {
+                l.task.abort();
+                tracing::info!(bind = %a, "tier listener closed (removed from the config)");
+            }
+        }
+        for l in wanted {
+            let Some(group) = run.groups.get(&l.group).cloned() else {
+                continue;
+            };
+            let route = Route {
+                plan: l.clone(),
+                group,
+            };
+            if let Some(existing) = run.listeners.get(&l.bind) {
+                existing.route.store(Arc::new(route));
+                continue;
+            }
+            let Some(std_listener) = fresh.remove(&l.bind) else {
+                continue;
+            };
+            let local = std_listener.local_addr().unwrap_or(l.bind);
+            let listener = match TcpListener::from_std(std_listener) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::error!(bind = %l.bind, "cannot register the listener: {e}");
+                    continue;
+                }
+            };
+            let route = Arc::new(ArcSwap::from_pointee(route));
+            let stats = Arc::new(ListenerStats::default());
+            let task = self.rt.spawn(accept_loop(
+                self.me.clone(),
+                listener,
+                route.clone(),
+                stats.clone(),
+                local,
+                self.shutdown.clone(),
+            ));
+            tracing::info!(listener = %l.name, region = %l.region, bind = %local, group = %l.group, "tier listening");
+            run.listeners.insert(
+                l.bind,
+                Listener {
+                    route,
+                    stats,
+                    local,
+                    task: task.abort_handle(),
+                },
+            );
+        }
+        drop(run);
+        self.health.set_members(SOURCE, plan.members.clone());
+        Ok(())
+    }
+
+    /// The bound address of each listener, by name (port 0 binds).
+    pub fn local_addrs(&self) -> BTreeMap<String, SocketAddr> {
+        self.lock()
+            .listeners
+            .values()
+            .map(|l| (l.route.load().plan.name.clone(), l.local))
+            .collect()
+    }
+
+    /// Connections open through the tier's listeners now.
+    pub fn active(&self) -> u64 {
+        self.lock()
+            .listeners
+            .values()
+            .map(|l| u64::from(l.stats.active.load(std::sync::atomic::Ordering::Relaxed)))
+            .sum()
+    }
+
+    fn on_health(&self, state: &HealthState) {
+        let groups: Vec<Arc<Group>> = self.lock().groups.values().cloned().collect();
+        let now = self.now_ms();
+        for g in groups {
+            apply_health(&g, state, now);
+        }
+    }
+
+    /// Closes the connections of backends whose drain deadline passed.
+    fn enforce_drains(&self) {
+        let groups: Vec<Arc<Group>> = self.lock().groups.values().cloned().collect();
+        let now = self.now_ms();
+        for g in groups {
+            let st = g.lock();
+            for (id, b) in &st.backends {
+                let mut d = b.drain.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(drain) = d.as_mut() else { continue };
+                if drain.closed || now < drain.deadline_ms {
+                    continue;
+                }
+                drain.closed = true;
+                let active = st.balancer.active(id).unwrap_or(0);
+                if active > 0 {
+                    tracing::info!(backend = %id, connections = active, "drain deadline reached; closing the backend's remaining connections");
+                    b.kill.send_modify(|v| *v += 1);
+                }
+            }
+        }
+    }
+
+    /// Everything the API and the metrics show.
+    pub fn status(&self) -> TierStatus {
+        let now = self.now_ms();
+        let health = self.health.current();
+        let run = self.lock();
+        let listeners = run
+            .listeners
+            .values()
+            .map(|l| {
+                let r = l.route.load();
+                let s = &l.stats;
+                use std::sync::atomic::Ordering::Relaxed;
+                ListenerStatus {
+                    name: r.plan.name.clone(),
+                    region: r.plan.region.clone(),
+                    bind: l.local,
+                    group: r.plan.group.clone(),
+                    max_connections: r.plan.max_connections,
+                    active: s.active.load(Relaxed),
+                    accepted: stats::get(&s.accepted),
+                    refused_max: stats::get(&s.refused_max),
+                    no_backend: stats::get(&s.no_backend),
+                    proxy_untrusted: stats::get(&s.proxy_untrusted),
+                    proxy_invalid: stats::get(&s.proxy_invalid),
+                    retries: stats::get(&s.retries),
+                    idle_closed: stats::get(&s.idle_closed),
+                    drain_closed: stats::get(&s.drain_closed),
+                    errors: stats::get(&s.errors),
+                }
+            })
+            .collect();
+        let groups = run
+            .groups
+            .values()
+            .map(|g| {
+                let st = g.lock();
+                let views = st.balancer.view(now);
+                let backends = views
+                    .into_iter()
+                    .filter_map(|v| {
+                        let b = st.backends.get(&v.id)?;
+                        let h = health.get(&v.id);
+                        let drain = b.drain.lock().unwrap_or_else(|p| p.into_inner()).map(|d| {
+                            DrainStatus {
+                                since_s: now.saturating_sub(d.since_ms) as f64 / 1000.0,
+                                deadline_in_s: d.deadline_ms.saturating_sub(now) as f64 / 1000.0,
+                                remaining: v.active,
+                            }
+                        });
+                        let s = &b.stats;
+                        Some(BackendStatus {
+                            ejection_ends_in_s: v
+                                .ejection
+                                .map(|e| e.until_ms.saturating_sub(now) as f64 / 1000.0),
+                            address: b.addr,
+                            health: h.reason().to_string(),
+                            admin: h.admin,
+                            drain,
+                            total: stats::get(&s.total),
+                            connect_errors: stats::get(&s.connect_errors),
+                            ejections: stats::get(&s.ejections),
+                            bytes_up: stats::get(&s.bytes_up),
+                            bytes_down: stats::get(&s.bytes_down),
+                            drain_closed: stats::get(&s.drain_closed),
+                            view: v,
+                        })
+                    })
+                    .collect();
+                GroupStatus {
+                    name: g.name.clone(),
+                    region: st.plan.region.clone(),
+                    algorithm: st.plan.settings.algorithm.name().to_string(),
+                    slow_start_s: st.plan.settings.slow_start.as_secs_f64(),
+                    send_proxy: st.plan.send_proxy,
+                    backends,
+                }
+            })
+            .collect();
+        TierStatus { listeners, groups }
+    }
+
+    /// A backend's counters by identity (metrics).
+    pub fn backend_stats(&self) -> Vec<(String, String, Arc<Backend>)> {
+        let run = self.lock();
+        run.groups
+            .values()
+            .flat_map(|g| {
+                let st = g.lock();
+                st.backends
+                    .values()
+                    .map(|b| (g.name.clone(), st.plan.region.clone(), b.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+/// Carries a health state into a group: up/down per backend, and the
+/// start or end of drains.
+fn apply_health(group: &Group, state: &HealthState, now: u64) {
+    let mut st = group.lock();
+    let timeout = u64::try_from(st.plan.drain_timeout.as_millis()).unwrap_or(u64::MAX);
+    let ids: Vec<String> = st.plan.backends.iter().map(|b| b.id.clone()).collect();
+    for id in ids {
+        let h = state.get(&id);
+        if st.balancer.set_up(&id, h.up(), now) {
+            tracing::info!(backend = %id, up = h.up(), reason = h.reason(), "tier backend state changed");
+        }
+        let Some(b) = st.backends.get(&id) else {
+            continue;
+        };
+        let mut d = b.drain.lock().unwrap_or_else(|p| p.into_inner());
+        let draining = matches!(h.admin, AdminState::Drain | AdminState::ForceDown);
+        match (draining, d.is_some()) {
+            (true, false) => {
+                *d = Some(Drain {
+                    since_ms: now,
+                    deadline_ms: now.saturating_add(timeout),
+                    closed: false,
+                })
+            }
+            (false, true) => *d = None,
+            _ => {}
+        }
+    }
+}
+
+async fn accept_loop(
+    tier: Weak<Tier>,
+    listener: TcpListener,
+    route: Arc<ArcSwap<Route>>,
+    stats: Arc<ListenerStats>,
+    local: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut last_err: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => return,
+        };
+        let (client, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors and the like: say so (at most every
+                // 10 s) and give the system a moment.
+                if last_err.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    tracing::error!(bind = %local, "accept failed: {e}");
+                    last_err = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        add(&stats.accepted, 1);
+        let r = route.load_full();
+        if stats.active.fetch_add(1, Relaxed) >= r.plan.max_connections {
+            stats.active.fetch_sub(1, Relaxed);
+            add(&stats.refused_max, 1);
+            drop(client);
+            continue;
+        }
+        let Some(t) = tier.upgrade() else { return };
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            connection(&t, &r, &stats, client, peer, local).await;
+            stats.active.fetch_sub(1, Relaxed);
+        });
+    }
+}
+
+/// Picks a backend (never the same twice) and connects, up to the
+/// listener's attempts. Returns the stream and the backend.
+async fn connect(
+    tier: &Tier,
+    route: &Route,
+    stats: &ListenerStats,
+    client: IpAddr,
+) -> Option<(TcpStream, Arc<Backend>)> {
+    let mut tried: Vec<usize> = Vec::new();
+    for attempt in 0..route.plan.connect_attempts {
+        let now = tier.now_ms();
+        let backend = {
+            let mut st = route.group.lock();
+            let idx = match st
+                .balancer
+                .pick(&Context::at(now).client(client).exclude(&tried))
+            {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::debug!(group = %route.group.name, "no backend: {e}");
+                    return None;
+                }
+            };
+            tried.push(idx);
+            let id = st.balancer.id(idx).unwrap_or_default().to_string();
+            let Some(b) = st.backends.get(&id).cloned() else {
+                continue;
+            };
+            st.balancer.acquire(&id);
+            b
+        };
+        if attempt > 0 {
+            add(&stats.retries, 1);
+        }
+        let started = Instant::now();
+        let result =
+            tokio::time::timeout(route.plan.connect_timeout, TcpStream::connect(backend.addr))
+                .await;
+        let now = tier.now_ms();
+        match result {
+            Ok(Ok(stream)) => {
+                let took = started.elapsed();
+                backend.stats.connected(took);
+                let mut st = route.group.lock();
+                st.balancer.record_success(&backend.id, now);
+                st.balancer.record_latency(&backend.id, took, now);
+                return Some((stream, backend));
+            }
+            Ok(Err(e)) => fail(route, &backend, now, &e.to_string()),
+            Err(_) => fail(
+                route,
+                &backend,
+                now,
+                &format!("no answer within {:?}", route.plan.connect_timeout),
+            ),
+        }
+    }
+    None
+}
+
+/// A failed connect: counted, released, and told to passive ejection.
+fn fail(route: &Route, backend: &Backend, now: u64, why: &str) {
+    add(&backend.stats.connect_errors, 1);
+    let mut st = route.group.lock();
+    st.balancer.release(&backend.id);
+    match st.balancer.record_failure(&backend.id, now) {
+        FailureOutcome::Ejected { until_ms } => {
+            add(&backend.stats.ejections, 1);
+            tracing::warn!(backend = %backend.id, for_s = until_ms.saturating_sub(now) / 1000, "backend ejected after repeated connect failures");
+        }
+        FailureOutcome::Capped => {
+            tracing::warn!(backend = %backend.id, "backend fails repeatedly but the group is at its ejection cap; it stays in");
+        }
+        _ => {}
+    }
+    tracing::debug!(backend = %backend.id, "connect failed: {why}");
+}
+
+/// One client connection, start to end.
+async fn connection(
+    tier: &Tier,
+    route: &Route,
+    stats: &ListenerStats,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
+    let trusted =
+        !route.plan.accept_proxy_from.is_empty() && ip_in(peer.ip(), &route.plan.accept_proxy_from);
+    let (src, dst, rest) = if trusted {
+        match proxy::read(&mut client, route.plan.proxy_header_timeout).await {
+            Ok(r) => {
+                let (s, d) = r.addrs.unwrap_or((peer, local));
+                (s, d, r.rest)
+            }
+            Err(e) => {
+                add(&stats.proxy_invalid, 1);
+                tracing::debug!(%peer, "PROXY header refused: {e}");
+                return;
+            }
+        }
+    } else {
+        (peer, local, Vec::new())
+    };
+    let _ = client.set_nodelay(true);
+    let Some((mut backend, b)) = connect(tier, route, stats, src.ip()).await else {
+        add(&stats.no_backend, 1);
+        return;
+    };
+    let _ = backend.set_nodelay(true);
+    add(&b.stats.total, 1);
+    let send_proxy = route.group.lock().plan.send_proxy;
+    let mut hello = match send_proxy {
+        Some(v) => proxy::encode(v, src, dst),
+        None => Vec::new(),
+    };
+    hello.extend_from_slice(&rest);
+    let mut kill = b.kill.subscribe();
+    let ended = if !hello.is_empty() && backend.write_all(&hello).await.is_err() {
+        End::Error
+    } else {
+        let clock = || tier.now_ms();
+        let r = relay::relay(
+            &client,
+            &backend,
+            route.plan.idle_timeout,
+            &mut kill,
+            &clock,
+            !trusted,
+        )
+        .await;
+        add(&b.stats.bytes_up, r.up);
+        add(&b.stats.bytes_down, r.down);
+        r.end
+    };
+    match ended {
+        End::Done => {}
+        End::Idle => add(&stats.idle_closed, 1),
+        End::Killed => {
+            add(&stats.drain_closed, 1);
+            add(&b.stats.drain_closed, 1);
+        }
+        End::Error => add(&stats.errors, 1),
+        End::ProxyHeader => {
+            add(&stats.proxy_untrusted, 1);
+            tracing::debug!(%peer, "PROXY header from an untrusted peer; connection closed");
+        }
+    }
+    route.group.lock().balancer.release(&b.id);
+}
+
+/// A listener as the API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ListenerStatus {
+    pub name: String,
+    pub region: String,
+    pub bind: SocketAddr,
+    pub group: String,
+    pub max_connections: u32,
+    pub active: u32,
+    pub accepted: u64,
+    pub refused_max: u64,
+    pub no_backend: u64,
+    pub proxy_untrusted: u64,
+    pub proxy_invalid: u64,
+    pub retries: u64,
+    pub idle_closed: u64,
+    pub drain_closed: u64,
+    pub errors: u64,
+}
+
+/// A drain in progress, as the API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DrainStatus {
+    pub since_s: f64,
+    /// Seconds until the remaining connections are closed (0: done).
+    pub deadline_in_s: f64,
+    pub remaining: u32,
+}
+
+/// A backend as the API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackendStatus {
+    pub address: SocketAddr,
+    /// The health verdict, in words.
+    pub health: String,
+    pub admin: AdminState,
+    pub drain: Option<DrainStatus>,
+    /// Seconds until a passive ejection ends (see `ejection` for why).
+    pub ejection_ends_in_s: Option<f64>,
+    pub total: u64,
+    pub connect_errors: u64,
+    pub ejections: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub drain_closed: u64,
+    /// The balancer's view: up, eligible, active, effective weight (slow
+    /// start), latency, ejection with reason and expiry.
+    #[serde(flatten)]
+    pub view: balance::BackendView,
+}
+
+/// A group as the API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupStatus {
+    pub name: String,
+    pub region: String,
+    pub algorithm: String,
+    pub slow_start_s: f64,
+    pub send_proxy: Option<plan::ProxyVersion>,
+    pub backends: Vec<BackendStatus>,
+}
+
+/// The tier as the API shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct TierStatus {
+    pub listeners: Vec<ListenerStatus>,
+    pub groups: Vec<GroupStatus>,
+}

@@ -1,0 +1,70 @@
+//! Counters of listeners and backends: atomics written by connections,
+//! read by the API and the metrics. A backend's counters are kept by
+//! identity, so they survive reloads.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the connect-latency histogram.
+pub const CONNECT_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// A listener's counters.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    pub active: AtomicU32,
+    pub accepted: AtomicU64,
+    /// Closed at once: the listener was at its max connections.
+    pub refused_max: AtomicU64,
+    /// Closed: no backend could take it (all down, at max, or failing).
+    pub no_backend: AtomicU64,
+    /// Closed: a PROXY header from a peer not in `accept_proxy_from`.
+    pub proxy_untrusted: AtomicU64,
+    /// Closed: a trusted peer sent no valid PROXY header in time.
+    pub proxy_invalid: AtomicU64,
+    /// Connect attempts beyond the first.
+    pub retries: AtomicU64,
+    /// How connections ended (idle timeout, drain deadline, error).
+    pub idle_closed: AtomicU64,
+    pub drain_closed: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// A backend's counters.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    pub total: AtomicU64,
+    pub connect_errors: AtomicU64,
+    pub ejections: AtomicU64,
+    pub bytes_up: AtomicU64,
+    pub bytes_down: AtomicU64,
+    /// Connections closed by the drain deadline.
+    pub drain_closed: AtomicU64,
+    /// Successful connects per `CONNECT_BUCKETS` bound (+Inf last).
+    pub connect_buckets: [AtomicU64; 11],
+    pub connect_sum_us: AtomicU64,
+}
+
+impl BackendStats {
+    pub fn connected(&self, took: Duration) {
+        let s = took.as_secs_f64();
+        let i = CONNECT_BUCKETS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(CONNECT_BUCKETS.len());
+        self.connect_buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.connect_sum_us.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+pub fn get(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+pub fn add(a: &AtomicU64, n: u64) {
+    a.fetch_add(n, Ordering::Relaxed);
+}
