@@ -215,6 +215,22 @@ fn round_robin_spreads_new_connections_over_every_member() {
     let got: Vec<String> = (0..6).map(|_| who(vip(&s, "l"))).collect();
     assert_eq!(got.iter().filter(|w| *w == "a").count(), 3, "{got:?}");
     assert_eq!(got.iter().filter(|w| *w == "b").count(), 3, "{got:?}");
+    // Per-backend metrics.
+    let (code, m) = http(s.admin.expect("admin"), "GET", "/metrics");
+    assert_eq!(code, 200);
+    let line = format!(
+        "geolb_tier_backend_connections_total{{group=\"g\",region=\"eu\",backend=\"{}\"}} 3",
+        a.addr
+    );
+    assert!(m.contains(&line), "{line} not in\n{m}");
+    assert!(
+        m.contains("geolb_tier_listener_connections_total{listener=\"l\",region=\"eu\"} 6"),
+        "{m}"
+    );
+    assert!(
+        m.contains("geolb_tier_backend_connect_seconds_bucket{group=\"g\""),
+        "{m}"
+    );
 }
 
 #[test]
@@ -541,4 +557,50 @@ fn a_listener_that_cannot_be_bound_fails_the_reload_and_the_old_tier_serves_on()
     );
     assert_eq!(who(l), "a");
     assert!(!s.server().tier.local_addrs().contains_key("l2"));
+}
+
+#[test]
+fn a_pool_whose_tier_has_too_few_healthy_backends_fails_over_in_dns() {
+    use hickory_proto::rr::{RData, RecordType};
+    let (a, b) = (Be::start("127.0.1.11", "a"), Be::start("127.0.1.12", "b"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("example.com.zone"), ZONE).expect("w");
+    let cfg = format!(
+        "[server]\ndns = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nudp_workers = 1\n\
+         [regions.eu]\nlocation = [50.1, 8.7]\n[regions.us]\nlocation = [39.0, -77.5]\n\
+         [pools.eu-web]\nregion = \"eu\"\nmin_healthy_tier = 2\nendpoints = [{{ address = \"127.0.1.1\" }}]\n\
+         [pools.us-web]\nregion = \"us\"\nendpoints = [{{ address = \"127.0.2.1\" }}]\n\
+         [zones.\"example.com\"]\nfile = \"example.com.zone\"\n\
+         [zones.\"example.com\".services.www]\nttl = 30\npools = [\"eu-web\", \"us-web\"]\nchain = [\"healthy\", \"failover\"]\n\
+         {}[listeners.l]\nregion = \"eu\"\nbind = \"127.0.1.1:0\"\ngroup = \"g\"\n",
+        group("g", "", &[member(&a, ""), member(&b, "")])
+    );
+    std::fs::write(dir.path().join("geolb.toml"), cfg).expect("w");
+    let s = TestServer::start_dir(dir);
+    let answer = |s: &TestServer| -> Vec<String> {
+        udp(s.dns, &query("www.example.com.", RecordType::A))
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(x) => Some(x.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(answer(&s), ["127.0.1.1"]);
+    // One of two backends down: the VIP still accepts connections, but the
+    // region's tier is below its pool's min_healthy_tier, so DNS fails over.
+    s.shared()
+        .set_admin_state(&format!("g/{}", b.addr), AdminState::ForceDown)
+        .expect("force down");
+    let moved = wait_for(Duration::from_secs(5), || answer(&s) == ["127.0.2.1"]);
+    assert!(moved.is_some(), "{:?}", answer(&s));
+    assert_eq!(who(vip(&s, "l")), "a");
+    let (code, body) = http(s.admin.expect("admin"), "GET", "/v1/health");
+    assert_eq!(code, 200);
+    assert!(body.contains("too few healthy backends"), "{body}");
+    s.shared()
+        .set_admin_state(&format!("g/{}", b.addr), AdminState::None)
+        .expect("clear");
+    assert!(wait_for(Duration::from_secs(5), || answer(&s) == ["127.0.1.1"]).is_some());
 }

@@ -448,6 +448,9 @@ pub fn health_json(shared: &Handles) -> serde_json::Value {
                 "checked_up": st.map(|s| s.checked_up),
                 "reason": match ov {
                     Some(o) => format!("{:?} by operator ({})", o.state, o.target).to_lowercase(),
+                    None if snap.health.get(i as u32).capacity_low => {
+                        snap.health.get(i as u32).reason().to_string()
+                    }
                     None => st.map_or(String::new(), |s| s.reason.clone()),
                 },
                 "override": ov,

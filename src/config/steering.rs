@@ -74,6 +74,11 @@ pub struct PoolConfig {
     /// count or a percentage ("50%").
     #[serde(default)]
     pub min_healthy: super::MinHealthy,
+    /// An endpoint that is a tier VIP of the pool's region counts as up
+    /// only while the groups behind it have this many healthy backends (a
+    /// count, or a share of their weight: "50%").
+    #[serde(default)]
+    pub min_healthy_tier: Option<super::MinHealthy>,
     /// Monitor checking every endpoint of the pool.
     #[serde(default)]
     pub monitor: Option<Spanned<String>>,

@@ -189,6 +189,7 @@ impl Control {
                     let mut snap = snap;
                     snap.health = Arc::new(snapshot::health_view(
                         &snap.topology,
+                        &snap.tier_gates,
                         &health.current(),
                         None,
                     ));

@@ -322,7 +322,11 @@ impl HealthTable {
                     )
                 }
             };
-            let h = EndpointHealth { checked_up, admin };
+            let h = EndpointHealth {
+                checked_up,
+                admin,
+                capacity_low: false,
+            };
             let eff = h.up();
             if eff != st.effective_up {
                 st.last_change = now;

@@ -9,6 +9,8 @@ use super::Exposition;
 use crate::control::Control;
 use crate::dns::DnsStats;
 use crate::health::{unix, HealthService, PROBE_BUCKETS};
+use crate::tier::stats::{get, CONNECT_BUCKETS};
+use crate::tier::Tier;
 
 /// Prometheus text exposition of everything countable: the snapshot's
 /// query and answer counters, the listeners', reloads and GeoIP, and health.
@@ -160,6 +162,7 @@ pub fn render(control: &Control, health: &HealthService, dns: &DnsStats) -> Stri
             .map_or(0.0, |d| d.as_secs_f64()),
     );
     let topo = &snap.topology;
+    tier(&mut e, &control.tier);
     health.with_table(|table, _| {
         e.family(
             "geolb_endpoint_up",
@@ -255,4 +258,195 @@ pub fn render(control: &Control, health: &HealthService, dns: &DnsStats) -> Stri
         }
         e.finish()
     })
+}
+
+/// A metric family read from each listener or backend: name, help, value.
+type Family<T, V> = (&'static str, &'static str, fn(&T) -> V);
+
+/// The tier: per listener and per backend.
+fn tier(e: &mut Exposition, tier: &Tier) {
+    let st = tier.status();
+    let lfam: [Family<crate::tier::ListenerStatus, u64>; 9] = [
+        (
+            "geolb_tier_listener_connections_total",
+            "Client connections accepted.",
+            |l| l.accepted,
+        ),
+        (
+            "geolb_tier_listener_refused_total",
+            "Connections closed at once: the listener was at max_connections.",
+            |l| l.refused_max,
+        ),
+        (
+            "geolb_tier_listener_no_backend_total",
+            "Connections closed: no backend could take them.",
+            |l| l.no_backend,
+        ),
+        (
+            "geolb_tier_listener_proxy_untrusted_total",
+            "Connections closed: a PROXY header from a peer not in accept_proxy_from.",
+            |l| l.proxy_untrusted,
+        ),
+        (
+            "geolb_tier_listener_proxy_invalid_total",
+            "Connections closed: a trusted peer sent no valid PROXY header in time.",
+            |l| l.proxy_invalid,
+        ),
+        (
+            "geolb_tier_listener_retries_total",
+            "Backend connect attempts beyond the first.",
+            |l| l.retries,
+        ),
+        (
+            "geolb_tier_listener_idle_closed_total",
+            "Connections closed by the idle timeout.",
+            |l| l.idle_closed,
+        ),
+        (
+            "geolb_tier_listener_drain_closed_total",
+            "Connections closed by a drain deadline.",
+            |l| l.drain_closed,
+        ),
+        (
+            "geolb_tier_listener_errors_total",
+            "Connections ended by a read or write error.",
+            |l| l.errors,
+        ),
+    ];
+    e.family(
+        "geolb_tier_listener_connections_active",
+        "gauge",
+        "Client connections open now.",
+    );
+    for l in &st.listeners {
+        e.sample(
+            "geolb_tier_listener_connections_active",
+            &[("listener", &l.name), ("region", &l.region)],
+            f64::from(l.active),
+        );
+    }
+    for (name, help, f) in lfam {
+        e.family(name, "counter", help);
+        for l in &st.listeners {
+            e.sample(
+                name,
+                &[("listener", &l.name), ("region", &l.region)],
+                f(l) as f64,
+            );
+        }
+    }
+    let backends: Vec<(&str, &str, &crate::tier::BackendStatus)> = st
+        .groups
+        .iter()
+        .flat_map(|g| {
+            g.backends
+                .iter()
+                .map(move |b| (g.name.as_str(), g.region.as_str(), b))
+        })
+        .collect();
+    let labels = |g: &str, r: &str, b: &crate::tier::BackendStatus| {
+        [
+            ("group", g.to_string()),
+            ("region", r.to_string()),
+            ("backend", b.address.to_string()),
+        ]
+    };
+    let gauges: [Family<crate::tier::BackendStatus, f64>; 3] = [
+        (
+            "geolb_tier_backend_connections_active",
+            "Proxied connections open now.",
+            |b| f64::from(b.view.active),
+        ),
+        (
+            "geolb_tier_backend_up",
+            "1 when the backend may take new connections (up, not ejected).",
+            |b| f64::from(u8::from(b.view.eligible)),
+        ),
+        (
+            "geolb_tier_backend_effective_weight",
+            "Weight now as a share of the configured weight (below 1 during slow start).",
+            |b| b.view.effective_weight,
+        ),
+    ];
+    let counters: [Family<crate::tier::BackendStatus, u64>; 6] = [
+        (
+            "geolb_tier_backend_connections_total",
+            "Connections proxied to the backend.",
+            |b| b.total,
+        ),
+        (
+            "geolb_tier_backend_connect_errors_total",
+            "Failed connect attempts.",
+            |b| b.connect_errors,
+        ),
+        (
+            "geolb_tier_backend_ejections_total",
+            "Passive ejections.",
+            |b| b.ejections,
+        ),
+        (
+            "geolb_tier_backend_bytes_up_total",
+            "Bytes from clients to the backend.",
+            |b| b.bytes_up,
+        ),
+        (
+            "geolb_tier_backend_bytes_down_total",
+            "Bytes from the backend to clients.",
+            |b| b.bytes_down,
+        ),
+        (
+            "geolb_tier_backend_drain_closed_total",
+            "Connections closed by a drain deadline.",
+            |b| b.drain_closed,
+        ),
+    ];
+    for (name, help, f) in gauges {
+        e.family(name, "gauge", help);
+        for (g, r, b) in &backends {
+            let l = labels(g, r, b);
+            let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            e.sample(name, &l, f(b));
+        }
+    }
+    for (name, help, f) in counters {
+        e.family(name, "counter", help);
+        for (g, r, b) in &backends {
+            let l = labels(g, r, b);
+            let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            e.sample(name, &l, f(b) as f64);
+        }
+    }
+    let name = "geolb_tier_backend_connect_seconds";
+    e.family(
+        name,
+        "histogram",
+        "Time to establish backend connections (successful ones).",
+    );
+    for (group, region, b) in tier.backend_stats() {
+        let s = &b.stats;
+        let addr = b.addr.to_string();
+        let base = [
+            ("group", group.as_str()),
+            ("region", region.as_str()),
+            ("backend", addr.as_str()),
+        ];
+        let mut acc = 0u64;
+        for (i, le) in CONNECT_BUCKETS.iter().enumerate() {
+            acc += get(&s.connect_buckets[i]);
+            let le = le.to_string();
+            let mut l = base.to_vec();
+            l.push(("le", &le));
+            e.sample(&format!("{name}_bucket"), &l, acc as f64);
+        }
+        acc += get(&s.connect_buckets[CONNECT_BUCKETS.len()]);
+        let mut l = base.to_vec();
+        l.push(("le", "+Inf"));
+        e.sample(&format!("{name}_bucket"), &l, acc as f64);
+        e.sample(
+            &format!("{name}_sum"),
+            &base,
+            get(&s.connect_sum_us) as f64 / 1e6,
+        );
+        e.sample(&format!("{name}_count"), &base, acc as f64);
+    }
 }

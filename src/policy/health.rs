@@ -22,6 +22,9 @@ pub struct EndpointHealth {
     /// Result of health checking (true until a monitor says otherwise).
     pub checked_up: bool,
     pub admin: AdminState,
+    /// The regional tier behind this address has fewer healthy backends
+    /// than its pool's `min_healthy_tier` (counts as down unless forced up).
+    pub capacity_low: bool,
 }
 
 impl Default for EndpointHealth {
@@ -29,6 +32,7 @@ impl Default for EndpointHealth {
         EndpointHealth {
             checked_up: true,
             admin: AdminState::None,
+            capacity_low: false,
         }
     }
 }
@@ -38,7 +42,7 @@ impl EndpointHealth {
         match self.admin {
             AdminState::ForceUp => true,
             AdminState::Drain | AdminState::ForceDown => false,
-            AdminState::None => self.checked_up,
+            AdminState::None => self.checked_up && !self.capacity_low,
         }
     }
     pub fn reason(&self) -> &'static str {
@@ -46,6 +50,9 @@ impl EndpointHealth {
             (AdminState::ForceUp, _) => "forced up by an operator",
             (AdminState::Drain, _) => "drained by an operator",
             (AdminState::ForceDown, _) => "forced down by an operator",
+            (AdminState::None, true) if self.capacity_low => {
+                "down (its tier has too few healthy backends: min_healthy_tier)"
+            }
             (AdminState::None, true) => "up",
             (AdminState::None, false) => "down (health checks)",
         }

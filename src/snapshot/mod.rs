@@ -132,6 +132,8 @@ pub struct Snapshot {
     pub geo_index: Option<Arc<CompiledGeo>>,
     /// The regional tier as configured (every region's listeners and groups).
     pub tier: Arc<crate::tier::plan::Plan>,
+    /// Pool endpoints whose health also needs enough healthy tier backends.
+    pub tier_gates: Arc<Vec<tier::TierGate>>,
     pub udp_payload: u16,
     pub nsid: Option<Box<[u8]>>,
 }
@@ -144,7 +146,12 @@ impl Snapshot {
             return None;
         }
         let mut next = self.clone();
-        next.health = Arc::new(health_view(&self.topology, state, Some(&self.health)));
+        next.health = Arc::new(health_view(
+            &self.topology,
+            &self.tier_gates,
+            state,
+            Some(&self.health),
+        ));
         Some(next)
     }
 }
@@ -152,8 +159,13 @@ impl Snapshot {
 /// Maps health, published by identity, onto a topology's endpoint indices.
 /// An endpoint the state does not know (a reload is replacing this
 /// topology) keeps its health from `prev`, the view being replaced.
-pub fn health_view(topo: &Topology, state: &HealthState, prev: Option<&HealthView>) -> HealthView {
-    let endpoints: Vec<EndpointHealth> = topo
+pub fn health_view(
+    topo: &Topology,
+    gates: &[tier::TierGate],
+    state: &HealthState,
+    prev: Option<&HealthView>,
+) -> HealthView {
+    let mut endpoints: Vec<EndpointHealth> = topo
         .endpoints
         .iter()
         .enumerate()
@@ -162,6 +174,11 @@ pub fn health_view(topo: &Topology, state: &HealthState, prev: Option<&HealthVie
             None => prev.map_or_else(EndpointHealth::default, |p| p.get(i as u32)),
         })
         .collect();
+    for g in gates {
+        if let Some(h) = endpoints.get_mut(g.endpoint as usize) {
+            h.capacity_low = !g.holds(state);
+        }
+    }
     let rtt = state
         .rtt
         .iter()
@@ -612,6 +629,7 @@ pub fn build(
         monitors,
     } = steering::compile(&config, &mut diags);
     let tier = tier::compile(&config, &monitors, &mut diags);
+    let tier_gates = tier::gates(&config, &topology, &tier, &mut diags);
     let mut table = ZoneTable::default();
     for (zi, spec) in config.zones.iter().enumerate() {
         let mut zd = Vec::new();
@@ -701,6 +719,7 @@ pub fn build(
         geo: Arc::new(geo),
         health: Arc::new(health),
         tier: Arc::new(tier),
+        tier_gates: Arc::new(tier_gates),
     };
     Ok((snap, diags))
 }
@@ -761,6 +780,7 @@ mod tests {
                         EndpointHealth {
                             checked_up: true,
                             admin: AdminState::Drain,
+                            capacity_low: false,
                         },
                     )
                 })

@@ -10,9 +10,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::balance::{self, Algorithm, EjectionSettings};
-use crate::config::{Config, EjectionConfig};
+use crate::config::{Config, EjectionConfig, MinHealthy};
 use crate::diag::{line_col, Diagnostic};
-use crate::health::{Check, Member, Monitor};
+use crate::health::{Check, HealthState, Member, Monitor};
+use crate::policy::{Target, Topology};
 use crate::tier::plan::{BackendPlan, GroupPlan, ListenerPlan, Plan, ProxyVersion};
 
 struct Cx<'a> {
@@ -359,6 +360,89 @@ pub fn compile(
         );
     }
     plan
+}
+
+/// A pool endpoint that is a tier VIP, and what its health needs from the
+/// tier behind it: enough healthy backends in the groups of the region's
+/// listeners on that address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TierGate {
+    /// The endpoint's topology index.
+    pub endpoint: u32,
+    /// Backend identities and weights behind it.
+    pub backends: Vec<(String, u32)>,
+    pub need: MinHealthy,
+}
+
+impl TierGate {
+    /// Whether the backends up in `state` meet the need: a count of
+    /// backends, or a share of their total weight.
+    pub fn holds(&self, state: &HealthState) -> bool {
+        let up = self.backends.iter().filter(|(id, _)| state.get(id).up());
+        match self.need {
+            MinHealthy::Count(n) => up.count() as u64 >= u64::from(n),
+            MinHealthy::Percent(p) => {
+                let total: u64 = self.backends.iter().map(|(_, w)| u64::from(*w)).sum();
+                let healthy: u64 = up.map(|(_, w)| u64::from(*w)).sum();
+                total > 0 && healthy as f64 * 100.0 >= p * total as f64
+            }
+        }
+    }
+}
+
+/// The gates of the pools that set `min_healthy_tier`.
+pub fn gates(
+    config: &Config,
+    topo: &Topology,
+    plan: &Plan,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<TierGate> {
+    let mut cx = Cx { config, diags };
+    let mut out = Vec::new();
+    for p in &config.pools {
+        let Some(need) = p.value.min_healthy_tier else {
+            continue;
+        };
+        let Some(pool) = topo.pools.iter().find(|x| x.name == p.name) else {
+            continue;
+        };
+        let region = p.value.region.get_ref();
+        let mut any = false;
+        for i in pool.endpoints.clone() {
+            let Some(Target::Addr(ip)) = topo.endpoints.get(i as usize).map(|e| &e.target) else {
+                continue;
+            };
+            let mut backends: Vec<(String, u32)> = Vec::new();
+            for l in plan
+                .listeners
+                .iter()
+                .filter(|l| &l.region == region && l.bind.ip() == *ip)
+            {
+                for b in plan.group(&l.group).into_iter().flat_map(|g| &g.backends) {
+                    if !backends.iter().any(|(id, _)| *id == b.id) {
+                        backends.push((b.id.clone(), b.weight));
+                    }
+                }
+            }
+            if backends.is_empty() {
+                continue;
+            }
+            any = true;
+            out.push(TierGate {
+                endpoint: i,
+                backends,
+                need,
+            });
+        }
+        if !any {
+            cx.err(
+                None,
+                p.line,
+                format!("pools.{}.min_healthy_tier: no tier listener of region {region} binds any address of this pool", p.name),
+            );
+        }
+    }
+    out
 }
 
 #[cfg(test)]
