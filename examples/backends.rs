@@ -122,10 +122,20 @@ async fn conn(mut s: TcpStream, peer: SocketAddr, id: &str, proxy: bool) -> std:
     }
     let first = &buf[start..have];
     if first.starts_with(b"GET ") || first.starts_with(b"HEAD ") || first.starts_with(b"POST ") {
+        let head = String::from_utf8_lossy(first);
+        let forwarded = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("x-forwarded-for")
+                    .then(|| v.trim().to_string())
+            })
+            .map(|f| format!(" (X-Forwarded-For: {f})"))
+            .unwrap_or_default();
         let body = if first.starts_with(b"GET /healthz") {
             "ok\n".to_string()
         } else {
-            format!("backend {id}\nclient {client}\n")
+            format!("backend {id}\nclient {client}{forwarded}\n")
         };
         let resp = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

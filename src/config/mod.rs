@@ -27,7 +27,8 @@ pub use steering::{
     RegionConfig, ServiceConfig, WeightedConfig, WeightedMode,
 };
 pub use tier::{
-    BackendConfig, EjectionConfig, GroupConfig, ListenerConfig, NodeConfig, TierDefaults,
+    BackendConfig, EjectionConfig, GroupConfig, HeaderMatch, ListenerConfig, NodeConfig,
+    RespondConfig, RouteConfig, TierDefaults,
 };
 
 pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

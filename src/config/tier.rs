@@ -120,6 +120,72 @@ pub struct ListenerConfig {
     /// PROXY header from any other peer closes the connection.
     #[serde(default)]
     pub accept_proxy_from: Vec<IpNet>,
+    // --- mode = "http" ---
+    /// Routing rules, in order; the first match wins, else `group`.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// `append` (default), `replace` or `off`: the client's X-Forwarded-For.
+    #[serde(default)]
+    pub forwarded_for: Option<Spanned<String>>,
+    /// Add an RFC 7239 `Forwarded` header.
+    #[serde(default)]
+    pub forwarded: bool,
+    /// Add `Via`.
+    #[serde(default)]
+    pub via: bool,
+    /// Request id header (passed through, or generated): e.g. "x-request-id".
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// Time a client has for a request's headers, and the longest a
+    /// keep-alive connection may sit idle between requests (default 10s).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub header_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub response_timeout: Option<Duration>,
+    /// Extra attempts for replayable requests (default 2).
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// Backend statuses retried on another backend (default 502, 503, 504).
+    #[serde(default)]
+    pub retry_on: Option<Vec<u16>>,
+}
+
+/// One HTTP routing rule: every condition given must match.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// "api.example.com" or "*.example.com".
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// { name = "x-canary", value = "1" }
+    #[serde(default)]
+    pub header: Option<HeaderMatch>,
+    /// Proxy to this group...
+    #[serde(default)]
+    pub group: Option<String>,
+    /// ...or answer directly.
+    #[serde(default)]
+    pub respond: Option<RespondConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    pub name: String,
+    pub value: String,
+}
+
+/// A fixed response.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RespondConfig {
+    pub status: u16,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// One backend of a group.
@@ -224,4 +290,7 @@ pub struct GroupConfig {
     pub drain_timeout: Option<Duration>,
     #[serde(default)]
     pub ejection: Option<EjectionConfig>,
+    /// HTTP retries: at most this share (percent) of recent requests.
+    #[serde(default)]
+    pub retry_budget: Option<u8>,
 }

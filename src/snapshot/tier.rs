@@ -8,13 +8,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::balance::{self, Algorithm, EjectionSettings};
+use crate::config::ListenerConfig;
 use crate::config::{Config, EjectionConfig, MinHealthy};
 use crate::diag::{line_col, Diagnostic};
 use crate::health::{Check, HealthState, Member, Monitor};
 use crate::policy::{Target, Topology};
-use crate::tier::plan::{BackendPlan, GroupPlan, ListenerPlan, Plan, ProxyVersion};
+use crate::tier::plan::{
+    Action, BackendPlan, ForwardedFor, GroupPlan, HttpPlan, ListenerPlan, Mode, Plan, ProxyVersion,
+    RulePlan,
+};
 
 struct Cx<'a> {
     config: &'a Config,
@@ -248,6 +253,7 @@ pub fn compile(
                 backends,
                 send_proxy,
                 drain_timeout: v.drain_timeout.unwrap_or(d.drain_timeout),
+                retry_budget: v.retry_budget.unwrap_or(20),
             });
         }
     }
@@ -265,16 +271,35 @@ pub fn compile(
             );
             ok = false;
         }
-        if let Some(m) = &v.mode {
-            if m.get_ref() != "tcp" {
+        let mode = match v.mode.as_ref().map(|m| (m, m.get_ref().as_str())) {
+            None | Some((_, "tcp")) => {
+                if !v.routes.is_empty() || v.forwarded_for.is_some() || v.request_id.is_some() {
+                    cx.err(
+                        None,
+                        l.line,
+                        format!("listeners.{name}: routes, forwarded_for and request_id need mode = \"http\""),
+                    );
+                    ok = false;
+                }
+                Mode::Tcp
+            }
+            Some((_, "http")) => match http_plan(&mut cx, name, l.line, v, config) {
+                Some(h) => Mode::Http(Box::new(h)),
+                None => {
+                    ok = false;
+                    Mode::Tcp
+                }
+            },
+            Some((m, other)) => {
                 cx.err(
                     Some(m.span()),
                     l.line,
-                    format!("listeners.{name}.mode {:?}: expected \"tcp\"", m.get_ref()),
+                    format!("listeners.{name}.mode {other:?}: expected \"tcp\" or \"http\""),
                 );
                 ok = false;
+                Mode::Tcp
             }
-        }
+        };
         let bind = *v.bind.get_ref();
         let wildcard = |a: &SocketAddr| a.ip().is_unspecified() && a.port() == bind.port();
         if let Some(other) = binds.get(&bind).or_else(|| {
@@ -340,6 +365,7 @@ pub fn compile(
         if ok {
             plan.listeners.push(ListenerPlan {
                 name: name.clone(),
+                mode,
                 region: region.clone(),
                 bind,
                 group: v.group.get_ref().clone(),
@@ -360,6 +386,136 @@ pub fn compile(
         );
     }
     plan
+}
+
+/// An HTTP listener's settings, checked; None after reporting an error.
+fn http_plan(
+    cx: &mut Cx<'_>,
+    name: &str,
+    line: usize,
+    v: &ListenerConfig,
+    config: &Config,
+) -> Option<HttpPlan> {
+    let mut ok = true;
+    let mut err = |cx: &mut Cx<'_>, msg: String| {
+        cx.err(None, line, format!("listeners.{name}: {msg}"));
+        ok = false;
+    };
+    let mut rules = Vec::new();
+    for (i, r) in v.routes.iter().enumerate() {
+        let n = i + 1;
+        let action = match (&r.group, &r.respond) {
+            (Some(g), None) => {
+                if !config.groups.iter().any(|x| &x.name == g) {
+                    err(cx, format!("route {n}: no group is named {g:?}"));
+                }
+                Action::Group(g.clone())
+            }
+            (None, Some(f)) => {
+                if !(100..=599).contains(&f.status) {
+                    err(
+                        cx,
+                        format!("route {n}: status {} is not an HTTP status", f.status),
+                    );
+                }
+                for (k, val) in &f.headers {
+                    if http::HeaderName::from_bytes(k.as_bytes()).is_err()
+                        || http::HeaderValue::from_str(val).is_err()
+                    {
+                        err(
+                            cx,
+                            format!("route {n}: header {k:?}: {val:?} is not a valid header"),
+                        );
+                    }
+                }
+                Action::Respond {
+                    status: f.status,
+                    headers: f
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    body: f.body.clone(),
+                }
+            }
+            _ => {
+                err(
+                    cx,
+                    format!("route {n}: give exactly one of group or respond"),
+                );
+                continue;
+            }
+        };
+        let host = r
+            .host
+            .as_ref()
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
+        if let Some(h) = &host {
+            let bare = h.strip_prefix("*.").unwrap_or(h);
+            if bare.is_empty() || bare.contains('*') || bare.contains(':') || bare.contains('/') {
+                err(
+                    cx,
+                    format!("route {n}: host {h:?}: a name, or *.name for every name under it"),
+                );
+            }
+        }
+        if let Some(p) = &r.path_prefix {
+            if !p.starts_with('/') {
+                err(
+                    cx,
+                    format!("route {n}: path_prefix {p:?} must start with /"),
+                );
+            }
+        }
+        let header = match &r.header {
+            Some(hm) => {
+                if http::HeaderName::from_bytes(hm.name.as_bytes()).is_err() {
+                    err(cx, format!("route {n}: {:?} is not a header name", hm.name));
+                }
+                Some((hm.name.to_ascii_lowercase(), hm.value.clone()))
+            }
+            None => None,
+        };
+        rules.push(RulePlan {
+            host,
+            path_prefix: r.path_prefix.clone(),
+            header,
+            action,
+        });
+    }
+    let forwarded_for = match v.forwarded_for.as_ref().map(|f| f.get_ref().as_str()) {
+        None | Some("append") => ForwardedFor::Append,
+        Some("replace") => ForwardedFor::Replace,
+        Some("off") => ForwardedFor::Off,
+        Some(other) => {
+            err(
+                cx,
+                format!("forwarded_for {other:?}: expected \"append\", \"replace\" or \"off\""),
+            );
+            ForwardedFor::Append
+        }
+    };
+    if let Some(h) = &v.request_id {
+        if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+            err(cx, format!("request_id {h:?} is not a header name"));
+        }
+    }
+    let retry_on = v.retry_on.clone().unwrap_or_else(|| vec![502, 503, 504]);
+    if let Some(bad) = retry_on.iter().find(|s| !(100..=599).contains(*s)) {
+        err(cx, format!("retry_on: {bad} is not an HTTP status"));
+    }
+    let plan = HttpPlan {
+        rules,
+        forwarded_for,
+        forwarded: v.forwarded,
+        via: v.via,
+        request_id: v.request_id.as_ref().map(|h| h.to_ascii_lowercase()),
+        header_timeout: v.header_timeout.unwrap_or(Duration::from_secs(10)),
+        response_timeout: v.response_timeout.unwrap_or(Duration::from_secs(30)),
+        retries: v.retries.unwrap_or(2),
+        retry_on,
+    };
+    ok.then_some(plan)
 }
 
 /// A pool endpoint that is a tier VIP, and what its health needs from the

@@ -18,6 +18,7 @@
 //! listeners before anything changes (a bind failure fails the reload and
 //! the old tier serves on), and never touches established connections.
 
+pub mod http;
 pub mod plan;
 pub mod proxy;
 pub mod relay;
@@ -39,7 +40,7 @@ use crate::balance::{self, Balancer, Context, FailureOutcome};
 use crate::config::NodeConfig;
 use crate::health::{HealthService, HealthState};
 use crate::policy::AdminState;
-use plan::{GroupPlan, ListenerPlan, Plan};
+use plan::{GroupPlan, ListenerPlan, Mode, Plan};
 use relay::End;
 use stats::{add, BackendStats, ListenerStats};
 
@@ -78,6 +79,44 @@ struct GroupState {
     plan: GroupPlan,
     balancer: Balancer,
     backends: FxHashMap<String, Arc<Backend>>,
+    budget: Budget,
+}
+
+/// HTTP retries allowed in a 10 s window: 30, plus `retry_budget` percent
+/// of the window's requests (Finagle's and Envoy's retry budgets).
+#[derive(Debug, Default)]
+struct Budget {
+    window_start: u64,
+    requests: u64,
+    retries: u64,
+}
+
+impl Budget {
+    const WINDOW_MS: u64 = 10_000;
+
+    fn roll(&mut self, now: u64) {
+        if now.saturating_sub(self.window_start) >= Self::WINDOW_MS {
+            *self = Budget {
+                window_start: now,
+                ..Budget::default()
+            };
+        }
+    }
+    fn request(&mut self, now: u64) {
+        self.roll(now);
+        self.requests += 1;
+    }
+    /// Takes a retry from the budget if there is one.
+    fn retry(&mut self, now: u64, percent: u8) -> bool {
+        self.roll(now);
+        let allowed = 30 + self.requests * u64::from(percent) / 100;
+        if self.retries < allowed {
+            self.retries += 1;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// One backend group at run time.
@@ -93,9 +132,13 @@ impl Group {
 }
 
 /// What a listener forwards to (replaced whole by a reload).
-struct Route {
+pub struct Route {
     plan: ListenerPlan,
     group: Arc<Group>,
+    /// HTTP: the group of each rule (None for fixed responses).
+    rule_groups: Vec<Option<Arc<Group>>>,
+    /// HTTP: the listener's keep-alive pools (kept across reloads).
+    http: http::Pool,
 }
 
 struct Listener {
@@ -273,6 +316,7 @@ impl Tier {
                             plan: g.clone(),
                             balancer,
                             backends,
+                            budget: Budget::default(),
                         }),
                     })
                 }
@@ -308,9 +352,26 @@ impl Tier {
             let Some(group) = run.groups.get(&l.group).cloned() else {
                 continue;
             };
+            let rule_groups = match &l.mode {
+                Mode::Http(h) => h
+                    .rules
+                    .iter()
+                    .map(|r| match &r.action {
+                        plan::Action::Group(g) => run.groups.get(g).cloned(),
+                        plan::Action::Respond { .. } => None,
+                    })
+                    .collect(),
+                Mode::Tcp => Vec::new(),
+            };
+            let pool = match run.listeners.get(&l.bind) {
+                Some(existing) => existing.route.load().http.clone(),
+                None => http::pool(l.connect_timeout),
+            };
             let route = Route {
                 plan: l.clone(),
                 group,
+                rule_groups,
+                http: pool,
             };
             if let Some(existing) = run.listeners.get(&l.bind) {
                 existing.route.store(Arc::new(route));
@@ -414,6 +475,12 @@ impl Tier {
                 let s = &l.stats;
                 use std::sync::atomic::Ordering::Relaxed;
                 ListenerStatus {
+                    mode: match r.plan.mode {
+                        Mode::Tcp => "tcp",
+                        Mode::Http(_) => "http",
+                    },
+                    requests: stats::get(&s.requests),
+                    responses: std::array::from_fn(|i| stats::get(&s.responses[i])),
                     name: r.plan.name.clone(),
                     region: r.plan.region.clone(),
                     bind: l.local,
@@ -465,6 +532,11 @@ impl Tier {
                             bytes_up: stats::get(&s.bytes_up),
                             bytes_down: stats::get(&s.bytes_down),
                             drain_closed: stats::get(&s.drain_closed),
+                            http_responses: std::array::from_fn(|i| {
+                                stats::get(&s.http_responses[i])
+                            }),
+                            http_errors: stats::get(&s.http_errors),
+                            http_timeouts: stats::get(&s.http_timeouts),
                             view: v,
                         })
                     })
@@ -567,7 +639,7 @@ async fn accept_loop(
         let Some(t) = tier.upgrade() else { return };
         let stats = stats.clone();
         tokio::spawn(async move {
-            connection(&t, &r, &stats, client, peer, local).await;
+            connection(t, r, stats.clone(), client, peer, local).await;
             stats.active.fetch_sub(1, Relaxed);
         });
     }
@@ -638,28 +710,34 @@ fn fail(route: &Route, backend: &Backend, now: u64, why: &str) {
     add(&backend.stats.connect_errors, 1);
     let mut st = route.group.lock();
     st.balancer.release(&backend.id);
-    match st.balancer.record_failure(&backend.id, now) {
+    note_failure(&mut st.balancer, backend, now, why);
+}
+
+/// Tells passive ejection of a failure (a connect error, a 5xx, a timeout).
+fn note_failure(balancer: &mut Balancer, backend: &Backend, now: u64, why: &str) {
+    match balancer.record_failure(&backend.id, now) {
         FailureOutcome::Ejected { until_ms } => {
             add(&backend.stats.ejections, 1);
-            tracing::warn!(backend = %backend.id, for_s = until_ms.saturating_sub(now) / 1000, "backend ejected after repeated connect failures");
+            tracing::warn!(backend = %backend.id, for_s = until_ms.saturating_sub(now) / 1000, last = why, "backend ejected after repeated failures");
         }
         FailureOutcome::Capped => {
-            tracing::warn!(backend = %backend.id, "backend fails repeatedly but the group is at its ejection cap; it stays in");
+            tracing::warn!(backend = %backend.id, last = why, "backend fails repeatedly but the group is at its ejection cap; it stays in");
         }
         _ => {}
     }
-    tracing::debug!(backend = %backend.id, "connect failed: {why}");
+    tracing::debug!(backend = %backend.id, "failure: {why}");
 }
 
 /// One client connection, start to end.
 async fn connection(
-    tier: &Tier,
-    route: &Route,
-    stats: &ListenerStats,
+    tier_arc: Arc<Tier>,
+    route_arc: Arc<Route>,
+    stats_arc: Arc<ListenerStats>,
     mut client: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
 ) {
+    let (tier, route, stats) = (&*tier_arc, &*route_arc, &*stats_arc);
     let trusted =
         !route.plan.accept_proxy_from.is_empty() && ip_in(peer.ip(), &route.plan.accept_proxy_from);
     let (src, dst, rest) = if trusted {
@@ -678,6 +756,18 @@ async fn connection(
         (peer, local, Vec::new())
     };
     let _ = client.set_nodelay(true);
+    if let Mode::Http(_) = route.plan.mode {
+        let io = http::Prefixed::new(rest, client);
+        http::serve(
+            tier_arc.clone(),
+            route_arc.clone(),
+            stats_arc.clone(),
+            io,
+            src,
+        )
+        .await;
+        return;
+    }
     let Some((mut backend, b)) = connect(tier, route, stats, src.ip()).await else {
         add(&stats.no_backend, 1);
         return;
@@ -728,6 +818,10 @@ async fn connection(
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ListenerStatus {
     pub name: String,
+    pub mode: &'static str,
+    /// HTTP: requests, and responses by status class (1xx..5xx).
+    pub requests: u64,
+    pub responses: [u64; 5],
     pub region: String,
     pub bind: SocketAddr,
     pub group: String,
@@ -769,6 +863,11 @@ pub struct BackendStatus {
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub drain_closed: u64,
+    /// HTTP: responses by status class (1xx..5xx), requests with no
+    /// response (connect failure, reset), response timeouts.
+    pub http_responses: [u64; 5],
+    pub http_errors: u64,
+    pub http_timeouts: u64,
     /// The balancer's view: up, eligible, active, effective weight (slow
     /// start), latency, ejection with reason and expiry.
     #[serde(flatten)]

@@ -18,10 +18,78 @@ pub enum ProxyVersion {
     V2,
 }
 
+/// How a listener's requests are matched to a group: host (exact, or
+/// `*.suffix`), path prefix and header, all that are set must match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RulePlan {
+    /// Lower-case host without port; `*.example.com` matches any name under it.
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    /// Header name (lower case) and the exact value it must have.
+    pub header: Option<(String, String)>,
+    pub action: Action,
+}
+
+/// What a matching rule does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Proxy to this group.
+    Group(String),
+    /// Answer by itself (maintenance page, redirect).
+    Respond {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+}
+
+/// What to do with a client's `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedFor {
+    /// Keep the client's list and add its address (behind trusted proxies).
+    Append,
+    /// Drop whatever the client sent; the list is its address alone.
+    Replace,
+    /// Neither add nor touch.
+    Off,
+}
+
+/// An HTTP listener's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpPlan {
+    /// In order; the first that matches wins, else the listener's group.
+    pub rules: Vec<RulePlan>,
+    pub forwarded_for: ForwardedFor,
+    /// Add an RFC 7239 `Forwarded` element.
+    pub forwarded: bool,
+    /// Add `Via: 1.1 geolb`.
+    pub via: bool,
+    /// Header carrying a request id: passed through, or generated.
+    pub request_id: Option<String>,
+    /// Time a client has to send a request's headers (and the longest an
+    /// HTTP/1 keep-alive connection waits for the next request).
+    pub header_timeout: Duration,
+    /// Time a backend has to answer with its response headers.
+    pub response_timeout: Duration,
+    /// Extra attempts on another backend for requests that can be
+    /// replayed (idempotent, no body) or never reached a backend.
+    pub retries: u32,
+    /// Backend statuses that are retried (and count as failures).
+    pub retry_on: Vec<u16>,
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    Tcp,
+    Http(Box<HttpPlan>),
+}
+
 /// One listener: a VIP:port in a region in front of a group.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerPlan {
     pub name: String,
+    pub mode: Mode,
     pub region: String,
     pub bind: SocketAddr,
     pub group: String,
@@ -53,6 +121,10 @@ pub struct GroupPlan {
     pub backends: Vec<BackendPlan>,
     pub send_proxy: Option<ProxyVersion>,
     pub drain_timeout: Duration,
+    /// HTTP: retries may add at most this share (percent) to the requests
+    /// of the last 10 s (plus 3 per second), so they cannot multiply an
+    /// outage.
+    pub retry_budget: u8,
 }
 
 impl GroupPlan {

@@ -29,6 +29,9 @@ pub struct ListenerStats {
     pub idle_closed: AtomicU64,
     pub drain_closed: AtomicU64,
     pub errors: AtomicU64,
+    /// HTTP: requests, and responses by status class (1xx..5xx).
+    pub requests: AtomicU64,
+    pub responses: [AtomicU64; 5],
 }
 
 /// A backend's counters.
@@ -44,6 +47,11 @@ pub struct BackendStats {
     /// Successful connects per `CONNECT_BUCKETS` bound (+Inf last).
     pub connect_buckets: [AtomicU64; 11],
     pub connect_sum_us: AtomicU64,
+    /// HTTP: backend responses by status class (1xx..5xx), requests that
+    /// got no response (connect failure, reset) and response timeouts.
+    pub http_responses: [AtomicU64; 5],
+    pub http_errors: AtomicU64,
+    pub http_timeouts: AtomicU64,
 }
 
 impl BackendStats {

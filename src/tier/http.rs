@@ -1,0 +1,746 @@
+//! HTTP listeners (`mode = "http"`): HTTP/1.1 and h2c from clients (hyper's
+//! automatic protocol detection), routed by host, path prefix and header to
+//! a group or a fixed response, proxied over keep-alive connection pools
+//! to the group's backends (hyper-util's pooled client, one per listener).
+//!
+//! Per request: the rule that matches (first wins, else the listener's
+//! group) → the group's `Balancer` picks a backend (never one already tried
+//! for this request) → forwarding headers set, hop-by-hop headers removed
+//! (RFC 9110 §7.6.1) → the backend's response headers within
+//! `response_timeout` → the response streams back, and the backend counts
+//! as busy until its body is done. Connect failures and the statuses of
+//! `retry_on` are tried again on another backend when the request can be
+//! replayed (no body, idempotent method) and the group's retry budget
+//! allows; every 5xx, gateway error and timeout is a failure for passive
+//! ejection, anything else a success.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskCx, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Empty, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::plan::{Action, ForwardedFor, HttpPlan};
+use super::stats::add;
+use super::{Backend, Group, ListenerStats, Route, Tier};
+use crate::balance::Context;
+
+/// The body sent to a backend: the client's, or nothing (a replayable
+/// request, sent again on a retry).
+pub type UpBody = Either<Incoming, Empty<Bytes>>;
+/// The body sent to a client: a backend's, or one we made.
+pub type DownBody = Either<Tracked, Full<Bytes>>;
+
+/// One listener's pooled client.
+pub type Pool = Client<HttpConnector, UpBody>;
+
+/// A pooled client for a listener: keep-alive connections per backend.
+pub fn pool(connect_timeout: Duration) -> Pool {
+    let mut c = HttpConnector::new();
+    c.set_connect_timeout(Some(connect_timeout));
+    c.set_nodelay(true);
+    c.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .pool_timer(TokioTimer::new())
+        .build(c)
+}
+
+/// A byte stream with bytes already read from it put back in front (what
+/// followed a PROXY header).
+pub struct Prefixed<T> {
+    prefix: Vec<u8>,
+    at: usize,
+    inner: T,
+}
+
+impl<T> Prefixed<T> {
+    pub fn new(prefix: Vec<u8>, inner: T) -> Self {
+        Prefixed {
+            prefix,
+            at: 0,
+            inner,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskCx<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.at < self.prefix.len() {
+            let n = (self.prefix.len() - self.at).min(buf.remaining());
+            let at = self.at;
+            buf.put_slice(&self.prefix[at..at + n]);
+            self.at += n;
+            if self.at == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskCx<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskCx<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Releases a backend's active count when the response body is done (or
+/// dropped: the client went away).
+pub struct Tracked {
+    body: Incoming,
+    guard: Release,
+}
+
+struct Release {
+    group: Arc<Group>,
+    backend: Arc<Backend>,
+    done: bool,
+}
+
+impl Release {
+    fn release(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.group.lock().balancer.release(&self.backend.id);
+        }
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskCx<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.body).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.guard.release(),
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    add(&self.guard.backend.stats.bytes_down, d.len() as u64);
+                }
+            }
+            Poll::Pending => {}
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+fn small(status: StatusCode, msg: &str) -> Response<DownBody> {
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from(format!(
+        "{} {}\n{msg}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// The request's host, lower case, without port.
+fn host_of(req: &Request<Incoming>) -> Option<String> {
+    let raw = req
+        .uri()
+        .authority()
+        .map(|a| a.host().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| h.to_string())
+        })?;
+    let h = if raw.starts_with('[') {
+        raw.split(']').next().map(|x| format!("{x}]"))?
+    } else {
+        raw.split(':').next()?.to_string()
+    };
+    Some(h.trim_end_matches('.').to_ascii_lowercase())
+}
+
+fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => {
+            host.len() > suffix.len() + 1
+                && host.ends_with(suffix)
+                && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+        }
+        None => pattern == host,
+    }
+}
+
+/// The first rule that matches: its index, or None for the default group.
+pub fn route_for(
+    plan: &HttpPlan,
+    host: Option<&str>,
+    path: &str,
+    headers: &HeaderMap,
+) -> Option<usize> {
+    plan.rules.iter().position(|r| {
+        r.host
+            .as_deref()
+            .is_none_or(|p| host.is_some_and(|h| host_matches(p, h)))
+            && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
+            && r.header.as_ref().is_none_or(|(n, v)| {
+                headers
+                    .get_all(n.as_str())
+                    .iter()
+                    .any(|x| x.as_bytes() == v.as_bytes())
+            })
+    })
+}
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), and
+/// whatever `Connection` names.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        h.remove(n);
+    }
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
+}
+
+/// Requests no backend gets: HTTP/1.1 without exactly one Host (RFC 9112
+/// §3.2). (Framing conflicts never get this far: hyper's parser refuses
+/// duplicate or invalid Content-Length, and with Transfer-Encoding it
+/// removes Content-Length and closes the connection after the response,
+/// RFC 9112 §6.3.)
+fn well_formed(req: &Request<Incoming>) -> Result<(), &'static str> {
+    let h = req.headers();
+    let hosts = h.get_all(header::HOST).iter().count();
+    if req.version() == Version::HTTP_11 && hosts != 1 {
+        return Err("an HTTP/1.1 request needs exactly one Host header");
+    }
+    if hosts > 1 {
+        return Err("more than one Host header");
+    }
+    Ok(())
+}
+
+fn replayable(req: &Request<Incoming>) -> bool {
+    matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::DELETE | Method::PUT
+    ) && req.body().is_end_stream()
+}
+
+fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        v4 => v4.to_string(),
+    }
+}
+
+/// Sets the forwarding headers of a request about to go to a backend.
+fn forwarding(
+    plan: &HttpPlan,
+    h: &mut HeaderMap,
+    client: SocketAddr,
+    host: Option<&str>,
+    version: Version,
+) {
+    let ip = ip_text(client.ip());
+    match plan.forwarded_for {
+        ForwardedFor::Off => {}
+        ForwardedFor::Replace => {
+            if let Ok(v) = HeaderValue::from_str(&ip) {
+                h.insert("x-forwarded-for", v);
+            }
+        }
+        ForwardedFor::Append => {
+            let prior: Vec<String> = h
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_string))
+                .collect();
+            let list = if prior.is_empty() {
+                ip.clone()
+            } else {
+                format!("{}, {ip}", prior.join(", "))
+            };
+            if let Ok(v) = HeaderValue::from_str(&list) {
+                h.insert("x-forwarded-for", v);
+            }
+        }
+    }
+    if plan.forwarded_for != ForwardedFor::Off {
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        if let Some(v) = host.and_then(|x| HeaderValue::from_str(x).ok()) {
+            h.insert("x-forwarded-host", v);
+        }
+    }
+    if plan.forwarded {
+        let node = if client.ip().is_ipv6() && !ip.contains('.') {
+            format!("\"[{ip}]\"")
+        } else {
+            ip.clone()
+        };
+        let mut el = format!("for={node};proto=http");
+        if let Some(hst) = host {
+            el.push_str(&format!(";host=\"{hst}\""));
+        }
+        let all = match h.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {el}"),
+            None => el,
+        };
+        if let Ok(v) = HeaderValue::from_str(&all) {
+            h.insert(header::FORWARDED, v);
+        }
+    }
+    if plan.via {
+        let me = match version {
+            Version::HTTP_2 => "2 geolb",
+            Version::HTTP_10 => "1.0 geolb",
+            _ => "1.1 geolb",
+        };
+        let all = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {me}"),
+            None => me.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&all) {
+            h.insert(header::VIA, v);
+        }
+    }
+    if let Some(name) = &plan.request_id {
+        if !h.contains_key(name.as_str()) {
+            let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&id),
+            ) {
+                h.insert(n, v);
+            }
+        }
+    }
+}
+
+/// Serves one client connection until it closes.
+pub async fn serve<I>(
+    tier: Arc<Tier>,
+    route: Arc<Route>,
+    stats: Arc<ListenerStats>,
+    io: I,
+    client: SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let super::Mode::Http(plan) = &route.plan.mode else {
+        return;
+    };
+    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(plan.header_timeout)
+        .keep_alive(true);
+    b.http2().timer(TokioTimer::new());
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (tier, route, stats) = (tier.clone(), route.clone(), stats.clone());
+        async move {
+            add(&stats.requests, 1);
+            let resp = handle(&tier, &route, req, client).await;
+            let class = usize::from(resp.status().as_u16() / 100).clamp(1, 5) - 1;
+            add(&stats.responses[class], 1);
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    if let Err(e) = b.serve_connection(TokioIo::new(io), svc).await {
+        tracing::debug!(%client, "HTTP connection ended: {e}");
+    }
+}
+
+/// Outcome of one try.
+enum Try {
+    Done(Response<DownBody>),
+    /// Failed in a way another backend may fix; the response to give if
+    /// no other try is made.
+    Again(Response<DownBody>),
+}
+
+async fn handle(
+    tier: &Tier,
+    route: &Route,
+    req: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<DownBody> {
+    let super::Mode::Http(plan) = &route.plan.mode else {
+        return small(StatusCode::INTERNAL_SERVER_ERROR, "not an HTTP listener");
+    };
+    if let Err(why) = well_formed(&req) {
+        return small(StatusCode::BAD_REQUEST, why);
+    }
+    let host = host_of(&req);
+    let path = req.uri().path().to_string();
+    let (group, _rule) = match route_for(plan, host.as_deref(), &path, req.headers()) {
+        Some(i) => match (
+            &plan.rules[i].action,
+            route.rule_groups.get(i).cloned().flatten(),
+        ) {
+            (
+                Action::Respond {
+                    status,
+                    headers,
+                    body,
+                },
+                _,
+            ) => {
+                let mut r = Response::new(Either::Right(Full::new(Bytes::from(body.clone()))));
+                *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+                for (k, v) in headers {
+                    if let (Ok(k), Ok(v)) = (
+                        HeaderName::from_bytes(k.as_bytes()),
+                        HeaderValue::from_str(v),
+                    ) {
+                        r.headers_mut().append(k, v);
+                    }
+                }
+                return r;
+            }
+            (Action::Group(_), Some(g)) => (g, Some(i)),
+            (Action::Group(g), None) => {
+                return small(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("group {g} is not running here"),
+                );
+            }
+        },
+        None => (route.group.clone(), None),
+    };
+    let version = req.version();
+    let replay = replayable(&req);
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    forwarding(plan, &mut parts.headers, client, host.as_deref(), version);
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(v) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+    let mut body = Some(body);
+    let mut tried: Vec<usize> = Vec::new();
+    let attempts = if replay { 1 + plan.retries } else { 1 };
+    let mut last = small(StatusCode::SERVICE_UNAVAILABLE, "no backend is available");
+    {
+        let mut st = group.lock();
+        st.budget.request(tier.now_ms());
+    }
+    for attempt in 0..attempts {
+        let now = tier.now_ms();
+        let backend = {
+            let mut st = group.lock();
+            let percent = st.plan.retry_budget;
+            if attempt > 0 && !st.budget.retry(now, percent) {
+                tracing::debug!(group = %group.name, "retry budget spent; not retrying");
+                break;
+            }
+            let idx = match st
+                .balancer
+                .pick(&Context::at(now).client(client.ip()).exclude(&tried))
+            {
+                Ok(i) => i,
+                Err(e) => {
+                    if attempt == 0 {
+                        last = small(StatusCode::SERVICE_UNAVAILABLE, &format!("no backend: {e}"));
+                    }
+                    break;
+                }
+            };
+            tried.push(idx);
+            let id = st.balancer.id(idx).unwrap_or_default().to_string();
+            let Some(b) = st.backends.get(&id).cloned() else {
+                continue;
+            };
+            st.balancer.acquire(&id);
+            b
+        };
+        let uri: Uri = match format!("http://{}{pq}", backend.addr).parse() {
+            Ok(u) => u,
+            Err(_) => {
+                group.lock().balancer.release(&backend.id);
+                return small(
+                    StatusCode::BAD_REQUEST,
+                    "request target cannot be forwarded",
+                );
+            }
+        };
+        let mut up = Request::new(match body.take() {
+            Some(b) if !replay => Either::Left(b),
+            _ => Either::Right(Empty::new()),
+        });
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = uri;
+        *up.headers_mut() = parts.headers.clone();
+        *up.version_mut() = Version::HTTP_11;
+        add(&backend.stats.total, 1);
+        match one_try(tier, plan, &route.http, &group, backend, up).await {
+            Try::Done(r) => return r,
+            Try::Again(r) => last = r,
+        }
+    }
+    last
+}
+
+async fn one_try(
+    tier: &Tier,
+    plan: &HttpPlan,
+    pool: &Pool,
+    group: &Arc<Group>,
+    backend: Arc<Backend>,
+    up: Request<UpBody>,
+) -> Try {
+    let started = Instant::now();
+    let fail = |why: &str| {
+        let now = tier.now_ms();
+        let mut st = group.lock();
+        st.balancer.release(&backend.id);
+        super::note_failure(&mut st.balancer, &backend, now, why);
+    };
+    match tokio::time::timeout(plan.response_timeout, pool.request(up)).await {
+        Err(_) => {
+            fail("no response headers in time");
+            add(&backend.stats.http_timeouts, 1);
+            Try::Done(small(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the backend did not answer in time",
+            ))
+        }
+        Ok(Err(e)) => {
+            add(&backend.stats.connect_errors, u64::from(e.is_connect()));
+            fail(&e.to_string());
+            add(&backend.stats.http_errors, 1);
+            Try::Again(small(
+                StatusCode::BAD_GATEWAY,
+                "the backend could not be reached or broke the connection",
+            ))
+        }
+        Ok(Ok(mut resp)) => {
+            let now = tier.now_ms();
+            let status = resp.status().as_u16();
+            let class = usize::from(status / 100).clamp(1, 5) - 1;
+            add(&backend.stats.http_responses[class], 1);
+            {
+                let mut st = group.lock();
+                st.balancer
+                    .record_latency(&backend.id, started.elapsed(), now);
+                if status >= 500 {
+                    super::note_failure(
+                        &mut st.balancer,
+                        &backend,
+                        now,
+                        &format!("status {status}"),
+                    );
+                } else {
+                    st.balancer.record_success(&backend.id, now);
+                }
+            }
+            strip_hop_by_hop(resp.headers_mut());
+            if plan.via {
+                let all = match resp
+                    .headers()
+                    .get(header::VIA)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    Some(prev) => format!("{prev}, 1.1 geolb"),
+                    None => "1.1 geolb".to_string(),
+                };
+                if let Ok(v) = HeaderValue::from_str(&all) {
+                    resp.headers_mut().insert(header::VIA, v);
+                }
+            }
+            let (parts, body) = resp.into_parts();
+            let tracked = Tracked {
+                body,
+                guard: Release {
+                    group: group.clone(),
+                    backend,
+                    done: false,
+                },
+            };
+            let r = Response::from_parts(parts, Either::Left(tracked));
+            if plan.retry_on.contains(&status) {
+                Try::Again(r)
+            } else {
+                Try::Done(r)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tier::plan::RulePlan;
+
+    fn plan(rules: Vec<RulePlan>) -> HttpPlan {
+        HttpPlan {
+            rules,
+            forwarded_for: ForwardedFor::Append,
+            forwarded: true,
+            via: true,
+            request_id: Some("x-request-id".into()),
+            header_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+            retries: 1,
+            retry_on: vec![503],
+        }
+    }
+
+    fn rule(host: Option<&str>, path: Option<&str>, header: Option<(&str, &str)>) -> RulePlan {
+        RulePlan {
+            host: host.map(str::to_string),
+            path_prefix: path.map(str::to_string),
+            header: header.map(|(a, b)| (a.to_string(), b.to_string())),
+            action: Action::Group("g".into()),
+        }
+    }
+
+    #[test]
+    fn rules_match_in_order_on_host_wildcard_path_prefix_and_header() {
+        let p = plan(vec![
+            rule(Some("api.example.com"), Some("/v2"), None),
+            rule(Some("*.example.com"), None, Some(("x-canary", "1"))),
+            rule(Some("*.example.com"), None, None),
+        ]);
+        let none = HeaderMap::new();
+        let mut canary = HeaderMap::new();
+        canary.insert("x-canary", HeaderValue::from_static("1"));
+        assert_eq!(
+            route_for(&p, Some("api.example.com"), "/v2/x", &none),
+            Some(0)
+        );
+        assert_eq!(
+            route_for(&p, Some("api.example.com"), "/v1", &canary),
+            Some(1)
+        );
+        assert_eq!(route_for(&p, Some("www.example.com"), "/", &none), Some(2));
+        // The wildcard covers names under the suffix, not the suffix itself.
+        assert_eq!(route_for(&p, Some("example.com"), "/", &none), None);
+        assert_eq!(route_for(&p, Some("badexample.com"), "/", &none), None);
+        assert_eq!(route_for(&p, None, "/", &none), None);
+    }
+
+    /// RFC 9110 §7.6.1: Connection and the fields it names, and the other
+    /// hop-by-hop fields, are not forwarded.
+    #[test]
+    fn rfc9110_7_6_1_hop_by_hop_fields_and_those_named_in_connection_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarding_headers_append_or_replace_and_rfc7239_quotes_ipv6() {
+        let mut p = plan(Vec::new());
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        let v6: SocketAddr = "[2001:db8::7]:5000".parse().expect("addr");
+        forwarding(&p, &mut h, v6, Some("www.example.com"), Version::HTTP_11);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 2001:db8::7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "www.example.com");
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=\"[2001:db8::7]\";proto=http;host=\"www.example.com\""
+        );
+        assert_eq!(h[header::VIA], "1.1 geolb");
+        assert_eq!(h["x-request-id"].len(), 32);
+        p.forwarded_for = ForwardedFor::Replace;
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x-request-id", HeaderValue::from_static("abc"));
+        let v4: SocketAddr = "192.0.2.7:1".parse().expect("addr");
+        forwarding(&p, &mut h, v4, None, Version::HTTP_11);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-request-id"], "abc");
+    }
+}

@@ -1,0 +1,479 @@
+//! HTTP listeners end to end: a real server, real HTTP/1.1 keep-alive
+//! backends on loopback (region eu on 127.0.1.0/24), raw-socket and hyper
+//! clients. Routing, fixed responses, forwarding and hop-by-hop headers,
+//! retries (and what is never retried), response timeouts, ejection on
+//! 5xx, h2c, malformed requests.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+const ZONE: &str =
+    "$TTL 300\n@ SOA ns1 hostmaster 1 7200 900 1209600 60\n@ NS ns1\nns1 A 192.0.2.53\n";
+
+/// An HTTP/1.1 keep-alive backend. `GET /status/N` answers N, `/sleep/MS`
+/// waits first; every answer's body is `NAME METHOD PATH` and then the
+/// request's header lines (lower-cased names), so tests see what arrived.
+struct HttpBe {
+    addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+}
+
+/// Request line, headers (lower-cased names), body.
+type Received = (String, Vec<(String, String)>, Vec<u8>);
+
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<Received> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let len = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).ok()?;
+            let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = vec![0u8; n + 2];
+            r.read_exact(&mut chunk).ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        body = vec![0u8; len];
+        r.read_exact(&mut body).ok()?;
+    }
+    Some((line.trim_end().to_string(), headers, body))
+}
+
+impl HttpBe {
+    fn start(ip: &str, name: &'static str) -> HttpBe {
+        let l = TcpListener::bind((ip, 0)).expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h2 = hits.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { continue };
+                let hits = h2.clone();
+                std::thread::spawn(move || {
+                    let mut w = c.try_clone().expect("clone");
+                    let mut r = BufReader::new(c);
+                    while let Some((line, headers, body)) = read_request(&mut r) {
+                        hits.fetch_add(1, Ordering::Relaxed);
+                        if std::env::var("TRACE_BE").is_ok() {
+                            eprintln!("backend {name}: {line}");
+                        }
+                        let mut parts = line.split(' ');
+                        let method = parts.next().unwrap_or("").to_string();
+                        let path = parts.next().unwrap_or("").to_string();
+                        let mut status = 200;
+                        if let Some(n) = path.strip_prefix("/status/") {
+                            status = n.parse().unwrap_or(200);
+                        }
+                        if let Some(ms) = path.strip_prefix("/sleep/") {
+                            std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
+                        }
+                        let mut text = format!("{name} {method} {path} body={}\n", body.len());
+                        for (k, v) in &headers {
+                            text.push_str(&format!("{k}: {v}\n"));
+                        }
+                        let resp = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: keep-alive, x-hop\r\nx-hop: secret\r\n\r\n{text}",
+                            text.len()
+                        );
+                        if w.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        HttpBe { addr, hits }
+    }
+}
+
+fn start(tier: &str) -> TestServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("example.com.zone"), ZONE).expect("w");
+    let cfg = format!(
+        "[server]\ndns = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nudp_workers = 1\n\
+         [zones.\"example.com\"]\nfile = \"example.com.zone\"\n\
+         [regions.eu]\nlocation = [50.1, 8.7]\n\
+         [pools.eu-web]\nregion = \"eu\"\nendpoints = [{{ address = \"127.0.1.1\" }}]\n{tier}"
+    );
+    std::fs::write(dir.path().join("geolb.toml"), cfg).expect("w");
+    TestServer::start_dir(dir)
+}
+
+fn group(name: &str, extra: &str, members: &[SocketAddr]) -> String {
+    let m: Vec<String> = members
+        .iter()
+        .map(|a| format!("{{ address = \"{a}\" }}"))
+        .collect();
+    format!(
+        "[groups.{name}]\nregion = \"eu\"\nalgorithm = \"round_robin\"\n{extra}\nmembers = [{}]\n",
+        m.join(", ")
+    )
+}
+
+fn http_listener(group: &str, extra: &str) -> String {
+    format!(
+        "[listeners.h]\nregion = \"eu\"\nbind = \"127.0.1.1:0\"\nmode = \"http\"\ngroup = \"{group}\"\n{extra}\n"
+    )
+}
+
+fn vip(s: &TestServer) -> SocketAddr {
+    *s.server().tier.local_addrs().get("h").expect("listener h")
+}
+
+/// One request on a new connection; returns status and body.
+fn request(addr: SocketAddr, raw: &str) -> (u16, String) {
+    let mut c = TcpStream::connect(addr).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    c.write_all(raw.as_bytes()).expect("write");
+    let mut r = BufReader::new(c);
+    let mut status = String::new();
+    r.read_line(&mut status).expect("status line");
+    let code = status
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut len = 0usize;
+    let mut head = String::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap_or(0) == 0 {
+            break;
+        }
+        if h.trim_end().is_empty() {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        head.push_str(&h);
+    }
+    let mut body = vec![0u8; len];
+    let _ = r.read_exact(&mut body);
+    (code, format!("{head}\n{}", String::from_utf8_lossy(&body)))
+}
+
+fn get(addr: SocketAddr, host: &str, path: &str, extra: &str) -> (u16, String) {
+    request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"),
+    )
+}
+
+fn tier_status(s: &TestServer) -> serde_json::Value {
+    let (code, body) = http(s.admin.expect("admin"), "GET", "/v1/tier");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("json")
+}
+
+#[test]
+fn requests_are_routed_by_host_path_and_header_and_fixed_responses_answer_directly() {
+    let (a, b, c) = (
+        HttpBe::start("127.0.1.11", "a"),
+        HttpBe::start("127.0.1.12", "b"),
+        HttpBe::start("127.0.1.13", "c"),
+    );
+    let s = start(&format!(
+        "{}{}{}{}",
+        group("ga", "", &[a.addr]),
+        group("gb", "", &[b.addr]),
+        group("gc", "", &[c.addr]),
+        http_listener(
+            "ga",
+            "routes = [\n  { path_prefix = \"/down\", respond = { status = 503, body = \"maintenance\", headers = { \"retry-after\" = \"60\" } } },\n  { host = \"api.example.com\", path_prefix = \"/v2\", group = \"gb\" },\n  { host = \"*.example.com\", header = { name = \"x-canary\", value = \"1\" }, group = \"gc\" },\n]"
+        )
+    ));
+    let l = vip(&s);
+    assert!(get(l, "www.example.com", "/", "").1.contains("\na GET /"));
+    assert!(get(l, "API.example.com:8080", "/v2/users", "")
+        .1
+        .contains("\nb GET /v2/users"));
+    assert!(get(l, "api.example.com", "/v1", "")
+        .1
+        .contains("\na GET /v1"));
+    assert!(get(l, "x.example.com", "/", "x-canary: 1\r\n")
+        .1
+        .contains("\nc GET /"));
+    assert!(get(l, "example.com", "/", "x-canary: 1\r\n")
+        .1
+        .contains("\na GET /"));
+    let (code, text) = get(l, "www.example.com", "/down/now", "");
+    assert_eq!(code, 503);
+    assert!(
+        text.contains("retry-after: 60") && text.ends_with("maintenance"),
+        "{text}"
+    );
+    let t = tier_status(&s);
+    let lst = &t["listeners"][0];
+    assert_eq!(lst["mode"], "http");
+    assert_eq!(lst["requests"], 6);
+    assert_eq!(lst["responses"][4], 1, "{lst}");
+}
+
+/// RFC 9110 §7.6.1: a proxy removes Connection, the fields it names and
+/// the other hop-by-hop fields, in both directions.
+#[test]
+fn rfc9110_7_6_1_forwarding_headers_are_set_and_hop_by_hop_fields_are_not_forwarded() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("ga", "", &[a.addr]),
+        http_listener(
+            "ga",
+            "forwarded = true\nvia = true\nrequest_id = \"x-request-id\""
+        )
+    ));
+    let (code, text) = get(
+        vip(&s),
+        "www.example.com",
+        "/",
+        "X-Forwarded-For: 10.9.9.9\r\nConnection: x-secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n",
+    );
+    assert_eq!(code, 200, "{text}");
+    assert!(
+        text.contains("x-forwarded-for: 10.9.9.9, 127.0.0.1"),
+        "{text}"
+    );
+    assert!(text.contains("x-forwarded-proto: http"), "{text}");
+    assert!(text.contains("x-forwarded-host: www.example.com"), "{text}");
+    assert!(
+        text.contains("forwarded: for=127.0.0.1;proto=http;host=\"www.example.com\""),
+        "{text}"
+    );
+    assert!(text.contains("via: 1.1 geolb"), "{text}");
+    assert!(text.contains("x-request-id: "), "{text}");
+    assert!(!text.contains("x-secret"), "{text}");
+    assert!(!text.contains("keep-alive: timeout"), "{text}");
+    assert!(!text.contains("\nte: "), "{text}");
+    // ...and the backend's own hop-by-hop fields do not reach the client.
+    let head = text
+        .split("\n\n")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(!head.contains("x-hop"), "{head}");
+}
+
+#[test]
+fn a_dead_backend_is_retried_for_replayable_requests_and_a_post_with_a_body_is_not() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let dead = TcpListener::bind("127.0.1.12:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "ejection = { failures = 0 }", &[dead, a.addr]),
+        http_listener("g", "")
+    ));
+    let l = vip(&s);
+    for _ in 0..4 {
+        let (code, text) = get(l, "x", "/", "");
+        assert_eq!(code, 200, "{text}");
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let (code, _) = request(
+            l,
+            "POST /submit HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+        );
+        statuses.push(code);
+    }
+    assert!(statuses.contains(&502), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+    let t = tier_status(&s);
+    assert_eq!(t["listeners"][0]["responses"][4], 2, "{t}");
+}
+
+#[test]
+fn a_backend_without_response_headers_in_time_gives_504() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener("g", "response_timeout = \"300ms\"")
+    ));
+    let (code, text) = get(vip(&s), "x", "/sleep/2000", "");
+    assert_eq!(code, 504, "{text}");
+    let t = tier_status(&s);
+    let b = &t["groups"][0]["backends"][0];
+    assert_eq!(b["http_timeouts"], 1, "{b}");
+}
+
+#[test]
+fn repeated_5xx_eject_a_backend_and_retry_on_statuses_go_to_another() {
+    let (a, b) = (
+        HttpBe::start("127.0.1.11", "a"),
+        HttpBe::start("127.0.1.12", "b"),
+    );
+    let s = start(&format!(
+        "{}{}",
+        group(
+            "g",
+            "ejection = { failures = 2, base_time = \"1m\", max_percent = 50 }",
+            &[a.addr, b.addr]
+        ),
+        http_listener("g", "retries = 0")
+    ));
+    let l = vip(&s);
+    // /status/500 from both: each gets failures; one is ejected (the cap
+    // of a two-member group is one).
+    for _ in 0..4 {
+        assert_eq!(get(l, "x", "/status/500", "").0, 500);
+    }
+    let t = tier_status(&s);
+    let ejected: Vec<&serde_json::Value> = t["groups"][0]["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .filter(|b| b["ejection"].is_object())
+        .collect();
+    assert_eq!(ejected.len(), 1, "{t}");
+    let out = ejected[0]["address"].as_str().expect("address").to_string();
+    let (other, other_name) = if out == a.addr.to_string() {
+        (&b, "b")
+    } else {
+        (&a, "a")
+    };
+    let before = other.hits.load(Ordering::Relaxed);
+    for _ in 0..3 {
+        assert!(get(l, "x", "/", "")
+            .1
+            .contains(&format!("\n{other_name} GET /")));
+    }
+    assert_eq!(other.hits.load(Ordering::Relaxed), before + 3);
+}
+
+#[test]
+fn a_503_in_retry_on_is_tried_on_another_backend() {
+    let (a, b) = (
+        HttpBe::start("127.0.1.11", "a"),
+        HttpBe::start("127.0.1.12", "b"),
+    );
+    let s = start(&format!(
+        "{}{}",
+        group("g", "ejection = { failures = 0 }", &[a.addr, b.addr]),
+        http_listener("g", "retries = 1\nretry_on = [503]")
+    ));
+    // Every backend answers 503 for this path: one try each, then the last
+    // 503 goes to the client; both backends saw it once.
+    let (code, _) = get(vip(&s), "x", "/status/503", "");
+    assert_eq!(code, 503);
+    assert_eq!(
+        a.hits.load(Ordering::Relaxed) + b.hits.load(Ordering::Relaxed),
+        2
+    );
+}
+
+#[test]
+fn h2c_with_prior_knowledge_is_proxied_to_http1_backends() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener("g", "")
+    ));
+    let l = vip(&s);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let body = rt.block_on(async move {
+        use http_body_util::{BodyExt, Empty};
+        let client: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(true)
+                .build_http();
+        let uri: http::Uri = format!("http://{l}/h2").parse().expect("uri");
+        let resp = client.get(uri).await.expect("h2 request");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let b = resp.into_body().collect().await.expect("body").to_bytes();
+        String::from_utf8_lossy(&b).into_owned()
+    });
+    assert!(body.starts_with("a GET /h2"), "{body}");
+    assert!(body.contains("via: ") || !body.contains("via"), "{body}");
+}
+
+#[test]
+fn malformed_and_smuggling_requests_get_400_and_never_reach_a_backend() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener("g", "")
+    ));
+    let l = vip(&s);
+    for raw in [
+        "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        "GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+        "BAD REQUEST LINE\r\n\r\n",
+        "GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    ] {
+        let (code, _) = request(l, raw);
+        assert_eq!(code, 400, "{raw:?}");
+    }
+    assert_eq!(a.hits.load(Ordering::Relaxed), 0);
+}
+
+/// RFC 9112 §6.3: with both Transfer-Encoding and Content-Length, the
+/// chunked framing wins, Content-Length is removed before forwarding and
+/// the connection is closed after the response, so bytes hidden behind a
+/// disagreeing Content-Length can never become a second request.
+#[test]
+fn rfc9112_6_3_a_content_length_transfer_encoding_conflict_cannot_smuggle_a_request() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener("g", "")
+    ));
+    let raw = "POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut c = TcpStream::connect(vip(&s)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    c.write_all(raw.as_bytes()).expect("write");
+    let mut all = String::new();
+    let _ = c.read_to_string(&mut all);
+    assert!(all.contains("a POST /first body=0"), "{all}");
+    assert!(!all.contains("content-length: 4"), "{all}");
+    assert!(!all.contains("/smuggled"), "{all}");
+    assert_eq!(a.hits.load(Ordering::Relaxed), 1);
+}
