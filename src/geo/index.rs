@@ -100,8 +100,13 @@ impl GeoIndex {
                 })
             }
             IpAddr::V6(v6) => {
+                // The IPv4 client, with the scope counted in IPv6 bits.
                 if let Some(v4) = v6.to_ipv4_mapped() {
-                    return self.lookup(IpAddr::V4(v4));
+                    let hit = self.lookup(IpAddr::V4(v4))?;
+                    return Some(Hit {
+                        scope: hit.scope + 96,
+                        ..hit
+                    });
                 }
                 let a = u128::from(v6);
                 let i = self.v6.partition_point(|&(s, _)| s <= a).checked_sub(1)?;
@@ -559,5 +564,30 @@ mod tests {
         assert_eq!(first, vec![(0, 0), (10, 1), (30, 2)]);
         let second = merge(&nets, |c| combos[c as usize][1], 0, 0, |x| x.checked_add(1));
         assert_eq!(second, vec![(0, 0), (20, 1)]);
+    }
+
+    #[test]
+    fn an_ipv4_mapped_client_gets_its_ipv4_decision_with_the_scope_in_ipv6_bits() {
+        let at = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().expect("address"));
+        let idx = GeoIndex::from_ranges(
+            vec![(0, 0), (at("192.0.2.0"), 1), (at("192.0.3.0"), 0)],
+            vec![(0, 2)],
+        );
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("address");
+        assert_eq!(
+            idx.lookup(mapped),
+            Some(Hit {
+                decision: 1,
+                scope: 120
+            })
+        );
+        let plain: IpAddr = "192.0.2.7".parse().expect("address");
+        assert_eq!(
+            idx.lookup(plain),
+            Some(Hit {
+                decision: 1,
+                scope: 24
+            })
+        );
     }
 }
