@@ -65,7 +65,8 @@ impl GeoMap {
     /// How much of the client address a lookup that ended with `how`
     /// depended on: every stage tried up to the match counts (a CIDR table
     /// is only as coarse as its longest entry; the ASN and City databases
-    /// by the network that matched).
+    /// by the network that matched). Conservative: what a decision made per
+    /// query can tell (compiled geo knows the exact block instead).
     pub fn scope(&self, addr: IpAddr, how: GeoMatch, loc: &Location) -> u8 {
         if let Some(v4) = mapped(addr) {
             return 96 + self.scope(IpAddr::V4(v4), how, loc).min(32);
@@ -169,11 +170,6 @@ impl StepKind for GeoMap {
                 self.scope(addr, GeoMatch::Default, loc)
             }
         }
-    }
-
-    /// ASN and CIDR keys need more than the City record.
-    fn city_only(&self) -> bool {
-        self.asn.is_empty() && self.cidr_v4.is_empty() && self.cidr_v6.is_empty()
     }
 }
 
