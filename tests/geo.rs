@@ -752,6 +752,34 @@ fn geoip_database_is_swapped_when_replaced_and_kept_when_corrupt() {
     assert_eq!(a(&g, "www.example.com.", "203.0.113.0/24"), ["10.3.0.1"]);
 }
 
+/// The ASN database is part of what `www`'s decisions are compiled from: a
+/// replaced one is walked again, as a replaced City database is.
+#[test]
+fn an_asn_database_swap_rebuilds_the_compiled_decisions() {
+    let g = start();
+    // 45.0.0.0/8 is in Brazil (country rule: us) and in no AS.
+    let (addrs, scope, _) = ask(&g, "www.example.com.", RecordType::A, Some("45.1.2.0/24"));
+    assert_eq!(addrs, ["10.2.0.1", "10.2.0.2"]);
+    assert_eq!(scope, Some(8));
+    // Now half of it is in AS64500, which sends it to eu.
+    let asn = build_asn(&[
+        ("45.0.0.0/9", 64500, "Example Transit"),
+        ("203.0.113.0/24", 64501, "Other"),
+    ]);
+    let tmp = g.s.path("asn.mmdb.new");
+    std::fs::write(&tmp, asn).expect("w");
+    std::fs::rename(&tmp, g.s.path("asn.mmdb")).expect("rename");
+    let moved = wait_for(Duration::from_secs(5), || {
+        a(&g, "www.example.com.", "45.1.2.0/24") == ["10.1.0.1", "10.1.0.2"]
+    });
+    assert!(moved.is_some(), "the new ASN database was never used");
+    let (_, scope, _) = ask(&g, "www.example.com.", RecordType::A, Some("45.1.2.0/24"));
+    assert_eq!(scope, Some(9), "the AS64500 network");
+    let (addrs, scope, _) = ask(&g, "www.example.com.", RecordType::A, Some("45.200.0.0/16"));
+    assert_eq!(addrs, ["10.2.0.1", "10.2.0.2"]);
+    assert_eq!(scope, Some(9));
+}
+
 #[test]
 fn bad_steering_config_is_rejected_with_lines() {
     let dir = tempfile::tempdir().expect("tempdir");
