@@ -421,7 +421,7 @@ impl<S: Source> Cursor<S> {
 /// are read once each (neighbouring networks often share one).
 struct DbNets<'a, R> {
     iter: Option<maxminddb::Within<'a, super::Map>>,
-    by_offset: FxHashMap<usize, u32>,
+    by_offset: FxHashMap<u32, u32>,
     last: Option<(usize, u32)>,
     networks: usize,
     records: R,
@@ -462,11 +462,19 @@ impl<R: Records> Source for DbNets<'_, R> {
             let n = match self.last {
                 Some((o, n)) if o == offset => n,
                 _ => {
-                    let records = &mut self.records;
-                    let n = *self
-                        .by_offset
-                        .entry(offset)
-                        .or_insert_with(|| records.number(&r));
+                    // Offsets fit 32 bits in any real database; keys half
+                    // the size keep more of the map in cache.
+                    let key = u32::try_from(offset).ok();
+                    let n = match key.and_then(|k| self.by_offset.get(&k)) {
+                        Some(&n) => n,
+                        None => {
+                            let n = self.records.number(&r);
+                            if let Some(k) = key {
+                                self.by_offset.insert(k, n);
+                            }
+                            n
+                        }
+                    };
                     self.last = Some((offset, n));
                     n
                 }
