@@ -303,7 +303,7 @@ impl fmt::Display for Explanation {
         } else if !l.found {
             writeln!(
                 f,
-                "{} not found in the City database (service defaults apply)",
+                "{} not found in the City database (no continent, country or coordinates)",
                 l.address
             )?;
         } else {

@@ -9,13 +9,14 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use common::mmdb::{build_city, CityNet, Layout};
+use common::mmdb::{build_asn, build_city, CityNet, Layout};
 use geolb::config::Config;
 use geolb::dns::answer::{handle, Transport};
 use geolb::policy::Scratch;
 use geolb::snapshot::Snapshot;
 use hickory_proto::op::Message;
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use proptest::prelude::*;
 
 const CONFIG: &str = r#"
 [geoip]
@@ -559,4 +560,381 @@ fn geolite2_compiled_and_reference_paths_answer_byte_identically() {
     let (checked, wider) = check_scopes(&snap, &sample, &["geo.example.com"]);
     assert!(checked >= 4 * sample.len(), "{checked}");
     assert!(wider > sample.len() / 4, "{wider} of {}", sample.len());
+}
+
+/// Services whose `geo` tables have AS number and CIDR entries: `keyed`,
+/// and beside it `plain`, keyed by continent only.
+const KEYED: &str = r#"
+[geoip]
+city = "city.mmdb"
+asn = "asn.mmdb"
+[regions.eu]
+location = [50.11, 8.68]
+[regions.us]
+location = [39.04, -77.49]
+[regions.ap]
+location = [35.68, 139.69]
+[pools.eu-p]
+region = "eu"
+endpoints = [{ address = "10.1.0.1" }, { address = "2001:db8:1::1" }]
+[pools.us-p]
+region = "us"
+endpoints = [{ address = "10.2.0.1" }, { address = "2001:db8:2::1" }]
+[pools.ap-p]
+region = "ap"
+endpoints = [{ address = "10.3.0.1" }, { address = "2001:db8:3::1" }]
+[zones."example.com"]
+file = "z.zone"
+[zones."example.com".services.plain]
+pools = ["eu-p", "us-p", "ap-p"]
+chain = ["geo"]
+geo = { default = ["us"], continent = { EU = ["eu", "us"], AS = ["ap"] } }
+[zones."example.com".services.keyed]
+pools = ["eu-p", "us-p", "ap-p"]
+chain = ["geo"]
+"#;
+
+/// Group lists CIDR entries point at.
+const LISTS: [&str; 4] = [
+    r#"["ap"]"#,
+    r#"["eu"]"#,
+    r#"["us", "ap"]"#,
+    r#"["ap", "eu", "us"]"#,
+];
+
+/// A snapshot over these City networks (cidr, index into `CITIES`), ASN
+/// networks (cidr, AS number) and `keyed`'s CIDR entries (cidr, index into
+/// `LISTS`). `keyed` sends AS64500 to eu and AS64501 to ap first; other
+/// numbers have no entry.
+fn keyed_fixture(
+    city: &[(String, usize)],
+    asn: &[(String, u32)],
+    cidr: &[(String, usize)],
+) -> (tempfile::TempDir, Snapshot) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path();
+    let nets: Vec<CityNet> = city
+        .iter()
+        .map(|(net, c)| {
+            let (cont, country, sub, name, lat, lon) = CITIES[*c];
+            CityNet::new(net, cont, country, sub, name, lat, lon)
+        })
+        .collect();
+    std::fs::write(p.join("city.mmdb"), build_city(&nets, Layout::GeoIp2)).expect("w");
+    let asns: Vec<(&str, u32, &str)> = asn.iter().map(|(n, a)| (n.as_str(), *a, "Org")).collect();
+    std::fs::write(p.join("asn.mmdb"), build_asn(&asns)).expect("w");
+    std::fs::write(
+        p.join("z.zone"),
+        "$TTL 300\n@ SOA ns1 h 1 2 3 4 5\n@ NS ns1\nns1 A 192.0.2.53\n",
+    )
+    .expect("w");
+    let cidr: Vec<String> = cidr
+        .iter()
+        .map(|(net, l)| format!("\"{net}\" = {}", LISTS[*l]))
+        .collect();
+    let config = format!(
+        "{KEYED}geo = {{ default = [\"us\"], continent = {{ EU = [\"eu\", \"us\"], AS = [\"ap\"] }}, \
+         country = {{ BR = [\"us\", \"eu\"] }}, asn = {{ \"64500\" = [\"eu\"], \"64501\" = [\"ap\", \"eu\"] }}, \
+         cidr = {{ {} }} }}\n",
+        cidr.join(", ")
+    );
+    let config = Config::parse(&p.join("geolb.toml"), &config).expect("config");
+    let (snap, _) = geolb::snapshot::build(config, 1, None).expect("snapshot");
+    (dir, snap)
+}
+
+/// The addresses `name` answers `client` (source prefix `source`) with, and
+/// the ECS scope; from the compiled path, or the per-query one.
+fn steer(
+    snap: &Snapshot,
+    name: &str,
+    client: IpAddr,
+    source: u8,
+    reference: bool,
+) -> (Vec<String>, Option<u8>) {
+    let qtype = if client.is_ipv4() { 1 } else { 28 };
+    let q = query(7, name, qtype, Edns::Ecs(client, source));
+    let m = Message::from_vec(&answer(snap, &q, client, 7, reference)).expect("reply parses");
+    let addrs = m.answers.iter().map(|r| r.data.to_string()).collect();
+    (addrs, ecs_scope(&m))
+}
+
+/// `keyed` answers a full-length source `client` with `want` and `scope`,
+/// on the compiled path and on the per-query one alike.
+fn assert_keyed(snap: &Snapshot, client: &str, want: &[&str], scope: u8) {
+    let a = ip(client);
+    let full = if a.is_ipv4() { 32 } else { 128 };
+    let fast = steer(snap, "keyed.example.com", a, full, false);
+    let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    assert_eq!(fast, (want, Some(scope)), "{client}");
+    let slow = steer(snap, "keyed.example.com", a, full, true);
+    assert_eq!(fast, slow, "{client}: compiled and per-query answers");
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("address")
+}
+
+fn owned<T: Copy>(v: &[(&str, T)]) -> Vec<(String, T)> {
+    v.iter().map(|(n, x)| (n.to_string(), *x)).collect()
+}
+
+const DE: usize = 0;
+const GB: usize = 1;
+const FR: usize = 2;
+const JP: usize = 7;
+const BR: usize = 10;
+
+fn is_compiled(snap: &Snapshot, name: &str) -> bool {
+    snap.zones.zones[0]
+        .services
+        .iter()
+        .any(|s| s.name.starts_with(name) && s.compiled.is_some())
+}
+
+#[test]
+fn ecs_scope_of_an_asn_keyed_service_is_the_widest_block_with_the_same_decision() {
+    // Four City networks of three countries, all in AS64500 (→ eu), which
+    // covers 44.0.0.0/16; the rest of the /16 is in AS64502 (no entry).
+    let city = owned(&[
+        ("44.0.0.0/24", DE),
+        ("44.0.1.0/24", FR),
+        ("44.0.2.0/23", GB),
+        ("44.0.4.0/22", JP),
+        ("44.1.0.0/16", JP),
+    ]);
+    let asn = owned(&[("44.0.0.0/21", 64500), ("44.0.8.0/21", 64500)]);
+    let (_d, snap) = keyed_fixture(&city, &asn, &[]);
+    assert!(is_compiled(&snap, "keyed."), "ASN keys are compiled");
+    let (eu, scope) = steer(&snap, "keyed.example.com", ip("44.0.1.9"), 32, false);
+    assert_eq!(eu, ["10.1.0.1"]);
+    // Both ASN networks: 44.0.0.0/20 is one block with one decision, wider
+    // than any of the City networks in it (and than the ASN networks).
+    assert_eq!(scope, Some(20));
+    assert_eq!(
+        steer(&snap, "keyed.example.com", ip("44.0.1.9"), 32, true),
+        (eu, scope),
+        "the per-query path agrees"
+    );
+    // Outside the AS, JP: ap, over the rest of 44.0.0.0/15 from 44.0.16.0.
+    let (ap, scope) = steer(&snap, "keyed.example.com", ip("44.1.7.1"), 32, false);
+    assert_eq!(ap, ["10.3.0.1"]);
+    assert_eq!(scope, Some(16));
+    // A service without ASN entries is not cut at ASN boundaries: the JP
+    // /22 and the DE and FR networks are apart, and the GB /23 joins DE+FR.
+    let (_, scope) = steer(&snap, "plain.example.com", ip("44.0.1.9"), 32, false);
+    assert_eq!(scope, Some(22), "44.0.0.0/22: DE, FR and GB are all EU");
+}
+
+#[test]
+fn a_cidr_key_elsewhere_does_not_narrow_the_scope_of_other_networks() {
+    let city = owned(&[("45.0.0.0/16", BR), ("46.0.0.0/16", BR)]);
+    // A /17 entry inside 46.0.0.0/16, none in 45.0.0.0/16.
+    let cidr = owned(&[("46.0.128.0/17", 0)]);
+    let (_d, snap) = keyed_fixture(&city, &[], &cidr);
+    assert!(is_compiled(&snap, "keyed."), "CIDR keys are compiled");
+    // A /24 client of 45.0.0.0/16: the whole network goes to us, eu.
+    let (addrs, scope) = steer(&snap, "keyed.example.com", ip("45.0.3.0"), 24, false);
+    assert_eq!(addrs, ["10.2.0.1", "10.1.0.1"]);
+    assert_eq!(scope, Some(16), "not /17 for a key elsewhere");
+    // Inside 46.0.0.0/16 the key splits the network at its boundaries.
+    let (addrs, scope) = steer(&snap, "keyed.example.com", ip("46.0.3.0"), 24, false);
+    assert_eq!(addrs, ["10.2.0.1", "10.1.0.1"]);
+    assert_eq!(scope, Some(17));
+    let (addrs, scope) = steer(&snap, "keyed.example.com", ip("46.0.200.0"), 24, false);
+    assert_eq!(addrs, ["10.3.0.1"], "the CIDR entry");
+    assert_eq!(scope, Some(17));
+    for client in ["45.0.3.0", "46.0.3.0", "46.0.200.0"] {
+        assert_eq!(
+            steer(&snap, "keyed.example.com", ip(client), 24, true),
+            steer(&snap, "keyed.example.com", ip(client), 24, false),
+            "{client}"
+        );
+    }
+}
+
+#[test]
+fn an_address_in_the_asn_database_or_a_cidr_key_but_not_in_city_gets_its_keyed_decision() {
+    let city = owned(&[("47.0.0.0/16", DE)]);
+    let asn = owned(&[("47.1.0.0/16", 64501), ("47.2.0.0/16", 64502)]);
+    let cidr = owned(&[("47.3.0.0/20", 1)]);
+    let (_d, snap) = keyed_fixture(&city, &asn, &cidr);
+    for (client, want, scope) in [
+        // AS64501 → ap, eu; no City record.
+        ("47.1.2.3", vec!["10.3.0.1", "10.1.0.1"], 16),
+        // AS64502 has no entry: unknown → default, all of 47.2.0.0/16 (the
+        // /15 holds the CIDR entry below).
+        ("47.2.2.3", vec!["10.2.0.1"], 16),
+        // A CIDR entry (→ eu) over addresses no database knows.
+        ("47.3.2.3", vec!["10.1.0.1"], 20),
+    ] {
+        assert_keyed(&snap, client, &want, scope);
+    }
+}
+
+#[test]
+fn ipv6_asn_and_cidr_keys_are_compiled_with_the_widest_scope() {
+    let city = owned(&[
+        ("2a00:1000::/36", DE),
+        ("2a00:1000:1000::/36", FR),
+        ("2a00:2000::/32", BR),
+    ]);
+    let asn = owned(&[("2a00:1000::/32", 64500)]);
+    let cidr = owned(&[("2a00:2000:8000::/33", 0), ("2a00:3000::/48", 2)]);
+    let (_d, snap) = keyed_fixture(&city, &asn, &cidr);
+    for (client, want, scope) in [
+        // AS64500 over two City networks → eu, the whole /32.
+        ("2a00:1000:1234::1", vec!["2001:db8:1::1"], 32),
+        // BR, outside the /33 entry: us, eu.
+        ("2a00:2000:1::1", vec!["2001:db8:2::1", "2001:db8:1::1"], 33),
+        ("2a00:2000:8001::1", vec!["2001:db8:3::1"], 33),
+        // A CIDR entry where no database knows the address.
+        (
+            "2a00:3000:0:1::1",
+            vec!["2001:db8:2::1", "2001:db8:3::1"],
+            48,
+        ),
+    ] {
+        assert_keyed(&snap, client, &want, scope);
+    }
+}
+
+/// Networks laid end to end from `base` inside its /`outer` block: each
+/// (length above `outer`, gap, value) is a network of at least that
+/// length (longer where the cursor is not aligned), or a gap.
+fn lay(base: u128, bits: u32, outer: u32, items: &[(u32, bool, usize)]) -> Vec<(String, usize)> {
+    let end = base + (1u128 << (bits - outer));
+    let mut cursor = base;
+    let mut out = Vec::new();
+    for &(extra, gap, value) in items {
+        if cursor >= end {
+            break;
+        }
+        let len = (outer + extra).max(bits - cursor.trailing_zeros().min(bits));
+        if !gap {
+            out.push((cidr(cursor, bits, len), value));
+        }
+        cursor += 1u128 << (bits - len);
+    }
+    out
+}
+
+fn cidr(a: u128, bits: u32, len: u32) -> String {
+    if bits == 32 {
+        format!("{}/{len}", Ipv4Addr::from(a as u32))
+    } else {
+        format!("{}/{len}", Ipv6Addr::from(a))
+    }
+}
+
+/// One address family of the property test: a /`outer` block of 256
+/// /`inner` blocks, inside which every network and key lies.
+struct Universe {
+    base: u128,
+    bits: u32,
+    outer: u32,
+    inner: u32,
+}
+
+impl Universe {
+    fn block(&self, i: usize, offset: u64) -> IpAddr {
+        let size = 1u128 << (self.bits - self.inner);
+        let a = self.base + i as u128 * size + (offset as u128 % size);
+        if self.bits == 32 {
+            IpAddr::from(Ipv4Addr::from(a as u32))
+        } else {
+            IpAddr::from(Ipv6Addr::from(a))
+        }
+    }
+
+    /// The widest prefix around inner block `i` whose every address gets
+    /// its answer, from every block's answer and the answer outside.
+    fn widest(&self, answers: &[Vec<String>], outside: &[String], i: usize) -> u8 {
+        if answers.iter().all(|a| a == outside) {
+            return 0;
+        }
+        for p in self.outer..=self.inner {
+            let span = 1usize << (self.inner - p);
+            let lo = i / span * span;
+            if answers[lo..lo + span].iter().all(|a| *a == answers[i]) {
+                return p as u8;
+            }
+        }
+        self.inner as u8
+    }
+}
+
+type Layout3 = Vec<(u32, bool, usize)>;
+
+fn layout(values: usize) -> impl Strategy<Value = Layout3> {
+    prop::collection::vec((0u32..=8, (0u8..4).prop_map(|g| g == 0), 0..values), 1..40)
+}
+
+fn keys() -> impl Strategy<Value = Vec<(usize, u32, usize)>> {
+    prop::collection::vec((0usize..256, 0u32..=8, 0..LISTS.len()), 0..6)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Random City and ASN networks and CIDR entries in 44.0.0.0/16 and
+    /// 2a00:1000::/32: for a client in every /24 (/40) the compiled answer
+    /// is the per-query one, and the ECS scope is exactly the widest block
+    /// around the client in which every address gets that answer.
+    #[test]
+    fn asn_and_cidr_services_are_compiled_and_answer_like_the_per_query_path(
+        city4 in layout(CITIES.len()),
+        city6 in layout(CITIES.len()),
+        asn4 in layout(4),
+        asn6 in layout(4),
+        keys4 in keys(),
+        keys6 in keys(),
+        offset in any::<u64>(),
+    ) {
+        let v4 = Universe { base: 0x2c00_0000, bits: 32, outer: 16, inner: 24 };
+        let v6 = Universe { base: 0x2a00_1000u128 << 96, bits: 128, outer: 32, inner: 40 };
+        let numbers = [64500u32, 64501, 64502, 64503];
+        let mut city = lay(v4.base, 32, 16, &city4);
+        city.extend(lay(v6.base, 128, 32, &city6));
+        let asn: Vec<(String, u32)> = lay(v4.base, 32, 16, &asn4)
+            .into_iter()
+            .chain(lay(v6.base, 128, 32, &asn6))
+            .map(|(n, i)| (n, numbers[i]))
+            .collect();
+        let mut cidrs: Vec<(String, usize)> = Vec::new();
+        for (u, keys) in [(&v4, &keys4), (&v6, &keys6)] {
+            for &(block, extra, list) in keys {
+                let len = u.outer + extra;
+                let host = (1u128 << (u.bits - len)) - 1;
+                let start = (u.base + ((block as u128) << (u.bits - u.inner))) & !host;
+                let net = cidr(start, u.bits, len);
+                if !cidrs.iter().any(|(n, _)| *n == net) {
+                    cidrs.push((net, list));
+                }
+            }
+        }
+        let (_d, snap) = keyed_fixture(&city, &asn, &cidrs);
+        prop_assert!(is_compiled(&snap, "keyed."));
+        for (u, outside) in [(&v4, ip("45.0.0.1")), (&v6, ip("2a00:4000::1"))] {
+            let full = u.bits as u8;
+            let outside = steer(&snap, "keyed.example.com", outside, full, true).0;
+            let mut answers = Vec::new();
+            let mut fast = Vec::new();
+            for i in 0..256 {
+                let client = u.block(i, offset.rotate_left(i as u32));
+                let f = steer(&snap, "keyed.example.com", client, full, false);
+                let r = steer(&snap, "keyed.example.com", client, full, true);
+                prop_assert_eq!(&f.0, &r.0, "{}", client);
+                answers.push(r.0);
+                fast.push((client, f.1));
+            }
+            for (i, (client, scope)) in fast.into_iter().enumerate() {
+                prop_assert_eq!(
+                    scope,
+                    Some(u.widest(&answers, &outside, i)),
+                    "{}", client
+                );
+            }
+        }
+    }
 }

@@ -299,13 +299,13 @@ fn rfc7871_7_2_1_scope_is_never_more_specific_than_the_source() {
     // nearest: the City network 45.0.0.0/8 decides: scope 8 for a /24 source.
     let (_, scope, _) = ask(&g, "near.example.com.", RecordType::A, Some("45.1.2.0/24"));
     assert_eq!(scope, Some(8));
-    // geo with CIDR entries up to /25: the answer holds only per /25, so the
-    // scope is the whole /24 source, never the /8 network.
+    // geo with CIDR entries (up to /25) elsewhere: none lies inside the /8,
+    // which goes to us as a whole, so its scope is the /8 too.
     let (addrs, scope, _) = ask(&g, "www.example.com.", RecordType::A, Some("45.1.2.0/24"));
     assert_eq!(addrs, ["10.2.0.1", "10.2.0.2"], "BR → us");
-    assert_eq!(scope, Some(24));
+    assert_eq!(scope, Some(8));
     let (_, scope, _) = ask(&g, "www.example.com.", RecordType::A, Some("45.1.0.0/16"));
-    assert_eq!(scope, Some(16));
+    assert_eq!(scope, Some(8));
     // A /24 network, but the client only revealed /20: scope 20.
     let (_, scope, _) = ask(&g, "www.example.com.", RecordType::A, Some("192.0.0.0/20"));
     assert!(scope.is_some_and(|s| s <= 20), "{scope:?}");
@@ -396,7 +396,7 @@ fn geo_most_specific_match_wins() {
     // ASN beats country/continent: 81.0.0.0/16 is GB/EU but AS64500 → eu only.
     let (addrs, scope, _) = ask(&g, "www.example.com.", RecordType::A, Some("81.0.1.0/24"));
     assert_eq!(addrs, ["10.1.0.1", "10.1.0.2"]);
-    assert_eq!(scope, Some(24), "CIDR entries up to /25 were tried first");
+    assert_eq!(scope, Some(12), "all of AS64500's 81.0.0.0/12 goes to eu");
     // Subdivision beats continent: US-CA → ap.
     assert_eq!(a(&g, "www.example.com.", "64.0.5.0/24"), ["10.3.0.1"]);
     // Country beats continent: BR → us.
@@ -609,10 +609,35 @@ fn explain_api_shows_location_steps_and_the_answer() {
         v["answer"][0].as_str().unwrap_or("").contains("10.3.0.1"),
         "{body}"
     );
-    // A /32 client; the geo table's longest CIDR entry is /25.
-    assert_eq!(v["ecs_scope"], 25);
-    // www has CIDR keys: located per query, no compiled range.
-    assert!(v["compiled_range"].is_null(), "{body}");
+    // A /32 client of the City network 203.0.113.0/24, which alone goes
+    // to ap (its neighbours are unknown): the scope is that network, as
+    // the compiled range shows; a /25 CIDR entry elsewhere does not narrow it.
+    assert_eq!(v["ecs_scope"], 24);
+    assert_eq!(v["compiled_range"], "203.0.113.0 - 203.0.113.255", "{body}");
+    // The compiled answer still explains which entry matched: an AS number
+    // and a client CIDR, with the range that shares the decision.
+    for (client, matched, range, scope) in [
+        (
+            "81.0.1.7",
+            "matched ASN 64500",
+            "81.0.0.0 - 81.15.255.255",
+            12,
+        ),
+        (
+            "198.51.100.200",
+            "matched client CIDR /25",
+            "198.51.100.128 - 198.51.100.255",
+            25,
+        ),
+    ] {
+        let url = format!("/v1/explain?name=www.example.com&type=A&client={client}");
+        let (code, body) = http(admin, "GET", &url);
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["trace"]["steps"][1]["detail"], matched, "{body}");
+        assert_eq!(v["compiled_range"], range, "{body}");
+        assert_eq!(v["ecs_scope"], scope, "{body}");
+    }
     // `near` is compiled: explain shows the range that shares the decision,
     // and it holds the client.
     let (code, body) = http(
@@ -725,6 +750,34 @@ fn geoip_database_is_swapped_when_replaced_and_kept_when_corrupt() {
         .is_some()
     );
     assert_eq!(a(&g, "www.example.com.", "203.0.113.0/24"), ["10.3.0.1"]);
+}
+
+/// The ASN database is part of what `www`'s decisions are compiled from: a
+/// replaced one is walked again, as a replaced City database is.
+#[test]
+fn an_asn_database_swap_rebuilds_the_compiled_decisions() {
+    let g = start();
+    // 45.0.0.0/8 is in Brazil (country rule: us) and in no AS.
+    let (addrs, scope, _) = ask(&g, "www.example.com.", RecordType::A, Some("45.1.2.0/24"));
+    assert_eq!(addrs, ["10.2.0.1", "10.2.0.2"]);
+    assert_eq!(scope, Some(8));
+    // Now half of it is in AS64500, which sends it to eu.
+    let asn = build_asn(&[
+        ("45.0.0.0/9", 64500, "Example Transit"),
+        ("203.0.113.0/24", 64501, "Other"),
+    ]);
+    let tmp = g.s.path("asn.mmdb.new");
+    std::fs::write(&tmp, asn).expect("w");
+    std::fs::rename(&tmp, g.s.path("asn.mmdb")).expect("rename");
+    let moved = wait_for(Duration::from_secs(5), || {
+        a(&g, "www.example.com.", "45.1.2.0/24") == ["10.1.0.1", "10.1.0.2"]
+    });
+    assert!(moved.is_some(), "the new ASN database was never used");
+    let (_, scope, _) = ask(&g, "www.example.com.", RecordType::A, Some("45.1.2.0/24"));
+    assert_eq!(scope, Some(9), "the AS64500 network");
+    let (addrs, scope, _) = ask(&g, "www.example.com.", RecordType::A, Some("45.200.0.0/16"));
+    assert_eq!(addrs, ["10.2.0.1", "10.2.0.2"]);
+    assert_eq!(scope, Some(9));
 }
 
 #[test]

@@ -2,21 +2,31 @@
 //!
 //! Walking a full City database per query (a trie walk through a 57 MB
 //! mapping plus decoding a record with names in eight languages) costs more
-//! than the rest of an answer. Instead, at load the whole database is walked
-//! once: every network's location is run through the location-dependent
-//! steps (`geo`, `nearest`, `latency` tables) of every service that uses
-//! only City data, and, per service, consecutive address ranges that lead
-//! to the same decision are merged. A query is then a binary search in a
-//! small sorted table (most IPv4 lookups one read of a per-/16 table); the
-//! ECS scope is the largest prefix around the client that stays inside its
-//! range — exact, and usually wider than the database network, so
-//! resolvers cache more. Each service has its own ranges, so one service's
-//! boundaries never narrow another's scope.
+//! than the rest of an answer. Instead, at load the address space is walked
+//! once, cut wherever one of three partitions has a boundary: the City
+//! database's networks, the ASN database's networks (when a compiled
+//! service has `asn` entries) and the blocks of the `geo` tables' CIDR
+//! entries. Both databases list their networks in address order, so the
+//! walk is a merge of three sorted lists; inside each piece every address
+//! has the same City record, AS number and most specific CIDR entry. Each
+//! distinct such input (not each network: most pieces share a location, and
+//! AS numbers no service names count as none) is run through the
+//! location-dependent steps (`geo`, `nearest`, `latency` tables) of every
+//! compiled service — every service whose location steps depend on nothing
+//! else, such as live probe RTTs — and, per service, consecutive pieces that
+//! lead to the same decision are merged. A query is then a binary search in
+//! a small sorted table (most IPv4 lookups one read of a per-/16 table) and
+//! never touches the databases; the ECS scope is the largest prefix around
+//! the client that stays inside its range — exact, and usually wider than
+//! the database network, so resolvers cache more. Each service has its own
+//! ranges, so one service's boundaries (a CIDR entry, an AS network, a
+//! city) never narrow another's scope, nor those of its own networks that
+//! they do not cut.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use maxminddb::WithinOptions;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{GeoDb, Location};
 
@@ -46,12 +56,7 @@ pub struct Hit {
 /// Largest prefix around `a` whose block lies inside [lo, hi].
 fn scope_in(a: u128, lo: u128, hi: u128, bits: u32) -> u8 {
     for p in 0..=bits {
-        // The host bits of a /p (all 128 of them for ::/0).
-        let host = if p == bits {
-            0
-        } else {
-            u128::MAX >> (128 - (bits - p))
-        };
+        let host = host_mask(p as u8, bits);
         let start = a & !host;
         let end = start | host;
         if start >= lo && end <= hi {
@@ -100,8 +105,13 @@ impl GeoIndex {
                 })
             }
             IpAddr::V6(v6) => {
+                // The IPv4 client, with the scope counted in IPv6 bits.
                 if let Some(v4) = v6.to_ipv4_mapped() {
-                    return self.lookup(IpAddr::V4(v4));
+                    let hit = self.lookup(IpAddr::V4(v4))?;
+                    return Some(Hit {
+                        scope: hit.scope + 96,
+                        ..hit
+                    });
                 }
                 let a = u128::from(v6);
                 let i = self.v6.partition_point(|&(s, _)| s <= a).checked_sub(1)?;
@@ -147,125 +157,470 @@ impl GeoIndex {
     }
 }
 
-/// The compiled lookups of all services, from one walk of the database.
+/// What compiled decisions depend on besides the City record: the AS
+/// numbers and CIDR blocks that compiled services have entries for.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    /// AS numbers some service has an entry for. The ASN database is
+    /// walked only when there are any; other numbers decide like none.
+    pub asns: FxHashSet<u32>,
+    /// CIDR keys as (network, prefix length), host bits clear.
+    pub v4: Vec<(u32, u8)>,
+    pub v6: Vec<(u128, u8)>,
+}
+
+/// The compiled lookups of all services, from one walk of the databases.
 #[derive(Debug, Default)]
 pub struct GeoIndexes {
     /// Per compiled service slot.
     pub services: Vec<GeoIndex>,
-    /// Networks read from the database, their distinct records and the
-    /// distinct locations among those (for the log line).
+    /// Networks read from the City and the ASN database, the City's
+    /// distinct records and the distinct locations among those, and the
+    /// distinct (location, AS number, CIDR key) inputs decided (for the
+    /// log line).
     pub networks: usize,
+    pub asn_networks: usize,
     pub records: usize,
     pub locations: usize,
+    pub inputs: usize,
 }
 
-/// Builds one index per service. `decide` maps a location to one decision
-/// index per compiled service (`slots` of them; the same for equal
-/// locations); it is called once per distinct database record, not per
-/// network.
+/// No City location / no CIDR key.
+const NONE: u32 = u32::MAX;
+
+/// Builds one index per service. The address space is cut into pieces
+/// where any of three partitions has a boundary: the City database's
+/// networks, the ASN database's (only when `keys` has AS numbers) and the
+/// CIDR keys' blocks; inside a piece, every address has the same location,
+/// AS number and most specific CIDR key. `decide` maps such a location (the
+/// City record plus the AS number) and an address of the piece to one
+/// decision index per compiled service (`slots` of them); it is called once
+/// per distinct (location, AS number, CIDR key), not per network or piece.
 pub fn build(
     geo: &GeoDb,
     slots: usize,
-    mut decide: impl FnMut(&Location) -> Vec<u32>,
+    keys: &Keys,
+    mut decide: impl FnMut(&Location, IpAddr) -> Vec<u32>,
 ) -> Result<GeoIndexes, String> {
     let db = geo.city.as_ref().ok_or("no City database")?;
-    let mut combos: Vec<Box<[u32]>> = Vec::new();
-    let mut combo_of: FxHashMap<Box<[u32]>, u32> = FxHashMap::default();
-    let mut intern = |c: Vec<u32>| -> u32 {
-        let key = c.into_boxed_slice();
-        if let Some(&i) = combo_of.get(&key) {
-            return i;
-        }
-        let i = combos.len() as u32;
-        combos.push(key.clone());
-        combo_of.insert(key, i);
-        i
-    };
-    // Addresses the database does not know: the "unknown" decision.
-    let unknown = intern(decide(&Location::default()));
-    // Decisions per database record, and per distinct location: many
-    // records (cities, postal codes) share what a policy looks at.
-    let mut by_offset: FxHashMap<usize, u32> = FxHashMap::default();
-    let mut by_location: FxHashMap<LocationKey, u32> = FxHashMap::default();
-    let mut last: Option<(usize, u32)> = None;
-    // Networks come in address order and neighbours mostly share a record
-    // or a decision: contiguous networks with the same decisions are kept
-    // as one range, so the tables stay a tenth of the network count.
-    let mut v4: Vec<(u32, u32, u32)> = Vec::new();
-    let mut v6: Vec<(u128, u128, u32)> = Vec::new();
-    let mut networks = 0usize;
-    let iter = db
-        .reader
-        .networks(WithinOptions::default())
-        .map_err(|e| e.to_string())?;
-    for item in iter {
-        let r = item.map_err(|e| e.to_string())?;
-        let Some(offset) = r.offset() else { continue };
-        let net = r.network().map_err(|e| e.to_string())?;
-        networks += 1;
-        let combo = match last {
-            Some((o, c)) if o == offset => c,
-            _ => {
-                let c = match by_offset.get(&offset) {
-                    Some(&c) => c,
-                    None => {
-                        let mut loc = Location::default();
-                        if let Ok(Some(rec)) = r.decode::<super::CityRec<'_>>() {
-                            super::fill(&mut loc, rec);
-                        }
-                        let c = *by_location
-                            .entry(LocationKey::of(&loc))
-                            .or_insert_with(|| intern(decide(&loc)));
-                        by_offset.insert(offset, c);
-                        c
-                    }
-                };
-                last = Some((offset, c));
-                c
-            }
+    let mut city = Cursor::new(DbNets::new(Some(db), Locations::default())?)?;
+    // Numbers no service has an entry for decide like none: the ASN
+    // database is walked only when there are entries.
+    let asn_db = geo.asn.as_deref().filter(|_| !keys.asns.is_empty());
+    let mut asn = Cursor::new(DbNets::new(asn_db, AsNumbers(&keys.asns))?)?;
+    let mut cidr = Cursor::new(blocks(keys).into_iter())?;
+
+    let mut combos = Combos::default();
+    let mut last: Option<(Input, u32)> = None;
+    // Pieces come in address order and neighbours mostly share their
+    // decisions: a piece with the same decisions as the one before it only
+    // extends that range, so the tables stay a tenth of the network count.
+    let mut v4: Vec<(u32, u32)> = Vec::new();
+    let mut v6: Vec<(u128, u32)> = Vec::new();
+    for family_v6 in [false, true] {
+        let max = if family_v6 {
+            u128::MAX
+        } else {
+            u32::MAX as u128
         };
-        match net {
-            ipnetwork::IpNetwork::V4(n) => {
-                let start = u32::from(n.network());
-                let host = if n.prefix() >= 32 {
-                    0
-                } else {
-                    u32::MAX >> n.prefix()
-                };
-                extend(&mut v4, start, start | host, combo, |x| x.checked_add(1));
+        let mut pos = 0u128;
+        loop {
+            let (loc, to_a) = city.at(family_v6, pos, max)?;
+            let (asn_no, to_b) = asn.at(family_v6, pos, max)?;
+            let (key, to_c) = cidr.at(family_v6, pos, max)?;
+            let end = to_a.min(to_b).min(to_c);
+            let input = Input {
+                location: loc.unwrap_or(NONE),
+                asn: asn_no.unwrap_or(0),
+                cidr: key.unwrap_or(NONE),
+            };
+            let combo = match last {
+                Some((i, c)) if i == input => c,
+                _ => {
+                    let c = match combos.of(input) {
+                        Some(c) => c,
+                        None => {
+                            let l = city.src.records.of(input);
+                            combos.add(input, decide(&l, address(family_v6, pos)))
+                        }
+                    };
+                    last = Some((input, c));
+                    c
+                }
+            };
+            if family_v6 {
+                extend(&mut v6, pos, combo);
+            } else {
+                extend(&mut v4, pos as u32, combo);
             }
-            ipnetwork::IpNetwork::V6(n) => {
-                let start = u128::from(n.network());
-                let host = if n.prefix() >= 128 {
-                    0
-                } else {
-                    u128::MAX >> n.prefix()
-                };
-                extend(&mut v6, start, start | host, combo, |x| x.checked_add(1));
+            if end >= max {
+                break;
             }
+            pos = end + 1;
         }
     }
-    let (records, locations) = (by_offset.len(), by_location.len());
-    drop(by_offset);
-    drop(by_location);
-    drop(combo_of);
-    v4.sort_unstable_by_key(|n| n.0);
-    v6.sort_unstable_by_key(|n| n.0);
+    let inputs = combos.inputs;
+    let (records, locations) = (city.src.by_offset.len(), city.src.records.list.len());
+    let (networks, asn_networks) = (city.src.networks, asn.src.networks);
+    // The walk's maps are not needed for the indexes.
+    drop((city, asn));
+    let combos = combos.list;
     let services = (0..slots)
         .map(|s| {
             let of = |c: u32| combos[c as usize].get(s).copied().unwrap_or(0);
-            GeoIndex::from_ranges(
-                merge(&v4, of, of(unknown), 0, |x| x.checked_add(1)),
-                merge(&v6, of, of(unknown), 0, |x| x.checked_add(1)),
-            )
+            GeoIndex::from_ranges(project(&v4, of), project(&v6, of))
         })
         .collect();
     Ok(GeoIndexes {
         services,
         networks,
+        asn_networks,
         records,
         locations,
+        inputs,
     })
+}
+
+/// What a piece's decisions are made from: its City location's number,
+/// the AS number (0: none, or none any service has an entry for) and the
+/// number of the most specific CIDR key over it (`NONE` for each absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Input {
+    location: u32,
+    asn: u32,
+    cidr: u32,
+}
+
+/// The distinct decision combinations (one decision per service) and which
+/// input gets which.
+#[derive(Default)]
+struct Combos {
+    list: Vec<Box<[u32]>>,
+    index: FxHashMap<Box<[u32]>, u32>,
+    /// Per location number + 1 (0: no location), for inputs with neither
+    /// an AS number nor a CIDR key, the most of them: its combination, or
+    /// `NONE` if not decided yet.
+    plain: Vec<u32>,
+    keyed: FxHashMap<Input, u32>,
+    /// Inputs decided.
+    inputs: usize,
+}
+
+impl Combos {
+    fn of(&self, i: Input) -> Option<u32> {
+        if i.asn == 0 && i.cidr == NONE {
+            let at = i.location.wrapping_add(1) as usize;
+            self.plain.get(at).copied().filter(|&c| c != NONE)
+        } else {
+            self.keyed.get(&i).copied()
+        }
+    }
+
+    fn add(&mut self, i: Input, decisions: Vec<u32>) -> u32 {
+        let key = decisions.into_boxed_slice();
+        let c = match self.index.get(&key) {
+            Some(&c) => c,
+            None => {
+                let c = self.list.len() as u32;
+                self.list.push(key.clone());
+                self.index.insert(key, c);
+                c
+            }
+        };
+        if i.asn == 0 && i.cidr == NONE {
+            let at = i.location.wrapping_add(1) as usize;
+            if self.plain.len() <= at {
+                self.plain.resize(at + 1, NONE);
+            }
+            self.plain[at] = c;
+        } else {
+            self.keyed.insert(i, c);
+        }
+        self.inputs += 1;
+        c
+    }
+}
+
+/// One network of a walk: an address interval of one family (IPv4
+/// addresses as numbers below 2^32) and what it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Net {
+    v6: bool,
+    start: u128,
+    end: u128,
+    value: u32,
+}
+
+impl Net {
+    fn of(net: ipnetwork::IpNetwork, value: u32) -> Net {
+        let (v6, start, bits) = match net {
+            ipnetwork::IpNetwork::V4(n) => (false, u32::from(n.network()) as u128, 32),
+            ipnetwork::IpNetwork::V6(n) => (true, u128::from(n.network()), 128),
+        };
+        Net {
+            v6,
+            start,
+            end: start | host_mask(net.prefix(), bits),
+            value,
+        }
+    }
+}
+
+/// The host bits of a /`prefix` in a `bits`-bit address (all 128 of them
+/// for ::/0).
+fn host_mask(prefix: u8, bits: u32) -> u128 {
+    let p = (prefix as u32).min(bits);
+    if p == bits {
+        0
+    } else {
+        u128::MAX >> (128 - (bits - p))
+    }
+}
+
+/// Networks in address order (IPv4 first), one at a time.
+trait Source {
+    fn next_net(&mut self) -> Result<Option<Net>, String>;
+}
+
+/// A walk over a source, one network ahead.
+struct Cursor<S> {
+    head: Option<Net>,
+    src: S,
+}
+
+impl<S: Source> Cursor<S> {
+    fn new(mut src: S) -> Result<Cursor<S>, String> {
+        Ok(Cursor {
+            head: src.next_net()?,
+            src,
+        })
+    }
+
+    /// What the networks say about address `pos` of the family (`None`: no
+    /// network holds it), and the last address up to which that stays so.
+    /// Networks that end before `pos` are passed: a network overlapping one
+    /// already walked (an alias) counts from where the other ends.
+    fn at(&mut self, v6: bool, pos: u128, max: u128) -> Result<(Option<u32>, u128), String> {
+        loop {
+            match self.head {
+                None => return Ok((None, max)),
+                // The walk is on to IPv6: no more IPv4 networks.
+                Some(n) if n.v6 && !v6 => return Ok((None, max)),
+                // An IPv4 network after IPv6 ones (out of order): skipped.
+                Some(n) if n.v6 != v6 => {}
+                Some(n) if n.end < pos => {}
+                Some(n) if n.start <= pos => return Ok((Some(n.value), n.end)),
+                Some(n) => return Ok((None, n.start - 1)),
+            }
+            self.head = self.src.next_net()?;
+        }
+    }
+}
+
+/// A database's networks, each with a number its record maps to. Records
+/// are read once each (neighbouring networks often share one).
+struct DbNets<'a, R> {
+    iter: Option<maxminddb::Within<'a, super::Map>>,
+    by_offset: FxHashMap<u32, u32>,
+    last: Option<(usize, u32)>,
+    networks: usize,
+    records: R,
+}
+
+/// What a database walk makes of a record.
+trait Records {
+    fn number(&mut self, r: &maxminddb::LookupResult<'_, super::Map>) -> u32;
+}
+
+impl<'a, R> DbNets<'a, R> {
+    /// Walks `db`, or nothing when there is none.
+    fn new(db: Option<&'a super::Db>, records: R) -> Result<DbNets<'a, R>, String> {
+        let iter = db
+            .map(|d| d.reader.networks(WithinOptions::default()))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        Ok(DbNets {
+            iter,
+            by_offset: FxHashMap::default(),
+            last: None,
+            networks: 0,
+            records,
+        })
+    }
+}
+
+impl<R: Records> Source for DbNets<'_, R> {
+    fn next_net(&mut self) -> Result<Option<Net>, String> {
+        let Some(iter) = self.iter.as_mut() else {
+            return Ok(None);
+        };
+        for item in iter.by_ref() {
+            let r = item.map_err(|e| e.to_string())?;
+            let Some(offset) = r.offset() else { continue };
+            let net = r.network().map_err(|e| e.to_string())?;
+            self.networks += 1;
+            let n = match self.last {
+                Some((o, n)) if o == offset => n,
+                _ => {
+                    // Offsets fit 32 bits in any real database; keys half
+                    // the size keep more of the map in cache.
+                    let key = u32::try_from(offset).ok();
+                    let n = match key.and_then(|k| self.by_offset.get(&k)) {
+                        Some(&n) => n,
+                        None => {
+                            let n = self.records.number(&r);
+                            if let Some(k) = key {
+                                self.by_offset.insert(k, n);
+                            }
+                            n
+                        }
+                    };
+                    self.last = Some((offset, n));
+                    n
+                }
+            };
+            return Ok(Some(Net::of(net, n)));
+        }
+        Ok(None)
+    }
+}
+
+/// City records, numbered by distinct location: many records (cities,
+/// postal codes) share what a policy looks at.
+#[derive(Default)]
+struct Locations {
+    by_location: FxHashMap<LocationKey, u32>,
+    list: Vec<Location>,
+}
+
+impl Records for Locations {
+    fn number(&mut self, r: &maxminddb::LookupResult<'_, super::Map>) -> u32 {
+        let mut loc = Location::default();
+        if let Ok(Some(rec)) = r.decode::<super::CityRec<'_>>() {
+            super::fill(&mut loc, rec);
+        }
+        let next = self.list.len() as u32;
+        let n = *self
+            .by_location
+            .entry(LocationKey::of(&loc))
+            .or_insert(next);
+        if n == next {
+            self.list.push(loc);
+        }
+        n
+    }
+}
+
+impl Locations {
+    /// The location an input's decisions are made from: its City record's
+    /// (none for `NONE`) with its AS number.
+    fn of(&self, i: Input) -> Location {
+        let city = self.list.get(i.location as usize).copied();
+        Location {
+            asn: i.asn,
+            ..city.unwrap_or_default()
+        }
+    }
+}
+
+/// ASN records: the AS number if some service has an entry for it, else 0
+/// (as `GeoDb::locate` reads it: unusable means none).
+struct AsNumbers<'a>(&'a FxHashSet<u32>);
+
+impl Records for AsNumbers<'_> {
+    fn number(&mut self, r: &maxminddb::LookupResult<'_, super::Map>) -> u32 {
+        match r.decode::<super::AsnRec>() {
+            Ok(Some(rec)) => rec
+                .autonomous_system_number
+                .filter(|a| self.0.contains(a))
+                .unwrap_or(0),
+            _ => 0,
+        }
+    }
+}
+
+/// Address `pos` of the family.
+fn address(v6: bool, pos: u128) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(pos))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(pos as u32))
+    }
+}
+
+impl Source for std::vec::IntoIter<Net> {
+    fn next_net(&mut self) -> Result<Option<Net>, String> {
+        Ok(self.next())
+    }
+}
+
+/// The CIDR keys as disjoint intervals in address order, each carrying the
+/// number of the most specific key that covers it (blocks nest or are
+/// disjoint, so that key tells every service's longest match).
+fn blocks(keys: &Keys) -> Vec<Net> {
+    let mut all: Vec<(bool, u128, u128)> = keys
+        .v4
+        .iter()
+        .map(|&(n, p)| (false, n as u128, n as u128 | host_mask(p, 32)))
+        .chain(
+            keys.v6
+                .iter()
+                .map(|&(n, p)| (true, n, n | host_mask(p, 128))),
+        )
+        .collect();
+    // Outer blocks before the blocks they hold.
+    all.sort_unstable_by_key(|&(v6, start, end)| (v6, start, std::cmp::Reverse(end)));
+    all.dedup();
+    let mut out = Vec::new();
+    for v6 in [false, true] {
+        let family = all.iter().enumerate().filter(|(_, b)| b.0 == v6);
+        flatten(family.map(|(i, b)| (b.1, b.2, i as u32)), v6, &mut out);
+    }
+    out
+}
+
+/// Flattens nested blocks of one family, given outer first, into the
+/// intervals where each is the innermost.
+fn flatten(nested: impl Iterator<Item = (u128, u128, u32)>, v6: bool, out: &mut Vec<Net>) {
+    let mut emit = |start: u128, end: u128, value: u32| {
+        if start <= end {
+            out.push(Net {
+                v6,
+                start,
+                end,
+                value,
+            });
+        }
+    };
+    // Open blocks (end, number), innermost last; `pos`: the first address
+    // not yet given to an interval.
+    let mut open: Vec<(u128, u32)> = Vec::new();
+    let mut pos = Some(0u128);
+    for (start, end, n) in nested {
+        while let Some(&(e, i)) = open.last() {
+            if e >= start {
+                break;
+            }
+            if let Some(p) = pos {
+                emit(p, e, i);
+            }
+            // e < start: no overflow.
+            pos = pos.map(|p| p.max(e + 1));
+            open.pop();
+        }
+        if let (Some(&(_, i)), Some(p)) = (open.last(), pos) {
+            if p < start {
+                emit(p, start - 1, i);
+            }
+        }
+        pos = Some(start);
+        open.push((end, n));
+    }
+    while let Some((e, i)) = open.pop() {
+        let Some(p) = pos else { break };
+        emit(p, e, i);
+        pos = e.checked_add(1).map(|next| next.max(p));
+    }
 }
 
 impl GeoIndex {
@@ -303,22 +658,12 @@ impl GeoIndex {
     }
 }
 
-/// Appends a network, or grows the last range when the network follows it
-/// directly with the same decisions.
-fn extend<T: Copy + Eq>(
-    v: &mut Vec<(T, T, u32)>,
-    start: T,
-    end: T,
-    combo: u32,
-    succ: impl Fn(T) -> Option<T>,
-) {
-    if let Some(l) = v.last_mut() {
-        if l.2 == combo && succ(l.1) == Some(start) {
-            l.1 = end;
-            return;
-        }
+/// Appends a piece that starts at `start`, unless the range before it has
+/// the same decisions (then it just grows).
+fn extend<T>(v: &mut Vec<(T, u32)>, start: T, combo: u32) {
+    if v.last().is_none_or(|l| l.1 != combo) {
+        v.push((start, combo));
     }
-    v.push((start, end, combo));
 }
 
 /// Everything of a [`Location`]: records with equal keys get the same
@@ -355,36 +700,12 @@ impl LocationKey {
     }
 }
 
-/// Gap-filled, merged range starts, from `zero` on, of networks sorted by
-/// start, each mapped to its decision by `of`.
-fn merge<T: Copy + Ord>(
-    nets: &[(T, T, u32)],
-    of: impl Fn(u32) -> u32,
-    unknown: u32,
-    zero: T,
-    succ: impl Fn(T) -> Option<T>,
-) -> Vec<(T, u32)> {
-    let mut out: Vec<(T, u32)> = Vec::new();
-    let push = |start: T, decision: u32, out: &mut Vec<(T, u32)>| {
-        if out.last().is_none_or(|l| l.1 != decision) {
-            out.push((start, decision));
-        }
-    };
-    // The first address not yet covered.
-    let mut next = Some(zero);
-    for &(start, end, combo) in nets {
-        let Some(n) = next else { break };
-        if start < n {
-            continue; // overlaps what is covered (aliases): the first wins
-        }
-        if start > n {
-            push(n, unknown, &mut out);
-        }
-        push(start, of(combo), &mut out);
-        next = succ(end);
-    }
-    if let Some(n) = next {
-        push(n, unknown, &mut out);
+/// One service's ranges: the pieces (starts ascending, the first at 0)
+/// mapped to its decision by `of`, neighbours with the same decision joined.
+fn project<T: Copy>(pieces: &[(T, u32)], of: impl Fn(u32) -> u32) -> Vec<(T, u32)> {
+    let mut out = Vec::new();
+    for &(start, combo) in pieces {
+        extend(&mut out, start, of(combo));
     }
     out
 }
@@ -394,18 +715,96 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_adjacent_networks_with_the_same_decisions_join_one_range() {
-        let mut v: Vec<(u32, u32, u32)> = Vec::new();
-        let succ = |x: u32| x.checked_add(1);
-        extend(&mut v, 0, 9, 1, succ);
-        extend(&mut v, 10, 19, 1, succ); // adjacent, same: joins
-        extend(&mut v, 20, 29, 2, succ); // adjacent, other decisions
-        extend(&mut v, 31, 39, 2, succ); // same decisions after a gap
-        extend(&mut v, 40, u32::MAX, 2, succ);
-        assert_eq!(v, [(0, 19, 1), (20, 29, 2), (31, u32::MAX, 2)]);
-        // Nothing follows the last address.
-        extend(&mut v, 0, 0, 2, succ);
-        assert_eq!(v.len(), 4);
+    fn only_neighbouring_pieces_with_other_decisions_start_a_range() {
+        let mut v: Vec<(u32, u32)> = Vec::new();
+        extend(&mut v, 0, 1);
+        extend(&mut v, 10, 1); // same decisions: the range grows
+        extend(&mut v, 20, 2);
+        extend(&mut v, 30, 2);
+        extend(&mut v, 40, 1);
+        assert_eq!(v, [(0, 1), (20, 2), (40, 1)]);
+    }
+
+    fn v4(s: &str) -> u128 {
+        u32::from(s.parse::<Ipv4Addr>().expect("address")) as u128
+    }
+
+    #[test]
+    fn nested_cidr_keys_flatten_to_the_innermost_key_of_each_interval() {
+        let keys = Keys {
+            v4: vec![
+                (v4("10.0.0.0") as u32, 8),
+                (v4("10.1.0.0") as u32, 16),
+                (v4("10.1.0.0") as u32, 24),
+                (v4("10.200.0.0") as u32, 17),
+                (v4("10.1.0.0") as u32, 16), // twice (two services)
+                (v4("192.0.2.0") as u32, 24),
+                (v4("255.255.255.255") as u32, 32),
+            ],
+            v6: vec![(0, 0), (0x2001_0db8u128 << 96, 32)],
+            ..Keys::default()
+        };
+        let got: Vec<(bool, u128, u128, u32)> = blocks(&keys)
+            .iter()
+            .map(|n| (n.v6, n.start, n.end, n.value))
+            .collect();
+        // Numbered by (family, start, outer first), duplicates dropped:
+        // 0 10/8, 1 10.1/16, 2 10.1.0/24, 3 10.200/17, 4 192.0.2/24,
+        // 5 255.255.255.255/32, 6 ::/0, 7 2001:db8::/32.
+        let db8 = 0x2001_0db8u128 << 96;
+        assert_eq!(
+            got,
+            [
+                (false, v4("10.0.0.0"), v4("10.0.255.255"), 0),
+                (false, v4("10.1.0.0"), v4("10.1.0.255"), 2),
+                (false, v4("10.1.1.0"), v4("10.1.255.255"), 1),
+                (false, v4("10.2.0.0"), v4("10.199.255.255"), 0),
+                (false, v4("10.200.0.0"), v4("10.200.127.255"), 3),
+                (false, v4("10.200.128.0"), v4("10.255.255.255"), 0),
+                (false, v4("192.0.2.0"), v4("192.0.2.255"), 4),
+                (false, u32::MAX as u128, u32::MAX as u128, 5),
+                (true, 0, db8 - 1, 6),
+                (true, db8, db8 | (u128::MAX >> 32), 7),
+                (true, (db8 | (u128::MAX >> 32)) + 1, u128::MAX, 6),
+            ]
+        );
+    }
+
+    /// Networks from a list, as a database walk gives them.
+    impl Source for std::slice::Iter<'_, Net> {
+        fn next_net(&mut self) -> Result<Option<Net>, String> {
+            Ok(self.next().copied())
+        }
+    }
+
+    #[test]
+    fn a_cursor_tells_what_holds_each_address_and_how_far() {
+        let net = |v6, start, end, value| Net {
+            v6,
+            start,
+            end,
+            value,
+        };
+        let nets = [
+            net(false, 10, 19, 1),
+            net(false, 12, 13, 9), // overlaps the one before (an alias)
+            net(false, 30, 39, 2),
+            net(true, 5, 5, 3),
+            net(false, 50, 59, 4), // IPv4 after IPv6: out of order
+            net(true, 8, 9, 5),
+        ];
+        let mut c = Cursor::new(nets.iter()).expect("cursor");
+        let max4 = u32::MAX as u128;
+        assert_eq!(c.at(false, 0, max4), Ok((None, 9)));
+        assert_eq!(c.at(false, 10, max4), Ok((Some(1), 19)));
+        assert_eq!(c.at(false, 20, max4), Ok((None, 29)));
+        assert_eq!(c.at(false, 30, max4), Ok((Some(2), 39)));
+        assert_eq!(c.at(false, 40, max4), Ok((None, max4)));
+        assert_eq!(c.at(true, 0, u128::MAX), Ok((None, 4)));
+        assert_eq!(c.at(true, 5, u128::MAX), Ok((Some(3), 5)));
+        assert_eq!(c.at(true, 6, u128::MAX), Ok((None, 7)));
+        assert_eq!(c.at(true, 8, u128::MAX), Ok((Some(5), 9)));
+        assert_eq!(c.at(true, 10, u128::MAX), Ok((None, u128::MAX)));
     }
 
     #[test]
@@ -543,21 +942,40 @@ mod tests {
     }
 
     #[test]
-    fn merge_fills_gaps_and_joins_equal_neighbours() {
-        let id = |c: u32| c;
-        let nets = vec![(10u32, 19, 1), (20, 29, 1), (40, 49, 2)];
-        let m = merge(&nets, id, 0, 0, |x| x.checked_add(1));
-        assert_eq!(m, vec![(0, 0), (10, 1), (30, 0), (40, 2), (50, 0)]);
-        // A range reaching the top of the space leaves no trailing gap.
-        let m = merge(&[(0u32, u32::MAX, 3)], id, 0, 0, |x| x.checked_add(1));
-        assert_eq!(m, vec![(0, 3)]);
-        // Per service: neighbours whose combinations differ only in another
-        // service's decision are one range for this one.
+    fn a_service_joins_neighbours_whose_combinations_differ_only_for_others() {
         let combos = [[0u32, 0], [1, 0], [1, 1], [2, 1]];
-        let nets = vec![(0u32, 9, 0), (10, 19, 1), (20, 29, 2), (30, u32::MAX, 3)];
-        let first = merge(&nets, |c| combos[c as usize][0], 0, 0, |x| x.checked_add(1));
+        let pieces = vec![(0u32, 0), (10, 1), (20, 2), (30, 3)];
+        let first = project(&pieces, |c| combos[c as usize][0]);
         assert_eq!(first, vec![(0, 0), (10, 1), (30, 2)]);
-        let second = merge(&nets, |c| combos[c as usize][1], 0, 0, |x| x.checked_add(1));
+        let second = project(&pieces, |c| combos[c as usize][1]);
         assert_eq!(second, vec![(0, 0), (20, 1)]);
+    }
+
+    #[test]
+    fn an_ipv4_mapped_client_gets_its_ipv4_decision_with_the_scope_in_ipv6_bits() {
+        let idx = GeoIndex::from_ranges(
+            vec![
+                (0, 0),
+                (v4("192.0.2.0") as u32, 1),
+                (v4("192.0.3.0") as u32, 0),
+            ],
+            vec![(0, 2)],
+        );
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("address");
+        assert_eq!(
+            idx.lookup(mapped),
+            Some(Hit {
+                decision: 1,
+                scope: 120
+            })
+        );
+        let plain: IpAddr = "192.0.2.7".parse().expect("address");
+        assert_eq!(
+            idx.lookup(plain),
+            Some(Hit {
+                decision: 1,
+                scope: 24
+            })
+        );
     }
 }

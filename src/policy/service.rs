@@ -86,10 +86,11 @@ pub struct Service {
 }
 
 impl Service {
-    /// Whether this service's location-dependent part depends only on City
-    /// data and can be compiled per address range: it has location steps,
-    /// none of them after a step that chooses groups by health, and every
-    /// one of them decides from the City record alone.
+    /// Whether this service's location-dependent part can be compiled per
+    /// address range: it has location steps, none of them after a step that
+    /// chooses groups by health, and every one of them decides from the
+    /// client's address, City record and AS number alone (see
+    /// [`Step::compilable`]).
     pub fn compilable(&self) -> bool {
         let mut seen_groups = false;
         let mut any = false;
@@ -97,7 +98,7 @@ impl Service {
             match s.stage() {
                 Stage::Groups => seen_groups = true,
                 Stage::Location => {
-                    if seen_groups || !s.city_only() {
+                    if seen_groups || !s.compilable() {
                         return false;
                     }
                     any = true;

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::diag::{Diagnostic, LoadError};
 use crate::geo::{Db, FileStamp, GeoDb};
 use crate::health::{HealthState, Member};
-use crate::policy::{EndpointHealth, HealthView, Service, Topology, VantageRtt};
+use crate::policy::{EndpointHealth, HealthView, Service, Step, Topology, VantageRtt};
 use crate::wire::{self, MAX_LABELS};
 use crate::zone::{self, ZoneData};
 
@@ -455,8 +455,10 @@ pub struct CompiledGeo {
     pub index: crate::geo::index::GeoIndexes,
     /// Per compiled service slot: its distinct group orders.
     pub decisions: Vec<Vec<Vec<u16>>>,
-    /// What it was compiled from (reused while both are unchanged).
+    /// What it was compiled from (reused while all of it is unchanged): the
+    /// City database, the ASN database if it was walked, and the services.
     city: Arc<Db>,
+    asn: Option<Arc<Db>>,
     fingerprint: String,
 }
 
@@ -482,9 +484,34 @@ impl CompiledGeo {
     }
 }
 
+/// The AS numbers and CIDR blocks the `geo` tables of `svcs` have entries
+/// for: the compiled walk cuts the address space at their boundaries.
+fn geo_keys(svcs: &[&Service]) -> crate::geo::index::Keys {
+    let mut keys = crate::geo::index::Keys::default();
+    for m in svcs
+        .iter()
+        .flat_map(|s| s.steps.iter())
+        .filter_map(|s| match s {
+            Step::Geo(m) => Some(m),
+            _ => None,
+        })
+    {
+        keys.asns.extend(m.asn.keys().copied());
+        for (p, nets) in &m.cidr_v4 {
+            keys.v4.extend(nets.keys().map(|&n| (n, *p)));
+        }
+        for (p, nets) in &m.cidr_v6 {
+            keys.v6.extend(nets.keys().map(|&n| (n, *p)));
+        }
+    }
+    keys
+}
+
 /// Compiles (or reuses from `prev`) the location decisions of every service
-/// marked compilable over the City database. `None` when there is nothing
-/// to compile or compiling failed (the answer path then locates per query).
+/// marked compilable, over the City database, the ASN database (when a
+/// service has `asn` entries) and the services' CIDR entries. `None` when
+/// there is nothing to compile or compiling failed (the answer path then
+/// locates per query).
 pub fn compile_geo(
     zones: &ZoneTable,
     topo: &Topology,
@@ -502,6 +529,9 @@ pub fn compile_geo(
         return None;
     }
     svcs.sort_by_key(|s| s.compiled);
+    let keys = geo_keys(&svcs);
+    // Numbers no database can give never match: the ASN walk is skipped.
+    let asn = geo.asn.as_ref().filter(|_| !keys.asns.is_empty());
     let mut fingerprint = String::new();
     for s in &svcs {
         fingerprint.push_str(&format!("{}|{:?}|{:?};", s.name, s.groups, s.steps));
@@ -510,20 +540,24 @@ pub fn compile_geo(
         fingerprint.push_str(&format!("{}:{:?};", r.name, r.coords));
     }
     if let Some(p) = prev.and_then(|p| p.geo_index.as_ref()) {
-        if Arc::ptr_eq(&p.city, city) && p.fingerprint == fingerprint {
+        let same_asn = match (&p.asn, asn) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if Arc::ptr_eq(&p.city, city) && same_asn && p.fingerprint == fingerprint {
             return Some(p.clone());
         }
     }
     let started = std::time::Instant::now();
     let mut decisions: Vec<Vec<Vec<u16>>> = vec![Vec::new(); svcs.len()];
     let mut interned: Vec<FxHashMap<Vec<u16>, u32>> = vec![FxHashMap::default(); svcs.len()];
-    let any = std::net::IpAddr::from([0, 0, 0, 0]);
     let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        crate::geo::index::build(geo, svcs.len(), |loc| {
+        crate::geo::index::build(geo, svcs.len(), &keys, |loc, addr| {
             svcs.iter()
                 .enumerate()
                 .map(|(slot, s)| {
-                    let order = crate::policy::location_order(topo, s, any, loc);
+                    let order = crate::policy::location_order(topo, s, addr, loc);
                     let next = decisions[slot].len() as u32;
                     *interned[slot].entry(order.clone()).or_insert_with(|| {
                         decisions[slot].push(order);
@@ -535,13 +569,18 @@ pub fn compile_geo(
     }));
     match built {
         Ok(Ok(index)) => {
-            // The walk paged the whole file in; the answer path no longer
-            // needs it for these services.
+            // The walk paged the whole files in; the answer path no longer
+            // needs them for these services.
             city.release_pages();
+            if let Some(a) = asn {
+                a.release_pages();
+            }
             tracing::info!(
                 networks = index.networks,
+                asn_networks = index.asn_networks,
                 records = index.records,
                 locations = index.locations,
+                inputs = index.inputs,
                 ranges = index.services.iter().map(|i| i.ranges()).sum::<usize>(),
                 uniform_16s = index
                     .services
@@ -557,6 +596,7 @@ pub fn compile_geo(
                 index,
                 decisions,
                 city: city.clone(),
+                asn: asn.cloned(),
                 fingerprint,
             }))
         }

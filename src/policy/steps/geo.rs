@@ -53,12 +53,24 @@ pub fn mask_v6(ip: u128, prefix: u8) -> u128 {
     }
 }
 
+/// The IPv4 address of an IPv4-mapped IPv6 address.
+fn mapped(addr: IpAddr) -> Option<std::net::Ipv4Addr> {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+        IpAddr::V4(_) => None,
+    }
+}
+
 impl GeoMap {
     /// How much of the client address a lookup that ended with `how`
     /// depended on: every stage tried up to the match counts (a CIDR table
     /// is only as coarse as its longest entry; the ASN and City databases
-    /// by the network that matched).
+    /// by the network that matched). Conservative: what a decision made per
+    /// query can tell (compiled geo knows the exact block instead).
     pub fn scope(&self, addr: IpAddr, how: GeoMatch, loc: &Location) -> u8 {
+        if let Some(v4) = mapped(addr) {
+            return 96 + self.scope(IpAddr::V4(v4), how, loc).min(32);
+        }
         let cidr = match addr {
             IpAddr::V4(_) => self.cidr_v4.first().map_or(0, |(p, _)| *p),
             IpAddr::V6(_) => self.cidr_v6.first().map_or(0, |(p, _)| *p),
@@ -76,8 +88,10 @@ impl GeoMap {
     }
 
     /// The most specific entry for this client: CIDR, ASN, subdivision,
-    /// country, continent, then default.
+    /// country, continent, then default. An IPv4-mapped IPv6 address is the
+    /// IPv4 client (as the databases locate it).
     pub fn lookup(&self, addr: IpAddr, loc: &Location) -> Option<(usize, GeoMatch)> {
+        let addr = mapped(addr).map_or(addr, IpAddr::V4);
         match addr {
             IpAddr::V4(v4) => {
                 let ip = u32::from(v4);
@@ -157,9 +171,27 @@ impl StepKind for GeoMap {
             }
         }
     }
+}
 
-    /// ASN and CIDR keys need more than the City record.
-    fn city_only(&self) -> bool {
-        self.asn.is_empty() && self.cidr_v4.is_empty() && self.cidr_v6.is_empty()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv4_mapped_client_matches_ipv4_cidr_entries_with_the_scope_in_ipv6_bits() {
+        let mut m = GeoMap {
+            lists: vec![vec![0], vec![1]],
+            default: Some(0),
+            ..GeoMap::default()
+        };
+        let net = u32::from_be_bytes([192, 0, 2, 0]);
+        m.cidr_v4 = vec![(24, [(net, 1)].into_iter().collect())];
+        let loc = Location::default();
+        let plain: IpAddr = "192.0.2.7".parse().expect("address");
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("address");
+        assert_eq!(m.lookup(plain, &loc), Some((1, GeoMatch::Cidr(24))));
+        assert_eq!(m.lookup(mapped, &loc), Some((1, GeoMatch::Cidr(24))));
+        assert_eq!(m.scope(plain, GeoMatch::Cidr(24), &loc), 24);
+        assert_eq!(m.scope(mapped, GeoMatch::Cidr(24), &loc), 120);
     }
 }

@@ -76,7 +76,7 @@ impl StepKind for Latency {
     }
 
     /// Live probe RTTs change by the second: never compiled.
-    fn city_only(&self) -> bool {
+    fn compilable(&self) -> bool {
         !self.probes
     }
 }

@@ -55,9 +55,11 @@ pub(crate) trait StepKind {
         0
     }
 
-    /// Location steps: whether the decision depends on the City record
-    /// alone (so it can be compiled per address range).
-    fn city_only(&self) -> bool {
+    /// Location steps: whether the decision depends on nothing but the
+    /// client's address and what the databases say about it (City record,
+    /// AS number), so it can be compiled per address range. Steps that read
+    /// data that changes while serving (measured RTTs) say no.
+    fn compilable(&self) -> bool {
         true
     }
 }
@@ -94,10 +96,10 @@ macro_rules! steps {
                 None
             }
 
-            /// See [`StepKind::city_only`].
-            pub fn city_only(&self) -> bool {
+            /// See [`StepKind::compilable`].
+            pub fn compilable(&self) -> bool {
                 match self {
-                    $(Step::$variant(s) => s.city_only()),*
+                    $(Step::$variant(s) => s.compilable()),*
                 }
             }
 
