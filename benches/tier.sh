@@ -41,11 +41,11 @@
 # The proxies: geolb with the config below (one listener, a round_robin
 # group of the two backends, no monitor, [tier] defaults: connect_timeout
 # 2s, idle_timeout 10m, connect_attempts 3; max_connections raised to
-# 30000), its own runtime as `geolb serve` sets it up; HAProxy 2.x
-# `nbthread 1` (one event loop for its one core), the same timeouts, retries
-# 2 with redispatch (3 backends tried), global maxconn HOLD. Neither checks
-# health; both relay through 16 KiB buffers (HAProxy's tune.bufsize and
-# geolb's relay buffer), neither splices.
+# 30000), `geolb serve` as it is (pinned to one CPU, it runs one runtime
+# thread); HAProxy 2.x `nbthread 1` (one event loop for its one core), the
+# same timeouts, retries 2 with redispatch (3 backends tried), global
+# maxconn HOLD. Neither checks health; both relay through 16 KiB buffers
+# (HAProxy's tune.bufsize and geolb's relay buffer), neither splices.
 #
 # For 1. and 2. the proxy's busy share of each run is printed, and the
 # rate per second of proxy CPU is compared too: at ~100 % busy the proxy,
