@@ -248,8 +248,14 @@ hold_once() { # geolb | haproxy
 
 echo "geolb $("$GEOLB" --version 2>/dev/null || echo "$GEOLB"); $(haproxy -v | head -1); $(nginx -v 2>&1); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 echo "pairs: $PAIRS of ${SECS}s runs; $CONC connection loops for the rate, fixed $RATE connections/s for the CPU, $HOLD idle connections for the RSS"
+# Steal and other processes' time on the two CPUs while the pairs ran
+# (a VM's host or other work taking CPU that the proxies or the load then
+# wait for).
+ticks() { # "steal nice total" ticks of all CPUs, from /proc/stat
+  awk '/^cpu / { print $9, $3, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
 start geolb; G=$PID
 start haproxy; H=$PID
+read -r st0 ni0 all0 < <(ticks)
 for m in rate mbps cpu hold; do : >"$RUN/$m"; done
 for i in $(seq 1 "$PAIRS"); do
   if [ $((i % 2)) -eq 1 ]; then order="geolb haproxy"; else order="haproxy geolb"; fi
@@ -273,6 +279,9 @@ for i in $(seq 1 "$PAIRS"); do
     "MB/s geolb ${b[geolb]% *} (busy ${b[geolb]#* }), haproxy ${b[haproxy]% *} (busy ${b[haproxy]#* });" \
     "CPU per connection at $RATE/s geolb ${c[geolb]} us, haproxy ${c[haproxy]} us"
 done
+read -r st1 ni1 all1 < <(ticks)
+awk -v s=$((st1 - st0)) -v n=$((ni1 - ni0)) -v a=$((all1 - all0)) 'BEGIN { if (a > 0)
+  printf "while the pairs ran: %.0f %% of the CPUs stolen by the host, %.0f %% taken by niced processes (other work)\n", 100 * s / a, 100 * n / a }'
 echo "RSS after the runs: geolb $(rss "$G") KiB, haproxy $(rss "$H") KiB"
 stop "$G" "$H"
 for i in $(seq 1 "$PAIRS"); do
