@@ -14,6 +14,7 @@ use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -101,6 +102,29 @@ enum Stop {
     Proxy,
 }
 
+/// One read from `from`. A short read (fewer bytes than `buf` holds)
+/// emptied the socket's receive queue, so it also clears `from`'s read
+/// readiness, as a read that would block does: the next `readable()` then
+/// waits for new bytes instead of returning at once for a `recv` that
+/// fails with `EAGAIN` (one system call per direction and connection).
+/// Tokio clears only the readiness seen before the read (an event that
+/// arrived since survives) and never an end of stream.
+fn read_drained(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    let cap = buf.len();
+    let r = from.try_io(Interest::READABLE, || match from.try_read(buf) {
+        Ok(n) if n > 0 && n < cap => {
+            got = n;
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        other => other,
+    });
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        r => r,
+    }
+}
+
 /// Copies `from` → `to` until end of stream (then half-closes `to`).
 async fn pump(
     from: &TcpStream,
@@ -116,7 +140,7 @@ async fn pump(
         let mut lease = Lease::new();
         loop {
             let buf = lease.get();
-            let n = match from.try_read(buf) {
+            let n = match read_drained(from, buf) {
                 Ok(0) => {
                     // Pass the end on; the peer may already be gone.
                     let _ = socket2::SockRef::from(to).shutdown(Shutdown::Write);
@@ -144,8 +168,7 @@ async fn pump(
             moved.fetch_add(n as u64, Ordering::Relaxed);
             last.store(clock(), Ordering::Relaxed);
             if n < BUF {
-                // Most likely drained; wait for readiness again rather than
-                // paying a read that would block.
+                // Drained (and readiness cleared): wait for more.
                 break;
             }
         }
