@@ -724,7 +724,7 @@ fn geoip_database_is_swapped_when_replaced_and_kept_when_corrupt() {
     let tmp = g.s.path("city.mmdb.new");
     std::fs::write(&tmp, build_city(&moved, Layout::GeoIp2)).expect("w");
     std::fs::rename(&tmp, g.s.path("city.mmdb")).expect("rename");
-    assert!(wait_for(Duration::from_secs(5), || a(
+    assert!(wait_for(Duration::from_secs(60), || a(
         &g,
         "www.example.com.",
         "192.0.2.0/24"
@@ -735,7 +735,7 @@ fn geoip_database_is_swapped_when_replaced_and_kept_when_corrupt() {
     std::fs::rename(&tmp, g.s.path("city.mmdb")).expect("rename");
     let admin = g.s.admin.expect("admin");
     assert!(
-        wait_for(Duration::from_secs(5), || http(admin, "GET", "/v1/status")
+        wait_for(Duration::from_secs(60), || http(admin, "GET", "/v1/status")
             .1
             .contains("not a usable MaxMind DB"))
         .is_some()
@@ -744,7 +744,7 @@ fn geoip_database_is_swapped_when_replaced_and_kept_when_corrupt() {
     // A missing file too.
     std::fs::remove_file(g.s.path("city.mmdb")).expect("rm");
     assert!(
-        wait_for(Duration::from_secs(5), || http(admin, "GET", "/v1/status")
+        wait_for(Duration::from_secs(60), || http(admin, "GET", "/v1/status")
             .1
             .contains("cannot open"))
         .is_some()
@@ -769,7 +769,7 @@ fn an_asn_database_swap_rebuilds_the_compiled_decisions() {
     let tmp = g.s.path("asn.mmdb.new");
     std::fs::write(&tmp, asn).expect("w");
     std::fs::rename(&tmp, g.s.path("asn.mmdb")).expect("rename");
-    let moved = wait_for(Duration::from_secs(5), || {
+    let moved = wait_for(Duration::from_secs(60), || {
         a(&g, "www.example.com.", "45.1.2.0/24") == ["10.1.0.1", "10.1.0.2"]
     });
     assert!(moved.is_some(), "the new ASN database was never used");
@@ -864,6 +864,9 @@ fn truncating_the_mapped_geoip_file_never_crashes_the_server() {
                 assert!(!r.answers.is_empty(), "an answer for {a}");
                 answered.fetch_add(1, Ordering::Relaxed);
                 i += 1;
+                // Steady load, not a spin: builds run at the lowest CPU
+                // priority and must still get some of a saturated machine.
+                std::thread::sleep(Duration::from_micros(200));
             }
         })
     };
@@ -878,13 +881,14 @@ fn truncating_the_mapped_geoip_file_never_crashes_the_server() {
                 assert_eq!(code, 200, "{body}");
                 explained.fetch_add(1, Ordering::Relaxed);
                 i += 1;
+                std::thread::sleep(Duration::from_millis(2));
             }
         })
     };
     let status = || http(admin, "GET", "/v1/status").1;
     let rejected = |name: &str| {
         let name = name.to_string();
-        wait_for(Duration::from_secs(10), move || {
+        wait_for(Duration::from_secs(60), move || {
             let v: serde_json::Value = serde_json::from_str(&status()).expect("json");
             v["geoip"]["last_error"]
                 .as_str()
@@ -897,7 +901,7 @@ fn truncating_the_mapped_geoip_file_never_crashes_the_server() {
             answered.load(Ordering::Relaxed),
             explained.load(Ordering::Relaxed),
         );
-        wait_for(Duration::from_secs(10), || {
+        wait_for(Duration::from_secs(60), || {
             answered.load(Ordering::Relaxed) >= a0 + n
                 && explained.load(Ordering::Relaxed) >= e0 + 2
         })
@@ -957,7 +961,7 @@ fn truncating_the_mapped_geoip_file_never_crashes_the_server() {
         if round < 2 {
             std::fs::write(&city, build_city(&nets(), Layout::GeoIp2)).expect("restore");
             assert!(
-                wait_for(Duration::from_secs(10), || {
+                wait_for(Duration::from_secs(60), || {
                     let v: serde_json::Value = serde_json::from_str(&status()).expect("json");
                     v["geoip"]["last_error"].is_null()
                 })
@@ -970,7 +974,7 @@ fn truncating_the_mapped_geoip_file_never_crashes_the_server() {
     // A complete in-place rewrite is taken.
     std::fs::write(&city, &new_city).expect("cp over");
     assert!(
-        wait_for(Duration::from_secs(10), || a(
+        wait_for(Duration::from_secs(60), || a(
             &g,
             "www.example.com.",
             "192.0.2.0/24"
@@ -1019,7 +1023,7 @@ fn a_database_with_one_corrupt_record_is_rejected_and_the_old_one_keeps_serving(
         serde_json::from_str::<serde_json::Value>(&body).expect("json")
     };
     assert!(
-        wait_for(Duration::from_secs(10), || {
+        wait_for(Duration::from_secs(60), || {
             status()["geoip"]["last_error"]
                 .as_str()
                 .is_some_and(|e| e.contains("city.mmdb") && e.contains("corrupt"))
