@@ -478,3 +478,240 @@ fn rfc9112_6_3_a_content_length_transfer_encoding_conflict_cannot_smuggle_a_requ
     assert!(!all.contains("/smuggled"), "{all}");
     assert_eq!(a.hits.load(Ordering::Relaxed), 1);
 }
+
+/// The backend that answered (first word of the body) and the response's
+/// `Set-Cookie`, if any.
+fn who_and_cookie(resp: &str) -> (String, Option<String>) {
+    let (head, body) = resp.split_once("\n\n").unwrap_or((resp, ""));
+    let set = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("set-cookie")
+            .then(|| v.trim().to_string())
+    });
+    let who = body.split(' ').next().unwrap_or("").to_string();
+    (who, set)
+}
+
+fn set_admin(s: &TestServer, target: &str, state: geolb::policy::AdminState) {
+    s.shared().set_admin_state(target, state).expect("override");
+}
+
+#[test]
+fn cookie_persistence_keeps_a_client_on_its_backend_fails_over_and_re_sticks() {
+    use geolb::policy::AdminState;
+    let (a, b) = (
+        HttpBe::start("127.0.1.11", "a"),
+        HttpBe::start("127.0.1.12", "b"),
+    );
+    let s = start(&format!(
+        "{}{}",
+        group(
+            "g",
+            "persistence = { mode = \"cookie\", cookie = \"SRV\", max_age = \"1h\", same_site = \"lax\" }",
+            &[a.addr, b.addr]
+        ),
+        http_listener("g", "")
+    ));
+    let l = vip(&s);
+    let (first, set) = who_and_cookie(&get(l, "x", "/", "").1);
+    let set = set.expect("a new client gets the cookie");
+    let value = set
+        .split(';')
+        .next()
+        .and_then(|kv| kv.strip_prefix("SRV="))
+        .expect("SRV=value")
+        .to_string();
+    assert!(
+        set.ends_with("; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax"),
+        "{set}"
+    );
+    // Opaque: no address in it.
+    assert!(!value.contains("127.0.1."), "{value}");
+    // Round robin alone would alternate; the cookie keeps the client put,
+    // without setting it again, and the backend never sees SRV.
+    let cookie = format!("Cookie: theme=dark; SRV={value}\r\n");
+    for _ in 0..6 {
+        let (code, resp) = get(l, "x", "/", &cookie);
+        assert_eq!(code, 200);
+        let (w, again) = who_and_cookie(&resp);
+        assert_eq!(w, first);
+        assert_eq!(again, None);
+        assert!(resp.contains("\ncookie: theme=dark\n"), "{resp}");
+        assert!(!resp.contains("SRV="), "{resp}");
+    }
+    // A forged value counts as none.
+    let (_, forged) =
+        who_and_cookie(&get(l, "x", "/", "Cookie: SRV=00aa00aa00aa00aa00aa00aa\r\n").1);
+    assert!(forged.is_some());
+    // Persistence survives a reload.
+    s.shared().reload().expect("reload");
+    assert_eq!(who_and_cookie(&get(l, "x", "/", &cookie).1).0, first);
+    // Its backend goes down: the request fails over and the client re-sticks.
+    let (mine, other) = if first == "a" { (&a, "b") } else { (&b, "a") };
+    set_admin(&s, &format!("g/{}", mine.addr), AdminState::ForceDown);
+    let (w, moved) = who_and_cookie(&get(l, "x", "/", &cookie).1);
+    assert_eq!(w, other);
+    let moved = moved.expect("a new cookie for the new backend");
+    let new_value = moved
+        .split(';')
+        .next()
+        .and_then(|kv| kv.strip_prefix("SRV="))
+        .expect("SRV=value")
+        .to_string();
+    assert_ne!(new_value, value);
+    set_admin(&s, &format!("g/{}", mine.addr), AdminState::None);
+    let new_cookie = format!("Cookie: SRV={new_value}\r\n");
+    for _ in 0..4 {
+        assert_eq!(who_and_cookie(&get(l, "x", "/", &new_cookie).1).0, other);
+    }
+    assert_eq!(tier_status(&s)["groups"][0]["persistence"], "cookie");
+}
+
+#[test]
+fn a_drained_backend_keeps_its_sticky_clients_only_with_drain_sticky() {
+    use geolb::policy::AdminState;
+    let (a, b) = (
+        HttpBe::start("127.0.1.11", "a"),
+        HttpBe::start("127.0.1.12", "b"),
+    );
+    for drain_sticky in [true, false] {
+        let s = start(&format!(
+            "{}{}",
+            group(
+                "g",
+                &format!("persistence = {{ mode = \"cookie\", drain_sticky = {drain_sticky} }}"),
+                &[a.addr, b.addr]
+            ),
+            http_listener("g", "")
+        ));
+        let l = vip(&s);
+        // A client stuck to a.
+        let cookie = loop {
+            let (w, set) = who_and_cookie(&get(l, "x", "/", "").1);
+            if w == "a" {
+                let kv = set.expect("cookie");
+                break format!("Cookie: {}\r\n", kv.split(';').next().expect("kv"));
+            }
+        };
+        set_admin(&s, &format!("g/{}", a.addr), AdminState::Drain);
+        // New clients never go to a.
+        for _ in 0..4 {
+            assert_eq!(who_and_cookie(&get(l, "x", "/", "").1).0, "b");
+        }
+        let want = if drain_sticky { "a" } else { "b" };
+        for _ in 0..3 {
+            assert_eq!(
+                who_and_cookie(&get(l, "x", "/", &cookie).1).0,
+                want,
+                "drain_sticky = {drain_sticky}"
+            );
+        }
+    }
+}
+
+#[test]
+fn source_persistence_keeps_an_address_on_its_backend_until_it_fails() {
+    use geolb::policy::AdminState;
+    let (a, b) = (
+        HttpBe::start("127.0.1.11", "a"),
+        HttpBe::start("127.0.1.12", "b"),
+    );
+    let s = start(&format!(
+        "{}{}",
+        group(
+            "g",
+            "persistence = { mode = \"source\", timeout = \"10m\" }",
+            &[a.addr, b.addr]
+        ),
+        http_listener("g", "")
+    ));
+    let l = vip(&s);
+    let first = who_and_cookie(&get(l, "x", "/", "").1).0;
+    for _ in 0..5 {
+        assert_eq!(who_and_cookie(&get(l, "x", "/", "").1).0, first);
+    }
+    assert_eq!(tier_status(&s)["groups"][0]["sticky_clients"], 1);
+    let (mine, other) = if first == "a" { (&a, "b") } else { (&b, "a") };
+    set_admin(&s, &format!("g/{}", mine.addr), AdminState::ForceDown);
+    assert_eq!(who_and_cookie(&get(l, "x", "/", "").1).0, other);
+    set_admin(&s, &format!("g/{}", mine.addr), AdminState::None);
+    // Re-stuck to where it went.
+    for _ in 0..3 {
+        assert_eq!(who_and_cookie(&get(l, "x", "/", "").1).0, other);
+    }
+}
+
+#[test]
+fn hash_persistence_on_a_header_sends_each_key_to_one_backend() {
+    let (a, b, c) = (
+        HttpBe::start("127.0.1.11", "a"),
+        HttpBe::start("127.0.1.12", "b"),
+        HttpBe::start("127.0.1.13", "c"),
+    );
+    let s = start(&format!(
+        "{}{}",
+        "[groups.g]\nregion = \"eu\"\npersistence = { mode = \"hash\", on = \"header:x-user\" }\n"
+            .to_string()
+            + &format!(
+                "members = [{{ address = \"{}\" }}, {{ address = \"{}\" }}, {{ address = \"{}\" }}]\n",
+                a.addr, b.addr, c.addr
+            ),
+        http_listener("g", "")
+    ));
+    let l = vip(&s);
+    let mut seen = std::collections::BTreeSet::new();
+    for user in 0..12 {
+        let h = format!("X-User: u{user}\r\n");
+        let first = who_and_cookie(&get(l, "x", "/", &h).1).0;
+        for _ in 0..3 {
+            assert_eq!(who_and_cookie(&get(l, "x", "/", &h).1).0, first, "u{user}");
+        }
+        seen.insert(first);
+    }
+    assert!(seen.len() >= 2, "keys spread over backends: {seen:?}");
+}
+
+#[test]
+fn rate_limits_answer_429_with_retry_after_and_spare_exempt_clients() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener(
+            "g",
+            "rate_limit = { per_client = 1, burst = 3, exempt = [\"127.0.0.2/32\"] }"
+        )
+    ));
+    let l = vip(&s);
+    for _ in 0..3 {
+        assert_eq!(get(l, "x", "/", "").0, 200);
+    }
+    let before = a.hits.load(Ordering::Relaxed);
+    let (code, resp) = get(l, "x", "/", "");
+    assert_eq!(code, 429, "{resp}");
+    assert!(
+        resp.to_ascii_lowercase().contains("retry-after: 1\r\n"),
+        "{resp}"
+    );
+    assert_eq!(
+        a.hits.load(Ordering::Relaxed),
+        before,
+        "never reached the backend"
+    );
+    // An exempt client (another loopback source address) is not limited.
+    for _ in 0..6 {
+        let c = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        c.bind(&"127.0.0.2:0".parse::<SocketAddr>().expect("addr").into())
+            .expect("bind");
+        c.connect(&l.into()).expect("connect");
+        let mut c: TcpStream = c.into();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    }
+    let t = tier_status(&s);
+    assert_eq!(t["listeners"][0]["rate_limited_client"], 1, "{t}");
+}

@@ -465,6 +465,20 @@ impl Balancer {
         s.state.ejection.info(now_ms)
     }
 
+    /// The index of `id` if it may take a request stuck to it at `now_ms`:
+    /// weight above zero, not at its max connections, not ejected, and up
+    /// (or `even_if_down`: a drained backend taking its sticky clients).
+    /// Backups qualify: a client stays where it is while that serves.
+    pub fn admits(&self, id: &str, now_ms: u64, even_if_down: bool) -> Option<usize> {
+        let i = self.index_of(id)?;
+        let s = self.slots.get(i)?;
+        let m = &s.member;
+        let serving =
+            s.state.eligible(now_ms) || (even_if_down && !s.state.ejection.ejected(now_ms));
+        let room = m.max_conns.is_none_or(|max| s.state.active < max);
+        (m.weight > 0 && serving && room).then_some(i)
+    }
+
     /// Active connections to `id`.
     pub fn active(&self, id: &str) -> Option<u32> {
         match self.index_of(id) {

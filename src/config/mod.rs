@@ -28,7 +28,7 @@ pub use steering::{
 };
 pub use tier::{
     BackendConfig, EjectionConfig, GroupConfig, HeaderMatch, ListenerConfig, NodeConfig,
-    RespondConfig, RouteConfig, TierDefaults,
+    PersistenceConfig, RateLimitConfig, RespondConfig, RouteConfig, TierDefaults,
 };
 
 pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -81,6 +81,11 @@ pub struct TierDefaults {
     /// Time a trusted peer has to send its PROXY header.
     #[serde(default = "d_header", deserialize_with = "de_duration")]
     pub proxy_header_timeout: Duration,
+    /// File whose contents (at least 16 bytes) key the persistence cookies;
+    /// give every node behind the same VIP the same file. Absent: a random
+    /// key per process start (kept across reloads).
+    #[serde(default)]
+    pub cookie_secret_file: Option<std::path::PathBuf>,
 }
 
 impl Default for TierDefaults {
@@ -92,6 +97,7 @@ impl Default for TierDefaults {
             max_connections: d_max_conns(),
             connect_attempts: d_attempts(),
             proxy_header_timeout: d_header(),
+            cookie_secret_file: None,
         }
     }
 }
@@ -148,6 +154,29 @@ pub struct ListenerConfig {
     /// Backend statuses retried on another backend (default 502, 503, 504).
     #[serde(default)]
     pub retry_on: Option<Vec<u16>>,
+    /// Requests per second per client address and per listener.
+    #[serde(default)]
+    pub rate_limit: Option<Spanned<RateLimitConfig>>,
+}
+
+/// `rate_limit = { per_client = 100, burst = 200, listener = 10000, exempt = [...] }`
+/// (requests per second; GCRA, so `burst` requests may come at once).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    #[serde(default)]
+    pub per_client: Option<u32>,
+    /// Per client (default: one second's worth).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// The whole listener.
+    #[serde(default)]
+    pub listener: Option<u32>,
+    #[serde(default)]
+    pub listener_burst: Option<u32>,
+    /// Clients never limited (monitoring, internal callers).
+    #[serde(default)]
+    pub exempt: Vec<IpNet>,
 }
 
 /// One HTTP routing rule: every condition given must match.
@@ -293,4 +322,43 @@ pub struct GroupConfig {
     /// HTTP retries: at most this share (percent) of recent requests.
     #[serde(default)]
     pub retry_budget: Option<u8>,
+    /// HTTP: keep each client on one backend (cookie, source address or a
+    /// hash of part of the request).
+    #[serde(default)]
+    pub persistence: Option<Spanned<PersistenceConfig>>,
+}
+
+/// `persistence = { mode = "cookie" | "source" | "hash", ... }` of a group.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PersistenceConfig {
+    pub mode: String,
+    /// cookie: its name (default "GEOLB").
+    #[serde(default)]
+    pub cookie: Option<String>,
+    /// cookie: `Max-Age` (absent: a session cookie).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_age: Option<Duration>,
+    /// cookie: `HttpOnly` (default true).
+    #[serde(default = "yes")]
+    pub http_only: bool,
+    /// cookie: `Secure`.
+    #[serde(default)]
+    pub secure: bool,
+    /// cookie: `SameSite` = "lax", "strict" or "none".
+    #[serde(default)]
+    pub same_site: Option<String>,
+    /// source: a client unseen this long loses its backend (default 30m).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub timeout: Option<Duration>,
+    /// source: most clients remembered (default 100000).
+    #[serde(default)]
+    pub max_entries: Option<u32>,
+    /// hash: "header:NAME", "cookie:NAME" or "path".
+    #[serde(default)]
+    pub on: Option<String>,
+    /// A drained backend still takes the requests stuck to it (until the
+    /// drain timeout closes it).
+    #[serde(default)]
+    pub drain_sticky: bool,
 }

@@ -266,7 +266,7 @@ type Family<T, V> = (&'static str, &'static str, fn(&T) -> V);
 /// The tier: per listener and per backend.
 fn tier(e: &mut Exposition, tier: &Tier) {
     let st = tier.status();
-    let lfam: [Family<crate::tier::ListenerStatus, u64>; 9] = [
+    let lfam: [Family<crate::tier::ListenerStatus, u64>; 11] = [
         (
             "geolb_tier_listener_connections_total",
             "Client connections accepted.",
@@ -311,6 +311,16 @@ fn tier(e: &mut Exposition, tier: &Tier) {
             "geolb_tier_listener_errors_total",
             "Connections ended by a read or write error.",
             |l| l.errors,
+        ),
+        (
+            "geolb_tier_listener_rate_limited_client_total",
+            "HTTP requests answered 429 by the per-client rate limit.",
+            |l| l.rate_limited_client,
+        ),
+        (
+            "geolb_tier_listener_rate_limited_listener_total",
+            "HTTP requests answered 429 by the listener's rate limit.",
+            |l| l.rate_limited_listener,
         ),
     ];
     e.family(

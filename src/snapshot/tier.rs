@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use crate::balance::{self, Algorithm, EjectionSettings};
 use crate::config::ListenerConfig;
-use crate::config::{Config, EjectionConfig, MinHealthy};
+use crate::config::{Config, EjectionConfig, MinHealthy, PersistenceConfig};
 use crate::diag::{line_col, Diagnostic};
 use crate::health::{Check, HealthState, Member, Monitor};
 use crate::policy::{Target, Topology};
 use crate::tier::plan::{
-    Action, BackendPlan, ForwardedFor, GroupPlan, HttpPlan, ListenerPlan, Mode, Plan, ProxyVersion,
-    RulePlan,
+    Action, BackendPlan, CookiePlan, ForwardedFor, GroupPlan, HashOn, HttpPlan, ListenerPlan, Mode,
+    Persistence, Plan, ProxyVersion, Rate, RateLimitPlan, RulePlan,
 };
 
 struct Cx<'a> {
@@ -67,6 +67,111 @@ fn check_addr(addr: SocketAddr, check: Option<&str>, monitor: &Monitor) -> Optio
     }
 }
 
+/// A group's `persistence` table as a plan, or what is wrong with it.
+fn persistence(p: &PersistenceConfig, algorithm: Algorithm) -> Result<Persistence, String> {
+    let only = |keys: &[(&str, bool)]| -> Result<(), String> {
+        match keys.iter().find(|(_, set)| *set) {
+            Some((k, _)) => Err(format!("{k} does not apply to mode = {:?}", p.mode)),
+            None => Ok(()),
+        }
+    };
+    let cookie_keys = [
+        ("cookie", p.cookie.is_some()),
+        ("max_age", p.max_age.is_some()),
+        ("same_site", p.same_site.is_some()),
+        ("secure", p.secure),
+    ];
+    let source_keys = [
+        ("timeout", p.timeout.is_some()),
+        ("max_entries", p.max_entries.is_some()),
+    ];
+    let hash_keys = [("on", p.on.is_some())];
+    match p.mode.as_str() {
+        "cookie" => {
+            only(&source_keys)?;
+            only(&hash_keys)?;
+            let name = p.cookie.clone().unwrap_or_else(|| "GEOLB".into());
+            let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if name.is_empty() || !name.chars().all(token) {
+                return Err(format!(
+                    "cookie {name:?} is not a cookie name (RFC 6265 token)"
+                ));
+            }
+            let mut attributes = "; Path=/".to_string();
+            if let Some(a) = p.max_age {
+                attributes.push_str(&format!("; Max-Age={}", a.as_secs().max(1)));
+            }
+            if p.http_only {
+                attributes.push_str("; HttpOnly");
+            }
+            let same_site = match p.same_site.as_deref().map(str::to_ascii_lowercase) {
+                None => None,
+                Some(s) if s == "lax" => Some("Lax"),
+                Some(s) if s == "strict" => Some("Strict"),
+                Some(s) if s == "none" => Some("None"),
+                Some(s) => {
+                    return Err(format!(
+                        "same_site {s:?}: expected \"lax\", \"strict\" or \"none\""
+                    ))
+                }
+            };
+            if same_site == Some("None") && !p.secure {
+                return Err(
+                    "same_site = \"none\" needs secure = true (browsers refuse it otherwise)"
+                        .into(),
+                );
+            }
+            if p.secure {
+                attributes.push_str("; Secure");
+            }
+            if let Some(s) = same_site {
+                attributes.push_str("; SameSite=");
+                attributes.push_str(s);
+            }
+            Ok(Persistence::Cookie(CookiePlan { name, attributes }))
+        }
+        "source" => {
+            only(&cookie_keys)?;
+            only(&hash_keys)?;
+            let max_entries = p.max_entries.unwrap_or(100_000);
+            if max_entries == 0 {
+                return Err("max_entries must be above 0".into());
+            }
+            Ok(Persistence::Source {
+                timeout: p.timeout.unwrap_or(Duration::from_secs(1800)),
+                max_entries: max_entries as usize,
+            })
+        }
+        "hash" => {
+            only(&cookie_keys)?;
+            only(&source_keys)?;
+            if !matches!(algorithm, Algorithm::Consistent | Algorithm::SourceHash) {
+                return Err(format!(
+                    "mode = \"hash\" needs algorithm = \"consistent\" (or \"source_hash\"), not {:?}",
+                    algorithm.name()
+                ));
+            }
+            let on = p.on.as_deref().unwrap_or("");
+            let hash_on = match on.split_once(':') {
+                Some(("header", h)) if http::HeaderName::from_bytes(h.as_bytes()).is_ok() => {
+                    HashOn::Header(h.to_ascii_lowercase())
+                }
+                Some(("cookie", c)) if !c.is_empty() => HashOn::Cookie(c.to_string()),
+                None if on == "path" => HashOn::Path,
+                _ => {
+                    return Err(format!(
+                        "on = {on:?}: expected \"header:NAME\", \"cookie:NAME\" or \"path\""
+                    ))
+                }
+            };
+            Ok(Persistence::Hash(hash_on))
+        }
+        other => Err(format!(
+            "mode {other:?}: expected \"cookie\", \"source\" or \"hash\""
+        )),
+    }
+}
+
 /// Compiles the tier. Problems go to `diags`; what is wrong is left out of
 /// the plan (the load fails anyway when there is an error).
 pub fn compile(
@@ -96,6 +201,23 @@ pub fn compile(
     }
     let d = &config.tier;
     let mut plan = Plan::default();
+    if let Some(f) = &d.cookie_secret_file {
+        let base = config.path.parent().unwrap_or(std::path::Path::new("."));
+        let path = base.join(f);
+        match std::fs::read(&path) {
+            Ok(b) if b.trim_ascii().len() >= 16 => plan.cookie_secret = Some(b.trim_ascii().to_vec()),
+            Ok(_) => cx.err(
+                None,
+                1,
+                format!("tier.cookie_secret_file {}: needs at least 16 bytes (e.g. `head -c 32 /dev/urandom | base64 > FILE`)", path.display()),
+            ),
+            Err(e) => cx.err(
+                None,
+                1,
+                format!("tier.cookie_secret_file {}: {e}", path.display()),
+            ),
+        }
+    }
     for g in &config.groups {
         let v = &g.value;
         let name = &g.name;
@@ -119,7 +241,12 @@ pub fn compile(
             );
             ok = false;
         }
+        let hashed = v
+            .persistence
+            .as_ref()
+            .is_some_and(|p| p.get_ref().mode == "hash");
         let algorithm = match &v.algorithm {
+            None if hashed => Algorithm::Consistent,
             None => Algorithm::RoundRobin,
             Some(a) => match a.get_ref().parse::<Algorithm>() {
                 Ok(a) => a,
@@ -245,6 +372,21 @@ pub fn compile(
             cx.err(None, g.line, format!("groups.{name}: {e}"));
             ok = false;
         }
+        let (persistence, drain_sticky) = match &v.persistence {
+            None => (Persistence::None, false),
+            Some(p) => match persistence(p.get_ref(), algorithm) {
+                Ok(x) => (x, p.get_ref().drain_sticky),
+                Err(msg) => {
+                    cx.err(
+                        Some(p.span()),
+                        g.line,
+                        format!("groups.{name}.persistence: {msg}"),
+                    );
+                    ok = false;
+                    (Persistence::None, false)
+                }
+            },
+        };
         if ok {
             plan.groups.push(GroupPlan {
                 name: name.clone(),
@@ -254,6 +396,8 @@ pub fn compile(
                 send_proxy,
                 drain_timeout: v.drain_timeout.unwrap_or(d.drain_timeout),
                 retry_budget: v.retry_budget.unwrap_or(20),
+                persistence,
+                drain_sticky,
             });
         }
     }
@@ -337,6 +481,20 @@ pub fn compile(
                 ),
             ),
             Some(_) => {}
+        }
+        let http_only = config
+            .groups
+            .iter()
+            .find(|g| &g.name == v.group.get_ref())
+            .and_then(|g| g.value.persistence.as_ref())
+            .map(|p| p.get_ref().mode.as_str())
+            .filter(|m| *m == "cookie" || *m == "hash");
+        if let (Mode::Tcp, Some(m)) = (&mode, http_only) {
+            cx.warn(
+                Some(v.group.span()),
+                l.line,
+                format!("listeners.{name}: its group's persistence mode = {m:?} applies to HTTP listeners only; TCP connections are balanced without it"),
+            );
         }
         if ok
             && !bind.ip().is_unspecified()
@@ -514,7 +672,49 @@ fn http_plan(
         response_timeout: v.response_timeout.unwrap_or(Duration::from_secs(30)),
         retries: v.retries.unwrap_or(2),
         retry_on,
+        rate_limit: None,
     };
+    let rate_limit = v.rate_limit.as_ref().map(|r| {
+        let r = r.get_ref();
+        let rate = |what: &str, per: Option<u32>, burst: Option<u32>| match per {
+            None => Ok(None),
+            Some(per_second) => {
+                let burst = burst.unwrap_or(per_second);
+                if per_second == 0 || burst == 0 {
+                    Err(format!("rate_limit.{what}: rates and bursts must be above 0 (leave it out for no limit)"))
+                } else {
+                    Ok(Some(Rate { per_second, burst }))
+                }
+            }
+        };
+        if r.burst.is_some() && r.per_client.is_none() {
+            err(cx, "rate_limit.burst needs per_client".into());
+        }
+        if r.listener_burst.is_some() && r.listener.is_none() {
+            err(cx, "rate_limit.listener_burst needs listener".into());
+        }
+        let per_client = rate("per_client", r.per_client, r.burst).unwrap_or_else(|e| {
+            err(cx, e);
+            None
+        });
+        let listener = rate("listener", r.listener, r.listener_burst).unwrap_or_else(|e| {
+            err(cx, e);
+            None
+        });
+        if per_client.is_none() && listener.is_none() {
+            cx.warn(
+                None,
+                line,
+                format!("listeners.{name}.rate_limit: neither per_client nor listener is set; nothing is limited"),
+            );
+        }
+        RateLimitPlan {
+            per_client,
+            listener,
+            exempt: r.exempt.clone(),
+        }
+    });
+    let plan = HttpPlan { rate_limit, ..plan };
     ok.then_some(plan)
 }
 
@@ -638,6 +838,78 @@ mod tests {
         assert_eq!(
             m.check.as_ref().map(|c| c.addr.to_string()).as_deref(),
             Some("127.0.1.12:9101")
+        );
+    }
+
+    #[test]
+    fn persistence_and_rate_limit_mistakes_are_errors_with_their_line() {
+        let cases = [
+            ("persistence = { mode = \"sticky\" }", "mode \"sticky\""),
+            (
+                "algorithm = \"round_robin\"\npersistence = { mode = \"hash\", on = \"path\" }",
+                "needs algorithm = \"consistent\"",
+            ),
+            (
+                "persistence = { mode = \"hash\", on = \"query\" }",
+                "on = \"query\"",
+            ),
+            (
+                "persistence = { mode = \"cookie\", same_site = \"none\" }",
+                "needs secure = true",
+            ),
+            (
+                "persistence = { mode = \"cookie\", cookie = \"a b\" }",
+                "not a cookie name",
+            ),
+            (
+                "persistence = { mode = \"source\", cookie = \"X\" }",
+                "cookie does not apply",
+            ),
+            (
+                "persistence = { mode = \"source\", max_entries = 0 }",
+                "max_entries",
+            ),
+        ];
+        for (extra, want) in cases {
+            let (_, diags) = compile_text(&format!(
+                "[groups.g]\nregion = \"eu\"\n{extra}\nmembers = [{{ address = \"127.0.1.11:1\" }}]\n"
+            ));
+            let e = errors(&diags);
+            assert!(
+                e.iter().any(|d| d.contains("geolb.toml:")
+                    && d.contains("groups.g.persistence")
+                    && d.contains(want)),
+                "{extra}: {e:?}"
+            );
+        }
+        // hash without an algorithm is consistent hashing.
+        let (plan, diags) = compile_text(
+            "[groups.g]\nregion = \"eu\"\npersistence = { mode = \"hash\", on = \"cookie:sid\" }\nmembers = [{ address = \"127.0.1.11:1\" }]\n",
+        );
+        assert!(diags.is_empty(), "{:?}", errors(&diags));
+        let g = plan.group("g").expect("g");
+        assert_eq!(g.settings.algorithm, Algorithm::Consistent);
+        assert_eq!(
+            g.persistence,
+            Persistence::Hash(HashOn::Cookie("sid".into()))
+        );
+        let (_, diags) = compile_text(
+            "[groups.g]\nregion = \"eu\"\nmembers = [{ address = \"127.0.1.11:1\" }]\n[listeners.h]\nregion = \"eu\"\nbind = \"127.0.1.1:80\"\nmode = \"http\"\ngroup = \"g\"\nrate_limit = { per_client = 0 }\n",
+        );
+        assert!(
+            errors(&diags)
+                .iter()
+                .any(|d| d.contains("rate_limit.per_client")),
+            "{:?}",
+            errors(&diags)
+        );
+        let (_, diags) = compile_text("[tier]\ncookie_secret_file = \"missing.key\"\n");
+        assert!(
+            errors(&diags)
+                .iter()
+                .any(|d| d.contains("cookie_secret_file")),
+            "{:?}",
+            errors(&diags)
         );
     }
 

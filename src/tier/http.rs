@@ -31,6 +31,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::limit::{retry_after, Limited};
 use super::plan::{Action, ForwardedFor, HttpPlan};
 use super::stats::add;
 use super::{Backend, Group, ListenerStats, Route, Tier};
@@ -414,7 +415,22 @@ pub async fn serve<I>(
         let (tier, route, stats) = (tier.clone(), route.clone(), stats.clone());
         async move {
             add(&stats.requests, 1);
-            let resp = handle(&tier, &route, req, client).await;
+            let resp = match route.limits.as_ref().map(|l| l.check(client.ip())) {
+                Some(Err((which, wait))) => {
+                    add(
+                        match which {
+                            Limited::Client => &stats.rate_limited_client,
+                            Limited::Listener => &stats.rate_limited_listener,
+                        },
+                        1,
+                    );
+                    let mut r = small(StatusCode::TOO_MANY_REQUESTS, "too many requests");
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after(wait)));
+                    r
+                }
+                _ => handle(&tier, &route, req, client).await,
+            };
             let class = usize::from(resp.status().as_u16() / 100).clamp(1, 5) - 1;
             add(&stats.responses[class], 1);
             Ok::<_, Infallible>(resp)
@@ -485,6 +501,10 @@ async fn handle(
     let version = req.version();
     let replay = replayable(&req);
     let (mut parts, body) = req.into_parts();
+    let sticky = Sticky::read(&group, &parts.headers, &path, client.ip(), tier.now_ms());
+    if let Some(name) = &sticky.cookie_name {
+        super::sticky::strip_cookie(&mut parts.headers, name);
+    }
     strip_hop_by_hop(&mut parts.headers);
     forwarding(plan, &mut parts.headers, client, host.as_deref(), version);
     if !parts.headers.contains_key(header::HOST) {
@@ -500,29 +520,43 @@ async fn handle(
     let mut tried: Vec<usize> = Vec::new();
     let attempts = if replay { 1 + plan.retries } else { 1 };
     let mut last = small(StatusCode::SERVICE_UNAVAILABLE, "no backend is available");
+    let mut last_cookie = None;
     {
         let mut st = group.lock();
         st.budget.request(tier.now_ms());
     }
     for attempt in 0..attempts {
         let now = tier.now_ms();
-        let backend = {
+        let (backend, set_cookie) = {
             let mut st = group.lock();
             let percent = st.plan.retry_budget;
             if attempt > 0 && !st.budget.retry(now, percent) {
                 tracing::debug!(group = %group.name, "retry budget spent; not retrying");
                 break;
             }
-            let idx = match st
-                .balancer
-                .pick(&Context::at(now).client(client.ip()).exclude(&tried))
-            {
-                Ok(i) => i,
-                Err(e) => {
-                    if attempt == 0 {
-                        last = small(StatusCode::SERVICE_UNAVAILABLE, &format!("no backend: {e}"));
+            let stuck = match (attempt, &sticky.to) {
+                (0, Some(b)) => st.sticky_ok(b, now, &tried),
+                _ => None,
+            };
+            let idx = match stuck {
+                Some(i) => i,
+                None => {
+                    let mut ctx = Context::at(now).client(client.ip()).exclude(&tried);
+                    if let Some(k) = &sticky.key {
+                        ctx = ctx.key(k);
                     }
-                    break;
+                    match st.balancer.pick(&ctx) {
+                        Ok(i) => i,
+                        Err(e) => {
+                            if attempt == 0 {
+                                last = small(
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    &format!("no backend: {e}"),
+                                );
+                            }
+                            break;
+                        }
+                    }
                 }
             };
             tried.push(idx);
@@ -531,7 +565,11 @@ async fn handle(
                 continue;
             };
             st.balancer.acquire(&id);
-            b
+            if let Some(t) = st.source.as_mut() {
+                t.put(client.ip(), &b, now);
+            }
+            let set = st.cookies.set_cookie(&id, sticky.had.as_deref());
+            (b, set)
         };
         let uri: Uri = match format!("http://{}{pq}", backend.addr).parse() {
             Ok(u) => u,
@@ -553,11 +591,70 @@ async fn handle(
         *up.version_mut() = Version::HTTP_11;
         add(&backend.stats.total, 1);
         match one_try(tier, plan, &route.http, &group, backend, up).await {
-            Try::Done(r) => return r,
-            Try::Again(r) => last = r,
+            Try::Done(r) => return with_cookie(r, set_cookie),
+            Try::Again(r) => {
+                last = r;
+                last_cookie = set_cookie;
+            }
         }
     }
-    last
+    with_cookie(last, last_cookie)
+}
+
+/// Adds the persistence cookie to a response from a backend.
+fn with_cookie(mut r: Response<DownBody>, set: Option<HeaderValue>) -> Response<DownBody> {
+    if let Some(v) = set {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// What a request says about the backend it is stuck to.
+#[derive(Default)]
+struct Sticky {
+    /// The backend its cookie or address is stuck to.
+    to: Option<Arc<Backend>>,
+    /// Its persistence cookie's value (to tell whether to set it again).
+    had: Option<String>,
+    /// The group's persistence cookie name (removed before forwarding).
+    cookie_name: Option<String>,
+    /// `hash` persistence: the bytes to hash.
+    key: Option<Vec<u8>>,
+}
+
+impl Sticky {
+    fn read(group: &Group, h: &HeaderMap, path: &str, client: IpAddr, now: u64) -> Sticky {
+        use super::plan::{HashOn, Persistence};
+        let st = group.lock();
+        match &st.plan.persistence {
+            Persistence::None => Sticky::default(),
+            Persistence::Cookie(c) => {
+                let had = super::sticky::cookie(h, &c.name);
+                Sticky {
+                    to: had
+                        .and_then(|v| st.cookies.backend(v))
+                        .and_then(|id| st.backends.get(id).cloned()),
+                    had: had.map(str::to_string),
+                    cookie_name: Some(c.name.clone()),
+                    key: None,
+                }
+            }
+            Persistence::Source { .. } => Sticky {
+                to: st.source.as_ref().and_then(|t| t.get(client, now)).cloned(),
+                ..Sticky::default()
+            },
+            Persistence::Hash(on) => Sticky {
+                key: match on {
+                    HashOn::Header(name) => h.get(name.as_str()).map(|v| v.as_bytes().to_vec()),
+                    HashOn::Cookie(name) => {
+                        super::sticky::cookie(h, name).map(|v| v.as_bytes().to_vec())
+                    }
+                    HashOn::Path => Some(path.as_bytes().to_vec()),
+                },
+                ..Sticky::default()
+            },
+        }
+    }
 }
 
 async fn one_try(
@@ -662,6 +759,7 @@ mod tests {
             response_timeout: Duration::from_secs(1),
             retries: 1,
             retry_on: vec![503],
+            rate_limit: None,
         }
     }
 

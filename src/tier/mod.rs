@@ -19,10 +19,12 @@
 //! the old tier serves on), and never touches established connections.
 
 pub mod http;
+pub mod limit;
 pub mod plan;
 pub mod proxy;
 pub mod relay;
 pub mod stats;
+pub mod sticky;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -40,7 +42,7 @@ use crate::balance::{self, Balancer, Context, FailureOutcome};
 use crate::config::NodeConfig;
 use crate::health::{HealthService, HealthState};
 use crate::policy::AdminState;
-use plan::{GroupPlan, ListenerPlan, Mode, Plan};
+use plan::{GroupPlan, ListenerPlan, Mode, Persistence, Plan};
 use relay::End;
 use stats::{add, BackendStats, ListenerStats};
 
@@ -67,12 +69,36 @@ pub struct Backend {
     drain: Mutex<Option<Drain>>,
 }
 
+impl Backend {
+    pub fn new(id: &str, addr: SocketAddr) -> Self {
+        Backend {
+            id: id.to_string(),
+            addr,
+            stats: BackendStats::default(),
+            kill: watch::channel(0).0,
+            drain: Mutex::new(None),
+        }
+    }
+
+    /// Drained by an operator (not forced down), still passing its checks,
+    /// and before its drain deadline: it may take requests stuck to it when
+    /// its group has `drain_sticky`.
+    fn takes_sticky(&self) -> bool {
+        self.drain
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|d| d.sticky_ok && !d.closed)
+    }
+}
+
 /// A drain in progress.
 #[derive(Debug, Clone, Copy)]
 struct Drain {
     since_ms: u64,
     deadline_ms: u64,
     closed: bool,
+    /// A drain (not a forced down) of a backend whose checks pass.
+    sticky_ok: bool,
 }
 
 struct GroupState {
@@ -80,6 +106,47 @@ struct GroupState {
     balancer: Balancer,
     backends: FxHashMap<String, Arc<Backend>>,
     budget: Budget,
+    /// Persistence: the cookie table (mode cookie) and the client table
+    /// (mode source; kept across reloads).
+    cookies: sticky::Cookies,
+    source: Option<sticky::SourceTable>,
+}
+
+impl GroupState {
+    /// Rebuilds the persistence tables for the current plan and backends;
+    /// the client table is kept (with new limits) while the mode stays.
+    fn set_persistence(&mut self, key: &sticky::CookieKey) {
+        self.cookies = match &self.plan.persistence {
+            Persistence::Cookie(c) => sticky::Cookies::build(
+                key,
+                &c.name,
+                &c.attributes,
+                self.plan.backends.iter().map(|b| b.id.as_str()),
+            ),
+            _ => sticky::Cookies::default(),
+        };
+        match &self.plan.persistence {
+            Persistence::Source {
+                timeout,
+                max_entries,
+            } => {
+                let t = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+                match &mut self.source {
+                    Some(s) => s.set_limits(t, *max_entries),
+                    None => self.source = Some(sticky::SourceTable::new(t, *max_entries)),
+                }
+            }
+            _ => self.source = None,
+        }
+    }
+
+    /// The member index of `backend` if it may take a request stuck to it
+    /// now: serving, or drained with `drain_sticky`.
+    fn sticky_ok(&self, backend: &Backend, now: u64, tried: &[usize]) -> Option<usize> {
+        let drained = self.plan.drain_sticky && backend.takes_sticky();
+        let i = self.balancer.admits(&backend.id, now, drained)?;
+        (!tried.contains(&i)).then_some(i)
+    }
 }
 
 /// HTTP retries allowed in a 10 s window: 30, plus `retry_budget` percent
@@ -139,6 +206,8 @@ pub struct Route {
     rule_groups: Vec<Option<Arc<Group>>>,
     /// HTTP: the listener's keep-alive pools (kept across reloads).
     http: http::Pool,
+    /// HTTP: rate limits (kept across reloads while unchanged).
+    limits: Option<Arc<limit::Limits>>,
 }
 
 struct Listener {
@@ -167,6 +236,8 @@ pub struct Tier {
     inner: Mutex<Running>,
     /// One apply at a time.
     applying: Mutex<()>,
+    /// The persistence cookie key and the secret it came from (None: random).
+    cookie_key: Mutex<(Option<Vec<u8>>, Arc<sticky::CookieKey>)>,
     me: Weak<Tier>,
 }
 
@@ -189,6 +260,7 @@ impl Tier {
             t0: Instant::now(),
             inner: Mutex::new(Running::default()),
             applying: Mutex::new(()),
+            cookie_key: Mutex::new((None, Arc::new(sticky::CookieKey::random()))),
             me: me.clone(),
         });
         let weak = Arc::downgrade(&tier);
@@ -214,13 +286,16 @@ impl Tier {
         let me = Arc::downgrade(self);
         let mut stop = self.shutdown.clone();
         self.rt.spawn(async move {
-            loop {
+            for tick in 1u64.. {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                     _ = stop.changed() => return,
                 }
                 let Some(t) = me.upgrade() else { return };
                 t.enforce_drains();
+                if tick % 25 == 0 {
+                    t.sweep();
+                }
             }
         })
     }
@@ -266,6 +341,19 @@ impl Tier {
         let health = self.health.current();
         let _rt = self.rt.enter();
         let mut run = self.lock();
+        let key = {
+            let mut k = self.cookie_key.lock().unwrap_or_else(|p| p.into_inner());
+            if plan.cookie_secret != k.0 {
+                *k = (
+                    plan.cookie_secret.clone(),
+                    Arc::new(match &plan.cookie_secret {
+                        Some(s) => sticky::CookieKey::new(s),
+                        None => sticky::CookieKey::random(),
+                    }),
+                );
+            }
+            k.1.clone()
+        };
         // 2. Groups, in place.
         let mut groups = BTreeMap::new();
         for g in &plan.groups {
@@ -275,15 +363,7 @@ impl Tier {
                 let be = run
                     .backends
                     .entry(b.id.clone())
-                    .or_insert_with(|| {
-                        Arc::new(Backend {
-                            id: b.id.clone(),
-                            addr: b.addr,
-                            stats: BackendStats::default(),
-                            kill: watch::channel(0).0,
-                            drain: Mutex::new(None),
-                        })
-                    })
+                    .or_insert_with(|| Arc::new(Backend::new(&b.id, b.addr)))
                     .clone();
                 backends.insert(b.id.clone(), be);
             }
@@ -299,6 +379,7 @@ impl Tier {
                     }
                     st.plan = g.clone();
                     st.backends = backends;
+                    st.set_persistence(&key);
                     drop(st);
                     existing.clone()
                 }
@@ -310,14 +391,18 @@ impl Tier {
                             continue;
                         }
                     };
+                    let mut st = GroupState {
+                        plan: g.clone(),
+                        balancer,
+                        backends,
+                        budget: Budget::default(),
+                        cookies: sticky::Cookies::default(),
+                        source: None,
+                    };
+                    st.set_persistence(&key);
                     Arc::new(Group {
                         name: g.name.clone(),
-                        state: Mutex::new(GroupState {
-                            plan: g.clone(),
-                            balancer,
-                            backends,
-                            budget: Budget::default(),
-                        }),
+                        state: Mutex::new(st),
                     })
                 }
             };
@@ -363,15 +448,26 @@ impl Tier {
                     .collect(),
                 Mode::Tcp => Vec::new(),
             };
-            let pool = match run.listeners.get(&l.bind) {
-                Some(existing) => existing.route.load().http.clone(),
+            let old = run.listeners.get(&l.bind).map(|x| x.route.load_full());
+            let pool = match &old {
+                Some(existing) => existing.http.clone(),
                 None => http::pool(l.connect_timeout),
+            };
+            let limits = match &l.mode {
+                Mode::Http(h) => h.rate_limit.as_ref().map(|want| {
+                    match old.as_ref().and_then(|o| o.limits.clone()) {
+                        Some(same) if &same.plan == want => same,
+                        _ => Arc::new(limit::Limits::new(want)),
+                    }
+                }),
+                Mode::Tcp => None,
             };
             let route = Route {
                 plan: l.clone(),
                 group,
                 rule_groups,
                 http: pool,
+                limits,
             };
             if let Some(existing) = run.listeners.get(&l.bind) {
                 existing.route.store(Arc::new(route));
@@ -440,6 +536,32 @@ impl Tier {
         }
     }
 
+    /// Forgets expired persistence entries and rate-limit clients back at
+    /// full allowance (every 5 s).
+    fn sweep(&self) {
+        let now = self.now_ms();
+        let (groups, routes): (Vec<Arc<Group>>, Vec<Arc<Route>>) = {
+            let run = self.lock();
+            (
+                run.groups.values().cloned().collect(),
+                run.listeners
+                    .values()
+                    .map(|l| l.route.load_full())
+                    .collect(),
+            )
+        };
+        for g in groups {
+            if let Some(t) = g.lock().source.as_mut() {
+                t.sweep(now);
+            }
+        }
+        for r in routes {
+            if let Some(l) = &r.limits {
+                l.sweep();
+            }
+        }
+    }
+
     /// Closes the connections of backends whose drain deadline passed.
     fn enforce_drains(&self) {
         let groups: Vec<Arc<Group>> = self.lock().groups.values().cloned().collect();
@@ -496,6 +618,9 @@ impl Tier {
                     idle_closed: stats::get(&s.idle_closed),
                     drain_closed: stats::get(&s.drain_closed),
                     errors: stats::get(&s.errors),
+                    rate_limited_client: stats::get(&s.rate_limited_client),
+                    rate_limited_listener: stats::get(&s.rate_limited_listener),
+                    rate_limit_clients: r.limits.as_ref().map_or(0, |l| l.clients()),
                 }
             })
             .collect();
@@ -547,6 +672,14 @@ impl Tier {
                     algorithm: st.plan.settings.algorithm.name().to_string(),
                     slow_start_s: st.plan.settings.slow_start.as_secs_f64(),
                     send_proxy: st.plan.send_proxy,
+                    persistence: match &st.plan.persistence {
+                        Persistence::None => "none",
+                        Persistence::Cookie(_) => "cookie",
+                        Persistence::Source { .. } => "source",
+                        Persistence::Hash(_) => "hash",
+                    },
+                    drain_sticky: st.plan.drain_sticky,
+                    sticky_clients: st.source.as_ref().map_or(0, |t| t.len()),
                     backends,
                 }
             })
@@ -586,16 +719,19 @@ fn apply_health(group: &Group, state: &HealthState, now: u64) {
         };
         let mut d = b.drain.lock().unwrap_or_else(|p| p.into_inner());
         let draining = matches!(h.admin, AdminState::Drain | AdminState::ForceDown);
-        match (draining, d.is_some()) {
-            (true, false) => {
+        let sticky_ok = h.admin == AdminState::Drain && h.checked_up;
+        match (draining, d.as_mut()) {
+            (true, None) => {
                 *d = Some(Drain {
                     since_ms: now,
                     deadline_ms: now.saturating_add(timeout),
                     closed: false,
+                    sticky_ok,
                 })
             }
-            (false, true) => *d = None,
-            _ => {}
+            (true, Some(d)) => d.sticky_ok = sticky_ok,
+            (false, Some(_)) => *d = None,
+            (false, None) => {}
         }
     }
 }
@@ -658,10 +794,21 @@ async fn connect(
         let now = tier.now_ms();
         let backend = {
             let mut st = route.group.lock();
-            let idx = match st
-                .balancer
-                .pick(&Context::at(now).client(client).exclude(&tried))
-            {
+            // Source persistence: the client's last backend, while it serves.
+            let stuck = match (attempt, &st.source) {
+                (0, Some(t)) => t
+                    .get(client, now)
+                    .cloned()
+                    .and_then(|b| st.sticky_ok(&b, now, &tried)),
+                _ => None,
+            };
+            let idx = match stuck.map_or_else(
+                || {
+                    st.balancer
+                        .pick(&Context::at(now).client(client).exclude(&tried))
+                },
+                Ok,
+            ) {
                 Ok(i) => i,
                 Err(e) => {
                     tracing::debug!(group = %route.group.name, "no backend: {e}");
@@ -674,6 +821,9 @@ async fn connect(
                 continue;
             };
             st.balancer.acquire(&id);
+            if let Some(t) = st.source.as_mut() {
+                t.put(client, &b, now);
+            }
             b
         };
         if attempt > 0 {
@@ -836,6 +986,11 @@ pub struct ListenerStatus {
     pub idle_closed: u64,
     pub drain_closed: u64,
     pub errors: u64,
+    /// HTTP: requests answered 429 by the per-client and listener limits.
+    pub rate_limited_client: u64,
+    pub rate_limited_listener: u64,
+    /// Clients the per-client limit remembers now.
+    pub rate_limit_clients: usize,
 }
 
 /// A drain in progress, as the API shows it.
@@ -882,6 +1037,11 @@ pub struct GroupStatus {
     pub algorithm: String,
     pub slow_start_s: f64,
     pub send_proxy: Option<plan::ProxyVersion>,
+    /// none, cookie, source or hash.
+    pub persistence: &'static str,
+    pub drain_sticky: bool,
+    /// `source` persistence: clients remembered now.
+    pub sticky_clients: usize,
     pub backends: Vec<BackendStatus>,
 }
 

@@ -76,6 +76,57 @@ pub struct HttpPlan {
     pub retries: u32,
     /// Backend statuses that are retried (and count as failures).
     pub retry_on: Vec<u16>,
+    pub rate_limit: Option<RateLimitPlan>,
+}
+
+/// Requests per second allowed, GCRA with a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// An HTTP listener's rate limits: 429 with `Retry-After` past them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitPlan {
+    pub per_client: Option<Rate>,
+    pub listener: Option<Rate>,
+    /// Clients never limited.
+    pub exempt: Vec<IpNet>,
+}
+
+/// How a group keeps a client on one backend (HTTP requests; `source`
+/// also TCP connections).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Persistence {
+    #[default]
+    None,
+    /// A cookie naming the backend by an HMAC tag of its identity.
+    Cookie(CookiePlan),
+    /// The client address's last backend, forgotten after `timeout` unseen.
+    Source {
+        timeout: Duration,
+        max_entries: usize,
+    },
+    /// Consistent hashing on part of the request.
+    Hash(HashOn),
+}
+
+/// The persistence cookie.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CookiePlan {
+    pub name: String,
+    /// What follows `name=value` in `Set-Cookie` (`; Path=/; Max-Age=...`).
+    pub attributes: String,
+}
+
+/// What `hash` persistence hashes (absent: the client address).
+#[derive(Debug, Clone, PartialEq)]
+pub enum HashOn {
+    /// A request header (lower-case name).
+    Header(String),
+    Cookie(String),
+    Path,
 }
 
 /// What a listener speaks.
@@ -125,6 +176,9 @@ pub struct GroupPlan {
     /// of the last 10 s (plus 3 per second), so they cannot multiply an
     /// outage.
     pub retry_budget: u8,
+    pub persistence: Persistence,
+    /// Requests stuck to a drained backend still go there.
+    pub drain_sticky: bool,
 }
 
 impl GroupPlan {
@@ -149,6 +203,8 @@ pub struct Plan {
     pub groups: Vec<GroupPlan>,
     /// The backends as the health service watches them (source `tier`).
     pub members: Vec<Member>,
+    /// Key of persistence cookies (`[tier] cookie_secret_file`).
+    pub cookie_secret: Option<Vec<u8>>,
 }
 
 impl Plan {

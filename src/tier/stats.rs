@@ -32,6 +32,9 @@ pub struct ListenerStats {
     /// HTTP: requests, and responses by status class (1xx..5xx).
     pub requests: AtomicU64,
     pub responses: [AtomicU64; 5],
+    /// HTTP: requests answered 429 (per-client and listener limits).
+    pub rate_limited_client: AtomicU64,
+    pub rate_limited_listener: AtomicU64,
 }
 
 /// A backend's counters.
