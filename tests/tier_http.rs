@@ -715,3 +715,126 @@ fn rate_limits_answer_429_with_retry_after_and_spare_exempt_clients() {
     let t = tier_status(&s);
     assert_eq!(t["listeners"][0]["rate_limited_client"], 1, "{t}");
 }
+
+/// A WebSocket echo backend (RFC 6455): answers the opening handshake with
+/// the right Sec-WebSocket-Accept, then echoes each text frame unmasked.
+fn ws_backend(ip: &str) -> SocketAddr {
+    let l = TcpListener::bind((ip, 0)).expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(c) = c else { continue };
+            std::thread::spawn(move || {
+                let mut w = c.try_clone().expect("clone");
+                let mut r = BufReader::new(c);
+                let Some((_, headers, _)) = read_request(&mut r) else {
+                    return;
+                };
+                let get = |n: &str| {
+                    headers
+                        .iter()
+                        .find(|(k, _)| k == n)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default()
+                };
+                assert!(get("upgrade").eq_ignore_ascii_case("websocket"));
+                assert!(get("connection").to_ascii_lowercase().contains("upgrade"));
+                let key = get("sec-websocket-key");
+                let digest = ring::digest::digest(
+                    &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+                    format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes(),
+                );
+                let accept = data_encoding::BASE64.encode(digest.as_ref());
+                let resp = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
+                if w.write_all(resp.as_bytes()).is_err() {
+                    return;
+                }
+                loop {
+                    let mut head = [0u8; 2];
+                    if r.read_exact(&mut head).is_err() {
+                        return;
+                    }
+                    let len = usize::from(head[1] & 0x7f);
+                    let mut mask = [0u8; 4];
+                    let mut data = vec![0u8; len];
+                    if r.read_exact(&mut mask).is_err() || r.read_exact(&mut data).is_err() {
+                        return;
+                    }
+                    for (i, b) in data.iter_mut().enumerate() {
+                        *b ^= mask[i % 4];
+                    }
+                    let mut frame = vec![0x81, len as u8];
+                    frame.extend_from_slice(&data);
+                    if w.write_all(&frame).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn rfc6455_4_websocket_upgrade_is_passed_through_and_frames_flow_both_ways() {
+    let be = ws_backend("127.0.1.11");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[be]),
+        http_listener("g", "")
+    ));
+    let l = vip(&s);
+    let mut c = TcpStream::connect(l).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    // The example key of RFC 6455 §1.3 and its accept value.
+    c.write_all(b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .expect("handshake");
+    let mut r = BufReader::new(c.try_clone().expect("clone"));
+    let mut head = String::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).expect("head");
+        if h.trim_end().is_empty() {
+            break;
+        }
+        head.push_str(&h.to_ascii_lowercase());
+    }
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket\r\n"), "{head}");
+    assert!(head.contains("connection: upgrade\r\n"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"),
+        "{head}"
+    );
+    for msg in ["hello", "second frame"] {
+        let mask = [1u8, 2, 3, 4];
+        let mut frame = vec![0x81, 0x80 | msg.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(msg.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        c.write_all(&frame).expect("frame");
+        let mut back = vec![0u8; 2 + msg.len()];
+        r.read_exact(&mut back).expect("echo");
+        assert_eq!(&back[..2], &[0x81, msg.len() as u8]);
+        assert_eq!(&back[2..], msg.as_bytes());
+    }
+    let t = tier_status(&s);
+    assert_eq!(t["listeners"][0]["upgrades"], 1, "{t}");
+    assert_eq!(t["groups"][0]["backends"][0]["active"], 1, "{t}");
+    // The tunnel is an open connection (once the HTTP side has let go).
+    assert!(
+        wait_for(Duration::from_secs(5), || tier_status(&s)["listeners"][0]
+            ["active"]
+            == 1)
+        .is_some(),
+        "{}",
+        tier_status(&s)
+    );
+    drop(r);
+    drop(c);
+    assert!(wait_for(Duration::from_secs(5), || {
+        let t = tier_status(&s);
+        t["listeners"][0]["active"] == 0 && t["groups"][0]["backends"][0]["active"] == 0
+    })
+    .is_some());
+}

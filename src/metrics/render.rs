@@ -266,7 +266,7 @@ type Family<T, V> = (&'static str, &'static str, fn(&T) -> V);
 /// The tier: per listener and per backend.
 fn tier(e: &mut Exposition, tier: &Tier) {
     let st = tier.status();
-    let lfam: [Family<crate::tier::ListenerStatus, u64>; 11] = [
+    let lfam: [Family<crate::tier::ListenerStatus, u64>; 12] = [
         (
             "geolb_tier_listener_connections_total",
             "Client connections accepted.",
@@ -321,6 +321,11 @@ fn tier(e: &mut Exposition, tier: &Tier) {
             "geolb_tier_listener_rate_limited_listener_total",
             "HTTP requests answered 429 by the listener's rate limit.",
             |l| l.rate_limited_listener,
+        ),
+        (
+            "geolb_tier_listener_upgrades_total",
+            "HTTP connections switched to another protocol (WebSocket...) and joined to a backend.",
+            |l| l.upgrades,
         ),
     ];
     e.family(

@@ -429,14 +429,17 @@ pub async fn serve<I>(
                         .insert(header::RETRY_AFTER, HeaderValue::from(retry_after(wait)));
                     r
                 }
-                _ => handle(&tier, &route, req, client).await,
+                _ => handle(&tier, &route, &stats, req, client).await,
             };
             let class = usize::from(resp.status().as_u16() / 100).clamp(1, 5) - 1;
             add(&stats.responses[class], 1);
             Ok::<_, Infallible>(resp)
         }
     });
-    if let Err(e) = b.serve_connection(TokioIo::new(io), svc).await {
+    if let Err(e) = b
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .await
+    {
         tracing::debug!(%client, "HTTP connection ended: {e}");
     }
 }
@@ -452,7 +455,8 @@ enum Try {
 async fn handle(
     tier: &Tier,
     route: &Route,
-    req: Request<Incoming>,
+    stats: &Arc<ListenerStats>,
+    mut req: Request<Incoming>,
     client: SocketAddr,
 ) -> Response<DownBody> {
     let super::Mode::Http(plan) = &route.plan.mode else {
@@ -500,6 +504,10 @@ async fn handle(
     };
     let version = req.version();
     let replay = replayable(&req);
+    // An HTTP/1.1 `Upgrade` (WebSocket and others): the backend sees the
+    // request's Upgrade and `Connection: upgrade`; on its 101 the two
+    // connections are joined.
+    let mut upgrade = upgrade_of(&req).map(|proto| (proto, hyper::upgrade::on(&mut req)));
     let (mut parts, body) = req.into_parts();
     let sticky = Sticky::read(&group, &parts.headers, &path, client.ip(), tier.now_ms());
     if let Some(name) = &sticky.cookie_name {
@@ -589,8 +597,18 @@ async fn handle(
         *up.uri_mut() = uri;
         *up.headers_mut() = parts.headers.clone();
         *up.version_mut() = Version::HTTP_11;
+        if let Some((proto, _)) = &upgrade {
+            let h = up.headers_mut();
+            h.insert(header::UPGRADE, proto.clone());
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         add(&backend.stats.total, 1);
-        match one_try(tier, plan, &route.http, &group, backend, up).await {
+        let tunnel = Tunnel {
+            client: &mut upgrade,
+            tier,
+            stats,
+        };
+        match one_try(tier, plan, &route.http, &group, backend, up, tunnel).await {
             Try::Done(r) => return with_cookie(r, set_cookie),
             Try::Again(r) => {
                 last = r;
@@ -657,6 +675,65 @@ impl Sticky {
     }
 }
 
+/// The `Upgrade` protocol a request asks for (HTTP/1.1 only: h2 has no
+/// Upgrade), if `Connection` names it.
+fn upgrade_of(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let asks = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// What a 101 from the backend needs to join the two connections.
+struct Tunnel<'a> {
+    client: &'a mut Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
+    tier: &'a Tier,
+    stats: &'a Arc<ListenerStats>,
+}
+
+/// Joins an upgraded client connection with the backend's until either
+/// ends, the backend's drain deadline closes it, or the tier stops. Counts
+/// as an open connection of the listener and of the backend meanwhile.
+async fn join(
+    client: hyper::upgrade::OnUpgrade,
+    backend: hyper::upgrade::OnUpgrade,
+    mut release: Release,
+    stats: Arc<ListenerStats>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut kill = release.backend.kill.subscribe();
+    stats.active.fetch_add(1, Relaxed);
+    add(&stats.upgrades, 1);
+    let (c, b) = tokio::join!(client, backend);
+    if let (Ok(c), Ok(b)) = (c, b) {
+        let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
+        tokio::select! {
+            r = tokio::io::copy_bidirectional(&mut c, &mut b) => {
+                if let Ok((up, down)) = r {
+                    add(&release.backend.stats.bytes_up, up);
+                    add(&release.backend.stats.bytes_down, down);
+                }
+            }
+            _ = kill.changed() => {
+                add(&stats.drain_closed, 1);
+                add(&release.backend.stats.drain_closed, 1);
+            }
+            _ = stop.wait_for(|s| *s) => {}
+        }
+    }
+    release.release();
+    stats.active.fetch_sub(1, Relaxed);
+}
+
 async fn one_try(
     tier: &Tier,
     plan: &HttpPlan,
@@ -664,6 +741,7 @@ async fn one_try(
     group: &Arc<Group>,
     backend: Arc<Backend>,
     up: Request<UpBody>,
+    tunnel: Tunnel<'_>,
 ) -> Try {
     let started = Instant::now();
     let fail = |why: &str| {
@@ -710,6 +788,7 @@ async fn one_try(
                     st.balancer.record_success(&backend.id, now);
                 }
             }
+            let switched_to = resp.headers().get(header::UPGRADE).cloned();
             strip_hop_by_hop(resp.headers_mut());
             if plan.via {
                 let all = match resp
@@ -724,15 +803,44 @@ async fn one_try(
                     resp.headers_mut().insert(header::VIA, v);
                 }
             }
-            let (parts, body) = resp.into_parts();
-            let tracked = Tracked {
-                body,
-                guard: Release {
-                    group: group.clone(),
-                    backend,
-                    done: false,
-                },
+            let guard = Release {
+                group: group.clone(),
+                backend,
+                done: false,
             };
+            if status == 101 {
+                // Switching protocols: join the connections in a task that
+                // holds the backend's active count; the client gets the 101.
+                let Some((_, client_up)) = tunnel.client.take() else {
+                    return Try::Done(small(
+                        StatusCode::BAD_GATEWAY,
+                        "the backend switched protocols without being asked",
+                    ));
+                };
+                let backend_up = hyper::upgrade::on(&mut resp);
+                let (mut parts, _) = resp.into_parts();
+                // Upgrade and Connection were stripped as hop-by-hop: a 101
+                // needs them back (RFC 9110 §7.8).
+                if let Some(p) = switched_to {
+                    parts.headers.insert(header::UPGRADE, p);
+                }
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                tokio::spawn(join(
+                    client_up,
+                    backend_up,
+                    guard,
+                    tunnel.stats.clone(),
+                    tunnel.tier.shutdown.clone(),
+                ));
+                return Try::Done(Response::from_parts(
+                    parts,
+                    Either::Right(Full::new(Bytes::new())),
+                ));
+            }
+            let (parts, body) = resp.into_parts();
+            let tracked = Tracked { body, guard };
             let r = Response::from_parts(parts, Either::Left(tracked));
             if plan.retry_on.contains(&status) {
                 Try::Again(r)

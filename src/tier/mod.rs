@@ -621,6 +621,7 @@ impl Tier {
                     rate_limited_client: stats::get(&s.rate_limited_client),
                     rate_limited_listener: stats::get(&s.rate_limited_listener),
                     rate_limit_clients: r.limits.as_ref().map_or(0, |l| l.clients()),
+                    upgrades: stats::get(&s.upgrades),
                 }
             })
             .collect();
@@ -991,6 +992,8 @@ pub struct ListenerStatus {
     pub rate_limited_listener: u64,
     /// Clients the per-client limit remembers now.
     pub rate_limit_clients: usize,
+    /// HTTP: connections switched to another protocol (WebSocket...).
+    pub upgrades: u64,
 }
 
 /// A drain in progress, as the API shows it.

@@ -35,6 +35,8 @@ pub struct ListenerStats {
     /// HTTP: requests answered 429 (per-client and listener limits).
     pub rate_limited_client: AtomicU64,
     pub rate_limited_listener: AtomicU64,
+    /// HTTP: connections switched to another protocol (WebSocket...).
+    pub upgrades: AtomicU64,
 }
 
 /// A backend's counters.
