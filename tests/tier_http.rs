@@ -838,3 +838,185 @@ fn rfc6455_4_websocket_upgrade_is_passed_through_and_frames_flow_both_ways() {
     })
     .is_some());
 }
+
+/// A backend that reads each request's head and then does `act` with the
+/// connection (sends garbage, breaks a body off, stalls...).
+fn bad_backend(ip: &str, act: fn(&mut TcpStream)) -> SocketAddr {
+    let l = TcpListener::bind((ip, 0)).expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(c.try_clone().expect("clone"));
+                if read_request(&mut r).is_some() {
+                    act(&mut c);
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The whole response on a fresh connection, or what came before the
+/// connection ended (status line and all), and whether it ended cleanly.
+fn raw_exchange(addr: SocketAddr, req: &str) -> (String, bool) {
+    let mut c = TcpStream::connect(addr).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    c.write_all(req.as_bytes()).expect("write");
+    let mut out = Vec::new();
+    let clean = c.read_to_end(&mut out).is_ok();
+    (String::from_utf8_lossy(&out).into_owned(), clean)
+}
+
+fn backend_json(s: &TestServer) -> serde_json::Value {
+    tier_status(s)["groups"][0]["backends"][0].clone()
+}
+
+#[test]
+fn a_backend_that_answers_garbage_gives_502_and_is_counted() {
+    let be = bad_backend("127.0.1.11", |c| {
+        let _ = c.write_all(b"SSH-2.0-OpenSSH_9.6\r\nthis is not http\r\n\r\n");
+    });
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[be]),
+        http_listener("g", "retries = 0")
+    ));
+    let (out, _) = raw_exchange(
+        vip(&s),
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+    assert_eq!(backend_json(&s)["http_errors"], 1);
+}
+
+#[test]
+fn a_backend_that_breaks_a_body_off_aborts_the_response_and_is_counted() {
+    let be = bad_backend("127.0.1.11", |c| {
+        let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nonly part of it");
+        let _ = c.shutdown(std::net::Shutdown::Both);
+    });
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[be]),
+        http_listener("g", "retries = 0")
+    ));
+    let (out, _) = raw_exchange(
+        vip(&s),
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    // The headers were sent already: the client sees the body cut short,
+    // never a complete response.
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let body = out.split_once("\r\n\r\n").map_or("", |x| x.1);
+    assert!(body.len() < 1000, "{out}");
+    assert!(
+        wait_for(Duration::from_secs(5), || backend_json(&s)["http_errors"]
+            == 1)
+        .is_some(),
+        "{}",
+        backend_json(&s)
+    );
+    assert!(wait_for(Duration::from_secs(5), || backend_json(&s)["active"] == 0).is_some());
+}
+
+#[test]
+fn a_backend_that_stalls_mid_body_is_cut_after_response_timeout_and_counted() {
+    let be = bad_backend("127.0.1.11", |c| {
+        let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nstart");
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[be]),
+        http_listener("g", "retries = 0\nresponse_timeout = \"500ms\"")
+    ));
+    let t0 = std::time::Instant::now();
+    let (out, _) = raw_exchange(
+        vip(&s),
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "cut, not left hanging"
+    );
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with("start"), "{out}");
+    assert!(
+        wait_for(Duration::from_secs(5), || backend_json(&s)["http_timeouts"]
+            == 1)
+        .is_some(),
+        "{}",
+        backend_json(&s)
+    );
+}
+
+#[test]
+fn a_request_body_that_does_not_arrive_in_time_gets_408_and_does_not_blame_the_backend() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener("g", "body_timeout = \"500ms\"")
+    ));
+    let mut c = TcpStream::connect(vip(&s)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    c.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten..")
+        .expect("write");
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    let t = tier_status(&s);
+    assert_eq!(t["listeners"][0]["body_timeouts"], 1, "{t}");
+    let b = &t["groups"][0]["backends"][0];
+    assert_eq!(b["http_errors"], 0, "{b}");
+    assert_eq!(b["ejection"], serde_json::Value::Null, "{b}");
+    assert!(wait_for(Duration::from_secs(5), || backend_json(&s)["active"] == 0).is_some());
+}
+
+#[test]
+fn a_slowloris_client_is_cut_by_the_header_timeout_and_never_reaches_a_backend() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener("g", "header_timeout = \"1s\"")
+    ));
+    let l = vip(&s);
+    // Many slow clients at once: each sends a header line now and then.
+    let mut conns: Vec<TcpStream> = (0..50)
+        .map(|_| {
+            let mut c = TcpStream::connect(l).expect("connect");
+            c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+                .expect("write");
+            c
+        })
+        .collect();
+    let t0 = std::time::Instant::now();
+    let mut cut = 0;
+    while t0.elapsed() < Duration::from_secs(6) && cut < conns.len() {
+        std::thread::sleep(Duration::from_millis(200));
+        cut = 0;
+        for c in &mut conns {
+            if c.write_all(b"X-Slow: 1\r\n").is_err() {
+                cut += 1;
+            }
+        }
+    }
+    assert_eq!(
+        cut,
+        conns.len(),
+        "every slow client is cut within the header timeout"
+    );
+    assert_eq!(a.hits.load(Ordering::Relaxed), 0);
+    assert!(
+        wait_for(Duration::from_secs(5), || tier_status(&s)["listeners"][0]
+            ["active"]
+            == 0)
+        .is_some()
+    );
+}

@@ -148,6 +148,9 @@ pub struct ListenerConfig {
     pub header_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub response_timeout: Option<Duration>,
+    /// Time a client has to send a whole request body (default 60s; 408).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub body_timeout: Option<Duration>,
     /// Extra attempts for replayable requests (default 2).
     #[serde(default)]
     pub retries: Option<u32>,

@@ -266,7 +266,7 @@ type Family<T, V> = (&'static str, &'static str, fn(&T) -> V);
 /// The tier: per listener and per backend.
 fn tier(e: &mut Exposition, tier: &Tier) {
     let st = tier.status();
-    let lfam: [Family<crate::tier::ListenerStatus, u64>; 12] = [
+    let lfam: [Family<crate::tier::ListenerStatus, u64>; 13] = [
         (
             "geolb_tier_listener_connections_total",
             "Client connections accepted.",
@@ -326,6 +326,11 @@ fn tier(e: &mut Exposition, tier: &Tier) {
             "geolb_tier_listener_upgrades_total",
             "HTTP connections switched to another protocol (WebSocket...) and joined to a backend.",
             |l| l.upgrades,
+        ),
+        (
+            "geolb_tier_listener_body_timeouts_total",
+            "HTTP requests answered 408: the body did not arrive within body_timeout.",
+            |l| l.body_timeouts,
         ),
     ];
     e.family(

@@ -670,6 +670,7 @@ fn http_plan(
         request_id: v.request_id.as_ref().map(|h| h.to_ascii_lowercase()),
         header_timeout: v.header_timeout.unwrap_or(Duration::from_secs(10)),
         response_timeout: v.response_timeout.unwrap_or(Duration::from_secs(30)),
+        body_timeout: v.body_timeout.unwrap_or(Duration::from_secs(60)),
         retries: v.retries.unwrap_or(2),
         retry_on,
         rate_limit: None,

@@ -15,6 +15,7 @@
 //! ejection, anything else a success.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -39,7 +40,7 @@ use crate::balance::Context;
 
 /// The body sent to a backend: the client's, or nothing (a replayable
 /// request, sent again on a retry).
-pub type UpBody = Either<Incoming, Empty<Bytes>>;
+pub type UpBody = Either<ClientBody, Empty<Bytes>>;
 /// The body sent to a client: a backend's, or one we made.
 pub type DownBody = Either<Tracked, Full<Bytes>>;
 
@@ -124,17 +125,79 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
     }
 }
 
-/// Releases a backend's active count when the response body is done (or
-/// dropped: the client went away).
+/// A client's request body on its way to a backend, within the listener's
+/// `body_timeout` (whole body). A failure (the deadline, the client going
+/// away) is marked so it is answered as the client's fault (408), not
+/// counted against the backend.
+pub struct ClientBody {
+    body: Incoming,
+    until: tokio::time::Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    failed: Arc<std::sync::atomic::AtomicU8>,
+}
+
+/// `ClientBody::failed` values.
+const BODY_OK: u8 = 0;
+const BODY_TIMEOUT: u8 = 1;
+const BODY_ERROR: u8 = 2;
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskCx<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                self.failed.store(BODY_ERROR, Relaxed);
+                Poll::Ready(Some(Err(std::io::Error::other(e))))
+            }
+            Poll::Pending => {
+                let until = self.until;
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    self.failed.store(BODY_TIMEOUT, Relaxed);
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "request body not received in time",
+                    ))));
+                }
+                Poll::Pending
+            }
+            r => r.map_err(std::io::Error::other),
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A backend's response body on its way to the client: releases the
+/// backend's active count when done (or dropped: the client went away). A
+/// backend that breaks the body off, or sends nothing for
+/// `response_timeout`, aborts the client's response (its headers are gone
+/// already) and counts as a failure of the backend.
 pub struct Tracked {
     body: Incoming,
     guard: Release,
+    idle: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 struct Release {
     group: Arc<Group>,
     backend: Arc<Backend>,
     done: bool,
+    /// The tier's clock origin (for failures noted on the body).
+    t0: Instant,
 }
 
 impl Release {
@@ -143,6 +206,19 @@ impl Release {
             self.done = true;
             self.group.lock().balancer.release(&self.backend.id);
         }
+    }
+
+    /// The body failed: counted, told to passive ejection, released.
+    fn failed(&mut self, why: &str) {
+        if self.done {
+            return;
+        }
+        let now = u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+        {
+            let mut st = self.group.lock();
+            super::note_failure(&mut st.balancer, &self.backend, now, why);
+        }
+        self.release();
     }
 }
 
@@ -154,23 +230,48 @@ impl Drop for Release {
 
 impl Body for Tracked {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut TaskCx<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let r = Pin::new(&mut self.body).poll_frame(cx);
-        match &r {
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.guard.release(),
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let me = &mut *self;
+        match Pin::new(&mut me.body).poll_frame(cx) {
+            Poll::Ready(None) => {
+                me.guard.release();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                add(&me.guard.backend.stats.http_errors, 1);
+                me.guard.failed(&format!("response body broken off: {e}"));
+                Poll::Ready(Some(Err(std::io::Error::other(e))))
+            }
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
-                    add(&self.guard.backend.stats.bytes_down, d.len() as u64);
+                    add(&me.guard.backend.stats.bytes_down, d.len() as u64);
                 }
+                if let Some(t) = me.timer.as_mut() {
+                    t.as_mut().reset(tokio::time::Instant::now() + me.idle);
+                }
+                Poll::Ready(Some(Ok(f)))
             }
-            Poll::Pending => {}
+            Poll::Pending => {
+                let idle = me.idle;
+                let t = me
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if t.as_mut().poll(cx).is_ready() {
+                    add(&me.guard.backend.stats.http_timeouts, 1);
+                    me.guard.failed("response body stalled");
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the backend stopped sending the response body",
+                    ))));
+                }
+                Poll::Pending
+            }
         }
-        r
     }
     fn is_end_stream(&self) -> bool {
         self.body.is_end_stream()
@@ -462,6 +563,7 @@ async fn handle(
     let super::Mode::Http(plan) = &route.plan.mode else {
         return small(StatusCode::INTERNAL_SERVER_ERROR, "not an HTTP listener");
     };
+    let started = Instant::now();
     if let Err(why) = well_formed(&req) {
         return small(StatusCode::BAD_REQUEST, why);
     }
@@ -589,8 +691,18 @@ async fn handle(
                 );
             }
         };
+        let mut client_body = None;
         let mut up = Request::new(match body.take() {
-            Some(b) if !replay => Either::Left(b),
+            Some(b) if !replay => {
+                let failed = Arc::new(std::sync::atomic::AtomicU8::new(BODY_OK));
+                client_body = Some(failed.clone());
+                Either::Left(ClientBody {
+                    body: b,
+                    until: tokio::time::Instant::from_std(started + plan.body_timeout),
+                    timer: None,
+                    failed,
+                })
+            }
             _ => Either::Right(Empty::new()),
         });
         *up.method_mut() = parts.method.clone();
@@ -607,6 +719,7 @@ async fn handle(
             client: &mut upgrade,
             tier,
             stats,
+            client_body,
         };
         match one_try(tier, plan, &route.http, &group, backend, up, tunnel).await {
             Try::Done(r) => return with_cookie(r, set_cookie),
@@ -697,6 +810,8 @@ struct Tunnel<'a> {
     client: &'a mut Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
     tier: &'a Tier,
     stats: &'a Arc<ListenerStats>,
+    /// How the client's body went (a request with a body).
+    client_body: Option<Arc<std::sync::atomic::AtomicU8>>,
 }
 
 /// Joins an upgraded client connection with the backend's until either
@@ -760,6 +875,23 @@ async fn one_try(
             ))
         }
         Ok(Err(e)) => {
+            let body = tunnel
+                .client_body
+                .as_ref()
+                .map_or(BODY_OK, |f| f.load(std::sync::atomic::Ordering::Relaxed));
+            if body != BODY_OK {
+                // The client's fault: the backend is not blamed.
+                group.lock().balancer.release(&backend.id);
+                add(&tunnel.stats.body_timeouts, u64::from(body == BODY_TIMEOUT));
+                return Try::Done(if body == BODY_TIMEOUT {
+                    small(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the request body was not received in time",
+                    )
+                } else {
+                    small(StatusCode::BAD_REQUEST, "the request body was broken off")
+                });
+            }
             add(&backend.stats.connect_errors, u64::from(e.is_connect()));
             fail(&e.to_string());
             add(&backend.stats.http_errors, 1);
@@ -807,6 +939,7 @@ async fn one_try(
                 group: group.clone(),
                 backend,
                 done: false,
+                t0: tier.t0,
             };
             if status == 101 {
                 // Switching protocols: join the connections in a task that
@@ -840,7 +973,12 @@ async fn one_try(
                 ));
             }
             let (parts, body) = resp.into_parts();
-            let tracked = Tracked { body, guard };
+            let tracked = Tracked {
+                body,
+                guard,
+                idle: plan.response_timeout,
+                timer: None,
+            };
             let r = Response::from_parts(parts, Either::Left(tracked));
             if plan.retry_on.contains(&status) {
                 Try::Again(r)
@@ -865,6 +1003,7 @@ mod tests {
             request_id: Some("x-request-id".into()),
             header_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(1),
             retries: 1,
             retry_on: vec![503],
             rate_limit: None,

@@ -622,6 +622,7 @@ impl Tier {
                     rate_limited_listener: stats::get(&s.rate_limited_listener),
                     rate_limit_clients: r.limits.as_ref().map_or(0, |l| l.clients()),
                     upgrades: stats::get(&s.upgrades),
+                    body_timeouts: stats::get(&s.body_timeouts),
                 }
             })
             .collect();
@@ -994,6 +995,8 @@ pub struct ListenerStatus {
     pub rate_limit_clients: usize,
     /// HTTP: connections switched to another protocol (WebSocket...).
     pub upgrades: u64,
+    /// HTTP: requests whose body did not arrive within `body_timeout`.
+    pub body_timeouts: u64,
 }
 
 /// A drain in progress, as the API shows it.

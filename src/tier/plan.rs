@@ -69,7 +69,10 @@ pub struct HttpPlan {
     /// Time a client has to send a request's headers (and the longest an
     /// HTTP/1 keep-alive connection waits for the next request).
     pub header_timeout: Duration,
-    /// Time a backend has to answer with its response headers.
+    /// Time a client has to send a whole request body (then 408).
+    pub body_timeout: Duration,
+    /// Time a backend has to answer with its response headers, and the
+    /// longest it may pause within a response body.
     pub response_timeout: Duration,
     /// Extra attempts on another backend for requests that can be
     /// replayed (idempotent, no body) or never reached a backend.

@@ -37,6 +37,8 @@ pub struct ListenerStats {
     pub rate_limited_listener: AtomicU64,
     /// HTTP: connections switched to another protocol (WebSocket...).
     pub upgrades: AtomicU64,
+    /// HTTP: requests whose body did not arrive within `body_timeout` (408).
+    pub body_timeouts: AtomicU64,
 }
 
 /// A backend's counters.
