@@ -1020,3 +1020,63 @@ fn a_slowloris_client_is_cut_by_the_header_timeout_and_never_reaches_a_backend()
         .is_some()
     );
 }
+
+#[test]
+fn a_removed_listener_sends_goaway_to_http2_and_closes_idle_http1_connections_within_its_window() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener("g", "drain_window = \"1s\"")
+    ));
+    let l = vip(&s);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("rt");
+    // An HTTP/2 connection with one request done, and an idle HTTP/1.1
+    // keep-alive connection.
+    let h2_ended = rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(l).await.expect("connect");
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .expect("h2 handshake");
+        let ended = tokio::spawn(conn);
+        let req = http::Request::get(format!("http://{l}/"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("req");
+        let resp = send.send_request(req).await.expect("h2 request");
+        assert_eq!(resp.status(), 200);
+        ended
+    });
+    let mut h1 = TcpStream::connect(l).expect("connect");
+    h1.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    h1.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut r = BufReader::new(h1.try_clone().expect("clone"));
+    let mut status = String::new();
+    r.read_line(&mut status).expect("status");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    // The listener is removed by a reload.
+    let cfg = std::fs::read_to_string(s.path("geolb.toml")).expect("read");
+    let cut = cfg.find("[listeners.h]").expect("listener");
+    std::fs::write(s.path("geolb.toml"), &cfg[..cut]).expect("write");
+    let t0 = std::time::Instant::now();
+    s.shared().reload().expect("reload");
+    // HTTP/2: GOAWAY ends the client's connection cleanly.
+    let done =
+        rt.block_on(async move { tokio::time::timeout(Duration::from_secs(5), h2_ended).await });
+    assert!(
+        matches!(done, Ok(Ok(Ok(())))),
+        "the HTTP/2 connection ended cleanly: {done:?}"
+    );
+    // HTTP/1.1: the idle connection is closed.
+    let mut rest = Vec::new();
+    let _ = r.read_to_end(&mut rest);
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+}

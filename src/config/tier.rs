@@ -151,6 +151,11 @@ pub struct ListenerConfig {
     /// Time a client has to send a whole request body (default 60s; 408).
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub body_timeout: Option<Duration>,
+    /// When the listener is removed or the node stops, its connections
+    /// are told to close (Connection: close / GOAWAY) at random within this
+    /// window, then have it again to finish (default 5s).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub drain_window: Option<Duration>,
     /// Extra attempts for replayable requests (default 2).
     #[serde(default)]
     pub retries: Option<u32>,

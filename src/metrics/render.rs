@@ -266,7 +266,7 @@ type Family<T, V> = (&'static str, &'static str, fn(&T) -> V);
 /// The tier: per listener and per backend.
 fn tier(e: &mut Exposition, tier: &Tier) {
     let st = tier.status();
-    let lfam: [Family<crate::tier::ListenerStatus, u64>; 13] = [
+    let lfam: [Family<crate::tier::ListenerStatus, u64>; 14] = [
         (
             "geolb_tier_listener_connections_total",
             "Client connections accepted.",
@@ -331,6 +331,11 @@ fn tier(e: &mut Exposition, tier: &Tier) {
             "geolb_tier_listener_body_timeouts_total",
             "HTTP requests answered 408: the body did not arrive within body_timeout.",
             |l| l.body_timeouts,
+        ),
+        (
+            "geolb_tier_listener_goaway_total",
+            "HTTP connections told to close (Connection: close / GOAWAY) as the listener went away.",
+            |l| l.goaway,
         ),
     ];
     e.family(

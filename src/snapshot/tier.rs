@@ -671,6 +671,7 @@ fn http_plan(
         header_timeout: v.header_timeout.unwrap_or(Duration::from_secs(10)),
         response_timeout: v.response_timeout.unwrap_or(Duration::from_secs(30)),
         body_timeout: v.body_timeout.unwrap_or(Duration::from_secs(60)),
+        drain_window: v.drain_window.unwrap_or(Duration::from_secs(5)),
         retries: v.retries.unwrap_or(2),
         retry_on,
         rate_limit: None,

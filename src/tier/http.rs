@@ -512,6 +512,10 @@ pub async fn serve<I>(
         .header_read_timeout(plan.header_timeout)
         .keep_alive(true);
     b.http2().timer(TokioTimer::new());
+    let drain_window = plan.drain_window;
+    let mut closing = stats.closing.subscribe();
+    let mut stop = tier.shutdown.clone();
+    let goaway = stats.clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (tier, route, stats) = (tier.clone(), route.clone(), stats.clone());
         async move {
@@ -537,10 +541,47 @@ pub async fn serve<I>(
             Ok::<_, Infallible>(resp)
         }
     });
-    if let Err(e) = b
-        .serve_connection_with_upgrades(TokioIo::new(io), svc)
-        .await
-    {
+    let conn = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => Some(r),
+        _ = closing.wait_for(|c| *c) => None,
+        _ = stop.wait_for(|s| *s) => None,
+    };
+    let r = match ended {
+        Some(r) => r,
+        None => {
+            // The listener is going away (removed by a reload, or the node
+            // stops): each connection is told at a random moment within
+            // the window, so clients do not all come back at once —
+            // `Connection: close` on HTTP/1's next response (an idle one is
+            // closed), GOAWAY on HTTP/2 — then given the window again to
+            // finish what is in flight.
+            let window = drain_window;
+            let at = window.mul_f64(fastrand::f64());
+            let told = tokio::select! {
+                r = conn.as_mut() => Some(r),
+                _ = tokio::time::sleep(at) => None,
+            };
+            match told {
+                Some(r) => r,
+                None => {
+                    add(&goaway.goaway, 1);
+                    conn.as_mut().graceful_shutdown();
+                    match tokio::time::timeout(window.max(Duration::from_secs(1)), conn.as_mut())
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => {
+                            tracing::debug!(%client, "HTTP connection closed at the end of the drain window");
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if let Err(e) = r {
         tracing::debug!(%client, "HTTP connection ended: {e}");
     }
 }
@@ -1004,6 +1045,7 @@ mod tests {
             header_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
             body_timeout: Duration::from_secs(1),
+            drain_window: Duration::from_secs(1),
             retries: 1,
             retry_on: vec![503],
             rate_limit: None,

@@ -430,7 +430,8 @@ impl Tier {
         for a in gone {
             if let Some(l) = run.listeners.remove(&a) {
                 l.task.abort();
-                tracing::info!(bind = %a, "tier listener closed (removed from the config)");
+                l.stats.closing.send_replace(true);
+                tracing::info!(bind = %a, "tier listener closed (removed from the config); its HTTP connections close within the drain window");
             }
         }
         for l in wanted {
@@ -623,6 +624,7 @@ impl Tier {
                     rate_limit_clients: r.limits.as_ref().map_or(0, |l| l.clients()),
                     upgrades: stats::get(&s.upgrades),
                     body_timeouts: stats::get(&s.body_timeouts),
+                    goaway: stats::get(&s.goaway),
                 }
             })
             .collect();
@@ -997,6 +999,8 @@ pub struct ListenerStatus {
     pub upgrades: u64,
     /// HTTP: requests whose body did not arrive within `body_timeout`.
     pub body_timeouts: u64,
+    /// HTTP: connections told to close as the listener went away.
+    pub goaway: u64,
 }
 
 /// A drain in progress, as the API shows it.

@@ -71,6 +71,9 @@ pub struct HttpPlan {
     pub header_timeout: Duration,
     /// Time a client has to send a whole request body (then 408).
     pub body_timeout: Duration,
+    /// When the listener goes away, its connections are told to close at
+    /// random within this window, then have it again to finish.
+    pub drain_window: Duration,
     /// Time a backend has to answer with its response headers, and the
     /// longest it may pause within a response body.
     pub response_timeout: Duration,

@@ -39,6 +39,12 @@ pub struct ListenerStats {
     pub upgrades: AtomicU64,
     /// HTTP: requests whose body did not arrive within `body_timeout` (408).
     pub body_timeouts: AtomicU64,
+    /// HTTP: connections told to close (Connection: close / GOAWAY) because
+    /// the listener is going away.
+    pub goaway: AtomicU64,
+    /// Set when the listener is removed: its HTTP connections close within
+    /// the drain window.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// A backend's counters.
