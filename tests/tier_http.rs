@@ -1037,7 +1037,7 @@ fn a_removed_listener_sends_goaway_to_http2_and_closes_idle_http1_connections_wi
         .expect("rt");
     // An HTTP/2 connection with one request done, and an idle HTTP/1.1
     // keep-alive connection.
-    let h2_ended = rt.block_on(async move {
+    let (status, h2_ended) = rt.block_on(async move {
         let tcp = tokio::net::TcpStream::connect(l).await.expect("connect");
         let (mut send, conn) = hyper::client::conn::http2::handshake(
             hyper_util::rt::TokioExecutor::new(),
@@ -1050,9 +1050,9 @@ fn a_removed_listener_sends_goaway_to_http2_and_closes_idle_http1_connections_wi
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .expect("req");
         let resp = send.send_request(req).await.expect("h2 request");
-        assert_eq!(resp.status(), 200);
-        ended
+        (resp.status(), ended)
     });
+    assert_eq!(status, 200);
     let mut h1 = TcpStream::connect(l).expect("connect");
     h1.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .expect("write");
