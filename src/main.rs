@@ -123,6 +123,36 @@ enum Cmd {
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
     },
+    /// Show where a running node's HTTP listener would send a request: the
+    /// rule, the group, persistence, and the backend it would pick now.
+    #[command(
+        name = "explain-http",
+        after_help = "Examples:\n  geolb explain-http eu-http --host www.example.com --path /api/x\n  geolb explain-http eu-http --header 'x-canary: 1' --cookie 'GEOLB=…' --client 198.51.100.7 --json"
+    )]
+    ExplainHttp {
+        /// Listener name (`[listeners.NAME]`, mode = "http").
+        listener: String,
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// A request header, "name: value" (repeatable).
+        #[arg(long, value_name = "HEADER")]
+        header: Vec<String>,
+        /// The request's Cookie header.
+        #[arg(long)]
+        cookie: Option<String>,
+        /// Client address (source persistence, hashing, rate-limit exemptions).
+        #[arg(long, value_name = "IP")]
+        client: Option<String>,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        #[command(flatten)]
+        api: Api,
+        /// Print the JSON of GET /v1/explain-http.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show endpoint and pool health from a running node.
     #[command(
         after_help = "Examples:\n  geolb status\n  geolb status --admin 10.0.0.5:8053 --token $TOKEN --json"
@@ -216,6 +246,43 @@ fn main() -> ExitCode {
                 ..Overrides::default()
             },
         ),
+        Cmd::ExplainHttp {
+            listener,
+            host,
+            path,
+            header,
+            cookie,
+            client,
+            method,
+            api,
+            json,
+        } => {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            q.append_pair("listener", &listener)
+                .append_pair("path", &path)
+                .append_pair("method", &method);
+            if let Some(h) = &host {
+                q.append_pair("host", h);
+            }
+            if !header.is_empty() {
+                q.append_pair("header", &header.join("\n"));
+            }
+            if let Some(c) = &cookie {
+                q.append_pair("cookie", c);
+            }
+            if let Some(c) = &client {
+                q.append_pair("client", c);
+            }
+            let path = format!("/v1/explain-http?{}", q.finish());
+            api_call(&api, "GET", &path, None).and_then(|v| {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    print_explain_http(&v);
+                }
+                Ok(())
+            })
+        }
         Cmd::Status { api, json } => api_call(&api, "GET", "/v1/health", None).and_then(|v| {
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -323,6 +390,42 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 /// Calls the admin API of a running node; errors carry the API's message.
+fn print_explain_http(v: &serde_json::Value) {
+    let s = |k: &str| v[k].as_str().unwrap_or("-").to_string();
+    println!("listener   {}", s("listener"));
+    let rule = match v["rule"].as_u64() {
+        Some(n) => format!("rule {n}: {}", s("rule_text")),
+        None => s("rule_text"),
+    };
+    println!("route      {rule}");
+    if v["action"] == "respond" {
+        println!("answer     fixed response {}", v["status"]);
+        return;
+    }
+    println!("group      {} ({})", s("group"), s("algorithm"));
+    if let Some(p) = v["persistence_outcome"].as_str() {
+        println!("persist    {}: {p}", s("persistence"));
+    }
+    if let Some(r) = v["rate_limit"].as_str() {
+        println!("limits     {r}");
+    }
+    println!("backend    {}", s("backend"));
+    println!("why        {}", s("why"));
+    for b in v["backends"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<28} {:<10} active {:<4} weight {}",
+            b["id"].as_str().unwrap_or("?"),
+            if b["eligible"] == true {
+                "eligible"
+            } else {
+                "out"
+            },
+            b["active"],
+            b["effective_weight"]
+        );
+    }
+}
+
 fn api_call(
     api: &Api,
     method: &str,

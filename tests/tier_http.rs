@@ -1080,3 +1080,56 @@ fn a_removed_listener_sends_goaway_to_http2_and_closes_idle_http1_connections_wi
     let _ = r.read_to_end(&mut rest);
     assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
 }
+
+#[test]
+fn explain_http_names_the_rule_group_persistence_and_the_backend_the_next_request_gets() {
+    let (a, b) = (
+        HttpBe::start("127.0.1.11", "a"),
+        HttpBe::start("127.0.1.12", "b"),
+    );
+    let s = start(&format!(
+        "{}{}",
+        group(
+            "g",
+            "persistence = { mode = \"cookie\", cookie = \"SRV\" }",
+            &[a.addr, b.addr]
+        ),
+        http_listener(
+            "g",
+            "routes = [{ path_prefix = \"/down\", respond = { status = 503, body = \"later\" } }, { host = \"*.example.com\", header = { name = \"x-canary\", value = \"1\" }, group = \"g\" }]"
+        )
+    ));
+    let admin = s.admin.expect("admin");
+    let ask = |q: &str| -> serde_json::Value {
+        let (code, body) = http(admin, "GET", &format!("/v1/explain-http?listener=h&{q}"));
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("json")
+    };
+    let x = ask("path=/down/now");
+    assert_eq!(x["action"], "respond");
+    assert_eq!(x["rule"], 1);
+    assert_eq!(x["status"], 503);
+    let x = ask("host=api.example.com&path=/&header=x-canary:%201");
+    assert_eq!(x["rule"], 2, "{x}");
+    assert_eq!(x["rule_text"], "host *.example.com, header x-canary: 1");
+    assert_eq!(x["group"], "g");
+    // Asking twice changes nothing, and the next request goes where it said.
+    let x = ask("path=/");
+    assert_eq!(x["rule"], serde_json::Value::Null);
+    let said = x["backend"].as_str().expect("backend").to_string();
+    assert_eq!(ask("path=/")["backend"], said.as_str());
+    let (who, set) = who_and_cookie(&get(vip(&s), "x", "/", "").1);
+    let went = if who == "a" { a.addr } else { b.addr };
+    assert_eq!(went.to_string(), said);
+    assert!(x["persistence_outcome"]
+        .as_str()
+        .is_some_and(|o| o.contains("not stuck yet")));
+    // With the cookie it just got: stuck to that backend.
+    let kv = set.expect("cookie");
+    let cookie = kv.split(';').next().expect("kv");
+    let x = ask(&format!("path=/&cookie={}", cookie.replace('=', "%3D")));
+    assert_eq!(x["backend"], said.as_str(), "{x}");
+    assert_eq!(x["why"], "persistence");
+    let (code, _) = http(admin, "GET", "/v1/explain-http?listener=nope");
+    assert_eq!(code, 404);
+}

@@ -57,6 +57,7 @@ pub fn router(shared: Arc<Handles>) -> Router {
         .route("/v1/explain", get(explain))
         .route("/v1/health", get(health))
         .route("/v1/tier", get(tier))
+        .route("/v1/explain-http", get(explain_http))
         .route("/v1/observations", get(observations))
         .route("/v1/drain", post(drain))
         .route("/v1/undrain", post(undrain))
@@ -508,6 +509,66 @@ pub fn health_json(shared: &Handles) -> serde_json::Value {
     let mut v = v;
     v["tier"] = serde_json::to_value(shared.control.tier.status()).unwrap_or_default();
     v
+}
+
+#[derive(serde::Deserialize)]
+struct ExplainHttpQuery {
+    listener: Option<String>,
+    method: Option<String>,
+    host: Option<String>,
+    path: Option<String>,
+    /// "name: value"; several separated by newlines.
+    header: Option<String>,
+    /// A Cookie header value.
+    cookie: Option<String>,
+    client: Option<String>,
+}
+
+/// GET /v1/explain-http?listener=eu-http&host=…&path=/…&header=x:1&cookie=…&client=IP
+async fn explain_http(
+    State(shared): State<Arc<Handles>>,
+    q: Result<axum::extract::Query<ExplainHttpQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(axum::extract::Query(q)) => q,
+        Err(e) => return bad_request(e.body_text()),
+    };
+    let Some(listener) = q.listener else {
+        return bad_request(
+            "listener is required: /v1/explain-http?listener=eu-http&host=www.example.com&path=/"
+                .into(),
+        );
+    };
+    let client = match q.client.as_deref().map(str::parse::<std::net::IpAddr>) {
+        None => None,
+        Some(Ok(ip)) => Some(ip),
+        Some(Err(e)) => return bad_request(format!("client: {e}")),
+    };
+    let mut headers = Vec::new();
+    for line in q.header.iter().flat_map(|h| h.lines()) {
+        match line.split_once(':') {
+            Some((k, v)) => headers.push((k.trim().to_string(), v.trim().to_string())),
+            None => return bad_request(format!("header {line:?}: expected \"name: value\"")),
+        }
+    }
+    if let Some(c) = q.cookie {
+        headers.push(("cookie".into(), c));
+    }
+    let question = crate::tier::explain::HttpQuestion {
+        listener,
+        method: q.method.unwrap_or_else(|| "GET".into()),
+        host: q.host,
+        path: q.path.unwrap_or_else(|| "/".into()),
+        headers,
+        client,
+    };
+    match shared.control.tier.explain_http(&question) {
+        Ok(x) => Json(x).into_response(),
+        Err(e @ crate::tier::explain::ExplainError::NoListener(_)) => {
+            (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))).into_response()
+        }
+        Err(e) => bad_request(e.to_string()),
+    }
 }
 
 async fn tier(State(shared): State<Arc<Handles>>) -> Response {

@@ -205,7 +205,9 @@ struct Slot {
 }
 
 /// One backend set, its per-identity state and the working memory of picks.
-#[derive(Debug)]
+/// A clone picks as the original would (what `explain` uses, leaving the
+/// original untouched).
+#[derive(Debug, Clone)]
 pub struct Balancer {
     settings: Settings,
     slots: Vec<Slot>,

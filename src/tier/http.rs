@@ -783,19 +783,25 @@ fn with_cookie(mut r: Response<DownBody>, set: Option<HeaderValue>) -> Response<
 
 /// What a request says about the backend it is stuck to.
 #[derive(Default)]
-struct Sticky {
+pub(super) struct Sticky {
     /// The backend its cookie or address is stuck to.
-    to: Option<Arc<Backend>>,
+    pub to: Option<Arc<Backend>>,
     /// Its persistence cookie's value (to tell whether to set it again).
-    had: Option<String>,
+    pub had: Option<String>,
     /// The group's persistence cookie name (removed before forwarding).
-    cookie_name: Option<String>,
+    pub cookie_name: Option<String>,
     /// `hash` persistence: the bytes to hash.
-    key: Option<Vec<u8>>,
+    pub key: Option<Vec<u8>>,
 }
 
 impl Sticky {
-    fn read(group: &Group, h: &HeaderMap, path: &str, client: IpAddr, now: u64) -> Sticky {
+    pub(super) fn read(
+        group: &Group,
+        h: &HeaderMap,
+        path: &str,
+        client: IpAddr,
+        now: u64,
+    ) -> Sticky {
         use super::plan::{HashOn, Persistence};
         let st = group.lock();
         match &st.plan.persistence {

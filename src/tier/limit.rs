@@ -65,6 +65,24 @@ impl Limits {
         Ok(())
     }
 
+    /// The limits that apply to `client`, in words.
+    pub fn describe(&self, client: IpAddr) -> String {
+        let client = client.to_canonical();
+        if self.plan.exempt.iter().any(|n| n.contains(&client)) {
+            return format!("{client} is exempt");
+        }
+        let rate = |r: Option<super::plan::Rate>| {
+            r.map_or("none".to_string(), |r| {
+                format!("{}/s, burst {}", r.per_second, r.burst)
+            })
+        };
+        format!(
+            "per client {}; listener {}",
+            rate(self.plan.per_client),
+            rate(self.plan.listener)
+        )
+    }
+
     /// Forgets clients back at full allowance (bounded memory).
     pub fn sweep(&self) {
         if let Some(l) = &self.per_client {

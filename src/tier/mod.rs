@@ -18,6 +18,7 @@
 //! listeners before anything changes (a bind failure fails the reload and
 //! the old tier serves on), and never touches established connections.
 
+pub mod explain;
 pub mod http;
 pub mod limit;
 pub mod plan;
