@@ -23,6 +23,7 @@ pub mod plan;
 pub mod proxy;
 pub mod relay;
 pub mod stats;
+pub mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -123,6 +124,9 @@ impl Budget {
 pub struct Group {
     pub name: String,
     state: Mutex<GroupState>,
+    /// HTTP: the group's own pool when it speaks TLS or h2 to its
+    /// backends (else requests use the listener's).
+    upstream: arc_swap::ArcSwapOption<http::GroupPool>,
 }
 
 impl Group {
@@ -297,6 +301,11 @@ impl Tier {
                     if let Err(e) = st.balancer.update(&members, now) {
                         tracing::error!(group = %g.name, "members not applied: {e}");
                     }
+                    if st.plan.transport != g.transport {
+                        existing
+                            .upstream
+                            .store(http::group_pool(&g.transport).map(Arc::new));
+                    }
                     st.plan = g.clone();
                     st.backends = backends;
                     drop(st);
@@ -318,6 +327,9 @@ impl Tier {
                             backends,
                             budget: Budget::default(),
                         }),
+                        upstream: arc_swap::ArcSwapOption::new(
+                            http::group_pool(&g.transport).map(Arc::new),
+                        ),
                     })
                 }
             };
@@ -367,8 +379,19 @@ impl Tier {
                 Some(existing) => existing.route.load().http.clone(),
                 None => http::pool(l.connect_timeout),
             };
+            let mut plan = l.clone();
+            let running = run.listeners.get(&l.bind).map(|x| x.route.load_full());
+            if let (Mode::Http(new), Some(Mode::Http(old))) =
+                (&mut plan.mode, running.as_ref().map(|r| &r.plan.mode))
+            {
+                // Unchanged certificates: keep the running config (and its
+                // session cache); changed ones serve new connections.
+                if new.tls == old.tls {
+                    new.tls.clone_from(&old.tls);
+                }
+            }
             let route = Route {
-                plan: l.clone(),
+                plan,
                 group,
                 rule_groups,
                 http: pool,
@@ -496,6 +519,12 @@ impl Tier {
                     idle_closed: stats::get(&s.idle_closed),
                     drain_closed: stats::get(&s.drain_closed),
                     errors: stats::get(&s.errors),
+                    tls_certificates: match &r.plan.mode {
+                        Mode::Http(h) => h.tls.as_ref().map(|t| t.names.clone()),
+                        Mode::Tcp => None,
+                    },
+                    tls_handshakes: stats::get(&s.tls_handshakes),
+                    tls_handshake_errors: stats::get(&s.tls_handshake_errors),
                 }
             })
             .collect();
@@ -547,6 +576,8 @@ impl Tier {
                     algorithm: st.plan.settings.algorithm.name().to_string(),
                     slow_start_s: st.plan.settings.slow_start.as_secs_f64(),
                     send_proxy: st.plan.send_proxy,
+                    protocol: if st.plan.transport.h2 { "h2" } else { "http1" },
+                    tls: st.plan.transport.tls.as_ref().map(|t| t.verify),
                     backends,
                 }
             })
@@ -756,16 +787,16 @@ async fn connection(
         (peer, local, Vec::new())
     };
     let _ = client.set_nodelay(true);
-    if let Mode::Http(_) = route.plan.mode {
+    if let Mode::Http(h) = &route.plan.mode {
         let io = http::Prefixed::new(rest, client);
-        http::serve(
-            tier_arc.clone(),
-            route_arc.clone(),
-            stats_arc.clone(),
-            io,
-            src,
-        )
-        .await;
+        let (t, r, s) = (tier_arc.clone(), route_arc.clone(), stats_arc.clone());
+        match &h.tls {
+            None => http::serve(t, r, s, io, src).await,
+            Some(tls) => match tls::handshake(tls, io, h.header_timeout, stats).await {
+                Ok(io) => http::serve(t, r, s, io, src).await,
+                Err(e) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+            },
+        }
         return;
     }
     let Some((mut backend, b)) = connect(tier, route, stats, src.ip()).await else {
@@ -836,6 +867,12 @@ pub struct ListenerStatus {
     pub idle_closed: u64,
     pub drain_closed: u64,
     pub errors: u64,
+    /// HTTPS: each certificate's DNS names (the first is the default).
+    pub tls_certificates: Option<Vec<Vec<String>>>,
+    /// HTTPS: handshakes completed, and failed (bad client hello, no
+    /// common version or cipher, timeout, closed midway).
+    pub tls_handshakes: u64,
+    pub tls_handshake_errors: u64,
 }
 
 /// A drain in progress, as the API shows it.
@@ -882,6 +919,11 @@ pub struct GroupStatus {
     pub algorithm: String,
     pub slow_start_s: f64,
     pub send_proxy: Option<plan::ProxyVersion>,
+    /// HTTP to the backends: "http1" or "h2".
+    pub protocol: &'static str,
+    /// TLS to the backends: None (cleartext), or whether certificates are
+    /// verified.
+    pub tls: Option<bool>,
     pub backends: Vec<BackendStatus>,
 }
 

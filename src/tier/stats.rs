@@ -32,6 +32,9 @@ pub struct ListenerStats {
     /// HTTP: requests, and responses by status class (1xx..5xx).
     pub requests: AtomicU64,
     pub responses: [AtomicU64; 5],
+    /// HTTPS: handshakes completed and failed.
+    pub tls_handshakes: AtomicU64,
+    pub tls_handshake_errors: AtomicU64,
 }
 
 /// A backend's counters.
