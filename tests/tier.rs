@@ -16,8 +16,7 @@ use std::time::Duration;
 use common::*;
 use geolb::policy::AdminState;
 
-const ZONE: &str =
-    "$TTL 300\n@ SOA ns1 hostmaster 1 7200 900 1209600 60\n@ NS ns1\nns1 A 192.0.2.53\n";
+const ZONE: &str = TIER_ZONE;
 
 /// A TCP backend: greets each connection with its name, then echoes what
 /// it gets until the client half-closes, then half-closes too. Keeps the
@@ -83,19 +82,11 @@ fn closed_port(ip: &str) -> SocketAddr {
 }
 
 fn start(tier: &str) -> TestServer {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("example.com.zone"), ZONE).expect("w");
-    std::fs::write(dir.path().join("geolb.toml"), config(tier)).expect("w");
-    TestServer::start_dir(dir)
+    start_tier(tier, &[])
 }
 
 fn config(tier: &str) -> String {
-    format!(
-        "[server]\ndns = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nudp_workers = 1\n\
-         [zones.\"example.com\"]\nfile = \"example.com.zone\"\n\
-         [regions.eu]\nlocation = [50.1, 8.7]\n\
-         [pools.eu-web]\nregion = \"eu\"\nendpoints = [{{ address = \"127.0.1.1\" }}]\n{tier}"
-    )
+    tier_config(tier)
 }
 
 fn group(name: &str, extra: &str, members: &[String]) -> String {

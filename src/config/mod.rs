@@ -27,8 +27,9 @@ pub use steering::{
     RegionConfig, ServiceConfig, WeightedConfig, WeightedMode,
 };
 pub use tier::{
-    BackendConfig, EjectionConfig, GroupConfig, HeaderMatch, ListenerConfig, NodeConfig,
-    PersistenceConfig, RateLimitConfig, RespondConfig, RouteConfig, TierDefaults,
+    BackendConfig, BackendTlsConfig, CertificateConfig, EjectionConfig, GroupConfig, HeaderMatch,
+    ListenerConfig, ListenerTlsConfig, NodeConfig, PersistenceConfig, RateLimitConfig,
+    RespondConfig, RouteConfig, TierDefaults,
 };
 
 pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -477,7 +478,7 @@ impl Config {
                 *a.get_mut() = p;
             }
         }
-        let config = Config {
+        let mut config = Config {
             path: path.to_path_buf(),
             text: text.to_string(),
             server: raw.server,
@@ -492,6 +493,20 @@ impl Config {
             listeners: named(&raw.listeners, text),
             groups: named(&raw.groups, text),
         };
+        // TLS files, relative to the config file like every other path.
+        for l in &mut config.listeners {
+            if let Some(t) = l.value.tls.as_mut() {
+                for c in &mut t.get_mut().certificates {
+                    *c.cert.get_mut() = base.join(c.cert.get_ref());
+                    *c.key.get_mut() = base.join(c.key.get_ref());
+                }
+            }
+        }
+        for g in &mut config.groups {
+            if let Some(ca) = g.value.tls.as_mut().and_then(|t| t.ca.as_mut()) {
+                *ca.get_mut() = base.join(ca.get_ref());
+            }
+        }
         Ok((config, diags))
     }
 }

@@ -6,6 +6,7 @@
 //! the config, so `geolb check` reports every problem in one pass.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -162,6 +163,9 @@ pub struct ListenerConfig {
     /// Backend statuses retried on another backend (default 502, 503, 504).
     #[serde(default)]
     pub retry_on: Option<Vec<u16>>,
+    /// Terminate TLS (HTTPS) with these certificates.
+    #[serde(default)]
+    pub tls: Option<Spanned<ListenerTlsConfig>>,
     /// Requests per second per client address and per listener.
     #[serde(default)]
     pub rate_limit: Option<Spanned<RateLimitConfig>>,
@@ -185,6 +189,83 @@ pub struct RateLimitConfig {
     /// Clients never limited (monitoring, internal callers).
     #[serde(default)]
     pub exempt: Vec<IpNet>,
+}
+
+/// `tls = { certificates = [...], alpn = [...], min_version = "1.2" }` on
+/// an HTTP listener.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    /// Certificate chains and keys; chosen by SNI, the first is the
+    /// default.
+    pub certificates: Vec<CertificateConfig>,
+    /// ALPN protocols offered, in order (default "h2", "http/1.1").
+    #[serde(default)]
+    pub alpn: Option<Vec<String>>,
+    /// "1.2" (default) or "1.3".
+    #[serde(default)]
+    pub min_version: Option<String>,
+}
+
+/// A certificate chain (PEM, end-entity first) and its private key (PEM);
+/// paths relative to the config file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    pub cert: Spanned<PathBuf>,
+    pub key: Spanned<PathBuf>,
+}
+
+/// `tls = true` or `tls = { ca = "...", server_name = "...", verify = true }`
+/// on a group: TLS to its backends.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BackendTlsConfig {
+    /// CA certificates (PEM) to verify the backends against; default the
+    /// system roots.
+    pub ca: Option<Spanned<PathBuf>>,
+    /// The name verified (and sent as SNI); default the backend's address.
+    pub server_name: Option<String>,
+    /// Verify the backends' certificates (default true).
+    pub verify: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendTlsTable {
+    #[serde(default)]
+    ca: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    server_name: Option<String>,
+    #[serde(default = "yes")]
+    verify: bool,
+}
+
+/// `true` (system roots), `false` (none) or a table.
+fn de_backend_tls<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BackendTlsConfig>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<BackendTlsConfig>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("true, false or a table { ca, server_name, verify }")
+        }
+        fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<Self::Value, E> {
+            Ok(on.then(|| BackendTlsConfig {
+                verify: true,
+                ..BackendTlsConfig::default()
+            }))
+        }
+        fn visit_map<M: serde::de::MapAccess<'de>>(self, m: M) -> Result<Self::Value, M::Error> {
+            let t = BackendTlsTable::deserialize(serde::de::value::MapAccessDeserializer::new(m))?;
+            Ok(Some(BackendTlsConfig {
+                ca: t.ca,
+                server_name: t.server_name,
+                verify: t.verify,
+            }))
+        }
+    }
+    d.deserialize_any(V)
 }
 
 /// One HTTP routing rule: every condition given must match.
@@ -330,6 +411,13 @@ pub struct GroupConfig {
     /// HTTP retries: at most this share (percent) of recent requests.
     #[serde(default)]
     pub retry_budget: Option<u8>,
+    /// HTTP: TLS to the backends (`true`, or a table).
+    #[serde(default, deserialize_with = "de_backend_tls")]
+    pub tls: Option<BackendTlsConfig>,
+    /// HTTP: "http1" (default) or "h2" to the backends (ALPN h2 over TLS,
+    /// prior knowledge in cleartext).
+    #[serde(default)]
+    pub protocol: Option<Spanned<String>>,
     /// HTTP: keep each client on one backend (cookie, source address or a
     /// hash of part of the request).
     #[serde(default)]

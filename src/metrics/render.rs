@@ -266,7 +266,7 @@ type Family<T, V> = (&'static str, &'static str, fn(&T) -> V);
 /// The tier: per listener and per backend.
 fn tier(e: &mut Exposition, tier: &Tier) {
     let st = tier.status();
-    let lfam: [Family<crate::tier::ListenerStatus, u64>; 14] = [
+    let lfam: [Family<crate::tier::ListenerStatus, u64>; 16] = [
         (
             "geolb_tier_listener_connections_total",
             "Client connections accepted.",
@@ -336,6 +336,16 @@ fn tier(e: &mut Exposition, tier: &Tier) {
             "geolb_tier_listener_goaway_total",
             "HTTP connections told to close (Connection: close / GOAWAY) as the listener went away.",
             |l| l.goaway,
+        ),
+        (
+            "geolb_tier_listener_tls_handshakes_total",
+            "HTTPS: TLS handshakes completed.",
+            |l| l.tls_handshakes,
+        ),
+        (
+            "geolb_tier_listener_tls_handshake_errors_total",
+            "HTTPS: TLS handshakes that failed (bad or unsupported client hello, timeout, closed midway).",
+            |l| l.tls_handshake_errors,
         ),
     ];
     e.family(

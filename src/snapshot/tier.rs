@@ -11,15 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::balance::{self, Algorithm, EjectionSettings};
-use crate::config::ListenerConfig;
 use crate::config::{Config, EjectionConfig, MinHealthy, PersistenceConfig};
+use crate::config::{GroupConfig, ListenerConfig, ListenerTlsConfig};
 use crate::diag::{line_col, Diagnostic};
 use crate::health::{Check, HealthState, Member, Monitor};
 use crate::policy::{Target, Topology};
 use crate::tier::plan::{
     Action, BackendPlan, CookiePlan, ForwardedFor, GroupPlan, HashOn, HttpPlan, ListenerPlan, Mode,
-    Persistence, Plan, ProxyVersion, Rate, RateLimitPlan, RulePlan,
+    Persistence, Plan, ProxyVersion, Rate, RateLimitPlan, RulePlan, Transport,
 };
+use crate::tier::tls::{self, ClientTls, ServerTls, Trust};
 
 struct Cx<'a> {
     config: &'a Config,
@@ -218,6 +219,8 @@ pub fn compile(
             ),
         }
     }
+    // The system's root certificates, read once if a group needs them.
+    let mut roots = None;
     for g in &config.groups {
         let v = &g.value;
         let name = &g.name;
@@ -387,6 +390,10 @@ pub fn compile(
                 }
             },
         };
+        let transport = transport(&mut cx, name, g.line, v, &mut roots).unwrap_or_else(|| {
+            ok = false;
+            Transport::default()
+        });
         if ok {
             plan.groups.push(GroupPlan {
                 name: name.clone(),
@@ -398,6 +405,7 @@ pub fn compile(
                 retry_budget: v.retry_budget.unwrap_or(20),
                 persistence,
                 drain_sticky,
+                transport,
             });
         }
     }
@@ -417,11 +425,15 @@ pub fn compile(
         }
         let mode = match v.mode.as_ref().map(|m| (m, m.get_ref().as_str())) {
             None | Some((_, "tcp")) => {
-                if !v.routes.is_empty() || v.forwarded_for.is_some() || v.request_id.is_some() {
+                if !v.routes.is_empty()
+                    || v.forwarded_for.is_some()
+                    || v.request_id.is_some()
+                    || v.tls.is_some()
+                {
                     cx.err(
                         None,
                         l.line,
-                        format!("listeners.{name}: routes, forwarded_for and request_id need mode = \"http\""),
+                        format!("listeners.{name}: routes, forwarded_for, request_id and tls need mode = \"http\""),
                     );
                     ok = false;
                 }
@@ -662,6 +674,9 @@ fn http_plan(
     if let Some(bad) = retry_on.iter().find(|s| !(100..=599).contains(*s)) {
         err(cx, format!("retry_on: {bad} is not an HTTP status"));
     }
+    let tls = v.tls.as_ref().map(|t| server_tls(cx, name, line, t));
+    let tls_failed = matches!(tls, Some(None));
+    let tls = tls.flatten();
     let plan = HttpPlan {
         rules,
         forwarded_for,
@@ -675,6 +690,7 @@ fn http_plan(
         retries: v.retries.unwrap_or(2),
         retry_on,
         rate_limit: None,
+        tls,
     };
     let rate_limit = v.rate_limit.as_ref().map(|r| {
         let r = r.get_ref();
@@ -717,7 +733,150 @@ fn http_plan(
         }
     });
     let plan = HttpPlan { rate_limit, ..plan };
-    ok.then_some(plan)
+    (ok && !tls_failed).then_some(plan)
+}
+
+/// A listener's TLS, loaded and checked; None after reporting an error.
+fn server_tls(
+    cx: &mut Cx<'_>,
+    name: &str,
+    line: usize,
+    t: &toml::Spanned<ListenerTlsConfig>,
+) -> Option<ServerTls> {
+    let at = t.span();
+    let t = t.get_ref();
+    let mut ok = true;
+    if t.certificates.is_empty() {
+        cx.err(
+            Some(at.clone()),
+            line,
+            format!("listeners.{name}.tls.certificates: at least one certificate is needed"),
+        );
+        ok = false;
+    }
+    let mut certs = Vec::new();
+    for (i, c) in t.certificates.iter().enumerate() {
+        match tls::load_certified(c.cert.get_ref(), c.key.get_ref()) {
+            Ok(x) => {
+                if i > 0 && x.names.is_empty() {
+                    cx.warn(
+                        Some(c.cert.span()),
+                        line,
+                        format!("listeners.{name}.tls: certificate {} names no DNS name, so no server name chooses it (only the first serves clients whose name no certificate has)", i + 1),
+                    );
+                }
+                certs.push(x);
+            }
+            Err(e) => {
+                let span = if e.is_about_key() {
+                    c.key.span()
+                } else {
+                    c.cert.span()
+                };
+                cx.err(Some(span), line, format!("listeners.{name}.tls: {e}"));
+                ok = false;
+            }
+        }
+    }
+    let default_alpn = ["h2".to_string(), "http/1.1".to_string()];
+    let alpn = match tls::alpn(t.alpn.as_deref().unwrap_or(&default_alpn)) {
+        Ok(a) => a,
+        Err(e) => {
+            cx.err(Some(at.clone()), line, format!("listeners.{name}.tls: {e}"));
+            ok = false;
+            Vec::new()
+        }
+    };
+    let min = match t.min_version.as_deref().map(str::parse).transpose() {
+        Ok(m) => m.unwrap_or(tls::MinVersion::Tls12),
+        Err(e) => {
+            cx.err(Some(at.clone()), line, format!("listeners.{name}.tls: {e}"));
+            ok = false;
+            tls::MinVersion::Tls12
+        }
+    };
+    if !ok {
+        return None;
+    }
+    match ServerTls::new(certs, alpn, min) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            cx.err(Some(at), line, format!("listeners.{name}.tls: {e}"));
+            None
+        }
+    }
+}
+
+/// How a group's backends are spoken to, checked; None after reporting an
+/// error. `roots` holds the system roots once a group needed them.
+fn transport(
+    cx: &mut Cx<'_>,
+    name: &str,
+    line: usize,
+    v: &GroupConfig,
+    roots: &mut Option<Arc<rustls::RootCertStore>>,
+) -> Option<Transport> {
+    let h2 = match v.protocol.as_ref().map(|p| (p, p.get_ref().as_str())) {
+        None | Some((_, "http1")) => false,
+        Some((_, "h2")) => true,
+        Some((p, other)) => {
+            cx.err(
+                Some(p.span()),
+                line,
+                format!("groups.{name}.protocol {other:?}: expected \"http1\" or \"h2\""),
+            );
+            return None;
+        }
+    };
+    let tls = match &v.tls {
+        None => None,
+        Some(t) => {
+            let trust = match (&t.ca, t.verify) {
+                (_, false) => {
+                    cx.warn(
+                        None,
+                        line,
+                        format!("groups.{name}.tls: verify = false: the backends' certificates are not checked, so anyone on the way to them can read and change the traffic"),
+                    );
+                    Trust::None
+                }
+                (Some(ca), true) => Trust::Ca(ca.get_ref()),
+                (None, true) => {
+                    let r = match roots {
+                        Some(r) => r.clone(),
+                        None => {
+                            let (r, why) = tls::system_roots();
+                            if let Some(why) = why {
+                                cx.warn(
+                                    None,
+                                    line,
+                                    format!("groups.{name}.tls: {why}: every backend will fail verification; give ca = \"file.pem\""),
+                                );
+                            }
+                            roots.insert(r).clone()
+                        }
+                    };
+                    Trust::System(r)
+                }
+            };
+            match ClientTls::new(trust, t.server_name.as_deref()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    cx.err(
+                        t.ca.as_ref().map(|c| c.span()),
+                        line,
+                        format!("groups.{name}.tls: {e}"),
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    Some(Transport {
+        h2,
+        tls,
+        connect_timeout: cx.config.tier.connect_timeout,
+    })
 }
 
 /// A pool endpoint that is a tier VIP, and what its health needs from the
@@ -809,12 +968,17 @@ mod tests {
 
     fn compile_text(extra: &str) -> (Plan, Vec<Diagnostic>) {
         let dir = tempfile::tempdir().expect("tempdir");
+        compile_in(&dir, extra)
+    }
+
+    fn compile_in(dir: &tempfile::TempDir, extra: &str) -> (Plan, Vec<Diagnostic>) {
         std::fs::write(dir.path().join("a.zone"), "").expect("write");
         let text = format!(
             "[zones.\"example.com\"]\nfile = \"a.zone\"\n[regions.eu]\nlocation = [50.0, 8.0]\n[pools.eu-web]\nregion = \"eu\"\nendpoints = [{{ address = \"127.0.1.1\" }}]\n[monitors.tcp]\nkind = \"tcp\"\n{extra}"
         );
-        let (config, mut diags) =
-            Config::read(&dir.path().join("geolb.toml"), &text).expect("parses");
+        let path = dir.path().join("geolb.toml");
+        std::fs::write(&path, &text).expect("write");
+        let (config, mut diags) = Config::read(&path, &text).expect("parses");
         let c = super::super::steering::compile(&config, &mut diags);
         let plan = compile(&config, &c.monitors, &mut diags);
         (plan, diags)
@@ -943,5 +1107,112 @@ mod tests {
         );
         // Every error names a line.
         assert!(diags.iter().all(|d| d.line > 0), "{all:?}");
+    }
+
+    /// Writes `NAME.pem` and `NAME.key`: a self-signed certificate for `names`.
+    fn cert(dir: &tempfile::TempDir, name: &str, names: &[&str]) {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let c = rcgen::generate_simple_self_signed(names).expect("rcgen");
+        std::fs::write(dir.path().join(format!("{name}.pem")), c.cert.pem()).expect("w");
+        std::fs::write(
+            dir.path().join(format!("{name}.key")),
+            c.signing_key.serialize_pem(),
+        )
+        .expect("w");
+    }
+
+    const GROUP: &str = "[groups.g]\nregion = \"eu\"\nmembers = [{ address = \"127.0.1.11:1\" }]\n";
+
+    #[test]
+    fn listener_tls_loads_certificates_relative_to_the_config_with_their_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("certs")).expect("mkdir");
+        cert(&dir, "certs/a", &["app.example.test", "*.example.test"]);
+        cert(&dir, "certs/b", &["api.example.test"]);
+        let (plan, diags) = compile_in(
+            &dir,
+            &format!("{GROUP}[listeners.h]\nregion = \"eu\"\nbind = \"127.0.1.1:8443\"\nmode = \"http\"\ngroup = \"g\"\ntls = {{ certificates = [\n  {{ cert = \"certs/a.pem\", key = \"certs/a.key\" }},\n  {{ cert = \"certs/b.pem\", key = \"certs/b.key\" }},\n], min_version = \"1.3\" }}\n"),
+        );
+        assert!(diags.is_empty(), "{:?}", errors(&diags));
+        let Mode::Http(h) = &plan.listeners[0].mode else {
+            panic!("an HTTP listener");
+        };
+        let tls = h.tls.as_ref().expect("tls");
+        assert_eq!(
+            tls.names,
+            [
+                vec!["app.example.test".to_string(), "*.example.test".to_string()],
+                vec!["api.example.test".to_string()]
+            ]
+        );
+        assert_eq!(
+            tls.config.alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+    }
+
+    #[test]
+    fn tls_mistakes_are_errors_at_their_line_and_unverified_backends_a_warning() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        cert(&dir, "a", &["a.test"]);
+        cert(&dir, "b", &["b.test"]);
+        std::fs::write(dir.path().join("empty.pem"), "").expect("w");
+        let listener = |name: &str, port: u16, tls: &str| {
+            format!("[listeners.{name}]\nregion = \"eu\"\nbind = \"127.0.1.1:{port}\"\nmode = \"http\"\ngroup = \"g\"\ntls = {tls}\n")
+        };
+        let (plan, diags) = compile_in(
+            &dir,
+            &format!(
+                "{GROUP}[groups.v]\nregion = \"eu\"\nmembers = [{{ address = \"127.0.1.12:1\" }}]\ntls = {{ verify = false }}\n[groups.p]\nregion = \"eu\"\nprotocol = \"spdy\"\nmembers = [{{ address = \"127.0.1.13:1\" }}]\n[groups.c]\nregion = \"eu\"\ntls = {{ ca = \"missing-ca.pem\" }}\nmembers = [{{ address = \"127.0.1.14:1\" }}]\n{}{}{}{}{}{}[listeners.t]\nregion = \"eu\"\nbind = \"127.0.1.1:9\"\ngroup = \"g\"\ntls = {{ certificates = [{{ cert = \"a.pem\", key = \"a.key\" }}] }}\n",
+                listener("mismatch", 1, "{ certificates = [{ cert = \"a.pem\", key = \"b.key\" }] }"),
+                listener("empty", 2, "{ certificates = [{ cert = \"empty.pem\", key = \"a.key\" }] }"),
+                listener("missing", 3, "{ certificates = [{ cert = \"a.pem\", key = \"nope.key\" }] }"),
+                listener("none", 4, "{ certificates = [] }"),
+                listener("alpn", 5, "{ certificates = [{ cert = \"a.pem\", key = \"a.key\" }], alpn = [\"spdy/3\"] }"),
+                listener("version", 6, "{ certificates = [{ cert = \"a.pem\", key = \"a.key\" }], min_version = \"1.1\" }"),
+            ),
+        );
+        let all = errors(&diags);
+        let text = std::fs::read_to_string(dir.path().join("geolb.toml")).expect("read");
+        let line_of = |needle: &str| {
+            text.lines()
+                .position(|l| l.contains(needle))
+                .map(|i| i + 1)
+                .expect("in the config")
+        };
+        let find = |s: &str| {
+            diags
+                .iter()
+                .find(|d| d.to_string().contains(s))
+                .unwrap_or_else(|| panic!("{s}: {all:?}"))
+        };
+        let d = find("listeners.mismatch.tls: the key");
+        assert!(
+            d.is_error() && d.to_string().contains("does not belong"),
+            "{d}"
+        );
+        assert_eq!(d.line, line_of("b.key"));
+        assert!(find("listeners.empty.tls")
+            .to_string()
+            .contains("no certificate in the file"));
+        let d = find("listeners.missing.tls: cannot read");
+        assert_eq!(d.line, line_of("nope.key"));
+        find("listeners.none.tls.certificates: at least one certificate");
+        find("alpn \"spdy/3\"");
+        find("min_version \"1.1\"");
+        find("listeners.t: routes, forwarded_for, request_id and tls need mode = \"http\"");
+        find("groups.p.protocol \"spdy\"");
+        let d = find("groups.c.tls: cannot read");
+        assert_eq!(d.line, line_of("missing-ca.pem"));
+        let w = find("groups.v.tls: verify = false");
+        assert!(!w.is_error(), "{w}");
+        // Only the unverified group compiles among those with TLS mistakes.
+        assert!(plan.group("v").is_some_and(|g| g
+            .transport
+            .tls
+            .as_ref()
+            .is_some_and(|t| !t.verify)));
+        assert!(plan.group("p").is_none() && plan.group("c").is_none());
+        assert!(plan.listeners.is_empty(), "{:?}", plan.listeners);
     }
 }

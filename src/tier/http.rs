@@ -28,7 +28,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -47,17 +47,70 @@ pub type DownBody = Either<Tracked, Full<Bytes>>;
 /// One listener's pooled client.
 pub type Pool = Client<HttpConnector, UpBody>;
 
-/// A pooled client for a listener: keep-alive connections per backend.
-pub fn pool(connect_timeout: Duration) -> Pool {
+fn connector(connect_timeout: Duration) -> HttpConnector {
     let mut c = HttpConnector::new();
     c.set_connect_timeout(Some(connect_timeout));
     c.set_nodelay(true);
     c.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
+    c
+}
+
+fn client_builder(h2: bool) -> hyper_util::client::legacy::Builder {
+    let mut b = Client::builder(TokioExecutor::new());
+    b.pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
         .pool_timer(TokioTimer::new())
-        .build(c)
+        .http2_only(h2);
+    if h2 {
+        b.timer(TokioTimer::new());
+    }
+    b
+}
+
+/// A pooled client for a listener: keep-alive connections per backend.
+pub fn pool(connect_timeout: Duration) -> Pool {
+    client_builder(false).build(connector(connect_timeout))
+}
+
+/// A group's own pool: TLS to its backends, or HTTP/2 in cleartext.
+pub enum GroupPool {
+    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, UpBody>),
+    H2c(Pool),
+}
+
+impl GroupPool {
+    fn scheme(&self) -> &'static str {
+        match self {
+            GroupPool::Tls(_) => "https",
+            GroupPool::H2c(_) => "http",
+        }
+    }
+}
+
+/// Where a request goes: its group's own pool, else the listener's.
+#[derive(Clone, Copy)]
+struct Upstream<'a>(&'a Pool, Option<&'a GroupPool>);
+
+impl Upstream<'_> {
+    fn request(self, up: Request<UpBody>) -> ResponseFuture {
+        match self.1 {
+            Some(GroupPool::Tls(c)) => c.request(up),
+            Some(GroupPool::H2c(c)) => c.request(up),
+            None => self.0.request(up),
+        }
+    }
+}
+
+/// The group's own pool for `t`, or None when the listener's serves it.
+pub fn group_pool(t: &super::plan::Transport) -> Option<GroupPool> {
+    let http = connector(t.connect_timeout);
+    match &t.tls {
+        Some(tls) => Some(GroupPool::Tls(
+            client_builder(t.h2).build(tls.connector(http, t.h2)),
+        )),
+        None if t.h2 => Some(GroupPool::H2c(client_builder(true).build(http))),
+        None => None,
+    }
 }
 
 /// A byte stream with bytes already read from it put back in front (what
@@ -442,8 +495,9 @@ fn forwarding(
             }
         }
     }
+    let proto = if plan.tls.is_some() { "https" } else { "http" };
     if plan.forwarded_for != ForwardedFor::Off {
-        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
         if let Some(v) = host.and_then(|x| HeaderValue::from_str(x).ok()) {
             h.insert("x-forwarded-host", v);
         }
@@ -454,7 +508,7 @@ fn forwarding(
         } else {
             ip.clone()
         };
-        let mut el = format!("for={node};proto=http");
+        let mut el = format!("for={node};proto={proto}");
         if let Some(hst) = host {
             el.push_str(&format!(";host=\"{hst}\""));
         }
@@ -668,6 +722,7 @@ async fn handle(
         .path_and_query()
         .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
     let mut body = Some(body);
+    let own = group.upstream.load_full();
     let mut tried: Vec<usize> = Vec::new();
     let attempts = if replay { 1 + plan.retries } else { 1 };
     let mut last = small(StatusCode::SERVICE_UNAVAILABLE, "no backend is available");
@@ -722,7 +777,8 @@ async fn handle(
             let set = st.cookies.set_cookie(&id, sticky.had.as_deref());
             (b, set)
         };
-        let uri: Uri = match format!("http://{}{pq}", backend.addr).parse() {
+        let scheme = own.as_ref().map_or("http", |p| p.scheme());
+        let uri: Uri = match format!("{scheme}://{}{pq}", backend.addr).parse() {
             Ok(u) => u,
             Err(_) => {
                 group.lock().balancer.release(&backend.id);
@@ -762,7 +818,8 @@ async fn handle(
             stats,
             client_body,
         };
-        match one_try(tier, plan, &route.http, &group, backend, up, tunnel).await {
+        let pool = Upstream(&route.http, own.as_deref());
+        match one_try(tier, plan, pool, &group, backend, up, tunnel).await {
             Try::Done(r) => return with_cookie(r, set_cookie),
             Try::Again(r) => {
                 last = r;
@@ -899,7 +956,7 @@ async fn join(
 async fn one_try(
     tier: &Tier,
     plan: &HttpPlan,
-    pool: &Pool,
+    pool: Upstream<'_>,
     group: &Arc<Group>,
     backend: Arc<Backend>,
     up: Request<UpBody>,
@@ -1055,6 +1112,7 @@ mod tests {
             retries: 1,
             retry_on: vec![503],
             rate_limit: None,
+            tls: None,
         }
     }
 

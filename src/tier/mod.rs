@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod relay;
 pub mod stats;
 pub mod sticky;
+pub mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -191,6 +192,9 @@ impl Budget {
 pub struct Group {
     pub name: String,
     state: Mutex<GroupState>,
+    /// HTTP: the group's own pool when it speaks TLS or h2 to its
+    /// backends (else requests use the listener's).
+    upstream: arc_swap::ArcSwapOption<http::GroupPool>,
 }
 
 impl Group {
@@ -378,6 +382,11 @@ impl Tier {
                     if let Err(e) = st.balancer.update(&members, now) {
                         tracing::error!(group = %g.name, "members not applied: {e}");
                     }
+                    if st.plan.transport != g.transport {
+                        existing
+                            .upstream
+                            .store(http::group_pool(&g.transport).map(Arc::new));
+                    }
                     st.plan = g.clone();
                     st.backends = backends;
                     st.set_persistence(&key);
@@ -404,6 +413,9 @@ impl Tier {
                     Arc::new(Group {
                         name: g.name.clone(),
                         state: Mutex::new(st),
+                        upstream: arc_swap::ArcSwapOption::new(
+                            http::group_pool(&g.transport).map(Arc::new),
+                        ),
                     })
                 }
             };
@@ -464,8 +476,18 @@ impl Tier {
                 }),
                 Mode::Tcp => None,
             };
+            let mut plan = l.clone();
+            if let (Mode::Http(new), Some(Mode::Http(old))) =
+                (&mut plan.mode, old.as_ref().map(|r| &r.plan.mode))
+            {
+                // Unchanged certificates: keep the running config (and its
+                // session cache); changed ones serve new connections.
+                if new.tls == old.tls {
+                    new.tls.clone_from(&old.tls);
+                }
+            }
             let route = Route {
-                plan: l.clone(),
+                plan,
                 group,
                 rule_groups,
                 http: pool,
@@ -626,6 +648,12 @@ impl Tier {
                     upgrades: stats::get(&s.upgrades),
                     body_timeouts: stats::get(&s.body_timeouts),
                     goaway: stats::get(&s.goaway),
+                    tls_certificates: match &r.plan.mode {
+                        Mode::Http(h) => h.tls.as_ref().map(|t| t.names.clone()),
+                        Mode::Tcp => None,
+                    },
+                    tls_handshakes: stats::get(&s.tls_handshakes),
+                    tls_handshake_errors: stats::get(&s.tls_handshake_errors),
                 }
             })
             .collect();
@@ -685,6 +713,8 @@ impl Tier {
                     },
                     drain_sticky: st.plan.drain_sticky,
                     sticky_clients: st.source.as_ref().map_or(0, |t| t.len()),
+                    protocol: if st.plan.transport.h2 { "h2" } else { "http1" },
+                    tls: st.plan.transport.tls.as_ref().map(|t| t.verify),
                     backends,
                 }
             })
@@ -911,16 +941,16 @@ async fn connection(
         (peer, local, Vec::new())
     };
     let _ = client.set_nodelay(true);
-    if let Mode::Http(_) = route.plan.mode {
+    if let Mode::Http(h) = &route.plan.mode {
         let io = http::Prefixed::new(rest, client);
-        http::serve(
-            tier_arc.clone(),
-            route_arc.clone(),
-            stats_arc.clone(),
-            io,
-            src,
-        )
-        .await;
+        let (t, r, s) = (tier_arc.clone(), route_arc.clone(), stats_arc.clone());
+        match &h.tls {
+            None => http::serve(t, r, s, io, src).await,
+            Some(tls) => match tls::handshake(tls, io, h.header_timeout, stats).await {
+                Ok(io) => http::serve(t, r, s, io, src).await,
+                Err(e) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+            },
+        }
         return;
     }
     let Some((mut backend, b)) = connect(tier, route, stats, src.ip()).await else {
@@ -1002,6 +1032,12 @@ pub struct ListenerStatus {
     pub body_timeouts: u64,
     /// HTTP: connections told to close as the listener went away.
     pub goaway: u64,
+    /// HTTPS: each certificate's DNS names (the first is the default).
+    pub tls_certificates: Option<Vec<Vec<String>>>,
+    /// HTTPS: handshakes completed, and failed (bad client hello, no
+    /// common version or cipher, timeout, closed midway).
+    pub tls_handshakes: u64,
+    pub tls_handshake_errors: u64,
 }
 
 /// A drain in progress, as the API shows it.
@@ -1053,6 +1089,11 @@ pub struct GroupStatus {
     pub drain_sticky: bool,
     /// `source` persistence: clients remembered now.
     pub sticky_clients: usize,
+    /// HTTP to the backends: "http1" or "h2".
+    pub protocol: &'static str,
+    /// TLS to the backends: None (cleartext), or whether certificates are
+    /// verified.
+    pub tls: Option<bool>,
     pub backends: Vec<BackendStatus>,
 }
 

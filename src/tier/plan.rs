@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::tls::{ClientTls, ServerTls};
 use crate::balance;
 use crate::health::Member;
 
@@ -82,6 +83,8 @@ pub struct HttpPlan {
     pub retries: u32,
     /// Backend statuses that are retried (and count as failures).
     pub retry_on: Vec<u16>,
+    /// TLS termination (HTTPS): the certificates, ALPN and versions.
+    pub tls: Option<ServerTls>,
     pub rate_limit: Option<RateLimitPlan>,
 }
 
@@ -185,6 +188,27 @@ pub struct GroupPlan {
     pub persistence: Persistence,
     /// Requests stuck to a drained backend still go there.
     pub drain_sticky: bool,
+    /// HTTP: how the backends are spoken to.
+    pub transport: Transport,
+}
+
+/// How a group's HTTP backends are spoken to: HTTP/1.1 or HTTP/2, over
+/// TLS or not. Cleartext HTTP/1.1 goes through the listener's pool; the
+/// others through a pool of the group's own, rebuilt when this changes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Transport {
+    /// HTTP/2: by ALPN over TLS, with prior knowledge in cleartext.
+    pub h2: bool,
+    pub tls: Option<ClientTls>,
+    /// Connect timeout of the group's own pool (the tier's).
+    pub connect_timeout: Duration,
+}
+
+impl Transport {
+    /// Whether the listener's cleartext HTTP/1.1 pool serves the group.
+    pub fn plain(&self) -> bool {
+        !self.h2 && self.tls.is_none()
+    }
 }
 
 impl GroupPlan {

@@ -45,6 +45,9 @@ pub struct ListenerStats {
     /// Set when the listener is removed: its HTTP connections close within
     /// the drain window.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// HTTPS: handshakes completed and failed.
+    pub tls_handshakes: AtomicU64,
+    pub tls_handshake_errors: AtomicU64,
 }
 
 /// A backend's counters.

@@ -84,6 +84,32 @@ file = "example.net.zone"
     )
 }
 
+/// The zone of the tier tests: an apex with SOA and NS only.
+pub const TIER_ZONE: &str =
+    "$TTL 300\n@ SOA ns1 hostmaster 1 7200 900 1209600 60\n@ NS ns1\nns1 A 192.0.2.53\n";
+
+/// A config for tier tests: DNS and the admin API on port 0, region eu
+/// (its pool hands out 127.0.1.1), then `tier`.
+pub fn tier_config(tier: &str) -> String {
+    format!(
+        "[server]\ndns = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nudp_workers = 1\n\
+         [zones.\"example.com\"]\nfile = \"example.com.zone\"\n\
+         [regions.eu]\nlocation = [50.1, 8.7]\n\
+         [pools.eu-web]\nregion = \"eu\"\nendpoints = [{{ address = \"127.0.1.1\" }}]\n{tier}"
+    )
+}
+
+/// Starts a server on [`tier_config`]`(tier)`, with `files` beside it.
+pub fn start_tier(tier: &str, files: &[(&str, &str)]) -> TestServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).expect("write");
+    }
+    std::fs::write(dir.path().join("example.com.zone"), TIER_ZONE).expect("write zone");
+    std::fs::write(dir.path().join("geolb.toml"), tier_config(tier)).expect("write config");
+    TestServer::start_dir(dir)
+}
+
 /// A server running on its own runtime, with its files in a temp dir.
 pub struct TestServer {
     pub dir: tempfile::TempDir,
