@@ -1133,3 +1133,54 @@ fn explain_http_names_the_rule_group_persistence_and_the_backend_the_next_reques
     let (code, _) = http(admin, "GET", "/v1/explain-http?listener=nope");
     assert_eq!(code, 404);
 }
+
+#[test]
+fn each_route_counts_responses_by_class_retries_and_latency_across_a_reload() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener(
+            "g",
+            "routes = [{ name = \"api\", path_prefix = \"/s\", group = \"g\" }, { path_prefix = \"/down\", respond = { status = 503 } }]"
+        )
+    ));
+    let l = vip(&s);
+    for _ in 0..3 {
+        assert_eq!(get(l, "x", "/s/x", "").0, 200);
+    }
+    assert_eq!(get(l, "x", "/status/404", "").0, 404);
+    assert_eq!(get(l, "x", "/down", "").0, 503);
+    assert_eq!(get(l, "x", "/", "").0, 200);
+    s.shared().reload().expect("reload");
+    assert_eq!(get(l, "x", "/s/y", "").0, 200);
+    let t = tier_status(&s);
+    let routes = t["listeners"][0]["routes"]
+        .as_array()
+        .expect("routes")
+        .clone();
+    let find = |name: &str| {
+        routes
+            .iter()
+            .find(|r| r["route"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("route {name}: {routes:?}"))
+    };
+    let api = find("api");
+    assert_eq!(api["requests"], 5, "kept across the reload: {api}");
+    assert_eq!(api["responses"], serde_json::json!([0, 4, 0, 1, 0]));
+    assert_eq!(api["active"], 0);
+    assert_eq!(find("path prefix /down")["responses"][4], 1);
+    assert_eq!(find("default")["requests"], 1);
+    let m = http(s.admin.expect("admin"), "GET", "/metrics").1;
+    assert!(
+        m.contains("geolb_tier_route_responses_total{listener=\"h\",region=\"eu\",route=\"api\",class=\"2xx\"} 4"),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            "geolb_tier_route_latency_seconds_count{listener=\"h\",region=\"eu\",route=\"api\"} 5"
+        ),
+        "{m}"
+    );
+}

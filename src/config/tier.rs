@@ -272,6 +272,9 @@ fn de_backend_tls<'de, D: serde::Deserializer<'de>>(
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
+    /// Its label in metrics (default: its conditions).
+    #[serde(default)]
+    pub name: Option<String>,
     /// "api.example.com" or "*.example.com".
     #[serde(default)]
     pub host: Option<String>,

@@ -263,6 +263,86 @@ pub fn render(control: &Control, health: &HealthService, dns: &DnsStats) -> Stri
 /// A metric family read from each listener or backend: name, help, value.
 type Family<T, V> = (&'static str, &'static str, fn(&T) -> V);
 
+/// HTTP routes: requests by status class, in flight, retries, latency.
+fn routes(e: &mut Exposition, tier: &Tier) {
+    use crate::tier::stats::LATENCY_BUCKETS;
+    let all = tier.route_stats();
+    e.family(
+        "geolb_tier_route_responses_total",
+        "counter",
+        "HTTP responses per route (a listener's rule, or default) by status class.",
+    );
+    for (l, r, route, s) in &all {
+        for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+            e.sample(
+                "geolb_tier_route_responses_total",
+                &[
+                    ("listener", l),
+                    ("region", r),
+                    ("route", route),
+                    ("class", class),
+                ],
+                get(&s.responses[i]) as f64,
+            );
+        }
+    }
+    e.family(
+        "geolb_tier_route_active_requests",
+        "gauge",
+        "HTTP requests per route between arrival and response headers now.",
+    );
+    for (l, r, route, s) in &all {
+        e.sample(
+            "geolb_tier_route_active_requests",
+            &[("listener", l), ("region", r), ("route", route)],
+            f64::from(s.active.load(std::sync::atomic::Ordering::Relaxed)),
+        );
+    }
+    e.family(
+        "geolb_tier_route_retries_total",
+        "counter",
+        "HTTP tries beyond the first, per route.",
+    );
+    for (l, r, route, s) in &all {
+        e.sample(
+            "geolb_tier_route_retries_total",
+            &[("listener", l), ("region", r), ("route", route)],
+            get(&s.retries) as f64,
+        );
+    }
+    let name = "geolb_tier_route_latency_seconds";
+    e.family(
+        name,
+        "histogram",
+        "Time from an HTTP request's arrival to its response headers, per route.",
+    );
+    for (l, r, route, s) in &all {
+        let base = [
+            ("listener", l.as_str()),
+            ("region", r.as_str()),
+            ("route", route.as_str()),
+        ];
+        let mut acc = 0u64;
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            acc += get(&s.latency[i]);
+            let le = le.to_string();
+            let mut lb = base.to_vec();
+            lb.push(("le", &le));
+            e.sample(&format!("{name}_bucket"), &lb, acc as f64);
+        }
+        acc += get(&s.latency[LATENCY_BUCKETS.len()]);
+        let mut lb = base.to_vec();
+        lb.push(("le", "+Inf"));
+        e.sample(&format!("{name}_bucket"), &lb, acc as f64);
+        e.sample(
+            &format!("{name}_sum"),
+            &base,
+            get(&s.latency_sum_us) as f64 / 1e6,
+        );
+        e.sample(&format!("{name}_count"), &base, acc as f64);
+    }
+}
+
 /// The tier: per listener and per backend.
 fn tier(e: &mut Exposition, tier: &Tier) {
     let st = tier.status();
@@ -451,6 +531,7 @@ fn tier(e: &mut Exposition, tier: &Tier) {
             e.sample(name, &l, f(b) as f64);
         }
     }
+    routes(e, tier);
     let name = "geolb_tier_backend_connect_seconds";
     e.family(
         name,

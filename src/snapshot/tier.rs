@@ -647,6 +647,7 @@ fn http_plan(
             None => None,
         };
         rules.push(RulePlan {
+            name: r.name.clone(),
             host,
             path_prefix: r.path_prefix.clone(),
             header,

@@ -60,24 +60,6 @@ pub enum ExplainError {
     BadHeader(String, String),
 }
 
-fn rule_text(r: &super::plan::RulePlan) -> String {
-    let mut parts = Vec::new();
-    if let Some(h) = &r.host {
-        parts.push(format!("host {h}"));
-    }
-    if let Some(p) = &r.path_prefix {
-        parts.push(format!("path prefix {p}"));
-    }
-    if let Some((n, v)) = &r.header {
-        parts.push(format!("header {n}: {v}"));
-    }
-    if parts.is_empty() {
-        "every request".into()
-    } else {
-        parts.join(", ")
-    }
-}
-
 impl Tier {
     /// Explains `q` against the running listener it names.
     pub fn explain_http(&self, q: &HttpQuestion) -> Result<HttpExplain, ExplainError> {
@@ -127,7 +109,7 @@ impl Tier {
             Some(i) => {
                 let r = &plan.rules[i];
                 out.rule = Some(i + 1);
-                out.rule_text = rule_text(r);
+                out.rule_text = r.conditions();
                 match (&r.action, route.rule_groups.get(i).cloned().flatten()) {
                     (Action::Respond { status, .. }, _) => {
                         out.action = "respond";

@@ -588,7 +588,15 @@ pub async fn serve<I>(
                         .insert(header::RETRY_AFTER, HeaderValue::from(retry_after(wait)));
                     r
                 }
-                _ => handle(&tier, &route, &stats, req, client).await,
+                _ => {
+                    let mut out = Outcome::default();
+                    let r = handle(&tier, &route, &stats, req, client, &mut out).await;
+                    if let Some(rs) = out.route.and_then(|i| route.route_stats.get(i)) {
+                        rs.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                        rs.done(r.status().as_u16(), out.started.elapsed(), out.retries);
+                    }
+                    r
+                }
             };
             let class = usize::from(resp.status().as_u16() / 100).clamp(1, 5) - 1;
             add(&stats.responses[class], 1);
@@ -640,6 +648,26 @@ pub async fn serve<I>(
     }
 }
 
+/// What became of a request (for its route's counters and the access log).
+struct Outcome {
+    started: Instant,
+    /// Index into the route's `route_stats` once routed.
+    route: Option<usize>,
+    retries: u32,
+    backend: Option<SocketAddr>,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Outcome {
+            started: Instant::now(),
+            route: None,
+            retries: 0,
+            backend: None,
+        }
+    }
+}
+
 /// Outcome of one try.
 enum Try {
     Done(Response<DownBody>),
@@ -654,17 +682,25 @@ async fn handle(
     stats: &Arc<ListenerStats>,
     mut req: Request<Incoming>,
     client: SocketAddr,
+    out: &mut Outcome,
 ) -> Response<DownBody> {
     let super::Mode::Http(plan) = &route.plan.mode else {
         return small(StatusCode::INTERNAL_SERVER_ERROR, "not an HTTP listener");
     };
-    let started = Instant::now();
+    let started = out.started;
     if let Err(why) = well_formed(&req) {
         return small(StatusCode::BAD_REQUEST, why);
     }
     let host = host_of(&req);
     let path = req.uri().path().to_string();
-    let (group, _rule) = match route_for(plan, host.as_deref(), &path, req.headers()) {
+    let rule = route_for(plan, host.as_deref(), &path, req.headers());
+    let idx = rule.unwrap_or(plan.rules.len());
+    if let Some(rs) = route.route_stats.get(idx) {
+        add(&rs.requests, 1);
+        rs.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        out.route = Some(idx);
+    }
+    let (group, _rule) = match rule {
         Some(i) => match (
             &plan.rules[i].action,
             route.rule_groups.get(i).cloned().flatten(),
@@ -812,6 +848,8 @@ async fn handle(
             h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
         add(&backend.stats.total, 1);
+        out.retries = attempt;
+        out.backend = Some(backend.addr);
         let tunnel = Tunnel {
             client: &mut upgrade,
             tier,
@@ -1118,6 +1156,7 @@ mod tests {
 
     fn rule(host: Option<&str>, path: Option<&str>, header: Option<(&str, &str)>) -> RulePlan {
         RulePlan {
+            name: None,
             host: host.map(str::to_string),
             path_prefix: path.map(str::to_string),
             header: header.map(|(a, b)| (a.to_string(), b.to_string())),

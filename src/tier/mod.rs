@@ -213,6 +213,8 @@ pub struct Route {
     http: http::Pool,
     /// HTTP: rate limits (kept across reloads while unchanged).
     limits: Option<Arc<limit::Limits>>,
+    /// HTTP: each rule's counters, then the default route's.
+    route_stats: Vec<Arc<stats::RouteStats>>,
 }
 
 struct Listener {
@@ -486,12 +488,34 @@ impl Tier {
                     new.tls.clone_from(&old.tls);
                 }
             }
+            let stats = run
+                .listeners
+                .get(&l.bind)
+                .map_or_else(|| Arc::new(ListenerStats::default()), |x| x.stats.clone());
+            let route_stats = match &l.mode {
+                Mode::Http(h) => {
+                    let labels: Vec<String> = h
+                        .rules
+                        .iter()
+                        .map(plan::RulePlan::label)
+                        .chain(std::iter::once("default".to_string()))
+                        .collect();
+                    let mut m = stats.routes.lock().unwrap_or_else(|p| p.into_inner());
+                    m.retain(|k, _| labels.contains(k));
+                    labels
+                        .iter()
+                        .map(|k| m.entry(k.clone()).or_default().clone())
+                        .collect()
+                }
+                Mode::Tcp => Vec::new(),
+            };
             let route = Route {
                 plan,
                 group,
                 rule_groups,
                 http: pool,
                 limits,
+                route_stats,
             };
             if let Some(existing) = run.listeners.get(&l.bind) {
                 existing.route.store(Arc::new(route));
@@ -509,7 +533,6 @@ impl Tier {
                 }
             };
             let route = Arc::new(ArcSwap::from_pointee(route));
-            let stats = Arc::new(ListenerStats::default());
             let task = self.rt.spawn(accept_loop(
                 self.me.clone(),
                 listener,
@@ -648,6 +671,13 @@ impl Tier {
                     upgrades: stats::get(&s.upgrades),
                     body_timeouts: stats::get(&s.body_timeouts),
                     goaway: stats::get(&s.goaway),
+                    routes: s
+                        .routes
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .iter()
+                        .map(|(label, rs)| RouteStatus::of(label, rs))
+                        .collect(),
                     tls_certificates: match &r.plan.mode {
                         Mode::Http(h) => h.tls.as_ref().map(|t| t.names.clone()),
                         Mode::Tcp => None,
@@ -720,6 +750,28 @@ impl Tier {
             })
             .collect();
         TierStatus { listeners, groups }
+    }
+
+    /// Each HTTP route's counters: (listener, region, label, counters).
+    pub fn route_stats(&self) -> Vec<(String, String, String, Arc<stats::RouteStats>)> {
+        let run = self.lock();
+        run.listeners
+            .values()
+            .flat_map(|l| {
+                let r = l.route.load();
+                let m = l.stats.routes.lock().unwrap_or_else(|p| p.into_inner());
+                m.iter()
+                    .map(|(k, v)| {
+                        (
+                            r.plan.name.clone(),
+                            r.plan.region.clone(),
+                            k.clone(),
+                            v.clone(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// A backend's counters by identity (metrics).
@@ -1032,12 +1084,42 @@ pub struct ListenerStatus {
     pub body_timeouts: u64,
     /// HTTP: connections told to close as the listener went away.
     pub goaway: u64,
+    /// HTTP: each route (rule label, or "default").
+    pub routes: Vec<RouteStatus>,
     /// HTTPS: each certificate's DNS names (the first is the default).
     pub tls_certificates: Option<Vec<Vec<String>>>,
     /// HTTPS: handshakes completed, and failed (bad client hello, no
     /// common version or cipher, timeout, closed midway).
     pub tls_handshakes: u64,
     pub tls_handshake_errors: u64,
+}
+
+/// An HTTP route's counters as the API shows them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RouteStatus {
+    pub route: String,
+    pub requests: u64,
+    /// Responses by status class (1xx..5xx).
+    pub responses: [u64; 5],
+    pub active: u32,
+    pub retries: u64,
+    /// Mean time from request to response headers.
+    pub mean_latency_ms: Option<f64>,
+}
+
+impl RouteStatus {
+    fn of(label: &str, s: &stats::RouteStats) -> Self {
+        let done: u64 = s.responses.iter().map(stats::get).sum();
+        RouteStatus {
+            route: label.to_string(),
+            requests: stats::get(&s.requests),
+            responses: std::array::from_fn(|i| stats::get(&s.responses[i])),
+            active: s.active.load(std::sync::atomic::Ordering::Relaxed),
+            retries: stats::get(&s.retries),
+            mean_latency_ms: (done > 0)
+                .then(|| stats::get(&s.latency_sum_us) as f64 / done as f64 / 1000.0),
+        }
+    }
 }
 
 /// A drain in progress, as the API shows it.

@@ -23,12 +23,40 @@ pub enum ProxyVersion {
 /// `*.suffix`), path prefix and header, all that are set must match.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RulePlan {
+    /// The operator's name for it (`name = ...`), else its conditions.
+    pub name: Option<String>,
     /// Lower-case host without port; `*.example.com` matches any name under it.
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     /// Header name (lower case) and the exact value it must have.
     pub header: Option<(String, String)>,
     pub action: Action,
+}
+
+impl RulePlan {
+    /// What it matches, in words.
+    pub fn conditions(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(h) = &self.host {
+            parts.push(format!("host {h}"));
+        }
+        if let Some(p) = &self.path_prefix {
+            parts.push(format!("path prefix {p}"));
+        }
+        if let Some((n, v)) = &self.header {
+            parts.push(format!("header {n}: {v}"));
+        }
+        if parts.is_empty() {
+            "every request".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+
+    /// Its label in metrics and the API: the name, else the conditions.
+    pub fn label(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.conditions())
+    }
 }
 
 /// What a matching rule does.

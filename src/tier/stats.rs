@@ -10,6 +10,46 @@ pub const CONNECT_BUCKETS: [f64; 10] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
+/// Upper bounds (seconds) of the HTTP latency histogram (request in to
+/// response headers out).
+pub const LATENCY_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// One HTTP route's counters (a rule of a listener, or its default),
+/// kept across reloads by the route's label.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    pub requests: AtomicU64,
+    /// Responses by status class (1xx..5xx).
+    pub responses: [AtomicU64; 5],
+    /// Requests between arrival and response headers now.
+    pub active: AtomicU32,
+    /// Tries beyond the first.
+    pub retries: AtomicU64,
+    /// Latencies per `LATENCY_BUCKETS` bound (+Inf last), and their sum.
+    pub latency: [AtomicU64; 14],
+    pub latency_sum_us: AtomicU64,
+}
+
+impl RouteStats {
+    pub fn done(&self, status: u16, took: Duration, retries: u32) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        add(&self.responses[class], 1);
+        add(&self.retries, u64::from(retries));
+        let s = took.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        add(&self.latency[i], 1);
+        add(
+            &self.latency_sum_us,
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        );
+    }
+}
+
 /// A listener's counters.
 #[derive(Debug, Default)]
 pub struct ListenerStats {
@@ -45,6 +85,8 @@ pub struct ListenerStats {
     /// Set when the listener is removed: its HTTP connections close within
     /// the drain window.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// HTTP: each route's counters by label (read at reloads and by the API).
+    pub routes: std::sync::Mutex<std::collections::BTreeMap<String, std::sync::Arc<RouteStats>>>,
     /// HTTPS: handshakes completed and failed.
     pub tls_handshakes: AtomicU64,
     pub tls_handshake_errors: AtomicU64,
