@@ -322,25 +322,37 @@ fn routes(e: &mut Exposition, tier: &Tier) {
             ("region", r.as_str()),
             ("route", route.as_str()),
         ];
-        let mut acc = 0u64;
-        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
-            acc += get(&s.latency[i]);
-            let le = le.to_string();
-            let mut lb = base.to_vec();
-            lb.push(("le", &le));
-            e.sample(&format!("{name}_bucket"), &lb, acc as f64);
-        }
-        acc += get(&s.latency[LATENCY_BUCKETS.len()]);
-        let mut lb = base.to_vec();
-        lb.push(("le", "+Inf"));
-        e.sample(&format!("{name}_bucket"), &lb, acc as f64);
-        e.sample(
-            &format!("{name}_sum"),
+        histogram(
+            e,
+            name,
             &base,
-            get(&s.latency_sum_us) as f64 / 1e6,
+            &LATENCY_BUCKETS,
+            &s.latency,
+            get(&s.latency_sum_us),
         );
-        e.sample(&format!("{name}_count"), &base, acc as f64);
     }
+}
+
+/// Samples of one histogram: cumulative buckets per bound (`counts` has
+/// one more, +Inf), sum (from microseconds) and count.
+fn histogram(
+    e: &mut Exposition,
+    name: &str,
+    base: &[(&str, &str)],
+    bounds: &[f64],
+    counts: &[std::sync::atomic::AtomicU64],
+    sum_us: u64,
+) {
+    let mut acc = 0u64;
+    for (i, c) in counts.iter().enumerate() {
+        acc += get(c);
+        let le = bounds.get(i).map_or("+Inf".to_string(), f64::to_string);
+        let mut l = base.to_vec();
+        l.push(("le", &le));
+        e.sample(&format!("{name}_bucket"), &l, acc as f64);
+    }
+    e.sample(&format!("{name}_sum"), base, sum_us as f64 / 1e6);
+    e.sample(&format!("{name}_count"), base, acc as f64);
 }
 
 /// The tier: per listener and per backend.
@@ -546,23 +558,13 @@ fn tier(e: &mut Exposition, tier: &Tier) {
             ("region", region.as_str()),
             ("backend", addr.as_str()),
         ];
-        let mut acc = 0u64;
-        for (i, le) in CONNECT_BUCKETS.iter().enumerate() {
-            acc += get(&s.connect_buckets[i]);
-            let le = le.to_string();
-            let mut l = base.to_vec();
-            l.push(("le", &le));
-            e.sample(&format!("{name}_bucket"), &l, acc as f64);
-        }
-        acc += get(&s.connect_buckets[CONNECT_BUCKETS.len()]);
-        let mut l = base.to_vec();
-        l.push(("le", "+Inf"));
-        e.sample(&format!("{name}_bucket"), &l, acc as f64);
-        e.sample(
-            &format!("{name}_sum"),
+        histogram(
+            e,
+            name,
             &base,
-            get(&s.connect_sum_us) as f64 / 1e6,
+            &CONNECT_BUCKETS,
+            &s.connect_buckets,
+            get(&s.connect_sum_us),
         );
-        e.sample(&format!("{name}_count"), &base, acc as f64);
     }
 }
