@@ -41,7 +41,7 @@ pub enum StartError {
     #[error("no DNS listener could be bound")]
     NoListener,
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
-    Tier(Vec<crate::tier::BindError>),
+    Tier(Vec<crate::tier::ApplyError>),
 }
 
 /// How to run, besides the snapshot.

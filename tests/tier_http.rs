@@ -1184,3 +1184,55 @@ fn each_route_counts_responses_by_class_retries_and_latency_across_a_reload() {
         "{m}"
     );
 }
+
+#[test]
+fn the_access_log_has_one_line_per_request_and_is_reopened_by_a_reload() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "[tier]\naccess_log = {{ path = \"access.log\", format = \"json\" }}\n{}{}",
+        group("g", "", &[a.addr]),
+        http_listener(
+            "g",
+            "routes = [{ name = \"api\", path_prefix = \"/status\", group = \"g\" }]"
+        )
+    ));
+    let l = vip(&s);
+    assert_eq!(get(l, "x", "/", "").0, 200);
+    assert_eq!(get(l, "www.example.com", "/status/404", "").0, 404);
+    let lines = |path: &std::path::Path, n: usize| -> Vec<serde_json::Value> {
+        let mut got = Vec::new();
+        wait_for(Duration::from_secs(5), || {
+            got = std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("json line"))
+                .collect();
+            got.len() >= n
+        });
+        got
+    };
+    let log = s.path("access.log");
+    let got = lines(&log, 2);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0]["status"], 200);
+    assert_eq!(got[0]["route"], "default");
+    assert_eq!(got[0]["listener"], "h");
+    assert_eq!(got[1]["status"], 404);
+    assert_eq!(got[1]["method"], "GET");
+    assert_eq!(got[1]["target"], "/status/404");
+    assert_eq!(got[1]["host"], "www.example.com");
+    assert_eq!(got[1]["route"], "api");
+    assert_eq!(got[1]["backend"], a.addr.to_string());
+    // Rotation: move the file away, reload, and new lines go to a new file.
+    let rotated = s.path("access.log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    s.shared().reload().expect("reload");
+    assert_eq!(get(l, "x", "/after", "").0, 200);
+    let fresh = lines(&log, 1);
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(fresh[0]["target"], "/after");
+    assert_eq!(lines(&rotated, 2).len(), 2);
+    let m = http(s.admin.expect("admin"), "GET", "/metrics").1;
+    assert!(m.contains("geolb_tier_access_log_lines_total 3"), "{m}");
+    assert!(m.contains("geolb_tier_access_log_dropped_total 0"), "{m}");
+}

@@ -27,9 +27,9 @@ pub use steering::{
     RegionConfig, ServiceConfig, WeightedConfig, WeightedMode,
 };
 pub use tier::{
-    BackendConfig, BackendTlsConfig, CertificateConfig, EjectionConfig, GroupConfig, HeaderMatch,
-    ListenerConfig, ListenerTlsConfig, NodeConfig, PersistenceConfig, RateLimitConfig,
-    RespondConfig, RouteConfig, TierDefaults,
+    AccessLogConfig, BackendConfig, BackendTlsConfig, CertificateConfig, EjectionConfig,
+    GroupConfig, HeaderMatch, ListenerConfig, ListenerTlsConfig, NodeConfig, PersistenceConfig,
+    RateLimitConfig, RespondConfig, RouteConfig, TierDefaults,
 };
 
 pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -87,6 +87,23 @@ pub struct TierDefaults {
     /// key per process start (kept across reloads).
     #[serde(default)]
     pub cookie_secret_file: Option<std::path::PathBuf>,
+    /// HTTP access log (off when absent).
+    #[serde(default)]
+    pub access_log: Option<Spanned<AccessLogConfig>>,
+}
+
+/// `[tier] access_log = { path = "/var/log/geolb/access.log", format = "json" }`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// A file (appended to; relative to the config), or "-" for standard output.
+    pub path: std::path::PathBuf,
+    /// "text" (default) or "json".
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Lines queued at most before new ones are dropped (default 65536).
+    #[serde(default)]
+    pub queue: Option<usize>,
 }
 
 impl Default for TierDefaults {
@@ -99,6 +116,7 @@ impl Default for TierDefaults {
             connect_attempts: d_attempts(),
             proxy_header_timeout: d_header(),
             cookie_secret_file: None,
+            access_log: None,
         }
     }
 }

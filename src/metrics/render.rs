@@ -544,6 +544,20 @@ fn tier(e: &mut Exposition, tier: &Tier) {
         }
     }
     routes(e, tier);
+    if let Some((written, dropped)) = tier.access_log_counts() {
+        e.family(
+            "geolb_tier_access_log_lines_total",
+            "counter",
+            "HTTP access log lines written.",
+        );
+        e.sample("geolb_tier_access_log_lines_total", &[], written as f64);
+        e.family(
+            "geolb_tier_access_log_dropped_total",
+            "counter",
+            "HTTP access log lines dropped because the writer fell behind (requests never wait for it).",
+        );
+        e.sample("geolb_tier_access_log_dropped_total", &[], dropped as f64);
+    }
     let name = "geolb_tier_backend_connect_seconds";
     e.family(
         name,

@@ -202,6 +202,46 @@ pub fn compile(
     }
     let d = &config.tier;
     let mut plan = Plan::default();
+    if let Some(a) = &d.access_log {
+        let base = config.path.parent().unwrap_or(std::path::Path::new("."));
+        let v = a.get_ref();
+        let json = match v.format.as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                cx.err(
+                    Some(a.span()),
+                    1,
+                    format!("tier.access_log.format {other:?}: expected \"text\" or \"json\""),
+                );
+                false
+            }
+        };
+        let path = if v.path.as_os_str() == "-" {
+            v.path.clone()
+        } else {
+            base.join(&v.path)
+        };
+        if path.as_os_str() != "-"
+            && !path
+                .parent()
+                .is_some_and(|p| p.as_os_str().is_empty() || p.is_dir())
+        {
+            cx.err(
+                Some(a.span()),
+                1,
+                format!(
+                    "tier.access_log.path {}: its directory does not exist",
+                    path.display()
+                ),
+            );
+        }
+        plan.access_log = Some(crate::tier::access::AccessLogPlan {
+            path,
+            json,
+            queue: v.queue.unwrap_or(65_536),
+        });
+    }
     if let Some(f) = &d.cookie_secret_file {
         let base = config.path.parent().unwrap_or(std::path::Path::new("."));
         let path = base.join(f);

@@ -574,6 +574,20 @@ pub async fn serve<I>(
         let (tier, route, stats) = (tier.clone(), route.clone(), stats.clone());
         async move {
             add(&stats.requests, 1);
+            let started = Instant::now();
+            // What the access log needs from the request, taken only when
+            // there is one.
+            let seen = route.access.as_ref().map(|_| {
+                (
+                    req.method().to_string(),
+                    req.uri()
+                        .path_and_query()
+                        .map_or_else(|| req.uri().to_string(), |p| p.as_str().to_string()),
+                    format!("{:?}", req.version()),
+                    host_of(&req),
+                )
+            });
+            let mut out = Outcome::default();
             let resp = match route.limits.as_ref().map(|l| l.check(client.ip())) {
                 Some(Err((which, wait))) => {
                     add(
@@ -589,7 +603,6 @@ pub async fn serve<I>(
                     r
                 }
                 _ => {
-                    let mut out = Outcome::default();
                     let r = handle(&tier, &route, &stats, req, client, &mut out).await;
                     if let Some(rs) = out.route.and_then(|i| route.route_stats.get(i)) {
                         rs.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -598,6 +611,30 @@ pub async fn serve<I>(
                     r
                 }
             };
+            if let (Some(log), Some((method, target, version, host))) = (&route.access, seen) {
+                let rule = match (&route.plan.mode, out.route) {
+                    (super::Mode::Http(p), Some(i)) => Some(
+                        p.rules
+                            .get(i)
+                            .map_or_else(|| "default".to_string(), |r| r.label()),
+                    ),
+                    _ => None,
+                };
+                log.log(super::access::Entry {
+                    time: std::time::SystemTime::now(),
+                    listener: route.plan.name.clone(),
+                    client,
+                    method,
+                    host,
+                    target,
+                    version,
+                    status: resp.status().as_u16(),
+                    route: rule,
+                    backend: out.backend,
+                    retries: out.retries,
+                    ms: started.elapsed().as_secs_f64() * 1000.0,
+                });
+            }
             let class = usize::from(resp.status().as_u16() / 100).clamp(1, 5) - 1;
             add(&stats.responses[class], 1);
             Ok::<_, Infallible>(resp)

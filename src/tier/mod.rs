@@ -18,6 +18,7 @@
 //! listeners before anything changes (a bind failure fails the reload and
 //! the old tier serves on), and never touches established connections.
 
+pub mod access;
 pub mod explain;
 pub mod http;
 pub mod limit;
@@ -51,13 +52,17 @@ use stats::{add, BackendStats, ListenerStats};
 /// The health service source name of the tier's backends.
 pub const SOURCE: &str = "tier";
 
-/// A listener that could not be bound.
+/// Why a plan could not be applied (nothing changed).
 #[derive(Debug, thiserror::Error)]
-#[error("listener {name}: cannot listen on {addr}: {source}")]
-pub struct BindError {
-    pub name: String,
-    pub addr: SocketAddr,
-    pub source: io::Error,
+pub enum ApplyError {
+    #[error("listener {name}: cannot listen on {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error(transparent)]
+    AccessLog(#[from] access::OpenError),
 }
 
 /// One backend at run time: its address, counters and drain state.
@@ -215,6 +220,8 @@ pub struct Route {
     limits: Option<Arc<limit::Limits>>,
     /// HTTP: each rule's counters, then the default route's.
     route_stats: Vec<Arc<stats::RouteStats>>,
+    /// HTTP: the access log.
+    access: Option<Arc<access::AccessLog>>,
 }
 
 struct Listener {
@@ -243,6 +250,8 @@ pub struct Tier {
     inner: Mutex<Running>,
     /// One apply at a time.
     applying: Mutex<()>,
+    /// The HTTP access log, if one is configured.
+    access: Mutex<Option<Arc<access::AccessLog>>>,
     /// The persistence cookie key and the secret it came from (None: random).
     cookie_key: Mutex<(Option<Vec<u8>>, Arc<sticky::CookieKey>)>,
     me: Weak<Tier>,
@@ -268,6 +277,7 @@ impl Tier {
             inner: Mutex::new(Running::default()),
             applying: Mutex::new(()),
             cookie_key: Mutex::new((None, Arc::new(sticky::CookieKey::random()))),
+            access: Mutex::new(None),
             me: me.clone(),
         });
         let weak = Arc::downgrade(&tier);
@@ -311,7 +321,7 @@ impl Tier {
     /// binds new listeners first (any failure: nothing changes), then
     /// updates groups in place, re-routes kept listeners, closes removed
     /// ones and registers the backends with the health service.
-    pub fn apply(&self, plan: &Plan, node: &NodeConfig) -> Result<(), Vec<BindError>> {
+    pub fn apply(&self, plan: &Plan, node: &NodeConfig) -> Result<(), Vec<ApplyError>> {
         let _one = self.applying.lock().unwrap_or_else(|p| p.into_inner());
         let here = |region: &str| {
             node.regions
@@ -333,7 +343,7 @@ impl Tier {
                     Ok(s) => {
                         fresh.insert(l.bind, s);
                     }
-                    Err(source) => errors.push(BindError {
+                    Err(source) => errors.push(ApplyError::Bind {
                         name: l.name.clone(),
                         addr: l.bind,
                         source,
@@ -341,9 +351,32 @@ impl Tier {
                 }
             }
         }
+        // The access log: the same one reopened (rotation), or a new one.
+        let access = {
+            let cur = self
+                .access
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            match (&plan.access_log, cur) {
+                (None, _) => None,
+                (Some(want), Some(cur)) if &cur.plan == want => {
+                    cur.reopen();
+                    Some(cur)
+                }
+                (Some(want), _) => match access::AccessLog::start(want) {
+                    Ok(l) => Some(Arc::new(l)),
+                    Err(e) => {
+                        errors.push(e.into());
+                        None
+                    }
+                },
+            }
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
+        *self.access.lock().unwrap_or_else(|p| p.into_inner()) = access.clone();
         let now = self.now_ms();
         let health = self.health.current();
         let _rt = self.rt.enter();
@@ -516,6 +549,7 @@ impl Tier {
                 http: pool,
                 limits,
                 route_stats,
+                access: access.clone(),
             };
             if let Some(existing) = run.listeners.get(&l.bind) {
                 existing.route.store(Arc::new(route));
@@ -750,6 +784,20 @@ impl Tier {
             })
             .collect();
         TierStatus { listeners, groups }
+    }
+
+    /// The access log's lines written and dropped (None: no log).
+    pub fn access_log_counts(&self) -> Option<(u64, u64)> {
+        self.access
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|l| {
+                (
+                    l.written.load(std::sync::atomic::Ordering::Relaxed),
+                    l.dropped.load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
     }
 
     /// Each HTTP route's counters: (listener, region, label, counters).

@@ -263,6 +263,8 @@ pub struct Plan {
     pub members: Vec<Member>,
     /// Key of persistence cookies (`[tier] cookie_secret_file`).
     pub cookie_secret: Option<Vec<u8>>,
+    /// The HTTP access log (`[tier] access_log`).
+    pub access_log: Option<super::access::AccessLogPlan>,
 }
 
 impl Plan {
