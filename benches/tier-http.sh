@@ -103,13 +103,17 @@ HTTPLOAD=${HTTPLOAD:-target/release/examples/httpload}
 ON0=(taskset -c 0) ON1=(taskset -c 1)
 if [ -n "$RT" ]; then ON0=(chrt -f 10 "${ON0[@]}") ON1=(chrt -f 10 "${ON1[@]}"); fi
 
-want=$((HOLD + 2000))
+# HAProxy sizes its descriptors at two per connection it may take
+# (maxconn, HOLD + 20 here) and refuses to start above the limit.
+want=$((2 * (HOLD + 20) + 100))
 open_files "$want"
 if [ "$FILES_MAX" != unlimited ] && [ "$FILES_MAX" -lt "$want" ]; then
-  echo "note: open files are capped at $FILES_MAX here (hard limit); holding $((FILES_MAX - 2000)) clients instead of $HOLD"
-  HOLD=$((FILES_MAX - 2000))
+  fit=$(((FILES_MAX - 100) / 2 - 20))
+  echo "note: open files are capped at $FILES_MAX here (hard limit); holding $fit clients instead of $HOLD"
+  HOLD=$fit
 fi
-FILES=$((HOLD + 1500)) # each proxy's descriptors: the held clients and its backend pool
+FILES=$((HOLD + 1500)) # NGINX's and the backend's descriptors: the held clients and the pools
+MAXCONN=$((HOLD + 20))
 
 for p in $G $H $N $H_H2 $N_H2 $G_TLS $H_TLS $N_TLS $B1 $B2 $B_H2 $B_TLS $ADMIN; do
   if [ -n "$(ss -Htln "sport = :$p")" ]; then echo "port $p is taken (a previous run still going?)" >&2; exit 1; fi
@@ -175,7 +179,7 @@ peer_config() { # file: fills in the placeholders, drops fwd/tls lines when off
   [ "$FWD" = off ] && drop='# fwd$'
   [ -z "$TLS_ON" ] && drop="$drop|# tls\$"
   grep -v -E "$drop" "$1" | sed -e "s#FRONTEND_H2#127.0.0.1:$2#; s#FRONTEND_TLS#127.0.0.1:$3#; s#FRONTEND#127.0.0.1:$4#" \
-    -e "s#BACKEND1#127.0.0.1:$B1#; s#BACKEND2#127.0.0.1:$B2#; s#MAXCONN#$FILES#g; s#CONNS#$FILES#g" \
+    -e "s#BACKEND1#127.0.0.1:$B1#; s#BACKEND2#127.0.0.1:$B2#; s#MAXCONN#$MAXCONN#g; s#CONNS#$FILES#g" \
     -e "s#RUNDIR#$RUN#g; s#CERT#$5#; s#KEY#$RUN/key.pem#"
 }
 peer_config benches/peers/haproxy-http.cfg $H_H2 $H_TLS $H "$RUN/haproxy.pem" >"$RUN/haproxy.cfg"
