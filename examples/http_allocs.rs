@@ -7,6 +7,7 @@
 //! cargo run --release --example http_allocs -- 5000 --close  # a new client connection per request
 //! cargo run --release --example http_allocs -- 300 --trace   # and where each allocation comes from
 //! cargo run --release --example http_allocs -- --fwd off     # forwarded_for = "off"
+//! cargo run --release --example http_allocs -- 1000 --idle  # heap kept per idle keep-alive client
 //! ```
 //!
 //! The server is `geolb serve`'s own (`Server::start` on a config with one
@@ -20,7 +21,10 @@
 //! grown) it prints allocations and bytes per request; `--trace` captures
 //! a backtrace for each allocation of the measured requests and prints
 //! them grouped by the first frame of geolb, hyper, hyper-util, h2, http,
-//! bytes or tokio, and by the geolb frame that led there.
+//! bytes or tokio, and by the geolb frame that led there. `--idle` opens N
+//! client connections that each send one request and stay open, then
+//! prints the server's heap still live per connection, by size (and with
+//! `--trace` by site).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -44,42 +48,77 @@ static TRACE: AtomicBool = AtomicBool::new(false);
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
 static TRACES: Mutex<Vec<std::backtrace::Backtrace>> = Mutex::new(Vec::new());
+/// With `--idle`: the allocations made while counting that are still live
+/// (address → size and, with `--trace`, where it was made).
+type Live = HashMap<usize, (usize, Option<std::backtrace::Backtrace>)>;
+static KEEP: AtomicBool = AtomicBool::new(false);
+static LIVE: Mutex<Option<Live>> = Mutex::new(None);
 
-fn note(size: usize) {
-    if !ON.load(Ordering::Relaxed) || !SERVER.try_with(Cell::get).unwrap_or(false) {
-        return;
-    }
+/// Runs `f` as the hook (its own allocations are not counted), unless
+/// already inside it.
+fn hooked(f: impl FnOnce()) {
     if HOOK.try_with(Cell::get).unwrap_or(true) {
         return;
     }
-    ALLOCS.fetch_add(1, Ordering::Relaxed);
-    BYTES.fetch_add(size as u64, Ordering::Relaxed);
-    if TRACE.load(Ordering::Relaxed) {
-        HOOK.with(|h| h.set(true));
-        let bt = std::backtrace::Backtrace::force_capture();
-        if let Ok(mut t) = TRACES.lock() {
+    HOOK.with(|h| h.set(true));
+    f();
+    HOOK.with(|h| h.set(false));
+}
+
+fn note(size: usize, p: *mut u8) {
+    if !ON.load(Ordering::Relaxed) || !SERVER.try_with(Cell::get).unwrap_or(false) {
+        return;
+    }
+    hooked(|| {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(size as u64, Ordering::Relaxed);
+        let bt = TRACE
+            .load(Ordering::Relaxed)
+            .then(std::backtrace::Backtrace::force_capture);
+        if KEEP.load(Ordering::Relaxed) {
+            if let Ok(mut live) = LIVE.lock() {
+                live.get_or_insert_with(HashMap::new)
+                    .insert(p as usize, (size, bt));
+            }
+        } else if let (Some(bt), Ok(mut t)) = (bt, TRACES.lock()) {
             t.push(bt);
         }
-        HOOK.with(|h| h.set(false));
+    });
+}
+
+fn freed(p: *mut u8) {
+    if KEEP.load(Ordering::Relaxed) {
+        hooked(|| {
+            if let Ok(mut live) = LIVE.lock() {
+                if let Some(m) = live.as_mut() {
+                    m.remove(&(p as usize));
+                }
+            }
+        });
     }
 }
 
 // SAFETY: forwards to the system allocator; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        note(l.size());
-        unsafe { System.alloc(l) }
+        let p = unsafe { System.alloc(l) };
+        note(l.size(), p);
+        p
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        freed(p);
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        note(l.size());
-        unsafe { System.alloc_zeroed(l) }
+        let p = unsafe { System.alloc_zeroed(l) };
+        note(l.size(), p);
+        p
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        note(n);
-        unsafe { System.realloc(p, l, n) }
+        freed(p);
+        let q = unsafe { System.realloc(p, l, n) };
+        note(n, q);
+        q
     }
 }
 
@@ -240,20 +279,64 @@ fn report(traces: &[std::backtrace::Backtrace], requests: usize) {
     }
 }
 
+/// `--idle`: the heap each idle keep-alive client connection keeps on
+/// the server, after one request.
+fn held(addr: SocketAddr, n: usize, trace: bool, rt: tokio::runtime::Runtime) {
+    let req =
+        format!("GET / HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: http_allocs\r\nAccept: */*\r\n\r\n");
+    KEEP.store(true, Ordering::SeqCst);
+    ON.store(true, Ordering::SeqCst);
+    let mut open = Vec::with_capacity(n);
+    let mut buf = Vec::with_capacity(4096);
+    for _ in 0..n {
+        let mut s = TcpStream::connect(addr).expect("connect to the listener");
+        s.write_all(req.as_bytes()).expect("send");
+        read_response(&mut s, &mut buf).expect("response");
+        open.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    ON.store(false, Ordering::SeqCst);
+    let live = LIVE.lock().expect("live").take().unwrap_or_default();
+    KEEP.store(false, Ordering::SeqCst);
+    let bytes: usize = live.values().map(|(b, _)| b).sum();
+    println!(
+        "{n} idle keep-alive clients, one request each: {:.1} allocations and {:.0} bytes live per client on the server's threads",
+        live.len() as f64 / n as f64,
+        bytes as f64 / n as f64
+    );
+    let mut sizes: HashMap<usize, usize> = HashMap::new();
+    for (b, _) in live.values() {
+        *sizes.entry(*b).or_default() += 1;
+    }
+    let mut sizes: Vec<_> = sizes.into_iter().collect();
+    sizes.sort_by_key(|(b, c)| std::cmp::Reverse(b * c));
+    println!("by size (bytes x allocations per client):");
+    for (b, c) in sizes.iter().take(12) {
+        println!("  {b:6} x {:.2}", *c as f64 / n as f64);
+    }
+    if trace {
+        let traces: Vec<_> = live.into_values().filter_map(|(_, bt)| bt).collect();
+        report(&traces, n);
+    }
+    drop(open);
+    drop(rt);
+}
+
 fn main() {
     let mut n = 20_000usize;
-    let (mut close, mut trace, mut fwd) = (false, false, "append".to_string());
+    let (mut close, mut trace, mut idle, mut fwd) = (false, false, false, "append".to_string());
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--close" => close = true,
             "--trace" => trace = true,
+            "--idle" => idle = true,
             "--fwd" => fwd = args.next().unwrap_or_else(|| "append".into()),
             v => match v.parse() {
                 Ok(x) => n = x,
                 Err(_) => {
                     eprintln!(
-                        "usage: http_allocs [N] [--close] [--trace] [--fwd append|replace|off]"
+                        "usage: http_allocs [N] [--close | --idle] [--trace] [--fwd append|replace|off]"
                     );
                     std::process::exit(2);
                 }
@@ -311,6 +394,9 @@ file = "example.com.zone"
     client(addr, 2_000.min(n), close);
     std::thread::sleep(Duration::from_millis(100));
     TRACE.store(trace, Ordering::Relaxed);
+    if idle {
+        return held(addr, n, trace, rt);
+    }
     ON.store(true, Ordering::SeqCst);
     client(addr, n, close);
     // The last response is written before the server's task finishes with
