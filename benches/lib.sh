@@ -1,4 +1,4 @@
-# Helpers shared by the side-by-side benchmarks (run.sh, tier.sh); sourced.
+# Helpers shared by the side-by-side benchmarks (run.sh, tier.sh, tier-http.sh); sourced.
 
 stop() { # pid...
   kill "$@" 2>/dev/null || true; wait "$@" 2>/dev/null || true; sleep 0.5; }
@@ -31,4 +31,58 @@ paired() { # label lower [who is a]
       if (n == 1) { printf "%s: %.3fx (1 pair)\n", what, exp(m); exit }
       sd = sqrt((sq - n * m * m) / (n - 1)); h = t95(n - 1) * sd / sqrt(n)
       printf "%s: %.3fx (95%% CI %.3f-%.3fx), %s ahead in %d of %d pairs\n", what, exp(m), exp(m - h), exp(m + h), who, w, n }'
+}
+# Installs the missing tools with apt-get (as root), else says which to
+# install and fails. Package names: nginx -> nginx-light, h2load ->
+# nghttp2-client, the rest as the tool.
+need_tools() { # tool...
+  local missing=() t pkgs
+  for t in "$@"; do command -v "$t" >/dev/null || [ -x "/usr/sbin/$t" ] || missing+=("$t"); done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  pkgs=$(echo "${missing[*]}" | sed 's/\bnginx\b/nginx-light/; s/\bh2load\b/nghttp2-client/')
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing $pkgs ..."
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs >/dev/null
+  else
+    echo "needs $pkgs (apt-get install $pkgs)" >&2; return 1
+  fi
+}
+# Raises the open-file limit to WANT where the hard limit allows it, the
+# soft limit to the hard one, and sets FILES_MAX to the limit there is.
+open_files() { # want
+  ulimit -Hn "$1" 2>/dev/null || true
+  ulimit -n "$(ulimit -Hn)"
+  FILES_MAX=$(ulimit -n)
+}
+# The tier benchmarks' geolb config: a lab region with one VIP, the
+# admin API on ADMIN, [tier] max_connections 30000, the listeners given
+# (TOML), a round_robin group "app" of two loopback backends, and the
+# benchmark zone (copied into DIR).
+lab_config() { # dir admin-port backend1-port backend2-port listeners-toml
+  cp benches/example.com.zone "$1/"
+  cat <<CONF
+[server]
+dns = ["127.0.0.1:0"]
+admin = "127.0.0.1:$2"
+
+[regions.lab]
+location = [50.11, 8.68]
+
+[pools.lab-vip]
+region = "lab"
+endpoints = [{ address = "127.0.0.1" }]
+
+[tier]
+max_connections = 30000
+
+$5
+
+[groups.app]
+region = "lab"
+algorithm = "round_robin"
+members = [{ address = "127.0.0.1:$3" }, { address = "127.0.0.1:$4" }]
+
+[zones."example.com"]
+file = "example.com.zone"
+CONF
 }

@@ -10,9 +10,9 @@
 #   GEOLB=/path/geolb benches/tier.sh          # measure a given build
 #   RT=1 benches/tier.sh                       # real-time priority (see below)
 #
-# Knobs: SECS, PAIRS, CONC, RATE, HOLD (below), GEOLB and TCPLOAD (built
-# with cargo unless both are given), KEEP_RUN=DIR keeps the configs and
-# logs in DIR.
+# Knobs: SECS, PAIRS, CONC, RATE, HOLD (below), GEOLB, TCPLOAD and
+# HTTPLOAD (built with cargo unless all are given), KEEP_RUN=DIR keeps the
+# configs and logs in DIR.
 #
 # Per pair, the two proxies run back to back, the order alternating (geolb
 # first, then HAProxy first, ...), so a drift in the machine's speed falls
@@ -33,7 +33,7 @@
 #     from /proc/PID/task/*/schedstat (the 10 ms ticks of /proc/PID/stat
 #     would do too, less precisely), in µs per connection;
 #  4. RSS holding HOLD (default 10 000) idle proxied connections: a fresh
-#     proxy, then tcpload opens HOLD connections and sends nothing; the RSS
+#     proxy, then httpload opens HOLD connections and sends nothing; the RSS
 #     (VmRSS) is read once the backends hold HOLD established connections
 #     (counted with ss on the backend ports, so each one really went
 #     through), next to the RSS of the same fresh proxy before.
@@ -75,39 +75,29 @@ trap 'kill $(jobs -p) $(cat "$RUN/nginx.pid" 2>/dev/null) 2>/dev/null || true; w
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
 
-missing=()
-for t in haproxy nginx wrk; do command -v "$t" >/dev/null || [ -x "/usr/sbin/$t" ] || missing+=("$t"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  pkgs=$(echo "${missing[*]}" | sed 's/\bnginx\b/nginx-light/')
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing $pkgs ..."
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs >/dev/null
-  else
-    echo "needs $pkgs (apt-get install $pkgs)" >&2; exit 1
-  fi
-fi
+need_tools haproxy nginx wrk
 PATH=$PATH:/usr/sbin
 for t in ss taskset curl ${RT:+chrt}; do command -v "$t" >/dev/null || { echo "needs $t" >&2; exit 1; }; done
 
-if [ -z "${GEOLB:-}" ] || [ -z "${TCPLOAD:-}" ]; then
-  cargo build --release --bin geolb --example tcpload
+if [ -z "${GEOLB:-}" ] || [ -z "${TCPLOAD:-}" ] || [ -z "${HTTPLOAD:-}" ]; then
+  cargo build --release --bin geolb --example tcpload --example httpload
 fi
 GEOLB=${GEOLB:-target/release/geolb}
 TCPLOAD=${TCPLOAD:-target/release/examples/tcpload}
+HTTPLOAD=${HTTPLOAD:-target/release/examples/httpload}
 # Command prefixes: pinned to CPU 0 (the proxies) or 1 (everything else),
 # and real-time with RT=1. The prefixes exec, so $! is the proxy's PID.
 ON0=(taskset -c 0) ON1=(taskset -c 1)
 if [ -n "$RT" ]; then ON0=(chrt -f 10 "${ON0[@]}") ON1=(chrt -f 10 "${ON1[@]}"); fi
 
 want=$((2 * HOLD + 100))
-ulimit -Hn "$want" 2>/dev/null || true
-hard=$(ulimit -Hn)
+open_files "$want"
+hard=$FILES_MAX
 if [ "$hard" != unlimited ] && [ "$hard" -lt "$want" ]; then
   fit=$(((hard - 100) / 2))
   echo "note: open files are capped at $hard here (hard limit); holding $fit connections instead of $HOLD"
   HOLD=$fit
 fi
-ulimit -n "$(ulimit -Hn)"
 
 for p in $G_PORT $H_PORT $B1 $B2 $ADMIN; do
   if [ -n "$(ss -Htln "sport = :$p")" ]; then echo "port $p is taken (a previous run still going?)" >&2; exit 1; fi
@@ -138,35 +128,10 @@ CONF
 "${ON1[@]}" nginx -c "$RUN/nginx.conf" >"$RUN/nginx.log" 2>&1 &
 NGINX=$!
 
-cp benches/example.com.zone "$RUN/"
-cat >"$RUN/geolb.toml" <<CONF
-[server]
-dns = ["127.0.0.1:0"]
-admin = "127.0.0.1:$ADMIN"
-
-[regions.lab]
-location = [50.11, 8.68]
-
-[pools.lab-vip]
-region = "lab"
-endpoints = [{ address = "127.0.0.1" }]
-
-[tier]
-max_connections = 30000
-
-[listeners.bench]
-region = "lab"
-bind = "127.0.0.1:$G_PORT"
-group = "app"
-
-[groups.app]
-region = "lab"
-algorithm = "round_robin"
-members = [{ address = "127.0.0.1:$B1" }, { address = "127.0.0.1:$B2" }]
-
-[zones."example.com"]
-file = "example.com.zone"
-CONF
+lab_config "$RUN" $ADMIN $B1 $B2 "[listeners.bench]
+region = \"lab\"
+bind = \"127.0.0.1:$G_PORT\"
+group = \"app\"" >"$RUN/geolb.toml"
 sed -e "s/FRONTEND/127.0.0.1:$H_PORT/; s/BACKEND1/127.0.0.1:$B1/; s/BACKEND2/127.0.0.1:$B2/" \
   -e "s/^\(    maxconn\) 30000/\1 $HOLD/" benches/peers/haproxy-tcp.cfg >"$RUN/haproxy.cfg"
 
@@ -228,7 +193,7 @@ hold_once() { # geolb | haproxy
   start "$1"; sleep 0.5
   before=$(rss "$PID")
   rm -f "$fifo"; mkfifo "$fifo"
-  "${ON1[@]}" "$TCPLOAD" hold "127.0.0.1:$(port "$1")" "$HOLD" <"$fifo" >"$RUN/hold.out" 2>&1 & hpid=$!
+  "${ON1[@]}" "$HTTPLOAD" hold "127.0.0.1:$(port "$1")" "$HOLD" - <"$fifo" >"$RUN/hold.out" 2>&1 & hpid=$!
   exec {keep}>"$fifo"
   for _ in $(seq 1 300); do n=$(backend_conns); [ "$n" -ge "$HOLD" ] && break; sleep 0.1; done
   sleep 1

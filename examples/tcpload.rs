@@ -3,7 +3,6 @@
 //! ```sh
 //! tcpload rate  127.0.0.1:19001 5000 10 /tiny   # 5 000 new connections a second for 10 s
 //! tcpload close 127.0.0.1:19001 10 64 /tiny     # as many as 64 loops manage for 10 s
-//! tcpload hold  127.0.0.1:19001 10000           # open 10 000 connections and keep them
 //! ```
 //!
 //! - `rate ADDR RATE SECS [PATH]`: open loop. RATE connections a second,
@@ -14,9 +13,8 @@
 //!   schedule, i.e. the tool could not keep up).
 //! - `close ADDR SECS CONC [PATH]`: closed loop, the same connections
 //!   back to back from CONC loops; prints `ok=N errors=N cps=N`.
-//! - `hold ADDR N`: opens N connections (256 connecting at a time), sends
-//!   nothing, prints `open=N errors=N` once all have been tried, then keeps
-//!   them until its standard input reaches end of stream.
+//!
+//! Idle connections for the RSS measure: `httpload hold ADDR N -`.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -28,9 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn usage() -> ExitCode {
-    eprintln!(
-        "usage: tcpload rate ADDR RATE SECS [PATH] | close ADDR SECS CONC [PATH] | hold ADDR N"
-    );
+    eprintln!("usage: tcpload rate ADDR RATE SECS [PATH] | close ADDR SECS CONC [PATH]");
     ExitCode::from(2)
 }
 
@@ -124,35 +120,6 @@ async fn close(addr: SocketAddr, secs: u64, conc: usize, request: Rc<Vec<u8>>) {
     );
 }
 
-async fn hold(addr: SocketAddr, n: usize) {
-    let open = Rc::new(std::cell::RefCell::new(Vec::with_capacity(n)));
-    let errors = Rc::new(Cell::new(0u64));
-    let next = Rc::new(Cell::new(0usize));
-    let mut workers = Vec::new();
-    for _ in 0..256.min(n) {
-        let (open, errors, next) = (open.clone(), errors.clone(), next.clone());
-        workers.push(tokio::task::spawn_local(async move {
-            while next.get() < n {
-                next.set(next.get() + 1);
-                match TcpStream::connect(addr).await {
-                    Ok(s) => open.borrow_mut().push(s),
-                    Err(_) => errors.set(errors.get() + 1),
-                }
-            }
-        }));
-    }
-    for w in workers {
-        let _ = w.await;
-    }
-    println!("open={} errors={}", open.borrow().len(), errors.get());
-    // Hold until standard input ends (the caller closes it or exits).
-    let _ = tokio::task::spawn_blocking(|| {
-        let mut sink = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
-    })
-    .await;
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).map(String::as_str);
@@ -174,7 +141,6 @@ fn main() -> ExitCode {
         (Some("close"), Some(s), Some(c)) if c > 0 => {
             local.block_on(&rt, close(addr, s, c as usize, request(4)));
         }
-        (Some("hold"), Some(n), None) => local.block_on(&rt, hold(addr, n as usize)),
         _ => return usage(),
     }
     ExitCode::SUCCESS
