@@ -453,6 +453,10 @@ fn replayable(req: &Request<Incoming>) -> bool {
     ) && req.body().is_end_stream()
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 fn ip_text(ip: IpAddr) -> String {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -476,12 +480,12 @@ fn forwarding(
         ForwardedFor::Off => {}
         ForwardedFor::Replace => {
             if let Ok(v) = HeaderValue::from_str(&ip) {
-                h.insert("x-forwarded-for", v);
+                h.insert(X_FORWARDED_FOR, v);
             }
         }
         ForwardedFor::Append => {
             let prior: Vec<String> = h
-                .get_all("x-forwarded-for")
+                .get_all(X_FORWARDED_FOR)
                 .iter()
                 .filter_map(|v| v.to_str().ok().map(str::to_string))
                 .collect();
@@ -491,15 +495,15 @@ fn forwarding(
                 format!("{}, {ip}", prior.join(", "))
             };
             if let Ok(v) = HeaderValue::from_str(&list) {
-                h.insert("x-forwarded-for", v);
+                h.insert(X_FORWARDED_FOR, v);
             }
         }
     }
     let proto = if plan.tls.is_some() { "https" } else { "http" };
     if plan.forwarded_for != ForwardedFor::Off {
-        h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
         if let Some(v) = host.and_then(|x| HeaderValue::from_str(x).ok()) {
-            h.insert("x-forwarded-host", v);
+            h.insert(X_FORWARDED_HOST, v);
         }
     }
     if plan.forwarded {
@@ -705,6 +709,9 @@ impl Default for Outcome {
     }
 }
 
+/// Tries per request at most (the first and its retries).
+const MAX_ATTEMPTS: usize = 8;
+
 /// Outcome of one try.
 enum Try {
     Done(Response<DownBody>),
@@ -796,9 +803,15 @@ async fn handle(
         .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
     let mut body = Some(body);
     let own = group.upstream.load_full();
-    let mut tried: Vec<usize> = Vec::new();
-    let attempts = if replay { 1 + plan.retries } else { 1 };
-    let mut last = small(StatusCode::SERVICE_UNAVAILABLE, "no backend is available");
+    // Backends tried so far (no allocation: attempts are capped).
+    let mut tried_at = [0usize; MAX_ATTEMPTS];
+    let mut n_tried = 0;
+    let attempts = if replay {
+        (1 + plan.retries).min(MAX_ATTEMPTS as u32)
+    } else {
+        1
+    };
+    let mut last: Option<Response<DownBody>> = None;
     let mut last_cookie = None;
     {
         let mut st = group.lock();
@@ -814,13 +827,15 @@ async fn handle(
                 break;
             }
             let stuck = match (attempt, &sticky.to) {
-                (0, Some(b)) => st.sticky_ok(b, now, &tried),
+                (0, Some(b)) => st.sticky_ok(b, now, &tried_at[..n_tried]),
                 _ => None,
             };
             let idx = match stuck {
                 Some(i) => i,
                 None => {
-                    let mut ctx = Context::at(now).client(client.ip()).exclude(&tried);
+                    let mut ctx = Context::at(now)
+                        .client(client.ip())
+                        .exclude(&tried_at[..n_tried]);
                     if let Some(k) = &sticky.key {
                         ctx = ctx.key(k);
                     }
@@ -828,26 +843,33 @@ async fn handle(
                         Ok(i) => i,
                         Err(e) => {
                             if attempt == 0 {
-                                last = small(
+                                last = Some(small(
                                     StatusCode::SERVICE_UNAVAILABLE,
                                     &format!("no backend: {e}"),
-                                );
+                                ));
                             }
                             break;
                         }
                     }
                 }
             };
-            tried.push(idx);
-            let id = st.balancer.id(idx).unwrap_or_default().to_string();
-            let Some(b) = st.backends.get(&id).cloned() else {
+            if let Some(slot) = tried_at.get_mut(n_tried) {
+                *slot = idx;
+                n_tried += 1;
+            }
+            let b = st
+                .balancer
+                .id(idx)
+                .and_then(|id| st.backends.get(id))
+                .cloned();
+            let Some(b) = b else {
                 continue;
             };
-            st.balancer.acquire(&id);
+            st.balancer.acquire(&b.id);
             if let Some(t) = st.source.as_mut() {
                 t.put(client.ip(), &b, now);
             }
-            let set = st.cookies.set_cookie(&id, sticky.had.as_deref());
+            let set = st.cookies.set_cookie(&b.id, sticky.had.as_deref());
             (b, set)
         };
         let scheme = own.as_ref().map_or("http", |p| p.scheme());
@@ -897,11 +919,13 @@ async fn handle(
         match one_try(tier, plan, pool, &group, backend, up, tunnel).await {
             Try::Done(r) => return with_cookie(r, set_cookie),
             Try::Again(r) => {
-                last = r;
+                last = Some(r);
                 last_cookie = set_cookie;
             }
         }
     }
+    let last =
+        last.unwrap_or_else(|| small(StatusCode::SERVICE_UNAVAILABLE, "no backend is available"));
     with_cookie(last, last_cookie)
 }
 
