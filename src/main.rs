@@ -545,10 +545,55 @@ fn print_status(v: &serde_json::Value) {
             l["refused_max"],
             l["no_backend"]
         );
+        if l["mode"] == "http" {
+            let r = &l["responses"];
+            let mut extra = Vec::new();
+            for (k, label) in [
+                ("rate_limited_client", "429 per client"),
+                ("rate_limited_listener", "429 listener"),
+                ("upgrades", "upgrades"),
+                ("body_timeouts", "408"),
+                ("tls_handshake_errors", "TLS handshake errors"),
+            ] {
+                if l[k].as_u64().is_some_and(|n| n > 0) {
+                    extra.push(format!("{label} {}", l[k]));
+                }
+            }
+            println!(
+                "    http: requests {}  1xx {} 2xx {} 3xx {} 4xx {} 5xx {}{}{}",
+                l["requests"],
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                if extra.is_empty() { "" } else { "  " },
+                extra.join(", ")
+            );
+            for rt in l["routes"].as_array().into_iter().flatten() {
+                let c = &rt["responses"];
+                println!(
+                    "      route {:<32} requests {:<7} 2xx {} 4xx {} 5xx {} retries {} mean {}",
+                    s(&rt["route"]),
+                    rt["requests"],
+                    c[1],
+                    c[3],
+                    c[4],
+                    rt["retries"],
+                    rt["mean_latency_ms"]
+                        .as_f64()
+                        .map_or("-".to_string(), |m| format!("{m:.2} ms"))
+                );
+            }
+        }
     }
     for g in tier["groups"].as_array().into_iter().flatten() {
+        let persist = match g["persistence"].as_str() {
+            None | Some("none") => String::new(),
+            Some(p) => format!(", persistence {p}"),
+        };
         println!(
-            "tier group {} ({}, {}):",
+            "tier group {} ({}, {}{persist}):",
             s(&g["name"]),
             s(&g["region"]),
             s(&g["algorithm"])
@@ -569,6 +614,16 @@ fn print_status(v: &serde_json::Value) {
                     "draining: {} left, closed in {}s",
                     d.get("remaining").cloned().unwrap_or_default(),
                     d.get("deadline_in_s").cloned().unwrap_or_default()
+                ));
+            }
+            let h = &b["http_responses"];
+            if h.as_array()
+                .is_some_and(|a| a.iter().any(|x| x.as_u64() > Some(0)))
+                || b["http_errors"].as_u64() > Some(0)
+            {
+                notes.push(format!(
+                    "http 2xx {} 4xx {} 5xx {} errors {} timeouts {}",
+                    h[1], h[3], h[4], b["http_errors"], b["http_timeouts"]
                 ));
             }
             println!(

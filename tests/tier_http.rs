@@ -600,11 +600,16 @@ fn a_drained_backend_keeps_its_sticky_clients_only_with_drain_sticky() {
         }
         let want = if drain_sticky { "a" } else { "b" };
         for _ in 0..3 {
+            let resp = get(l, "x", "/", &cookie).1;
             assert_eq!(
-                who_and_cookie(&get(l, "x", "/", &cookie).1).0,
+                who_and_cookie(&resp).0,
                 want,
                 "drain_sticky = {drain_sticky}"
             );
+            // The drained backend's connections are not reused.
+            if drain_sticky {
+                assert!(resp.contains("\nconnection: close\n"), "{resp}");
+            }
         }
     }
 }
@@ -1235,4 +1240,53 @@ fn the_access_log_has_one_line_per_request_and_is_reopened_by_a_reload() {
     let m = http(s.admin.expect("admin"), "GET", "/metrics").1;
     assert!(m.contains("geolb_tier_access_log_lines_total 3"), "{m}");
     assert!(m.contains("geolb_tier_access_log_dropped_total 0"), "{m}");
+}
+
+#[test]
+fn cli_status_shows_http_counts_and_routes_and_explain_http_answers() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "persistence = { mode = \"source\" }", &[a.addr]),
+        http_listener(
+            "g",
+            "routes = [{ name = \"api\", path_prefix = \"/status\", group = \"g\" }]"
+        )
+    ));
+    let l = vip(&s);
+    assert_eq!(get(l, "x", "/status/404", "").0, 404);
+    assert_eq!(get(l, "x", "/", "").0, 200);
+    let admin = s.admin.expect("admin").to_string();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_geolb"))
+            .args(args)
+            .args(["--admin", &admin])
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let out = cli(&["status"]);
+    assert!(
+        out.contains("http: requests 2  1xx 0 2xx 1 3xx 0 4xx 1 5xx 0"),
+        "{out}"
+    );
+    assert!(out.contains("route api"), "{out}");
+    assert!(out.contains("route default"), "{out}");
+    assert!(out.contains("persistence source"), "{out}");
+    let out = cli(&[
+        "explain-http",
+        "h",
+        "--path",
+        "/status/200",
+        "--client",
+        "127.0.0.1",
+    ]);
+    assert!(out.contains("rule 1: path prefix /status"), "{out}");
+    assert!(out.contains(&format!("backend    {}", a.addr)), "{out}");
+    assert!(out.contains("stuck to"), "{out}");
 }

@@ -872,6 +872,13 @@ async fn handle(
             let set = st.cookies.set_cookie(&b.id, sticky.had.as_deref());
             (b, set)
         };
+        // A drained backend (a sticky client with drain_sticky): its
+        // connection is not put back in the pool after this request.
+        let draining = backend
+            .drain
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
         let scheme = own.as_ref().map_or("http", |p| p.scheme());
         let uri: Uri = match format!("{scheme}://{}{pq}", backend.addr).parse() {
             Ok(u) => u,
@@ -905,6 +912,9 @@ async fn handle(
             let h = up.headers_mut();
             h.insert(header::UPGRADE, proto.clone());
             h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        } else if draining {
+            up.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         add(&backend.stats.total, 1);
         out.retries = attempt;
