@@ -37,7 +37,7 @@
 #     h2c port;
 #  4. tls: HTTP/1.1 keep-alive over TLS (wrk to https://), when this geolb
 #     accepts a TLS listener (the config hook below: `geolb check` on a
-#     listener with GEOLB_TLS, default `tls = { cert = "…", key = "…" }`);
+#     listener with GEOLB_TLS, default `tls = { certificates = [{ cert, key }] }`);
 #     skipped and said so otherwise;
 #  5. rate: a fixed RATE of keep-alive requests over 32 connections
 #     (examples/httpload.rs: open loop, evenly paced, latency from each
@@ -154,7 +154,7 @@ BACKEND=$!
 
 # geolb: one HTTP listener (h2c detected on the same port), a round_robin
 # group of the two backends; with TLS, a second listener with GEOLB_TLS.
-tls_line=${GEOLB_TLS:-"tls = { cert = \"$RUN/cert.pem\", key = \"$RUN/key.pem\" }"}
+tls_line=${GEOLB_TLS:-"tls = { certificates = [{ cert = \"$RUN/cert.pem\", key = \"$RUN/key.pem\" }] }"}
 if [ "$FWD" = off ]; then fwd_line='forwarded_for = "off"'; else fwd_line='forwarded_for = "append"'; fi
 http_listener() { # name port [extra line]
   printf '[listeners.%s]\nregion = "lab"\nbind = "127.0.0.1:%s"\nmode = "http"\ngroup = "app"\n%s\n%s\n%s\n' \
