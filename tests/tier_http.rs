@@ -1177,6 +1177,9 @@ fn each_route_counts_responses_by_class_retries_and_latency_across_a_reload() {
     assert_eq!(api["active"], 0);
     assert_eq!(find("path prefix /down")["responses"][4], 1);
     assert_eq!(find("default")["requests"], 1);
+    // Six requests reached the backend one after another: one pooled
+    // connection carried them all.
+    assert_eq!(t["listeners"][0]["backend_connections"], 1, "{t}");
     let m = http(s.admin.expect("admin"), "GET", "/metrics").1;
     assert!(
         m.contains("geolb_tier_route_responses_total{listener=\"h\",region=\"eu\",route=\"api\",class=\"2xx\"} 4"),

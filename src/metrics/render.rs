@@ -358,7 +358,7 @@ fn histogram(
 /// The tier: per listener and per backend.
 fn tier(e: &mut Exposition, tier: &Tier) {
     let st = tier.status();
-    let lfam: [Family<crate::tier::ListenerStatus, u64>; 16] = [
+    let lfam: [Family<crate::tier::ListenerStatus, u64>; 17] = [
         (
             "geolb_tier_listener_connections_total",
             "Client connections accepted.",
@@ -428,6 +428,11 @@ fn tier(e: &mut Exposition, tier: &Tier) {
             "geolb_tier_listener_goaway_total",
             "HTTP connections told to close (Connection: close / GOAWAY) as the listener went away.",
             |l| l.goaway,
+        ),
+        (
+            "geolb_tier_listener_backend_connections_opened_total",
+            "HTTP: backend connections the listener's keep-alive pool opened (its reuse is requests over these).",
+            |l| l.backend_connections,
         ),
         (
             "geolb_tier_listener_tls_handshakes_total",

@@ -45,7 +45,30 @@ pub type UpBody = Either<ClientBody, Empty<Bytes>>;
 pub type DownBody = Either<Tracked, Full<Bytes>>;
 
 /// One listener's pooled client.
-pub type Pool = Client<HttpConnector, UpBody>;
+pub type Pool = Client<Counted<HttpConnector>, UpBody>;
+
+/// A connector that counts the backend connections it opens (the pool's
+/// reuse is requests over connections).
+#[derive(Clone)]
+pub struct Counted<C> {
+    inner: C,
+    opened: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<C: tower_service::Service<Uri>> tower_service::Service<Uri> for Counted<C> {
+    type Response = C::Response;
+    type Error = C::Error;
+    type Future = C::Future;
+
+    fn poll_ready(&mut self, cx: &mut TaskCx<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        add(&self.opened, 1);
+        self.inner.call(uri)
+    }
+}
 
 fn connector(connect_timeout: Duration) -> HttpConnector {
     let mut c = HttpConnector::new();
@@ -67,14 +90,18 @@ fn client_builder(h2: bool) -> hyper_util::client::legacy::Builder {
     b
 }
 
-/// A pooled client for a listener: keep-alive connections per backend.
-pub fn pool(connect_timeout: Duration) -> Pool {
-    client_builder(false).build(connector(connect_timeout))
+/// A pooled client for a listener: keep-alive connections per backend,
+/// each one opened counted in `opened`.
+pub fn pool(connect_timeout: Duration, opened: Arc<std::sync::atomic::AtomicU64>) -> Pool {
+    client_builder(false).build(Counted {
+        inner: connector(connect_timeout),
+        opened,
+    })
 }
 
 /// A group's own pool: TLS to its backends, or HTTP/2 in cleartext.
 pub enum GroupPool {
-    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, UpBody>),
+    Tls(Client<Counted<hyper_rustls::HttpsConnector<HttpConnector>>, UpBody>),
     H2c(Pool),
 }
 
@@ -102,13 +129,20 @@ impl Upstream<'_> {
 }
 
 /// The group's own pool for `t`, or None when the listener's serves it.
-pub fn group_pool(t: &super::plan::Transport) -> Option<GroupPool> {
+pub fn group_pool(
+    t: &super::plan::Transport,
+    opened: Arc<std::sync::atomic::AtomicU64>,
+) -> Option<GroupPool> {
     let http = connector(t.connect_timeout);
     match &t.tls {
-        Some(tls) => Some(GroupPool::Tls(
-            client_builder(t.h2).build(tls.connector(http, t.h2)),
-        )),
-        None if t.h2 => Some(GroupPool::H2c(client_builder(true).build(http))),
+        Some(tls) => Some(GroupPool::Tls(client_builder(t.h2).build(Counted {
+            inner: tls.connector(http, t.h2),
+            opened,
+        }))),
+        None if t.h2 => Some(GroupPool::H2c(client_builder(true).build(Counted {
+            inner: http,
+            opened,
+        }))),
         None => None,
     }
 }

@@ -200,6 +200,8 @@ pub struct Group {
     /// HTTP: the group's own pool when it speaks TLS or h2 to its
     /// backends (else requests use the listener's).
     upstream: arc_swap::ArcSwapOption<http::GroupPool>,
+    /// Backend connections opened by that pool.
+    connects: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Group {
@@ -418,9 +420,9 @@ impl Tier {
                         tracing::error!(group = %g.name, "members not applied: {e}");
                     }
                     if st.plan.transport != g.transport {
-                        existing
-                            .upstream
-                            .store(http::group_pool(&g.transport).map(Arc::new));
+                        existing.upstream.store(
+                            http::group_pool(&g.transport, existing.connects.clone()).map(Arc::new),
+                        );
                     }
                     st.plan = g.clone();
                     st.backends = backends;
@@ -445,12 +447,14 @@ impl Tier {
                         source: None,
                     };
                     st.set_persistence(&key);
+                    let connects = Arc::new(std::sync::atomic::AtomicU64::new(0));
                     Arc::new(Group {
                         name: g.name.clone(),
                         state: Mutex::new(st),
                         upstream: arc_swap::ArcSwapOption::new(
-                            http::group_pool(&g.transport).map(Arc::new),
+                            http::group_pool(&g.transport, connects.clone()).map(Arc::new),
                         ),
+                        connects,
                     })
                 }
             };
@@ -498,9 +502,13 @@ impl Tier {
                 Mode::Tcp => Vec::new(),
             };
             let old = run.listeners.get(&l.bind).map(|x| x.route.load_full());
+            let stats = run
+                .listeners
+                .get(&l.bind)
+                .map_or_else(|| Arc::new(ListenerStats::default()), |x| x.stats.clone());
             let pool = match &old {
                 Some(existing) => existing.http.clone(),
-                None => http::pool(l.connect_timeout),
+                None => http::pool(l.connect_timeout, stats.backend_connects.clone()),
             };
             let limits = match &l.mode {
                 Mode::Http(h) => h.rate_limit.as_ref().map(|want| {
@@ -521,10 +529,6 @@ impl Tier {
                     new.tls.clone_from(&old.tls);
                 }
             }
-            let stats = run
-                .listeners
-                .get(&l.bind)
-                .map_or_else(|| Arc::new(ListenerStats::default()), |x| x.stats.clone());
             let route_stats = match &l.mode {
                 Mode::Http(h) => {
                     let labels: Vec<String> = h
@@ -705,6 +709,7 @@ impl Tier {
                     upgrades: stats::get(&s.upgrades),
                     body_timeouts: stats::get(&s.body_timeouts),
                     goaway: stats::get(&s.goaway),
+                    backend_connections: stats::get(&s.backend_connects),
                     routes: s
                         .routes
                         .lock()
@@ -776,6 +781,7 @@ impl Tier {
                         Persistence::Hash(_) => "hash",
                     },
                     drain_sticky: st.plan.drain_sticky,
+                    backend_connections: stats::get(&g.connects),
                     sticky_clients: st.source.as_ref().map_or(0, |t| t.len()),
                     protocol: if st.plan.transport.h2 { "h2" } else { "http1" },
                     tls: st.plan.transport.tls.as_ref().map(|t| t.verify),
@@ -1132,6 +1138,9 @@ pub struct ListenerStatus {
     pub body_timeouts: u64,
     /// HTTP: connections told to close as the listener went away.
     pub goaway: u64,
+    /// HTTP: backend connections its pool opened (requests over this is
+    /// the pool's reuse).
+    pub backend_connections: u64,
     /// HTTP: each route (rule label, or "default").
     pub routes: Vec<RouteStatus>,
     /// HTTPS: each certificate's DNS names (the first is the default).
@@ -1219,6 +1228,8 @@ pub struct GroupStatus {
     pub drain_sticky: bool,
     /// `source` persistence: clients remembered now.
     pub sticky_clients: usize,
+    /// HTTP over the group's own pool (TLS or h2): connections opened.
+    pub backend_connections: u64,
     /// HTTP to the backends: "http1" or "h2".
     pub protocol: &'static str,
     /// TLS to the backends: None (cleartext), or whether certificates are

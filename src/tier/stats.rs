@@ -85,6 +85,8 @@ pub struct ListenerStats {
     /// Set when the listener is removed: its HTTP connections close within
     /// the drain window.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// HTTP: backend connections the listener's pool opened.
+    pub backend_connects: std::sync::Arc<AtomicU64>,
     /// HTTP: each route's counters by label (read at reloads and by the API).
     pub routes: std::sync::Mutex<std::collections::BTreeMap<String, std::sync::Arc<RouteStats>>>,
     /// HTTPS: handshakes completed and failed.
