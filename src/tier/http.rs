@@ -385,21 +385,16 @@ fn small(status: StatusCode, msg: &str) -> Response<DownBody> {
 }
 
 /// The request's host, lower case, without port.
-fn host_of(req: &Request<Incoming>) -> Option<String> {
-    let raw = req
-        .uri()
-        .authority()
-        .map(|a| a.host().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(|h| h.to_string())
-        })?;
+fn host_of<B>(req: &Request<B>) -> Option<String> {
+    let raw: &str = match req.uri().authority() {
+        Some(a) => a.host(),
+        None => req.headers().get(header::HOST)?.to_str().ok()?,
+    };
     let h = if raw.starts_with('[') {
-        raw.split(']').next().map(|x| format!("{x}]"))?
+        // An IPv6 literal keeps its brackets, without the port.
+        &raw[..raw.find(']').map_or(raw.len(), |i| i + 1)]
     } else {
-        raw.split(':').next()?.to_string()
+        raw.split(':').next().unwrap_or(raw)
     };
     Some(h.trim_end_matches('.').to_ascii_lowercase())
 }
@@ -834,7 +829,8 @@ async fn handle(
     let pq = parts
         .uri
         .path_and_query()
-        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     let mut body = Some(body);
     let own = group.upstream.load_full();
     // Backends tried so far (no allocation: attempts are capped).
@@ -913,8 +909,16 @@ async fn handle(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_some();
-        let scheme = own.as_ref().map_or("http", |p| p.scheme());
-        let uri: Uri = match format!("{scheme}://{}{pq}", backend.addr).parse() {
+        let scheme = match own.as_ref().map_or("http", |p| p.scheme()) {
+            "https" => http::uri::Scheme::HTTPS,
+            _ => http::uri::Scheme::HTTP,
+        };
+        let uri = Uri::builder()
+            .scheme(scheme)
+            .authority(backend.authority.clone())
+            .path_and_query(pq.clone())
+            .build();
+        let uri: Uri = match uri {
             Ok(u) => u,
             Err(_) => {
                 group.lock().balancer.release(&backend.id);
@@ -1296,6 +1300,34 @@ mod tests {
 
     /// RFC 9110 §7.6.1: Connection and the fields it names, and the other
     /// hop-by-hop fields, are not forwarded.
+    #[test]
+    fn rfc9110_7_2_the_host_is_the_authority_or_host_header_without_port_lower_case() {
+        let host = |uri: &str, h: Option<&str>| {
+            let mut b = Request::builder().uri(uri);
+            if let Some(h) = h {
+                b = b.header(header::HOST, h);
+            }
+            host_of(&b.body(()).expect("request"))
+        };
+        assert_eq!(
+            host("/", Some("WWW.Example.com:8080")).as_deref(),
+            Some("www.example.com")
+        );
+        assert_eq!(
+            host("/", Some("example.com.")).as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(
+            host("/", Some("[2001:DB8::1]:443")).as_deref(),
+            Some("[2001:db8::1]")
+        );
+        assert_eq!(
+            host("http://api.example.com:81/x", Some("other")).as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(host("/", None), None);
+    }
+
     #[test]
     fn rfc9110_7_6_1_hop_by_hop_fields_and_those_named_in_connection_are_removed() {
         let mut h = HeaderMap::new();

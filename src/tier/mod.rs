@@ -70,6 +70,8 @@ pub enum ApplyError {
 pub struct Backend {
     pub id: String,
     pub addr: SocketAddr,
+    /// `addr` as a URI authority (HTTP requests to it).
+    pub authority: ::http::uri::Authority,
     pub stats: BackendStats,
     /// Bumped to close the backend's connections (drain deadline).
     kill: watch::Sender<u64>,
@@ -81,6 +83,8 @@ impl Backend {
         Backend {
             id: id.to_string(),
             addr,
+            authority: ::http::uri::Authority::try_from(addr.to_string().as_str())
+                .unwrap_or_else(|_| ::http::uri::Authority::from_static("invalid.")),
             stats: BackendStats::default(),
             kill: watch::channel(0).0,
             drain: Mutex::new(None),
