@@ -486,7 +486,7 @@ impl CompiledGeo {
 
 /// The AS numbers and CIDR blocks the `geo` tables of `svcs` have entries
 /// for: the compiled walk cuts the address space at their boundaries.
-fn geo_keys(svcs: &[&Service]) -> crate::geo::index::Keys {
+pub fn geo_keys(svcs: &[&Service]) -> crate::geo::index::Keys {
     let mut keys = crate::geo::index::Keys::default();
     for m in svcs
         .iter()
