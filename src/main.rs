@@ -744,8 +744,9 @@ fn simulate(
     json: bool,
 ) -> anyhow::Result<bool> {
     let started = std::time::Instant::now();
+    // The simulation walks the databases itself: no compiled table.
     let load = |p: &std::path::Path| {
-        geolb::snapshot::load(p, &Default::default(), 0, None)
+        geolb::snapshot::load_with(p, &Default::default(), 0, None, false)
             .map(|(s, _)| s)
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("cannot load {}", p.display()))

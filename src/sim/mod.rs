@@ -8,10 +8,12 @@
 //! tables, merged in address order). Each piece of the walk has one
 //! distinct input (City location, AS number, innermost CIDR entry); for a
 //! service, each input leads to one *decision key* — the group order its
-//! location steps give (read from the snapshot's compiled table, the one
-//! queries read), or the client itself for what a query decides per client
+//! location steps give (the snapshot's compiled table where it has one,
+//! else `policy::location_order`, the function that table is compiled
+//! with), or the client itself for what a query decides per client
 //! (services whose location is read per query, `weighted` in `sticky`
-//! mode). A health scenario then runs `policy::decide_from` once per key,
+//! mode). `geolb simulate` loads without compiling, so the databases are
+//! walked once. A health scenario then runs `policy::decide_from` once per key,
 //! not per network, and the shares are sums over inputs weighted by the
 //! address space their pieces cover. Every scenario of a resilience check
 //! reuses the one walk.

@@ -403,28 +403,42 @@ impl fmt::Display for ServiceSim {
     }
 }
 
+/// "1 network", "2 networks".
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 impl fmt::Display for Resilience {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verdict = if self.ok {
             "OK: every place keeps an answer".to_string()
         } else {
             format!(
-                "FAIL: {} scenarios leave places without an answer",
-                self.failing.len()
+                "FAIL: places without an answer in {}",
+                plural(self.failing.len() as u64, "scenario")
             )
         };
         writeln!(
             f,
-            "resilience, up to {} regions down ({} scenarios, health otherwise: {}): {verdict}",
-            self.k, self.scenarios, self.base
+            "resilience, up to {} down ({}, health otherwise: {}): {verdict}",
+            plural(self.k as u64, "region"),
+            plural(self.scenarios as u64, "scenario"),
+            self.base
         )?;
         for s in &self.failing {
             writeln!(f, "  down: {}", s.down.join(", "))?;
             for sv in &s.services {
                 writeln!(
                     f,
-                    "    {}: {} networks without an answer ({:.2}% of IPv4, {:.2}% of IPv6 space)",
-                    sv.service, sv.networks, sv.v4_percent, sv.v6_percent
+                    "    {}: {} without an answer ({:.2}% of IPv4, {:.2}% of IPv6 space)",
+                    sv.service,
+                    plural(sv.networks, "network"),
+                    sv.v4_percent,
+                    sv.v6_percent
                 )?;
                 for p in &sv.places {
                     let unit = if p.networks == 1 {
