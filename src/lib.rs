@@ -17,6 +17,7 @@ pub mod health;
 pub mod metrics;
 pub mod policy;
 pub mod server;
+pub mod sim;
 pub mod snapshot;
 pub mod sock;
 pub mod tier;

@@ -198,6 +198,47 @@ enum Cmd {
         #[command(flatten)]
         api: Api,
     },
+    /// What every client of the world gets: the share of the IPv4 and IPv6
+    /// address space each region and pool answers, under any health state,
+    /// the change from all up or from another config, and a resilience
+    /// check. Offline, with the code that answers queries.
+    #[command(
+        after_help = "Examples:\n  geolb simulate\n  geolb simulate --down eu-central --service www.example.com\n  geolb simulate --drain us-web/127.0.2.1 --type AAAA\n  geolb simulate --against next.toml\n  geolb simulate --resilience 2 --json     # CI: exit 1 if some place loses its answer\n\nExit status: 0, 1 when the resilience check fails, 2 on errors."
+    )]
+    Simulate {
+        /// Config file.
+        #[arg(long, short, env = "GEOLB_CONFIG", default_value = "geolb.toml")]
+        config: PathBuf,
+        /// Only this service (repeatable).
+        #[arg(long = "service", value_name = "NAME")]
+        services: Vec<String>,
+        /// Take down (as failed health checks) these regions, pools or
+        /// endpoints (pool/address); comma-separated or repeated.
+        #[arg(long, value_name = "TARGETS", value_delimiter = ',')]
+        down: Vec<String>,
+        /// Drain these regions, pools or endpoints (pool/address).
+        #[arg(long, value_name = "TARGETS", value_delimiter = ',')]
+        drain: Vec<String>,
+        /// Compare with another config under the same health.
+        #[arg(long, value_name = "OTHER.toml")]
+        against: Option<PathBuf>,
+        /// Check every combination of up to K regions down; exit 1 when one
+        /// leaves some place without an answer.
+        #[arg(long, value_name = "K")]
+        resilience: Option<usize>,
+        /// Places listed per failing scenario and service.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        top: usize,
+        /// Record type the simulated clients ask (A or AAAA).
+        #[arg(long = "type", value_name = "TYPE", default_value = "A")]
+        qtype: String,
+        /// List every network with its answer.
+        #[arg(long)]
+        per_network: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate the config and every zone without serving; exit 1 on errors.
     #[command(
         after_help = "Examples:\n  geolb check\n  geolb check --config /etc/geolb/geolb.toml && systemctl reload geolb"
@@ -233,6 +274,38 @@ fn main() -> ExitCode {
     let json_logs = matches!(cli.log_format, LogFormat::Json);
     let res = match cli.cmd {
         Cmd::Check { config } => return check(&config),
+        Cmd::Simulate {
+            config,
+            services,
+            down,
+            drain,
+            against,
+            resilience,
+            top,
+            qtype,
+            per_network,
+            json,
+        } => {
+            let opts = geolb::sim::QType::parse(&qtype).map(|qtype| geolb::sim::Options {
+                services,
+                scenario: geolb::sim::Scenario { down, drain },
+                qtype,
+                resilience,
+                top,
+                per_network,
+            });
+            return match opts
+                .map_err(anyhow::Error::from)
+                .and_then(|o| simulate(&config, against.as_deref(), &o, json))
+            {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("geolb: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Cmd::Probe {
             config,
             vantage,
@@ -661,6 +734,37 @@ fn explain(
         print!("{ex}");
     }
     Ok(())
+}
+
+/// Runs `geolb simulate`; false when the resilience check failed.
+fn simulate(
+    path: &std::path::Path,
+    against: Option<&std::path::Path>,
+    opts: &geolb::sim::Options,
+    json: bool,
+) -> anyhow::Result<bool> {
+    let started = std::time::Instant::now();
+    // The simulation walks the databases itself: no compiled table.
+    let load = |p: &std::path::Path| {
+        geolb::snapshot::load_with(p, &Default::default(), 0, None, false)
+            .map(|(s, _)| s)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("cannot load {}", p.display()))
+    };
+    let snap = load(path)?;
+    let other = against.map(load).transpose()?;
+    let loaded = started.elapsed().as_millis() as u64;
+    let label = path.display().to_string();
+    let other_label = against.map(|p| p.display().to_string());
+    let pair = other.as_ref().zip(other_label.as_deref());
+    let mut report = geolb::sim::run(&snap, &label, pair, opts)?;
+    report.timings_ms.load = loaded;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(report.resilience.as_ref().is_none_or(|r| r.ok))
 }
 
 fn serve(config: PathBuf, overrides: Overrides) -> anyhow::Result<()> {

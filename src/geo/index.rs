@@ -202,14 +202,7 @@ pub fn build(
     keys: &Keys,
     mut decide: impl FnMut(&Location, IpAddr) -> Vec<u32>,
 ) -> Result<GeoIndexes, String> {
-    let db = geo.city.as_ref().ok_or("no City database")?;
-    let mut city = Cursor::new(DbNets::new(Some(db), Locations::default())?)?;
-    // Numbers no service has an entry for decide like none: the ASN
-    // database is walked only when there are entries.
-    let asn_db = geo.asn.as_deref().filter(|_| !keys.asns.is_empty());
-    let mut asn = Cursor::new(DbNets::new(asn_db, AsNumbers(&keys.asns))?)?;
-    let mut cidr = Cursor::new(blocks(keys).into_iter())?;
-
+    let mut walk = Pieces::new(geo, keys)?;
     let mut combos = Combos::default();
     let mut last: Option<(Input, u32)> = None;
     // Pieces come in address order and neighbours mostly share their
@@ -217,53 +210,35 @@ pub fn build(
     // extends that range, so the tables stay a tenth of the network count.
     let mut v4: Vec<(u32, u32)> = Vec::new();
     let mut v6: Vec<(u128, u32)> = Vec::new();
-    for family_v6 in [false, true] {
-        let max = if family_v6 {
-            u128::MAX
-        } else {
-            u32::MAX as u128
+    while let Some(p) = walk.next_piece()? {
+        let combo = match last {
+            Some((i, c)) if i == p.input => c,
+            _ => {
+                let c = match combos.of(p.input) {
+                    Some(c) => c,
+                    None => {
+                        let l = walk.city.src.records.of(p.input);
+                        combos.add(p.input, decide(&l, address(p.v6, p.start)))
+                    }
+                };
+                last = Some((p.input, c));
+                c
+            }
         };
-        let mut pos = 0u128;
-        loop {
-            let (loc, to_a) = city.at(family_v6, pos, max)?;
-            let (asn_no, to_b) = asn.at(family_v6, pos, max)?;
-            let (key, to_c) = cidr.at(family_v6, pos, max)?;
-            let end = to_a.min(to_b).min(to_c);
-            let input = Input {
-                location: loc.unwrap_or(NONE),
-                asn: asn_no.unwrap_or(0),
-                cidr: key.unwrap_or(NONE),
-            };
-            let combo = match last {
-                Some((i, c)) if i == input => c,
-                _ => {
-                    let c = match combos.of(input) {
-                        Some(c) => c,
-                        None => {
-                            let l = city.src.records.of(input);
-                            combos.add(input, decide(&l, address(family_v6, pos)))
-                        }
-                    };
-                    last = Some((input, c));
-                    c
-                }
-            };
-            if family_v6 {
-                extend(&mut v6, pos, combo);
-            } else {
-                extend(&mut v4, pos as u32, combo);
-            }
-            if end >= max {
-                break;
-            }
-            pos = end + 1;
+        if p.v6 {
+            extend(&mut v6, p.start, combo);
+        } else {
+            extend(&mut v4, p.start as u32, combo);
         }
     }
     let inputs = combos.inputs;
-    let (records, locations) = (city.src.by_offset.len(), city.src.records.list.len());
-    let (networks, asn_networks) = (city.src.networks, asn.src.networks);
+    let (records, locations) = (
+        walk.city.src.by_offset.len(),
+        walk.city.src.records.list.len(),
+    );
+    let (networks, asn_networks) = (walk.city.src.networks, walk.asn.src.networks);
     // The walk's maps are not needed for the indexes.
-    drop((city, asn));
+    drop(walk);
     let combos = combos.list;
     let services = (0..slots)
         .map(|s| {
@@ -279,6 +254,150 @@ pub fn build(
         locations,
         inputs,
     })
+}
+
+/// One piece of the walk: an interval of one family in which every address
+/// has the same City record, AS number and innermost CIDR key.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    v6: bool,
+    start: u128,
+    input: Input,
+}
+
+/// The walk itself: the three partitions merged, piece by piece, IPv4
+/// (as numbers below 2^32) then IPv6, covering each family's whole space.
+struct Pieces<'a> {
+    city: Cursor<DbNets<'a, Locations>>,
+    asn: Cursor<DbNets<'a, AsNumbers<'a>>>,
+    cidr: Cursor<std::vec::IntoIter<Net>>,
+    /// Where the next piece starts; `None` once the walk is over.
+    at: Option<(bool, u128)>,
+}
+
+impl<'a> Pieces<'a> {
+    fn new(geo: &'a GeoDb, keys: &'a Keys) -> Result<Pieces<'a>, String> {
+        let db = geo.city.as_ref().ok_or("no City database")?;
+        // Numbers no service has an entry for decide like none: the ASN
+        // database is walked only when there are entries.
+        let asn_db = geo.asn.as_deref().filter(|_| !keys.asns.is_empty());
+        Ok(Pieces {
+            city: Cursor::new(DbNets::new(Some(db), Locations::default())?)?,
+            asn: Cursor::new(DbNets::new(asn_db, AsNumbers(&keys.asns))?)?,
+            cidr: Cursor::new(blocks(keys).0.into_iter())?,
+            at: Some((false, 0)),
+        })
+    }
+
+    /// The next piece (it ends where the one after it begins).
+    fn next_piece(&mut self) -> Result<Option<Piece>, String> {
+        let Some((v6, pos)) = self.at else {
+            return Ok(None);
+        };
+        let max = if v6 { u128::MAX } else { u32::MAX as u128 };
+        let (loc, to_a) = self.city.at(v6, pos, max)?;
+        let (asn_no, to_b) = self.asn.at(v6, pos, max)?;
+        let (key, to_c) = self.cidr.at(v6, pos, max)?;
+        let end = to_a.min(to_b).min(to_c);
+        let input = Input {
+            location: loc.unwrap_or(NONE),
+            asn: asn_no.unwrap_or(0),
+            cidr: key.unwrap_or(NONE),
+        };
+        self.at = match (end >= max, v6) {
+            (false, _) => Some((v6, end + 1)),
+            (true, false) => Some((true, 0)),
+            (true, true) => None,
+        };
+        Ok(Some(Piece {
+            v6,
+            start: pos,
+            input,
+        }))
+    }
+}
+
+/// The whole address space as the compiled walk cuts it, for a simulation
+/// of every client: each piece (in address order, covering the family's
+/// space) with the number of its distinct input.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// IPv4 pieces: first address, input number (a piece ends where the
+    /// next begins).
+    pub v4: Vec<(u32, u32)>,
+    pub v6: Vec<(u128, u32)>,
+    /// The distinct inputs, numbered by first appearance.
+    pub inputs: Vec<WalkInput>,
+    /// Networks read from the City and the ASN database.
+    pub networks: usize,
+    pub asn_networks: usize,
+}
+
+/// What every address of some pieces has in common: what decisions are
+/// made from.
+#[derive(Debug, Clone, Copy)]
+pub struct WalkInput {
+    /// The City record's location (default when none) with the AS number
+    /// (0 when none any service names).
+    pub location: Location,
+    /// The address the input was first met at: the one compiled geo decides
+    /// from for every piece with this input.
+    pub addr: IpAddr,
+    /// Whether a City database network holds it.
+    pub city: bool,
+    /// The innermost CIDR key over it (first address, prefix length).
+    pub cidr: Option<(IpAddr, u8)>,
+}
+
+impl WalkInput {
+    /// Whether anything the walk reads holds these pieces: a City network,
+    /// a CIDR key or an AS number some service names (else: address space
+    /// no database lists).
+    pub fn listed(&self) -> bool {
+        self.city || self.cidr.is_some() || self.location.asn != 0
+    }
+}
+
+/// Walks the address space as [`build`] does, without deciding: every
+/// piece with its distinct input.
+pub fn walk(geo: &GeoDb, keys: &Keys) -> Result<Walk, String> {
+    let key_blocks = blocks(keys).1;
+    let mut pieces = Pieces::new(geo, keys)?;
+    let mut out = Walk::default();
+    let mut index: FxHashMap<Input, u32> = FxHashMap::default();
+    let mut last: Option<(Input, u32)> = None;
+    while let Some(p) = pieces.next_piece()? {
+        let n = match last {
+            Some((i, n)) if i == p.input => n,
+            _ => {
+                let next = out.inputs.len() as u32;
+                let n = *index.entry(p.input).or_insert(next);
+                if n == next {
+                    let cidr = key_blocks.get(p.input.cidr as usize).map(|&(v6, s, e)| {
+                        let bits = if v6 { 128 } else { 32 };
+                        let host = (e - s).count_ones();
+                        (address(v6, s), (bits - host) as u8)
+                    });
+                    out.inputs.push(WalkInput {
+                        location: pieces.city.src.records.of(p.input),
+                        addr: address(p.v6, p.start),
+                        city: p.input.location != NONE,
+                        cidr,
+                    });
+                }
+                last = Some((p.input, n));
+                n
+            }
+        };
+        if p.v6 {
+            out.v6.push((p.start, n));
+        } else {
+            out.v4.push((p.start as u32, n));
+        }
+    }
+    out.networks = pieces.city.src.networks;
+    out.asn_networks = pieces.asn.src.networks;
+    Ok(out)
 }
 
 /// What a piece's decisions are made from: its City location's number,
@@ -557,7 +676,7 @@ impl Source for std::vec::IntoIter<Net> {
 /// The CIDR keys as disjoint intervals in address order, each carrying the
 /// number of the most specific key that covers it (blocks nest or are
 /// disjoint, so that key tells every service's longest match).
-fn blocks(keys: &Keys) -> Vec<Net> {
+fn blocks(keys: &Keys) -> (Vec<Net>, Vec<(bool, u128, u128)>) {
     let mut all: Vec<(bool, u128, u128)> = keys
         .v4
         .iter()
@@ -576,7 +695,7 @@ fn blocks(keys: &Keys) -> Vec<Net> {
         let family = all.iter().enumerate().filter(|(_, b)| b.0 == v6);
         flatten(family.map(|(i, b)| (b.1, b.2, i as u32)), v6, &mut out);
     }
-    out
+    (out, all)
 }
 
 /// Flattens nested blocks of one family, given outer first, into the
@@ -745,6 +864,7 @@ mod tests {
             ..Keys::default()
         };
         let got: Vec<(bool, u128, u128, u32)> = blocks(&keys)
+            .0
             .iter()
             .map(|n| (n.v6, n.start, n.end, n.value))
             .collect();

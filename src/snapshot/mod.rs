@@ -486,7 +486,7 @@ impl CompiledGeo {
 
 /// The AS numbers and CIDR blocks the `geo` tables of `svcs` have entries
 /// for: the compiled walk cuts the address space at their boundaries.
-fn geo_keys(svcs: &[&Service]) -> crate::geo::index::Keys {
+pub fn geo_keys(svcs: &[&Service]) -> crate::geo::index::Keys {
     let mut keys = crate::geo::index::Keys::default();
     for m in svcs
         .iter()
@@ -661,6 +661,18 @@ pub fn build(
     generation: u64,
     prev: Option<&Snapshot>,
 ) -> Result<(Snapshot, Vec<Diagnostic>), LoadError> {
+    build_with(config, generation, prev, true)
+}
+
+/// Like [`build`]; without `compile_geo` the geo decisions are not
+/// compiled (`geo_index` is `None`: answers locate per query), for tools
+/// that walk the databases themselves (`geolb simulate`).
+pub fn build_with(
+    config: Config,
+    generation: u64,
+    prev: Option<&Snapshot>,
+    compile_geo: bool,
+) -> Result<(Snapshot, Vec<Diagnostic>), LoadError> {
     let mut diags = Vec::new();
     let steering::Compiled {
         topology,
@@ -732,7 +744,11 @@ pub fn build(
             }
         }
     }
-    let geo_index = compile_geo(&table, &topology, &geo, prev);
+    let geo_index = if compile_geo {
+        self::compile_geo(&table, &topology, &geo, prev)
+    } else {
+        None
+    };
     let retained = prev.map_or_else(Default::default, |p| p.counters.retained());
     let counters = counters::Counters::new(
         slots,
@@ -774,9 +790,21 @@ pub fn load(
     generation: u64,
     prev: Option<&Snapshot>,
 ) -> Result<(Snapshot, Vec<Diagnostic>), LoadError> {
+    load_with(path, overrides, generation, prev, true)
+}
+
+/// Like [`load`], compiling geo decisions only with `compile_geo` (see
+/// [`build_with`]).
+pub fn load_with(
+    path: &std::path::Path,
+    overrides: &crate::config::Overrides,
+    generation: u64,
+    prev: Option<&Snapshot>,
+    compile_geo: bool,
+) -> Result<(Snapshot, Vec<Diagnostic>), LoadError> {
     let (config, mut diags) = Config::read_with(path, overrides)?;
     let config_failed = diags.iter().any(Diagnostic::is_error);
-    match build(config, generation, prev) {
+    match build_with(config, generation, prev, compile_geo) {
         Ok((snap, warnings)) => {
             diags.extend(warnings);
             if config_failed {

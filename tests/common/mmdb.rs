@@ -44,6 +44,75 @@ impl CityNet {
     }
 }
 
+/// A few networks on four continents, IPv4 and IPv6 (the geo tests' world).
+pub fn world() -> Vec<CityNet> {
+    vec![
+        CityNet::new(
+            "192.0.2.0/24",
+            "EU",
+            "DE",
+            Some("HE"),
+            "Frankfurt",
+            50.11,
+            8.68,
+        ),
+        CityNet::new(
+            "198.51.100.0/24",
+            "NA",
+            "US",
+            Some("VA"),
+            "Ashburn",
+            39.04,
+            -77.49,
+        ),
+        CityNet::new(
+            "203.0.113.0/24",
+            "AS",
+            "JP",
+            Some("13"),
+            "Tokyo",
+            35.68,
+            139.69,
+        ),
+        CityNet::new(
+            "45.0.0.0/8",
+            "SA",
+            "BR",
+            Some("SP"),
+            "Sao Paulo",
+            -23.55,
+            -46.63,
+        ),
+        CityNet::new(
+            "81.0.0.0/16",
+            "EU",
+            "GB",
+            Some("ENG"),
+            "London",
+            51.5,
+            -0.12,
+        ),
+        CityNet::new(
+            "2001:db8:e0::/48",
+            "EU",
+            "FR",
+            Some("IDF"),
+            "Paris",
+            48.86,
+            2.35,
+        ),
+        CityNet::new(
+            "64.0.0.0/16",
+            "NA",
+            "US",
+            Some("CA"),
+            "San Jose",
+            37.33,
+            -121.89,
+        ),
+    ]
+}
+
 /// Which vendor's record layout to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
