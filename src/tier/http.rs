@@ -486,14 +486,20 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-fn ip_text(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => v6.to_string(),
-        },
-        v4 => v4.to_string(),
-    }
+/// The client address as header text (an IPv4-mapped address as IPv4),
+/// in one allocation.
+fn ip_bytes(ip: IpAddr) -> Bytes {
+    use std::io::Write as _;
+    let mut buf = [0u8; 48];
+    let mut c = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(c, "{}", ip.to_canonical());
+    let n = usize::try_from(c.position()).unwrap_or(0);
+    Bytes::copy_from_slice(buf.get(..n).unwrap_or_default())
+}
+
+/// A header value that takes `s` over (no copy), if `s` is valid.
+fn owned_value(s: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(Bytes::from(s)).ok()
 }
 
 /// Sets the forwarding headers of a request about to go to a backend.
@@ -504,26 +510,33 @@ fn forwarding(
     host: Option<&str>,
     version: Version,
 ) {
-    let ip = ip_text(client.ip());
+    let ip_b = ip_bytes(client.ip());
+    let ip = std::str::from_utf8(&ip_b).unwrap_or_default();
     match plan.forwarded_for {
         ForwardedFor::Off => {}
         ForwardedFor::Replace => {
-            if let Ok(v) = HeaderValue::from_str(&ip) {
+            if let Ok(v) = HeaderValue::from_maybe_shared(ip_b.clone()) {
                 h.insert(X_FORWARDED_FOR, v);
             }
         }
         ForwardedFor::Append => {
-            let prior: Vec<String> = h
+            let mut prior = h
                 .get_all(X_FORWARDED_FOR)
                 .iter()
-                .filter_map(|v| v.to_str().ok().map(str::to_string))
-                .collect();
-            let list = if prior.is_empty() {
-                ip.clone()
+                .filter_map(|v| v.to_str().ok())
+                .peekable();
+            let v = if prior.peek().is_none() {
+                HeaderValue::from_maybe_shared(ip_b.clone()).ok()
             } else {
-                format!("{}, {ip}", prior.join(", "))
+                let mut list = String::with_capacity(64);
+                for p in prior {
+                    list.push_str(p);
+                    list.push_str(", ");
+                }
+                list.push_str(ip);
+                owned_value(list)
             };
-            if let Ok(v) = HeaderValue::from_str(&list) {
+            if let Some(v) = v {
                 h.insert(X_FORWARDED_FOR, v);
             }
         }
@@ -531,15 +544,20 @@ fn forwarding(
     let proto = if plan.tls.is_some() { "https" } else { "http" };
     if plan.forwarded_for != ForwardedFor::Off {
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-        if let Some(v) = host.and_then(|x| HeaderValue::from_str(x).ok()) {
+        // The client's own Host value when it sent one (shared, not copied).
+        let v = h
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| host.and_then(|x| HeaderValue::from_str(x).ok()));
+        if let Some(v) = v {
             h.insert(X_FORWARDED_HOST, v);
         }
     }
     if plan.forwarded {
-        let node = if client.ip().is_ipv6() && !ip.contains('.') {
+        let node = if client.ip().to_canonical().is_ipv6() {
             format!("\"[{ip}]\"")
         } else {
-            ip.clone()
+            ip.to_string()
         };
         let mut el = format!("for={node};proto={proto}");
         if let Some(hst) = host {
@@ -549,7 +567,7 @@ fn forwarding(
             Some(prev) => format!("{prev}, {el}"),
             None => el,
         };
-        if let Ok(v) = HeaderValue::from_str(&all) {
+        if let Some(v) = owned_value(all) {
             h.insert(header::FORWARDED, v);
         }
     }
@@ -559,21 +577,18 @@ fn forwarding(
             Version::HTTP_10 => "1.0 geolb",
             _ => "1.1 geolb",
         };
-        let all = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {me}"),
-            None => me.to_string(),
+        let v = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
+            Some(prev) => owned_value(format!("{prev}, {me}")),
+            None => Some(HeaderValue::from_static(me)),
         };
-        if let Ok(v) = HeaderValue::from_str(&all) {
+        if let Some(v) = v {
             h.insert(header::VIA, v);
         }
     }
     if let Some(name) = &plan.request_id {
         if !h.contains_key(name.as_str()) {
             let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(&id),
-            ) {
+            if let (Ok(n), Some(v)) = (HeaderName::from_bytes(name.as_bytes()), owned_value(id)) {
                 h.insert(n, v);
             }
         }
@@ -765,8 +780,7 @@ async fn handle(
         return small(StatusCode::BAD_REQUEST, why);
     }
     let host = host_of(&req);
-    let path = req.uri().path().to_string();
-    let rule = route_for(plan, host.as_deref(), &path, req.headers());
+    let rule = route_for(plan, host.as_deref(), req.uri().path(), req.headers());
     let idx = rule.unwrap_or(plan.rules.len());
     if let Some(rs) = route.route_stats.get(idx) {
         add(&rs.requests, 1);
@@ -815,7 +829,13 @@ async fn handle(
     // connections are joined.
     let mut upgrade = upgrade_of(&req).map(|proto| (proto, hyper::upgrade::on(&mut req)));
     let (mut parts, body) = req.into_parts();
-    let sticky = Sticky::read(&group, &parts.headers, &path, client.ip(), tier.now_ms());
+    let sticky = Sticky::read(
+        &group,
+        &parts.headers,
+        parts.uri.path(),
+        client.ip(),
+        tier.now_ms(),
+    );
     if let Some(name) = &sticky.cookie_name {
         super::sticky::strip_cookie(&mut parts.headers, name);
     }
