@@ -152,6 +152,11 @@ pub struct ListenerConfig {
     /// `append` (default), `replace` or `off`: the client's X-Forwarded-For.
     #[serde(default)]
     pub forwarded_for: Option<Spanned<String>>,
+    /// With `forwarded_for = "append"`: only these peers' X-Forwarded-For
+    /// and Forwarded are kept and appended to; anyone else's are replaced
+    /// (empty: everyone's are kept).
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
     /// Add an RFC 7239 `Forwarded` header.
     #[serde(default)]
     pub forwarded: bool,

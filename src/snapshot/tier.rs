@@ -721,6 +721,7 @@ fn http_plan(
     let plan = HttpPlan {
         rules,
         forwarded_for,
+        trusted_proxies: v.trusted_proxies.clone(),
         forwarded: v.forwarded,
         via: v.via,
         request_id: v.request_id.as_ref().map(|h| h.to_ascii_lowercase()),

@@ -512,7 +512,17 @@ fn forwarding(
 ) {
     let ip_b = ip_bytes(client.ip());
     let ip = std::str::from_utf8(&ip_b).unwrap_or_default();
-    match plan.forwarded_for {
+    // What an untrusted client says about earlier hops is dropped.
+    let trusted =
+        plan.trusted_proxies.is_empty() || super::ip_in(client.ip(), &plan.trusted_proxies);
+    if !trusted {
+        h.remove(header::FORWARDED);
+    }
+    let mode = match plan.forwarded_for {
+        ForwardedFor::Append if !trusted => ForwardedFor::Replace,
+        m => m,
+    };
+    match mode {
         ForwardedFor::Off => {}
         ForwardedFor::Replace => {
             if let Ok(v) = HeaderValue::from_maybe_shared(ip_b.clone()) {
@@ -1269,6 +1279,7 @@ mod tests {
         HttpPlan {
             rules,
             forwarded_for: ForwardedFor::Append,
+            trusted_proxies: Vec::new(),
             forwarded: true,
             via: true,
             request_id: Some("x-request-id".into()),
@@ -1389,5 +1400,24 @@ mod tests {
         forwarding(&p, &mut h, v4, None, Version::HTTP_11);
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["x-request-id"], "abc");
+        // Append, but only from trusted proxies: anyone else's list and
+        // Forwarded are replaced.
+        p.forwarded_for = ForwardedFor::Append;
+        p.trusted_proxies = vec!["10.9.0.0/16".parse().expect("net")];
+        let spoofed = || {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+            h.insert(header::FORWARDED, HeaderValue::from_static("for=1.2.3.4"));
+            h
+        };
+        let mut h = spoofed();
+        forwarding(&p, &mut h, v4, None, Version::HTTP_11);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h[header::FORWARDED], "for=192.0.2.7;proto=http");
+        let proxy: SocketAddr = "[::ffff:10.9.1.1]:1".parse().expect("addr");
+        let mut h = spoofed();
+        forwarding(&p, &mut h, proxy, None, Version::HTTP_11);
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.9.1.1");
+        assert_eq!(h[header::FORWARDED], "for=1.2.3.4, for=10.9.1.1;proto=http");
     }
 }

@@ -89,6 +89,8 @@ pub struct HttpPlan {
     /// In order; the first that matches wins, else the listener's group.
     pub rules: Vec<RulePlan>,
     pub forwarded_for: ForwardedFor,
+    /// Peers whose forwarding headers are kept (empty: everyone's).
+    pub trusted_proxies: Vec<IpNet>,
     /// Add an RFC 7239 `Forwarded` element.
     pub forwarded: bool,
     /// Add `Via: 1.1 geolb`.
