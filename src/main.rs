@@ -239,6 +239,29 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Replay a query log against the running config and a proposed one:
+    /// where its queries are answered from under each, as a region-to-region
+    /// matrix of queries and of distinct resolvers, and the countries whose
+    /// queries move. Offline, with the code that answers queries.
+    #[command(
+        after_help = "Log lines: CLIENT NAME [TYPE]\n  CLIENT  the resolver's address, RESOLVER/ECS_ADDRESS/PREFIX, or ADDRESS/PREFIX (a client subnet alone)\n  TYPE    A (default), AAAA, or another type (counted, not replayed)\n  '#' starts a comment; malformed lines are counted and the first few shown.\n\nExamples:\n  geolb replay queries.log --config geolb.toml --against next.toml\n  zcat queries.log.gz | geolb replay - --against next.toml --json\n\nExit status: 0, 2 on errors."
+    )]
+    Replay {
+        /// Query log ('-': standard input).
+        log: PathBuf,
+        /// The running config.
+        #[arg(long, short, env = "GEOLB_CONFIG", default_value = "geolb.toml")]
+        config: PathBuf,
+        /// The proposed config.
+        #[arg(long, value_name = "PROPOSED.toml")]
+        against: PathBuf,
+        /// Countries listed.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        top: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate the config and every zone without serving; exit 1 on errors.
     #[command(
         after_help = "Examples:\n  geolb check\n  geolb check --config /etc/geolb/geolb.toml && systemctl reload geolb"
@@ -300,6 +323,21 @@ fn main() -> ExitCode {
             {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("geolb: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Cmd::Replay {
+            log,
+            config,
+            against,
+            top,
+            json,
+        } => {
+            return match replay(&log, &config, &against, top, json) {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("geolb: {e:#}");
                     ExitCode::from(2)
@@ -736,6 +774,51 @@ fn explain(
     Ok(())
 }
 
+/// A config's snapshot without its compiled geo table: the simulation
+/// walks the databases itself.
+fn load_uncompiled(p: &std::path::Path) -> anyhow::Result<geolb::snapshot::Snapshot> {
+    geolb::snapshot::load_with(p, &Default::default(), 0, None, false)
+        .map(|(s, _)| s)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("cannot load {}", p.display()))
+}
+
+/// Runs `geolb replay`.
+fn replay(
+    log: &std::path::Path,
+    path: &std::path::Path,
+    against: &std::path::Path,
+    top: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let snap = load_uncompiled(path)?;
+    let other = load_uncompiled(against)?;
+    let loaded = started.elapsed().as_millis() as u64;
+    let (current, proposed) = (path.display().to_string(), against.display().to_string());
+    let opts = geolb::sim::replay::ReplayOptions { top };
+    let run = |r: &mut dyn std::io::BufRead, name: &str| {
+        geolb::sim::replay::replay(r, name, (&snap, &current), (&other, &proposed), &opts)
+    };
+    let mut report = if log.as_os_str() == "-" {
+        run(&mut std::io::stdin().lock(), "(stdin)")?
+    } else {
+        let f =
+            std::fs::File::open(log).with_context(|| format!("cannot open {}", log.display()))?;
+        run(
+            &mut std::io::BufReader::with_capacity(1 << 16, f),
+            &log.display().to_string(),
+        )?
+    };
+    report.timings_ms.load = loaded;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
 /// Runs `geolb simulate`; false when the resilience check failed.
 fn simulate(
     path: &std::path::Path,
@@ -744,15 +827,8 @@ fn simulate(
     json: bool,
 ) -> anyhow::Result<bool> {
     let started = std::time::Instant::now();
-    // The simulation walks the databases itself: no compiled table.
-    let load = |p: &std::path::Path| {
-        geolb::snapshot::load_with(p, &Default::default(), 0, None, false)
-            .map(|(s, _)| s)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(|| format!("cannot load {}", p.display()))
-    };
-    let snap = load(path)?;
-    let other = against.map(load).transpose()?;
+    let snap = load_uncompiled(path)?;
+    let other = against.map(load_uncompiled).transpose()?;
     let loaded = started.elapsed().as_millis() as u64;
     let label = path.display().to_string();
     let other_label = against.map(|p| p.display().to_string());

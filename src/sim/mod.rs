@@ -37,6 +37,7 @@ use crate::policy::{
 };
 use crate::snapshot::{health_view, Snapshot};
 
+pub mod replay;
 pub mod report;
 
 pub use report::{
@@ -57,6 +58,8 @@ pub enum SimError {
     UnknownService(String),
     #[error("record type {0:?}: simulate answers A or AAAA")]
     BadType(String),
+    #[error("cannot read the query log: {0}")]
+    Log(#[source] std::io::Error),
 }
 
 /// Which record type the simulated queries ask for.
@@ -164,6 +167,10 @@ struct Weight {
 struct Key {
     client: Client,
     pre: Option<Vec<u16>>,
+    /// Decided from the client address itself (`weighted` in `sticky` mode,
+    /// a location read per query): the input's first address stands for
+    /// every address of it.
+    per_client: bool,
 }
 
 struct SvcModel<'s> {
@@ -261,7 +268,6 @@ impl<'s> Model<'s> {
 
     /// Decides every key of every service under `health`.
     fn evaluate(&self, health: &HealthView) -> Evaluated {
-        let topo = &self.snap.topology;
         let mut sc = Scratch::seeded(0);
         let outcome = self
             .services
@@ -270,40 +276,67 @@ impl<'s> Model<'s> {
                 m.keys
                     .iter()
                     .enumerate()
-                    .map(|(k, key)| {
-                        // One fixed draw per key for `weighted` at random.
-                        sc.rng = fastrand::Rng::with_seed(k as u64);
-                        let d = decide_from(
-                            topo,
-                            m.svc,
-                            &key.client,
-                            key.pre.as_deref(),
-                            m.family,
-                            health,
-                            &mut sc,
-                            None,
-                        );
-                        let kind = match d.answer {
-                            Answer::Endpoints if sc.out.iter().any(|&e| health.up(e)) => {
-                                Kind::Answer
-                            }
-                            Answer::Endpoints => Kind::FailOpen,
-                            Answer::Nodata => Kind::Nodata,
-                            Answer::FallbackAddresses | Answer::FallbackCname => Kind::Fallback,
-                        };
-                        Outcome {
-                            kind,
-                            endpoints: if kind == Kind::Nodata {
-                                Vec::new()
-                            } else {
-                                sc.out.clone()
-                            },
-                        }
-                    })
+                    .map(|(k, key)| self.outcome(m, k, &key.client, m.family, health, &mut sc))
                     .collect()
             })
             .collect();
         Evaluated { outcome }
+    }
+
+    /// How key `k` of `m` is decided for `client` under `health`.
+    fn outcome(
+        &self,
+        m: &SvcModel<'_>,
+        k: usize,
+        client: &Client,
+        family: Family,
+        health: &HealthView,
+        sc: &mut Scratch,
+    ) -> Outcome {
+        // One fixed draw per key for `weighted` at random.
+        sc.rng = fastrand::Rng::with_seed(k as u64);
+        let pre = m.keys.get(k).and_then(|key| key.pre.as_deref());
+        let d = decide_from(
+            &self.snap.topology,
+            m.svc,
+            client,
+            pre,
+            family,
+            health,
+            sc,
+            None,
+        );
+        let kind = match d.answer {
+            Answer::Endpoints if sc.out.iter().any(|&e| health.up(e)) => Kind::Answer,
+            Answer::Endpoints => Kind::FailOpen,
+            Answer::Nodata => Kind::Nodata,
+            Answer::FallbackAddresses | Answer::FallbackCname => Kind::Fallback,
+        };
+        Outcome {
+            kind,
+            endpoints: if kind == Kind::Nodata {
+                Vec::new()
+            } else {
+                sc.out.clone()
+            },
+        }
+    }
+
+    /// The input of the walk piece holding `addr` (IPv4-mapped addresses
+    /// as IPv4).
+    fn input_of(&self, addr: IpAddr) -> Option<u32> {
+        match addr.to_canonical() {
+            IpAddr::V4(a) => {
+                let x = u32::from(a);
+                let i = self.walk.v4.partition_point(|p| p.0 <= x);
+                self.walk.v4.get(i.checked_sub(1)?).map(|p| p.1)
+            }
+            IpAddr::V6(a) => {
+                let x = u128::from(a);
+                let i = self.walk.v6.partition_point(|p| p.0 <= x);
+                self.walk.v6.get(i.checked_sub(1)?).map(|p| p.1)
+            }
+        }
     }
 
     /// The region bucket and the pool of an outcome.
@@ -690,6 +723,7 @@ fn service_model<'s>(
             Key {
                 client: Client { addr, loc },
                 pre: pre.clone(),
+                per_client,
             }
         };
         let k = if per_client {
