@@ -151,6 +151,21 @@ fn http_listener(group: &str, extra: &str) -> String {
     )
 }
 
+/// Backends "a" (127.0.1.11) and "b" (127.0.1.12) in group `g`, with the
+/// group's `extra` settings, behind listener `h` with `listener` settings.
+fn two_backends(extra: &str, listener: &str) -> (HttpBe, HttpBe, TestServer) {
+    let (a, b) = (
+        HttpBe::start("127.0.1.11", "a"),
+        HttpBe::start("127.0.1.12", "b"),
+    );
+    let s = start(&format!(
+        "{}{}",
+        group("g", extra, &[a.addr, b.addr]),
+        http_listener("g", listener)
+    ));
+    (a, b, s)
+}
+
 fn vip(s: &TestServer) -> SocketAddr {
     *s.server().tier.local_addrs().get("h").expect("listener h")
 }
@@ -338,19 +353,10 @@ fn a_backend_without_response_headers_in_time_gives_504() {
 
 #[test]
 fn repeated_5xx_eject_a_backend_and_retry_on_statuses_go_to_another() {
-    let (a, b) = (
-        HttpBe::start("127.0.1.11", "a"),
-        HttpBe::start("127.0.1.12", "b"),
+    let (a, b, s) = two_backends(
+        "ejection = { failures = 2, base_time = \"1m\", max_percent = 50 }",
+        "retries = 0",
     );
-    let s = start(&format!(
-        "{}{}",
-        group(
-            "g",
-            "ejection = { failures = 2, base_time = \"1m\", max_percent = 50 }",
-            &[a.addr, b.addr]
-        ),
-        http_listener("g", "retries = 0")
-    ));
     let l = vip(&s);
     // /status/500 from both: each gets failures; one is ejected (the cap
     // of a two-member group is one).
@@ -499,19 +505,7 @@ fn set_admin(s: &TestServer, target: &str, state: geolb::policy::AdminState) {
 #[test]
 fn cookie_persistence_keeps_a_client_on_its_backend_fails_over_and_re_sticks() {
     use geolb::policy::AdminState;
-    let (a, b) = (
-        HttpBe::start("127.0.1.11", "a"),
-        HttpBe::start("127.0.1.12", "b"),
-    );
-    let s = start(&format!(
-        "{}{}",
-        group(
-            "g",
-            "persistence = { mode = \"cookie\", cookie = \"SRV\", max_age = \"1h\", same_site = \"lax\" }",
-            &[a.addr, b.addr]
-        ),
-        http_listener("g", "")
-    ));
+    let (a, b, s) = two_backends("persistence = { mode = \"cookie\", cookie = \"SRV\", max_age = \"1h\", same_site = \"lax\" }", "");
     let l = vip(&s);
     let (first, set) = who_and_cookie(&get(l, "x", "/", "").1);
     let set = set.expect("a new client gets the cookie");
@@ -617,19 +611,7 @@ fn a_drained_backend_keeps_its_sticky_clients_only_with_drain_sticky() {
 #[test]
 fn source_persistence_keeps_an_address_on_its_backend_until_it_fails() {
     use geolb::policy::AdminState;
-    let (a, b) = (
-        HttpBe::start("127.0.1.11", "a"),
-        HttpBe::start("127.0.1.12", "b"),
-    );
-    let s = start(&format!(
-        "{}{}",
-        group(
-            "g",
-            "persistence = { mode = \"source\", timeout = \"10m\" }",
-            &[a.addr, b.addr]
-        ),
-        http_listener("g", "")
-    ));
+    let (a, b, s) = two_backends("persistence = { mode = \"source\", timeout = \"10m\" }", "");
     let l = vip(&s);
     let first = who_and_cookie(&get(l, "x", "/", "").1).0;
     for _ in 0..5 {

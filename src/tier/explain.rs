@@ -133,12 +133,7 @@ impl Tier {
         out.group = Some(group.name.clone());
         out.algorithm = Some(st.plan.settings.algorithm.name().to_string());
         out.backends = st.balancer.view(now);
-        out.persistence = Some(match &st.plan.persistence {
-            Persistence::None => "none",
-            Persistence::Cookie(_) => "cookie",
-            Persistence::Source { .. } => "source",
-            Persistence::Hash(_) => "hash",
-        });
+        out.persistence = Some(st.plan.persistence.name());
         let stuck = sticky.to.as_ref().and_then(|b| st.sticky_ok(b, now, &[]));
         out.persistence_outcome = match (&st.plan.persistence, &sticky.to, stuck) {
             (Persistence::None, _, _) => None,

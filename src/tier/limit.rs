@@ -49,7 +49,7 @@ impl Limits {
     /// says which limit refused it and how long until one is allowed.
     pub fn check(&self, client: IpAddr) -> Result<(), (Limited, Duration)> {
         let client = client.to_canonical();
-        if self.plan.exempt.iter().any(|n| n.contains(&client)) {
+        if super::ip_in(client, &self.plan.exempt) {
             return Ok(());
         }
         if let Some(l) = &self.per_client {
@@ -68,7 +68,7 @@ impl Limits {
     /// The limits that apply to `client`, in words.
     pub fn describe(&self, client: IpAddr) -> String {
         let client = client.to_canonical();
-        if self.plan.exempt.iter().any(|n| n.contains(&client)) {
+        if super::ip_in(client, &self.plan.exempt) {
             return format!("{client} is exempt");
         }
         let rate = |r: Option<super::plan::Rate>| {

@@ -778,12 +778,7 @@ impl Tier {
                     algorithm: st.plan.settings.algorithm.name().to_string(),
                     slow_start_s: st.plan.settings.slow_start.as_secs_f64(),
                     send_proxy: st.plan.send_proxy,
-                    persistence: match &st.plan.persistence {
-                        Persistence::None => "none",
-                        Persistence::Cookie(_) => "cookie",
-                        Persistence::Source { .. } => "source",
-                        Persistence::Hash(_) => "hash",
-                    },
+                    persistence: st.plan.persistence.name(),
                     drain_sticky: st.plan.drain_sticky,
                     backend_connections: stats::get(&g.connects),
                     sticky_clients: st.source.as_ref().map_or(0, |t| t.len()),

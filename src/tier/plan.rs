@@ -151,6 +151,18 @@ pub enum Persistence {
     Hash(HashOn),
 }
 
+impl Persistence {
+    /// Its mode as the config and the API name it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Persistence::None => "none",
+            Persistence::Cookie(_) => "cookie",
+            Persistence::Source { .. } => "source",
+            Persistence::Hash(_) => "hash",
+        }
+    }
+}
+
 /// The persistence cookie.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CookiePlan {
