@@ -663,7 +663,8 @@ fn print_status(v: &serde_json::Value) {
                 ("rate_limited_client", "429 per client"),
                 ("rate_limited_listener", "429 listener"),
                 ("upgrades", "upgrades"),
-                ("body_timeouts", "408"),
+                ("body_timeouts", "408 body"),
+                ("header_timeouts", "408 header"),
                 ("tls_handshake_errors", "TLS handshake errors"),
             ] {
                 if l[k].as_u64().is_some_and(|n| n > 0) {

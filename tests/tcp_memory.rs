@@ -8,17 +8,6 @@ use common::*;
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 
-/// Resident set size of this process (server and client both live here).
-#[cfg(target_os = "linux")]
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// Opens `n` connections, each answered once, and keeps them open.
 fn open_answered(s: &TestServer, n: usize) -> Vec<std::net::TcpStream> {
     let q = query("www.example.com.", RecordType::A)

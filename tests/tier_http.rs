@@ -176,7 +176,11 @@ fn request(addr: SocketAddr, raw: &str) -> (u16, String) {
     c.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     c.write_all(raw.as_bytes()).expect("write");
-    let mut r = BufReader::new(c);
+    read_response(&mut BufReader::new(c))
+}
+
+/// Reads one response (with a Content-Length body) from a connection.
+fn read_response(r: &mut BufReader<TcpStream>) -> (u16, String) {
     let mut status = String::new();
     r.read_line(&mut status).expect("status line");
     let code = status
@@ -1283,4 +1287,130 @@ fn cli_status_shows_http_counts_and_routes_and_explain_http_answers() {
     assert!(out.contains("rule 1: path prefix /status"), "{out}");
     assert!(out.contains(&format!("backend    {}", a.addr)), "{out}");
     assert!(out.contains("stuck to"), "{out}");
+}
+
+#[test]
+fn an_idle_keep_alive_connection_gives_its_buffers_back_and_serves_its_next_requests() {
+    let (a, _b, s) = two_backends("", "header_timeout = \"1s\"");
+    let l = vip(&s);
+    let c = TcpStream::connect(l).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut w = c.try_clone().expect("clone");
+    let mut r = BufReader::new(c);
+    let one = "GET /one HTTP/1.1\r\nHost: x\r\n\r\n";
+    w.write_all(one.as_bytes()).expect("write");
+    assert_eq!(read_response(&mut r).0, 200);
+    let parked = || tier_status(&s)["listeners"][0]["parked"] == 1;
+    assert!(
+        wait_for(Duration::from_secs(5), parked).is_some(),
+        "the idle connection is parked"
+    );
+    // The same connection serves again, pipelined requests too, the second
+    // split mid-head.
+    w.write_all(format!("{one}GET /two HTTP/1.1\r\nHo").as_bytes())
+        .expect("write");
+    assert_eq!(read_response(&mut r).0, 200);
+    w.write_all(b"st: x\r\n\r\n").expect("write");
+    let (code, text) = read_response(&mut r);
+    assert_eq!(code, 200);
+    assert!(text.contains(" GET /two"), "{text}");
+    assert!(wait_for(Duration::from_secs(5), parked).is_some());
+    assert_eq!(
+        a.hits.load(Ordering::Relaxed) + _b.hits.load(Ordering::Relaxed),
+        3
+    );
+    // Idle past header_timeout with nothing sent: closed without a response.
+    let mut rest = String::new();
+    let n = r.read_line(&mut rest).expect("closed, not timed out");
+    assert_eq!((n, rest.as_str()), (0, ""));
+    let t = tier_status(&s);
+    assert_eq!(t["listeners"][0]["header_timeouts"], 0);
+    assert!(
+        wait_for(Duration::from_secs(5), || tier_status(&s)["listeners"][0]
+            ["parked"]
+            == 0)
+        .is_some()
+    );
+}
+
+#[test]
+fn rfc9110_15_5_9_a_request_head_not_complete_within_header_timeout_gets_408() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener("g", "header_timeout = \"500ms\"")
+    ));
+    let l = vip(&s);
+    let mut c = TcpStream::connect(l).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .expect("write");
+    let mut all = String::new();
+    c.read_to_string(&mut all).expect("answered, then closed");
+    assert!(all.starts_with("HTTP/1.1 408 "), "{all}");
+    assert!(
+        all.to_ascii_lowercase().contains("connection: close"),
+        "{all}"
+    );
+    assert_eq!(a.hits.load(Ordering::Relaxed), 0);
+    let t = tier_status(&s);
+    assert_eq!(t["listeners"][0]["header_timeouts"], 1);
+    assert_eq!(
+        t["listeners"][0]["responses"][3], 0,
+        "not a proxied response"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn idle_keep_alive_http_connections_cost_a_few_kib_each() {
+    let (_a, _b, s) = two_backends("", "header_timeout = \"60s\"\nmax_connections = 2000");
+    let l = vip(&s);
+    let open = |n: usize| -> Vec<BufReader<TcpStream>> {
+        (0..n)
+            .map(|_| {
+                let mut c = TcpStream::connect(l).expect("connect");
+                c.set_read_timeout(Some(Duration::from_secs(5)))
+                    .expect("timeout");
+                c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .expect("write");
+                let mut r = BufReader::with_capacity(512, c);
+                assert_eq!(read_response(&mut r).0, 200);
+                r
+            })
+            .collect()
+    };
+    let all_parked = |n: usize| {
+        wait_for(Duration::from_secs(10), || {
+            tier_status(&s)["listeners"][0]["parked"] == n
+        })
+        .is_some()
+    };
+    // Warm up: runtime threads, their allocator arenas, the pools.
+    drop(open(50));
+    assert!(
+        wait_for(Duration::from_secs(5), || tier_status(&s)["listeners"][0]
+            ["active"]
+            == 0)
+        .is_some()
+    );
+    let before = rss_kib();
+    // In batches, each parked before the next: what an idle connection
+    // keeps, not what a busy one borrows.
+    let n = 300;
+    let mut conns = Vec::new();
+    while conns.len() < n {
+        conns.extend(open(50));
+        assert!(all_parked(conns.len()), "every idle connection is parked");
+    }
+    // Freed buffers go back to the system within a second or two.
+    let per = || (rss_kib().saturating_sub(before)) as f64 / n as f64;
+    let settled = wait_for(Duration::from_secs(5), || per() < 6.0);
+    let per = per();
+    drop(conns);
+    // hyper's connection buffers were ~27 KB per idle keep-alive client.
+    assert!(settled.is_some(), "{per:.1} KiB per idle connection");
 }

@@ -69,6 +69,20 @@ pub fn return_freed_tables() {
     }
 }
 
+/// Gives memory freed inside the heap back to the system (glibc keeps it
+/// otherwise: idle keep-alive connections free their buffers between the
+/// long-lived allocations of others, and RSS would stay at the peak of
+/// busy connections). HAProxy trims its pools the same way. Blocking:
+/// call it on a blocking thread.
+pub fn trim_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it
+    // takes the allocator's own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Puts the calling thread at the lowest CPU priority (nice 19), so building
 /// a snapshot (zone files, compiling geo decisions) takes CPU only when the
 /// answer path does not need it. Only for threads of [`in_background`],

@@ -15,7 +15,9 @@ use std::time::SystemTime;
 
 use tokio::sync::watch;
 
-pub use background::{in_background, retire, return_freed_tables, BackgroundError};
+pub use background::{
+    in_background, retire, return_freed_tables, trim_freed_memory, BackgroundError,
+};
 
 use crate::config::Overrides;
 use crate::diag::{Diagnostic, LoadError};
@@ -104,12 +106,16 @@ impl Control {
         })
     }
 
-    /// Starts the GeoIP watcher; it runs until `shutdown` turns true.
+    /// Starts the GeoIP watcher and the memory trimmer; they run until
+    /// `shutdown` turns true.
     pub fn spawn_jobs(
         self: &Arc<Self>,
         shutdown: watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
-        vec![tokio::spawn(watch_geo(self.clone(), shutdown))]
+        vec![
+            tokio::spawn(watch_geo(self.clone(), shutdown.clone())),
+            tokio::spawn(trim_after_releases(self.tier.clone(), shutdown)),
+        ]
     }
 
     pub fn last_reload(&self) -> Option<ReloadReport> {
@@ -340,6 +346,27 @@ async fn watch_geo(control: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
         let c = control.clone();
         if let Err(e) = in_background("geolb-geoip", move || c.check_geo()).await {
             tracing::error!("GeoIP check: {e}");
+        }
+    }
+}
+
+/// Once a second: when idle HTTP connections have given back enough
+/// buffers since the last look (64 or more, a megabyte or so), the freed
+/// memory is returned to the system.
+async fn trim_after_releases(tier: Arc<Tier>, mut shutdown: watch::Receiver<bool>) {
+    const AT_LEAST: u64 = 64;
+    let mut seen = tier.idle_releases();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let now = tier.idle_releases();
+        if now.saturating_sub(seen) >= AT_LEAST {
+            seen = now;
+            let _ = tokio::task::spawn_blocking(trim_freed_memory).await;
         }
     }
 }

@@ -358,7 +358,7 @@ fn histogram(
 /// The tier: per listener and per backend.
 fn tier(e: &mut Exposition, tier: &Tier) {
     let st = tier.status();
-    let lfam: [Family<crate::tier::ListenerStatus, u64>; 17] = [
+    let lfam: [Family<crate::tier::ListenerStatus, u64>; 18] = [
         (
             "geolb_tier_listener_connections_total",
             "Client connections accepted.",
@@ -425,6 +425,11 @@ fn tier(e: &mut Exposition, tier: &Tier) {
             |l| l.body_timeouts,
         ),
         (
+            "geolb_tier_listener_header_timeouts_total",
+            "HTTP connections answered 408: a request head began but did not arrive within header_timeout.",
+            |l| l.header_timeouts,
+        ),
+        (
             "geolb_tier_listener_goaway_total",
             "HTTP connections told to close (Connection: close / GOAWAY) as the listener went away.",
             |l| l.goaway,
@@ -455,6 +460,18 @@ fn tier(e: &mut Exposition, tier: &Tier) {
             "geolb_tier_listener_connections_active",
             &[("listener", &l.name), ("region", &l.region)],
             f64::from(l.active),
+        );
+    }
+    e.family(
+        "geolb_tier_listener_connections_parked",
+        "gauge",
+        "HTTP keep-alive connections idle without buffers now (of those open).",
+    );
+    for l in &st.listeners {
+        e.sample(
+            "geolb_tier_listener_connections_parked",
+            &[("listener", &l.name), ("region", &l.region)],
+            f64::from(l.parked),
         );
     }
     for (name, help, f) in lfam {

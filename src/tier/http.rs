@@ -1,5 +1,8 @@
-//! HTTP listeners (`mode = "http"`): HTTP/1.1 and h2c from clients (hyper's
-//! automatic protocol detection), routed by host, path prefix and header to
+//! HTTP listeners (`mode = "http"`): HTTP/1.1 and h2c from clients (h2c by
+//! its preface; over TLS, hyper's automatic detection after ALPN). A
+//! cleartext HTTP/1.1 connection idle for `PARK_AFTER` gives hyper's
+//! buffers back and waits for its next request holding none
+//! (`serve_plain`). Requests are routed by host, path prefix and header to
 //! a group or a fixed response, proxied over keep-alive connection pools
 //! to the group's backends (hyper-util's pooled client, one per listener).
 //!
@@ -30,7 +33,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::limit::{retry_after, Limited};
 use super::plan::{Action, ForwardedFor, HttpPlan};
@@ -162,6 +165,27 @@ impl<T> Prefixed<T> {
             at: 0,
             inner,
         }
+    }
+
+    /// No bytes are waiting in front of the stream.
+    pub fn is_empty(&self) -> bool {
+        self.at >= self.prefix.len()
+    }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// Puts bytes read from the front back in front.
+    pub fn put_back(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut p = Vec::with_capacity(bytes.len() + self.prefix.len() - self.at);
+        p.extend_from_slice(bytes);
+        p.extend_from_slice(&self.prefix[self.at..]);
+        self.prefix = p;
+        self.at = 0;
     }
 }
 
@@ -605,32 +629,32 @@ fn forwarding(
     }
 }
 
-/// Serves one client connection until it closes.
-pub async fn serve<I>(
+/// A request being handled (boxed: hyper's HTTP/1 connection is taken
+/// apart when idle, which needs an `Unpin` future).
+type Handling = Pin<Box<dyn Future<Output = Result<Response<Finished>, Infallible>> + Send>>;
+
+/// The request handler of one client connection. With `idle` (cleartext
+/// HTTP/1 connections), each request and its response body are counted on
+/// it, so the connection knows when it is idle.
+fn service(
     tier: Arc<Tier>,
     route: Arc<Route>,
     stats: Arc<ListenerStats>,
-    io: I,
     client: SocketAddr,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let super::Mode::Http(plan) = &route.plan.mode else {
-        return;
-    };
-    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(plan.header_timeout)
-        .keep_alive(true);
-    b.http2().timer(TokioTimer::new());
-    let drain_window = plan.drain_window;
-    let mut closing = stats.closing.subscribe();
-    let mut stop = tier.shutdown.clone();
-    let goaway = stats.clone();
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (tier, route, stats) = (tier.clone(), route.clone(), stats.clone());
-        async move {
+    idle: Option<Arc<Idle>>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Finished>,
+    Error = Infallible,
+    Future = Handling,
+> + Clone
+       + Unpin {
+    hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (tier, route, stats, idle) = (tier.clone(), route.clone(), stats.clone(), idle.clone());
+        if let Some(i) = &idle {
+            i.request_began();
+        }
+        let fut: Handling = Box::pin(async move {
             add(&stats.requests, 1);
             let started = Instant::now();
             // What the access log needs from the request, taken only when
@@ -661,7 +685,8 @@ pub async fn serve<I>(
                     r
                 }
                 _ => {
-                    let r = handle(&tier, &route, &stats, req, client, &mut out).await;
+                    let r =
+                        handle(&tier, &route, &stats, req, client, &mut out, idle.as_ref()).await;
                     if let Some(rs) = out.route.and_then(|i| route.route_stats.get(i)) {
                         rs.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                         rs.done(r.status().as_u16(), out.started.elapsed(), out.retries);
@@ -695,11 +720,65 @@ pub async fn serve<I>(
             }
             let class = usize::from(resp.status().as_u16() / 100).clamp(1, 5) - 1;
             add(&stats.responses[class], 1);
-            Ok::<_, Infallible>(resp)
-        }
-    });
-    let conn = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    tokio::pin!(conn);
+            Ok::<_, Infallible>(resp.map(|body| Finished { body, idle }))
+        });
+        fut
+    })
+}
+
+/// A connection hyper serves that can be told to finish gracefully.
+trait Graceful {
+    fn graceful(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful
+    for hyper_util::server::conn::auto::UpgradeableConnection<'_, I, S, TokioExecutor>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Graceful for hyper::server::conn::http2::Connection<I, S, TokioExecutor>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Runs a connection to its end; when the listener goes away (removed by a
+/// reload, or the node stops) the connection is told at a random moment
+/// within the drain window, so clients do not all come back at once —
+/// `Connection: close` on HTTP/1's next response (an idle one is closed),
+/// GOAWAY on HTTP/2 — then given the window again to finish what is in
+/// flight.
+async fn run_to_end<C, E, P>(
+    mut conn: Pin<P>,
+    stats: &ListenerStats,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    drain_window: Duration,
+    client: SocketAddr,
+) where
+    P: std::ops::DerefMut<Target = C>,
+    C: Graceful + Future<Output = Result<(), E>> + ?Sized,
+    E: std::fmt::Display,
+{
+    let mut closing = stats.closing.subscribe();
     let ended = tokio::select! {
         r = conn.as_mut() => Some(r),
         _ = closing.wait_for(|c| *c) => None,
@@ -708,14 +787,7 @@ pub async fn serve<I>(
     let r = match ended {
         Some(r) => r,
         None => {
-            // The listener is going away (removed by a reload, or the node
-            // stops): each connection is told at a random moment within
-            // the window, so clients do not all come back at once —
-            // `Connection: close` on HTTP/1's next response (an idle one is
-            // closed), GOAWAY on HTTP/2 — then given the window again to
-            // finish what is in flight.
-            let window = drain_window;
-            let at = window.mul_f64(fastrand::f64());
+            let at = drain_window.mul_f64(fastrand::f64());
             let told = tokio::select! {
                 r = conn.as_mut() => Some(r),
                 _ = tokio::time::sleep(at) => None,
@@ -723,10 +795,13 @@ pub async fn serve<I>(
             match told {
                 Some(r) => r,
                 None => {
-                    add(&goaway.goaway, 1);
-                    conn.as_mut().graceful_shutdown();
-                    match tokio::time::timeout(window.max(Duration::from_secs(1)), conn.as_mut())
-                        .await
+                    add(&stats.goaway, 1);
+                    conn.as_mut().graceful();
+                    match tokio::time::timeout(
+                        drain_window.max(Duration::from_secs(1)),
+                        conn.as_mut(),
+                    )
+                    .await
                     {
                         Ok(r) => r,
                         Err(_) => {
@@ -740,6 +815,455 @@ pub async fn serve<I>(
     };
     if let Err(e) = r {
         tracing::debug!(%client, "HTTP connection ended: {e}");
+    }
+}
+
+/// Serves one client connection (HTTPS: HTTP/1.1 or h2 by ALPN) until it
+/// closes.
+pub async fn serve<I>(
+    tier: Arc<Tier>,
+    route: Arc<Route>,
+    stats: Arc<ListenerStats>,
+    io: I,
+    client: SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let super::Mode::Http(plan) = &route.plan.mode else {
+        return;
+    };
+    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(plan.header_timeout)
+        .keep_alive(true);
+    b.http2().timer(TokioTimer::new());
+    let drain_window = plan.drain_window;
+    let stop = tier.shutdown.clone();
+    let svc = service(tier, route.clone(), stats.clone(), client, None);
+    let conn = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    run_to_end(conn, &stats, stop, drain_window, client).await;
+}
+
+/// How long a cleartext HTTP/1 connection stays idle with its buffers
+/// before it gives them back and waits for its next request with none.
+const PARK_AFTER: Duration = Duration::from_millis(100);
+
+/// What a cleartext HTTP/1 connection's socket wrapper (`IdleProbe`) and
+/// its requests tell each other, so the connection knows when hyper is idle
+/// (waiting for a request with nothing read of it) and can be taken apart.
+#[derive(Default)]
+pub struct Idle {
+    /// Requests whose response body has not been dropped yet.
+    in_flight: std::sync::atomic::AtomicU32,
+    /// Bytes read while no request was in flight, since the last request
+    /// began (a request head on its way).
+    head_bytes: std::sync::atomic::AtomicU64,
+    /// The last read found nothing to read.
+    waiting: std::sync::atomic::AtomicBool,
+    /// Written since the last completed flush.
+    unflushed: std::sync::atomic::AtomicBool,
+    /// A switched (upgraded) connection's client side is handed over here
+    /// once hyper has let go of the socket.
+    upgrade:
+        std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Prefixed<tokio::net::TcpStream>>>>,
+}
+
+impl Idle {
+    fn request_began(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.in_flight.fetch_add(1, Relaxed);
+        self.head_bytes.store(0, Relaxed);
+    }
+
+    fn is_idle(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.in_flight.load(Relaxed) == 0
+            && self.head_bytes.load(Relaxed) == 0
+            && self.waiting.load(Relaxed)
+            && !self.unflushed.load(Relaxed)
+    }
+}
+
+/// The socket of a cleartext HTTP/1 connection as hyper sees it: notes
+/// reads and flushes on `Idle`.
+pub struct IdleProbe<T> {
+    io: T,
+    idle: Arc<Idle>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for IdleProbe<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskCx<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        match &r {
+            Poll::Pending => self.idle.waiting.store(true, Relaxed),
+            Poll::Ready(_) => {
+                self.idle.waiting.store(false, Relaxed);
+                let n = (buf.filled().len() - before) as u64;
+                if self.idle.in_flight.load(Relaxed) == 0 {
+                    self.idle.head_bytes.fetch_add(n, Relaxed);
+                }
+            }
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for IdleProbe<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskCx<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.idle
+            .unflushed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        if matches!(r, Poll::Ready(Ok(()))) {
+            self.idle
+                .unflushed
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskCx<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.idle
+            .unflushed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// A response body that tells the connection's `Idle` when it is done.
+pub struct Finished {
+    body: DownBody,
+    idle: Option<Arc<Idle>>,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        if let Some(i) = &self.idle {
+            i.in_flight
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl Body for Finished {
+    type Data = Bytes;
+    type Error = <DownBody as Body>::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskCx<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Counts a connection as parked while it lives.
+struct Parked<'a>(&'a std::sync::atomic::AtomicU32);
+
+impl<'a> Parked<'a> {
+    fn new(n: &'a std::sync::atomic::AtomicU32) -> Self {
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Parked(n)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serves one cleartext client connection until it closes: h2c when it
+/// opens with the HTTP/2 preface, else HTTP/1.1 that gives its buffers back
+/// while idle — after `PARK_AFTER` with nothing to read, hyper's
+/// connection (its read and write buffers) is taken apart and the socket
+/// waits for the next request holding no buffer; the next request's first
+/// byte starts a fresh one. An idle keep-alive connection then costs its
+/// socket and a small task, not hyper's buffers.
+pub async fn serve_plain(
+    tier: Arc<Tier>,
+    route: Arc<Route>,
+    stats: Arc<ListenerStats>,
+    mut io: Prefixed<tokio::net::TcpStream>,
+    client: SocketAddr,
+) {
+    let super::Mode::Http(plan) = &route.plan.mode else {
+        return;
+    };
+    let (header_timeout, drain_window) = (plan.header_timeout, plan.drain_window);
+    let mut closing = stats.closing.subscribe();
+    let mut stop = tier.shutdown.clone();
+    let mut first = true;
+    loop {
+        if io.is_empty() {
+            // Idle: no buffer held; keep-alive idle is `header_timeout`.
+            let _parked = Parked::new(&stats.parked);
+            let ready = tokio::select! {
+                r = tokio::time::timeout(header_timeout, io.get_ref().readable()) => matches!(r, Ok(Ok(()))),
+                _ = closing.wait_for(|c| *c) => false,
+                _ = stop.wait_for(|s| *s) => false,
+            };
+            if !ready {
+                return;
+            }
+        }
+        if std::mem::take(&mut first) {
+            match Box::pin(sniff_h2(&mut io, header_timeout)).await {
+                Some(true) => {
+                    let svc = service(tier.clone(), route.clone(), stats.clone(), client, None);
+                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .timer(TokioTimer::new())
+                        .serve_connection(TokioIo::new(io), svc);
+                    let conn = Box::pin(conn);
+                    Box::pin(run_to_end(conn, &stats, stop, drain_window, client)).await;
+                    return;
+                }
+                Some(false) => {}
+                None => return,
+            }
+        }
+        let session = Box::pin(http1_session(
+            &tier,
+            &route,
+            &stats,
+            io,
+            client,
+            header_timeout,
+            drain_window,
+        ));
+        match session.await {
+            Some(next) => {
+                add(&tier.released, 1);
+                io = next;
+            }
+            None => return,
+        }
+    }
+}
+
+/// Reads up to the length of the HTTP/2 preface (less when the bytes stop
+/// matching it) and puts what it read back: whether the client speaks h2c
+/// by prior knowledge, None when it went away or sent nothing in time.
+async fn sniff_h2(io: &mut Prefixed<tokio::net::TcpStream>, within: Duration) -> Option<bool> {
+    use tokio::io::AsyncReadExt;
+    let mut got = [0u8; 24];
+    let mut n = 0;
+    let read = tokio::time::timeout(within, async {
+        while n < got.len() {
+            let k = io.read(&mut got[n..]).await.ok()?;
+            if k == 0 {
+                return None;
+            }
+            n += k;
+            if got[..n] != H2_PREFACE[..n] {
+                break;
+            }
+        }
+        Some(())
+    })
+    .await;
+    io.put_back(&got[..n]);
+    match read {
+        Ok(Some(())) => Some(n == got.len() && got == *H2_PREFACE),
+        _ => None,
+    }
+}
+
+/// One hyper HTTP/1 connection on the socket, until it goes idle (the
+/// socket is given back, with any bytes hyper read ahead put in front),
+/// closes, times out waiting for a request head (408), or switches
+/// protocols (the socket goes to the tunnel).
+async fn http1_session(
+    tier: &Arc<Tier>,
+    route: &Arc<Route>,
+    stats: &Arc<ListenerStats>,
+    io: Prefixed<tokio::net::TcpStream>,
+    client: SocketAddr,
+    header_timeout: Duration,
+    drain_window: Duration,
+) -> Option<Prefixed<tokio::net::TcpStream>> {
+    use std::future::poll_fn;
+    let idle = Arc::new(Idle::default());
+    let svc = service(
+        tier.clone(),
+        route.clone(),
+        stats.clone(),
+        client,
+        Some(idle.clone()),
+    );
+    let mut conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true)
+        .serve_connection(
+            TokioIo::new(IdleProbe {
+                io,
+                idle: idle.clone(),
+            }),
+            svc,
+        );
+    let mut closing = stats.closing.subscribe();
+    let mut stop = tier.shutdown.clone();
+    let mut park = Box::pin(tokio::time::sleep(PARK_AFTER));
+    let mut idle_since: Option<tokio::time::Instant> = None;
+    let step = {
+        let serving = poll_fn(|cx| {
+            if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
+                return Poll::Ready(Step::Ended(r));
+            }
+            if !idle.is_idle() {
+                idle_since = None;
+                return Poll::Pending;
+            }
+            let due = *idle_since.get_or_insert_with(tokio::time::Instant::now) + PARK_AFTER;
+            // The timer is moved only when it fires early: at most once
+            // per PARK_AFTER, not once per request.
+            while park.as_mut().poll(cx).is_ready() {
+                if tokio::time::Instant::now() >= due {
+                    return Poll::Ready(Step::Idle);
+                }
+                park.as_mut().reset(due);
+            }
+            Poll::Pending
+        });
+        tokio::select! {
+            s = serving => s,
+            _ = closing.wait_for(|c| *c) => Step::Closing,
+            _ = stop.wait_for(|s| *s) => Step::Closing,
+        }
+    };
+    match step {
+        Step::Idle => {
+            Pin::new(&mut conn).graceful_shutdown();
+            match poll_fn(|cx| Poll::Ready(conn.poll_without_shutdown(cx))).await {
+                Poll::Ready(Ok(())) => {
+                    let parts = conn.into_parts();
+                    let mut io = parts.io.into_inner().io;
+                    io.put_back(&parts.read_buf);
+                    Some(io)
+                }
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(%client, "HTTP connection ended: {e}");
+                    None
+                }
+                Poll::Pending => {
+                    // Busy after all: what is in flight finishes (its
+                    // response says close), then the connection closes.
+                    if let Err(e) = poll_fn(|cx| conn.poll_without_shutdown(cx)).await {
+                        tracing::debug!(%client, "HTTP connection ended: {e}");
+                    }
+                    None
+                }
+            }
+        }
+        Step::Ended(Ok(())) => {
+            let parts = conn.into_parts();
+            let mut io = parts.io.into_inner().io;
+            let tunnel = idle
+                .upgrade
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            match tunnel {
+                Some(tx) => {
+                    io.put_back(&parts.read_buf);
+                    let _ = tx.send(io);
+                }
+                None => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+                }
+            }
+            None
+        }
+        Step::Ended(Err(e)) if e.is_timeout() => {
+            // The request head did not arrive within header_timeout: 408
+            // (RFC 9110 §15.5.9), then the connection closes.
+            add(&stats.header_timeouts, 1);
+            let mut io = conn.into_parts().io.into_inner().io;
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                io.write_all(REQUEST_TIMEOUT).await?;
+                io.shutdown().await
+            })
+            .await;
+            if let Some(log) = &route.access {
+                log.log(super::access::Entry {
+                    time: std::time::SystemTime::now(),
+                    listener: route.plan.name.clone(),
+                    client,
+                    method: "-".into(),
+                    host: None,
+                    target: "-".into(),
+                    version: "HTTP/1.1".into(),
+                    status: 408,
+                    route: None,
+                    backend: None,
+                    retries: 0,
+                    ms: header_timeout.as_secs_f64() * 1000.0,
+                });
+            }
+            None
+        }
+        Step::Ended(Err(e)) => {
+            tracing::debug!(%client, "HTTP connection ended: {e}");
+            None
+        }
+        Step::Closing => {
+            run_to_end(Pin::new(&mut conn), stats, stop, drain_window, client).await;
+            None
+        }
+    }
+}
+
+/// Where an HTTP/1 session stopped.
+enum Step {
+    Ended(Result<(), hyper::Error>),
+    Idle,
+    Closing,
+}
+
+const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: 16\r\nconnection: close\r\n\r\nrequest timeout\n";
+
+impl<I, S, B> Graceful for hyper::server::conn::http1::Connection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
 
@@ -781,6 +1305,7 @@ async fn handle(
     mut req: Request<Incoming>,
     client: SocketAddr,
     out: &mut Outcome,
+    idle: Option<&Arc<Idle>>,
 ) -> Response<DownBody> {
     let super::Mode::Http(plan) = &route.plan.mode else {
         return small(StatusCode::INTERNAL_SERVER_ERROR, "not an HTTP listener");
@@ -837,7 +1362,13 @@ async fn handle(
     // An HTTP/1.1 `Upgrade` (WebSocket and others): the backend sees the
     // request's Upgrade and `Connection: upgrade`; on its 101 the two
     // connections are joined.
-    let mut upgrade = upgrade_of(&req).map(|proto| (proto, hyper::upgrade::on(&mut req)));
+    let mut upgrade = upgrade_of(&req).map(|proto| {
+        let side = match idle {
+            Some(i) => ClientSide::Parked(i.clone()),
+            None => ClientSide::Hyper(hyper::upgrade::on(&mut req)),
+        };
+        (proto, side)
+    });
     let (mut parts, body) = req.into_parts();
     let sticky = Sticky::read(
         &group,
@@ -1088,46 +1619,94 @@ fn upgrade_of(req: &Request<Incoming>) -> Option<HeaderValue> {
 
 /// What a 101 from the backend needs to join the two connections.
 struct Tunnel<'a> {
-    client: &'a mut Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
+    client: &'a mut Option<(HeaderValue, ClientSide)>,
     tier: &'a Tier,
     stats: &'a Arc<ListenerStats>,
     /// How the client's body went (a request with a body).
     client_body: Option<Arc<std::sync::atomic::AtomicU8>>,
 }
 
+/// Where the client's side of a switched connection comes from: hyper's
+/// upgrade (HTTPS, where hyper keeps the connection), or the cleartext
+/// HTTP/1 session that hands its socket over once hyper lets go of it.
+enum ClientSide {
+    Hyper(hyper::upgrade::OnUpgrade),
+    Parked(Arc<Idle>),
+}
+
+/// The client's side of a switched connection, once ready.
+enum ClientReady {
+    Hyper(hyper::upgrade::OnUpgrade),
+    Parked(tokio::sync::oneshot::Receiver<Prefixed<tokio::net::TcpStream>>),
+}
+
+impl ClientSide {
+    fn ready(self) -> ClientReady {
+        match self {
+            ClientSide::Hyper(u) => ClientReady::Hyper(u),
+            ClientSide::Parked(idle) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                *idle.upgrade.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+                ClientReady::Parked(rx)
+            }
+        }
+    }
+}
+
 /// Joins an upgraded client connection with the backend's until either
 /// ends, the backend's drain deadline closes it, or the tier stops. Counts
 /// as an open connection of the listener and of the backend meanwhile.
 async fn join(
-    client: hyper::upgrade::OnUpgrade,
+    client: ClientReady,
     backend: hyper::upgrade::OnUpgrade,
     mut release: Release,
     stats: Arc<ListenerStats>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
-    let mut kill = release.backend.kill.subscribe();
     stats.active.fetch_add(1, Relaxed);
     add(&stats.upgrades, 1);
-    let (c, b) = tokio::join!(client, backend);
-    if let (Ok(c), Ok(b)) = (c, b) {
-        let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
-        tokio::select! {
-            r = tokio::io::copy_bidirectional(&mut c, &mut b) => {
-                if let Ok((up, down)) = r {
-                    add(&release.backend.stats.bytes_up, up);
-                    add(&release.backend.stats.bytes_down, down);
-                }
+    match client {
+        ClientReady::Hyper(c) => {
+            if let (Ok(c), Ok(b)) = tokio::join!(c, backend) {
+                pipe(TokioIo::new(c), TokioIo::new(b), &release, &stats, stop).await;
             }
-            _ = kill.changed() => {
-                add(&stats.drain_closed, 1);
-                add(&release.backend.stats.drain_closed, 1);
+        }
+        ClientReady::Parked(c) => {
+            if let (Ok(c), Ok(b)) = tokio::join!(c, backend) {
+                pipe(c, TokioIo::new(b), &release, &stats, stop).await;
             }
-            _ = stop.wait_for(|s| *s) => {}
         }
     }
     release.release();
     stats.active.fetch_sub(1, Relaxed);
+}
+
+/// Copies both ways between a switched client connection and the backend's.
+async fn pipe<C, B>(
+    mut c: C,
+    mut b: B,
+    release: &Release,
+    stats: &ListenerStats,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut kill = release.backend.kill.subscribe();
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut c, &mut b) => {
+            if let Ok((up, down)) = r {
+                add(&release.backend.stats.bytes_up, up);
+                add(&release.backend.stats.bytes_down, down);
+            }
+        }
+        _ = kill.changed() => {
+            add(&stats.drain_closed, 1);
+            add(&release.backend.stats.drain_closed, 1);
+        }
+        _ = stop.wait_for(|s| *s) => {}
+    }
 }
 
 async fn one_try(
@@ -1242,7 +1821,7 @@ async fn one_try(
                     .headers
                     .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
                 tokio::spawn(join(
-                    client_up,
+                    client_up.ready(),
                     backend_up,
                     guard,
                     tunnel.stats.clone(),

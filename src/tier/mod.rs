@@ -260,6 +260,8 @@ pub struct Tier {
     access: Mutex<Option<Arc<access::AccessLog>>>,
     /// The persistence cookie key and the secret it came from (None: random).
     cookie_key: Mutex<(Option<Vec<u8>>, Arc<sticky::CookieKey>)>,
+    /// Idle HTTP connections that gave their buffers back, ever.
+    released: std::sync::atomic::AtomicU64,
     me: Weak<Tier>,
 }
 
@@ -272,6 +274,12 @@ fn ip_in(ip: IpAddr, nets: &[ipnet::IpNet]) -> bool {
 }
 
 impl Tier {
+    /// How many times an idle HTTP connection has given its buffers back
+    /// (for the job that returns freed memory to the system).
+    pub fn idle_releases(&self) -> u64 {
+        stats::get(&self.released)
+    }
+
     /// A tier with nothing running; it follows `health` from now on. Must
     /// be called inside the Tokio runtime the tier is to run on.
     pub fn new(health: Arc<HealthService>, shutdown: watch::Receiver<bool>) -> Arc<Tier> {
@@ -284,6 +292,7 @@ impl Tier {
             applying: Mutex::new(()),
             cookie_key: Mutex::new((None, Arc::new(sticky::CookieKey::random()))),
             access: Mutex::new(None),
+            released: std::sync::atomic::AtomicU64::new(0),
             me: me.clone(),
         });
         let weak = Arc::downgrade(&tier);
@@ -698,6 +707,7 @@ impl Tier {
                     group: r.plan.group.clone(),
                     max_connections: r.plan.max_connections,
                     active: s.active.load(Relaxed),
+                    parked: s.parked.load(Relaxed),
                     accepted: stats::get(&s.accepted),
                     refused_max: stats::get(&s.refused_max),
                     no_backend: stats::get(&s.no_backend),
@@ -712,6 +722,7 @@ impl Tier {
                     rate_limit_clients: r.limits.as_ref().map_or(0, |l| l.clients()),
                     upgrades: stats::get(&s.upgrades),
                     body_timeouts: stats::get(&s.body_timeouts),
+                    header_timeouts: stats::get(&s.header_timeouts),
                     goaway: stats::get(&s.goaway),
                     backend_connections: stats::get(&s.backend_connects),
                     routes: s
@@ -1049,15 +1060,48 @@ async fn connection(
     if let Mode::Http(h) = &route.plan.mode {
         let io = http::Prefixed::new(rest, client);
         let (t, r, s) = (tier_arc.clone(), route_arc.clone(), stats_arc.clone());
+        // Each kind of connection runs in its own allocation, so the
+        // task's own future stays small (an idle HTTP connection holds
+        // little more than it).
         match &h.tls {
-            None => http::serve(t, r, s, io, src).await,
-            Some(tls) => match tls::handshake(tls, io, h.header_timeout, stats).await {
-                Ok(io) => http::serve(t, r, s, io, src).await,
-                Err(e) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-            },
+            None => Box::pin(http::serve_plain(t, r, s, io, src)).await,
+            Some(tls) => {
+                Box::pin(async move {
+                    match tls::handshake(tls, io, h.header_timeout, &s).await {
+                        Ok(io) => http::serve(t, r, s, io, src).await,
+                        Err(e) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                    }
+                })
+                .await
+            }
         }
         return;
     }
+    Box::pin(tcp(
+        route,
+        stats,
+        tier,
+        client,
+        peer,
+        (src, dst),
+        rest,
+        trusted,
+    ))
+    .await;
+}
+
+/// A TCP (`mode = "tcp"`) connection: a backend, then bytes both ways.
+#[allow(clippy::too_many_arguments)]
+async fn tcp(
+    route: &Route,
+    stats: &ListenerStats,
+    tier: &Tier,
+    client: TcpStream,
+    peer: SocketAddr,
+    (src, dst): (SocketAddr, SocketAddr),
+    rest: Vec<u8>,
+    trusted: bool,
+) {
     let Some((mut backend, b)) = connect(tier, route, stats, src.ip()).await else {
         add(&stats.no_backend, 1);
         return;
@@ -1117,6 +1161,8 @@ pub struct ListenerStatus {
     pub group: String,
     pub max_connections: u32,
     pub active: u32,
+    /// HTTP: idle keep-alive connections holding no buffers now.
+    pub parked: u32,
     pub accepted: u64,
     pub refused_max: u64,
     pub no_backend: u64,
@@ -1135,6 +1181,8 @@ pub struct ListenerStatus {
     pub upgrades: u64,
     /// HTTP: requests whose body did not arrive within `body_timeout`.
     pub body_timeouts: u64,
+    /// HTTP: request heads not received within `header_timeout` (408).
+    pub header_timeouts: u64,
     /// HTTP: connections told to close as the listener went away.
     pub goaway: u64,
     /// HTTP: backend connections its pool opened (requests over this is

@@ -54,6 +54,9 @@ impl RouteStats {
 #[derive(Debug, Default)]
 pub struct ListenerStats {
     pub active: AtomicU32,
+    /// HTTP: idle keep-alive connections holding no buffers now (waiting
+    /// for their next request).
+    pub parked: AtomicU32,
     pub accepted: AtomicU64,
     /// Closed at once: the listener was at its max connections.
     pub refused_max: AtomicU64,
@@ -79,6 +82,9 @@ pub struct ListenerStats {
     pub upgrades: AtomicU64,
     /// HTTP: requests whose body did not arrive within `body_timeout` (408).
     pub body_timeouts: AtomicU64,
+    /// HTTP: connections whose request head did not arrive within
+    /// `header_timeout` once it began (408, then closed).
+    pub header_timeouts: AtomicU64,
     /// HTTP: connections told to close (Connection: close / GOAWAY) because
     /// the listener is going away.
     pub goaway: AtomicU64,

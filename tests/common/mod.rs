@@ -328,3 +328,14 @@ pub fn check(config: &std::path::Path) -> (Option<i32>, String) {
         String::from_utf8_lossy(&out.stdout).to_string(),
     )
 }
+
+/// Resident set size of this process (server and client both live here).
+#[cfg(target_os = "linux")]
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
