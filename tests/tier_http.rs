@@ -1414,3 +1414,52 @@ fn idle_keep_alive_http_connections_cost_a_few_kib_each() {
     // hyper's connection buffers were ~27 KB per idle keep-alive client.
     assert!(settled.is_some(), "{per:.1} KiB per idle connection");
 }
+
+#[test]
+fn keep_alive_connections_to_backends_are_reused_and_one_the_backend_closed_is_not_a_failure() {
+    let (a, b, s) = two_backends("", "");
+    let l = vip(&s);
+    for i in 0..20 {
+        assert_eq!(get(l, "x", &format!("/{i}"), "").0, 200);
+    }
+    assert_eq!(
+        a.hits.load(Ordering::Relaxed) + b.hits.load(Ordering::Relaxed),
+        20
+    );
+    let t = tier_status(&s);
+    let opened = t["listeners"][0]["backend_connections"]
+        .as_u64()
+        .expect("backend_connections");
+    assert!(
+        (1..=4).contains(&opened),
+        "20 sequential requests over {opened} backend connections"
+    );
+    let idle: u64 = t["groups"][0]["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .map(|b| b["idle_connections"].as_u64().expect("idle_connections"))
+        .sum();
+    assert_eq!(idle, opened, "every connection is back in its pool");
+
+    // A backend that answers once per connection and closes it without
+    // saying so: each next request finds the pooled connection dead and
+    // goes out on a fresh one, never a 502.
+    let once = bad_backend("127.0.1.13", |c| {
+        let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nonce");
+        let _ = c.shutdown(std::net::Shutdown::Both);
+    });
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[once]),
+        http_listener("g", "")
+    ));
+    let l = vip(&s);
+    for _ in 0..20 {
+        let (code, text) = get(l, "x", "/", "");
+        assert_eq!(code, 200, "{text}");
+    }
+    let t = tier_status(&s);
+    assert_eq!(t["groups"][0]["backends"][0]["http_errors"], 0);
+    assert_eq!(t["listeners"][0]["backend_connections"], 20);
+}

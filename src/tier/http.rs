@@ -4,7 +4,9 @@
 //! buffers back and waits for its next request holding none
 //! (`serve_plain`). Requests are routed by host, path prefix and header to
 //! a group or a fixed response, proxied over keep-alive connection pools
-//! to the group's backends (hyper-util's pooled client, one per listener).
+//! to the group's backends: cleartext HTTP/1.1 over each backend's own pool
+//! of keep-alive connections (`upstream`), TLS and HTTP/2 over hyper-util's
+//! pooled client (one per group).
 //!
 //! Per request: the rule that matches (first wins, else the listener's
 //! group) → the group's `Balancer` picks a backend (never one already tried
@@ -47,8 +49,16 @@ pub type UpBody = Either<ClientBody, Empty<Bytes>>;
 /// The body sent to a client: a backend's, or one we made.
 pub type DownBody = Either<Tracked, Full<Bytes>>;
 
-/// One listener's pooled client.
-pub type Pool = Client<Counted<HttpConnector>, UpBody>;
+/// hyper-util's pooled client over plain TCP (HTTP/2 in cleartext).
+pub type Legacy = Client<Counted<HttpConnector>, UpBody>;
+
+/// How a listener reaches cleartext HTTP/1.1 backends: their own pools
+/// (`upstream`), connections opened within `connect_timeout` and counted.
+#[derive(Clone)]
+pub struct Pool {
+    connect_timeout: Duration,
+    opened: Arc<std::sync::atomic::AtomicU64>,
+}
 
 /// A connector that counts the backend connections it opens (the pool's
 /// reuse is requests over connections).
@@ -93,19 +103,19 @@ fn client_builder(h2: bool) -> hyper_util::client::legacy::Builder {
     b
 }
 
-/// A pooled client for a listener: keep-alive connections per backend,
+/// A listener's way to its backends: keep-alive connections per backend,
 /// each one opened counted in `opened`.
 pub fn pool(connect_timeout: Duration, opened: Arc<std::sync::atomic::AtomicU64>) -> Pool {
-    client_builder(false).build(Counted {
-        inner: connector(connect_timeout),
+    Pool {
+        connect_timeout,
         opened,
-    })
+    }
 }
 
 /// A group's own pool: TLS to its backends, or HTTP/2 in cleartext.
 pub enum GroupPool {
     Tls(Client<Counted<hyper_rustls::HttpsConnector<HttpConnector>>, UpBody>),
-    H2c(Pool),
+    H2c(Legacy),
 }
 
 impl GroupPool {
@@ -121,12 +131,42 @@ impl GroupPool {
 #[derive(Clone, Copy)]
 struct Upstream<'a>(&'a Pool, Option<&'a GroupPool>);
 
+/// Why a backend gave no response.
+#[derive(Debug, thiserror::Error)]
+enum UpError {
+    #[error("{0}")]
+    Pooled(#[from] hyper_util::client::legacy::Error),
+    #[error("{0}")]
+    Own(#[from] super::upstream::SendError),
+}
+
+impl UpError {
+    fn is_connect(&self) -> bool {
+        match self {
+            UpError::Pooled(e) => e.is_connect(),
+            UpError::Own(e) => e.is_connect(),
+        }
+    }
+}
+
 impl Upstream<'_> {
-    fn request(self, up: Request<UpBody>) -> ResponseFuture {
+    /// The response, and the connection to give back when its body is
+    /// read (own pools only).
+    async fn request(
+        self,
+        backend: &Arc<Backend>,
+        up: Request<UpBody>,
+    ) -> Result<(Response<Incoming>, Option<super::upstream::Lease>), UpError> {
+        let pooled = |f: ResponseFuture| async move { Ok((f.await?, None)) };
         match self.1 {
-            Some(GroupPool::Tls(c)) => c.request(up),
-            Some(GroupPool::H2c(c)) => c.request(up),
-            None => self.0.request(up),
+            Some(GroupPool::Tls(c)) => pooled(c.request(up)).await,
+            Some(GroupPool::H2c(c)) => pooled(c.request(up)).await,
+            None => {
+                let p = self.0;
+                let (r, lease) =
+                    super::upstream::send(backend, up, p.connect_timeout, &p.opened).await?;
+                Ok((r, Some(lease)))
+            }
         }
     }
 }
@@ -301,6 +341,19 @@ pub struct Tracked {
     guard: Release,
     idle: Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The backend connection, reused once the body is read to the end.
+    lease: Option<super::upstream::Lease>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        // A body hyper never had to read (HEAD, 204, 304, length 0).
+        if self.body.is_end_stream() {
+            if let Some(l) = self.lease.take() {
+                l.finish();
+            }
+        }
+    }
 }
 
 struct Release {
@@ -351,6 +404,9 @@ impl Body for Tracked {
         match Pin::new(&mut me.body).poll_frame(cx) {
             Poll::Ready(None) => {
                 me.guard.release();
+                if let Some(l) = me.lease.take() {
+                    l.finish();
+                }
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
@@ -1470,15 +1526,20 @@ async fn handle(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_some();
-        let scheme = match own.as_ref().map_or("http", |p| p.scheme()) {
-            "https" => http::uri::Scheme::HTTPS,
-            _ => http::uri::Scheme::HTTP,
+        // The own pools send origin-form (RFC 9112 §3.2.1); hyper-util's
+        // client takes the absolute form and picks its pool by it.
+        let uri = match own.as_ref().map(|p| p.scheme()) {
+            None => Ok(Uri::from(pq.clone())),
+            Some(scheme) => Uri::builder()
+                .scheme(if scheme == "https" {
+                    http::uri::Scheme::HTTPS
+                } else {
+                    http::uri::Scheme::HTTP
+                })
+                .authority(backend.authority.clone())
+                .path_and_query(pq.clone())
+                .build(),
         };
-        let uri = Uri::builder()
-            .scheme(scheme)
-            .authority(backend.authority.clone())
-            .path_and_query(pq.clone())
-            .build();
         let uri: Uri = match uri {
             Ok(u) => u,
             Err(_) => {
@@ -1725,7 +1786,7 @@ async fn one_try(
         st.balancer.release(&backend.id);
         super::note_failure(&mut st.balancer, &backend, now, why);
     };
-    match tokio::time::timeout(plan.response_timeout, pool.request(up)).await {
+    match tokio::time::timeout(plan.response_timeout, pool.request(&backend, up)).await {
         Err(_) => {
             fail("no response headers in time");
             add(&backend.stats.http_timeouts, 1);
@@ -1760,7 +1821,7 @@ async fn one_try(
                 "the backend could not be reached or broke the connection",
             ))
         }
-        Ok(Ok(mut resp)) => {
+        Ok(Ok((mut resp, lease))) => {
             let now = tier.now_ms();
             let status = resp.status().as_u16();
             let class = usize::from(status / 100).clamp(1, 5) - 1;
@@ -1838,6 +1899,7 @@ async fn one_try(
                 guard,
                 idle: plan.response_timeout,
                 timer: None,
+                lease,
             };
             let r = Response::from_parts(parts, Either::Left(tracked));
             if plan.retry_on.contains(&status) {

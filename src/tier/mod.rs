@@ -28,6 +28,7 @@ pub mod relay;
 pub mod stats;
 pub mod sticky;
 pub mod tls;
+pub mod upstream;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -76,6 +77,8 @@ pub struct Backend {
     /// Bumped to close the backend's connections (drain deadline).
     kill: watch::Sender<u64>,
     drain: Mutex<Option<Drain>>,
+    /// Idle keep-alive HTTP/1.1 connections to it (cleartext).
+    pub idle: upstream::Idle,
 }
 
 impl Backend {
@@ -88,6 +91,7 @@ impl Backend {
             stats: BackendStats::default(),
             kill: watch::channel(0).0,
             drain: Mutex::new(None),
+            idle: upstream::Idle::default(),
         }
     }
 
@@ -519,10 +523,7 @@ impl Tier {
                 .listeners
                 .get(&l.bind)
                 .map_or_else(|| Arc::new(ListenerStats::default()), |x| x.stats.clone());
-            let pool = match &old {
-                Some(existing) => existing.http.clone(),
-                None => http::pool(l.connect_timeout, stats.backend_connects.clone()),
-            };
+            let pool = http::pool(l.connect_timeout, stats.backend_connects.clone());
             let limits = match &l.mode {
                 Mode::Http(h) => h.rate_limit.as_ref().map(|want| {
                     match old.as_ref().and_then(|o| o.limits.clone()) {
@@ -779,6 +780,7 @@ impl Tier {
                             }),
                             http_errors: stats::get(&s.http_errors),
                             http_timeouts: stats::get(&s.http_timeouts),
+                            idle_connections: b.idle.count(),
                             view: v,
                         })
                     })
@@ -1256,6 +1258,8 @@ pub struct BackendStatus {
     pub http_responses: [u64; 5],
     pub http_errors: u64,
     pub http_timeouts: u64,
+    /// HTTP: idle keep-alive connections to it in its pool now.
+    pub idle_connections: usize,
     /// The balancer's view: up, eligible, active, effective weight (slow
     /// start), latency, ejection with reason and expiry.
     #[serde(flatten)]

@@ -1,0 +1,178 @@
+//! Keep-alive HTTP/1.1 connections to cleartext backends, pooled per
+//! backend: a last-in-first-out list of idle connections (hyper's client
+//! `SendRequest` over a connection task of its own), shared by every
+//! listener that sends to the backend. A connection goes back to the list
+//! when its response body has been read to the end; one whose response was
+//! cut short, that the backend closed, or that sat idle past `IDLE_FOR` is
+//! dropped. The backend's drain deadline closes its pooled connections.
+//!
+//! This replaces hyper-util's pooled client on the hot path: no pool map
+//! keyed by a hashed scheme and authority, no oneshot per checkout, no boxed
+//! response future, no extensions; a request on a reused connection that the
+//! backend closed before it was sent is sent again on another connection
+//! (as hyper-util does).
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+use super::http::UpBody;
+use super::stats::add;
+use super::Backend;
+
+/// Idle connections kept per backend at most (more are closed).
+const MAX_IDLE: usize = 256;
+/// An idle connection older than this is closed instead of reused.
+const IDLE_FOR: Duration = Duration::from_secs(60);
+
+/// A backend's idle connections.
+#[derive(Default)]
+pub struct Idle {
+    conns: Mutex<Vec<(SendRequest<UpBody>, Instant)>>,
+}
+
+impl std::fmt::Debug for Idle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idle").field("conns", &self.count()).finish()
+    }
+}
+
+impl Idle {
+    fn take(&self) -> Option<SendRequest<UpBody>> {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((s, since)) = conns.pop() {
+            if !s.is_closed() && since.elapsed() < IDLE_FOR {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn put(&self, s: SendRequest<UpBody>) {
+        if s.is_closed() {
+            return;
+        }
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if conns.len() >= MAX_IDLE {
+            // The oldest and those the backend closed go first.
+            conns.retain(|(s, since)| !s.is_closed() && since.elapsed() < IDLE_FOR);
+            if conns.len() >= MAX_IDLE {
+                conns.remove(0);
+            }
+        }
+        conns.push((s, Instant::now()));
+    }
+
+    /// Idle connections held now.
+    pub fn count(&self) -> usize {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("connect to {0}: {1}")]
+    Connect(SocketAddr, std::io::Error),
+    #[error("connect to {0}: timed out")]
+    ConnectTimeout(SocketAddr),
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+}
+
+impl SendError {
+    pub fn is_connect(&self) -> bool {
+        !matches!(self, SendError::Http(_))
+    }
+}
+
+/// The connection a response came on: back to its backend's idle list
+/// once the response body has been read to the end (`finish`), else
+/// dropped with it.
+pub struct Lease {
+    sender: SendRequest<UpBody>,
+    backend: Arc<Backend>,
+}
+
+impl Lease {
+    pub fn finish(self) {
+        self.backend.idle.put(self.sender);
+    }
+}
+
+/// Sends `req` to `backend` on an idle connection or a new one (opened
+/// within `connect_timeout`, counted in `opened`).
+pub async fn send(
+    backend: &Arc<Backend>,
+    mut req: Request<UpBody>,
+    connect_timeout: Duration,
+    opened: &AtomicU64,
+) -> Result<(Response<Incoming>, Lease), SendError> {
+    loop {
+        let (mut sender, reused) = match backend.idle.take() {
+            Some(s) => (s, true),
+            None => (connect(backend, connect_timeout, opened).await?, false),
+        };
+        if !sender.is_ready() && sender.ready().await.is_err() {
+            if reused {
+                continue;
+            }
+            return Err(SendError::Connect(
+                backend.addr,
+                std::io::Error::other("closed before the first request"),
+            ));
+        }
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                let lease = Lease {
+                    sender,
+                    backend: backend.clone(),
+                };
+                return Ok((resp, lease));
+            }
+            Err(mut e) => match e.take_message() {
+                // Never sent, on a connection the backend had closed: again
+                // on another.
+                Some(r) if reused => req = r,
+                _ => return Err(SendError::Http(e.into_error())),
+            },
+        }
+    }
+}
+
+async fn connect(
+    backend: &Arc<Backend>,
+    within: Duration,
+    opened: &AtomicU64,
+) -> Result<SendRequest<UpBody>, SendError> {
+    let addr = backend.addr;
+    let stream = match tokio::time::timeout(within, tokio::net::TcpStream::connect(addr)).await {
+        Err(_) => return Err(SendError::ConnectTimeout(addr)),
+        Ok(Err(e)) => return Err(SendError::Connect(addr, e)),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    add(opened, 1);
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await?;
+    let mut kill = backend.kill.subscribe();
+    tokio::spawn(async move {
+        tokio::select! {
+            r = conn.with_upgrades() => {
+                if let Err(e) = r {
+                    tracing::debug!(backend = %addr, "backend connection ended: {e}");
+                }
+            }
+            // The backend's drain deadline: its pooled connections close.
+            _ = kill.changed() => {}
+        }
+    });
+    Ok(sender)
+}
