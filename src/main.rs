@@ -249,7 +249,7 @@ enum Cmd {
         /// Config file.
         #[arg(long, short, env = "GEOLB_CONFIG", default_value = "geolb.toml")]
         config: PathBuf,
-        /// The service to draw (default: the config's first).
+        /// The service to draw (default: the first, by zone and name).
         #[arg(long, value_name = "NAME")]
         service: Option<String>,
         /// Record type the clients ask (A or AAAA).
@@ -895,13 +895,11 @@ fn map_options(
 ) -> anyhow::Result<geolb::sim::map::MapOptions> {
     use geolb::sim::map::Format;
     let format = match (format, output) {
-        (Some(f), _) => Format::parse(f)
-            .ok_or_else(|| anyhow::anyhow!("--format {f:?}: give svg or png"))?,
+        (Some(f), _) => {
+            Format::parse(f).ok_or_else(|| anyhow::anyhow!("--format {f:?}: give svg or png"))?
+        }
         (None, Some(p)) => Format::of_path(p).ok_or_else(|| {
-            anyhow::anyhow!(
-                "{}: name a .svg or .png file, or say --format",
-                p.display()
-            )
+            anyhow::anyhow!("{}: name a .svg or .png file, or say --format", p.display())
         })?,
         (None, None) => Format::Svg,
     };
@@ -926,6 +924,7 @@ fn map(
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let snap = load_uncompiled(path)?;
+    let loaded = started.elapsed();
     let drawn = geolb::sim::map::draw(&snap, opts)?;
     let Some(out) = output else {
         use std::io::Write;
@@ -934,14 +933,16 @@ fn map(
             .context("cannot write to standard output");
     };
     std::fs::write(out, &drawn.bytes).with_context(|| format!("cannot write {}", out.display()))?;
+    let [walk, decide, draw, png] = drawn.timings_ms;
     println!(
-        "{}: {}x{} px, {} {}, {} ms",
+        "{}: {}x{} px, {} {}; {} ms (load {} ms, walk {walk} ms, decide {decide} ms, draw {draw} ms, PNG {png} ms)",
         out.display(),
         drawn.width,
         drawn.height,
         drawn.service,
         opts.qtype.name(),
-        started.elapsed().as_millis()
+        started.elapsed().as_millis(),
+        loaded.as_millis(),
     );
     for p in &drawn.panels {
         let shares: Vec<String> = p

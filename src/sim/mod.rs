@@ -61,8 +61,8 @@ pub enum SimError {
     BadType(String),
     #[error("cannot read the query log: {0}")]
     Log(#[source] std::io::Error),
-    #[error("map width {0}: give {min} to {max} pixels", min = map::MIN_WIDTH, max = map::MAX_WIDTH)]
-    MapWidth(u32),
+    #[error("map width {width}: give {min} to {max} pixels")]
+    MapWidth { width: u32, min: u32, max: u32 },
     #[error("cannot draw the map: {0}")]
     Draw(String),
 }

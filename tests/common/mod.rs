@@ -18,6 +18,27 @@ use hickory_proto::rr::{Name, RecordType};
 use geolb::config::Overrides;
 use geolb::server::Server;
 
+/// Three regions (eu, us, ap) with a pool each (`eu-web`, `us-web`,
+/// `ap-web`: one IPv4 and one IPv6 endpoint), for configs of steering tests.
+pub const THREE_REGIONS: &str = r#"
+[regions.eu]
+location = [50.11, 8.68]
+[regions.us]
+location = [39.04, -77.49]
+[regions.ap]
+location = [35.68, 139.69]
+
+[pools.eu-web]
+region = "eu"
+endpoints = [{ address = "10.1.0.1" }, { address = "2001:db8:1::1" }]
+[pools.us-web]
+region = "us"
+endpoints = [{ address = "10.2.0.1" }, { address = "2001:db8:2::1" }]
+[pools.ap-web]
+region = "ap"
+endpoints = [{ address = "10.3.0.1" }, { address = "2001:db8:3::1" }]
+"#;
+
 pub const ZONE: &str = r#"$ORIGIN example.com.
 $TTL 3600
 @       IN  SOA ns1.example.com. hostmaster.example.com. ( 2026112201 7200 900 1209600 300 )

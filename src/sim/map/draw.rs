@@ -3,16 +3,9 @@
 
 use std::fmt::Write;
 
-use super::font::Font;
+use super::font::{num, Font};
 use super::world::{countries, outline, project, x_max, y_max};
 use super::{Entry, Panel, CELL, SPLIT};
-
-/// Appends `v` with one decimal (never `-0.0`).
-pub fn num(out: &mut String, v: f64) {
-    let r = (v * 10.0).round() / 10.0;
-    let r = if r == 0.0 { 0.0 } else { r };
-    let _ = write!(out, "{r:.1}");
-}
 
 /// Where a panel's map goes: its top left corner and its scale.
 struct Frame {
@@ -98,7 +91,14 @@ pub fn svg(
     let map_top = top + line;
 
     let mut body = String::new();
-    text(&font, &mut body, title, margin, margin + title_size, title_size);
+    text(
+        &font,
+        &mut body,
+        title,
+        margin,
+        margin + title_size,
+        title_size,
+    );
     for (i, panel) in panels.iter().enumerate() {
         let f = Frame {
             x: margin + i as f64 * (pw + gap),
@@ -199,8 +199,19 @@ pub fn svg(
         num(&mut body, swatch);
         body.push_str("\" height=\"");
         num(&mut body, swatch);
-        let _ = writeln!(body, "\" fill=\"{}\" stroke=\"#888888\" stroke-width=\"0.5\"/>", e.paint());
-        text(&font, &mut body, l, x + swatch + size * 0.7, ry + (line + size) / 2.0, size);
+        let _ = writeln!(
+            body,
+            "\" fill=\"{}\" stroke=\"#888888\" stroke-width=\"0.5\"/>",
+            e.paint()
+        );
+        text(
+            &font,
+            &mut body,
+            l,
+            x + swatch + size * 0.7,
+            ry + (line + size) / 2.0,
+            size,
+        );
     }
     y += legend.len().div_ceil(cols) as f64 * line + line * 0.8;
     let note = format!(

@@ -2,6 +2,16 @@
 //! the binary, so a map's text looks the same everywhere and needs no
 //! system font to render.
 
+use std::fmt::Write;
+
+/// Appends `v` with one decimal (never `-0.0`): every number of a map's
+/// SVG is written so.
+pub fn num(out: &mut String, v: f64) {
+    let r = (v * 10.0).round() / 10.0;
+    let r = if r == 0.0 { 0.0 } else { r };
+    let _ = write!(out, "{r:.1}");
+}
+
 /// `assets/font/simplex.txt`: per line a character code, its advance and
 /// its strokes (`;`-separated lists of `x,y`, y down, baseline 0, cap
 /// height 21).
@@ -35,14 +45,16 @@ impl Font {
                 return Err(bad());
             }
             let mut strokes = Vec::new();
-            for stroke in parts.next().unwrap_or("").split(';').filter(|s| !s.is_empty()) {
+            for stroke in parts
+                .next()
+                .unwrap_or("")
+                .split(';')
+                .filter(|s| !s.is_empty())
+            {
                 let mut pts = Vec::new();
                 for pair in stroke.split(' ') {
                     let (x, y) = pair.split_once(',').ok_or_else(bad)?;
-                    pts.push((
-                        x.parse().map_err(|_| bad())?,
-                        y.parse().map_err(|_| bad())?,
-                    ));
+                    pts.push((x.parse().map_err(|_| bad())?, y.parse().map_err(|_| bad())?));
                 }
                 strokes.push(pts);
             }
@@ -55,7 +67,11 @@ impl Font {
     }
 
     fn glyph(&self, c: char) -> &Glyph {
-        let at = |c: char| (c as usize).checked_sub(32).and_then(|i| self.glyphs.get(i));
+        let at = |c: char| {
+            (c as usize)
+                .checked_sub(32)
+                .and_then(|i| self.glyphs.get(i))
+        };
         at(c).or_else(|| at('?')).unwrap_or(&self.glyphs[0])
     }
 
@@ -74,9 +90,9 @@ impl Font {
             for stroke in &g.strokes {
                 for (i, &(gx, gy)) in stroke.iter().enumerate() {
                     out.push(if i == 0 { 'M' } else { 'L' });
-                    super::draw::num(out, at + gx * k);
+                    num(out, at + gx * k);
                     out.push(' ');
-                    super::draw::num(out, y + gy * k);
+                    num(out, y + gy * k);
                 }
             }
             at += g.advance * k;
@@ -120,6 +136,9 @@ mod tests {
         let mut p = String::new();
         f.path("I", 0.0, 21.0, 21.0, &mut p);
         assert_eq!(p, "M4.0 0.0L4.0 21.0");
-        assert_eq!(f.wrap("aa bb cc", 21.0, f.width("aa bb", 21.0)), ["aa bb", "cc"]);
+        assert_eq!(
+            f.wrap("aa bb cc", 21.0, f.width("aa bb", 21.0)),
+            ["aa bb", "cc"]
+        );
     }
 }

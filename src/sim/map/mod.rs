@@ -55,7 +55,7 @@ impl Format {
 /// What to draw.
 #[derive(Debug, Clone)]
 pub struct MapOptions {
-    /// The service (the config's first when none).
+    /// The service (the first, by zone and name, when none).
     pub service: Option<String>,
     pub qtype: QType,
     pub scenario: Scenario,
@@ -75,6 +75,9 @@ pub struct Drawn {
     /// The service drawn.
     pub service: String,
     pub panels: Vec<PanelSummary>,
+    /// Milliseconds: the walk and the decision keys; the scenarios decided
+    /// and tallied; the SVG drawn; the PNG rendered (0 for SVG).
+    pub timings_ms: [u64; 4],
 }
 
 /// What one panel shows.
@@ -136,6 +139,10 @@ impl Tally {
     }
 }
 
+/// A country and a cell (longitude and latitude over [`CELL`], rounded
+/// down; `i32::MIN` twice for networks without coordinates).
+type CellKey = ([u8; 2], i32, i32);
+
 /// A cell of a country: its tally and its address-weighted position.
 struct Cell {
     tally: Tally,
@@ -192,7 +199,11 @@ pub const NO_DATA: &str = "#d4d4d4";
 /// Draws the map of `snap` under `opts`.
 pub fn draw(snap: &Snapshot, opts: &MapOptions) -> Result<Drawn, SimError> {
     if !(MIN_WIDTH..=MAX_WIDTH).contains(&opts.width) {
-        return Err(SimError::MapWidth(opts.width));
+        return Err(SimError::MapWidth {
+            width: opts.width,
+            min: MIN_WIDTH,
+            max: MAX_WIDTH,
+        });
     }
     let service = match &opts.service {
         Some(s) => s.clone(),
@@ -201,8 +212,14 @@ pub fn draw(snap: &Snapshot, opts: &MapOptions) -> Result<Drawn, SimError> {
             .next()
             .ok_or_else(|| SimError::UnknownService("(the config has no service)".into()))?,
     };
+    let started = std::time::Instant::now();
     let model = Model::new(snap, std::slice::from_ref(&service), opts.qtype)?;
-    let name = model.services().first().map(|s| s.to_string()).unwrap_or(service);
+    let walked = std::time::Instant::now();
+    let name = model
+        .services()
+        .first()
+        .map(|s| s.to_string())
+        .unwrap_or(service);
     let scenarios: Vec<Scenario> = if opts.before_after {
         vec![Scenario::default(), opts.scenario.clone()]
     } else {
@@ -218,7 +235,7 @@ pub fn draw(snap: &Snapshot, opts: &MapOptions) -> Result<Drawn, SimError> {
     };
     let n = scenarios.len() * buckets;
     let mut totals = vec![0.0; n];
-    let mut cells: FxHashMap<([u8; 2], i32, i32), Cell> = FxHashMap::default();
+    let mut cells: FxHashMap<CellKey, Cell> = FxHashMap::default();
     model.each_answer(0, &scenarios, |input, space: Space, answered| {
         let add = |t: &mut Tally| {
             for (p, &a) in answered.iter().enumerate() {
@@ -257,7 +274,7 @@ pub fn draw(snap: &Snapshot, opts: &MapOptions) -> Result<Drawn, SimError> {
             cell.w += w;
         }
     })?;
-    let mut keys: Vec<([u8; 2], i32, i32)> = cells.keys().copied().collect();
+    let mut keys: Vec<CellKey> = cells.keys().copied().collect();
     keys.sort_unstable();
     let mut by_country: FxHashMap<[u8; 2], Tally> = FxHashMap::default();
     for k in &keys {
@@ -280,16 +297,18 @@ pub fn draw(snap: &Snapshot, opts: &MapOptions) -> Result<Drawn, SimError> {
             shares: Vec::new(),
         })
         .collect();
-    entries.extend([
-        (Fill::FailOpen, "all down: fail open"),
-        (Fill::Fallback, "all down: fallback"),
-        (Fill::Nodata, "no answer (NODATA)"),
-    ]
-    .map(|(fill, name)| Entry {
-        fill,
-        name: name.to_string(),
-        shares: Vec::new(),
-    }));
+    entries.extend(
+        [
+            (Fill::FailOpen, "all down: fail open"),
+            (Fill::Fallback, "all down: fallback"),
+            (Fill::Nodata, "no answer (NODATA)"),
+        ]
+        .map(|(fill, name)| Entry {
+            fill,
+            name: name.to_string(),
+            shares: Vec::new(),
+        }),
+    );
     for (p, _) in scenarios.iter().enumerate() {
         let all: f64 = totals[p * buckets..(p + 1) * buckets].iter().sum();
         for (b, e) in entries.iter_mut().enumerate() {
@@ -312,7 +331,7 @@ pub fn draw(snap: &Snapshot, opts: &MapOptions) -> Result<Drawn, SimError> {
             }
         }
         split.sort_unstable();
-        let mut dots: Vec<(f64, ([u8; 2], i32, i32), Dot)> = Vec::new();
+        let mut dots: Vec<(f64, CellKey, Dot)> = Vec::new();
         for k in keys.iter().filter(|k| k.1 != i32::MIN) {
             if split.binary_search(&k.0).is_err() {
                 continue;
@@ -338,7 +357,7 @@ pub fn draw(snap: &Snapshot, opts: &MapOptions) -> Result<Drawn, SimError> {
         if dots.len() > MAX_DOTS {
             dots.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             dots.truncate(MAX_DOTS);
-            dots.sort_by(|a, b| a.1.cmp(&b.1));
+            dots.sort_by_key(|a| a.1);
         }
         summaries.push(PanelSummary {
             label: s.label(),
@@ -390,18 +409,57 @@ pub fn draw(snap: &Snapshot, opts: &MapOptions) -> Result<Drawn, SimError> {
             d.fill = at(d.fill);
         }
     }
+    let tallied = std::time::Instant::now();
     let title = format!("{} {}", name.trim_end_matches('.'), opts.qtype.name());
     let (svg, width, height) =
         draw::svg(&title, &panels, &legend, no_data, opts.width).map_err(SimError::Draw)?;
+    let drawn = std::time::Instant::now();
     let bytes = match opts.format {
         Format::Svg => svg.into_bytes(),
         Format::Png => draw::png(&svg).map_err(SimError::Draw)?,
     };
+    let ms = |a: std::time::Instant, b: std::time::Instant| (b - a).as_millis() as u64;
+    let timings_ms = [
+        ms(started, walked),
+        ms(walked, tallied),
+        ms(tallied, drawn),
+        ms(drawn, std::time::Instant::now()),
+    ];
     Ok(Drawn {
         bytes,
         width,
         height,
         service: name,
         panels: summaries,
+        timings_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn majority_by_ipv4_then_ipv6_first_on_a_tie() {
+        // Two panels of three buckets.
+        let mut t = Tally::new(6);
+        t.v4[..3].copy_from_slice(&[1.0, 3.0, 0.0]);
+        t.v6[..3].copy_from_slice(&[0.0, 0.0, 9.0]);
+        assert_eq!(t.majority(0, 3), Some((1, 0.75)));
+        // No IPv4 in the second panel: IPv6 decides; a tie goes to the first.
+        t.v6[3..].copy_from_slice(&[2.0, 2.0, 0.0]);
+        assert_eq!(t.majority(1, 3), Some((0, 0.5)));
+        assert_eq!(Tally::new(3).majority(0, 3), None);
+    }
+
+    #[test]
+    fn format_from_name_or_extension() {
+        assert_eq!(Format::parse("PNG"), Some(Format::Png));
+        assert_eq!(
+            Format::of_path(std::path::Path::new("a/m.svg")),
+            Some(Format::Svg)
+        );
+        assert_eq!(Format::of_path(std::path::Path::new("m")), None);
+        assert_eq!(Format::parse("gif"), None);
+    }
 }
