@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Builds countries.txt, the country shapes `geolb map` draws, from Natural
 Earth's Admin 0 countries at 1:50m as the world-atlas npm package ships them
-(TopoJSON, Natural Earth 4.1.0), and the ISO 3166-1 table of Debian's
+(TopoJSON, Natural Earth 4.1.0; the package is ISC-licensed, Natural Earth's
+data public domain), and the ISO 3166-1 table of Debian's
 iso-codes package (numeric code -> alpha-2).
 
     npm pack world-atlas@2.0.2 && tar xzf world-atlas-2.0.2.tgz
@@ -12,6 +13,8 @@ Each shared border (TopoJSON arc) is simplified once (Douglas-Peucker,
 TOLERANCE degrees), so neighbours keep meeting exactly; coordinates are
 rounded to 1/100 degree; segments longer than STEP degrees are split so
 that the projection can bend them (meridians at +-180, the polar edge).
+Rings that cross the antimeridian are cut there; Antarctica's, which goes
+around the pole, is closed along it.
 """
 import json
 import math
@@ -178,7 +181,8 @@ def main():
 
     print("# Country shapes for `geolb map`: Natural Earth Admin 0 countries, 1:50m,")
     print("# version 4.1.0 (public domain, https://www.naturalearthdata.com/), from the")
-    print("# world-atlas 2.0.2 TopoJSON; simplified by assets/world/build.py.")
+    print("# world-atlas 2.0.2 TopoJSON (Michael Bostock, ISC licence); simplified and")
+    print("# cut at the antimeridian by assets/world/build.py.")
     print("# A line `CC Name` starts a country (ISO 3166-1 alpha-2); each following line")
     print("# is one ring: lon,lat pairs in 1/100 degree. Fill even-odd.")
     for code in sorted(countries):
