@@ -926,16 +926,16 @@ fn map(
     let snap = load_uncompiled(path)?;
     let loaded = started.elapsed();
     let drawn = geolb::sim::map::draw(&snap, opts)?;
+    use std::io::Write;
     let Some(out) = output else {
-        use std::io::Write;
         return std::io::stdout()
             .write_all(&drawn.bytes)
             .context("cannot write to standard output");
     };
     std::fs::write(out, &drawn.bytes).with_context(|| format!("cannot write {}", out.display()))?;
     let [walk, decide, draw, png] = drawn.timings_ms;
-    println!(
-        "{}: {}x{} px, {} {}; {} ms (load {} ms, walk {walk} ms, decide {decide} ms, draw {draw} ms, PNG {png} ms)",
+    let mut said = format!(
+        "{}: {}x{} px, {} {}; {} ms (load {} ms, walk {walk} ms, decide {decide} ms, draw {draw} ms, PNG {png} ms)\n",
         out.display(),
         drawn.width,
         drawn.height,
@@ -950,16 +950,22 @@ fn map(
             .iter()
             .map(|(name, s)| format!("{name} {:.1}%", s * 100.0))
             .collect();
-        println!("  {}: {}", p.label, shares.join(", "));
+        said += &format!("  {}: {}\n", p.label, shares.join(", "));
         if !p.split.is_empty() {
-            println!(
-                "    split (no region answers {:.0}%): {}",
+            said += &format!(
+                "    split (no region answers {:.0}%): {}\n",
                 geolb::sim::map::SPLIT * 100.0,
                 p.split.join(" ")
             );
         }
     }
-    Ok(())
+    // The map is written; a reader that went away early is no error.
+    match std::io::stdout().write_all(said.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to standard output")
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Runs `geolb simulate`; false when the resilience check failed.
