@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use common::mmdb::{build_city, CityNet, Layout};
+use common::mmdb::{build_city, new_york, world, Layout};
 
 /// Region colours in the order of the topology (regions by name): ap, eu, us.
 const AP: &str = "#4e79a7";
@@ -26,40 +26,26 @@ fn config() -> String {
 [geoip]
 city = "city.mmdb"
 
-[zones."example.com"]
-file = "example.com.zone"
-
 [zones."example.com".services.www]
 pools = ["eu-web", "us-web", "ap-web"]
 chain = ["healthy", "geo", "failover", "first_n"]
 first_n = 2
-[zones."example.com".services.www.geo]
-default = ["us", "eu"]
-continent = { EU = ["eu", "us"], NA = ["us", "eu"], AS = ["ap", "us"], SA = ["us", "eu"] }
-subdivision = { "US-CA" = ["ap", "us"] }
+geo = { default = ["us", "eu"], subdivision = { "US-CA" = ["ap", "us"] }, continent = { EU = ["eu", "us"], NA = ["us", "eu"], AS = ["ap", "us"], SA = ["us", "eu"] } }
 
 [zones."example.com".services.near]
 pools = ["eu-web", "us-web", "ap-web"]
 chain = ["healthy", "nearest", "failover", "first_n"]
 first_n = 2
 "#;
-    format!("{body}{}", common::THREE_REGIONS)
+    format!("{}{body}", common::THREE_REGIONS)
 }
 
 /// The geo tests' world (DE, GB, FR by IPv6 only, JP, BR, US: San Jose's
 /// /16 and Ashburn's /24) and New York's /16, so that the US is split
 /// between ap (California) and us (the rest) about evenly.
 fn dir() -> tempfile::TempDir {
-    let mut nets = common::mmdb::world();
-    nets.push(CityNet::new(
-        "12.0.0.0/16",
-        "NA",
-        "US",
-        Some("NY"),
-        "New York",
-        40.7,
-        -74.0,
-    ));
+    let mut nets = world();
+    nets.push(new_york("12.0.0.0/16"));
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path();
     std::fs::write(p.join("geolb.toml"), config()).expect("w");
@@ -70,12 +56,7 @@ fn dir() -> tempfile::TempDir {
 
 /// Runs `geolb map --config CONFIG ARGS…`: exit status, stdout, stderr.
 fn map(config: &Path, args: &[&str]) -> (Option<i32>, Vec<u8>, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geolb"))
-        .args(["--log-level", "warn", "map", "--config"])
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run geolb map");
+    let out = common::run_geolb("map", config, args);
     (
         out.status.code(),
         out.stdout,

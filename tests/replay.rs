@@ -22,9 +22,6 @@ dns = ["127.0.0.1:0"]
 city = "city.mmdb"
 
 {regions}
-[zones."example.com"]
-file = "example.com.zone"
-
 [zones."example.com".services.www]
 pools = ["eu-web", "us-web", "ap-web"]
 chain = ["healthy", "geo", "failover", "first_n"]
