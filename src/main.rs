@@ -239,6 +239,42 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Draw the world coloured by the region that answers it (SVG or PNG),
+    /// with a legend; under a health scenario, or before and after one side
+    /// by side. Offline, with the code that answers queries.
+    #[command(
+        after_help = "Examples:\n  geolb map -o map.png\n  geolb map --service www.example.com --down eu-central -o after.svg\n  geolb map --down eu-west --before-after --width 1600 -o eu-west-down.png\n\nThe format follows the output file's extension (.svg, .png) unless --format says; without -o the SVG goes to standard output.\nExit status: 0, 2 on errors."
+    )]
+    Map {
+        /// Config file.
+        #[arg(long, short, env = "GEOLB_CONFIG", default_value = "geolb.toml")]
+        config: PathBuf,
+        /// The service to draw (default: the first, by zone and name).
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
+        /// Record type the clients ask (A or AAAA).
+        #[arg(long = "type", value_name = "TYPE", default_value = "A")]
+        qtype: String,
+        /// Take down (as failed health checks) these regions, pools or
+        /// endpoints (pool/address); comma-separated or repeated.
+        #[arg(long, value_name = "TARGETS", value_delimiter = ',')]
+        down: Vec<String>,
+        /// Drain these regions, pools or endpoints (pool/address).
+        #[arg(long, value_name = "TARGETS", value_delimiter = ',')]
+        drain: Vec<String>,
+        /// Draw all up beside the scenario, with one legend.
+        #[arg(long)]
+        before_after: bool,
+        /// Output file (.svg or .png); standard output when absent.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// svg or png (default: from the output file's extension, else svg).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<String>,
+        /// Image width in pixels.
+        #[arg(long, value_name = "PX", default_value_t = 1200)]
+        width: u32,
+    },
     /// Replay a query log against the running config and a proposed one:
     /// where its queries are answered from under each, as a region-to-region
     /// matrix of queries and of distinct resolvers, and the countries whose
@@ -323,6 +359,34 @@ fn main() -> ExitCode {
             {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("geolb: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Cmd::Map {
+            config,
+            service,
+            qtype,
+            down,
+            drain,
+            before_after,
+            output,
+            format,
+            width,
+        } => {
+            let opts = map_options(
+                service,
+                &qtype,
+                geolb::sim::Scenario { down, drain },
+                before_after,
+                output.as_deref(),
+                format.as_deref(),
+                width,
+            );
+            return match opts.and_then(|o| map(&config, output.as_deref(), &o)) {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("geolb: {e:#}");
                     ExitCode::from(2)
@@ -818,6 +882,91 @@ fn replay(
         print!("{report}");
     }
     Ok(())
+}
+
+/// `geolb map`'s options from its arguments.
+fn map_options(
+    service: Option<String>,
+    qtype: &str,
+    scenario: geolb::sim::Scenario,
+    before_after: bool,
+    output: Option<&std::path::Path>,
+    format: Option<&str>,
+    width: u32,
+) -> anyhow::Result<geolb::sim::map::MapOptions> {
+    use geolb::sim::map::Format;
+    let format = match (format, output) {
+        (Some(f), _) => {
+            Format::parse(f).ok_or_else(|| anyhow::anyhow!("--format {f:?}: give svg or png"))?
+        }
+        (None, Some(p)) => Format::of_path(p).ok_or_else(|| {
+            anyhow::anyhow!("{}: name a .svg or .png file, or say --format", p.display())
+        })?,
+        (None, None) => Format::Svg,
+    };
+    if before_after && scenario.is_all_up() {
+        anyhow::bail!("--before-after needs a scenario: --down or --drain");
+    }
+    Ok(geolb::sim::map::MapOptions {
+        service,
+        qtype: geolb::sim::QType::parse(qtype)?,
+        scenario,
+        before_after,
+        width,
+        format,
+    })
+}
+
+/// Runs `geolb map`.
+fn map(
+    path: &std::path::Path,
+    output: Option<&std::path::Path>,
+    opts: &geolb::sim::map::MapOptions,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let snap = load_uncompiled(path)?;
+    let loaded = started.elapsed();
+    let drawn = geolb::sim::map::draw(&snap, opts)?;
+    use std::io::Write;
+    let Some(out) = output else {
+        return std::io::stdout()
+            .write_all(&drawn.bytes)
+            .context("cannot write to standard output");
+    };
+    std::fs::write(out, &drawn.bytes).with_context(|| format!("cannot write {}", out.display()))?;
+    let [walk, decide, draw, png] = drawn.timings_ms;
+    let mut said = format!(
+        "{}: {}x{} px, {} {}; {} ms (load {} ms, walk {walk} ms, decide {decide} ms, draw {draw} ms, PNG {png} ms)\n",
+        out.display(),
+        drawn.width,
+        drawn.height,
+        drawn.service,
+        opts.qtype.name(),
+        started.elapsed().as_millis(),
+        loaded.as_millis(),
+    );
+    for p in &drawn.panels {
+        let shares: Vec<String> = p
+            .shares
+            .iter()
+            .map(|(name, s)| format!("{name} {:.1}%", s * 100.0))
+            .collect();
+        said += &format!("  {}: {}\n", p.label, shares.join(", "));
+        if !p.split.is_empty() {
+            said += &format!(
+                "    split (no region answers {:.0}%): {}\n",
+                geolb::sim::map::SPLIT * 100.0,
+                p.split.join(" ")
+            );
+        }
+    }
+    // The map is written; a reader that went away early is no error.
+    match std::io::stdout().write_all(said.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to standard output")
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Runs `geolb simulate`; false when the resilience check failed.

@@ -21,26 +21,7 @@ dns = ["127.0.0.1:0"]
 [geoip]
 city = "city.mmdb"
 
-[regions.eu]
-location = [50.11, 8.68]
-[regions.us]
-location = [39.04, -77.49]
-[regions.ap]
-location = [35.68, 139.69]
-
-[pools.eu-web]
-region = "eu"
-endpoints = [{{ address = "10.1.0.1" }}, {{ address = "2001:db8:1::1" }}]
-[pools.us-web]
-region = "us"
-endpoints = [{{ address = "10.2.0.1" }}, {{ address = "2001:db8:2::1" }}]
-[pools.ap-web]
-region = "ap"
-endpoints = [{{ address = "10.3.0.1" }}, {{ address = "2001:db8:3::1" }}]
-
-[zones."example.com"]
-file = "example.com.zone"
-
+{regions}
 [zones."example.com".services.www]
 pools = ["eu-web", "us-web", "ap-web"]
 chain = ["healthy", "geo", "failover", "first_n"]
@@ -53,7 +34,8 @@ chain = ["healthy", "geo", "failover", "first_n"]
 first_n = 2
 ecs = false
 geo = {{ default = ["us", "eu"], continent = {{ EU = ["eu", "us"], NA = ["us", "eu"], AS = ["ap", "us"] }}{extra} }}
-"#
+"#,
+        regions = common::THREE_REGIONS
     )
 }
 

@@ -20,15 +20,7 @@ use serde_json::Value;
 fn nets() -> Vec<CityNet> {
     let mut nets = common::mmdb::world();
     nets.extend([
-        CityNet::new(
-            "2001:db8:a0::/44",
-            "NA",
-            "US",
-            Some("NY"),
-            "New York",
-            40.7,
-            -74.0,
-        ),
+        common::mmdb::new_york("2001:db8:a0::/44"),
         CityNet::new(
             "2001:db8:c0::/48",
             "AS",
@@ -116,12 +108,7 @@ fn write_dir(eu_list: &str) -> tempfile::TempDir {
 
 /// Runs `geolb simulate --config CONFIG ARGS…`: exit status and stdout.
 fn simulate(config: &Path, args: &[&str]) -> (Option<i32>, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geolb"))
-        .args(["--log-level", "warn", "simulate", "--config"])
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run geolb simulate");
+    let out = run_geolb("simulate", config, args);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),

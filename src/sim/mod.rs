@@ -37,6 +37,7 @@ use crate::policy::{
 };
 use crate::snapshot::{health_view, Snapshot};
 
+pub mod map;
 pub mod replay;
 pub mod report;
 
@@ -60,6 +61,10 @@ pub enum SimError {
     BadType(String),
     #[error("cannot read the query log: {0}")]
     Log(#[source] std::io::Error),
+    #[error("map width {width}: give {min} to {max} pixels")]
+    MapWidth { width: u32, min: u32, max: u32 },
+    #[error("cannot draw the map: {0}")]
+    Draw(String),
 }
 
 /// Which record type the simulated queries ask for.
@@ -218,6 +223,27 @@ struct Evaluated {
     outcome: Vec<Vec<Outcome>>,
 }
 
+/// What answers a client: a region (its number in the topology, which is
+/// config order), or none of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Answered {
+    Region(u16),
+    /// Every candidate down: answered as if all were up.
+    FailOpen,
+    /// Every candidate down: the configured fallback.
+    Fallback,
+    /// No records.
+    Nodata,
+}
+
+/// The address space some pieces cover: IPv4 addresses, and IPv6 ones
+/// (2^(128 − prefix) per piece, in floating point).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Space {
+    pub v4: f64,
+    pub v6: f64,
+}
+
 /// Bucket names for what is not an answer from a region.
 pub const FAIL_OPEN: &str = "(all down: fail open)";
 pub const FALLBACK: &str = "(all down: fallback)";
@@ -230,12 +256,7 @@ impl<'s> Model<'s> {
         if snap.geo.city.is_none() {
             return Err(SimError::NoCity);
         }
-        let svcs: Vec<&Service> = snap
-            .zones
-            .zones
-            .iter()
-            .flat_map(|z| z.services.iter())
-            .collect();
+        let svcs = all_services(snap);
         for name in only {
             if !svcs.iter().any(|s| same_name(&s.name, name)) {
                 return Err(SimError::UnknownService(name.clone()));
@@ -268,19 +289,22 @@ impl<'s> Model<'s> {
 
     /// Decides every key of every service under `health`.
     fn evaluate(&self, health: &HealthView) -> Evaluated {
-        let mut sc = Scratch::seeded(0);
         let outcome = self
             .services
             .iter()
-            .map(|m| {
-                m.keys
-                    .iter()
-                    .enumerate()
-                    .map(|(k, key)| self.outcome(m, k, &key.client, m.family, health, &mut sc))
-                    .collect()
-            })
+            .map(|m| self.evaluate_one(m, health))
             .collect();
         Evaluated { outcome }
+    }
+
+    /// Decides every key of `m` under `health`.
+    fn evaluate_one(&self, m: &SvcModel<'_>, health: &HealthView) -> Vec<Outcome> {
+        let mut sc = Scratch::seeded(0);
+        m.keys
+            .iter()
+            .enumerate()
+            .map(|(k, key)| self.outcome(m, k, &key.client, m.family, health, &mut sc))
+            .collect()
     }
 
     /// How key `k` of `m` is decided for `client` under `health`.
@@ -339,16 +363,34 @@ impl<'s> Model<'s> {
         }
     }
 
+    /// The pool of an outcome's first endpoint and its region's number.
+    fn first_pool(&self, o: &Outcome) -> Option<(&crate::policy::Pool, u16)> {
+        let topo = &self.snap.topology;
+        let e = topo.endpoints.get(*o.endpoints.first()? as usize)?;
+        let pool = topo.pools.get(e.pool as usize)?;
+        topo.regions.get(pool.region as usize)?;
+        Some((pool, pool.region))
+    }
+
+    /// What answers an outcome, as a map colours it.
+    fn answered(&self, o: &Outcome) -> Answered {
+        match o.kind {
+            Kind::Answer => self
+                .first_pool(o)
+                .map_or(Answered::Nodata, |(_, r)| Answered::Region(r)),
+            Kind::FailOpen => Answered::FailOpen,
+            Kind::Fallback => Answered::Fallback,
+            Kind::Nodata => Answered::Nodata,
+        }
+    }
+
     /// The region bucket and the pool of an outcome.
     fn bucket(&self, o: &Outcome) -> (String, String) {
         let topo = &self.snap.topology;
         match o.kind {
             Kind::Answer => {
-                let first = o.endpoints.first().and_then(|&e| {
-                    let pool = topo
-                        .pools
-                        .get(topo.endpoints.get(e as usize)?.pool as usize)?;
-                    let region = topo.regions.get(pool.region as usize)?;
+                let first = self.first_pool(o).and_then(|(pool, r)| {
+                    let region = topo.regions.get(r as usize)?;
                     Some((region.name.clone(), pool.name.clone()))
                 });
                 first.unwrap_or_else(|| (NODATA.to_string(), NODATA.to_string()))
@@ -493,6 +535,45 @@ impl<'s> Model<'s> {
         list
     }
 
+    /// The services modelled, by name, in config order.
+    pub fn services(&self) -> Vec<&str> {
+        self.services.iter().map(|m| m.name.as_str()).collect()
+    }
+
+    /// Every input of the walk a database lists (a City network, a CIDR
+    /// entry or an AS number some service names), once, with the address
+    /// space its pieces cover and what answers it for service number
+    /// `service` (of [`Model::services`]) under each of `scenarios`, in
+    /// order: the view a map draws.
+    pub fn each_answer(
+        &self,
+        service: usize,
+        scenarios: &[Scenario],
+        mut f: impl FnMut(&WalkInput, Space, &[Answered]),
+    ) -> Result<(), SimError> {
+        let Some(m) = self.services.get(service) else {
+            return Err(SimError::UnknownService(format!("#{service}")));
+        };
+        let mut per_key: Vec<Vec<Answered>> = Vec::with_capacity(scenarios.len());
+        for s in scenarios {
+            let ev = self.evaluate_one(m, &s.health(self.snap)?);
+            per_key.push(ev.iter().map(|o| self.answered(o)).collect());
+        }
+        let mut answered = vec![Answered::Nodata; scenarios.len()];
+        for (i, w) in self.weight.iter().enumerate() {
+            if w.nets4 + w.nets6 == 0 {
+                continue;
+            }
+            let k = m.key_of[i] as usize;
+            for (a, keys) in answered.iter_mut().zip(&per_key) {
+                *a = keys[k];
+            }
+            let space = Space { v4: w.v4, v6: w.v6 };
+            f(&self.walk.inputs[i], space, &answered);
+        }
+        Ok(())
+    }
+
     /// The regions of the topology, for a resilience check.
     pub fn regions(&self) -> Vec<String> {
         self.snap
@@ -632,6 +713,20 @@ pub fn run(
             resilience: ms(simulated, std::time::Instant::now()),
         },
     })
+}
+
+/// Every service of `snap`'s zones, in config order.
+fn all_services(snap: &Snapshot) -> Vec<&Service> {
+    snap.zones
+        .zones
+        .iter()
+        .flat_map(|z| z.services.iter())
+        .collect()
+}
+
+/// The names of every service of `snap`, in config order.
+pub fn service_names(snap: &Snapshot) -> Vec<String> {
+    all_services(snap).iter().map(|s| s.name.clone()).collect()
 }
 
 fn add(to: &mut Weight, w: &Weight) {

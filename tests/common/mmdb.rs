@@ -44,6 +44,11 @@ impl CityNet {
     }
 }
 
+/// A network of New York (US-NY).
+pub fn new_york(cidr: &str) -> CityNet {
+    CityNet::new(cidr, "NA", "US", Some("NY"), "New York", 40.7, -74.0)
+}
+
 /// A few networks on four continents, IPv4 and IPv6 (the geo tests' world).
 pub fn world() -> Vec<CityNet> {
     vec![

@@ -18,6 +18,25 @@ use hickory_proto::rr::{Name, RecordType};
 use geolb::config::Overrides;
 use geolb::server::Server;
 
+/// Three regions (eu, us, ap) with a pool each (`eu-web`, `us-web`,
+/// `ap-web`: one IPv4 and one IPv6 endpoint) and the zone `example.com`
+/// (file `example.com.zone`), for the configs of steering tests; services
+/// follow as `[zones."example.com".services.NAME]` tables.
+pub const THREE_REGIONS: &str = r#"
+[regions]
+eu = { location = [50.11, 8.68] }
+us = { location = [39.04, -77.49] }
+ap = { location = [35.68, 139.69] }
+
+[pools]
+eu-web = { region = "eu", endpoints = [{ address = "10.1.0.1" }, { address = "2001:db8:1::1" }] }
+us-web = { region = "us", endpoints = [{ address = "10.2.0.1" }, { address = "2001:db8:2::1" }] }
+ap-web = { region = "ap", endpoints = [{ address = "10.3.0.1" }, { address = "2001:db8:3::1" }] }
+
+[zones."example.com"]
+file = "example.com.zone"
+"#;
+
 pub const ZONE: &str = r#"$ORIGIN example.com.
 $TTL 3600
 @       IN  SOA ns1.example.com. hostmaster.example.com. ( 2026112201 7200 900 1209600 300 )
@@ -317,6 +336,16 @@ pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration
 }
 
 /// Runs `geolb check --config PATH`: (exit code, stdout).
+/// Runs `geolb --log-level warn COMMAND --config CONFIG ARGS…` to its end.
+pub fn run_geolb(command: &str, config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_geolb"))
+        .args(["--log-level", "warn", command, "--config"])
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run geolb {command}: {e}"))
+}
+
 pub fn check(config: &std::path::Path) -> (Option<i32>, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_geolb"))
         .args(["check", "--config"])
