@@ -22,17 +22,6 @@ fn write_zone(s: &TestServer, extra: &str) {
     std::fs::write(s.path("example.com.zone"), z).expect("write zone");
 }
 
-fn a_of(addr: SocketAddr, name: &str) -> Vec<String> {
-    udp(addr, &query(name, RecordType::A))
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.to_string()),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn reload_via_api_serves_new_data() {
     let s = TestServer::start();

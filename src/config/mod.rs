@@ -106,6 +106,36 @@ pub struct ServerConfig {
     /// anywhere but loopback).
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// Reload by itself when the config file, a zone file or another file
+    /// in their directories changes (a Kubernetes ConfigMap update swaps
+    /// the directory's `..data` link): checked this often, `None` = off.
+    /// `watch_config = true` checks every 2 s; `false` (the default) or
+    /// leaving the key out turns it off.
+    #[serde(default, deserialize_with = "de_watch")]
+    pub watch_config: Option<Duration>,
+}
+
+/// `watch_config`: `true` (every 2 s), `false`, or a duration.
+fn de_watch<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Watch {
+        On(bool),
+        Every(String),
+    }
+    match Watch::deserialize(d)? {
+        Watch::On(false) => Ok(None),
+        Watch::On(true) => Ok(Some(Duration::from_secs(2))),
+        Watch::Every(s) => match humantime::parse_duration(&s) {
+            Ok(d) if d >= Duration::from_millis(100) => Ok(Some(d)),
+            Ok(_) => Err(serde::de::Error::custom(format!(
+                "watch_config = {s:?}: check at most every 100ms"
+            ))),
+            Err(e) => Err(serde::de::Error::custom(format!(
+                "watch_config = {s:?} ({e}): write true, false or a duration like \"2s\""
+            ))),
+        },
+    }
 }
 
 pub(crate) fn yes() -> bool {
@@ -126,6 +156,7 @@ impl Default for ServerConfig {
             shutdown_timeout: default_shutdown(),
             nsid: None,
             admin_token: None,
+            watch_config: None,
         }
     }
 }
