@@ -188,3 +188,74 @@ fn without_watch_config_a_changed_file_waits_for_a_reload() {
     assert_eq!(code, 200);
     assert_eq!(a_of(s.dns, "www.example.com."), ["192.0.2.9"]);
 }
+
+/// `deploy/config/` with its absolute paths moved into `dir`: GeoIP
+/// databases built here, token files, the state directory.
+fn production_example(dir: &Path) -> std::path::PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config");
+    let (geoip, secrets, state) = (dir.join("GeoIP"), dir.join("secrets"), dir.join("state"));
+    for d in [&geoip, &secrets, &state] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    let city = mmdb::build_city(&mmdb::world(), mmdb::Layout::GeoIp2);
+    std::fs::write(geoip.join("GeoLite2-City.mmdb"), city).expect("city");
+    let asn = mmdb::build_asn(&[("192.0.2.0/24", 64500, "Example")]);
+    std::fs::write(geoip.join("GeoLite2-ASN.mmdb"), asn).expect("asn");
+    std::fs::write(secrets.join("admin-token"), "admin-secret\n").expect("token");
+    std::fs::write(secrets.join("probe-token"), "probe-secret\n").expect("token");
+    let text = std::fs::read_to_string(src.join("geolb.toml")).expect("example config");
+    let text = text
+        .replace("\"/var/lib/GeoIP/", &format!("\"{}/", geoip.display()))
+        .replace(
+            "\"/etc/geolb/secrets/",
+            &format!("\"{}/", secrets.display()),
+        )
+        .replace("\"/var/lib/geolb/", &format!("\"{}/", state.display()));
+    let outside = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.starts_with("path ="))
+        .filter(|l| l.contains("= \"/") && !l.contains(&*dir.to_string_lossy()))
+        .collect::<Vec<_>>();
+    assert!(outside.is_empty(), "paths left unadapted: {outside:?}");
+    std::fs::write(dir.join("geolb.toml"), text).expect("config");
+    std::fs::copy(src.join("example.com.zone"), dir.join("example.com.zone")).expect("zone");
+    dir.join("geolb.toml")
+}
+
+#[test]
+fn the_production_example_passes_check_and_loads_three_regions_with_their_tiers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = production_example(dir.path());
+    let (code, out) = check(&path);
+    assert_eq!(code, Some(0), "{out}");
+    let (snap, warnings) = geolb::snapshot::load(&path, &Default::default(), 1, None)
+        .unwrap_or_else(|e| panic!("the example loads: {e}"));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let c = &snap.config;
+    assert_eq!(c.regions.len(), 3);
+    assert_eq!(c.pools.len(), 3);
+    assert_eq!(c.listeners.len(), 6);
+    assert_eq!(c.groups.len(), 6);
+    assert_eq!(c.health.vantages.len(), 3);
+    assert_eq!(c.server.admin_token.as_deref(), Some("admin-secret"));
+    assert_eq!(c.server.watch_config, Some(Duration::from_secs(2)));
+    assert_eq!(
+        c.node.regions.as_deref(),
+        Some(&[][..]),
+        "DNS nodes run no tier"
+    );
+    // A tier node of each region: its listeners only.
+    for region in ["eu-central", "us-east", "ap-northeast"] {
+        let ov = geolb::config::Overrides {
+            regions: Some(vec![region.to_string()]),
+            dns_enabled: Some(false),
+            ..Default::default()
+        };
+        let (snap, _) = geolb::snapshot::load(&path, &ov, 1, None).expect("tier node loads");
+        assert!(!snap.config.node.dns);
+        assert_eq!(
+            snap.config.node.regions.as_deref(),
+            Some(&[region.to_string()][..])
+        );
+    }
+}
