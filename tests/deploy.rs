@@ -207,7 +207,7 @@ fn production_example(dir: &Path) -> std::path::PathBuf {
     let text = text
         .replace("\"/var/lib/GeoIP/", &format!("\"{}/", geoip.display()))
         .replace(
-            "\"/etc/geolb/secrets/",
+            "\"/etc/geolb-secrets/",
             &format!("\"{}/", secrets.display()),
         )
         .replace("\"/var/lib/geolb/", &format!("\"{}/", state.display()));
