@@ -1024,7 +1024,9 @@ fn serve(config: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
             admin,
             std::process::id()
         );
+        notify::send("READY=1");
         signals.wait(&server).await;
+        notify::send("STOPPING=1");
         tracing::info!("shutting down");
         server.shutdown().await;
         tracing::info!("stopped");
@@ -1067,10 +1069,12 @@ impl Signals {
             tokio::select! {
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading");
+                    notify::reloading();
                     let control = server.control.clone();
                     if let Err(e) = geolb::control::in_background("geolb-reload", move || control.reload()).await {
                         tracing::error!("reload: {e}");
                     }
+                    notify::send("READY=1");
                 }
                 _ = term.recv() => return,
                 _ = int.recv() => return,
@@ -1090,4 +1094,48 @@ impl Signals {
     async fn wait(self, _server: &Server) {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// systemd's readiness protocol (sd_notify): one datagram to the socket in
+/// `$NOTIFY_SOCKET`, when there is one (`Type=notify` units). Failures are
+/// logged once and otherwise ignored: serving matters more.
+#[cfg(target_os = "linux")]
+mod notify {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+    pub fn send(state: &str) {
+        let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+            return;
+        };
+        let bytes = path.as_encoded_bytes();
+        let addr = match bytes.strip_prefix(b"@") {
+            Some(name) => SocketAddr::from_abstract_name(name),
+            None => SocketAddr::from_pathname(&path),
+        };
+        let sent = addr.and_then(|a| UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &a));
+        if let Err(e) = sent {
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| tracing::warn!("cannot notify systemd ({path:?}): {e}"));
+        }
+    }
+
+    /// RELOADING=1 with the monotonic time systemd asks for.
+    pub fn reloading() {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec into the valid,
+        // exclusively borrowed `ts` and reads nothing else.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let usec = ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000;
+        send(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod notify {
+    pub fn send(_: &str) {}
+    pub fn reloading() {}
 }

@@ -10,20 +10,13 @@ use std::time::Duration;
 
 use common::backend::{Backend, FAIL, FLAP, HANG, OK, WRONG_BODY};
 use common::*;
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 
 const ZONE: &str =
     "$TTL 300\n@ SOA ns1 hostmaster 1 7200 900 1209600 60\n@ NS ns1\nns1 A 192.0.2.53\n";
 
 fn a(s: &TestServer, name: &str) -> Vec<String> {
-    udp(s.dns, &query(name, RecordType::A))
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(x) => Some(x.to_string()),
-            _ => None,
-        })
-        .collect()
+    a_of(s.dns, name)
 }
 
 fn ttl(s: &TestServer, name: &str) -> u32 {

@@ -22,17 +22,6 @@ fn write_zone(s: &TestServer, extra: &str) {
     std::fs::write(s.path("example.com.zone"), z).expect("write zone");
 }
 
-fn a_of(addr: SocketAddr, name: &str) -> Vec<String> {
-    udp(addr, &query(name, RecordType::A))
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.to_string()),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn reload_via_api_serves_new_data() {
     let s = TestServer::start();
@@ -151,7 +140,16 @@ struct Proc {
 
 impl Proc {
     fn start(config: &std::path::Path, extra: &[&str]) -> Proc {
+        Proc::start_env(config, extra, &[])
+    }
+
+    fn start_env(
+        config: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &std::path::Path)],
+    ) -> Proc {
         let mut child = Command::new(BIN)
+            .envs(env.iter().copied())
             .args(["serve", "--config"])
             .arg(config)
             .args([
@@ -238,6 +236,36 @@ fn files() -> tempfile::TempDir {
     std::fs::write(dir.path().join("example.com.zone"), zone_com()).expect("w");
     std::fs::write(dir.path().join("example.net.zone"), ZONE_NET).expect("w");
     dir
+}
+
+#[test]
+fn under_systemd_it_notifies_ready_reloading_and_stopping_on_notify_socket() {
+    let dir = files();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let recv = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut p = Proc::start_env(
+        &dir.path().join("geolb.toml"),
+        &[],
+        &[("NOTIFY_SOCKET", &sock_path)],
+    );
+    assert_eq!(recv(), "READY=1");
+    p.signal(libc::SIGHUP);
+    let reloading = recv();
+    let usec = reloading
+        .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+        .and_then(|u| u.parse::<u64>().ok());
+    assert!(usec.is_some_and(|u| u > 0), "{reloading:?}");
+    assert_eq!(recv(), "READY=1", "after the reload");
+    p.signal(libc::SIGTERM);
+    assert_eq!(recv(), "STOPPING=1");
+    assert_eq!(p.wait_exit(), Some(0));
 }
 
 #[test]

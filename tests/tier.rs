@@ -552,7 +552,6 @@ fn a_listener_that_cannot_be_bound_fails_the_reload_and_the_old_tier_serves_on()
 
 #[test]
 fn a_pool_whose_tier_has_too_few_healthy_backends_fails_over_in_dns() {
-    use hickory_proto::rr::{RData, RecordType};
     let (a, b) = (Be::start("127.0.1.11", "a"), Be::start("127.0.1.12", "b"));
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("example.com.zone"), ZONE).expect("w");
@@ -568,16 +567,7 @@ fn a_pool_whose_tier_has_too_few_healthy_backends_fails_over_in_dns() {
     );
     std::fs::write(dir.path().join("geolb.toml"), cfg).expect("w");
     let s = TestServer::start_dir(dir);
-    let answer = |s: &TestServer| -> Vec<String> {
-        udp(s.dns, &query("www.example.com.", RecordType::A))
-            .answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::A(x) => Some(x.to_string()),
-                _ => None,
-            })
-            .collect()
-    };
+    let answer = |s: &TestServer| a_of(s.dns, "www.example.com.");
     assert_eq!(answer(&s), ["127.0.1.1"]);
     // One of two backends down: the VIP still accepts connections, but the
     // region's tier is below its pool's min_healthy_tier, so DNS fails over.

@@ -53,6 +53,8 @@ pub async fn serve(
 pub fn router(shared: Arc<Handles>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
+        .route("/v1/ready", get(ready))
+        .route("/v1/live", get(live))
         .route("/v1/reload", post(reload))
         .route("/v1/explain", get(explain))
         .route("/v1/health", get(health))
@@ -94,6 +96,12 @@ async fn auth(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let is_obs = req.uri().path() == "/v1/observations";
+    // Readiness and liveness say nothing but ready or not, and a kubelet
+    // probe cannot send a token from a Secret: they are open.
+    if matches!(req.uri().path(), "/v1/ready" | "/v1/live") {
+        drop(snap);
+        return next.run(req).await;
+    }
     let accepted: Vec<&str> = admin.into_iter().chain(probe.filter(|_| is_obs)).collect();
     let ok = accepted.is_empty()
         || given.is_some_and(|g| {
@@ -214,6 +222,23 @@ async fn status(State(shared): State<Arc<Handles>>) -> Response {
         })).collect::<Vec<_>>(),
     }))
     .into_response()
+}
+
+/// 200 once the node serves a snapshot and has checked every monitored
+/// endpoint and backend once; 503 with the reason before.
+async fn ready(State(shared): State<Arc<Handles>>) -> Response {
+    let r = shared.control.readiness();
+    let code = if r.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(r)).into_response()
+}
+
+/// 200 while the process serves its admin API (liveness).
+async fn live() -> Response {
+    Json(json!({"live": true})).into_response()
 }
 
 async fn reload(State(shared): State<Arc<Handles>>) -> Response {
@@ -613,7 +638,7 @@ async fn metrics(State(shared): State<Arc<Handles>>) -> Response {
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        Json(json!({"error": "no such endpoint; see GET /v1/status, /v1/health, /v1/tier, /v1/explain, /v1/observations; POST /v1/reload, /v1/drain, /v1/undrain, /v1/force"})),
+        Json(json!({"error": "no such endpoint; see GET /v1/status, /v1/ready, /v1/live, /v1/health, /v1/tier, /v1/explain, /v1/observations; POST /v1/reload, /v1/drain, /v1/undrain, /v1/force"})),
     )
         .into_response()
 }

@@ -143,6 +143,9 @@ pub struct VantageConfig {
     /// Bearer token the prober requires.
     #[serde(default)]
     pub token: Option<String>,
+    /// A file holding `token` (its first line).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
     /// [latitude, longitude]; used to pick the vantage nearest a client.
     #[serde(default)]
     pub location: Option<[f64; 2]>,
@@ -181,6 +184,9 @@ pub struct HealthConfig {
     /// Bearer token `geolb probe` requires on /v1/observations.
     #[serde(default)]
     pub token: Option<String>,
+    /// A file holding `token` (its first line).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
     /// Remote probers.
     #[serde(default)]
     pub vantages: BTreeMap<String, VantageConfig>,
@@ -208,6 +214,7 @@ impl Default for HealthConfig {
             fresh_for: fresh(),
             poll_interval: poll(),
             token: None,
+            token_file: None,
             vantages: BTreeMap::new(),
             location: None,
         }

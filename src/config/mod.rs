@@ -106,6 +106,64 @@ pub struct ServerConfig {
     /// anywhere but loopback).
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// A file holding `admin_token` (its first line): a Kubernetes Secret
+    /// or a systemd credential, so the token stays out of the config.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
+    /// Reload by itself when the config file, a zone file or another file
+    /// in their directories changes (a Kubernetes ConfigMap update swaps
+    /// the directory's `..data` link): checked this often, `None` = off.
+    /// `watch_config = true` checks every 2 s; `false` (the default) or
+    /// leaving the key out turns it off.
+    #[serde(default, deserialize_with = "de_watch")]
+    pub watch_config: Option<Duration>,
+}
+
+/// Reads `KEY_file` into `KEY` (the file's first line, trimmed); both set,
+/// an unreadable file or an empty token is an error.
+fn read_token(
+    base: &Path,
+    key: &str,
+    file: &Option<PathBuf>,
+    token: &mut Option<String>,
+    errors: &mut Vec<String>,
+) {
+    let Some(f) = file else { return };
+    if token.is_some() {
+        errors.push(format!("{key} and {key}_file are both set: keep one"));
+        return;
+    }
+    let p = base.join(f);
+    match std::fs::read_to_string(&p) {
+        Ok(t) => match t.lines().next().map(str::trim).filter(|t| !t.is_empty()) {
+            Some(t) => *token = Some(t.to_string()),
+            None => errors.push(format!("{key}_file {}: the file is empty", p.display())),
+        },
+        Err(e) => errors.push(format!("{key}_file {}: {e}", p.display())),
+    }
+}
+
+/// `watch_config`: `true` (every 2 s), `false`, or a duration.
+fn de_watch<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Watch {
+        On(bool),
+        Every(String),
+    }
+    match Watch::deserialize(d)? {
+        Watch::On(false) => Ok(None),
+        Watch::On(true) => Ok(Some(Duration::from_secs(2))),
+        Watch::Every(s) => match humantime::parse_duration(&s) {
+            Ok(d) if d >= Duration::from_millis(100) => Ok(Some(d)),
+            Ok(_) => Err(serde::de::Error::custom(format!(
+                "watch_config = {s:?}: check at most every 100ms"
+            ))),
+            Err(e) => Err(serde::de::Error::custom(format!(
+                "watch_config = {s:?} ({e}): write true, false or a duration like \"2s\""
+            ))),
+        },
+    }
 }
 
 pub(crate) fn yes() -> bool {
@@ -126,6 +184,8 @@ impl Default for ServerConfig {
             shutdown_timeout: default_shutdown(),
             nsid: None,
             admin_token: None,
+            admin_token_file: None,
+            watch_config: None,
         }
     }
 }
@@ -345,6 +405,29 @@ impl Config {
             diags.push(Diagnostic::error(path, l, c, msg));
         };
 
+        let mut raw = raw;
+        let mut token_errors = Vec::new();
+        read_token(
+            base,
+            "server.admin_token",
+            &raw.server.admin_token_file,
+            &mut raw.server.admin_token,
+            &mut token_errors,
+        );
+        read_token(
+            base,
+            "health.token",
+            &raw.health.token_file,
+            &mut raw.health.token,
+            &mut token_errors,
+        );
+        for (name, v) in raw.health.vantages.iter_mut() {
+            let key = format!("health.vantages.{name}.token");
+            read_token(base, &key, &v.token_file, &mut v.token, &mut token_errors);
+        }
+        for msg in token_errors {
+            diags.push(Diagnostic::error(path, 0, 0, msg));
+        }
         let s = &raw.server;
         if s.dns.is_empty() {
             server_err(
@@ -542,6 +625,44 @@ mod tests {
         assert_eq!(c.server.dns.len(), 2);
         assert_eq!(c.zones[0].origin.to_string(), "example.com.");
         assert!(c.zones[0].file.ends_with("a.zone") && c.zones[0].file.is_absolute());
+    }
+
+    #[test]
+    fn tokens_can_come_from_files_and_watch_config_takes_a_switch_or_a_duration() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.zone"), "").expect("write");
+        std::fs::write(dir.path().join("admin-token"), "s3cret\n").expect("write");
+        let path = dir.path().join("geolb.toml");
+        let zone = "[zones.\"example.com\"]\nfile = \"a.zone\"\n";
+        let c = Config::parse(
+            &path,
+            &format!("[server]\nadmin = \"0.0.0.0:8053\"\nadmin_token_file = \"admin-token\"\nwatch_config = true\n[health.vantages.a]\nurl = \"http://a\"\ntoken_file = \"admin-token\"\n{zone}"),
+        )
+        .expect("valid: the token is read before the non-loopback check");
+        assert_eq!(c.server.admin_token.as_deref(), Some("s3cret"));
+        assert_eq!(c.health.vantages["a"].token.as_deref(), Some("s3cret"));
+        assert_eq!(c.server.watch_config, Some(Duration::from_secs(2)));
+        let c = Config::parse(
+            &path,
+            &format!("[server]\nwatch_config = \"500ms\"\n{zone}"),
+        )
+        .expect("valid");
+        assert_eq!(c.server.watch_config, Some(Duration::from_millis(500)));
+        let c = Config::parse(&path, &format!("[server]\nwatch_config = false\n{zone}"))
+            .expect("valid");
+        assert_eq!(c.server.watch_config, None);
+        let e = Config::parse(
+            &path,
+            &format!("[health]\ntoken = \"x\"\ntoken_file = \"nope\"\n[server]\nadmin_token_file = \"nope\"\n{zone}"),
+        )
+        .expect_err("invalid");
+        let msgs: Vec<String> = e.errors().map(|d| d.to_string()).collect();
+        assert!(msgs.iter().any(|m| m.contains("both set")), "{msgs:?}");
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("server.admin_token_file") && m.contains("nope")),
+            "{msgs:?}"
+        );
     }
 
     #[test]

@@ -7,13 +7,12 @@
 //! the [`Source`]'s store lock, so none overwrites another's change.
 
 pub mod background;
+pub mod watch;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
-
-use tokio::sync::watch;
 
 pub use background::{
     in_background, retire, return_freed_tables, trim_freed_memory, BackgroundError,
@@ -69,6 +68,23 @@ pub struct Control {
     geo_status: Mutex<GeoStatus>,
     /// One build at a time (a reload or a GeoIP rebuild).
     build: Mutex<()>,
+    /// The watched config files as the last load found them.
+    config_stamp: Mutex<Option<watch::Stamp>>,
+    /// Set once every monitored member has been checked once.
+    first_round_done: AtomicBool,
+}
+
+/// Whether the node is ready to take traffic (`GET /v1/ready`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    /// Why not (empty when ready).
+    pub reason: String,
+    /// The generation serving.
+    pub generation: u64,
+    /// Monitored endpoints and backends, and how many are not checked yet.
+    pub monitored: usize,
+    pub unchecked: usize,
 }
 
 impl Control {
@@ -85,6 +101,9 @@ impl Control {
         let first = source.load_full();
         health.set_config(first.config.health.clone());
         health.set_members("dns", first.members.to_vec());
+        let stamp = config_path
+            .as_ref()
+            .map(|_| watch::Stamp::of(&first.config));
         let s = source.clone();
         health.subscribe(move |state| {
             // The replaced snapshot differs only in its health view; the
@@ -103,19 +122,56 @@ impl Control {
             last_reload: Mutex::new(None),
             geo_status: Mutex::new(GeoStatus::default()),
             build: Mutex::new(()),
+            config_stamp: Mutex::new(stamp),
+            first_round_done: AtomicBool::new(false),
         })
     }
 
-    /// Starts the GeoIP watcher and the memory trimmer; they run until
+    /// Starts the GeoIP watcher, the config watcher and the memory
+    /// trimmer; they run until
     /// `shutdown` turns true.
     pub fn spawn_jobs(
         self: &Arc<Self>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         vec![
             tokio::spawn(watch_geo(self.clone(), shutdown.clone())),
+            tokio::spawn(watch::run(self.clone(), shutdown.clone())),
             tokio::spawn(trim_after_releases(self.tier.clone(), shutdown)),
         ]
+    }
+
+    /// The watched config files as the last load (startup or a reload,
+    /// successful or not) found them.
+    pub fn config_stamp(&self) -> Option<watch::Stamp> {
+        self.config_stamp
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Ready once a snapshot serves (the admin API starts only after the
+    /// first one is built) and the health service has checked every
+    /// monitored endpoint and backend once; it stays ready after that
+    /// (members a reload adds do not take a serving node out).
+    pub fn readiness(&self) -> Readiness {
+        let generation = self.source.load().generation;
+        let (unchecked, monitored) = self.health.first_round();
+        let done = self.first_round_done.load(Ordering::Relaxed) || unchecked == 0;
+        if done {
+            self.first_round_done.store(true, Ordering::Relaxed);
+        }
+        Readiness {
+            ready: done,
+            reason: if done {
+                String::new()
+            } else {
+                format!("health: {unchecked} of {monitored} monitored endpoints and backends not checked yet")
+            },
+            generation,
+            monitored,
+            unchecked,
+        }
     }
 
     pub fn last_reload(&self) -> Option<ReloadReport> {
@@ -145,6 +201,12 @@ impl Control {
         let _one = self.build.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.source.load_full();
         let next_gen = current.generation + 1;
+        // The files as they are before reading them: a change from here on
+        // is seen by the config watcher and loaded by the next reload.
+        if self.config_path.is_some() {
+            let stamp = watch::Stamp::of(&current.config);
+            *self.config_stamp.lock().unwrap_or_else(|p| p.into_inner()) = Some(stamp);
+        }
         let result = match &self.config_path {
             Some(path) => snapshot::load(path, &self.overrides, next_gen, Some(&current)),
             None => Err(LoadError(vec![Diagnostic::error(
@@ -188,6 +250,10 @@ impl Control {
                     tracing::warn!("udp_workers or udp_cpu_affinity changed in the config; they take effect at the next restart");
                 }
                 let zones = snap.zones.zones.len();
+                if watch::Stamp::dirs(&snap.config) != watch::Stamp::dirs(&current.config) {
+                    let stamp = watch::Stamp::of(&snap.config);
+                    *self.config_stamp.lock().unwrap_or_else(|p| p.into_inner()) = Some(stamp);
+                }
                 self.health.set_config(snap.config.health.clone());
                 self.health.set_members("dns", snap.members.to_vec());
                 let health = self.health.clone();
@@ -329,7 +395,7 @@ impl Control {
     }
 }
 
-async fn watch_geo(control: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
+async fn watch_geo(control: Arc<Control>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     loop {
         let every = control
             .source
@@ -353,7 +419,7 @@ async fn watch_geo(control: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
 /// Once a second: when idle HTTP connections have given back enough
 /// buffers since the last look (64 or more, a megabyte or so), the freed
 /// memory is returned to the system.
-async fn trim_after_releases(tier: Arc<Tier>, mut shutdown: watch::Receiver<bool>) {
+async fn trim_after_releases(tier: Arc<Tier>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     const AT_LEAST: u64 = 64;
     let mut seen = tier.idle_releases();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));

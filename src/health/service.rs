@@ -144,6 +144,16 @@ impl HealthService {
         f(&inner.table, &inner.config)
     }
 
+    /// Monitored endpoints not checked yet, of all monitored endpoints:
+    /// `(pending, monitored)`. Readiness waits for the first round.
+    pub fn first_round(&self) -> (usize, usize) {
+        let inner = self.lock();
+        let monitored = inner.table.endpoints.values().filter(|s| s.monitored);
+        monitored.fold((0, 0), |(pending, all), s| {
+            (pending + usize::from(s.last.is_none()), all + 1)
+        })
+    }
+
     /// New health settings (a reload). A changed state file is written at
     /// once, so the overrides in force are not lost.
     pub fn set_config(&self, config: HealthConfig) {

@@ -135,6 +135,24 @@ pub fn render(control: &Control, health: &HealthService, dns: &DnsStats) -> Stri
     );
     e.sample("geolb_config_generation", &[], snap.generation as f64);
     e.family(
+        "geolb_reload_last_success",
+        "gauge",
+        "0 when the last reload failed (the previous configuration serves), else 1.",
+    );
+    let last_ok = control.last_reload().is_none_or(|r| r.ok);
+    e.sample(
+        "geolb_reload_last_success",
+        &[],
+        f64::from(u8::from(last_ok)),
+    );
+    e.family(
+        "geolb_ready",
+        "gauge",
+        "1 once GET /v1/ready answers 200 (every monitored member checked once).",
+    );
+    let ready = control.readiness().ready;
+    e.sample("geolb_ready", &[], f64::from(u8::from(ready)));
+    e.family(
         "geolb_geoip_build_timestamp_seconds",
         "gauge",
         "Build time of each loaded GeoIP database.",
@@ -153,7 +171,18 @@ pub fn render(control: &Control, health: &HealthService, dns: &DnsStats) -> Stri
         "gauge",
         "How long a changed GeoIP database has been compiling (0: none); the old one serves meanwhile.",
     );
-    let building = control.geo_status().building_since;
+    let geo_status = control.geo_status();
+    e.family(
+        "geolb_geoip_watch_error",
+        "gauge",
+        "1 when the last changed GeoIP database was rejected (the previous one serves), else 0.",
+    );
+    e.sample(
+        "geolb_geoip_watch_error",
+        &[],
+        f64::from(u8::from(geo_status.last_error.is_some())),
+    );
+    let building = geo_status.building_since;
     e.sample(
         "geolb_geoip_build_pending_seconds",
         &[],
@@ -181,6 +210,34 @@ pub fn render(control: &Control, health: &HealthService, dns: &DnsStats) -> Stri
                 ],
                 f64::from(u8::from(snap.health.up(i as u32))),
             );
+        }
+        let pools: Vec<(&str, &str, usize, u32)> = topo
+            .pools
+            .iter()
+            .map(|p| {
+                let up = p.endpoints.clone().filter(|&i| snap.health.up(i)).count();
+                let region = topo.regions[p.region as usize].name.as_str();
+                (p.name.as_str(), region, up, p.min_healthy)
+            })
+            .collect();
+        type Pool<'a> = (&'a str, &'a str, usize, u32);
+        let families: [Family<Pool, f64>; 2] = [
+            (
+                "geolb_pool_endpoints_up",
+                "Endpoints of the pool served now.",
+                |p| p.2 as f64,
+            ),
+            (
+                "geolb_pool_min_healthy",
+                "The pool's min_healthy: below it, failover passes the pool over.",
+                |p| f64::from(p.3),
+            ),
+        ];
+        for (name, help, value) in families {
+            e.family(name, "gauge", help);
+            for p in &pools {
+                e.sample(name, &[("pool", p.0), ("region", p.1)], value(p));
+            }
         }
         e.family(
             "geolb_probes_total",

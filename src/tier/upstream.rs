@@ -39,7 +39,9 @@ pub struct Idle {
 
 impl std::fmt::Debug for Idle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Idle").field("conns", &self.count()).finish()
+        f.debug_struct("Idle")
+            .field("conns", &self.count())
+            .finish()
     }
 }
 

@@ -215,6 +215,18 @@ pub fn query(name: &str, rtype: RecordType) -> Message {
     m
 }
 
+/// The A records of `name`, asked over UDP.
+pub fn a_of(addr: SocketAddr, name: &str) -> Vec<String> {
+    udp(addr, &query(name, RecordType::A))
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::A(a) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
 pub fn edns_query(name: &str, rtype: RecordType, payload: u16) -> Message {
     let mut m = query(name, rtype);
     let mut e = Edns::new();
