@@ -1463,3 +1463,53 @@ fn keep_alive_connections_to_backends_are_reused_and_one_the_backend_closed_is_n
     assert_eq!(t["groups"][0]["backends"][0]["http_errors"], 0);
     assert_eq!(t["listeners"][0]["backend_connections"], 20);
 }
+
+static FLAKY_HITS: AtomicUsize = AtomicUsize::new(0);
+
+#[test]
+fn a_backend_whose_success_rate_is_an_outlier_is_ejected_and_gets_no_more_requests() {
+    let good: Vec<HttpBe> = (11..15)
+        .map(|i| HttpBe::start(&format!("127.0.1.{i}"), "good"))
+        .collect();
+    let flaky = bad_backend("127.0.1.15", |c| {
+        FLAKY_HITS.fetch_add(1, Ordering::Relaxed);
+        let _ = c.write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n");
+    });
+    let mut members: Vec<SocketAddr> = good.iter().map(|b| b.addr).collect();
+    members.push(flaky);
+    let s = start(&format!(
+        "{}{}",
+        group(
+            "g",
+            "ejection = { failures = 0, max_percent = 20, success_rate = { interval = \"200ms\", min_requests = 5, min_hosts = 5, stdev_factor = 1.9 } }",
+            &members
+        ),
+        http_listener("g", "")
+    ));
+    let l = vip(&s);
+    let flaky_json = |s: &TestServer| {
+        tier_status(s)["groups"][0]["backends"]
+            .as_array()
+            .expect("backends")
+            .iter()
+            .find(|b| b["address"] == flaky.to_string())
+            .cloned()
+            .expect("the flaky backend")
+    };
+    let ejected = wait_for(Duration::from_secs(10), || {
+        for _ in 0..10 {
+            get(l, "x", "/", "");
+        }
+        !flaky_json(&s)["ejection"].is_null()
+    });
+    assert!(ejected.is_some(), "{}", flaky_json(&s));
+    let b = flaky_json(&s);
+    assert_eq!(b["ejection"]["reason"]["kind"], "success_rate", "{b}");
+    assert_eq!(b["ejection"]["reason"]["rate_permille"], 0, "{b}");
+    assert_eq!(b["ejections"], 1);
+    let before = FLAKY_HITS.load(Ordering::Relaxed);
+    for _ in 0..20 {
+        assert_eq!(get(l, "x", "/", "").0, 200);
+    }
+    assert_eq!(FLAKY_HITS.load(Ordering::Relaxed), before);
+}

@@ -28,6 +28,36 @@ pub struct EjectionSettings {
     pub max: Duration,
     /// At most this share (percent) of a group is ejected at once.
     pub max_percent: u8,
+    /// Outlier detection by success rate (Envoy's `success_rate`): off when
+    /// None.
+    pub success_rate: Option<SuccessRate>,
+}
+
+/// Success-rate outlier detection: every `interval`, among the backends of
+/// a group (primaries and backups apart) that handled at least
+/// `min_requests` in it, when there are at least `min_hosts` of them, one
+/// whose success rate is below `mean − stdev_factor × stdev` is ejected
+/// (within the group's cap). With n hosts one outlier is at most √(n−1)
+/// standard deviations from the mean, so a factor of 1.9 needs five hosts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SuccessRate {
+    pub interval: Duration,
+    pub min_requests: u32,
+    pub min_hosts: u32,
+    /// Thousandths (1900 = 1.9).
+    pub stdev_factor_milli: u32,
+}
+
+impl Default for SuccessRate {
+    /// Envoy's defaults: 10 s, 100 requests, 5 hosts, 1.9.
+    fn default() -> Self {
+        SuccessRate {
+            interval: Duration::from_secs(10),
+            min_requests: 100,
+            min_hosts: 5,
+            stdev_factor_milli: 1900,
+        }
+    }
 }
 
 impl Default for EjectionSettings {
@@ -39,6 +69,7 @@ impl Default for EjectionSettings {
             base: Duration::from_secs(30),
             max: Duration::from_secs(300),
             max_percent: 10,
+            success_rate: None,
         }
     }
 }
@@ -59,6 +90,13 @@ impl EjectionSettings {
 pub enum EjectionReason {
     /// This many failures in a row.
     ConsecutiveFailures { failures: u32 },
+    /// Its success rate in the last interval (per mille) was below the
+    /// group's threshold (mean − factor × stdev, per mille).
+    SuccessRate {
+        rate_permille: u32,
+        threshold_permille: u32,
+        requests: u32,
+    },
 }
 
 /// An ejection as the API shows it.
@@ -96,6 +134,9 @@ pub(crate) struct Ejection {
     count: u32,
     /// When `count` last decayed (or the last ejection ended).
     clean_since: u64,
+    /// This success-rate interval: requests and the successful ones.
+    pub(crate) sr_total: u32,
+    pub(crate) sr_ok: u32,
 }
 
 impl Ejection {
@@ -152,6 +193,16 @@ impl Ejection {
         if !may_eject() {
             return FailureOutcome::Capped;
         }
+        let reason = EjectionReason::ConsecutiveFailures {
+            failures: self.consecutive,
+        };
+        FailureOutcome::Ejected {
+            until_ms: self.eject(s, now, reason),
+        }
+    }
+
+    /// Ejects now for `base × count` (capped at `max`); returns the end.
+    pub fn eject(&mut self, s: &EjectionSettings, now: u64, reason: EjectionReason) -> u64 {
         self.count = self.count.saturating_add(1);
         let base = s.base.as_millis() as u64;
         let length = base
@@ -159,16 +210,20 @@ impl Ejection {
             .min(s.max.as_millis() as u64);
         let until_ms = now.saturating_add(length);
         self.last = Some(EjectionInfo {
-            reason: EjectionReason::ConsecutiveFailures {
-                failures: self.consecutive,
-            },
+            reason,
             since_ms: now,
             until_ms,
             count: self.count,
         });
         self.consecutive = 0;
         self.clean_since = until_ms;
-        FailureOutcome::Ejected { until_ms }
+        until_ms
+    }
+
+    /// Counts one request for the success-rate interval.
+    pub fn observe(&mut self, ok: bool) {
+        self.sr_total = self.sr_total.saturating_add(1);
+        self.sr_ok = self.sr_ok.saturating_add(u32::from(ok));
     }
 
     /// A success ends the run of failures; a backend clean for
@@ -198,6 +253,7 @@ mod tests {
             base: Duration::from_millis(1000),
             max: Duration::from_millis(2500),
             max_percent: 50,
+            success_rate: None,
         }
     }
 

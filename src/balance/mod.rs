@@ -34,7 +34,7 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 
 pub use algo::{Algorithm, UnknownAlgorithm};
-pub use eject::{EjectionInfo, EjectionReason, EjectionSettings, FailureOutcome};
+pub use eject::{EjectionInfo, EjectionReason, EjectionSettings, FailureOutcome, SuccessRate};
 pub use hash::hash_bytes;
 pub use member::{Ewma, Member, SCALE};
 
@@ -100,6 +100,21 @@ impl Settings {
         if self.ejection.max_percent > 100 {
             return Err(BalanceError::EjectionPercent(self.ejection.max_percent));
         }
+        if let Some(sr) = &self.ejection.success_rate {
+            if sr.interval.is_zero() {
+                return Err(BalanceError::SuccessRate("interval must be above zero"));
+            }
+            if sr.min_hosts < 2 {
+                return Err(BalanceError::SuccessRate(
+                    "min_hosts must be 2 or more (a rate is compared with the others')",
+                ));
+            }
+            if sr.stdev_factor_milli == 0 || sr.stdev_factor_milli > 100_000 {
+                return Err(BalanceError::SuccessRate(
+                    "stdev_factor must be above 0 and at most 100",
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -115,6 +130,8 @@ pub enum BalanceError {
     PanicThreshold(u8),
     #[error("max_ejection_percent {0} is above 100")]
     EjectionPercent(u8),
+    #[error("ejection.success_rate: {0}")]
+    SuccessRate(&'static str),
 }
 
 /// Why no backend was chosen.
@@ -226,6 +243,8 @@ pub struct Balancer {
     weights: Vec<u64>,
     /// Consistent: member index → position in `cand`.
     pos: Vec<u32>,
+    /// Start of the success-rate interval (caller's clock, ms).
+    sr_since: u64,
 }
 
 /// Identity → index, or the first identity listed twice.
@@ -264,6 +283,7 @@ impl Balancer {
             cand: Vec::new(),
             weights: Vec::new(),
             pos: Vec::new(),
+            sr_since: 0,
         };
         b.rebuild(members, unique(members)?, |_| State::new(None));
         Ok(b)
@@ -438,7 +458,10 @@ impl Balancer {
         let may = ejected < self.settings.ejection.cap(size);
         let s = &self.settings.ejection;
         match self.slots.get_mut(i) {
-            Some(slot) => slot.state.ejection.failure(s, now_ms, || may),
+            Some(slot) => {
+                slot.state.ejection.observe(false);
+                slot.state.ejection.failure(s, now_ms, || may)
+            }
             None => FailureOutcome::Ignored,
         }
     }
@@ -448,9 +471,93 @@ impl Balancer {
         let s = &self.settings.ejection;
         if let Some(&i) = self.index.get(id) {
             if let Some(slot) = self.slots.get_mut(i) {
+                slot.state.ejection.observe(true);
                 slot.state.ejection.success(s, now_ms);
             }
         }
+    }
+
+    /// Success-rate outlier detection, once per interval (a no-op between,
+    /// without allocating): the backends it ejects now, with their
+    /// ejection. Call after recording outcomes.
+    pub fn success_rate_outliers(&mut self, now_ms: u64) -> Vec<(String, EjectionInfo)> {
+        let Some(sr) = self.settings.ejection.success_rate.clone() else {
+            return Vec::new();
+        };
+        if now_ms.saturating_sub(self.sr_since) < sr.interval.as_millis() as u64 {
+            return Vec::new();
+        }
+        self.sr_since = now_ms;
+        let mut out = Vec::new();
+        for backup in [false, true] {
+            let in_group = |s: &Slot| s.member.backup == backup && s.member.weight > 0;
+            let size = self.slots.iter().filter(|s| in_group(s)).count();
+            let mut ejected = self
+                .slots
+                .iter()
+                .filter(|s| in_group(s) && s.state.ejection.ejected(now_ms))
+                .count();
+            let cap = self.settings.ejection.cap(size);
+            let qualifies = |s: &Slot| {
+                in_group(s)
+                    && !s.state.ejection.ejected(now_ms)
+                    && s.state.ejection.sr_total >= sr.min_requests.max(1)
+            };
+            let rate =
+                |s: &Slot| f64::from(s.state.ejection.sr_ok) / f64::from(s.state.ejection.sr_total);
+            let n = self.slots.iter().filter(|s| qualifies(s)).count();
+            if n < sr.min_hosts.max(2) as usize {
+                continue;
+            }
+            let mean = self
+                .slots
+                .iter()
+                .filter(|s| qualifies(s))
+                .map(rate)
+                .sum::<f64>()
+                / n as f64;
+            let var = self
+                .slots
+                .iter()
+                .filter(|s| qualifies(s))
+                .map(|s| (rate(s) - mean).powi(2))
+                .sum::<f64>()
+                / n as f64;
+            let threshold = mean - f64::from(sr.stdev_factor_milli) / 1000.0 * var.sqrt();
+            // Worst first, within the cap.
+            let mut worst: Vec<(usize, f64)> = (0..self.slots.len())
+                .filter(|&i| {
+                    self.slots
+                        .get(i)
+                        .is_some_and(|s| qualifies(s) && rate(s) < threshold)
+                })
+                .filter_map(|i| self.slots.get(i).map(|s| (i, rate(s))))
+                .collect();
+            worst.sort_by(|a, b| a.1.total_cmp(&b.1));
+            for (i, r) in worst {
+                if ejected >= cap {
+                    break;
+                }
+                let settings = &self.settings.ejection;
+                if let Some(slot) = self.slots.get_mut(i) {
+                    let reason = EjectionReason::SuccessRate {
+                        rate_permille: (r * 1000.0).round() as u32,
+                        threshold_permille: (threshold.max(0.0) * 1000.0).round() as u32,
+                        requests: slot.state.ejection.sr_total,
+                    };
+                    slot.state.ejection.eject(settings, now_ms, reason);
+                    ejected += 1;
+                    if let Some(info) = slot.state.ejection.info(now_ms) {
+                        out.push((slot.member.id.clone(), info));
+                    }
+                }
+            }
+        }
+        for s in &mut self.slots {
+            s.state.ejection.sr_total = 0;
+            s.state.ejection.sr_ok = 0;
+        }
+        out
     }
 
     /// One round-trip time to `id` (peak EWMA).

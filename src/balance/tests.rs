@@ -336,6 +336,7 @@ proptest! {
                 base: Duration::from_millis(500),
                 max: Duration::from_millis(2000),
                 max_percent: percent,
+                success_rate: None,
             },
             ..Settings::with(Algorithm::RoundRobin)
         };
@@ -575,6 +576,7 @@ fn consecutive_failures_eject_for_a_growing_cooldown() {
             base: Duration::from_secs(10),
             max: Duration::from_secs(25),
             max_percent: 50,
+            success_rate: None,
         },
         ..Settings::with(Algorithm::RoundRobin)
     };
@@ -685,4 +687,99 @@ fn algorithms_have_config_names() {
         assert_eq!(json, format!("\"{}\"", a.name()));
     }
     assert!("leastconn".parse::<Algorithm>().is_err());
+}
+
+fn success_rate_settings(factor_milli: u32, max_percent: u8) -> Settings {
+    Settings {
+        seed: Some(7),
+        ejection: EjectionSettings {
+            failures: 0,
+            max_percent,
+            success_rate: Some(SuccessRate {
+                interval: Duration::from_millis(1000),
+                min_requests: 10,
+                min_hosts: 5,
+                stdev_factor_milli: factor_milli,
+            }),
+            ..EjectionSettings::default()
+        },
+        ..Settings::with(Algorithm::RoundRobin)
+    }
+}
+
+/// Records `ok` successes and `bad` failures on member `i` at `now`.
+fn outcomes(b: &mut Balancer, i: usize, ok: u32, bad: u32, now: u64) {
+    let id = format!("g/10.0.0.{i}:80");
+    for _ in 0..ok {
+        b.record_success(&id, now);
+    }
+    for _ in 0..bad {
+        b.record_failure(&id, now);
+    }
+}
+
+#[test]
+fn a_success_rate_outlier_is_ejected_once_per_interval_and_a_uniform_group_is_not() {
+    let mut b = with_settings(success_rate_settings(1900, 50), &[1; 6]);
+    for i in 0..5 {
+        outcomes(&mut b, i, 99, 1, 10);
+    }
+    outcomes(&mut b, 5, 50, 50, 10);
+    // Not before the interval is over.
+    assert!(b.success_rate_outliers(500).is_empty());
+    let out = b.success_rate_outliers(1000);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].0, "g/10.0.0.5:80");
+    let EjectionReason::SuccessRate {
+        rate_permille,
+        requests,
+        ..
+    } = out[0].1.reason
+    else {
+        panic!("{:?}", out[0].1.reason);
+    };
+    assert_eq!((rate_permille, requests), (500, 100));
+    assert!(b.ejection("g/10.0.0.5:80", 1001).is_some());
+    // Counters start again: a uniform interval ejects nobody.
+    for i in 0..5 {
+        outcomes(&mut b, i, 90, 10, 1500);
+    }
+    assert!(b.success_rate_outliers(2000).is_empty());
+}
+
+#[test]
+fn success_rate_needs_min_hosts_with_min_requests_and_respects_the_cap() {
+    // Four hosts with enough requests: below min_hosts, nobody is judged.
+    let mut b = with_settings(success_rate_settings(1000, 50), &[1; 6]);
+    for i in 0..3 {
+        outcomes(&mut b, i, 100, 0, 0);
+    }
+    outcomes(&mut b, 3, 0, 100, 0);
+    outcomes(&mut b, 4, 5, 0, 0);
+    outcomes(&mut b, 5, 0, 5, 0);
+    assert!(b.success_rate_outliers(1000).is_empty());
+    // Six judged, two bad, a cap of one (10 % of six, at least one).
+    let mut b = with_settings(success_rate_settings(500, 10), &[1; 6]);
+    for i in 0..4 {
+        outcomes(&mut b, i, 100, 0, 0);
+    }
+    outcomes(&mut b, 4, 10, 90, 0);
+    outcomes(&mut b, 5, 20, 80, 0);
+    let out = b.success_rate_outliers(1000);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].0, "g/10.0.0.4:80", "the worst goes first");
+}
+
+#[test]
+fn success_rate_settings_are_checked() {
+    for (factor, hosts) in [(0, 5), (1900, 1)] {
+        let mut s = success_rate_settings(factor, 50);
+        if let Some(sr) = s.ejection.success_rate.as_mut() {
+            sr.min_hosts = hosts;
+        }
+        assert!(matches!(
+            Balancer::new(s, &members(&[1, 1])),
+            Err(BalanceError::SuccessRate(_))
+        ));
+    }
 }

@@ -372,6 +372,36 @@ pub struct EjectionConfig {
     /// At most this share of the group is ejected at once (percent).
     #[serde(default = "d_percent")]
     pub max_percent: u8,
+    /// Outlier detection by success rate (off unless given).
+    #[serde(default)]
+    pub success_rate: Option<SuccessRateConfig>,
+}
+
+/// `ejection.success_rate`: Envoy's success-rate outlier detection.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SuccessRateConfig {
+    #[serde(default = "d_sr_interval", deserialize_with = "de_duration")]
+    pub interval: Duration,
+    #[serde(default = "d_sr_requests")]
+    pub min_requests: u32,
+    #[serde(default = "d_sr_hosts")]
+    pub min_hosts: u32,
+    #[serde(default = "d_sr_factor")]
+    pub stdev_factor: f64,
+}
+
+fn d_sr_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn d_sr_requests() -> u32 {
+    100
+}
+fn d_sr_hosts() -> u32 {
+    5
+}
+fn d_sr_factor() -> f64 {
+    1.9
 }
 
 fn d_failures() -> u32 {
@@ -398,6 +428,7 @@ impl Default for EjectionConfig {
             base_time: d_base(),
             max_time: d_max_time(),
             max_percent: d_percent(),
+            success_rate: None,
         }
     }
 }

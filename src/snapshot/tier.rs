@@ -53,6 +53,18 @@ fn ejection(e: &EjectionConfig) -> EjectionSettings {
         base: e.base_time,
         max: e.max_time,
         max_percent: e.max_percent,
+        success_rate: e.success_rate.as_ref().map(|sr| balance::SuccessRate {
+            interval: sr.interval,
+            min_requests: sr.min_requests,
+            min_hosts: sr.min_hosts,
+            // Out of range (negative, NaN, huge) becomes 0: refused by the
+            // balancer's settings check with the reason.
+            stdev_factor_milli: if sr.stdev_factor.is_finite() && sr.stdev_factor > 0.0 {
+                (sr.stdev_factor * 1000.0).round().min(f64::from(u32::MAX)) as u32
+            } else {
+                0
+            },
+        }),
     }
 }
 

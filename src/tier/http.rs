@@ -1840,6 +1840,7 @@ async fn one_try(
                 } else {
                     st.balancer.record_success(&backend.id, now);
                 }
+                st.check_outliers(now);
             }
             let switched_to = resp.headers().get(header::UPGRADE).cloned();
             strip_hop_by_hop(resp.headers_mut());

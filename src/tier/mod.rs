@@ -128,6 +128,31 @@ struct GroupState {
 }
 
 impl GroupState {
+    /// Success-rate outlier detection, when its interval is over: counts
+    /// and logs the backends it ejects.
+    fn check_outliers(&mut self, now: u64) {
+        for (id, info) in self.balancer.success_rate_outliers(now) {
+            if let Some(b) = self.backends.get(&id) {
+                add(&b.stats.ejections, 1);
+            }
+            if let balance::EjectionReason::SuccessRate {
+                rate_permille,
+                threshold_permille,
+                requests,
+            } = info.reason
+            {
+                tracing::warn!(
+                    backend = %id,
+                    for_s = info.until_ms.saturating_sub(now) / 1000,
+                    success = rate_permille as f64 / 10.0,
+                    threshold = threshold_permille as f64 / 10.0,
+                    requests,
+                    "backend ejected: its success rate (%) is an outlier in its group"
+                );
+            }
+        }
+    }
+
     /// Rebuilds the persistence tables for the current plan and backends;
     /// the client table is kept (with new limits) while the mode stays.
     fn set_persistence(&mut self, key: &sticky::CookieKey) {
@@ -994,6 +1019,7 @@ async fn connect(
                 let mut st = route.group.lock();
                 st.balancer.record_success(&backend.id, now);
                 st.balancer.record_latency(&backend.id, took, now);
+                st.check_outliers(now);
                 return Some((stream, backend));
             }
             Ok(Err(e)) => fail(route, &backend, now, &e.to_string()),
