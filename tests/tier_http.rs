@@ -907,9 +907,10 @@ fn a_backend_that_breaks_a_body_off_aborts_the_response_and_is_counted() {
         vip(&s),
         "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
-    // The headers were sent already: the client sees the body cut short,
-    // never a complete response.
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    // The client sees the body cut short (or, when the break comes before
+    // the headers were flushed, the connection closed): never a complete
+    // response.
+    assert!(out.is_empty() || out.starts_with("HTTP/1.1 200"), "{out}");
     let body = out.split_once("\r\n\r\n").map_or("", |x| x.1);
     assert!(body.len() < 1000, "{out}");
     assert!(

@@ -156,15 +156,20 @@ impl Upstream<'_> {
         self,
         backend: &Arc<Backend>,
         up: Request<UpBody>,
-    ) -> Result<(Response<Incoming>, Option<super::upstream::Lease>), UpError> {
+    ) -> Result<(Response<Incoming>, Option<super::upstream::Lease<UpBody>>), UpError> {
         let pooled = |f: ResponseFuture| async move { Ok((f.await?, None)) };
         match self.1 {
             Some(GroupPool::Tls(c)) => pooled(c.request(up)).await,
             Some(GroupPool::H2c(c)) => pooled(c.request(up)).await,
             None => {
                 let p = self.0;
+                let target = super::upstream::Target {
+                    addr: backend.addr,
+                    idle: &backend.idle,
+                    kill: &backend.kill,
+                };
                 let (r, lease) =
-                    super::upstream::send(backend, up, p.connect_timeout, &p.opened).await?;
+                    super::upstream::send(target, up, p.connect_timeout, &p.opened).await?;
                 Ok((r, Some(lease)))
             }
         }
@@ -342,7 +347,7 @@ pub struct Tracked {
     idle: Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The backend connection, reused once the body is read to the end.
-    lease: Option<super::upstream::Lease>,
+    lease: Option<super::upstream::Lease<UpBody>>,
 }
 
 impl Drop for Tracked {

@@ -78,7 +78,7 @@ pub struct Backend {
     kill: watch::Sender<u64>,
     drain: Mutex<Option<Drain>>,
     /// Idle keep-alive HTTP/1.1 connections to it (cleartext).
-    pub idle: upstream::Idle,
+    pub idle: Arc<upstream::Idle<http::UpBody>>,
 }
 
 impl Backend {
@@ -91,7 +91,7 @@ impl Backend {
             stats: BackendStats::default(),
             kill: watch::channel(0).0,
             drain: Mutex::new(None),
-            idle: upstream::Idle::default(),
+            idle: Arc::default(),
         }
     }
 

@@ -18,26 +18,31 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
-use super::http::UpBody;
 use super::stats::add;
-use super::Backend;
 
 /// Idle connections kept per backend at most (more are closed).
 const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed instead of reused.
 const IDLE_FOR: Duration = Duration::from_secs(60);
 
-/// A backend's idle connections.
-#[derive(Default)]
-pub struct Idle {
-    conns: Mutex<Vec<(SendRequest<UpBody>, Instant)>>,
+/// A backend's idle connections (requests with bodies of type `B`).
+pub struct Idle<B> {
+    conns: Mutex<Vec<(SendRequest<B>, Instant)>>,
 }
 
-impl std::fmt::Debug for Idle {
+impl<B> Default for Idle<B> {
+    fn default() -> Self {
+        Idle {
+            conns: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for Idle<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Idle")
             .field("conns", &self.count())
@@ -45,8 +50,8 @@ impl std::fmt::Debug for Idle {
     }
 }
 
-impl Idle {
-    fn take(&self) -> Option<SendRequest<UpBody>> {
+impl<B> Idle<B> {
+    fn take(&self) -> Option<SendRequest<B>> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         while let Some((s, since)) = conns.pop() {
             if !s.is_closed() && since.elapsed() < IDLE_FOR {
@@ -56,7 +61,7 @@ impl Idle {
         None
     }
 
-    fn put(&self, s: SendRequest<UpBody>) {
+    fn put(&self, s: SendRequest<B>) {
         if s.is_closed() {
             return;
         }
@@ -97,29 +102,42 @@ impl SendError {
 /// The connection a response came on: back to its backend's idle list
 /// once the response body has been read to the end (`finish`), else
 /// dropped with it.
-pub struct Lease {
-    sender: SendRequest<UpBody>,
-    backend: Arc<Backend>,
+pub struct Lease<B> {
+    sender: SendRequest<B>,
+    idle: Arc<Idle<B>>,
 }
 
-impl Lease {
+impl<B> Lease<B> {
     pub fn finish(self) {
-        self.backend.idle.put(self.sender);
+        self.idle.put(self.sender);
     }
+}
+
+/// Where requests go: a backend's address, its idle connections, and the
+/// signal that closes its connections (its drain deadline).
+pub struct Target<'a, B> {
+    pub addr: SocketAddr,
+    pub idle: &'a Arc<Idle<B>>,
+    pub kill: &'a tokio::sync::watch::Sender<u64>,
 }
 
 /// Sends `req` to `backend` on an idle connection or a new one (opened
 /// within `connect_timeout`, counted in `opened`).
-pub async fn send(
-    backend: &Arc<Backend>,
-    mut req: Request<UpBody>,
+pub async fn send<B>(
+    backend: Target<'_, B>,
+    mut req: Request<B>,
     connect_timeout: Duration,
     opened: &AtomicU64,
-) -> Result<(Response<Incoming>, Lease), SendError> {
+) -> Result<(Response<Incoming>, Lease<B>), SendError>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     loop {
         let (mut sender, reused) = match backend.idle.take() {
             Some(s) => (s, true),
-            None => (connect(backend, connect_timeout, opened).await?, false),
+            None => (connect(&backend, connect_timeout, opened).await?, false),
         };
         if !sender.is_ready() && sender.ready().await.is_err() {
             if reused {
@@ -134,7 +152,7 @@ pub async fn send(
             Ok(resp) => {
                 let lease = Lease {
                     sender,
-                    backend: backend.clone(),
+                    idle: backend.idle.clone(),
                 };
                 return Ok((resp, lease));
             }
@@ -148,11 +166,16 @@ pub async fn send(
     }
 }
 
-async fn connect(
-    backend: &Arc<Backend>,
+async fn connect<B>(
+    backend: &Target<'_, B>,
     within: Duration,
     opened: &AtomicU64,
-) -> Result<SendRequest<UpBody>, SendError> {
+) -> Result<SendRequest<B>, SendError>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let addr = backend.addr;
     let stream = match tokio::time::timeout(within, tokio::net::TcpStream::connect(addr)).await {
         Err(_) => return Err(SendError::ConnectTimeout(addr)),
