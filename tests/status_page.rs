@@ -435,7 +435,7 @@ fn post_ok(a: SocketAddr, path: &str, body: &str) {
     assert_eq!(code, 200, "{path} {body}: {resp}");
 }
 
-fn backend<'a>(status: &'a Value, addr: SocketAddr) -> &'a Value {
+fn backend(status: &Value, addr: SocketAddr) -> &Value {
     let addr = addr.to_string();
     status["tier"]["groups"][0]["backends"]
         .as_array()

@@ -218,8 +218,9 @@ function nodeCard(s, ready) {
 // The endpoint's colour and why.
 function endpointVerdict(e) {
   const votes = Object.values(e.votes || {});
-  if (!e.up) return ["red", e.reason || e.last_error || "down"];
+  // An operator's drain or forced state is intended: amber, whatever it does.
   if (e.override) return ["amber", e.reason || e.override.state];
+  if (!e.up) return ["red", e.reason || e.last_error || "down"];
   if (votes.some((v) => v !== "up")) return ["amber", "votes: " + words(e.votes)];
   if (e.reason && !/^(up|healthy|ok)\b/i.test(e.reason) && e.checked_up === false) return ["amber", e.reason];
   return ["green", ""];
@@ -265,7 +266,7 @@ function healthCard(h) {
         note(c, e.endpoint, why);
         return el("tr", { class: c },
           el("td", { class: "addr" }, e.endpoint),
-          el("td", {}, badge(c, e.up ? "up" : "down")),
+          el("td", {}, badge(c, e.override ? e.override.state.replace("_", " ") : e.up ? "up" : "down")),
           el("td", { class: "reason" }, e.reason || "", e.last_error && e.last_error !== e.reason ? el("div", { class: "bad-text" }, e.last_error) : null),
           el("td", {}, voteChips(e.votes)),
           el("td", { class: "num" }, e.rtt_ewma_ms === null || e.rtt_ewma_ms === undefined ? "–" : e.rtt_ewma_ms.toFixed(1) + " ms"),
@@ -300,9 +301,9 @@ function classes(arr) {
 }
 
 function backendVerdict(b) {
+  if (b.admin && b.admin !== "none") return ["amber", b.admin.replace("_", " ") + " by operator"];
   if (b.ejection) return ["red", "ejected: " + words(b.ejection.reason) + " (ejection " + b.ejection.count + ")"];
   if (!b.up) return ["red", b.health || "down"];
-  if (b.admin && b.admin !== "none") return ["amber", b.admin.replace("_", " ") + " by operator"];
   if (b.drain) return ["amber", "draining: " + b.drain.remaining + " connections left"];
   if (!b.eligible) return ["amber", "not eligible"];
   if (b.effective_weight < 1) return ["amber", "slow start at " + Math.round(b.effective_weight * 100) + "% weight"];
@@ -332,7 +333,7 @@ function tierCard(t, h) {
       const ov = overrideFor(h, [g.name + "/" + b.address, g.region + "/" + b.address, g.name, g.region]);
       return el("tr", { class: c },
         el("td", { class: "addr" }, b.address, b.backup ? el("span", { class: "muted" }, " backup") : null),
-        el("td", {}, badge(c, b.ejection ? "ejected" : b.up ? "up" : "down")),
+        el("td", {}, badge(c, b.admin && b.admin !== "none" ? b.admin.replace("_", " ") : b.ejection ? "ejected" : b.up ? "up" : "down")),
         el("td", { class: "reason" }, why || b.health,
           b.ejection_ends_in_s !== null && b.ejection_ends_in_s !== undefined ? el("span", {}, " · back in ", countdown(serverNow() + b.ejection_ends_in_s)) : null,
           b.drain ? el("span", {}, " · deadline in ", countdown(serverNow() + b.drain.deadline_in_s)) : null),
@@ -378,7 +379,7 @@ function dnsCard(s) {
     const c = bad && rate > 0 ? note("amber", k.replace(/_/g, " "), fmtNum(rate) + "/s now") : "green";
     return el("tr", { class: c }, el("td", {}, k.replace(/_/g, " ")), num(v), el("td", { class: "num" }, rate === null ? "–" : fmtNum(rate) + "/s"));
   });
-  const zones = (s.zones || []).map((z) => el("tr", {}, el("td", {}, z.name), num(z.serial), num(z.records), el("td", { class: "mono" }, z.file)));
+  const zones = (s.zones || []).map((z) => el("tr", {}, el("td", {}, z.name), el("td", { class: "num" }, z.serial), num(z.records), el("td", { class: "mono" }, z.file)));
   const workers = (s.udp_workers || []).map((w) => el("tr", {}, el("td", {}, w.worker), el("td", { class: "addr" }, w.listener || "–"),
     el("td", {}, w.cpu === null || w.cpu === undefined ? "–" : w.cpu), num(w.queries)));
   return el("section", { class: "card", id: "dns-card" },
