@@ -5,7 +5,8 @@
 //! It reads state through the same handles the rest of the server uses —
 //! the control jobs (snapshot source, health service, reload, GeoIP
 //! watcher) and the DNS listeners' counters — and renders nothing itself
-//! but JSON: the metrics text is `metrics::render`'s.
+//! but JSON: the metrics text is `metrics::render`'s, and the status page
+//! (`ui`) is static files whose script reads this JSON.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -26,6 +27,8 @@ use crate::diag::Diagnostic;
 use crate::dns::DnsStats;
 use crate::health::{unix, OverrideError};
 use crate::policy::AdminState;
+
+pub mod ui;
 
 /// What the API reads and acts on.
 pub struct Handles {
@@ -50,7 +53,12 @@ pub async fn serve(
     }
 }
 
+/// The API (behind the token check) and, beside it, the status page.
 pub fn router(shared: Arc<Handles>) -> Router {
+    api(shared).merge(ui::router())
+}
+
+fn api(shared: Arc<Handles>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/ready", get(ready))
@@ -194,6 +202,8 @@ async fn status(State(shared): State<Arc<Handles>>) -> Response {
     let addrs: &[SocketAddr] = &shared.dns.addrs;
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "nsid": snap.config.server.nsid,
+        "now": unix(std::time::SystemTime::now()),
         "started_at": unix(shared.control.started_at),
         "config": shared.control.config_path.as_ref().map(|p| p.display().to_string()),
         "generation": snap.generation,
@@ -638,7 +648,7 @@ async fn metrics(State(shared): State<Arc<Handles>>) -> Response {
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        Json(json!({"error": "no such endpoint; see GET /v1/status, /v1/ready, /v1/live, /v1/health, /v1/tier, /v1/explain, /v1/observations; POST /v1/reload, /v1/drain, /v1/undrain, /v1/force"})),
+        Json(json!({"error": "no such endpoint; see GET / (the status page), /v1/status, /v1/ready, /v1/live, /v1/health, /v1/tier, /v1/explain, /v1/observations; POST /v1/reload, /v1/drain, /v1/undrain, /v1/force"})),
     )
         .into_response()
 }

@@ -312,6 +312,19 @@ fn request(
     token: Option<&str>,
     body: &str,
 ) -> (u16, String) {
+    let (status, _, body) = http_raw(addr, method, path, token, body);
+    (status, body)
+}
+
+/// Like [`http`], returning the status, the response head (status line and
+/// headers) and the body.
+pub fn http_raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).expect("admin connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -331,8 +344,8 @@ fn request(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    (status, head.to_string(), body.to_string())
 }
 
 /// Polls `f` every 20 ms for up to `limit`; returns how long it took to hold.
