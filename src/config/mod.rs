@@ -16,9 +16,11 @@ use toml::Spanned;
 
 use crate::diag::{line_col, Diagnostic, LoadError};
 
+pub mod guard;
 pub mod health;
 pub mod steering;
 pub mod tier;
+pub use guard::{CookiesConfig, RrlConfig};
 pub use health::{
     HealthConfig, InitialState, MinHealthy, MonitorConfig, StatusRange, VantageConfig,
 };
@@ -165,6 +167,10 @@ struct RawConfig {
     listeners: BTreeMap<Spanned<String>, ListenerConfig>,
     #[serde(default)]
     groups: BTreeMap<Spanned<String>, GroupConfig>,
+    #[serde(default)]
+    rrl: RrlConfig,
+    #[serde(default)]
+    cookies: CookiesConfig,
 }
 
 fn named<T: Clone>(m: &BTreeMap<Spanned<String>, T>, text: &str) -> Vec<Named<T>> {
@@ -240,6 +246,8 @@ pub struct Config {
     pub tier: TierDefaults,
     pub listeners: Vec<Named<ListenerConfig>>,
     pub groups: Vec<Named<GroupConfig>>,
+    pub rrl: RrlConfig,
+    pub cookies: CookiesConfig,
 }
 
 impl PartialEq for Config {
@@ -492,7 +500,13 @@ impl Config {
             tier: raw.tier.clone(),
             listeners: named(&raw.listeners, text),
             groups: named(&raw.groups, text),
+            rrl: raw.rrl.clone(),
+            cookies: raw.cookies.clone(),
         };
+        if let Some(f) = config.cookies.secret_file.as_mut() {
+            *f.get_mut() = base.join(f.get_ref());
+        }
+        guard::check(&config.rrl, &config.cookies, path, text, &mut diags);
         // TLS files, relative to the config file like every other path.
         for l in &mut config.listeners {
             if let Some(t) = l.value.tls.as_mut() {
