@@ -41,6 +41,11 @@ weighted = { mode = "sticky" }
 
 /// The snapshot (and the directory holding its files).
 pub fn snapshot() -> (tempfile::TempDir, Snapshot) {
+    snapshot_with("")
+}
+
+/// The snapshot of the config followed by `extra` (more tables).
+pub fn snapshot_with(extra: &str) -> (tempfile::TempDir, Snapshot) {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path();
     let nets = vec![
@@ -79,7 +84,7 @@ pub fn snapshot() -> (tempfile::TempDir, Snapshot) {
         zone.push_str(&format!("host{i} A 192.0.2.{i}\n"));
     }
     std::fs::write(p.join("z.zone"), zone).expect("w");
-    let config = Config::parse(&p.join("geolb.toml"), CONFIG).expect("config");
+    let config = Config::parse(&p.join("geolb.toml"), &format!("{CONFIG}{extra}")).expect("config");
     let (snap, _) = geolb::snapshot::build(config, 1, None).expect("snapshot");
     (dir, snap)
 }
