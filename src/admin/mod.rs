@@ -206,6 +206,9 @@ async fn status(State(shared): State<Arc<Handles>>) -> Response {
             "udp_worker_restarts": sum(|s| s.restarts.load(Ordering::Relaxed)),
             "tcp_connections": t.connections.load(Ordering::Relaxed),
             "tcp_connections_refused": t.refused.load(Ordering::Relaxed),
+            "tcp_connections_refused_per_client": t.refused_per_client.load(Ordering::Relaxed),
+            "tcp_io_timeouts": t.io_timeouts.load(Ordering::Relaxed),
+            "tcp_clients": t.clients(),
             "tcp_queries": t.queries.load(Ordering::Relaxed),
         },
         "udp_workers": udp.iter().enumerate().map(|(i, s)| json!({

@@ -6,6 +6,19 @@
 pub mod cookie;
 pub mod rrl;
 
+/// The client prefix of `ip` (IPv4-mapped IPv6 counts as IPv4): its family
+/// and its first `v4` or `v6` bits, an IPv4 address in the top 32 of the 128.
+pub fn client_prefix(ip: std::net::IpAddr, v4: u8, v6: u8) -> (u8, u128) {
+    let mask = |bits: u128, p: u8| match p {
+        0 => 0,
+        p => bits & (u128::MAX << (128 - u32::from(p.min(128)))),
+    };
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(a) => (4, mask(u128::from(u32::from(a)) << 96, v4.min(32))),
+        std::net::IpAddr::V6(a) => (6, mask(u128::from(a), v6)),
+    }
+}
+
 /// What a snapshot carries for the defences (each off when absent).
 #[derive(Debug, Default)]
 pub struct Guard {

@@ -164,22 +164,10 @@ impl Limiter {
 
     fn hash(&self, client: IpAddr, class: Class, name: &[u8]) -> u64 {
         let mut h = SipHasher13::new_with_keys(self.key.0, self.key.1);
-        // Both families as the top bits of 128 (IPv4 first, then 96 zero
-        // bits), tagged with the family so the two never meet.
-        let (family, bits, prefix) = match client {
-            IpAddr::V4(a) => (
-                4u8,
-                u128::from(u32::from(a)) << 96,
-                self.settings.ipv4_prefix.min(32),
-            ),
-            IpAddr::V6(a) => (6u8, u128::from(a), self.settings.ipv6_prefix.min(128)),
-        };
-        let masked = match prefix {
-            0 => 0,
-            p => bits & (u128::MAX << (128 - u32::from(p))),
-        };
+        let (family, prefix) =
+            super::client_prefix(client, self.settings.ipv4_prefix, self.settings.ipv6_prefix);
         h.write_u8(family);
-        h.write_u128(masked);
+        h.write_u128(prefix);
         h.write_u8(class as u8);
         if class != Class::Error {
             h.write(name);

@@ -102,17 +102,28 @@ pub fn render(control: &Control, health: &HealthService, dns: &DnsStats) -> Stri
     e.family(
         "geolb_tcp_connections_total",
         "counter",
-        "TCP connections accepted and refused at the limit.",
+        "TCP connections accepted, refused at the global limit (refused) and at the per-client-prefix limit (refused_per_client).",
+    );
+    for (result, n) in [
+        ("accepted", &t.connections),
+        ("refused", &t.refused),
+        ("refused_per_client", &t.refused_per_client),
+    ] {
+        e.sample(
+            "geolb_tcp_connections_total",
+            &[("result", result)],
+            n.load(Ordering::Relaxed) as f64,
+        );
+    }
+    e.family(
+        "geolb_tcp_io_timeouts_total",
+        "counter",
+        "TCP connections closed because a started query or a reply did not move within server.tcp_io_timeout.",
     );
     e.sample(
-        "geolb_tcp_connections_total",
-        &[("result", "accepted")],
-        t.connections.load(Ordering::Relaxed) as f64,
-    );
-    e.sample(
-        "geolb_tcp_connections_total",
-        &[("result", "refused")],
-        t.refused.load(Ordering::Relaxed) as f64,
+        "geolb_tcp_io_timeouts_total",
+        &[],
+        t.io_timeouts.load(Ordering::Relaxed) as f64,
     );
     e.family(
         "geolb_reloads_total",
