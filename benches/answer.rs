@@ -101,6 +101,46 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
+    // What the abuse defences add to a static answer whose query carries a
+    // valid server cookie: response rate limiting (at a rate nobody
+    // reaches), cookies (check and a fresh cookie), both; against neither,
+    // with the same query (the option is then ignored).
+    let mut g = c.benchmark_group("guard");
+    g.throughput(Throughput::Elements(1));
+    let rrl = "[rrl]\nenabled = true\nrate = 1000000\n";
+    let cookies = "[cookies]\nenabled = true\n";
+    for (name, extra) in [
+        ("off", String::new()),
+        ("rrl", rrl.to_string()),
+        ("cookies", cookies.to_string()),
+        ("both", format!("{rrl}{cookies}")),
+    ] {
+        let (_d, s) = steering::snapshot_with(&extra);
+        // A valid server cookie from the server with cookies on (or any
+        // 24 bytes where they are off: ignored).
+        let first = steering::with_cookie(&stat, &[7; 8]);
+        handle(&s, &first, client, Transport::Udp, &mut out, &mut scratch);
+        let cookie = if s.guard.cookies.is_some() {
+            out[out.len() - 24..].to_vec()
+        } else {
+            vec![7; 24]
+        };
+        let q = steering::with_cookie(&stat, &cookie);
+        g.bench_function(BenchmarkId::new("static+cookie", name), |b| {
+            b.iter(|| {
+                black_box(handle(
+                    &s,
+                    &q,
+                    client,
+                    Transport::Udp,
+                    &mut out,
+                    &mut scratch,
+                ))
+            })
+        });
+    }
+    g.finish();
+
     // Scaling: N threads answering from one shared snapshot, each with its
     // own scratch and counter slot, as the UDP workers do. Near 2x elements
     // per second at 2 threads means nothing on the answer path is shared

@@ -10,6 +10,7 @@
 #   SCALING=1 benches/run.sh       # plus 1 core vs 2 cores (see the scaling section below)
 #   RELOAD=1 benches/run.sh        # plus geo throughput under a reload / GeoIP swap every second
 #   ABUSE=1 benches/run.sh         # plus QPS and server CPU per query with RRL / cookies on against off (dnsperf)
+#   ALONE=0 ABUSE=1 benches/run.sh # only that (ALONE=0 skips the geolb-alone mixes)
 #   GEOLB=/path/geolb LOAD=/path/loadgen benches/run.sh   # measure a given build (no cargo build)
 #
 # REPS (default 3) rounds of every throughput mix, PAIRS (default 5) pairs of
@@ -84,7 +85,9 @@ serve() { # name port command...
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
 # geolb alone: every mix REPS times, the order rotating from round to round.
+# ALONE=0 skips this part (to run only the sections asked for below).
 mixes="static positive nxdomain nodata geo-ecs"
+if [ "${ALONE:-1}" != 0 ]; then
 serve geolb 5312 "$GEOLB" serve --config benches/geo.toml
 declare -A ALONE
 : >"$RUN/negatives"
@@ -100,6 +103,7 @@ stop "$SERVER"
 for mix in $mixes; do echo "geolb alone: $mix $(echo "${ALONE[$mix]}" | median) qps (median of $(echo "${ALONE[$mix]}" | wc -w | tr -d ' '):${ALONE[$mix]})"; done
 awk '{ print $1, $2 }' "$RUN/negatives" | paired "NXDOMAIN-only / positive-only QPS" 0 NXDOMAIN
 awk '{ print $3, $2 }' "$RUN/negatives" | paired "NODATA-only / positive-only QPS" 0 NODATA
+fi
 
 static_mix() { # the fixed-rate query file: 200 hosts, 10 % NXDOMAIN
   [ -f "$RUN/static.txt" ] && return 0

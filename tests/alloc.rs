@@ -92,19 +92,6 @@ fn udp_answers_do_not_allocate() {
     assert!(counting(false) > 0);
 }
 
-/// `q` (a query of `steering::query`) with a COOKIE option added to its OPT
-/// record: the client cookie, and a server cookie when given.
-fn with_cookie(q: &[u8], cookie: &[u8]) -> Vec<u8> {
-    let name_len = q[12..].iter().position(|&b| b == 0).expect("name") + 1;
-    let rdlen_at = 12 + name_len + 4 + 9;
-    let mut b = q.to_vec();
-    let rdlen = u16::from_be_bytes([b[rdlen_at], b[rdlen_at + 1]]) + 4 + cookie.len() as u16;
-    b[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
-    b.extend_from_slice(&[0, 10, 0, cookie.len() as u8]);
-    b.extend_from_slice(cookie);
-    b
-}
-
 /// With response rate limiting and cookies on, an answer still allocates
 /// nothing: cookie check and a fresh server cookie, the rate-limit table
 /// (passed, slipped and dropped responses), for queries with a client
@@ -123,7 +110,7 @@ fn answers_with_cookies_and_rrl_do_not_allocate() {
         let mut scratch = Scratch::seeded(1);
         let plain = steering::queries();
         // A valid server cookie for this client, from a first reply.
-        let first = with_cookie(&plain[0], &[7; 8]);
+        let first = steering::with_cookie(&plain[0], &[7; 8]);
         assert_eq!(
             handle(
                 &snap,
@@ -139,8 +126,8 @@ fn answers_with_cookies_and_rrl_do_not_allocate() {
         let mut queries = Vec::new();
         for q in &plain {
             queries.push(q.clone());
-            queries.push(with_cookie(q, &[7; 8]));
-            queries.push(with_cookie(q, &valid));
+            queries.push(steering::with_cookie(q, &[7; 8]));
+            queries.push(steering::with_cookie(q, &valid));
         }
         for q in &queries {
             handle(&snap, q, client, Transport::Udp, &mut out, &mut scratch);

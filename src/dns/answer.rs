@@ -101,13 +101,12 @@ pub fn handle(
         let now = unix_now();
         let check = cookie::check(&c.secrets, data, client, now);
         c.stats.seen(scratch.slot, check);
-        let Ok(theirs) = <[u8; 8]>::try_from(data.get(..8).unwrap_or_default()) else {
-            // §5.2.2: too short or too long to be a cookie.
+        // §5.2.2: a length that is no cookie's is a FORMERR (any other
+        // length holds a client cookie in its first 8 bytes).
+        let theirs = <[u8; 8]>::try_from(data.get(..8).unwrap_or_default());
+        let (Ok(theirs), false) = (theirs, check == Check::Malformed) else {
             return refuse(snap, &req, Fault::FormErr, limit, out, scratch);
         };
-        if check == Check::Malformed {
-            return refuse(snap, &req, Fault::FormErr, limit, out, scratch);
-        }
         cookie_out[..8].copy_from_slice(&theirs);
         cookie_out[8..].copy_from_slice(&cookie::make(&c.secrets.current, &theirs, client, now));
         has_cookie = true;

@@ -109,6 +109,19 @@ pub fn query(name: &[u8], qtype: u16, ecs: Option<([u8; 4], u8)>) -> Vec<u8> {
     b
 }
 
+/// `q` (a query of [`query`]) with a COOKIE option added to its OPT record:
+/// the client cookie, and a server cookie when given.
+pub fn with_cookie(q: &[u8], cookie: &[u8]) -> Vec<u8> {
+    let name_len = q[12..].iter().position(|&b| b == 0).expect("name") + 1;
+    let rdlen_at = 12 + name_len + 4 + 9;
+    let mut b = q.to_vec();
+    let rdlen = u16::from_be_bytes([b[rdlen_at], b[rdlen_at + 1]]) + 4 + cookie.len() as u16;
+    b[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+    b.extend_from_slice(&[0, 10, 0, cookie.len() as u8]);
+    b.extend_from_slice(cookie);
+    b
+}
+
 pub const WWW: &[u8] = b"\x03www\x07example\x03com\x00";
 pub const NEAR: &[u8] = b"\x04near\x07example\x03com\x00";
 
