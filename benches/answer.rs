@@ -102,9 +102,9 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     // What the abuse defences add to a static answer whose query carries a
-    // valid server cookie: response rate limiting (at a rate nobody
-    // reaches), cookies (check and a fresh cookie), both; against neither,
-    // with the same query (the option is then ignored).
+    // server cookie: response rate limiting (at a rate nobody reaches: every
+    // answer accounted), cookies (check and a fresh cookie), both; against
+    // neither, with the same query (the option is then ignored).
     let mut g = c.benchmark_group("guard");
     g.throughput(Throughput::Elements(1));
     let rrl = "[rrl]\nenabled = true\nrate = 1000000\n";
@@ -126,12 +126,20 @@ fn bench(c: &mut Criterion) {
             vec![7; 24]
         };
         let q = steering::with_cookie(&stat, &cookie);
+        // Clients from 4096 /24s in turn (none near the rate); the cookie
+        // is then valid for none of them but the first, so it is checked
+        // and renewed as for a client cookie alone.
+        let clients: Vec<IpAddr> = (0..4096u32)
+            .map(|i| IpAddr::from((0x0a00_0000 + (i << 8)).to_be_bytes()))
+            .collect();
+        let mut i = 0;
         g.bench_function(BenchmarkId::new("static+cookie", name), |b| {
             b.iter(|| {
+                i = (i + 1) % clients.len();
                 black_box(handle(
                     &s,
                     &q,
-                    client,
+                    clients[i],
                     Transport::Udp,
                     &mut out,
                     &mut scratch,

@@ -145,15 +145,26 @@ pub fn check(
         };
         diags.push(Diagnostic::error(path, l, c, msg));
     };
-    if *rrl.rate.get_ref() == 0 {
+    // The table keeps time in microseconds (so at most 1 000 000/s) and a
+    // burst of at most a day's worth at the rate.
+    let rate = *rrl.rate.get_ref();
+    if !(1..=1_000_000).contains(&rate) {
         err(
             rrl.rate.span(),
-            "rrl.rate must be at least 1 response per second".into(),
+            format!("rrl.rate = {rate}: must be 1 to 1000000 responses per second"),
         );
     }
     if let Some(b) = &rrl.burst {
-        if *b.get_ref() == 0 {
-            err(b.span(), "rrl.burst must be at least 1".into());
+        let max = u64::from(rate.max(1)) * 86_400;
+        if *b.get_ref() == 0 || u64::from(*b.get_ref()) > max.min(1_000_000) {
+            err(
+                b.span(),
+                format!(
+                    "rrl.burst = {}: must be 1 to {} (a day at the rate, at most 1000000)",
+                    b.get_ref(),
+                    max.min(1_000_000)
+                ),
+            );
         }
     }
     if *rrl.slip.get_ref() > 100 {
@@ -232,5 +243,16 @@ mod tests {
         assert_eq!(c.table_size(), 1 << 18);
         c.rate = Spanned::new(0..0, 1_000_000);
         assert_eq!(c.table_size(), 1024);
+        c.rate = Spanned::new(0..0, 1_000_001);
+        c.burst = Some(Spanned::new(0..0, 5));
+        let mut d = Vec::new();
+        check(
+            &c,
+            &CookiesConfig::default(),
+            std::path::Path::new("g.toml"),
+            "",
+            &mut d,
+        );
+        assert!(d[0].message.contains("1 to 1000000"), "{d:?}");
     }
 }
