@@ -9,6 +9,8 @@
 #   FIXED=50000 benches/run.sh     # plus server CPU per query and mean latency at that rate (dnsperf)
 #   SCALING=1 benches/run.sh       # plus 1 core vs 2 cores (see the scaling section below)
 #   RELOAD=1 benches/run.sh        # plus geo throughput under a reload / GeoIP swap every second
+#   ABUSE=1 benches/run.sh         # plus QPS and server CPU per query with RRL / cookies on against off (dnsperf)
+#   ALONE=0 ABUSE=1 benches/run.sh # only that (ALONE=0 skips the geolb-alone mixes)
 #   GEOLB=/path/geolb LOAD=/path/loadgen benches/run.sh   # measure a given build (no cargo build)
 #
 # REPS (default 3) rounds of every throughput mix, PAIRS (default 5) pairs of
@@ -83,7 +85,9 @@ serve() { # name port command...
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
 # geolb alone: every mix REPS times, the order rotating from round to round.
+# ALONE=0 skips this part (to run only the sections asked for below).
 mixes="static positive nxdomain nodata geo-ecs"
+if [ "${ALONE:-1}" != 0 ]; then
 serve geolb 5312 "$GEOLB" serve --config benches/geo.toml
 declare -A ALONE
 : >"$RUN/negatives"
@@ -99,6 +103,7 @@ stop "$SERVER"
 for mix in $mixes; do echo "geolb alone: $mix $(echo "${ALONE[$mix]}" | median) qps (median of $(echo "${ALONE[$mix]}" | wc -w | tr -d ' '):${ALONE[$mix]})"; done
 awk '{ print $1, $2 }' "$RUN/negatives" | paired "NXDOMAIN-only / positive-only QPS" 0 NXDOMAIN
 awk '{ print $3, $2 }' "$RUN/negatives" | paired "NODATA-only / positive-only QPS" 0 NODATA
+fi
 
 static_mix() { # the fixed-rate query file: 200 hosts, 10 % NXDOMAIN
   [ -f "$RUN/static.txt" ] && return 0
@@ -106,16 +111,19 @@ static_mix() { # the fixed-rate query file: 200 hosts, 10 % NXDOMAIN
     for i in $(seq 1 100); do echo "nx$i.example.com A"; done
   } | shuf --random-source=<(yes) >"$RUN/static.txt"
 }
-# One fixed-rate run with dnsperf: "server_us_per_query mean_latency_us".
-fixed_once() { # pid port
-  local t0 t1 out
-  t0=$(cpu_ns "$1")
-  out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$2" -d "$RUN/static.txt" -l "$SECS" -c 4 -q 100 -Q "$FIXED" 2>&1)
-  t1=$(cpu_ns "$1")
+# One dnsperf run against a server with the static query file:
+# "server_us_per_query mean_latency_us qps".
+dnsperf_once() { # pid port dnsperf-options...
+  local pid=$1 port=$2 t0 t1 out; shift 2
+  t0=$(cpu_ns "$pid")
+  out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$RUN/static.txt" -l "$SECS" "$@" 2>&1)
+  t1=$(cpu_ns "$pid")
   echo "$out" | awk -v t=$((t1 - t0)) '
-    /Queries completed/ { q = $3 } /Average Latency/ { lat = $4 * 1e6 }
-    END { if (q > 0) printf "%.3f %.1f\n", t / 1e3 / q, lat; else print "0 0" }'
+    /Queries completed/ { q = $3 } /Average Latency/ { lat = $4 * 1e6 } /Queries per second/ { qps = $4 }
+    END { if (q > 0) printf "%.3f %.1f %d\n", t / 1e3 / q, lat, qps; else print "0 0 0" }'
 }
+# One fixed-rate run: "server_us_per_query mean_latency_us".
+fixed_once() { dnsperf_once "$1" "$2" -c 4 -q 100 -Q "$FIXED" | cut -d' ' -f1,2; }
 if [ -n "${FIXED:-}" ] && ! command -v dnsperf >/dev/null; then
   echo "fixed rate: dnsperf not installed, skipped"; FIXED=
 fi
@@ -257,6 +265,50 @@ if [ -n "${RELOAD:-}" ]; then
       echo "gdnsd: $(grep -c 'Exiting cleanly at request of new daemon' "$RUN/gdnsd.log") replaces completed of $(sent replace) requested"
     fi ;;
   esac
+fi
+
+# What the abuse defences cost an answer: four servers of the static zone
+# side by side on CPU 0 — off, [rrl] on (rate 1 000 000/s: nobody is
+# limited, every answer is accounted), [cookies] on, both — each loaded by
+# dnsperf at full speed with the static query file, every query carrying a
+# COOKIE option with a valid server cookie (one secret file for all, so a
+# server with cookies on verifies it and makes a fresh one for each reply;
+# with cookies off the option is ignored). REPS rounds, the order rotating;
+# each ratio is taken within a round.
+if [ -n "${ABUSE:-}" ]; then
+  command -v dnsperf >/dev/null && command -v dig >/dev/null || { echo "abuse: needs dnsperf and dig (apt-get install dnsperf dnsutils)"; exit 1; }
+  static_mix
+  d=$RUN/abuse; mkdir -p "$d"; cp benches/example.com.zone "$d/"
+  echo e5e973e5a6b2a43f48e7dc849e37bfcf >"$d/cookie.key"
+  rrl=$'[rrl]\nenabled = true\nrate = 1000000\n'
+  cookies=$'[cookies]\nenabled = true\nsecret_file = "cookie.key"\n'
+  { cat benches/static.toml; } >"$d/off.toml"
+  { cat benches/static.toml; echo "$rrl"; } >"$d/rrl.toml"
+  { cat benches/static.toml; echo "$cookies"; } >"$d/cookies.toml"
+  { cat benches/static.toml; echo "$rrl"; echo "$cookies"; } >"$d/both.toml"
+  declare -A PORT=([off]=5321 [rrl]=5322 [cookies]=5323 [both]=5324) PID=()
+  for v in off rrl cookies both; do
+    serve "abuse-$v" "${PORT[$v]}" "$GEOLB" serve --config "$d/$v.toml" --dns "127.0.0.1:${PORT[$v]}"
+    PID[$v]=$SERVER
+  done
+  cookie=$(dig +cookie=0102030405060708 @127.0.0.1 -p "${PORT[cookies]}" example.com SOA | awk '/; COOKIE:/ {print $3}')
+  [ "${#cookie}" = 48 ] || { echo "abuse: no server cookie from geolb"; exit 1; }
+  # dnsperf at full speed: "qps server_us_per_query".
+  flat_out() { dnsperf_once "$1" "$2" -c 4 -q 200 -E "10:$cookie" | awk '{ print $3, $1 }'; }
+  for v in off rrl cookies both; do flat_out "${PID[$v]}" "${PORT[$v]}" >/dev/null; done # warm-up
+  for v in rrl cookies both; do : >"$RUN/abuse.$v"; done
+  for rep in $(seq 1 "$REPS"); do
+    declare -A got=()
+    set -- off rrl cookies both; for _ in $(seq 2 "$rep"); do set -- "${@:2}" "$1"; done
+    for v in "$@"; do got[$v]=$(flat_out "${PID[$v]}" "${PORT[$v]}"); done
+    for v in rrl cookies both; do echo "${got[$v]} ${got[off]}" >>"$RUN/abuse.$v"; done
+    echo "abuse round $rep: off ${got[off]% *} qps (${got[off]#* } us/query), rrl ${got[rrl]% *} (${got[rrl]#* }), cookies ${got[cookies]% *} (${got[cookies]#* }), both ${got[both]% *} (${got[both]#* })"
+  done
+  stop "${PID[@]}"
+  for v in rrl cookies both; do
+    awk '{ print $1, $3 }' "$RUN/abuse.$v" | paired "static QPS with $v on / off" 0 "$v on"
+    awk '{ print $2, $4 }' "$RUN/abuse.$v" | paired "server CPU per answer with $v on / off" 1 "$v on"
+  done
 fi
 
 # Scaling: one core against two, where each core runs one UDP worker and

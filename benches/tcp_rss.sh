@@ -19,6 +19,7 @@ admin_enabled = false
 udp_workers = 1
 tcp_idle_timeout = "600s"
 tcp_max_connections = $((N + 100))
+tcp_max_connections_per_client = $((N + 100))
 
 [zones."example.com"]
 file = "example.com.zone"

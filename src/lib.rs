@@ -13,6 +13,7 @@ pub mod diag;
 pub mod dns;
 pub mod explain;
 pub mod geo;
+pub mod guard;
 pub mod health;
 pub mod metrics;
 pub mod policy;

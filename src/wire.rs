@@ -32,6 +32,8 @@ pub const CLASS_ANY: u16 = 255;
 
 pub const OPT_NSID: u16 = 3;
 pub const OPT_ECS: u16 = 8;
+/// DNS cookie option (RFC 7873 §4).
+pub const OPT_COOKIE: u16 = 10;
 
 pub const RCODE_NOERROR: u16 = 0;
 pub const RCODE_FORMERR: u16 = 1;
@@ -44,6 +46,8 @@ pub const RCODE_NOTAUTH: u16 = 9;
 pub const TSIG_BADKEY: u16 = 17;
 /// Extended RCODE 16 (RFC 6891 §9); needs an OPT record to be expressed.
 pub const RCODE_BADVERS: u16 = 16;
+/// Extended RCODE 23: a missing or bad server cookie (RFC 7873 §8).
+pub const RCODE_BADCOOKIE: u16 = 23;
 
 const FLAG_QR: u16 = 0x8000;
 const OPCODE_MASK: u16 = 0x7800;
@@ -88,6 +92,8 @@ pub struct Edns {
     pub nsid: bool,
     /// Byte range of the client-subnet option's data inside the request.
     pub ecs: Option<(usize, usize)>,
+    /// Byte range of the (first) COOKIE option's data inside the request.
+    pub cookie: Option<(usize, usize)>,
 }
 
 /// A parsed query. Names are held in fixed buffers so parsing never allocates.
@@ -339,6 +345,7 @@ fn parse_body(
                 dnssec_ok: eflags & EDNS_DO != 0,
                 nsid: false,
                 ecs: None,
+                cookie: None,
             };
             let mut o = rdata;
             while o < end {
@@ -350,6 +357,7 @@ fn parse_body(
                 }
                 match code {
                     OPT_NSID => e.nsid = true,
+                    OPT_COOKIE if e.cookie.is_none() => e.cookie = Some((data, data + olen)),
                     OPT_ECS => {
                         // RFC 7871 §7.1.1: more than one is a FORMERR,
                         // answered with the OPT (the record itself parsed).
@@ -526,6 +534,8 @@ pub struct Writer<'b> {
     /// (names can then not point at it).
     qname: &'b [u8],
     qlabels: &'b [u8],
+    /// Where the RDLENGTH of the OPT record written last is (0: none).
+    opt_rdlen: usize,
 }
 
 /// Sections of a message, as indexes into the header counts.
@@ -569,6 +579,7 @@ impl<'b> Writer<'b> {
             counts: [0; 4],
             qname: &[],
             qlabels: &[],
+            opt_rdlen: 0,
         };
         if echo_question && req.question_end > 12 && req.qname_len > 0 {
             w.buf.extend_from_slice(&req.raw[12..req.question_end]);
@@ -593,6 +604,7 @@ impl<'b> Writer<'b> {
             counts: [0; 4],
             qname: &[],
             qlabels: &[],
+            opt_rdlen: 0,
         }
     }
 
@@ -612,6 +624,9 @@ impl<'b> Writer<'b> {
     }
     pub fn set_tc(&mut self) {
         self.buf[2] |= (FLAG_TC >> 8) as u8;
+    }
+    pub fn aa(&self) -> bool {
+        self.buf[2] & (FLAG_AA >> 8) as u8 != 0
     }
     pub fn tc(&self) -> bool {
         self.buf[2] & (FLAG_TC >> 8) as u8 != 0
@@ -828,6 +843,7 @@ impl<'b> Writer<'b> {
         self.buf.extend_from_slice(&flags.to_be_bytes());
         let rdlen =
             nsid.map_or(0, |id| 4 + id.len()) + ecs.as_ref().map_or(0, |e| 8 + e.addr.len());
+        self.opt_rdlen = self.buf.len();
         self.buf.extend_from_slice(&(rdlen as u16).to_be_bytes());
         if let Some(id) = nsid {
             self.buf.extend_from_slice(&OPT_NSID.to_be_bytes());
@@ -844,6 +860,23 @@ impl<'b> Writer<'b> {
             self.buf.extend_from_slice(e.addr);
         }
         self.counts[3] += 1;
+    }
+
+    /// Appends an option to the OPT record just written by [`put_opt`]
+    /// (it must be the last record of the message).
+    ///
+    /// [`put_opt`]: Writer::put_opt
+    pub fn put_option(&mut self, code: u16, data: &[u8]) {
+        let at = self.opt_rdlen;
+        if at == 0 || at + 2 > self.buf.len() {
+            return;
+        }
+        let len = u16::from_be_bytes([self.buf[at], self.buf[at + 1]]) as usize + 4 + data.len();
+        self.buf[at..at + 2].copy_from_slice(&(len as u16).to_be_bytes());
+        self.buf.extend_from_slice(&code.to_be_bytes());
+        self.buf
+            .extend_from_slice(&(data.len() as u16).to_be_bytes());
+        self.buf.extend_from_slice(data);
     }
 
     /// Appends the unsigned error TSIG of RFC 8945 §5.3.2 in reply to the

@@ -92,6 +92,66 @@ fn udp_answers_do_not_allocate() {
     assert!(counting(false) > 0);
 }
 
+/// With response rate limiting and cookies on, an answer still allocates
+/// nothing: cookie check and a fresh server cookie, the rate-limit table
+/// (passed, slipped and dropped responses), for queries with a client
+/// cookie alone, a valid server cookie and none.
+#[test]
+fn answers_with_cookies_and_rrl_do_not_allocate() {
+    for (rrl, want_all) in [
+        ("rate = 1000000\nmax_qps = 1000000\n", true),
+        ("rate = 1\nslip = 2\n", false),
+    ] {
+        let (_dir, snap) = steering::snapshot_with(&format!(
+            "[rrl]\nenabled = true\n{rrl}[cookies]\nenabled = true\n"
+        ));
+        let client = IpAddr::from([127, 0, 0, 1]);
+        let mut out = Vec::with_capacity(65535);
+        let mut scratch = Scratch::seeded(1);
+        let plain = steering::queries();
+        // A valid server cookie for this client, from a first reply.
+        let first = steering::with_cookie(&plain[0], &[7; 8]);
+        assert_eq!(
+            handle(
+                &snap,
+                &first,
+                client,
+                Transport::Udp,
+                &mut out,
+                &mut scratch
+            ),
+            Outcome::Reply
+        );
+        let valid = out[out.len() - 24..].to_vec();
+        let mut queries = Vec::new();
+        for q in &plain {
+            queries.push(q.clone());
+            queries.push(steering::with_cookie(q, &[7; 8]));
+            queries.push(steering::with_cookie(q, &valid));
+        }
+        for q in &queries {
+            handle(&snap, q, client, Transport::Udp, &mut out, &mut scratch);
+        }
+        counting(true);
+        let mut replies = 0;
+        for q in &queries {
+            if handle(&snap, q, client, Transport::Udp, &mut out, &mut scratch) == Outcome::Reply {
+                replies += 1;
+            }
+        }
+        let allocs = counting(false);
+        assert_eq!(
+            allocs, 0,
+            "{rrl}: {allocs} allocations over {replies} answers"
+        );
+        if want_all {
+            assert_eq!(replies, queries.len(), "nobody is limited at a high rate");
+        } else {
+            assert!(replies < queries.len(), "the low rate limits some");
+        }
+    }
+}
+
 #[test]
 fn balance_picks_and_accounting_do_not_allocate() {
     use geolb::balance::{Algorithm, Balancer, Context, Member, Settings};

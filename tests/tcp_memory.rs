@@ -28,7 +28,7 @@ fn open_answered(s: &TestServer, n: usize) -> Vec<std::net::TcpStream> {
 #[test]
 fn idle_tcp_connections_cost_a_few_kib_each() {
     let s = TestServer::start_with(
-        &config("tcp_idle_timeout = \"60s\"\ntcp_max_connections = 2000"),
+        &config("tcp_idle_timeout = \"60s\"\ntcp_max_connections = 2000\ntcp_max_connections_per_client = 2000"),
         &[
             ("example.com.zone", &zone_com()),
             ("example.net.zone", ZONE_NET),

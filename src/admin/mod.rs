@@ -214,6 +214,8 @@ async fn status(State(shared): State<Arc<Handles>>) -> Response {
         "geoip": geoip,
         "health": health_json(&shared),
         "tier": shared.control.tier.status(),
+        "rrl": rrl_json(&snap.guard),
+        "cookies": cookies_json(&snap.guard),
         "counters": {
             "udp_queries": sum(|s| s.queries.load(Ordering::Relaxed)),
             "udp_replies": sum(|s| s.replies.load(Ordering::Relaxed)),
@@ -222,6 +224,9 @@ async fn status(State(shared): State<Arc<Handles>>) -> Response {
             "udp_worker_restarts": sum(|s| s.restarts.load(Ordering::Relaxed)),
             "tcp_connections": t.connections.load(Ordering::Relaxed),
             "tcp_connections_refused": t.refused.load(Ordering::Relaxed),
+            "tcp_connections_refused_per_client": t.refused_per_client.load(Ordering::Relaxed),
+            "tcp_io_timeouts": t.io_timeouts.load(Ordering::Relaxed),
+            "tcp_clients": t.clients(),
             "tcp_queries": t.queries.load(Ordering::Relaxed),
         },
         "udp_workers": udp.iter().enumerate().map(|(i, s)| json!({
@@ -249,6 +254,50 @@ async fn ready(State(shared): State<Arc<Handles>>) -> Response {
 /// 200 while the process serves its admin API (liveness).
 async fn live() -> Response {
     Json(json!({"live": true})).into_response()
+}
+
+/// `rrl` in `/v1/status`: the settings in force and what was limited, by
+/// response class.
+fn rrl_json(g: &crate::guard::Guard) -> serde_json::Value {
+    use crate::guard::rrl::CLASSES;
+    let t = g.rrl_stats.totals();
+    let by_class = |v: &[u64; 6]| -> serde_json::Map<String, serde_json::Value> {
+        CLASSES
+            .iter()
+            .zip(v)
+            .map(|(c, n)| (c.to_string(), json!(n)))
+            .collect()
+    };
+    json!({
+        "enabled": g.rrl.is_some(),
+        "settings": g.rrl.as_ref().map(|l| json!({
+            "rate": l.settings.rate,
+            "burst": l.settings.burst,
+            "slip": l.settings.slip,
+            "ipv4_prefix": l.settings.ipv4_prefix,
+            "ipv6_prefix": l.settings.ipv6_prefix,
+            "dry_run": l.settings.dry_run,
+            "table_entries": l.entries(),
+        })),
+        "dropped": by_class(&t.dropped),
+        "slipped": by_class(&t.slipped),
+        "would_limit": by_class(&t.would),
+    })
+}
+
+/// `cookies` in `/v1/status`: whether they are on and what queries carried.
+fn cookies_json(g: &crate::guard::Guard) -> serde_json::Value {
+    let t = g.cookie_stats.totals();
+    json!({
+        "enabled": g.cookies.is_some(),
+        "require": g.cookies.as_ref().is_some_and(|c| c.require),
+        "previous_secret": g.cookies.as_ref().is_some_and(|c| c.secrets.previous.is_some()),
+        "client_only": t.client_only,
+        "valid": t.valid,
+        "invalid": t.invalid,
+        "malformed": t.malformed,
+        "badcookie_sent": t.badcookie,
+    })
 }
 
 async fn reload(State(shared): State<Arc<Handles>>) -> Response {

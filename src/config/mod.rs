@@ -16,9 +16,11 @@ use toml::Spanned;
 
 use crate::diag::{line_col, Diagnostic, LoadError};
 
+pub mod guard;
 pub mod health;
 pub mod steering;
 pub mod tier;
+pub use guard::{CookiesConfig, RrlConfig};
 pub use health::{
     HealthConfig, InitialState, MinHealthy, MonitorConfig, StatusRange, VantageConfig,
 };
@@ -59,6 +61,18 @@ fn default_tcp_idle() -> Duration {
 fn default_tcp_max() -> usize {
     1024
 }
+fn default_tcp_io() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_tcp_per_client() -> usize {
+    64
+}
+fn default_tcp_v4() -> u8 {
+    32
+}
+fn default_tcp_v6() -> u8 {
+    64
+}
 fn default_shutdown() -> Duration {
     Duration::from_secs(5)
 }
@@ -96,6 +110,19 @@ pub struct ServerConfig {
     /// Concurrent TCP connections (all listeners together).
     #[serde(default = "default_tcp_max")]
     pub tcp_max_connections: usize,
+    /// Concurrent TCP connections from one client prefix
+    /// (`tcp_client_ipv4_prefix` / `tcp_client_ipv6_prefix`).
+    #[serde(default = "default_tcp_per_client")]
+    pub tcp_max_connections_per_client: usize,
+    #[serde(default = "default_tcp_v4")]
+    pub tcp_client_ipv4_prefix: u8,
+    #[serde(default = "default_tcp_v6")]
+    pub tcp_client_ipv6_prefix: u8,
+    /// Time a TCP client has to send the rest of a query it started and to
+    /// take a reply; past it the connection is closed. A client that stops
+    /// reading therefore holds one reply (at most 64 KiB) for this long.
+    #[serde(default = "default_tcp_io", deserialize_with = "de_duration")]
+    pub tcp_io_timeout: Duration,
     /// How long shutdown waits for in-flight TCP queries.
     #[serde(default = "default_shutdown", deserialize_with = "de_duration")]
     pub shutdown_timeout: Duration,
@@ -181,6 +208,10 @@ impl Default for ServerConfig {
             udp_cpu_affinity: false,
             tcp_idle_timeout: default_tcp_idle(),
             tcp_max_connections: default_tcp_max(),
+            tcp_max_connections_per_client: default_tcp_per_client(),
+            tcp_client_ipv4_prefix: default_tcp_v4(),
+            tcp_client_ipv6_prefix: default_tcp_v6(),
+            tcp_io_timeout: default_tcp_io(),
             shutdown_timeout: default_shutdown(),
             nsid: None,
             admin_token: None,
@@ -225,6 +256,10 @@ struct RawConfig {
     listeners: BTreeMap<Spanned<String>, ListenerConfig>,
     #[serde(default)]
     groups: BTreeMap<Spanned<String>, GroupConfig>,
+    #[serde(default)]
+    rrl: RrlConfig,
+    #[serde(default)]
+    cookies: CookiesConfig,
 }
 
 fn named<T: Clone>(m: &BTreeMap<Spanned<String>, T>, text: &str) -> Vec<Named<T>> {
@@ -300,6 +335,8 @@ pub struct Config {
     pub tier: TierDefaults,
     pub listeners: Vec<Named<ListenerConfig>>,
     pub groups: Vec<Named<GroupConfig>>,
+    pub rrl: RrlConfig,
+    pub cookies: CookiesConfig,
 }
 
 impl PartialEq for Config {
@@ -468,12 +505,32 @@ impl Config {
                 );
             }
         }
-        if s.tcp_idle_timeout.is_zero() {
+        for (key, d) in [
+            ("tcp_idle_timeout", s.tcp_idle_timeout),
+            ("tcp_io_timeout", s.tcp_io_timeout),
+        ] {
+            if d.is_zero() {
+                server_err(&mut diags, key, format!("server.{key} must be more than 0"));
+            }
+        }
+        if s.tcp_max_connections_per_client == 0 {
             server_err(
                 &mut diags,
-                "tcp_idle_timeout",
-                "server.tcp_idle_timeout must be more than 0".into(),
+                "tcp_max_connections_per_client",
+                "server.tcp_max_connections_per_client must be at least 1".into(),
             );
+        }
+        for (key, v, max) in [
+            ("tcp_client_ipv4_prefix", s.tcp_client_ipv4_prefix, 32),
+            ("tcp_client_ipv6_prefix", s.tcp_client_ipv6_prefix, 128),
+        ] {
+            if v == 0 || v > max {
+                server_err(
+                    &mut diags,
+                    key,
+                    format!("server.{key} = {v}: must be 1 to {max}"),
+                );
+            }
         }
 
         let mut zones: Vec<ZoneSpec> = Vec::new();
@@ -575,7 +632,13 @@ impl Config {
             tier: raw.tier.clone(),
             listeners: named(&raw.listeners, text),
             groups: named(&raw.groups, text),
+            rrl: raw.rrl.clone(),
+            cookies: raw.cookies.clone(),
         };
+        if let Some(f) = config.cookies.secret_file.as_mut() {
+            *f.get_mut() = base.join(f.get_ref());
+        }
+        guard::check(&config.rrl, &config.cookies, path, text, &mut diags);
         // TLS files, relative to the config file like every other path.
         for l in &mut config.listeners {
             if let Some(t) = l.value.tls.as_mut() {

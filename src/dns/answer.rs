@@ -9,6 +9,8 @@ use std::net::IpAddr;
 
 use crate::config::AllDown;
 use crate::geo::ClientSubnet;
+use crate::guard::cookie::{self, Check};
+use crate::guard::rrl::{Class, Verdict};
 use crate::policy::{
     decide_from, Answer, Client, Family, Scratch, Service, Target as PolicyTarget,
 };
@@ -89,9 +91,43 @@ pub fn handle(
         None => None,
     };
     let ecs_addr = ecs_raw.map(|d| &d[4..]);
+    // DNS cookies (RFC 7873 §5.2): the reply's COOKIE, and whether the
+    // query's server cookie is one of ours.
+    let mut cookie_out = [0u8; COOKIE_REPLY];
+    let mut has_cookie = false;
+    let mut cookie_ok = false;
+    if let (Some(c), Some((a, b))) = (&snap.guard.cookies, req.edns.and_then(|e| e.cookie)) {
+        let data = &raw[a..b];
+        let now = unix_now();
+        let check = cookie::check(&c.secrets, data, client, now);
+        c.stats.seen(scratch.slot, check);
+        // §5.2.2: a length that is no cookie's is a FORMERR (any other
+        // length holds a client cookie in its first 8 bytes).
+        let theirs = <[u8; 8]>::try_from(data.get(..8).unwrap_or_default());
+        let (Ok(theirs), false) = (theirs, check == Check::Malformed) else {
+            return refuse(snap, &req, Fault::FormErr, limit, out, scratch);
+        };
+        cookie_out[..8].copy_from_slice(&theirs);
+        cookie_out[8..].copy_from_slice(&cookie::make(&c.secrets.current, &theirs, client, now));
+        has_cookie = true;
+        cookie_ok = check == Check::Valid;
+        // §5.2.3 (2), §5.2.4: a server that requires cookies answers
+        // BADCOOKIE with a fresh one, which the client retries with; TCP
+        // needs no cookie (the handshake proves the address).
+        if c.require && !cookie_ok && transport == Transport::Udp {
+            c.stats.badcookie(scratch.slot);
+            return bad_cookie(snap, &req, limit, &cookie_out, out, scratch);
+        }
+    }
+    let cookie_len = if has_cookie { 4 + COOKIE_REPLY } else { 0 };
+    let cookie = |w: &mut Writer<'_>| {
+        if has_cookie {
+            w.put_option(wire::OPT_COOKIE, &cookie_out);
+        }
+    };
     let mut w = Writer::new(out, &req, limit, true);
     if let Some(e) = req.edns {
-        w.set_reserve(wire::opt_len(nsid, ecs_addr.map(<[u8]>::len)));
+        w.set_reserve(wire::opt_len(nsid, ecs_addr.map(<[u8]>::len)) + cookie_len);
         // RFC 6891 §6.1.3: a version we do not implement gets BADVERS,
         // answered with the highest version we do (0).
         if e.version > 0 {
@@ -103,6 +139,7 @@ pub fn handle(
                 nsid,
                 None,
             );
+            cookie(&mut w);
             w.finish();
             snap.counters
                 .query(scratch.slot, None, req.qtype, wire::RCODE_BADVERS);
@@ -119,6 +156,7 @@ pub fn handle(
                 nsid,
                 None,
             );
+            cookie(&mut w);
         }
         w.finish();
         snap.counters
@@ -143,6 +181,25 @@ pub fn handle(
             (wire::RCODE_NOERROR, Outcome::Reply)
         }
     };
+    // Response rate limiting: UDP only (TCP is the way around it), and
+    // not for a client that proved its address with our cookie.
+    if let (Some(l), Transport::Udp, false) = (&snap.guard.rrl, transport, cookie_ok) {
+        let (class, name) = rrl_class(snap, &req, ctx.zone, rcode, &w);
+        match l.check(client, class, name, ctx.scratch.slot) {
+            Verdict::Pass => {}
+            Verdict::Slip => {
+                // The header and question only (AA and RCODE as they
+                // were), TC=1: a resolver retries over TCP.
+                w.rollback(after_question);
+                w.set_tc();
+            }
+            Verdict::Drop => {
+                snap.counters
+                    .query(ctx.scratch.slot, ctx.zone, req.qtype, rcode);
+                return Outcome::Drop;
+            }
+        }
+    }
     w.set_rcode(rcode);
     if let Some(e) = req.edns {
         let echo = match (ecs, ecs_addr) {
@@ -155,11 +212,80 @@ pub fn handle(
             _ => None,
         };
         w.put_opt(snap.udp_payload, rcode, e.dnssec_ok, nsid, echo);
+        cookie(&mut w);
     }
     w.finish();
     snap.counters
         .query(ctx.scratch.slot, ctx.zone, req.qtype, rcode);
     outcome
+}
+
+/// Length of the COOKIE option a reply carries: the client cookie and an
+/// RFC 9018 server cookie.
+const COOKIE_REPLY: usize = 24;
+
+fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
+}
+
+/// The response class RRL accounts a reply to, and the name it is
+/// accounted under (RFC-free, as Knot and BIND do it: NXDOMAIN and
+/// referrals per zone, so a flood of random names shares one allowance).
+fn rrl_class<'a>(
+    snap: &'a Snapshot,
+    req: &'a Request<'_>,
+    zone: Option<usize>,
+    rcode: u16,
+    w: &Writer<'_>,
+) -> (Class, &'a [u8]) {
+    let apex = zone
+        .and_then(|z| snap.zones.zones.get(z))
+        .map_or(&[][..], |z| &z.apex[..]);
+    match rcode {
+        wire::RCODE_NXDOMAIN => (Class::Nxdomain, apex),
+        wire::RCODE_NOERROR if req.qtype == wire::TYPE_ANY || w.len() > LARGE => {
+            (Class::Large, req.qname())
+        }
+        wire::RCODE_NOERROR if w.count(Section::Answer) > 0 => (Class::Positive, req.qname()),
+        wire::RCODE_NOERROR if !w.aa() && w.count(Section::Authority) > 0 => {
+            (Class::Referral, apex)
+        }
+        wire::RCODE_NOERROR => (Class::Nodata, req.qname()),
+        _ => (Class::Error, &[]),
+    }
+}
+
+/// Replies over this size are rate-limited as "large".
+const LARGE: usize = 1024;
+
+/// BADCOOKIE (RFC 7873 §5.2.3, §5.2.4): the question, and an OPT record
+/// carrying the client cookie with a fresh server cookie.
+#[cold]
+fn bad_cookie(
+    snap: &Snapshot,
+    req: &Request<'_>,
+    limit: usize,
+    cookie: &[u8],
+    out: &mut Vec<u8>,
+    scratch: &mut Scratch,
+) -> Outcome {
+    let mut w = Writer::new(out, req, limit, true);
+    let dnssec_ok = req.edns.is_some_and(|e| e.dnssec_ok);
+    w.put_opt(
+        snap.udp_payload,
+        wire::RCODE_BADCOOKIE,
+        dnssec_ok,
+        None,
+        None,
+    );
+    w.put_option(wire::OPT_COOKIE, cookie);
+    w.set_rcode(wire::RCODE_BADCOOKIE);
+    w.finish();
+    snap.counters
+        .query(scratch.slot, None, req.qtype, wire::RCODE_BADCOOKIE);
+    Outcome::Reply
 }
 
 /// Replies to a query that parsed but is not answered: FORMERR, or NOTAUTH

@@ -1,7 +1,13 @@
 //! TCP listeners (RFC 7766): 2-byte length framing, pipelined queries
-//! answered in order, an idle timeout, a cap on concurrent connections, and
-//! graceful shutdown (a query being answered is finished; idle connections
-//! are closed).
+//! answered in order, an idle timeout, an I/O timeout, caps on concurrent
+//! connections (all together and per client prefix), and graceful shutdown
+//! (a query being answered is finished; idle connections are closed).
+//!
+//! A connection reads its next query only once the previous reply is
+//! written, so a client that sends and never reads holds at most one query
+//! and one reply (each at most 64 KiB) in the server: when the kernel's
+//! buffers are full the write waits, and after `tcp_io_timeout` the
+//! connection is closed (`write_timeouts`).
 //!
 //! A connection holds little while idle: its query and reply buffers are
 //! sized by what the messages need (most queries are under 512 bytes) and
@@ -9,10 +15,12 @@
 //! space is one per runtime thread, not one per connection.
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,9 +35,66 @@ use crate::snapshot::Source;
 pub struct TcpStats {
     pub connections: AtomicU64,
     pub refused: AtomicU64,
+    /// Connections closed at once: their client prefix had
+    /// `tcp_max_connections_per_client` open already.
+    pub refused_per_client: AtomicU64,
     pub queries: AtomicU64,
+    /// Connections closed because a query did not arrive in full, or a
+    /// reply could not be written, within `tcp_io_timeout`.
+    pub io_timeouts: AtomicU64,
     /// Unix seconds of the last "limit reached" log line (rate limit).
     last_limit_log: AtomicU64,
+    /// Open connections per client prefix (an entry lives while one of its
+    /// connections does, so the map never holds more entries than there
+    /// are connections). Touched on accept and close only.
+    per_client: Mutex<FxHashMap<(u8, u128), usize>>,
+}
+
+/// A connection's place in its prefix's count, given back when dropped.
+struct ClientSlot {
+    stats: Arc<TcpStats>,
+    key: (u8, u128),
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut m = self
+            .stats
+            .per_client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
+}
+
+use crate::guard::client_prefix as prefix_key;
+
+impl TcpStats {
+    /// Takes a slot for a connection from `ip`, unless its prefix has
+    /// `max` connections open.
+    fn client_slot(self: &Arc<Self>, ip: IpAddr, v4: u8, v6: u8, max: usize) -> Option<ClientSlot> {
+        let key = prefix_key(ip, v4, v6);
+        let mut m = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(key).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            stats: self.clone(),
+            key,
+        })
+    }
+
+    /// Client prefixes with a connection open.
+    pub fn clients(&self) -> usize {
+        self.per_client.lock().map_or(0, |m| m.len())
+    }
 }
 
 /// Capacity a connection's query or reply buffer may keep between queries;
@@ -96,12 +161,28 @@ pub async fn serve(
             drop(stream);
             continue;
         };
+        let (v4, v6, per_client) = {
+            let snap = source.load();
+            let s = &snap.config.server;
+            (
+                s.tcp_client_ipv4_prefix,
+                s.tcp_client_ipv6_prefix,
+                s.tcp_max_connections_per_client,
+            )
+        };
+        let admitted = stats.client_slot(peer.ip(), v4, v6, per_client);
+        let Some(slot) = admitted else {
+            stats.refused_per_client.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        };
         stats.connections.fetch_add(1, Ordering::Relaxed);
         let source = source.clone();
         let stats = stats.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             connection(stream, peer, &source, &stats, shutdown).await;
+            drop(slot);
             drop(permit);
         });
     }
@@ -121,7 +202,13 @@ async fn connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let idle = source.load().config.server.tcp_idle_timeout;
+    let (idle, io) = {
+        let snap = source.load();
+        (
+            snap.config.server.tcp_idle_timeout,
+            snap.config.server.tcp_io_timeout,
+        )
+    };
     let client = peer.ip().to_canonical();
     // Nothing is allocated until a query arrives, then only what it needs.
     let mut msg: Vec<u8> = Vec::new();
@@ -143,10 +230,14 @@ async fn connection(
         msg.clear();
         msg.resize(len, 0);
         // Once a query has started arriving, it is read and answered even
-        // if shutdown begins meanwhile (bounded by the idle timeout).
-        match tokio::time::timeout(idle, stream.read_exact(&mut msg)).await {
+        // if shutdown begins meanwhile (bounded by the I/O timeout).
+        match tokio::time::timeout(io, stream.read_exact(&mut msg)).await {
             Ok(Ok(_)) => {}
-            _ => return,
+            Ok(Err(_)) => return,
+            Err(_) => {
+                stats.io_timeouts.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
         }
         stats.queries.fetch_add(1, Ordering::Relaxed);
         let snap = source.load_full();
@@ -168,7 +259,7 @@ async fn connection(
                 // one write.
                 let prefix = (out.len() as u16).to_be_bytes();
                 out.splice(0..0, prefix);
-                if write(&mut stream, &out, idle).await.is_err() {
+                if write(&mut stream, &out, io, stats).await.is_err() {
                     return;
                 }
             }
@@ -183,7 +274,7 @@ async fn connection(
                     true
                 });
                 for f in &frames {
-                    if write(&mut stream, f, idle).await.is_err() {
+                    if write(&mut stream, f, io, stats).await.is_err() {
                         return;
                     }
                 }
@@ -204,9 +295,60 @@ async fn connection(
     }
 }
 
-async fn write(stream: &mut TcpStream, data: &[u8], limit: Duration) -> Result<(), ()> {
+/// Writes `data` within `limit`; a client that does not take it in time
+/// is counted and its connection closed by the caller.
+async fn write(
+    stream: &mut TcpStream,
+    data: &[u8],
+    limit: Duration,
+    stats: &TcpStats,
+) -> Result<(), ()> {
     match tokio::time::timeout(limit, stream.write_all(data)).await {
         Ok(Ok(())) => Ok(()),
-        _ => Err(()),
+        Ok(Err(_)) => Err(()),
+        Err(_) => {
+            stats.io_timeouts.fetch_add(1, Ordering::Relaxed);
+            Err(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_gets_its_cap_and_gives_slots_back() {
+        let stats = Arc::new(TcpStats::default());
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let a = stats
+            .client_slot(ip("192.0.2.1"), 24, 64, 2)
+            .expect("first");
+        let b = stats
+            .client_slot(ip("192.0.2.200"), 24, 64, 2)
+            .expect("same /24");
+        assert!(
+            stats.client_slot(ip("192.0.2.9"), 24, 64, 2).is_none(),
+            "cap"
+        );
+        let other = stats
+            .client_slot(ip("192.0.3.1"), 24, 64, 2)
+            .expect("another /24");
+        // ::ffff:192.0.2.1 is the same client as 192.0.2.1.
+        assert!(stats
+            .client_slot(ip("::ffff:192.0.2.1"), 24, 64, 2)
+            .is_none());
+        assert!(stats.client_slot(ip("2001:db8::1"), 24, 64, 2).is_some());
+        drop(a);
+        assert!(stats.client_slot(ip("192.0.2.9"), 24, 64, 2).is_some());
+        drop((b, other));
+        assert_eq!(stats.clients(), 0, "entries go with their last connection");
+    }
+
+    #[test]
+    fn the_families_never_share_a_key() {
+        let v4 = prefix_key("0.0.0.0".parse().expect("ip"), 32, 128);
+        let v6 = prefix_key("::".parse().expect("ip"), 32, 128);
+        assert_ne!(v4, v6);
     }
 }

@@ -97,21 +97,33 @@ pub fn render(control: &Control, health: &HealthService, dns: &DnsStats) -> Stri
             .map(|s| s.restarts.load(Ordering::Relaxed))
             .sum::<u64>() as f64,
     );
+    guard(&mut e, &snap.guard);
     let t = &dns.tcp;
     e.family(
         "geolb_tcp_connections_total",
         "counter",
-        "TCP connections accepted and refused at the limit.",
+        "TCP connections accepted, refused at the global limit (refused) and at the per-client-prefix limit (refused_per_client).",
+    );
+    for (result, n) in [
+        ("accepted", &t.connections),
+        ("refused", &t.refused),
+        ("refused_per_client", &t.refused_per_client),
+    ] {
+        e.sample(
+            "geolb_tcp_connections_total",
+            &[("result", result)],
+            n.load(Ordering::Relaxed) as f64,
+        );
+    }
+    e.family(
+        "geolb_tcp_io_timeouts_total",
+        "counter",
+        "TCP connections closed because a started query or a reply did not move within server.tcp_io_timeout.",
     );
     e.sample(
-        "geolb_tcp_connections_total",
-        &[("result", "accepted")],
-        t.connections.load(Ordering::Relaxed) as f64,
-    );
-    e.sample(
-        "geolb_tcp_connections_total",
-        &[("result", "refused")],
-        t.refused.load(Ordering::Relaxed) as f64,
+        "geolb_tcp_io_timeouts_total",
+        &[],
+        t.io_timeouts.load(Ordering::Relaxed) as f64,
     );
     e.family(
         "geolb_reloads_total",
@@ -321,6 +333,53 @@ pub fn render(control: &Control, health: &HealthService, dns: &DnsStats) -> Stri
 type Family<T, V> = (&'static str, &'static str, fn(&T) -> V);
 
 /// HTTP routes: requests by status class, in flight, retries, latency.
+/// Response rate limiting and DNS cookies.
+fn guard(e: &mut Exposition, g: &crate::guard::Guard) {
+    use crate::guard::rrl::CLASSES;
+    let t = g.rrl_stats.totals();
+    e.family(
+        "geolb_rrl_limited_total",
+        "counter",
+        "UDP responses over the rate limit, by response class and action (dropped, or slipped: sent truncated).",
+    );
+    for (i, class) in CLASSES.iter().enumerate() {
+        for (action, v) in [("dropped", &t.dropped), ("slipped", &t.slipped)] {
+            e.sample(
+                "geolb_rrl_limited_total",
+                &[("class", class), ("action", action)],
+                v[i] as f64,
+            );
+        }
+    }
+    e.family(
+        "geolb_rrl_would_limit_total",
+        "counter",
+        "Dry run (rrl.dry_run): UDP responses that would have been limited, by response class.",
+    );
+    for (i, class) in CLASSES.iter().enumerate() {
+        e.sample(
+            "geolb_rrl_would_limit_total",
+            &[("class", class)],
+            t.would[i] as f64,
+        );
+    }
+    let c = g.cookie_stats.totals();
+    e.family(
+        "geolb_dns_cookies_total",
+        "counter",
+        "Queries with a COOKIE option, by what it held (client_only, valid, invalid, malformed), and BADCOOKIE replies sent (badcookie).",
+    );
+    for (kind, n) in [
+        ("client_only", c.client_only),
+        ("valid", c.valid),
+        ("invalid", c.invalid),
+        ("malformed", c.malformed),
+        ("badcookie", c.badcookie),
+    ] {
+        e.sample("geolb_dns_cookies_total", &[("result", kind)], n as f64);
+    }
+}
+
 fn routes(e: &mut Exposition, tier: &Tier) {
     use crate::tier::stats::LATENCY_BUCKETS;
     let all = tier.route_stats();

@@ -26,7 +26,7 @@ pub const QTYPES: [(u16, &str); 11] = [
     (0, "other"),
 ];
 /// Response codes counted separately; the rest go to "other".
-pub const RCODES: [(u16, &str); 9] = [
+pub const RCODES: [(u16, &str); 10] = [
     (0, "NOERROR"),
     (1, "FORMERR"),
     (2, "SERVFAIL"),
@@ -35,6 +35,7 @@ pub const RCODES: [(u16, &str); 9] = [
     (5, "REFUSED"),
     (9, "NOTAUTH"),
     (16, "BADVERS"),
+    (23, "BADCOOKIE"),
     (u16::MAX, "other"),
 ];
 const CELLS: usize = QTYPES.len() * RCODES.len();

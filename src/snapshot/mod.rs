@@ -28,6 +28,7 @@ use crate::zone::{self, ZoneData};
 type Wire = Box<[u8]>;
 
 pub mod counters;
+pub mod guard;
 pub mod names;
 pub mod source;
 pub mod steering;
@@ -136,6 +137,8 @@ pub struct Snapshot {
     pub tier_gates: Arc<Vec<tier::TierGate>>,
     pub udp_payload: u16,
     pub nsid: Option<Box<[u8]>>,
+    /// Response rate limiting and DNS cookies (`[rrl]`, `[cookies]`).
+    pub guard: Arc<crate::guard::Guard>,
 }
 
 impl Snapshot {
@@ -757,7 +760,9 @@ pub fn build_with(
         topology.regions.iter().map(|r| r.name.clone()).collect(),
         retained,
     );
+    let guard = self::guard::compile(&config, prev.map(|p| &*p.guard), slots, &mut diags);
     let snap = Snapshot {
+        guard: Arc::new(guard),
         geo_index,
         counters: Arc::new(counters),
         generation,

@@ -41,6 +41,11 @@ weighted = { mode = "sticky" }
 
 /// The snapshot (and the directory holding its files).
 pub fn snapshot() -> (tempfile::TempDir, Snapshot) {
+    snapshot_with("")
+}
+
+/// The snapshot of the config followed by `extra` (more tables).
+pub fn snapshot_with(extra: &str) -> (tempfile::TempDir, Snapshot) {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path();
     let nets = vec![
@@ -79,7 +84,7 @@ pub fn snapshot() -> (tempfile::TempDir, Snapshot) {
         zone.push_str(&format!("host{i} A 192.0.2.{i}\n"));
     }
     std::fs::write(p.join("z.zone"), zone).expect("w");
-    let config = Config::parse(&p.join("geolb.toml"), CONFIG).expect("config");
+    let config = Config::parse(&p.join("geolb.toml"), &format!("{CONFIG}{extra}")).expect("config");
     let (snap, _) = geolb::snapshot::build(config, 1, None).expect("snapshot");
     (dir, snap)
 }
@@ -101,6 +106,19 @@ pub fn query(name: &[u8], qtype: u16, ecs: Option<([u8; 4], u8)>) -> Vec<u8> {
         }
         None => b.extend_from_slice(&[0, 0]),
     }
+    b
+}
+
+/// `q` (a query of [`query`]) with a COOKIE option added to its OPT record:
+/// the client cookie, and a server cookie when given.
+pub fn with_cookie(q: &[u8], cookie: &[u8]) -> Vec<u8> {
+    let name_len = q[12..].iter().position(|&b| b == 0).expect("name") + 1;
+    let rdlen_at = 12 + name_len + 4 + 9;
+    let mut b = q.to_vec();
+    let rdlen = u16::from_be_bytes([b[rdlen_at], b[rdlen_at + 1]]) + 4 + cookie.len() as u16;
+    b[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+    b.extend_from_slice(&[0, 10, 0, cookie.len() as u8]);
+    b.extend_from_slice(cookie);
     b
 }
 
