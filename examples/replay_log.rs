@@ -226,7 +226,10 @@ fn main() -> anyhow::Result<()> {
         &log.display().to_string(),
         (&a, "geolb.toml"),
         (&b, "next.toml"),
-        &geolb::sim::replay::ReplayOptions { top: 5 },
+        &geolb::sim::replay::ReplayOptions {
+            top: 5,
+            format: Default::default(),
+        },
     )?;
     let total = t.elapsed();
     print!("{report}");
