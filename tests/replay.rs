@@ -6,6 +6,7 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use common::mmdb::{build_city, world, Layout};
 use serde_json::Value;
@@ -414,4 +415,111 @@ fn a_dnstap_log_cut_short_replays_what_came_before_and_bad_frames_are_counted() 
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a dnstap log"));
+}
+
+/// The server's own dnstap log (every exchange sampled) of queries over UDP
+/// and TCP, with and without a client subnet, replays to exactly those
+/// queries: no shift under its own config, London's subnets moving under
+/// the proposed one.
+#[test]
+fn the_servers_own_dnstap_log_replays_its_queries() {
+    use hickory_proto::op::{Edns, Message, Query};
+    use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+    use hickory_proto::rr::{Name, RecordType};
+    let dir = write_dir();
+    let cfg = dir.path().join("geolb.toml");
+    let mut text = std::fs::read_to_string(&cfg).expect("read");
+    text.push_str("\n[dnstap]\npath = \"tap.fstrm\"\nsample = 1.0\nidentity = \"ns1\"\n");
+    std::fs::write(&cfg, text).expect("w");
+    let mut ts = common::TestServer::start_dir(dir);
+    // (subnet, type, over TCP): London, Tokyo, Frankfurt, none.
+    let subnets = [
+        Some("81.0.9.0"),
+        Some("203.0.113.0"),
+        Some("192.0.2.0"),
+        None,
+    ];
+    let n = 40;
+    for i in 0..n {
+        let mut m = Message::query();
+        m.metadata.id = common::rand_id();
+        let qtype = if i % 3 == 0 {
+            RecordType::AAAA
+        } else {
+            RecordType::A
+        };
+        m.add_query(Query::query(
+            Name::from_ascii("www.example.com.").expect("name"),
+            qtype,
+        ));
+        if let Some(s) = subnets[i % subnets.len()] {
+            let mut edns = Edns::new();
+            edns.options_mut()
+                .insert(EdnsOption::Subnet(ClientSubnet::new(
+                    s.parse().expect("subnet"),
+                    24,
+                    0,
+                )));
+            m.set_edns(edns);
+        }
+        let r = if i % 2 == 0 {
+            common::udp(ts.dns, &m)
+        } else {
+            common::tcp(ts.dns, &m)
+        };
+        assert!(!r.answers.is_empty(), "{r:?}");
+    }
+    let status = ts
+        .shared()
+        .source
+        .load()
+        .dnstap
+        .as_ref()
+        .expect("dnstap on")
+        .status();
+    assert_eq!(status.sample, 1.0);
+    let tap = ts.path("tap.fstrm");
+    // Stopping ends the stream with STOP.
+    let shared = ts.shared();
+    ts.stop();
+    drop(shared);
+    common::wait_for(Duration::from_secs(5), || {
+        std::fs::read(&tap).is_ok_and(|b| b.ends_with(&[0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 3]))
+    })
+    .expect("the log ends with STOP");
+    let log = tap.to_str().expect("path");
+    let r = replay(ts.dir.path(), log, "geolb.toml", None);
+    assert_eq!(r["truncated"], Value::Null, "{r}");
+    assert_eq!(r["bad"], 0);
+    assert_eq!(r["queries"], n as u64);
+    assert_eq!(r["replayed"], n as u64);
+    assert_eq!(r["other_messages"], n as u64);
+    assert_eq!(r["moved"]["queries"], 0);
+    assert_eq!(r["resolvers"], 1);
+    // Under next.toml, London's subnets (every fourth query) move.
+    let r = replay(ts.dir.path(), log, "next.toml", None);
+    assert_eq!(r["moved"]["queries"], (n / 4) as u64);
+    // What was written: each exchange as AUTH_QUERY then AUTH_RESPONSE,
+    // UDP and TCP, from the client's address and port to the server's.
+    let bytes = std::fs::read(&tap).expect("read");
+    let mut frames = geolb::dnstap::fstrm::FrameReader::start(&bytes[..]).expect("start");
+    let mut buf = Vec::new();
+    let mut seen = Vec::new();
+    while frames.next(&mut buf).expect("frame") == geolb::dnstap::fstrm::Next::Data {
+        use prost::Message as _;
+        let d = geolb::dnstap::proto::Dnstap::decode(&buf[..]).expect("dnstap");
+        assert_eq!(d.identity.as_deref(), Some(&b"ns1"[..]));
+        let m = d.message.expect("message");
+        assert_eq!(m.query_address.as_deref(), Some(&[127, 0, 0, 1][..]));
+        assert_eq!(m.response_port, Some(u32::from(ts.dns.port())));
+        assert!(m.query_port.is_some_and(|p| p > 0));
+        seen.push((m.r#type, m.socket_protocol.expect("protocol")));
+    }
+    assert_eq!(seen.len(), 2 * n);
+    assert_eq!(seen[0], (1, 1), "AUTH_QUERY over UDP first");
+    assert_eq!(
+        seen.iter().filter(|(t, p)| *t == 2 && *p == 2).count(),
+        n / 2,
+        "TCP responses"
+    );
 }

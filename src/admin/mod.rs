@@ -196,6 +196,7 @@ async fn status(State(shared): State<Arc<Handles>>) -> Response {
         "geoip": geoip,
         "health": health_json(&shared),
         "tier": shared.control.tier.status(),
+        "dnstap": snap.dnstap.as_ref().map(|t| t.status()),
         "counters": {
             "udp_queries": sum(|s| s.queries.load(Ordering::Relaxed)),
             "udp_replies": sum(|s| s.replies.load(Ordering::Relaxed)),

@@ -141,6 +141,15 @@ fn parse_control(body: &[u8]) -> Result<(Control, Vec<Vec<u8>>), FrameError> {
     Ok((kind, types))
 }
 
+fn check_types(types: &[Vec<u8>]) -> Result<(), FrameError> {
+    match types.iter().find(|t| t.as_slice() != CONTENT_TYPE) {
+        Some(t) => Err(FrameError::ContentType(
+            String::from_utf8_lossy(t).into_owned(),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// What [`FrameReader::next`] read.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
@@ -148,8 +157,10 @@ pub enum Next {
     Data,
     /// A data frame longer than [`MAX_DATA`], skipped: its length.
     TooLong(usize),
-    /// STOP: the writer finished the stream.
+    /// STOP at the end of the file: the writer finished the stream.
     Stop,
+    /// STOP followed by the START of another stream (read on).
+    Restart,
 }
 
 /// Reads a unidirectional stream (a file, or standard input).
@@ -183,6 +194,23 @@ impl<R: Read> FrameReader<R> {
         Ok(FrameReader { r })
     }
 
+    /// After STOP: the end, or the START of another stream appended to the
+    /// file (a writer that reopened it).
+    fn after_stop(&mut self) -> Result<Next, FrameError> {
+        match read_u32(&mut self.r, "after STOP")? {
+            None => Ok(Next::Stop),
+            Some(0) => {
+                let (kind, types) = read_control(&mut self.r)?;
+                if kind != Control::Start {
+                    return Err(FrameError::Control(format!("{kind:?} after STOP")));
+                }
+                check_types(&types)?;
+                Ok(Next::Restart)
+            }
+            Some(_) => Err(FrameError::Control("a data frame after STOP".into())),
+        }
+    }
+
     /// Reads the next frame into `buf`: `Err(Truncated)` when the stream
     /// ends without STOP or inside a frame.
     pub fn next(&mut self, buf: &mut Vec<u8>) -> Result<Next, FrameError> {
@@ -191,7 +219,7 @@ impl<R: Read> FrameReader<R> {
                 .ok_or(FrameError::Truncated("without STOP"))? as usize;
             if len == 0 {
                 match read_control(&mut self.r)?.0 {
-                    Control::Stop => return Ok(Next::Stop),
+                    Control::Stop => return self.after_stop(),
                     // Other control frames carry nothing for a reader of
                     // a file: skip them.
                     _ => continue,
@@ -251,6 +279,15 @@ mod tests {
         r.next(&mut buf).expect("1");
         assert_eq!(r.next(&mut buf).expect("2"), Next::Data);
         assert_eq!(buf, b"three");
+        assert_eq!(r.next(&mut buf).expect("stop"), Next::Stop);
+        // A second stream appended after STOP is read on.
+        let mut two = stream(&[b"one"], true);
+        two.extend_from_slice(&stream(&[b"two"], true));
+        let mut r = FrameReader::start(&two[..]).expect("start");
+        assert_eq!(r.next(&mut buf).expect("1"), Next::Data);
+        assert_eq!(r.next(&mut buf).expect("restart"), Next::Restart);
+        assert_eq!(r.next(&mut buf).expect("2"), Next::Data);
+        assert_eq!(buf, b"two");
         assert_eq!(r.next(&mut buf).expect("stop"), Next::Stop);
     }
 

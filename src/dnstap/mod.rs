@@ -7,3 +7,4 @@ pub mod encode;
 pub mod fstrm;
 pub mod proto;
 pub mod reader;
+pub mod writer;

@@ -512,6 +512,7 @@ impl<'s> Run<'s> {
             };
             let len = match next {
                 fstrm::Next::Stop => return Ok((n, None)),
+                fstrm::Next::Restart => continue,
                 fstrm::Next::TooLong(len) => len,
                 fstrm::Next::Data => buf.len(),
             };

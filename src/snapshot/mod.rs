@@ -136,6 +136,11 @@ pub struct Snapshot {
     pub tier_gates: Arc<Vec<tier::TierGate>>,
     pub udp_payload: u16,
     pub nsid: Option<Box<[u8]>>,
+    /// `[dnstap]` as checked.
+    pub dnstap_plan: Option<Arc<crate::dnstap::writer::TapPlan>>,
+    /// The running dnstap log, attached by the server (startup, reload)
+    /// with [`crate::dnstap::writer::renew`]: the answer path's hook.
+    pub dnstap: Option<Arc<crate::dnstap::writer::Tap>>,
 }
 
 impl Snapshot {
@@ -720,6 +725,17 @@ pub fn build_with(
             "services use geo, nearest or latency steps but no [geoip] database is configured: only CIDR and ASN-free rules can match, everyone else gets the defaults",
         ));
     }
+    let dnstap_plan =
+        config
+            .dnstap
+            .as_ref()
+            .and_then(|c| match crate::dnstap::writer::TapPlan::new(c) {
+                Ok(p) => Some(Arc::new(p)),
+                Err(e) => {
+                    diags.push(Diagnostic::error(&config.path, 0, 0, e));
+                    None
+                }
+            });
     if diags.iter().any(Diagnostic::is_error) {
         return Err(LoadError(diags));
     }
@@ -758,6 +774,8 @@ pub fn build_with(
         retained,
     );
     let snap = Snapshot {
+        dnstap_plan,
+        dnstap: None,
         geo_index,
         counters: Arc::new(counters),
         generation,
