@@ -137,7 +137,20 @@ fn networks(rng: &mut fastrand::Rng) -> Vec<mmdb::CityNet> {
 /// A query for `name` (`qtype` as in a text line: "", " A", " AAAA", " MX"),
 /// with a /24 client subnet when `ecs` is given.
 fn wire_query(name: &str, qtype: &str, ecs: Option<std::net::Ipv4Addr>) -> Vec<u8> {
-    let mut q = vec![0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(ecs.is_some())];
+    let mut q = vec![
+        0x12,
+        0x34,
+        0,
+        0,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        u8::from(ecs.is_some()),
+    ];
     for label in name.trim_end_matches('.').split('.') {
         q.push(label.len() as u8);
         q.extend_from_slice(label.as_bytes());
@@ -153,7 +166,9 @@ fn wire_query(name: &str, qtype: &str, ecs: Option<std::net::Ipv4Addr>) -> Vec<u
     if let Some(s) = ecs {
         let o = s.octets();
         // OPT: root, type 41, payload 1232, no flags, one ECS option (/24).
-        q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 11, 0, 8, 0, 7, 0, 1, 24, 0]);
+        q.extend_from_slice(&[
+            0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 11, 0, 8, 0, 7, 0, 1, 24, 0,
+        ]);
         q.extend_from_slice(&o[..3]);
     }
     q
@@ -225,6 +240,7 @@ fn main() -> anyhow::Result<()> {
             geolb::dnstap::fstrm::Control::Start,
             Some(geolb::dnstap::fstrm::CONTENT_TYPE),
         );
+        w.write_all(&frames)?;
     }
     let now = std::time::SystemTime::now();
     for i in 0..lines {
