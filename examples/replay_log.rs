@@ -3,7 +3,13 @@
 //! ```sh
 //! cargo run --release --example replay_log              # 1 M lines
 //! cargo run --release --example replay_log -- 5000000   # or another count
+//! cargo run --release --example replay_log -- 1000000 --dnstap
 //! ```
+//!
+//! With `--dnstap` the log is a dnstap file instead (`queries.fstrm`): each
+//! query as an AUTH_QUERY frame and its AUTH_RESPONSE, as `[dnstap]` writes
+//! them, the client subnet in an OPT record, bad lines as frames that are
+//! not dnstap.
 //!
 //! Writes, into a temporary directory it prints: a City database of 65,536
 //! networks (/24s in 30 countries on five continents, each its own city) —
@@ -128,8 +134,50 @@ fn networks(rng: &mut fastrand::Rng) -> Vec<mmdb::CityNet> {
         .collect()
 }
 
+/// A query for `name` (`qtype` as in a text line: "", " A", " AAAA", " MX"),
+/// with a /24 client subnet when `ecs` is given.
+fn wire_query(name: &str, qtype: &str, ecs: Option<std::net::Ipv4Addr>) -> Vec<u8> {
+    let mut q = vec![
+        0x12,
+        0x34,
+        0,
+        0,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        u8::from(ecs.is_some()),
+    ];
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    let t: u16 = match qtype.trim() {
+        "AAAA" => 28,
+        "MX" => 15,
+        _ => 1,
+    };
+    q.extend_from_slice(&t.to_be_bytes());
+    q.extend_from_slice(&[0, 1]);
+    if let Some(s) = ecs {
+        let o = s.octets();
+        // OPT: root, type 41, payload 1232, no flags, one ECS option (/24).
+        q.extend_from_slice(&[
+            0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 11, 0, 8, 0, 7, 0, 1, 24, 0,
+        ]);
+        q.extend_from_slice(&o[..3]);
+    }
+    q
+}
+
 fn main() -> anyhow::Result<()> {
-    let lines: u64 = match std::env::args().nth(1) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dnstap = args.iter().any(|a| a == "--dnstap");
+    let lines: u64 = match args.iter().find(|a| !a.starts_with("--")) {
         Some(n) => n.parse()?,
         None => 1_000_000,
     };
@@ -179,8 +227,22 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let resolvers: Vec<std::net::Ipv4Addr> = (0..100_000).map(|_| addr(&mut rng)).collect();
-    let log = dir.join("queries.log");
+    let log = dir.join(if dnstap {
+        "queries.fstrm"
+    } else {
+        "queries.log"
+    });
     let mut w = std::io::BufWriter::new(std::fs::File::create(&log)?);
+    let mut frames = Vec::new();
+    if dnstap {
+        geolb::dnstap::fstrm::put_control(
+            &mut frames,
+            geolb::dnstap::fstrm::Control::Start,
+            Some(geolb::dnstap::fstrm::CONTENT_TYPE),
+        );
+        w.write_all(&frames)?;
+    }
+    let now = std::time::SystemTime::now();
     for i in 0..lines {
         let r = resolvers[rng.usize(..resolvers.len())];
         let name = match rng.u8(..100) {
@@ -194,18 +256,49 @@ fn main() -> anyhow::Result<()> {
             11..=50 => " A",
             _ => "",
         };
-        if i % 100_000 == 99_999 {
+        let bad = i % 100_000 == 99_999;
+        let ecs = (!bad && rng.u8(..5) == 0).then(|| addr(&mut rng));
+        if dnstap {
+            frames.clear();
+            if bad {
+                frames.extend_from_slice(&[0, 0, 0, 3, 0xff, 0xff, 0xff]);
+            } else {
+                let q = wire_query(name, qtype, ecs);
+                let mut resp = q.clone();
+                resp[2] |= 0x84;
+                for (kind, message) in [
+                    (geolb::dnstap::proto::MessageType::AuthQuery, &q),
+                    (geolb::dnstap::proto::MessageType::AuthResponse, &resp),
+                ] {
+                    let rec = geolb::dnstap::encode::Record {
+                        kind,
+                        tcp: false,
+                        client: std::net::SocketAddr::new(r.into(), 40000),
+                        server: "192.0.2.53:53".parse()?,
+                        query_time: now,
+                        response_time: (!kind.is_query()).then_some(now),
+                        message,
+                    };
+                    geolb::dnstap::encode::put_frame(&mut frames, b"ns1", b"geolb", &rec);
+                }
+            }
+            w.write_all(&frames)?;
+        } else if bad {
             writeln!(w, "not-an-address {name}")?;
-        } else if rng.u8(..5) == 0 {
-            let s = addr(&mut rng);
+        } else if let Some(s) = ecs {
             writeln!(w, "{r}/{s}/24 {name}{qtype}")?;
         } else {
             writeln!(w, "{r} {name}{qtype}")?;
         }
     }
+    if dnstap {
+        frames.clear();
+        geolb::dnstap::fstrm::put_control(&mut frames, geolb::dnstap::fstrm::Control::Stop, None);
+        w.write_all(&frames)?;
+    }
     w.flush()?;
     eprintln!(
-        "wrote {} ({lines} lines) in {:?}",
+        "wrote {} ({lines} queries) in {:?}",
         log.display(),
         t.elapsed()
     );
@@ -226,7 +319,10 @@ fn main() -> anyhow::Result<()> {
         &log.display().to_string(),
         (&a, "geolb.toml"),
         (&b, "next.toml"),
-        &geolb::sim::replay::ReplayOptions { top: 5 },
+        &geolb::sim::replay::ReplayOptions {
+            top: 5,
+            format: Default::default(),
+        },
     )?;
     let total = t.elapsed();
     print!("{report}");

@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod diag;
 pub mod dns;
+pub mod dnstap;
 pub mod explain;
 pub mod geo;
 pub mod guard;

@@ -280,7 +280,7 @@ enum Cmd {
     /// matrix of queries and of distinct resolvers, and the countries whose
     /// queries move. Offline, with the code that answers queries.
     #[command(
-        after_help = "Log lines: CLIENT NAME [TYPE]\n  CLIENT  the resolver's address, RESOLVER/ECS_ADDRESS/PREFIX, or ADDRESS/PREFIX (a client subnet alone)\n  TYPE    A (default), AAAA, or another type (counted, not replayed)\n  '#' starts a comment; malformed lines are counted and the first few shown.\n\nExamples:\n  geolb replay queries.log --config geolb.toml --against next.toml\n  zcat queries.log.gz | geolb replay - --against next.toml --json\n\nExit status: 0, 2 on errors."
+        after_help = "A dnstap log (Frame Streams, as Knot's mod-dnstap, CoreDNS, dnsdist and geolb's [dnstap] write it) is recognised by its START frame; its client queries (AUTH_QUERY, CLIENT_QUERY) are replayed.\n\nLog lines: CLIENT NAME [TYPE]\n  CLIENT  the resolver's address, RESOLVER/ECS_ADDRESS/PREFIX, or ADDRESS/PREFIX (a client subnet alone)\n  TYPE    A (default), AAAA, or another type (counted, not replayed)\n  '#' starts a comment; malformed lines are counted and the first few shown.\n\nExamples:\n  geolb replay queries.log --config geolb.toml --against next.toml\n  zcat queries.log.gz | geolb replay - --against next.toml --json\n  geolb replay /var/log/geolb/dnstap.fstrm --against next.toml\n\nExit status: 0, 2 on errors."
     )]
     Replay {
         /// Query log ('-': standard input).
@@ -294,6 +294,10 @@ enum Cmd {
         /// Countries listed.
         #[arg(long, value_name = "N", default_value_t = 10)]
         top: usize,
+        /// The log's format: dnstap (Frame Streams), text, or auto (dnstap
+        /// when it begins with a Frame Streams START frame).
+        #[arg(long, value_enum, default_value_t = LogFormatArg::Auto)]
+        format: LogFormatArg,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -398,9 +402,15 @@ fn main() -> ExitCode {
             config,
             against,
             top,
+            format,
             json,
         } => {
-            return match replay(&log, &config, &against, top, json) {
+            let format = match format {
+                LogFormatArg::Auto => geolb::sim::replay::LogFormat::Auto,
+                LogFormatArg::Text => geolb::sim::replay::LogFormat::Text,
+                LogFormatArg::Dnstap => geolb::sim::replay::LogFormat::Dnstap,
+            };
+            return match replay(&log, &config, &against, top, format, json) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("geolb: {e:#}");
@@ -848,12 +858,21 @@ fn load_uncompiled(p: &std::path::Path) -> anyhow::Result<geolb::snapshot::Snaps
         .with_context(|| format!("cannot load {}", p.display()))
 }
 
+/// `geolb replay --format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Auto,
+    Text,
+    Dnstap,
+}
+
 /// Runs `geolb replay`.
 fn replay(
     log: &std::path::Path,
     path: &std::path::Path,
     against: &std::path::Path,
     top: usize,
+    format: geolb::sim::replay::LogFormat,
     json: bool,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
@@ -861,7 +880,7 @@ fn replay(
     let other = load_uncompiled(against)?;
     let loaded = started.elapsed().as_millis() as u64;
     let (current, proposed) = (path.display().to_string(), against.display().to_string());
-    let opts = geolb::sim::replay::ReplayOptions { top };
+    let opts = geolb::sim::replay::ReplayOptions { top, format };
     let run = |r: &mut dyn std::io::BufRead, name: &str| {
         geolb::sim::replay::replay(r, name, (&snap, &current), (&other, &proposed), &opts)
     };

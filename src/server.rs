@@ -42,6 +42,8 @@ pub enum StartError {
     NoListener,
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Tier(Vec<crate::tier::ApplyError>),
+    #[error(transparent)]
+    Dnstap(#[from] crate::dnstap::writer::OpenError),
 }
 
 /// How to run, besides the snapshot.
@@ -119,8 +121,11 @@ impl Server {
 
     /// Serves `snap`: binds its DNS and admin listeners, starts the health
     /// service and the control jobs. Must be called inside a Tokio runtime.
-    pub async fn run(snap: Snapshot, run: Run) -> Result<Server, StartError> {
+    pub async fn run(mut snap: Snapshot, run: Run) -> Result<Server, StartError> {
         crate::health::ensure_tls_provider();
+        if !run.overrides.probe_only {
+            snap.dnstap = crate::dnstap::writer::renew(None, snap.dnstap_plan.as_deref())?;
+        }
         let server_cfg = snap.config.server.clone();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let stop = Arc::new(AtomicBool::new(false));

@@ -152,6 +152,54 @@ fn answers_with_cookies_and_rrl_do_not_allocate() {
     }
 }
 
+/// With a dnstap log configured, an answer whose exchange is not sampled
+/// still allocates nothing: the hook the UDP worker calls after each reply
+/// is a thread-local add and compare. A sampled one copies its bytes.
+#[test]
+fn answers_with_dnstap_on_allocate_nothing_unless_sampled() {
+    use geolb::dnstap::writer::{Tap, TapPlan, Target};
+    let (dir, snap) = steering::snapshot();
+    let queries = steering::queries();
+    let plan = |sample| TapPlan {
+        target: Target::File(dir.path().join("tap.fstrm")),
+        sample,
+        queries: true,
+        responses: true,
+        identity: String::new(),
+        version: String::new(),
+        queue: 10_000,
+    };
+    // One exchange in 100,000: none of these.
+    let rare = Tap::start(&plan(0.00001)).expect("tap");
+    let always = Tap::start(&plan(1.0)).expect("tap");
+    let client = IpAddr::from([127, 0, 0, 1]);
+    let (from, server) = (
+        std::net::SocketAddr::new(client, 5300),
+        std::net::SocketAddr::new(client, 53),
+    );
+    let mut out = Vec::with_capacity(65535);
+    let mut scratch = Scratch::seeded(1);
+    for q in &queries {
+        handle(&snap, q, client, Transport::Udp, &mut out, &mut scratch);
+    }
+    counting(true);
+    let mut replies = 0;
+    for _ in 0..4 {
+        for q in &queries {
+            if handle(&snap, q, client, Transport::Udp, &mut out, &mut scratch) == Outcome::Reply {
+                rare.log(false, from, || server, q, &out);
+                replies += 1;
+            }
+        }
+    }
+    let allocs = counting(false);
+    assert!(replies > 0 && replies < 100_000);
+    assert_eq!(allocs, 0, "{allocs} allocations over {replies} answers");
+    counting(true);
+    always.log(false, from, || server, &queries[0], &out);
+    assert!(counting(false) > 0, "a sampled exchange is copied");
+}
+
 #[test]
 fn balance_picks_and_accounting_do_not_allocate() {
     use geolb::balance::{Algorithm, Balancer, Context, Member, Settings};

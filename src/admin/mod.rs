@@ -216,6 +216,7 @@ async fn status(State(shared): State<Arc<Handles>>) -> Response {
         "tier": shared.control.tier.status(),
         "rrl": rrl_json(&snap.guard),
         "cookies": cookies_json(&snap.guard),
+        "dnstap": snap.dnstap.as_ref().map(|t| t.status()),
         "counters": {
             "udp_queries": sum(|s| s.queries.load(Ordering::Relaxed)),
             "udp_replies": sum(|s| s.replies.load(Ordering::Relaxed)),

@@ -231,6 +231,48 @@ struct RawZone {
     services: BTreeMap<Spanned<String>, ServiceConfig>,
 }
 
+/// `[dnstap]`: the server's sampled queries and responses as a dnstap log
+/// (a file or a Frame Streams Unix socket); off when the section is absent.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DnstapConfig {
+    /// A file (appended to; relative to the config).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// A Unix stream socket a dnstap collector listens on (bidirectional
+    /// Frame Streams).
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// The fraction of queries logged (0 < sample ≤ 1; default 0.01).
+    #[serde(default = "d_sample")]
+    pub sample: f64,
+    /// Log the queries (AUTH_QUERY; default true).
+    #[serde(default = "d_true")]
+    pub queries: bool,
+    /// Log the responses (AUTH_RESPONSE; default true).
+    #[serde(default = "d_true")]
+    pub responses: bool,
+    /// The `identity` field (default: none).
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// The `version` field (default: "geolb VERSION").
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Messages queued at most before new ones are dropped (default 10000).
+    #[serde(default = "d_dnstap_queue")]
+    pub queue: usize,
+}
+
+fn d_sample() -> f64 {
+    0.01
+}
+fn d_true() -> bool {
+    true
+}
+fn d_dnstap_queue() -> usize {
+    10_000
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -252,6 +294,8 @@ struct RawConfig {
     node: NodeConfig,
     #[serde(default)]
     tier: TierDefaults,
+    #[serde(default)]
+    dnstap: Option<DnstapConfig>,
     #[serde(default)]
     listeners: BTreeMap<Spanned<String>, ListenerConfig>,
     #[serde(default)]
@@ -333,6 +377,8 @@ pub struct Config {
     pub health: HealthConfig,
     pub node: NodeConfig,
     pub tier: TierDefaults,
+    /// The dnstap log of the server's own queries (off when absent).
+    pub dnstap: Option<DnstapConfig>,
     pub listeners: Vec<Named<ListenerConfig>>,
     pub groups: Vec<Named<GroupConfig>>,
     pub rrl: RrlConfig,
@@ -630,6 +676,11 @@ impl Config {
             health,
             node: raw.node.clone(),
             tier: raw.tier.clone(),
+            dnstap: raw.dnstap.clone().map(|mut d| {
+                d.path = d.path.map(|p| base.join(p));
+                d.socket = d.socket.map(|p| base.join(p));
+                d
+            }),
             listeners: named(&raw.listeners, text),
             groups: named(&raw.groups, text),
             rrl: raw.rrl.clone(),

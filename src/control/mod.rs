@@ -222,6 +222,18 @@ impl Control {
             if self.overrides.probe_only {
                 return Ok((snap, warnings));
             }
+            let mut snap = snap;
+            // The dnstap log: the running one reopened (rotation) or a new
+            // one; a file that cannot be opened fails the reload.
+            match crate::dnstap::writer::renew(current.dnstap.as_ref(), snap.dnstap_plan.as_deref())
+            {
+                Ok(tap) => snap.dnstap = tap,
+                Err(e) => {
+                    let mut diags = warnings;
+                    diags.push(Diagnostic::error(&snap.config.path, 0, 0, e.to_string()));
+                    return Err(LoadError(diags));
+                }
+            }
             match self.tier.apply(&snap.tier, &snap.config.node) {
                 Ok(()) => Ok((snap, warnings)),
                 Err(errors) => {

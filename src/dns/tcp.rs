@@ -255,6 +255,10 @@ async fn connection(
         match outcome {
             Outcome::Drop => {}
             Outcome::Reply => {
+                if let Some(tap) = &snap.dnstap {
+                    let server = || stream.local_addr().unwrap_or(peer);
+                    tap.log(true, peer, server, &msg, &out);
+                }
                 // The length prefix goes in front of the reply: one buffer,
                 // one write.
                 let prefix = (out.len() as u16).to_be_bytes();

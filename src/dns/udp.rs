@@ -321,7 +321,12 @@ fn serve(io: &mut Io<'_>, source: &Source, stop: &AtomicBool, st: &WorkerStats, 
                 handle(&snap, packet, client, Transport::Udp, out, &mut scratch)
             }));
             match answered {
-                Ok(Outcome::Reply) => io.reply(i),
+                Ok(Outcome::Reply) => {
+                    if let (Some(tap), Some(server)) = (&snap.dnstap, st.listener) {
+                        tap.log(false, from, || server, packet, out);
+                    }
+                    io.reply(i)
+                }
                 Ok(Outcome::Drop | Outcome::Transfer(_)) => {
                     st.dropped.fetch_add(1, Ordering::Relaxed);
                 }

@@ -38,6 +38,24 @@ pub fn render(control: &Control, health: &HealthService, dns: &DnsStats) -> Stri
             *n as f64,
         );
     }
+    if let Some(tap) = &snap.dnstap {
+        let st = tap.status();
+        let name = "geolb_dnstap_messages_total";
+        e.family(
+            name,
+            "counter",
+            "dnstap messages (sampled queries and responses) written, and lost to write or connection errors.",
+        );
+        e.sample(name, &[("outcome", "written")], st.written as f64);
+        e.sample(name, &[("outcome", "error")], st.errors as f64);
+        let name = "geolb_dnstap_dropped_total";
+        e.family(
+            name,
+            "counter",
+            "Sampled exchanges not logged because the dnstap queue was full (answers never wait for the log).",
+        );
+        e.sample(name, &[], st.dropped as f64);
+    }
     let udp = &dns.udp;
     e.family(
         "geolb_udp_packets_total",

@@ -16,13 +16,14 @@
 //! `#` starts a comment; blank lines are skipped.
 
 use std::fmt;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::net::IpAddr;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 use super::{Model, QType, Scenario, SimError};
+use crate::dnstap::{fstrm, reader};
 use crate::policy::{Client, Family, HealthView, Scratch};
 use crate::snapshot::Snapshot;
 
@@ -266,9 +267,12 @@ impl<'s> Side<'s> {
 #[derive(Debug, Serialize)]
 pub struct ReplayReport {
     pub log: String,
+    /// `text` or `dnstap`.
+    pub format: &'static str,
     pub config: String,
     pub against: String,
-    /// Lines read, comments and blank lines included.
+    /// Lines read, comments and blank lines included (dnstap: data
+    /// frames).
     pub lines: u64,
     /// Queries logged (well-formed lines).
     pub queries: u64,
@@ -278,7 +282,11 @@ pub struct ReplayReport {
     pub other_types: u64,
     /// Queries for names neither config has a service for.
     pub not_a_service: u64,
-    /// Malformed lines.
+    /// dnstap messages not replayed: other message types than a client's
+    /// query or its response (`AUTH_*`, `CLIENT_*`), and responses where the
+    /// log is replayed from its queries (or the reverse).
+    pub other_messages: u64,
+    /// Malformed lines (dnstap: frames).
     pub bad: u64,
     /// The first malformed lines.
     pub bad_lines: Vec<BadLine>,
@@ -292,6 +300,9 @@ pub struct ReplayReport {
     /// The countries (City database, of the client subnet or else the
     /// resolver) whose queries move, most moved first.
     pub countries: Vec<Country>,
+    /// Why a dnstap log ended early (cut short, or a bad control frame):
+    /// what was read before is replayed.
+    pub truncated: Option<String>,
     pub timings_ms: ReplayTimings,
 }
 
@@ -338,11 +349,23 @@ pub struct ReplayTimings {
     pub replay: u64,
 }
 
+/// How the log is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// dnstap when the log begins with a Frame Streams START frame, else
+    /// text.
+    #[default]
+    Auto,
+    Text,
+    Dnstap,
+}
+
 /// What to replay and how much to report.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
     /// Countries listed.
     pub top: usize,
+    pub format: LogFormat,
 }
 
 /// Replays `log` (named `log_name`) against `current` and `proposed` (each
@@ -355,72 +378,40 @@ pub fn replay(
     opts: &ReplayOptions,
 ) -> Result<ReplayReport, SimError> {
     let started = std::time::Instant::now();
-    let mut a = Side::new(current.0)?;
-    let mut b = Side::new(proposed.0)?;
+    let mut run = Run::new(current.0, proposed.0)?;
     let walked = std::time::Instant::now();
-    let mut regions = Names::default();
-    let mut countries = Names::default();
-    // Per current input: its country.
-    let mut country_of: Vec<Option<u16>> = vec![None; a.model.walk.inputs.len()];
-    let mut t = Tally::default();
-    let mut lines = 0u64;
-    let mut buf = Vec::new();
+    // The first bytes tell the format: a text log never begins with NUL.
     let mut log = log;
-    loop {
-        buf.clear();
-        let n = log.read_until(b'\n', &mut buf).map_err(SimError::Log)?;
-        if n == 0 {
-            break;
+    let mut head = [0u8; 12];
+    let mut n = 0;
+    while n < head.len() {
+        match log.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(SimError::Log(e)),
         }
-        lines += 1;
-        let text = match std::str::from_utf8(&buf) {
-            Ok(s) => s,
-            Err(_) => {
-                t.bad(
-                    lines,
-                    &String::from_utf8_lossy(&buf),
-                    "not UTF-8".to_string(),
-                );
-                continue;
-            }
-        };
-        let q = match parse_line(text) {
-            Ok(Some(q)) => q,
-            Ok(None) => continue,
-            Err(e) => {
-                t.bad(lines, text, e);
-                continue;
-            }
-        };
-        t.queries += 1;
-        let LogType::Answered(qtype) = q.qtype else {
-            t.other_types += 1;
-            continue;
-        };
-        let name = normalised(q.name);
-        if !a.services.contains_key(&name) && !b.services.contains_key(&name) {
-            t.not_a_service += 1;
-            continue;
-        }
-        let from_region = a.region(&name, q.from, qtype, &mut regions);
-        let to_region = b.region(&name, q.from, qtype, &mut regions);
-        let country = {
-            let input = a.model.input_of(q.from.located_at().to_canonical());
-            match input.and_then(|i| country_of.get_mut(i as usize)) {
-                Some(Some(c)) => *c,
-                Some(slot) => {
-                    let c = countries.id(&country_name(&a.model, input));
-                    *slot = Some(c);
-                    c
-                }
-                None => countries.id(UNKNOWN_COUNTRY),
-            }
-        };
-        t.add(q.from.resolver(), country, from_region, to_region);
     }
+    let dnstap = match opts.format {
+        LogFormat::Auto => fstrm::looks_like_fstrm(&head[..n]),
+        LogFormat::Text => false,
+        LogFormat::Dnstap => true,
+    };
+    let input = std::io::Cursor::new(&head[..n]).chain(log);
+    let (lines, truncated) = if dnstap {
+        run.dnstap(input)?
+    } else {
+        (run.text(input)?, None)
+    };
     let done = std::time::Instant::now();
     let ms = |x: std::time::Instant, y: std::time::Instant| (y - x).as_millis() as u64;
-    Ok(t.report(
+    let Run {
+        t,
+        regions,
+        countries,
+        ..
+    } = run;
+    let mut report = t.report(
         ReportContext {
             log: log_name,
             config: current.1,
@@ -435,7 +426,173 @@ pub fn replay(
             walk: ms(started, walked),
             replay: ms(walked, done),
         },
-    ))
+    );
+    report.format = if dnstap { "dnstap" } else { "text" };
+    report.truncated = truncated;
+    Ok(report)
+}
+
+/// A replay under way: both sides and the sums.
+struct Run<'s> {
+    a: Side<'s>,
+    b: Side<'s>,
+    regions: Names,
+    countries: Names,
+    /// Per current input: its country.
+    country_of: Vec<Option<u16>>,
+    t: Tally,
+}
+
+impl<'s> Run<'s> {
+    fn new(current: &'s Snapshot, proposed: &'s Snapshot) -> Result<Run<'s>, SimError> {
+        let a = Side::new(current)?;
+        let b = Side::new(proposed)?;
+        let country_of = vec![None; a.model.walk.inputs.len()];
+        Ok(Run {
+            a,
+            b,
+            regions: Names::default(),
+            countries: Names::default(),
+            country_of,
+            t: Tally::default(),
+        })
+    }
+
+    /// Replays a text log; returns the lines read.
+    fn text(&mut self, mut log: impl BufRead) -> Result<u64, SimError> {
+        let mut lines = 0u64;
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let n = log.read_until(b'\n', &mut buf).map_err(SimError::Log)?;
+            if n == 0 {
+                return Ok(lines);
+            }
+            lines += 1;
+            let text = match std::str::from_utf8(&buf) {
+                Ok(s) => s,
+                Err(_) => {
+                    self.t.bad(
+                        lines,
+                        &String::from_utf8_lossy(&buf),
+                        "not UTF-8".to_string(),
+                    );
+                    continue;
+                }
+            };
+            match parse_line(text) {
+                Ok(Some(q)) => self.query(&q),
+                Ok(None) => {}
+                Err(e) => self.t.bad(lines, text, e),
+            }
+        }
+    }
+
+    /// Replays a dnstap log; returns the frames read and, when the stream
+    /// ends without STOP or inside a frame, why.
+    ///
+    /// Each query is counted once: the first query or response message
+    /// decides which of the two the log is replayed from (a server logging
+    /// both logs the query first), the other direction is counted in
+    /// `other_messages`.
+    fn dnstap(&mut self, log: impl std::io::Read) -> Result<(u64, Option<String>), SimError> {
+        let mut frames = fstrm::FrameReader::start(log).map_err(dnstap_error)?;
+        let mut buf = Vec::with_capacity(1024);
+        let mut d = reader::Decoder::default();
+        let mut replayed: Option<reader::Direction> = None;
+        let mut n = 0u64;
+        loop {
+            let next = match frames.next(&mut buf) {
+                Ok(x) => x,
+                Err(fstrm::FrameError::Truncated(why)) => {
+                    return Ok((n, Some(format!("the stream ends {why}"))))
+                }
+                Err(fstrm::FrameError::Io(e)) => return Err(SimError::Log(e)),
+                Err(e) => return Ok((n, Some(e.to_string()))),
+            };
+            let len = match next {
+                fstrm::Next::Stop => return Ok((n, None)),
+                fstrm::Next::Restart => continue,
+                fstrm::Next::TooLong(len) => len,
+                fstrm::Next::Data => buf.len(),
+            };
+            n += 1;
+            if len > fstrm::MAX_DATA {
+                self.t.bad(n, "", format!("a frame of {len} bytes"));
+                continue;
+            }
+            let logged = match d.decode(&buf) {
+                Ok(reader::Frame::Query(l)) => l,
+                Ok(reader::Frame::Other) => {
+                    self.t.other_messages += 1;
+                    continue;
+                }
+                Err(e) => {
+                    self.t.bad(n, "", e);
+                    continue;
+                }
+            };
+            if *replayed.get_or_insert(logged.direction) != logged.direction {
+                self.t.other_messages += 1;
+                continue;
+            }
+            let from = match logged.ecs {
+                Some((s, p)) => From::Ecs(logged.resolver, s, p),
+                None => From::Resolver(logged.resolver),
+            };
+            let qtype = match logged.qtype {
+                crate::wire::TYPE_A => LogType::Answered(QType::A),
+                crate::wire::TYPE_AAAA => LogType::Answered(QType::Aaaa),
+                _ => LogType::Other,
+            };
+            self.query(&Query {
+                from,
+                name: &d.name,
+                qtype,
+            });
+        }
+    }
+
+    /// Replays one logged query under both configs.
+    fn query(&mut self, q: &Query<'_>) {
+        let t = &mut self.t;
+        t.queries += 1;
+        let LogType::Answered(qtype) = q.qtype else {
+            t.other_types += 1;
+            return;
+        };
+        let name = normalised(q.name);
+        if !self.a.services.contains_key(&name) && !self.b.services.contains_key(&name) {
+            t.not_a_service += 1;
+            return;
+        }
+        let from_region = self.a.region(&name, q.from, qtype, &mut self.regions);
+        let to_region = self.b.region(&name, q.from, qtype, &mut self.regions);
+        let country = {
+            let a = &self.a;
+            let input = a.model.input_of(q.from.located_at().to_canonical());
+            match input.and_then(|i| self.country_of.get_mut(i as usize)) {
+                Some(Some(c)) => *c,
+                Some(slot) => {
+                    let c = self.countries.id(&country_name(&a.model, input));
+                    *slot = Some(c);
+                    c
+                }
+                None => self.countries.id(UNKNOWN_COUNTRY),
+            }
+        };
+        t.add(q.from.resolver(), country, from_region, to_region);
+    }
+}
+
+fn dnstap_error(e: fstrm::FrameError) -> SimError {
+    match e {
+        fstrm::FrameError::Io(e) => SimError::Log(e),
+        e => SimError::Log(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not a dnstap log: {e}"),
+        )),
+    }
 }
 
 fn country_name(model: &Model<'_>, input: Option<u32>) -> String {
@@ -455,6 +612,7 @@ struct Tally {
     queries: u64,
     other_types: u64,
     not_a_service: u64,
+    other_messages: u64,
     bad: u64,
     bad_lines: Vec<BadLine>,
     cells: FxHashMap<(u16, u16), u64>,
@@ -569,6 +727,7 @@ impl Tally {
         countries.truncate(cx.top);
         ReplayReport {
             log: cx.log.to_string(),
+            format: "text",
             config: cx.config.to_string(),
             against: cx.against.to_string(),
             lines: cx.lines,
@@ -576,6 +735,7 @@ impl Tally {
             replayed,
             other_types: self.other_types,
             not_a_service: self.not_a_service,
+            other_messages: self.other_messages,
             bad: self.bad,
             bad_lines: self.bad_lines,
             resolvers: self.resolvers.len() as u64,
@@ -586,6 +746,7 @@ impl Tally {
             },
             matrix,
             countries,
+            truncated: None,
             timings_ms,
         }
     }
@@ -611,20 +772,39 @@ fn percent(n: u64, of: u64) -> f64 {
 impl fmt::Display for ReplayReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "replay {}: {} → {}", self.log, self.config, self.against)?;
+        let unit = if self.format == "dnstap" {
+            "frame"
+        } else {
+            "line"
+        };
         writeln!(
             f,
-            "  {} lines, {} queries: {} replayed, {} of other types, {} for names no service answers, {} bad lines",
+            "  {} {unit}s, {} queries: {} replayed, {} of other types, {} for names no service answers, {} bad {unit}s",
             self.lines, self.queries, self.replayed, self.other_types, self.not_a_service, self.bad
         )?;
+        if self.other_messages > 0 {
+            writeln!(
+                f,
+                "  {} other dnstap messages not replayed",
+                self.other_messages
+            )?;
+        }
         for b in &self.bad_lines {
-            writeln!(f, "  bad line {}: {} ({:?})", b.line, b.error, b.text)?;
+            if b.text.is_empty() {
+                writeln!(f, "  bad {unit} {}: {}", b.line, b.error)?;
+            } else {
+                writeln!(f, "  bad {unit} {}: {} ({:?})", b.line, b.error, b.text)?;
+            }
         }
         if self.bad > self.bad_lines.len() as u64 {
             writeln!(
                 f,
-                "  … {} more bad lines",
+                "  … {} more bad {unit}s",
                 self.bad - self.bad_lines.len() as u64
             )?;
+        }
+        if let Some(why) = &self.truncated {
+            writeln!(f, "  warning: {why}; the frames before it are replayed")?;
         }
         writeln!(
             f,

@@ -139,6 +139,11 @@ pub struct Snapshot {
     pub nsid: Option<Box<[u8]>>,
     /// Response rate limiting and DNS cookies (`[rrl]`, `[cookies]`).
     pub guard: Arc<crate::guard::Guard>,
+    /// `[dnstap]` as checked.
+    pub dnstap_plan: Option<Arc<crate::dnstap::writer::TapPlan>>,
+    /// The running dnstap log, attached by the server (startup, reload)
+    /// with [`crate::dnstap::writer::renew`]: the answer path's hook.
+    pub dnstap: Option<Arc<crate::dnstap::writer::Tap>>,
 }
 
 impl Snapshot {
@@ -723,6 +728,17 @@ pub fn build_with(
             "services use geo, nearest or latency steps but no [geoip] database is configured: only CIDR and ASN-free rules can match, everyone else gets the defaults",
         ));
     }
+    let dnstap_plan =
+        config
+            .dnstap
+            .as_ref()
+            .and_then(|c| match crate::dnstap::writer::TapPlan::new(c) {
+                Ok(p) => Some(Arc::new(p)),
+                Err(e) => {
+                    diags.push(Diagnostic::error(&config.path, 0, 0, e));
+                    None
+                }
+            });
     if diags.iter().any(Diagnostic::is_error) {
         return Err(LoadError(diags));
     }
@@ -763,6 +779,8 @@ pub fn build_with(
     let guard = self::guard::compile(&config, prev.map(|p| &*p.guard), slots, &mut diags);
     let snap = Snapshot {
         guard: Arc::new(guard),
+        dnstap_plan,
+        dnstap: None,
         geo_index,
         counters: Arc::new(counters),
         generation,
