@@ -141,6 +141,10 @@ enum UpError {
 }
 
 impl UpError {
+    fn is_stale(&self) -> bool {
+        matches!(self, UpError::Own(super::upstream::SendError::Stale(_)))
+    }
+
     fn is_connect(&self) -> bool {
         match self {
             UpError::Pooled(e) => e.is_connect(),
@@ -1357,6 +1361,11 @@ enum Try {
     /// Failed in a way another backend may fix; the response to give if
     /// no other try is made.
     Again(Response<DownBody>),
+    /// A reused keep-alive connection the backend had closed took the
+    /// request and broke: not the backend's failure; a replayable request
+    /// gets one more try, which may go to the same backend (NGINX gives a
+    /// cached connection's failure an extra try the same way).
+    Stale(Response<DownBody>),
 }
 
 async fn handle(
@@ -1469,7 +1478,11 @@ async fn handle(
         let mut st = group.lock();
         st.budget.request(tier.now_ms());
     }
-    for attempt in 0..attempts {
+    let mut budget = attempts;
+    let mut next = 0;
+    while next < budget {
+        let attempt = next;
+        next += 1;
         let now = tier.now_ms();
         let (backend, set_cookie) = {
             let mut st = group.lock();
@@ -1596,6 +1609,15 @@ async fn handle(
             Try::Again(r) => {
                 last = Some(r);
                 last_cookie = set_cookie;
+            }
+            Try::Stale(r) => {
+                last = Some(r);
+                last_cookie = set_cookie;
+                if replay && budget == attempts {
+                    budget += 1;
+                    // The backend may be picked again.
+                    n_tried = n_tried.saturating_sub(1);
+                }
             }
         }
     }
@@ -1817,6 +1839,14 @@ async fn one_try(
                 } else {
                     small(StatusCode::BAD_REQUEST, "the request body was broken off")
                 });
+            }
+            if e.is_stale() {
+                group.lock().balancer.release(&backend.id);
+                tracing::debug!(backend = %backend.id, "{e}");
+                return Try::Stale(small(
+                    StatusCode::BAD_GATEWAY,
+                    "the backend closed the connection the request went out on",
+                ));
             }
             add(&backend.stats.connect_errors, u64::from(e.is_connect()));
             fail(&e.to_string());

@@ -91,6 +91,10 @@ pub enum SendError {
     ConnectTimeout(SocketAddr),
     #[error("{0}")]
     Http(#[from] hyper::Error),
+    /// A reused connection failed after the request went out: the backend
+    /// had closed it (a keep-alive race), not a failure of the backend.
+    #[error("reused connection closed: {0}")]
+    Stale(hyper::Error),
 }
 
 impl SendError {
@@ -160,6 +164,7 @@ where
                 // Never sent, on a connection the backend had closed: again
                 // on another.
                 Some(r) if reused => req = r,
+                None if reused => return Err(SendError::Stale(e.into_error())),
                 _ => return Err(SendError::Http(e.into_error())),
             },
         }
