@@ -74,9 +74,9 @@ fn vip(s: &TestServer) -> SocketAddr {
     *s.server().tier.local_addrs().get("h").expect("listener h")
 }
 
-/// Backends on 127.0.1.11 and .12 behind listener `h` with `listener`
-/// settings.
-fn two_backends(_extra: &str, listener: &str) -> ((), (), TestServer) {
+/// A server with backends on 127.0.1.11 and .12 behind listener `h` with
+/// `listener` settings.
+fn two_backends(listener: &str) -> TestServer {
     let (a, b) = (backend("127.0.1.11"), backend("127.0.1.12"));
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("example.com.zone"), ZONE).expect("w");
@@ -89,13 +89,13 @@ fn two_backends(_extra: &str, listener: &str) -> ((), (), TestServer) {
          [listeners.h]\nregion = \"eu\"\nbind = \"127.0.1.1:0\"\nmode = \"http\"\ngroup = \"g\"\n{listener}\n"
     );
     std::fs::write(dir.path().join("geolb.toml"), cfg).expect("w");
-    ((), (), TestServer::start_dir(dir))
+    TestServer::start_dir(dir)
 }
 
 #[cfg(target_os = "linux")]
 #[test]
 fn idle_keep_alive_http_connections_cost_a_few_kib_each() {
-    let (_a, _b, s) = two_backends("", "header_timeout = \"60s\"\nmax_connections = 2000");
+    let s = two_backends("header_timeout = \"60s\"\nmax_connections = 2000");
     let l = vip(&s);
     let open = |n: usize| -> Vec<BufReader<TcpStream>> {
         (0..n)

@@ -525,13 +525,13 @@ impl Balancer {
                 / n as f64;
             let threshold = mean - f64::from(sr.stdev_factor_milli) / 1000.0 * var.sqrt();
             // Worst first, within the cap.
-            let mut worst: Vec<(usize, f64)> = (0..self.slots.len())
-                .filter(|&i| {
-                    self.slots
-                        .get(i)
-                        .is_some_and(|s| qualifies(s) && rate(s) < threshold)
-                })
-                .filter_map(|i| self.slots.get(i).map(|s| (i, rate(s))))
+            let mut worst: Vec<(usize, f64)> = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| qualifies(s))
+                .map(|(i, s)| (i, rate(s)))
+                .filter(|&(_, r)| r < threshold)
                 .collect();
             worst.sort_by(|a, b| a.1.total_cmp(&b.1));
             for (i, r) in worst {
