@@ -207,3 +207,40 @@ fn a_valid_server_cookie_is_not_limited() {
     // Without the server cookie the same client is limited.
     assert!((100..120u16).any(|id| udp_raw(srv.dns, &soa_query(id, Some(&[7; 8]))).is_none()));
 }
+
+/// Error replies are reflection too: a flood of queries that only earn a
+/// FORMERR or NOTIMP is limited in the error class, as Knot does.
+#[test]
+fn error_replies_are_limited_in_the_error_class() {
+    let srv = start("rate = 5\nslip = 0\n");
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    for id in 0..60u16 {
+        let mut q = soa_query(id, None);
+        if id % 2 == 0 {
+            q[2] = 2 << 3; // opcode STATUS: NOTIMP
+        } else {
+            q[5] = 2; // QDCOUNT 2 with one question: FORMERR
+        }
+        s.send_to(&q, srv.dns).expect("send");
+    }
+    let mut buf = [0u8; 512];
+    let mut replies = 0;
+    while let Ok(n) = s.recv(&mut buf) {
+        assert!(n >= 12);
+        assert!(matches!(buf[3] & 0x0f, 1 | 4), "FORMERR or NOTIMP");
+        replies += 1;
+    }
+    assert!((1..=15).contains(&replies), "{replies} of 60 answered");
+    let st = status(&srv);
+    let dropped = st["rrl"]["dropped"]["error"].as_u64().expect("count");
+    assert_eq!(dropped, 60 - replies, "{st}");
+    // Good queries from elsewhere are not affected: over TCP always, and
+    // the limit is per prefix.
+    let r = tcp(
+        srv.dns,
+        &query("example.com.", hickory_proto::rr::RecordType::SOA),
+    );
+    assert_eq!(r.answers.len(), 1);
+}

@@ -68,7 +68,7 @@ pub fn handle(
             w.set_rcode(rcode);
             w.finish();
             snap.counters.query(scratch.slot, None, 0, rcode);
-            return Outcome::Reply;
+            return limit_error(snap, client, transport, scratch.slot, out);
         }
     }
     let nsid = match req.edns {
@@ -81,13 +81,17 @@ pub fn handle(
         (Transport::Udp, Some(e)) => (e.payload.min(snap.udp_payload) as usize).max(PLAIN_UDP),
     };
     if let Some(fault) = req.fault {
-        return refuse(snap, &req, fault, limit, out, scratch);
+        refuse(snap, &req, fault, limit, out, scratch);
+        return limit_error(snap, client, transport, scratch.slot, out);
     }
     // RFC 7871 §7.1.1: a malformed client-subnet option is a FORMERR.
     let ecs_raw = req.edns.and_then(|e| e.ecs).map(|(a, b)| &raw[a..b]);
     let ecs = match ecs_raw.map(ClientSubnet::parse) {
         Some(Ok(e)) => Some(e),
-        Some(Err(_)) => return refuse(snap, &req, Fault::FormErr, limit, out, scratch),
+        Some(Err(_)) => {
+            refuse(snap, &req, Fault::FormErr, limit, out, scratch);
+            return limit_error(snap, client, transport, scratch.slot, out);
+        }
         None => None,
     };
     let ecs_addr = ecs_raw.map(|d| &d[4..]);
@@ -105,7 +109,8 @@ pub fn handle(
         // length holds a client cookie in its first 8 bytes).
         let theirs = <[u8; 8]>::try_from(data.get(..8).unwrap_or_default());
         let (Ok(theirs), false) = (theirs, check == Check::Malformed) else {
-            return refuse(snap, &req, Fault::FormErr, limit, out, scratch);
+            refuse(snap, &req, Fault::FormErr, limit, out, scratch);
+            return limit_error(snap, client, transport, scratch.slot, out);
         };
         cookie_out[..8].copy_from_slice(&theirs);
         cookie_out[8..].copy_from_slice(&cookie::make(&c.secrets.current, &theirs, client, now));
@@ -116,7 +121,8 @@ pub fn handle(
         // needs no cookie (the handshake proves the address).
         if c.require && !cookie_ok && transport == Transport::Udp {
             c.stats.badcookie(scratch.slot);
-            return bad_cookie(snap, &req, limit, &cookie_out, out, scratch);
+            bad_cookie(snap, &req, limit, &cookie_out, out, scratch);
+            return limit_error(snap, client, transport, scratch.slot, out);
         }
     }
     let cookie_len = if has_cookie { 4 + COOKIE_REPLY } else { 0 };
@@ -143,7 +149,10 @@ pub fn handle(
             w.finish();
             snap.counters
                 .query(scratch.slot, None, req.qtype, wire::RCODE_BADVERS);
-            return Outcome::Reply;
+            if cookie_ok {
+                return Outcome::Reply;
+            }
+            return limit_error(snap, client, transport, scratch.slot, out);
         }
     }
     if req.opcode() != 0 {
@@ -161,7 +170,10 @@ pub fn handle(
         w.finish();
         snap.counters
             .query(scratch.slot, None, req.qtype, wire::RCODE_NOTIMP);
-        return Outcome::Reply;
+        if cookie_ok {
+            return Outcome::Reply;
+        }
+        return limit_error(snap, client, transport, scratch.slot, out);
     }
     let mut ctx = Ctx {
         source: client,
@@ -220,6 +232,33 @@ pub fn handle(
     outcome
 }
 
+/// Rate-limits an error reply already written to `out` (FORMERR, NOTIMP,
+/// BADVERS, BADCOOKIE, NOTAUTH) in the error class, as Knot does: a flood
+/// of malformed queries with a forged source is reflection too. A slipped
+/// reply keeps its few bytes and gets TC=1.
+#[cold]
+fn limit_error(
+    snap: &Snapshot,
+    client: IpAddr,
+    transport: Transport,
+    slot: usize,
+    out: &mut [u8],
+) -> Outcome {
+    let (Some(l), Transport::Udp) = (&snap.guard.rrl, transport) else {
+        return Outcome::Reply;
+    };
+    match l.check(client, Class::Error, &[], slot) {
+        Verdict::Pass => Outcome::Reply,
+        Verdict::Slip => {
+            if let Some(b) = out.get_mut(2) {
+                *b |= (wire::FLAG_TC >> 8) as u8;
+            }
+            Outcome::Reply
+        }
+        Verdict::Drop => Outcome::Drop,
+    }
+}
+
 /// Length of the COOKIE option a reply carries: the client cookie and an
 /// RFC 9018 server cookie.
 const COOKIE_REPLY: usize = 24;
@@ -270,7 +309,7 @@ fn bad_cookie(
     cookie: &[u8],
     out: &mut Vec<u8>,
     scratch: &mut Scratch,
-) -> Outcome {
+) {
     let mut w = Writer::new(out, req, limit, true);
     let dnssec_ok = req.edns.is_some_and(|e| e.dnssec_ok);
     w.put_opt(
@@ -285,7 +324,6 @@ fn bad_cookie(
     w.finish();
     snap.counters
         .query(scratch.slot, None, req.qtype, wire::RCODE_BADCOOKIE);
-    Outcome::Reply
 }
 
 /// Replies to a query that parsed but is not answered: FORMERR, or NOTAUTH
@@ -300,7 +338,7 @@ fn refuse(
     limit: usize,
     out: &mut Vec<u8>,
     scratch: &mut Scratch,
-) -> Outcome {
+) {
     let mut rcode = wire::RCODE_FORMERR;
     let mut w = Writer::new(out, req, limit, true);
     let opt = |w: &mut Writer<'_>, rcode| {
@@ -324,7 +362,6 @@ fn refuse(
     w.set_rcode(rcode);
     w.finish();
     snap.counters.query(scratch.slot, None, req.qtype, rcode);
-    Outcome::Reply
 }
 
 /// A name being resolved: lower-cased wire bytes (the question's, or a
