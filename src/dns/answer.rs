@@ -859,58 +859,176 @@ fn transfer_request(
     }
 }
 
-/// Streams a zone transfer (RFC 5936): SOA, every other record, SOA again,
-/// packed into messages of up to 16 KiB; `send` gets each message.
-pub fn transfer(snap: &Snapshot, zone_idx: usize, raw: &[u8], mut send: impl FnMut(&[u8]) -> bool) {
-    let Some(zone) = snap.zones.zones.get(zone_idx) else {
-        return;
-    };
-    let Ok(req) = wire::parse_request(raw) else {
-        return;
-    };
-    let apex = &zone.apex_owner[..];
-    let mut buf = Vec::with_capacity(16 * 1024);
-    let mut items: Vec<(&[u8], &[u8])> = Vec::with_capacity(zone.order.len() * 2);
-    items.push((apex, &zone.soa));
-    for key in &zone.order {
-        let Some(node) = zone.nodes.get(key) else {
-            continue;
-        };
-        for set in node.rrsets().filter(|s| s.rtype() != wire::TYPE_SOA) {
-            for rr in set.rrs() {
-                items.push((node.name(), rr));
-            }
+/// Size a transfer message is filled to (a record that does not fit alone
+/// gets a message of its own, up to 64 KiB).
+const TRANSFER_MESSAGE: usize = 16 * 1024;
+
+/// A zone transfer (RFC 5936 §2.2): the SOA, every other record of the
+/// zone in name order, the SOA again, built one message at a time. The
+/// caller writes each message before asking for the next, so a zone is
+/// never held as a whole in messages, and a client that stops reading
+/// stops the walk. The snapshot the transfer started on must be passed to
+/// every call (the caller holds it, so a reload mid-transfer does not mix
+/// two versions of the zone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transfer {
+    zone: usize,
+    at: TransferPos,
+    messages: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TransferPos {
+    /// The opening SOA.
+    Open,
+    /// The `rr`-th record (SOA excluded) of the `key`-th name.
+    Name {
+        key: usize,
+        rr: usize,
+    },
+    /// The closing SOA.
+    Close,
+    Done,
+}
+
+impl Transfer {
+    /// A transfer of the zone `Outcome::Transfer` named.
+    pub fn new(zone: usize) -> Transfer {
+        Transfer {
+            zone,
+            at: TransferPos::Open,
+            messages: 0,
         }
     }
-    items.push((apex, &zone.soa));
-    let mut i = 0;
-    while i < items.len() {
-        let mut w = Writer::new(&mut buf, &req, 16 * 1024, true);
+
+    /// Messages produced so far.
+    pub fn messages(&self) -> usize {
+        self.messages
+    }
+
+    /// Writes the next message of the transfer into `out`; false when the
+    /// transfer is complete (or cannot go on: the zone or request is gone,
+    /// or one record does not fit in a message).
+    pub fn next_message(&mut self, snap: &Snapshot, raw: &[u8], out: &mut Vec<u8>) -> bool {
+        if self.at == TransferPos::Done {
+            return false;
+        }
+        let (Some(zone), Ok(req)) = (snap.zones.zones.get(self.zone), wire::parse_request(raw))
+        else {
+            self.at = TransferPos::Done;
+            return false;
+        };
+        let apex = &zone.apex_owner[..];
+        let mut w = Writer::new(out, &req, TRANSFER_MESSAGE, true);
         w.set_aa(true);
-        let mut n = 0;
-        while i < items.len() {
-            if w.put_rr(Section::Answer, items[i].0, items[i].1).is_err() {
-                break;
+        let mut n = 0usize;
+        // Places one record, or reports that the message is full.
+        let mut put = |w: &mut Writer<'_>, owner: &[u8], rr: &[u8]| -> bool {
+            if w.put_rr(Section::Answer, owner, rr).is_ok() {
+                n += 1;
+                true
+            } else {
+                false
             }
-            i += 1;
-            n += 1;
-        }
-        if n == 0 {
-            // A single record larger than 16 KiB: give it a message of its own.
-            let mut w2 = Writer::new(&mut buf, &req, 65535, true);
-            w2.set_aa(true);
-            if w2.put_rr(Section::Answer, items[i].0, items[i].1).is_err() {
-                return;
+        };
+        let full = loop {
+            match self.at {
+                TransferPos::Open => {
+                    if !put(&mut w, apex, &zone.soa) {
+                        break true;
+                    }
+                    self.at = TransferPos::Name { key: 0, rr: 0 };
+                }
+                TransferPos::Name { key, rr } => {
+                    let Some(name) = zone.order.get(key) else {
+                        self.at = TransferPos::Close;
+                        continue;
+                    };
+                    let mut placed = 0;
+                    let mut stopped = false;
+                    if let Some(node) = zone.nodes.get(name) {
+                        let rrs = node
+                            .rrsets()
+                            .filter(|s| s.rtype() != wire::TYPE_SOA)
+                            .flat_map(|s| s.rrs())
+                            .skip(rr);
+                        for data in rrs {
+                            if !put(&mut w, node.name(), data) {
+                                stopped = true;
+                                break;
+                            }
+                            placed += 1;
+                        }
+                    }
+                    if stopped {
+                        self.at = TransferPos::Name {
+                            key,
+                            rr: rr + placed,
+                        };
+                        break true;
+                    }
+                    self.at = TransferPos::Name {
+                        key: key + 1,
+                        rr: 0,
+                    };
+                }
+                TransferPos::Close => {
+                    if !put(&mut w, apex, &zone.soa) {
+                        break true;
+                    }
+                    self.at = TransferPos::Done;
+                }
+                TransferPos::Done => break false,
             }
-            i += 1;
-            if !send(w2.finish()) {
-                return;
+        };
+        if full && n == 0 {
+            // One record larger than a message: it goes alone, in a
+            // message as large as TCP allows.
+            drop(w);
+            let Some((owner, data)) = self.current(snap) else {
+                self.at = TransferPos::Done;
+                return false;
+            };
+            let mut w = Writer::new(out, &req, 65535, true);
+            w.set_aa(true);
+            if w.put_rr(Section::Answer, owner, data).is_err() {
+                self.at = TransferPos::Done;
+                return false;
             }
-            continue;
+            w.finish();
+            self.step();
+        } else {
+            w.finish();
         }
-        if !send(w.finish()) {
-            return;
+        self.messages += 1;
+        true
+    }
+
+    /// The record at the current position.
+    fn current<'s>(&self, snap: &'s Snapshot) -> Option<(&'s [u8], &'s [u8])> {
+        let zone = snap.zones.zones.get(self.zone)?;
+        match self.at {
+            TransferPos::Open | TransferPos::Close => Some((&zone.apex_owner[..], &zone.soa[..])),
+            TransferPos::Name { key, rr } => {
+                let node = zone.nodes.get(zone.order.get(key)?)?;
+                let data = node
+                    .rrsets()
+                    .filter(|s| s.rtype() != wire::TYPE_SOA)
+                    .flat_map(|s| s.rrs())
+                    .nth(rr)?;
+                Some((node.name(), data))
+            }
+            TransferPos::Done => None,
         }
+    }
+
+    /// Moves past the current record.
+    fn step(&mut self) {
+        self.at = match self.at {
+            TransferPos::Open => TransferPos::Name { key: 0, rr: 0 },
+            TransferPos::Name { key, rr } => TransferPos::Name { key, rr: rr + 1 },
+            TransferPos::Close | TransferPos::Done => TransferPos::Done,
+        };
     }
 }
 
@@ -1056,5 +1174,61 @@ mod tests {
         );
         let m = Message::from_vec(&out).expect("parses");
         assert_eq!(m.answers.len(), 60);
+    }
+
+    /// RFC 5936 §2.2: SOA first and last, every record once, messages of
+    /// at most 16 KiB built one at a time, and a record larger than that
+    /// in a message of its own.
+    #[test]
+    fn rfc5936_2_2_a_transfer_is_built_one_message_at_a_time_with_every_record_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut z = String::from("$TTL 60\n@ SOA ns1 h 7 2 3 4 5\n@ NS ns1\nns1 A 192.0.2.1\n");
+        for i in 0..2000 {
+            z.push_str(&format!("h{i} A 10.0.{}.{}\n", i / 256, i % 256));
+        }
+        for i in 0..3000 {
+            z.push_str(&format!("many AAAA 2001:db8::{i:x}\n"));
+        }
+        let chunk = format!("\"{}\" ", "x".repeat(255));
+        z.push_str(&format!("huge TXT {}\n", chunk.repeat(100)));
+        std::fs::write(dir.path().join("z.zone"), z).expect("write");
+        let cfg =
+            "[zones.\"example.com\"]\nfile = \"z.zone\"\nallow_transfer = [\"127.0.0.1/32\"]\n";
+        let c = Config::parse(&dir.path().join("g.toml"), cfg).expect("config");
+        let (snap, _) = crate::snapshot::build(c, 1, None).expect("snapshot");
+        let raw = q("example.com", 252, None);
+        let mut out = Vec::new();
+        let Outcome::Transfer(zone) = handle(
+            &snap,
+            &raw,
+            IpAddr::from([127, 0, 0, 1]),
+            Transport::Tcp,
+            &mut out,
+            &mut Scratch::default(),
+        ) else {
+            panic!("transfer refused");
+        };
+        let mut xfr = Transfer::new(zone);
+        let mut records = Vec::new();
+        let mut oversized = 0;
+        while xfr.next_message(&snap, &raw, &mut out) {
+            let m = Message::from_vec(&out).expect("parses");
+            assert_eq!(m.metadata.id, 0x1122);
+            assert!(m.metadata.authoritative);
+            if out.len() > TRANSFER_MESSAGE {
+                assert_eq!(m.answers.len(), 1, "an oversized record goes alone");
+                oversized += 1;
+            }
+            records.extend(m.answers.iter().map(|r| r.to_string()));
+            assert!(xfr.messages() < 10_000, "the transfer ends");
+        }
+        assert!(!xfr.next_message(&snap, &raw, &mut out), "stays done");
+        assert_eq!(oversized, 1);
+        assert!(xfr.messages() > 5, "{} messages", xfr.messages());
+        // 2 SOAs, NS, ns1, 2000 + 3000 + 1.
+        assert_eq!(records.len(), 2 + 2 + 2000 + 3000 + 1);
+        assert!(records[0].contains("SOA") && records[records.len() - 1].contains("SOA"));
+        let unique: std::collections::HashSet<_> = records[1..records.len() - 1].iter().collect();
+        assert_eq!(unique.len(), records.len() - 2, "no record twice");
     }
 }

@@ -26,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use crate::dns::answer::{handle, transfer, Outcome, Transport};
+use crate::dns::answer::{handle, Outcome, Transfer, Transport};
 use crate::policy::Scratch;
 use crate::snapshot::Source;
 
@@ -268,17 +268,16 @@ async fn connection(
                 }
             }
             Outcome::Transfer(zone) => {
+                // One message at a time: each is written before the next is
+                // built, so memory stays at one message whatever the zone's
+                // size, and a client that stops reading is cut by the I/O
+                // timeout.
                 let started = Instant::now();
-                let mut frames: Vec<Vec<u8>> = Vec::new();
-                transfer(&snap, zone, &msg, |m| {
-                    let mut f = Vec::with_capacity(m.len() + 2);
-                    f.extend_from_slice(&(m.len() as u16).to_be_bytes());
-                    f.extend_from_slice(m);
-                    frames.push(f);
-                    true
-                });
-                for f in &frames {
-                    if write(&mut stream, f, io, stats).await.is_err() {
+                let mut xfr = Transfer::new(zone);
+                while xfr.next_message(&snap, &msg, &mut out) {
+                    let prefix = (out.len() as u16).to_be_bytes();
+                    out.splice(0..0, prefix);
+                    if write(&mut stream, &out, io, stats).await.is_err() {
                         return;
                     }
                 }
@@ -288,7 +287,7 @@ async fn connection(
                     .get(zone)
                     .map(|z| z.origin.to_string())
                     .unwrap_or_default();
-                tracing::info!(zone = %zname, %peer, messages = frames.len(), elapsed_ms = started.elapsed().as_millis() as u64, "zone transfer sent");
+                tracing::info!(zone = %zname, %peer, messages = xfr.messages(), elapsed_ms = started.elapsed().as_millis() as u64, "zone transfer sent");
             }
         }
         trim(&mut msg);
