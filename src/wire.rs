@@ -211,12 +211,51 @@ fn skip_name(raw: &[u8], mut at: usize) -> Result<usize, ParseError> {
                 }
             }
             0xc0 => {
-                if at + 2 > raw.len() {
-                    return Err(ParseError::FormErr);
-                }
+                let lo = *raw.get(at + 1).ok_or(ParseError::FormErr)? as usize;
+                check_pointer(raw, at, ((len & 0x3f) << 8) | lo, total)?;
                 return Ok(at + 2);
             }
             _ => return Err(ParseError::FormErr),
+        }
+    }
+}
+
+/// A compression pointer at `at` to `target` (RFC 1035 §4.1.4) must name a
+/// prior occurrence inside the message, and the name it completes must end
+/// within 255 octets (`total` already spent). Each pointer followed points
+/// strictly backwards, so a loop is impossible.
+fn check_pointer(
+    raw: &[u8],
+    mut at: usize,
+    mut target: usize,
+    mut total: usize,
+) -> Result<(), ParseError> {
+    loop {
+        if target >= at || target < 12 {
+            return Err(ParseError::FormErr);
+        }
+        let mut q = target;
+        loop {
+            let len = *raw.get(q).ok_or(ParseError::FormErr)? as usize;
+            match len & 0xc0 {
+                0x00 => {
+                    total += 1 + len;
+                    if total > MAX_NAME {
+                        return Err(ParseError::FormErr);
+                    }
+                    if len == 0 {
+                        return Ok(());
+                    }
+                    q += 1 + len;
+                }
+                0xc0 => {
+                    let lo = *raw.get(q + 1).ok_or(ParseError::FormErr)? as usize;
+                    at = q;
+                    target = ((len & 0x3f) << 8) | lo;
+                    break;
+                }
+                _ => return Err(ParseError::FormErr),
+            }
         }
     }
 }

@@ -33,20 +33,11 @@ fn server() -> TestServer {
     )
 }
 
-fn replies(s: &TestServer) -> Vec<u64> {
-    s.server()
-        .dns
-        .udp
-        .iter()
-        .map(|w| w.replies.load(Ordering::Relaxed))
-        .collect()
-}
-
 /// Sends one good query from each of many source ports (the kernel spreads
 /// them over the workers by hash) and reads every reply; returns the
 /// workers that answered at least one of them.
 fn every_worker_answers(s: &TestServer) -> BTreeSet<usize> {
-    let before = replies(s);
+    let before = s.udp_replies();
     let q = query("www.example.com.", RecordType::A)
         .to_vec()
         .expect("encode");
@@ -60,7 +51,7 @@ fn every_worker_answers(s: &TestServer) -> BTreeSet<usize> {
         let m = Message::from_vec(&buf[..n]).expect("parse");
         assert_eq!(m.answers.len(), 1, "{m:?}");
     }
-    let after = replies(s);
+    let after = s.udp_replies();
     (0..after.len()).filter(|&i| after[i] > before[i]).collect()
 }
 

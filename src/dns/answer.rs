@@ -84,8 +84,15 @@ pub fn handle(
         refuse(snap, &req, fault, limit, out, scratch);
         return limit_error(snap, client, transport, scratch.slot, out);
     }
-    // RFC 7871 §7.1.1: a malformed client-subnet option is a FORMERR.
-    let ecs_raw = req.edns.and_then(|e| e.ecs).map(|(a, b)| &raw[a..b]);
+    // RFC 7871 §7.1.1: a malformed client-subnet option is a FORMERR. The
+    // options of an opcode we do not implement are not looked at: it gets
+    // NOTIMP whatever they hold.
+    let query = req.opcode() == 0;
+    let ecs_raw = req
+        .edns
+        .and_then(|e| e.ecs)
+        .filter(|_| query)
+        .map(|(a, b)| &raw[a..b]);
     let ecs = match ecs_raw.map(ClientSubnet::parse) {
         Some(Ok(e)) => Some(e),
         Some(Err(_)) => {
@@ -100,7 +107,8 @@ pub fn handle(
     let mut cookie_out = [0u8; COOKIE_REPLY];
     let mut has_cookie = false;
     let mut cookie_ok = false;
-    if let (Some(c), Some((a, b))) = (&snap.guard.cookies, req.edns.and_then(|e| e.cookie)) {
+    let cookie_in = req.edns.and_then(|e| e.cookie).filter(|_| query);
+    if let (Some(c), Some((a, b))) = (&snap.guard.cookies, cookie_in) {
         let data = &raw[a..b];
         let now = unix_now();
         let check = cookie::check(&c.secrets, data, client, now);
@@ -984,7 +992,6 @@ impl Transfer {
         if full && n == 0 {
             // One record larger than a message: it goes alone, in a
             // message as large as TCP allows.
-            drop(w);
             let Some((owner, data)) = self.current(snap) else {
                 self.at = TransferPos::Done;
                 return false;

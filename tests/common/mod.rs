@@ -188,6 +188,16 @@ impl TestServer {
         self.server.as_ref().expect("running")
     }
 
+    /// Replies sent so far by each UDP worker.
+    pub fn udp_replies(&self) -> Vec<u64> {
+        self.server()
+            .dns
+            .udp
+            .iter()
+            .map(|w| w.replies.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
