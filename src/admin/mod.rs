@@ -588,6 +588,9 @@ pub fn health_json(shared: &Handles) -> serde_json::Value {
             "pools": pools,
             "endpoints": endpoints,
             "overrides": table.overrides,
+            "state_file": table.state_file,
+            "state_file_error": table.state_error,
+            "state_file_load_error": table.state_load_error,
             "epoch": shared.control.health.current().epoch,
         })
     });

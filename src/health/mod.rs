@@ -157,6 +157,11 @@ pub struct HealthTable {
     pub overrides: Vec<Override>,
     pub vantages: BTreeMap<String, VantageStatus>,
     pub state_file: Option<PathBuf>,
+    /// The state file could not be read at start (kept for the life of
+    /// the process); shown in `/v1/status`.
+    pub state_load_error: Option<String>,
+    /// The last write of the state file failed (until one succeeds).
+    pub state_error: Option<String>,
 }
 
 /// Installs the TLS crypto provider (ring) that HTTP clients need; safe to
@@ -383,7 +388,11 @@ impl HealthTable {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Err(e) => {
+                let e = format!("{}: {e}", path.display());
+                self.state_load_error = Some(e.clone());
+                return Err(e);
+            }
         };
         match serde_json::from_str::<StateFile>(&text) {
             Ok(s) => {
@@ -394,17 +403,28 @@ impl HealthTable {
                 let aside =
                     path.with_extension(format!("corrupt-{}", unix(SystemTime::now()) as u64));
                 let _ = std::fs::rename(path, &aside);
-                Err(format!(
+                let e = format!(
                     "{}: unreadable ({e}); moved to {} and starting without overrides",
                     path.display(),
                     aside.display()
-                ))
+                );
+                self.state_load_error = Some(e.clone());
+                Err(e)
             }
         }
     }
 
     /// Writes overrides to the state file (atomically: temp file + rename).
-    pub fn save_state(&self) -> Result<(), String> {
+    pub fn save_state(&mut self) -> Result<(), String> {
+        let r = self.write_state();
+        match &r {
+            Ok(()) => self.state_error = None,
+            Err(e) => self.state_error = Some(e.clone()),
+        }
+        r
+    }
+
+    fn write_state(&self) -> Result<(), String> {
         let Some(path) = &self.state_file else {
             return Ok(());
         };

@@ -154,15 +154,15 @@ impl HealthService {
         })
     }
 
-    /// New health settings (a reload). A changed state file is written at
-    /// once, so the overrides in force are not lost.
+    /// New health settings (a reload). The state file (a new one, or the
+    /// same one, which may have been damaged or removed under us) is
+    /// written at once from the overrides in force: the running process is
+    /// the authority on them, and a restart after this reload restores them.
     pub fn set_config(&self, config: HealthConfig) {
         let mut inner = self.lock();
-        if config.state_file != inner.table.state_file {
-            inner.table.state_file = config.state_file.clone();
-            if let Err(e) = inner.table.save_state() {
-                tracing::error!("cannot write the state file: {e}");
-            }
+        inner.table.state_file = config.state_file.clone();
+        if let Err(e) = inner.table.save_state() {
+            tracing::error!("cannot write the state file: {e}");
         }
         inner.config = config;
         self.publish(inner);
