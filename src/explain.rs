@@ -117,6 +117,9 @@ pub struct Explanation {
     /// range around the client that shares it (the ECS scope is the largest
     /// prefix around the client inside it).
     pub compiled_range: Option<String>,
+    /// The consensus id of the health epoch the answer was given under
+    /// (the snapshot's; None offline, where every endpoint is up).
+    pub health_epoch: Option<String>,
 }
 
 fn opt_code(s: &[u8]) -> Option<String> {
@@ -286,6 +289,7 @@ pub fn explain(
         authority,
         ecs_scope: scope,
         compiled_range,
+        health_epoch: (snap.health.epoch.seq > 0).then(|| snap.health.epoch.hex()),
     })
 }
 
@@ -388,6 +392,13 @@ impl fmt::Display for Explanation {
         match self.ecs_scope {
             Some(s) => writeln!(f, "ECS scope: /{s}")?,
             None => writeln!(f, "ECS scope: none")?,
+        }
+        match &self.health_epoch {
+            Some(e) => writeln!(f, "answered under health epoch {e}")?,
+            None => writeln!(
+                f,
+                "health: every endpoint up (offline; a node's GET /v1/explain answers under its own health epoch)"
+            )?,
         }
         if let Some(r) = &self.compiled_range {
             writeln!(

@@ -667,6 +667,17 @@ fn api_call(
 fn print_status(v: &serde_json::Value) {
     let s = |x: &serde_json::Value| x.as_str().unwrap_or("").to_string();
     println!("vantage {} (quorum {})", s(&v["vantage"]), v["quorum"]);
+    let e = &v["epoch"];
+    if let Some(id) = e["id"].as_str() {
+        let changed = e["changed_at"].as_f64().map_or(String::new(), |t| {
+            let ago = geolb::health::unix(std::time::SystemTime::now()) - t;
+            format!(", changed {:.0} s ago", ago.max(0.0))
+        });
+        println!(
+            "health epoch {id} (local #{}{changed}, {} changes)",
+            e["seq"], e["changes"]
+        );
+    }
     for van in v["vantages"].as_array().into_iter().flatten() {
         println!(
             "  vantage {:<12} {:<6} {}",

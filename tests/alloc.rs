@@ -55,6 +55,24 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// Answers each query once over UDP, counting: (replies, allocations).
+fn answer_counted(
+    snap: &geolb::snapshot::Snapshot,
+    queries: &[Vec<u8>],
+    out: &mut Vec<u8>,
+    scratch: &mut Scratch,
+) -> (usize, usize) {
+    let client = IpAddr::from([127, 0, 0, 1]);
+    counting(true);
+    let mut replies = 0;
+    for q in queries {
+        if handle(snap, q, client, Transport::Udp, out, scratch) == Outcome::Reply {
+            replies += 1;
+        }
+    }
+    (replies, counting(false))
+}
+
 #[test]
 fn udp_answers_do_not_allocate() {
     let (_dir, snap) = steering::snapshot();
@@ -132,14 +150,7 @@ fn answers_with_cookies_and_rrl_do_not_allocate() {
         for q in &queries {
             handle(&snap, q, client, Transport::Udp, &mut out, &mut scratch);
         }
-        counting(true);
-        let mut replies = 0;
-        for q in &queries {
-            if handle(&snap, q, client, Transport::Udp, &mut out, &mut scratch) == Outcome::Reply {
-                replies += 1;
-            }
-        }
-        let allocs = counting(false);
+        let (replies, allocs) = answer_counted(&snap, &queries, &mut out, &mut scratch);
         assert_eq!(
             allocs, 0,
             "{rrl}: {allocs} allocations over {replies} answers"
@@ -150,6 +161,41 @@ fn answers_with_cookies_and_rrl_do_not_allocate() {
             assert!(replies < queries.len(), "the low rate limits some");
         }
     }
+}
+
+/// An answer to a query that asks for NSID (RFC 5001) carries the server's
+/// name and the health epoch it was given under, and still allocates
+/// nothing: the option's bytes are built once per health change.
+#[test]
+fn answers_naming_their_health_epoch_in_nsid_do_not_allocate() {
+    let (_dir, snap) = steering::snapshot_with("[server]\nnsid = \"dns1\"\n");
+    let state = geolb::health::HealthState {
+        epoch: geolb::policy::Epoch {
+            seq: 1,
+            id: 0x1a2b_3c4d_5e6f_7788,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let snap = snap.with_health(&state).expect("a newer epoch");
+    let queries: Vec<Vec<u8>> = steering::queries()
+        .iter()
+        .map(|q| steering::with_option(q, 3, &[]))
+        .collect();
+    let client = IpAddr::from([127, 0, 0, 1]);
+    let mut out = Vec::with_capacity(65535);
+    let mut scratch = Scratch::seeded(1);
+    for q in &queries {
+        handle(&snap, q, client, Transport::Udp, &mut out, &mut scratch);
+    }
+    let want = b"dns1 epoch=1a2b3c4d5e6f7788";
+    assert!(
+        out.windows(want.len()).any(|w| w == want),
+        "the reply names the epoch"
+    );
+    let (replies, allocs) = answer_counted(&snap, &queries, &mut out, &mut scratch);
+    assert_eq!(replies, queries.len());
+    assert_eq!(allocs, 0, "{allocs} allocations over {replies} answers");
 }
 
 /// With a dnstap log configured, an answer whose exchange is not sampled

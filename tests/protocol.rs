@@ -436,11 +436,22 @@ fn rfc5001_2_3_nsid_is_returned_when_asked() {
     let q = with_option(edns_query("example.com.", RecordType::SOA, 1232), 3, &[]);
     let r = udp(s.dns, &q);
     let e = r.edns.as_ref().expect("opt");
-    match e.option(EdnsCode::NSID) {
-        Some(EdnsOption::NSID(id)) => assert_eq!(id.as_ref(), b"test-node"),
-        Some(EdnsOption::Unknown(_, v)) => assert_eq!(v, b"test-node"),
+    let id = match e.option(EdnsCode::NSID) {
+        Some(EdnsOption::NSID(id)) => id.as_ref().to_vec(),
+        Some(EdnsOption::Unknown(_, v)) => v.clone(),
         other => panic!("no NSID: {other:?}"),
-    }
+    };
+    // The server's name, then the health epoch the answer was given under:
+    // the one /v1/status shows.
+    let (code, body) = http(s.admin.expect("admin"), "GET", "/v1/status");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let epoch = status["health"]["epoch"]["id"].as_str().expect("epoch id");
+    assert_eq!(epoch.len(), 16);
+    assert_eq!(
+        String::from_utf8_lossy(&id),
+        format!("test-node epoch={epoch}")
+    );
     let r = udp(s.dns, &edns_query("example.com.", RecordType::SOA, 1232));
     assert!(r
         .edns

@@ -328,7 +328,7 @@ const PATHS: &[&str] = &[
     "udp_workers[].listener",
     "udp_workers[].cpu",
     "udp_workers[].queries",
-    "health.epoch",
+    "health.epoch.id",
     "health.vantage",
     "health.quorum",
     "health.vantages[].vantage",

@@ -202,7 +202,7 @@ async fn status(State(shared): State<Arc<Handles>>) -> Response {
     let addrs: &[SocketAddr] = &shared.dns.addrs;
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "nsid": snap.config.server.nsid,
+        "nsid": snap.node_name.as_deref(),
         "now": unix(std::time::SystemTime::now()),
         "started_at": unix(shared.control.started_at),
         "config": shared.control.config_path.as_ref().map(|p| p.display().to_string()),
@@ -493,6 +493,19 @@ async fn observations(State(shared): State<Arc<Handles>>) -> Response {
     }
 }
 
+/// The health epoch the DNS answers are given under: the consensus id
+/// (what to compare between nodes, and what NSID and explain name), the
+/// ordering hint, and this node's own counter and change time.
+fn epoch_json(e: &crate::policy::Epoch) -> serde_json::Value {
+    json!({
+        "id": e.hex(),
+        "since": e.since,
+        "seq": e.seq,
+        "changed_at": e.changed_at,
+        "changes": e.changes,
+    })
+}
+
 /// Per endpoint: effective state and why, votes, override, last check.
 pub fn health_json(shared: &Handles) -> serde_json::Value {
     let snap = shared.control.source.load_full();
@@ -591,7 +604,7 @@ pub fn health_json(shared: &Handles) -> serde_json::Value {
             "state_file": table.state_file,
             "state_file_error": table.state_error,
             "state_file_load_error": table.state_load_error,
-            "epoch": shared.control.health.current().epoch,
+            "epoch": epoch_json(&snap.health.epoch),
         })
     });
     let mut v = v;

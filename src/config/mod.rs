@@ -126,9 +126,14 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight TCP queries.
     #[serde(default = "default_shutdown", deserialize_with = "de_duration")]
     pub shutdown_timeout: Duration,
-    /// Name server identifier returned on request (RFC 5001).
+    /// Name server identifier returned on request (RFC 5001); `""` is the
+    /// host name (as Knot does). Unset: no NSID.
     #[serde(default)]
     pub nsid: Option<String>,
+    /// Append the health epoch that answered to the NSID
+    /// (`"dns1 epoch=1a2b3c4d5e6f7788"`).
+    #[serde(default = "yes")]
+    pub nsid_epoch: bool,
     /// Bearer token the admin API requires (required when it listens
     /// anywhere but loopback).
     #[serde(default)]
@@ -214,6 +219,7 @@ impl Default for ServerConfig {
             tcp_io_timeout: default_tcp_io(),
             shutdown_timeout: default_shutdown(),
             nsid: None,
+            nsid_epoch: true,
             admin_token: None,
             admin_token_file: None,
             watch_config: None,
@@ -534,11 +540,11 @@ impl Config {
             );
         }
         if let Some(n) = &s.nsid {
-            if n.is_empty() || n.len() > 512 {
+            if n.len() > 512 {
                 server_err(
                     &mut diags,
                     "nsid",
-                    "server.nsid must be 1 to 512 bytes".into(),
+                    "server.nsid must be at most 512 bytes (\"\" for the host name)".into(),
                 );
             }
         }

@@ -271,12 +271,13 @@ impl Control {
                 let health = self.health.clone();
                 let retired = self.source.update(move |_| {
                     let mut snap = snap;
-                    snap.health = Arc::new(snapshot::health_view(
+                    let view = snapshot::health_view(
                         &snap.topology,
                         &snap.tier_gates,
                         &health.current(),
                         None,
-                    ));
+                    );
+                    snap.set_health(view);
                     Some(snap)
                 });
                 tracing::info!(generation = next_gen, zones, "reload succeeded");

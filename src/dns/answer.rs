@@ -140,8 +140,13 @@ pub fn handle(
         }
     };
     let mut w = Writer::new(out, &req, limit, true);
+    // RFC 5001 leaves NSID optional: one that would not fit beside the
+    // header, the question and the rest of the OPT record is left out
+    // rather than pushing the reply past the client's limit.
+    let ecs_len = ecs_addr.map(<[u8]>::len);
+    let nsid = nsid.filter(|id| w.len() + wire::opt_len(Some(id), ecs_len) + cookie_len <= limit);
     if let Some(e) = req.edns {
-        w.set_reserve(wire::opt_len(nsid, ecs_addr.map(<[u8]>::len)) + cookie_len);
+        w.set_reserve(wire::opt_len(nsid, ecs_len) + cookie_len);
         // RFC 6891 §6.1.3: a version we do not implement gets BADVERS,
         // answered with the highest version we do (0).
         if e.version > 0 {
@@ -1237,5 +1242,39 @@ mod tests {
         assert!(records[0].contains("SOA") && records[records.len() - 1].contains("SOA"));
         let unique: std::collections::HashSet<_> = records[1..records.len() - 1].iter().collect();
         assert_eq!(unique.len(), records.len() - 2, "no record twice");
+    }
+
+    /// RFC 5001 §2.3 makes NSID optional, RFC 6891 §7 the payload size
+    /// binding: an NSID that would not fit in the client's 512 bytes is
+    /// left out, over TCP it is sent.
+    #[test]
+    fn rfc5001_2_3_an_nsid_that_does_not_fit_the_reply_limit_is_left_out() {
+        let (_d, mut snap) = snapshot();
+        let long = "n".repeat(500);
+        snap.nsid = Some(long.as_bytes().into());
+        let client = IpAddr::from([127, 0, 0, 1]);
+        let mut out = Vec::new();
+        for (transport, sent) in [(Transport::Udp, false), (Transport::Tcp, true)] {
+            let o = handle(
+                &snap,
+                &q("www.example.com", 1, Some(512)),
+                client,
+                transport,
+                &mut out,
+                &mut Scratch::default(),
+            );
+            assert_eq!(o, Outcome::Reply);
+            let m = Message::from_vec(&out).expect("parses");
+            assert_eq!(m.answers.len(), 1, "{transport:?}");
+            assert!(!m.metadata.truncation, "{transport:?}");
+            let nsid = m
+                .edns
+                .as_ref()
+                .and_then(|e| e.option(hickory_proto::rr::rdata::opt::EdnsCode::NSID));
+            assert_eq!(nsid.is_some(), sent, "{transport:?}");
+            if transport == Transport::Udp {
+                assert!(out.len() <= 512, "{} bytes", out.len());
+            }
+        }
     }
 }

@@ -15,6 +15,7 @@
 //! force up/down, with an optional expiry) are kept in a state file and
 //! survive restarts.
 
+pub mod epoch;
 pub mod machine;
 pub mod monitor;
 pub mod service;
@@ -34,7 +35,7 @@ pub use monitor::{unix, Kind, Monitor, Observation};
 pub use service::{HealthService, OverrideError};
 
 use crate::config::HealthConfig;
-use crate::policy::{AdminState, EndpointHealth};
+use crate::policy::{AdminState, EndpointHealth, Epoch};
 
 /// How an endpoint is checked: a monitor, against an address.
 #[derive(Debug, Clone)]
@@ -65,10 +66,11 @@ pub struct VantageRtts {
 }
 
 /// The health every subscriber reads: immutable, replaced whole, with an
-/// epoch that increases with every change.
+/// epoch: a sequence number that increases with every change, and the
+/// consensus id of the verdicts and votes (see [`epoch`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HealthState {
-    pub epoch: u64,
+    pub epoch: Epoch,
     pub endpoints: FxHashMap<String, EndpointHealth>,
     /// This node first, then each remote vantage.
     pub rtt: Vec<VantageRtts>,
@@ -80,7 +82,9 @@ impl HealthState {
         self.endpoints.get(identity).copied().unwrap_or_default()
     }
     fn same_as(&self, o: &HealthState) -> bool {
-        self.endpoints == o.endpoints
+        self.epoch.id == o.epoch.id
+            && self.epoch.since == o.epoch.since
+            && self.endpoints == o.endpoints
             && self.rtt.len() == o.rtt.len()
             && self.rtt.iter().zip(&o.rtt).all(|(a, b)| {
                 a.name == b.name
@@ -112,6 +116,9 @@ pub struct RemoteVote {
     pub received: f64,
     pub error: Option<String>,
     pub rtt_ms: Option<f64>,
+    /// When the vantage's state for the endpoint last changed, by the
+    /// vantage's clock (unix seconds; None from a vantage that does not say).
+    pub since: Option<f64>,
 }
 
 /// Everything known about one endpoint.
@@ -122,6 +129,8 @@ pub struct EndpointStatus {
     pub monitor: Option<String>,
     pub check: Option<String>,
     pub local: Machine,
+    /// When `local` last changed (or the entry was made), unix seconds.
+    pub local_since: f64,
     pub last: Option<Observation>,
     pub rtt_ewma_ms: Option<f64>,
     pub remote: BTreeMap<String, RemoteVote>,
@@ -218,6 +227,7 @@ impl HealthTable {
                         local: Machine::new(
                             mon.map_or(crate::config::InitialState::Up, |m| m.initial),
                         ),
+                        local_since: now,
                         last: None,
                         rtt_ewma_ms: None,
                         remote: BTreeMap::new(),
@@ -234,6 +244,7 @@ impl HealthTable {
                 entry.monitored = mon.is_some();
                 if let Some(m) = mon {
                     entry.local = Machine::new(m.initial);
+                    entry.local_since = now;
                 }
             }
             entry.monitor = mon.map(|m| m.name.clone());
@@ -248,6 +259,9 @@ impl HealthTable {
             return false;
         };
         let changed = st.local.observe(obs.ok, rise, fall);
+        if changed {
+            st.local_since = obs.at;
+        }
         if obs.ok {
             st.probes_ok += 1;
         } else {
@@ -289,26 +303,40 @@ impl HealthTable {
         expired
     }
 
-    /// Votes, quorum and overrides → the state subscribers read (epoch 0;
-    /// the service numbers it). Also updates each endpoint's effective
-    /// state and reason.
+    /// Votes, quorum and overrides → the state subscribers read, with its
+    /// consensus id and ordering hint (the service numbers it: `seq` 0).
+    /// Also updates each endpoint's effective state and reason.
     pub fn evaluate(&mut self, members: &[Member], cfg: &HealthConfig, now: f64) -> HealthState {
         let quorum = cfg.quorum_needed();
         let fresh_for = cfg.fresh_for.as_secs_f64();
         let mut state = HealthState::default();
+        let mut entries: BTreeMap<&str, epoch::Entry<'_>> = BTreeMap::new();
+        let mut since: Option<f64> = None;
         for m in members {
             let admin = self.override_for(m).map_or(AdminState::None, |o| o.state);
             let Some(st) = self.endpoints.get_mut(&m.identity) else {
                 continue;
             };
+            let mut votes = Vec::new();
             let (checked_up, reason) = if !st.monitored {
                 (true, "no monitor".to_string())
             } else {
+                // Named by the config's key (not the table's), so the
+                // id's borrow is of the config, not of the table.
                 let fresh: Vec<(&String, &RemoteVote)> = st
                     .remote
                     .iter()
-                    .filter(|(v, r)| cfg.vantages.contains_key(*v) && now - r.received <= fresh_for)
+                    .filter_map(|(v, r)| {
+                        let (name, _) = cfg.vantages.get_key_value(v)?;
+                        (now - r.received <= fresh_for).then_some((name, r))
+                    })
                     .collect();
+                for (v, r) in &fresh {
+                    votes.push((v.as_str(), r.up));
+                    if let Some(t) = r.since {
+                        since = Some(since.map_or(t, |s| s.max(t)));
+                    }
+                }
                 if fresh.is_empty() {
                     let why = if cfg.vantages.is_empty() {
                         "local checks"
@@ -341,6 +369,7 @@ impl HealthTable {
             st.reason = reason;
             st.effective_up = eff;
             state.endpoints.insert(m.identity.clone(), h);
+            entries.insert(m.identity.as_str(), epoch::Entry { health: h, votes });
         }
         // Smoothed RTTs per vantage, this node first.
         let coords = |c: Option<[f64; 2]>| c.map(|[a, b]| (a, b));
@@ -378,6 +407,8 @@ impl HealthTable {
         }
         state.rtt.push(local);
         state.rtt.extend(remotes);
+        state.epoch.id = epoch::consensus_id(&entries);
+        state.epoch.since = since;
         state
     }
 
@@ -456,6 +487,9 @@ pub struct Observations {
 pub struct ObservedEndpoint {
     pub endpoint: String,
     pub up: bool,
+    /// When `up` last changed, by this vantage's clock (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<f64>,
     pub last: Option<Observation>,
     pub rtt_ewma_ms: Option<f64>,
 }
@@ -473,6 +507,7 @@ impl HealthTable {
                 .map(|(k, s)| ObservedEndpoint {
                     endpoint: k.clone(),
                     up: s.local.up,
+                    since: Some(s.local_since),
                     last: s.last.clone(),
                     rtt_ewma_ms: s.rtt_ewma_ms,
                 })
@@ -491,6 +526,7 @@ impl HealthTable {
                         received: now,
                         error: e.last.as_ref().and_then(|l| l.error.clone()),
                         rtt_ms: e.rtt_ewma_ms,
+                        since: e.since,
                     },
                 );
             }
@@ -548,6 +584,7 @@ mod tests {
             endpoints: vec![ObservedEndpoint {
                 endpoint: "p/10.0.0.1".into(),
                 up,
+                since: Some(if up { 10.0 } else { 20.0 }),
                 last: None,
                 rtt_ewma_ms: None,
             }],
@@ -586,6 +623,77 @@ mod tests {
         // Only b fresh and down, we say up: 1 of 2, quorum 2 → up.
         h.remote("b", &report(false), 130.0);
         assert!(h.evaluate(&t, &cfg, 131.0).get(A).up());
+    }
+
+    fn three_probers() -> (Vec<Member>, HealthConfig) {
+        topo(
+            "[health]\nfresh_for = \"10s\"\n[health.vantages.a]\nurl = \"http://127.0.0.1:1\"\n\
+             [health.vantages.b]\nurl = \"http://127.0.0.1:2\"\n[health.vantages.c]\nurl = \"http://127.0.0.1:3\"\n",
+        )
+    }
+
+    #[test]
+    fn two_nodes_that_saw_the_same_votes_agree_on_the_epoch_id_whenever_and_in_whatever_order_they_polled(
+    ) {
+        let (t, cfg) = three_probers();
+        // Node 1 polls a, b, c early; node 2 polls c, b, a later, and its
+        // own checks have seen failures that did not tip its local vote.
+        let mut n1 = HealthTable::default();
+        n1.sync(&t, 0.0);
+        for v in ["a", "b", "c"] {
+            n1.remote(v, &report(false), 100.0);
+        }
+        let mut n2 = HealthTable::default();
+        n2.sync(&t, 50.0);
+        n2.observe(A, obs(false), 2, 3);
+        for v in ["c", "b", "a"] {
+            n2.remote(v, &report(false), 104.0);
+        }
+        let s1 = n1.evaluate(&t, &cfg, 101.0);
+        let s2 = n2.evaluate(&t, &cfg, 105.0);
+        assert!(!s1.get(A).up() && !s2.get(A).up());
+        assert_eq!(s1.epoch.id, s2.epoch.id);
+        assert_eq!(s1.epoch.since, Some(20.0), "the probers' own change time");
+        assert_eq!(s1.epoch.since, s2.epoch.since);
+        // Not a constant: all up is another id, and so is one prober's
+        // change of mind that does not change the verdict.
+        let mut n3 = HealthTable::default();
+        n3.sync(&t, 0.0);
+        for v in ["a", "b", "c"] {
+            n3.remote(v, &report(true), 100.0);
+        }
+        let s3 = n3.evaluate(&t, &cfg, 101.0);
+        assert!(s3.get(A).up());
+        assert_ne!(s3.epoch.id, s1.epoch.id);
+        n3.remote("c", &report(false), 102.0);
+        let s4 = n3.evaluate(&t, &cfg, 103.0);
+        assert!(s4.get(A).up(), "1 of 4 says down");
+        assert_ne!(s4.epoch.id, s3.epoch.id);
+        assert_eq!(s4.epoch.since, Some(20.0));
+        // A vote that went stale leaves the id.
+        let s5 = n1.evaluate(&t, &cfg, 200.0);
+        assert_ne!(s5.epoch.id, s1.epoch.id);
+        assert_eq!(s5.epoch.since, None);
+    }
+
+    #[test]
+    fn the_same_drain_set_at_other_times_gives_the_same_epoch_id() {
+        let (t, cfg) = topo("");
+        let drain = |set_at: f64, until: Option<f64>| {
+            let mut h = HealthTable::default();
+            h.sync(&t, 0.0);
+            h.overrides.push(Override {
+                target: "p".into(),
+                state: AdminState::Drain,
+                until,
+                set_at,
+            });
+            h.evaluate(&t, &cfg, 1.0).epoch.id
+        };
+        assert_eq!(drain(0.0, Some(600.0)), drain(0.5, Some(601.0)));
+        let mut none = HealthTable::default();
+        none.sync(&t, 0.0);
+        assert_ne!(drain(0.0, None), none.evaluate(&t, &cfg, 1.0).epoch.id);
     }
 
     #[test]

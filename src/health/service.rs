@@ -1,8 +1,10 @@
 //! The health service: the one place health lives for the whole process.
 //! It owns the [`HealthTable`], one check task per monitored member, the
 //! polling of remote vantages and the operators' overrides with their state
-//! file, and publishes an immutable [`HealthState`] with an epoch that
-//! increases with every change.
+//! file, and publishes an immutable [`HealthState`] with an epoch: a
+//! sequence number that increases with every change, and the consensus id
+//! of the verdicts and votes (see [`super::epoch`]), with when it last
+//! changed.
 //!
 //! Members come from whoever hands out or forwards to endpoints, each under
 //! a source name (the DNS snapshot registers `dns`); readers take
@@ -43,7 +45,8 @@ struct Inner {
     members: BTreeMap<String, Vec<Member>>,
     /// Every source's members, flattened (what the table is evaluated over).
     all: Vec<Member>,
-    epoch: u64,
+    /// The last published state's sequence number.
+    seq: u64,
 }
 
 /// See the module documentation.
@@ -83,7 +86,7 @@ impl HealthService {
                 config,
                 members: BTreeMap::new(),
                 all: Vec::new(),
-                epoch: 0,
+                seq: 0,
             }),
             current: ArcSwap::from_pointee(HealthState::default()),
             subscribers: Mutex::new(Vec::new()),
@@ -189,16 +192,25 @@ impl HealthService {
             table,
             config,
             all,
-            epoch,
+            seq,
             ..
         } = &mut *inner;
-        let mut next = table.evaluate(all, config, unix(SystemTime::now()));
+        let now = unix(SystemTime::now());
+        let mut next = table.evaluate(all, config, now);
         let cur = self.current.load();
-        if next.same_as(&cur) && *epoch > 0 {
+        if next.same_as(&cur) && *seq > 0 {
             return;
         }
-        *epoch += 1;
-        next.epoch = *epoch;
+        *seq += 1;
+        next.epoch.seq = *seq;
+        (next.epoch.changed_at, next.epoch.changes) = if *seq == 1 {
+            (now, 0)
+        } else if next.epoch.id != cur.epoch.id {
+            tracing::info!(epoch = %next.epoch.hex(), previous = %cur.epoch.hex(), "health epoch changed");
+            (now, cur.epoch.changes + 1)
+        } else {
+            (cur.epoch.changed_at, cur.epoch.changes)
+        };
         self.current.store(Arc::new(next));
         drop(cur);
         drop(inner);
@@ -413,10 +425,12 @@ mod tests {
         for s in &seen {
             let s = s.clone();
             h.subscribe(move |st| {
-                s.fetch_max(st.epoch, Ordering::SeqCst);
+                s.fetch_max(st.epoch.seq, Ordering::SeqCst);
             });
         }
-        let before = h.current().epoch;
+        let before = h.current().epoch.seq;
+        let id_before = h.current().epoch.id;
+        let changes_before = h.current().epoch.changes;
         assert!(before > 0);
         assert!(seen.iter().all(|s| s.load(Ordering::SeqCst) == before));
 
@@ -426,10 +440,14 @@ mod tests {
             2
         );
         let st = h.current();
-        assert!(st.epoch > before);
+        assert!(st.epoch.seq > before);
+        assert_ne!(st.epoch.id, id_before, "a drain is a new consensus id");
+        assert_eq!(st.epoch.changes, changes_before + 1);
         assert!(!st.get("web/10.0.0.1").up());
         assert!(!st.get("tier-web/10.0.1.1:8080").up());
-        assert!(seen.iter().all(|s| s.load(Ordering::SeqCst) == st.epoch));
+        assert!(seen
+            .iter()
+            .all(|s| s.load(Ordering::SeqCst) == st.epoch.seq));
 
         // Nothing changed: no new epoch.
         h.maintain();
@@ -446,5 +464,9 @@ mod tests {
         h.set_override("eu", AdminState::None, None)
             .expect("undrain");
         assert!(h.current().get("web/10.0.0.1").up());
+        // The members are not the same as before the drain (the tier's
+        // are gone), so neither is the id.
+        assert_ne!(h.current().epoch.id, id_before);
+        assert_eq!(h.current().epoch.changes, changes_before + 3);
     }
 }

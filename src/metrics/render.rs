@@ -222,6 +222,33 @@ pub fn render(control: &Control, health: &HealthService, dns: &DnsStats) -> Stri
     );
     let topo = &snap.topology;
     tier(&mut e, &control.tier);
+    let epoch = &snap.health.epoch;
+    e.family(
+        "geolb_health_epoch_info",
+        "gauge",
+        "The health epoch the DNS answers are given under: its consensus id (equal on nodes that decided from the same votes) as a label, value 1.",
+    );
+    e.sample("geolb_health_epoch_info", &[("epoch", &epoch.hex())], 1.0);
+    e.family(
+        "geolb_health_epoch_changes_total",
+        "counter",
+        "Changes of the health epoch's consensus id since this node started.",
+    );
+    e.sample(
+        "geolb_health_epoch_changes_total",
+        &[],
+        epoch.changes as f64,
+    );
+    e.family(
+        "geolb_health_epoch_changed_timestamp_seconds",
+        "gauge",
+        "When the health epoch's consensus id last changed on this node (its clock).",
+    );
+    e.sample(
+        "geolb_health_epoch_changed_timestamp_seconds",
+        &[],
+        epoch.changed_at,
+    );
     health.with_table(|table, _| {
         e.family(
             "geolb_endpoint_up",

@@ -83,14 +83,44 @@ impl PartialEq for VantageRtt {
     }
 }
 
+/// Which health state this is. `seq` orders the states one node
+/// publishes; `id` names the state itself, so that two nodes that decided
+/// from the same observations show the same id (`health::epoch` computes
+/// it).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Epoch {
+    /// +1 at every state this node publishes (RTT changes included); 0
+    /// before the first. Comparable inside one process only.
+    pub seq: u64,
+    /// The consensus id: a fixed-key hash of every endpoint's verdict and
+    /// the remote vantages' votes it was decided from.
+    pub id: u64,
+    /// The newest time a counted remote vote changed, by the clock of the
+    /// vantage that changed (unix seconds): of two ids, the one with the
+    /// later `since` is the newer. None when no remote vote counts.
+    pub since: Option<f64>,
+    /// When this node's `id` last changed (its own clock, unix seconds).
+    pub changed_at: f64,
+    /// How often `id` changed since this node started.
+    pub changes: u64,
+}
+
+impl Epoch {
+    /// The id as written everywhere (status, metrics, NSID, explain):
+    /// 16 hex digits.
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.id)
+    }
+}
+
 /// Health of every endpoint of a topology, indexed like its endpoints.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HealthView {
     pub endpoints: Vec<EndpointHealth>,
     /// Measured RTTs per vantage (this node first), for `latency`.
     pub rtt: Vec<VantageRtt>,
-    /// The health epoch this view was made from (0: before any).
-    pub epoch: u64,
+    /// The health epoch this view was made from (`seq` 0: before any).
+    pub epoch: Epoch,
 }
 
 impl HealthView {
@@ -98,7 +128,7 @@ impl HealthView {
         HealthView {
             endpoints: vec![EndpointHealth::default(); n],
             rtt: Vec::new(),
-            epoch: 0,
+            epoch: Epoch::default(),
         }
     }
     pub fn up(&self, ep: u32) -> bool {

@@ -22,7 +22,7 @@ pub mod steps;
 pub mod topology;
 pub mod trace;
 
-pub use health::{AdminState, EndpointHealth, HealthView, VantageRtt};
+pub use health::{AdminState, EndpointHealth, Epoch, HealthView, VantageRtt};
 pub use run::{decide, decide_from, location_order};
 pub use scratch::Scratch;
 pub use service::{AllDown, Answer, Decision, Service};

@@ -130,7 +130,10 @@ impl Scenario {
     /// running server maps the health service's state (tier gates too).
     pub fn health(&self, snap: &Snapshot) -> Result<HealthView, SimError> {
         let mut state = HealthState {
-            epoch: 1,
+            epoch: crate::policy::Epoch {
+                seq: 1,
+                ..Default::default()
+            },
             ..HealthState::default()
         };
         for (targets, drain) in [(&self.down, false), (&self.drain, true)] {

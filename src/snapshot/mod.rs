@@ -125,7 +125,8 @@ pub struct Snapshot {
     pub members: Arc<Vec<Member>>,
     pub geo: Arc<GeoDb>,
     /// Health mapped onto the topology's endpoints; `health.epoch` is the
-    /// health service's epoch it was made from.
+    /// health service's epoch it was made from. Set with
+    /// [`set_health`](Snapshot::set_health), which keeps `nsid` in step.
     pub health: Arc<HealthView>,
     /// Query and answer counters (see `metrics`).
     pub counters: Arc<counters::Counters>,
@@ -136,6 +137,11 @@ pub struct Snapshot {
     /// Pool endpoints whose health also needs enough healthy tier backends.
     pub tier_gates: Arc<Vec<tier::TierGate>>,
     pub udp_payload: u16,
+    /// This server's name (`server.nsid`, the host name for `""`).
+    pub node_name: Option<Arc<str>>,
+    /// The NSID option's data (RFC 5001): the name and, with
+    /// `server.nsid_epoch`, the health epoch of this snapshot — built once
+    /// per health change, so answering it costs nothing.
     pub nsid: Option<Box<[u8]>>,
     /// Response rate limiting and DNS cookies (`[rrl]`, `[cookies]`).
     pub guard: Arc<crate::guard::Guard>,
@@ -150,17 +156,61 @@ impl Snapshot {
     /// This snapshot with `state`'s health, unless it already has that
     /// epoch or a newer one (subscribers may hear of epochs out of order).
     pub fn with_health(&self, state: &HealthState) -> Option<Snapshot> {
-        if state.epoch <= self.health.epoch {
+        if state.epoch.seq <= self.health.epoch.seq {
             return None;
         }
         let mut next = self.clone();
-        next.health = Arc::new(health_view(
+        next.set_health(health_view(
             &self.topology,
             &self.tier_gates,
             state,
             Some(&self.health),
         ));
         Some(next)
+    }
+
+    /// Replaces the health view, and the NSID that names its epoch.
+    pub fn set_health(&mut self, view: HealthView) {
+        self.health = Arc::new(view);
+        self.nsid = nsid(
+            self.node_name.as_deref(),
+            self.config.server.nsid_epoch,
+            &self.health,
+        );
+    }
+}
+
+/// The NSID payload: `name`, then ` epoch=` and the consensus id once a
+/// health state has been mapped (`seq` > 0) and `with_epoch` is on.
+fn nsid(name: Option<&str>, with_epoch: bool, health: &HealthView) -> Option<Box<[u8]>> {
+    let name = name?;
+    let mut v = name.as_bytes().to_vec();
+    if with_epoch && health.epoch.seq > 0 {
+        if !v.is_empty() {
+            v.push(b' ');
+        }
+        v.extend_from_slice(b"epoch=");
+        v.extend_from_slice(health.epoch.hex().as_bytes());
+    }
+    (!v.is_empty()).then(|| v.into_boxed_slice())
+}
+
+/// `server.nsid` as served: `""` is the host name (as in Knot), read from
+/// the kernel; None (with a warning) when it cannot be read.
+pub fn node_name(configured: Option<&str>) -> Option<Arc<str>> {
+    match configured? {
+        "" => match std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            Ok(h) if !h.trim().is_empty() => Some(Arc::from(h.trim())),
+            Ok(_) => {
+                tracing::warn!("server.nsid = \"\": the host name is empty; no NSID");
+                None
+            }
+            Err(e) => {
+                tracing::warn!("server.nsid = \"\": cannot read the host name ({e}); no NSID");
+                None
+            }
+        },
+        name => Some(Arc::from(name)),
     }
 }
 
@@ -777,6 +827,7 @@ pub fn build_with(
         retained,
     );
     let guard = self::guard::compile(&config, prev.map(|p| &*p.guard), slots, &mut diags);
+    let name = node_name(config.server.nsid.as_deref());
     let snap = Snapshot {
         guard: Arc::new(guard),
         dnstap_plan,
@@ -786,11 +837,8 @@ pub fn build_with(
         generation,
         loaded_at: SystemTime::now(),
         udp_payload: config.server.udp_payload,
-        nsid: config
-            .server
-            .nsid
-            .as_ref()
-            .map(|s| s.as_bytes().to_vec().into_boxed_slice()),
+        nsid: nsid(name.as_deref(), config.server.nsid_epoch, &health),
+        node_name: name,
         config: Arc::new(config),
         zones: Arc::new(table),
         topology: Arc::new(topology),
@@ -856,13 +904,18 @@ mod tests {
             "$ORIGIN example.com.\n@ 60 SOA ns h 1 2 3 4 5\n@ 60 NS ns\nns 60 A 192.0.2.1\n",
         )
         .expect("zone");
-        let cfg = "[regions.r]\nlocation = [0.0, 0.0]\n[pools.p]\nregion = \"r\"\n\
+        let cfg = "[server]\nnsid = \"dns1\"\n[regions.r]\nlocation = [0.0, 0.0]\n[pools.p]\nregion = \"r\"\n\
                    endpoints = [{ address = \"10.0.0.1\" }, { address = \"10.0.0.2\" }]\n\
                    [zones.\"example.com\"]\nfile = \"z.zone\"\n";
         let c = Config::parse(&dir.path().join("g.toml"), cfg).expect("config");
         let (snap, _) = build(c, 1, None).expect("snapshot");
-        let state = |epoch, drained: &[&str]| HealthState {
-            epoch,
+        assert_eq!(snap.nsid.as_deref(), Some(&b"dns1"[..]), "no health yet");
+        let state = |seq, drained: &[&str]| HealthState {
+            epoch: crate::policy::Epoch {
+                seq,
+                id: 0x1a2b_3c4d_5e6f_7788 + seq,
+                ..Default::default()
+            },
             endpoints: drained
                 .iter()
                 .map(|id| {
@@ -881,7 +934,7 @@ mod tests {
         let s5 = snap.with_health(&state(5, &["p/10.0.0.1"])).expect("newer");
         assert!(!s5.health.up(0), "known and drained");
         assert!(s5.health.up(1), "unknown to the state: as it was (up)");
-        assert_eq!(s5.health.epoch, 5);
+        assert_eq!(s5.health.epoch.seq, 5);
         assert!(
             s5.with_health(&state(4, &[])).is_none(),
             "older epoch ignored"
@@ -893,5 +946,38 @@ mod tests {
         // p/10.0.0.1 is unknown to epoch 6: it keeps its drained state.
         let s6 = s5.with_health(&state(6, &["p/10.0.0.2"])).expect("newer");
         assert!(!s6.health.up(0) && !s6.health.up(1));
+        // The NSID names the epoch each snapshot answers under.
+        assert_eq!(
+            s5.nsid.as_deref(),
+            Some(&b"dns1 epoch=1a2b3c4d5e6f778d"[..])
+        );
+        assert_eq!(
+            s6.nsid.as_deref(),
+            Some(&b"dns1 epoch=1a2b3c4d5e6f778e"[..])
+        );
+    }
+
+    #[test]
+    fn nsid_is_the_name_alone_without_the_epoch_or_before_one_and_empty_means_the_host_name() {
+        let mut view = HealthView::default();
+        assert_eq!(
+            nsid(Some("dns1"), true, &view).as_deref(),
+            Some(&b"dns1"[..])
+        );
+        view.epoch.seq = 3;
+        view.epoch.id = 0xff;
+        assert_eq!(
+            nsid(Some("dns1"), false, &view).as_deref(),
+            Some(&b"dns1"[..])
+        );
+        assert_eq!(
+            nsid(Some("dns1"), true, &view).as_deref(),
+            Some(&b"dns1 epoch=00000000000000ff"[..])
+        );
+        assert_eq!(nsid(None, true, &view), None, "no NSID unless configured");
+        let host = node_name(Some("")).expect("the host name");
+        assert!(!host.is_empty() && !host.contains(char::is_whitespace));
+        assert_eq!(node_name(Some("ns1")).as_deref(), Some("ns1"));
+        assert_eq!(node_name(None), None);
     }
 }

@@ -160,6 +160,12 @@ impl TestServer {
 
     /// Starts on `dir/geolb.toml`, with whatever files the test put there.
     pub fn start_dir(dir: tempfile::TempDir) -> TestServer {
+        Self::start_dir_with(dir, Overrides::default())
+    }
+
+    /// [`start_dir`](Self::start_dir) with command-line overrides (a
+    /// prober: `probe_only`, whose `dns` is then 0.0.0.0:0).
+    pub fn start_dir_with(dir: tempfile::TempDir, overrides: Overrides) -> TestServer {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -167,9 +173,13 @@ impl TestServer {
             .expect("runtime");
         let path = dir.path().join("geolb.toml");
         let server = rt
-            .block_on(Server::start(path, Overrides::default()))
+            .block_on(Server::start(path, overrides))
             .expect("server starts");
-        let dns = server.dns_addrs[0];
+        let dns = server
+            .dns_addrs
+            .first()
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         let admin = server.admin_addr;
         TestServer {
             dir,

@@ -112,13 +112,20 @@ pub fn query(name: &[u8], qtype: u16, ecs: Option<([u8; 4], u8)>) -> Vec<u8> {
 /// `q` (a query of [`query`]) with a COOKIE option added to its OPT record:
 /// the client cookie, and a server cookie when given.
 pub fn with_cookie(q: &[u8], cookie: &[u8]) -> Vec<u8> {
+    with_option(q, 10, cookie)
+}
+
+/// `q` (a query of [`query`]) with the EDNS option `code` added to its OPT
+/// record.
+pub fn with_option(q: &[u8], code: u16, data: &[u8]) -> Vec<u8> {
     let name_len = q[12..].iter().position(|&b| b == 0).expect("name") + 1;
     let rdlen_at = 12 + name_len + 4 + 9;
     let mut b = q.to_vec();
-    let rdlen = u16::from_be_bytes([b[rdlen_at], b[rdlen_at + 1]]) + 4 + cookie.len() as u16;
+    let rdlen = u16::from_be_bytes([b[rdlen_at], b[rdlen_at + 1]]) + 4 + data.len() as u16;
     b[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
-    b.extend_from_slice(&[0, 10, 0, cookie.len() as u8]);
-    b.extend_from_slice(cookie);
+    b.extend_from_slice(&code.to_be_bytes());
+    b.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    b.extend_from_slice(data);
     b
 }
 
