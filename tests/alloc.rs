@@ -110,6 +110,42 @@ fn udp_answers_do_not_allocate() {
     assert!(counting(false) > 0);
 }
 
+/// With resolver tracking armed (a drill running), answers allocate
+/// nothing: the tables are sized when armed, and a resolver past the size
+/// is counted, not stored.
+#[test]
+fn answers_with_resolver_tracking_armed_do_not_allocate() {
+    let (_dir, snap) = steering::snapshot();
+    let queries = steering::queries();
+    let mut out = Vec::with_capacity(65535);
+    let mut scratch = Scratch::seeded(1);
+    snap.resolvers.arm(
+        std::time::Duration::from_secs(60),
+        64,
+        std::time::SystemTime::now(),
+    );
+    // Warm-up: buffers reach their working size.
+    answer_counted(&snap, &queries, &mut out, &mut scratch);
+    let (replies, allocs) = answer_counted(&snap, &queries, &mut out, &mut scratch);
+    assert_eq!(replies, queries.len());
+    assert_eq!(allocs, 0, "{allocs} allocations over {replies} answers");
+    let r = snap.resolvers.report(None, std::time::SystemTime::now());
+    assert!(r.tracked > 0, "answers were tracked: {r:?}");
+    // Many resolvers: past the table's size they are counted, not stored.
+    counting(true);
+    for i in 0..2000u32 {
+        snap.resolvers
+            .record(IpAddr::from(i.to_be_bytes()), 0, 0, 30);
+    }
+    assert_eq!(counting(false), 0);
+    assert!(
+        snap.resolvers
+            .report(None, std::time::SystemTime::now())
+            .overflow
+            > 0
+    );
+}
+
 /// With response rate limiting and cookies on, an answer still allocates
 /// nothing: cookie check and a fresh server cookie, the rate-limit table
 /// (passed, slipped and dropped responses), for queries with a client

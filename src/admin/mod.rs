@@ -72,6 +72,11 @@ fn api(shared: Arc<Handles>) -> Router {
         .route("/v1/drain", post(drain))
         .route("/v1/undrain", post(undrain))
         .route("/v1/force", post(force))
+        .route("/v1/resolvers", get(resolvers))
+        .route(
+            "/v1/resolvers/track",
+            post(track_resolvers).delete(untrack_resolvers),
+        )
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(shared.clone(), auth))
@@ -610,6 +615,91 @@ pub fn health_json(shared: &Handles) -> serde_json::Value {
     let mut v = v;
     v["tier"] = serde_json::to_value(shared.control.tier.status()).unwrap_or_default();
     v
+}
+
+#[derive(serde::Deserialize)]
+struct ResolversQuery {
+    service: Option<String>,
+}
+
+/// What each resolver was last answered, per service, while tracking is
+/// armed (see `snapshot::resolvers`).
+async fn resolvers(
+    State(shared): State<Arc<Handles>>,
+    q: Result<axum::extract::Query<ResolversQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(q) => q.0,
+        Err(e) => return bad_request(e.body_text()),
+    };
+    let tracker = shared.control.source.load().resolvers.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        tracker.report(q.service.as_deref(), std::time::SystemTime::now())
+    })
+    .await;
+    match report {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrackRequest {
+    #[serde(rename = "for")]
+    window: String,
+    #[serde(default)]
+    capacity: Option<usize>,
+}
+
+/// Arms resolver tracking for a window (mandatory, at most 72 h), starting
+/// afresh.
+async fn track_resolvers(State(shared): State<Arc<Handles>>, body: axum::body::Bytes) -> Response {
+    use crate::snapshot::resolvers::{MAX_CAPACITY, MAX_WINDOW};
+    let req = match serde_json::from_slice::<TrackRequest>(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return bad_request(format!(
+                "expected JSON like {{\"for\": \"1h\", \"capacity\": 100000}}: {e}"
+            ))
+        }
+    };
+    let window = match humantime::parse_duration(&req.window) {
+        Ok(d) if d.is_zero() || d > MAX_WINDOW => {
+            return bad_request(format!("for: {} is not within (0, 72h]", req.window))
+        }
+        Ok(d) => d,
+        Err(e) => return bad_request(format!("for: {e}")),
+    };
+    let capacity = req.capacity.unwrap_or(100_000);
+    if capacity == 0 || capacity > MAX_CAPACITY {
+        return bad_request(format!(
+            "capacity: {capacity} is not within 1..={MAX_CAPACITY}"
+        ));
+    }
+    let tracker = shared.control.source.load().resolvers.clone();
+    let now = std::time::SystemTime::now();
+    let t = tracker.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || t.arm(window, capacity, now)).await {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response();
+    }
+    let r = tracker.report(Some(""), now);
+    Json(json!({"armed": true, "armed_at": r.armed_at, "until": r.until, "capacity": r.capacity}))
+        .into_response()
+}
+
+/// Stops resolver tracking; what was tracked stays readable.
+async fn untrack_resolvers(State(shared): State<Arc<Handles>>) -> Response {
+    shared.control.source.load().resolvers.disarm();
+    Json(json!({"armed": false})).into_response()
 }
 
 #[derive(serde::Deserialize)]

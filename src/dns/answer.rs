@@ -785,6 +785,13 @@ fn service_answer<'s>(
         Some(short) if any_down(snap, svc) => svc.ttl.min(short),
         _ => svc.ttl,
     };
+    // Resolver telemetry (one atomic load unless a drill armed it).
+    if let Some(&tag) = snap.resolver_tags.services.get(svc.metric_id) {
+        let region = region
+            .and_then(|r| snap.resolver_tags.regions.get(r).copied())
+            .unwrap_or(crate::snapshot::resolvers::NO_REGION);
+        snap.resolvers.record(ctx.source, tag, region, ttl);
+    }
     match d.answer {
         Answer::Endpoints => {
             if svc.cname {

@@ -30,6 +30,7 @@ type Wire = Box<[u8]>;
 pub mod counters;
 pub mod guard;
 pub mod names;
+pub mod resolvers;
 pub mod source;
 pub mod steering;
 pub mod tier;
@@ -130,6 +131,10 @@ pub struct Snapshot {
     pub health: Arc<HealthView>,
     /// Query and answer counters (see `metrics`).
     pub counters: Arc<counters::Counters>,
+    /// Resolver telemetry for drills (shared by every snapshot), and the
+    /// tags of this snapshot's services and regions in it.
+    pub resolvers: Arc<resolvers::Tracker>,
+    pub resolver_tags: Arc<resolvers::Tags>,
     /// Geo decisions compiled per address range (see `geo::index`).
     pub geo_index: Option<Arc<CompiledGeo>>,
     /// The regional tier as configured (every region's listeners and groups).
@@ -818,6 +823,11 @@ pub fn build_with(
     } else {
         None
     };
+    let tracker = prev.map_or_else(Default::default, |p| p.resolvers.clone());
+    let resolver_tags = tracker.tags(
+        services.iter().map(String::as_str),
+        topology.regions.iter().map(|r| r.name.as_str()),
+    );
     let retained = prev.map_or_else(Default::default, |p| p.counters.retained());
     let counters = counters::Counters::new(
         slots,
@@ -834,6 +844,8 @@ pub fn build_with(
         dnstap: None,
         geo_index,
         counters: Arc::new(counters),
+        resolvers: tracker,
+        resolver_tags: Arc::new(resolver_tags),
         generation,
         loaded_at: SystemTime::now(),
         udp_payload: config.server.udp_payload,
