@@ -12,6 +12,7 @@ pub mod control;
 pub mod diag;
 pub mod dns;
 pub mod dnstap;
+pub mod drill;
 pub mod explain;
 pub mod geo;
 pub mod guard;

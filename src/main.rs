@@ -302,6 +302,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run a failover drill against live nodes and report what moved.
+    #[command(
+        after_help = "A scenario (TOML):\n  name = \"evacuate eu\"\n  expiry = \"1h\"      # the action expires by itself (max 72h)\n  baseline = \"1m\"    # watch this long before acting (at least the TTL)\n  hold = \"2m\"        # observe this long after acting, then restore\n  [[node]]\n  admin = \"10.0.0.5:8053\"\n  dns = \"10.0.0.5:53\"\n  token_file = \"admin-token\"\n  [action]\n  drain = \"eu\"        # or force_down = \"eu-web\", or command = [...] with target = \"eu\"\n  [observe]\n  name = \"www.example.com\"\n  subnets = [\"192.0.2.0/24\", \"198.51.100.0/24\"]\n  [expect]\n  converge_within = \"30s\"\n\nExamples:\n  geolb drill run evacuate-eu.toml\n  geolb drill run evacuate-eu.toml --out reports/ --json\n\nExit status: 0 SUCCEEDED, 1 FAILED or INTERRUPTED, 3 REFUSED by a pre-check (nothing changed), 2 on errors."
+    )]
+    Drill {
+        #[command(subcommand)]
+        cmd: DrillCmd,
+    },
     /// Validate the config and every zone without serving; exit 1 on errors.
     #[command(
         after_help = "Examples:\n  geolb check\n  geolb check --config /etc/geolb/geolb.toml && systemctl reload geolb"
@@ -311,6 +319,65 @@ enum Cmd {
         #[arg(long, short, env = "GEOLB_CONFIG", default_value = "geolb.toml")]
         config: PathBuf,
     },
+}
+
+#[derive(clap::Subcommand)]
+enum DrillCmd {
+    /// Pre-check, act, observe, restore, report.
+    Run {
+        scenario: PathBuf,
+        /// Also write report.json and report.md into this directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Print the JSON report instead of Markdown.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn drill(cmd: DrillCmd) -> ExitCode {
+    let DrillCmd::Run {
+        scenario,
+        out,
+        json,
+    } = cmd;
+    let fail = |e: String| {
+        eprintln!("geolb: {e}");
+        ExitCode::from(2)
+    };
+    let s = match geolb::drill::scenario::Scenario::read(&scenario) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let report = rt.block_on(geolb::drill::run::run(&s, async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }));
+    let md = geolb::drill::markdown::render(&report);
+    let js = serde_json::to_string_pretty(&report).unwrap_or_default();
+    if let Some(dir) = out {
+        let written = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join("report.md"), &md))
+            .and_then(|()| std::fs::write(dir.join("report.json"), &js));
+        if let Err(e) = written {
+            eprintln!("geolb: {}: {e}", dir.display());
+        }
+    }
+    println!("{}", if json { &js } else { &md });
+    use geolb::drill::run::Outcome;
+    match report.outcome {
+        Outcome::Succeeded => ExitCode::SUCCESS,
+        Outcome::Failed | Outcome::Interrupted => ExitCode::from(1),
+        Outcome::Refused => ExitCode::from(3),
+    }
 }
 
 fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
@@ -337,6 +404,7 @@ fn main() -> ExitCode {
     let json_logs = matches!(cli.log_format, LogFormat::Json);
     let res = match cli.cmd {
         Cmd::Check { config } => return check(&config),
+        Cmd::Drill { cmd } => return drill(cmd),
         Cmd::Simulate {
             config,
             services,
@@ -627,40 +695,16 @@ fn api_call(
             .no_proxy()
             .timeout(std::time::Duration::from_secs(10))
             .build()?;
-        let base = if api.admin.starts_with("http") {
-            api.admin.clone()
-        } else {
-            format!("http://{}", api.admin)
-        };
-        let url = format!("{base}{path}");
-        let mut req = match method {
-            "POST" => client.post(&url),
-            _ => client.get(&url),
-        };
-        if let Some(t) = &api.token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(b.to_string());
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the admin API at {url}"))?;
-        let status = resp.status();
-        let text = resp.text().await?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-        if !status.is_success() {
-            let msg = v
-                .get("error")
-                .and_then(|e| e.as_str())
-                .map_or_else(|| v.to_string(), str::to_string);
-            anyhow::bail!("{status}: {msg}");
-        }
-        Ok(v)
+        geolb::admin::client::call(
+            &client,
+            &api.admin,
+            api.token.as_deref(),
+            method,
+            path,
+            body,
+        )
+        .await
+        .map_err(anyhow::Error::msg)
     })
 }
 

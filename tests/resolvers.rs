@@ -5,56 +5,10 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use hickory_proto::op::Message;
-use hickory_proto::rr::RecordType;
-
-const CONFIG: &str = r#"
-[server]
-dns = ["127.0.0.1:0"]
-admin = "127.0.0.1:0"
-udp_workers = 1
-
-[regions.eu]
-location = [50.11, 8.68]
-[regions.us]
-location = [39.04, -77.49]
-
-[pools.eu-web]
-region = "eu"
-endpoints = [{ address = "10.1.0.1" }]
-[pools.us-web]
-region = "us"
-endpoints = [{ address = "10.2.0.1" }]
-
-[zones."example.com"]
-file = "example.com.zone"
-
-[zones."example.com".services.www]
-ttl = 30
-pools = ["eu-web", "us-web"]
-chain = ["healthy", "failover"]
-"#;
-
-const ZONE: &str =
-    "$TTL 300\n@ SOA ns1 hostmaster 1 7200 900 1209600 60\n@ NS ns1\nns1 A 192.0.2.53\n";
-
-/// `www.example.com A` asked from the resolver address `from`.
-fn ask_from(from: &str, dns: SocketAddr) -> Vec<String> {
-    let sock = UdpSocket::bind((from, 0)).expect("bind a loopback source");
-    sock.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let q = query("www.example.com.", RecordType::A);
-    sock.send_to(&q.to_vec().expect("encode"), dns)
-        .expect("send");
-    let mut buf = [0u8; 1500];
-    let n = sock.recv(&mut buf).expect("reply");
-    let m = Message::from_vec(&buf[..n]).expect("parse");
-    m.answers.iter().map(|r| r.data.to_string()).collect()
-}
 
 fn report(admin: SocketAddr, query: &str) -> serde_json::Value {
     let (code, body) = http(admin, "GET", &format!("/v1/resolvers{query}"));
@@ -73,7 +27,7 @@ fn line<'a>(r: &'a serde_json::Value, resolver: &str) -> &'a serde_json::Value {
 
 #[test]
 fn tracked_resolvers_show_who_moved_off_a_drained_region_and_who_did_not_ask_again() {
-    let s = TestServer::start_with(CONFIG, &[("example.com.zone", ZONE)]);
+    let s = TestServer::start_with(&failover_config(30), &[("example.com.zone", TIER_ZONE)]);
     let admin = s.admin.expect("admin");
     // Off: nothing is noted.
     assert_eq!(ask_from("127.0.0.2", s.dns), ["10.1.0.1"]);

@@ -8,6 +8,7 @@
 //! but JSON: the metrics text is `metrics::render`'s, and the status page
 //! (`ui`) is static files whose script reads this JSON.
 
+pub mod client;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -90,8 +90,8 @@ pub struct Tags {
     pub regions: Vec<u16>,
 }
 
-/// One resolver's line, for the API.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+/// One resolver's line, as the API gives it (and `geolb drill` reads it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Line {
     pub resolver: IpAddr,
     pub service: String,

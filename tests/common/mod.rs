@@ -103,6 +103,55 @@ file = "example.net.zone"
     )
 }
 
+/// Two regions, eu (10.1.0.1) and us (10.2.0.1), and a service
+/// `www.example.com` answering eu first and us when eu is out, with `ttl`;
+/// the zone file `example.com.zone` (e.g. [`TIER_ZONE`]) beside it.
+pub fn failover_config(ttl: u32) -> String {
+    format!(
+        r#"
+[server]
+dns = ["127.0.0.1:0"]
+admin = "127.0.0.1:0"
+udp_workers = 1
+
+[regions.eu]
+location = [50.11, 8.68]
+[regions.us]
+location = [39.04, -77.49]
+
+[pools.eu-web]
+region = "eu"
+endpoints = [{{ address = "10.1.0.1" }}]
+[pools.us-web]
+region = "us"
+endpoints = [{{ address = "10.2.0.1" }}]
+
+[zones."example.com"]
+file = "example.com.zone"
+
+[zones."example.com".services.www]
+ttl = {ttl}
+pools = ["eu-web", "us-web"]
+chain = ["healthy", "failover"]
+"#
+    )
+}
+
+/// `www.example.com A` asked over UDP from the local address `from` (a
+/// resolver of its own: 127.0.0.2, 127.0.0.3, ...); the answer's data.
+pub fn ask_from(from: &str, dns: SocketAddr) -> Vec<String> {
+    let sock = UdpSocket::bind((from, 0)).expect("bind a loopback source");
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let q = query("www.example.com.", RecordType::A);
+    sock.send_to(&q.to_vec().expect("encode"), dns)
+        .expect("send");
+    let mut buf = [0u8; 1500];
+    let n = sock.recv(&mut buf).expect("reply");
+    let m = Message::from_vec(&buf[..n]).expect("parse");
+    m.answers.iter().map(|r| r.data.to_string()).collect()
+}
+
 /// The zone of the tier tests: an apex with SOA and NS only.
 pub const TIER_ZONE: &str =
     "$TTL 300\n@ SOA ns1 hostmaster 1 7200 900 1209600 60\n@ NS ns1\nns1 A 192.0.2.53\n";

@@ -1,0 +1,345 @@
+//! What a drill's observations mean, computed from plain data (no I/O):
+//! when each node stopped handing each client subnet the drained target,
+//! and, from the nodes' resolver telemetry, which resolvers moved, when,
+//! whether they re-asked once their cached answer expired, and which still
+//! hold the old answer.
+
+use serde::{Deserialize, Serialize};
+
+/// What one probe answer showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Seen {
+    /// An address of the drained target was in the answer.
+    Old,
+    /// Addresses, none of the drained target.
+    New,
+    /// No address, or no answer.
+    Nothing,
+}
+
+/// One probe: node × subnet at a time (unix seconds).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sample {
+    pub node: usize,
+    pub subnet: usize,
+    pub at: f64,
+    pub seen: Seen,
+}
+
+/// Per node and subnet: how long answers took to leave the target.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProbeConvergence {
+    pub node: String,
+    pub subnet: String,
+    /// The answer before the action was from the target.
+    pub affected: bool,
+    /// Seconds from the action to the first answer after which every
+    /// answer was off the target; `None`: the last answer still was on it.
+    pub converged_after: Option<f64>,
+    pub samples: usize,
+}
+
+/// Convergence of each (node, subnet) from the samples after `t0`; a pair
+/// is affected when its last sample before `t0` was `Old`.
+pub fn probes(
+    samples: &[Sample],
+    nodes: &[String],
+    subnets: &[String],
+    t0: f64,
+) -> Vec<ProbeConvergence> {
+    let mut out = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for (s, subnet) in subnets.iter().enumerate() {
+            let mine = samples.iter().filter(|x| x.node == n && x.subnet == s);
+            let before = mine.clone().rfind(|x| x.at < t0);
+            let after: Vec<&Sample> = mine.filter(|x| x.at >= t0).collect();
+            let affected = before.is_some_and(|b| b.seen == Seen::Old);
+            let last_old = after.iter().rposition(|x| x.seen != Seen::New);
+            let converged_after = match last_old {
+                None => after.first().map(|x| x.at - t0),
+                Some(i) => after.get(i + 1).map(|x| x.at - t0),
+            };
+            out.push(ProbeConvergence {
+                node: node.clone(),
+                subnet: subnet.clone(),
+                affected,
+                converged_after,
+                samples: after.len(),
+            });
+        }
+    }
+    out
+}
+
+/// A resolver's line as `GET /v1/resolvers` gives it.
+pub use crate::snapshot::resolvers::Line as ResolverLine;
+
+/// What became of one resolver that had the drained region's answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ResolverState {
+    /// It asked again and got another region, `after` seconds from the
+    /// action; `late` when that was more than TTL + grace after it was last
+    /// given the old answer.
+    Moved { after: f64, gap: f64, late: bool },
+    /// Still on the old answer, and its cached copy has not expired yet.
+    Holding { expires_in: f64 },
+    /// Still on the old answer, expired `since` seconds ago, and it has
+    /// not asked again: it keeps answers past their TTL, or has no clients.
+    NotReasked { expired_for: f64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResolverOutcome {
+    pub node: String,
+    pub resolver: String,
+    pub queries: u32,
+    pub ttl: u32,
+    #[serde(flatten)]
+    pub state: ResolverState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResolverSummary {
+    /// Resolvers (per node) that had the drained region's answer.
+    pub affected: usize,
+    pub moved: usize,
+    pub holding: usize,
+    pub not_reasked: usize,
+    pub late: usize,
+    /// Seconds from the action to each moved resolver's first new answer.
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+    /// The TTL budget: the largest TTL the affected resolvers were given.
+    pub ttl_budget: u32,
+    /// Share of affected resolvers, and of their queries, still on the old
+    /// answer at the end.
+    pub share_old: f64,
+    pub share_old_queries: f64,
+    /// (seconds from the action, share of affected resolvers still on the
+    /// old answer) at each observation interval.
+    pub over_time: Vec<(f64, f64)>,
+    /// Every affected resolver, the late and never-re-asking ones first.
+    pub resolvers: Vec<ResolverOutcome>,
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted.get(rank.min(sorted.len()) - 1).copied()
+}
+
+/// Resolver convergence from each node's telemetry (`lines`: node name and
+/// line), for a drain of `regions` made at `t0`, read at `now`.
+pub fn resolvers(
+    lines: &[(String, ResolverLine)],
+    regions: &[String],
+    t0: f64,
+    now: f64,
+    grace: f64,
+    step: f64,
+) -> ResolverSummary {
+    let drained = |r: &Option<String>| r.as_ref().is_some_and(|r| regions.contains(r));
+    let mut out = Vec::new();
+    for (node, l) in lines {
+        let state = if drained(&l.region) {
+            let expiry = l.last + f64::from(l.ttl);
+            if expiry > now {
+                ResolverState::Holding {
+                    expires_in: expiry - now,
+                }
+            } else {
+                ResolverState::NotReasked {
+                    expired_for: now - expiry,
+                }
+            }
+        } else if drained(&l.previous_region) && l.since >= t0 {
+            let prev = l.previous_last.unwrap_or(l.since);
+            let gap = l.since - prev;
+            ResolverState::Moved {
+                after: l.since - t0,
+                gap,
+                late: gap > f64::from(l.ttl) + grace,
+            }
+        } else {
+            continue;
+        };
+        out.push(ResolverOutcome {
+            node: node.clone(),
+            resolver: l.resolver.to_string(),
+            queries: l.queries,
+            ttl: l.ttl,
+            state,
+        });
+    }
+    let rank = |o: &ResolverOutcome| match o.state {
+        ResolverState::NotReasked { .. } => 0,
+        ResolverState::Moved { late: true, .. } => 1,
+        ResolverState::Holding { .. } => 2,
+        ResolverState::Moved { .. } => 3,
+    };
+    out.sort_by(|a, b| {
+        rank(a)
+            .cmp(&rank(b))
+            .then_with(|| (&a.node, &a.resolver).cmp(&(&b.node, &b.resolver)))
+    });
+    let mut delays: Vec<f64> = out
+        .iter()
+        .filter_map(|o| match o.state {
+            ResolverState::Moved { after, .. } => Some(after),
+            _ => None,
+        })
+        .collect();
+    delays.sort_by(f64::total_cmp);
+    let count = |f: fn(&ResolverState) -> bool| out.iter().filter(|o| f(&o.state)).count();
+    let old = |o: &&ResolverOutcome| !matches!(o.state, ResolverState::Moved { .. });
+    let total_q: u64 = out.iter().map(|o| u64::from(o.queries)).sum();
+    let old_q: u64 = out.iter().filter(old).map(|o| u64::from(o.queries)).sum();
+    let affected = out.len();
+    let share = |n: usize| {
+        if affected == 0 {
+            0.0
+        } else {
+            n as f64 / affected as f64
+        }
+    };
+    let mut over_time = Vec::new();
+    if step > 0.0 {
+        let mut t = 0.0;
+        while t0 + t <= now {
+            let still = out
+                .iter()
+                .filter(|o| match o.state {
+                    ResolverState::Moved { after, .. } => after > t,
+                    _ => true,
+                })
+                .count();
+            over_time.push((t, share(still)));
+            t += step;
+        }
+    }
+    ResolverSummary {
+        affected,
+        moved: delays.len(),
+        holding: count(|s| matches!(s, ResolverState::Holding { .. })),
+        not_reasked: count(|s| matches!(s, ResolverState::NotReasked { .. })),
+        late: count(|s| matches!(s, ResolverState::Moved { late: true, .. })),
+        p50: percentile(&delays, 50.0),
+        p90: percentile(&delays, 90.0),
+        p99: percentile(&delays, 99.0),
+        ttl_budget: out.iter().map(|o| o.ttl).max().unwrap_or(0),
+        share_old: share(out.iter().filter(old).count()),
+        share_old_queries: if total_q == 0 {
+            0.0
+        } else {
+            old_q as f64 / total_q as f64
+        },
+        over_time,
+        resolvers: out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(
+        resolver: &str,
+        region: &str,
+        last: f64,
+        since: f64,
+        prev: Option<(&str, f64)>,
+    ) -> ResolverLine {
+        ResolverLine {
+            resolver: resolver.parse().expect("ip"),
+            service: "www.example.com.".into(),
+            region: Some(region.into()),
+            last,
+            since,
+            previous_region: prev.map(|p| p.0.to_string()),
+            previous_last: prev.map(|p| p.1),
+            ttl: 10,
+            queries: 5,
+            switches: u32::from(prev.is_some()),
+        }
+    }
+
+    #[test]
+    fn resolvers_that_moved_in_time_late_or_never_are_told_apart() {
+        let t0 = 100.0;
+        let lines = vec![
+            // Last given eu at 98, asked again at 108: in time (TTL 10).
+            (
+                "a".to_string(),
+                line("192.0.2.1", "us", 108.0, 108.0, Some(("eu", 98.0))),
+            ),
+            // Last given eu at 99, asked again only at 140: late.
+            (
+                "a".to_string(),
+                line("192.0.2.2", "us", 140.0, 140.0, Some(("eu", 99.0))),
+            ),
+            // Still eu, given at 99, expired at 109, never asked again.
+            ("a".to_string(), line("192.0.2.3", "eu", 99.0, 50.0, None)),
+            // Still eu, given at 145: holding until 155.
+            ("b".to_string(), line("192.0.2.4", "eu", 145.0, 50.0, None)),
+            // Never on eu: not affected.
+            ("b".to_string(), line("192.0.2.5", "us", 145.0, 50.0, None)),
+        ];
+        let s = resolvers(&lines, &["eu".to_string()], t0, 150.0, 2.0, 10.0);
+        assert_eq!(
+            (s.affected, s.moved, s.late, s.holding, s.not_reasked),
+            (4, 2, 1, 1, 1)
+        );
+        assert_eq!(
+            s.resolvers[0].resolver, "192.0.2.3",
+            "never re-asked comes first"
+        );
+        assert_eq!(s.resolvers[1].resolver, "192.0.2.2", "then the late one");
+        assert_eq!(s.p50, Some(8.0));
+        assert_eq!(s.p99, Some(40.0));
+        assert_eq!(s.ttl_budget, 10);
+        assert!((s.share_old - 0.5).abs() < 1e-9);
+        assert_eq!(s.over_time.first(), Some(&(0.0, 1.0)));
+        assert_eq!(s.over_time.get(1), Some(&(10.0, 0.75)));
+        assert_eq!(s.over_time.last(), Some(&(50.0, 0.5)));
+    }
+
+    #[test]
+    fn a_probe_converges_at_the_first_answer_after_the_last_old_one() {
+        use Seen::*;
+        let s = |node, at, seen| Sample {
+            node,
+            subnet: 0,
+            at,
+            seen,
+        };
+        let samples = vec![
+            s(0, 9.0, Old),
+            s(0, 10.5, Old),
+            s(0, 11.5, New),
+            s(0, 12.5, Old), // a node flapping back counts
+            s(0, 13.5, New),
+            s(0, 14.5, New),
+            s(1, 9.0, New), // not affected
+            s(1, 10.5, New),
+        ];
+        let c = probes(
+            &samples,
+            &["a".into(), "b".into()],
+            &["192.0.2.0/24".into()],
+            10.0,
+        );
+        assert!(c[0].affected);
+        assert_eq!(c[0].converged_after, Some(3.5));
+        assert!(!c[1].affected);
+        assert_eq!(c[1].converged_after, Some(0.5));
+        let stuck = vec![s(0, 9.0, Old), s(0, 11.0, Old)];
+        let c = probes(&stuck, &["a".into()], &["x".into()], 10.0);
+        assert_eq!(c[0].converged_after, None);
+    }
+}

@@ -1,0 +1,607 @@
+//! Running a drill against live nodes: pre-checks, arming resolver
+//! telemetry, the action (with the scenario's expiry, so the nodes revert
+//! by themselves whatever happens to this process), probing every node for
+//! every client subnet, reading the telemetry, restoring, and the report.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use hickory_proto::op::{Edns, Message, Query};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+use hickory_proto::rr::{Name, RData};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::analyse::{self, ProbeConvergence, ResolverLine, ResolverSummary, Sample, Seen};
+use super::scenario::{Action, Node, Scenario};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    Interrupted,
+    /// A pre-check failed: nothing was changed.
+    Refused,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    pub node: String,
+    pub check: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// Unix seconds.
+    pub at: f64,
+    pub what: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub name: String,
+    pub outcome: Outcome,
+    pub reasons: Vec<String>,
+    pub action: String,
+    pub target: String,
+    pub nodes: Vec<String>,
+    pub subnets: Vec<String>,
+    pub started_at: f64,
+    pub action_at: Option<f64>,
+    pub ended_at: f64,
+    pub expiry_secs: f64,
+    pub converge_within_secs: f64,
+    pub prechecks: Vec<Check>,
+    pub timeline: Vec<Event>,
+    pub probes: Vec<ProbeConvergence>,
+    pub resolvers: Option<ResolverSummary>,
+    /// Why there is no resolver summary, when there is none.
+    pub resolver_note: Option<String>,
+    pub samples: Vec<Sample>,
+}
+
+fn now() -> f64 {
+    crate::health::unix(SystemTime::now())
+}
+
+/// The admin API of the nodes.
+struct Api {
+    client: reqwest::Client,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        node: &Node,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        crate::admin::client::call(
+            &self.client,
+            &node.admin,
+            node.token.as_deref(),
+            method,
+            path,
+            body,
+        )
+        .await
+    }
+}
+
+/// The endpoints a target names on one node: (addresses, regions wholly
+/// covered). Empty when the node knows no such target.
+fn matched(status: &Value, target: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut addrs = BTreeSet::new();
+    let mut covered: BTreeSet<String> = BTreeSet::new();
+    let mut partial: BTreeSet<String> = BTreeSet::new();
+    let empty = Vec::new();
+    let eps = status["health"]["endpoints"].as_array().unwrap_or(&empty);
+    for e in eps {
+        let id = e["endpoint"].as_str().unwrap_or("");
+        let pool = e["pool"].as_str().unwrap_or("");
+        let region = e["region"].as_str().unwrap_or("").to_string();
+        if id == target || pool == target || region == target {
+            if let Some((_, addr)) = id.split_once('/') {
+                addrs.insert(addr.trim_end_matches('.').to_string());
+            }
+            covered.insert(region);
+        } else {
+            partial.insert(region);
+        }
+    }
+    covered.retain(|r| !partial.contains(r));
+    (addrs, covered)
+}
+
+/// A query ID that differs from query to query.
+fn query_id() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let t = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    NEXT.fetch_add(1, Ordering::Relaxed) ^ (t as u16)
+}
+
+/// One query to a node for the scenario's name, from `subnet` by ECS.
+async fn probe(
+    s: &Scenario,
+    node: &Node,
+    subnet: Option<ipnet::IpNet>,
+    drained: &BTreeSet<String>,
+) -> Seen {
+    let Ok(name) = Name::from_ascii(&s.qname) else {
+        return Seen::Nothing;
+    };
+    let mut m = Message::query();
+    m.metadata.id = query_id();
+    m.add_query(Query::query(name, s.qtype));
+    let mut e = Edns::new();
+    e.set_max_payload(1232);
+    if let Some(net) = subnet {
+        e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+            net.network(),
+            net.prefix_len(),
+            0,
+        )));
+    }
+    m.edns = Some(e);
+    let Ok(bytes) = m.to_vec() else {
+        return Seen::Nothing;
+    };
+    let bind: IpAddr = if node.dns.is_ipv4() {
+        IpAddr::from([0, 0, 0, 0])
+    } else {
+        IpAddr::from([0u16; 8])
+    };
+    let Ok(sock) = tokio::net::UdpSocket::bind((bind, 0)).await else {
+        return Seen::Nothing;
+    };
+    if sock.send_to(&bytes, node.dns).await.is_err() {
+        return Seen::Nothing;
+    }
+    let mut buf = [0u8; 4096];
+    let reply = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match sock.recv(&mut buf).await {
+                Ok(n) => match Message::from_vec(&buf[..n]) {
+                    Ok(r) if r.metadata.id == m.metadata.id => return Some(r),
+                    _ => continue,
+                },
+                Err(_) => return None,
+            }
+        }
+    })
+    .await;
+    let Ok(Some(r)) = reply else {
+        return Seen::Nothing;
+    };
+    let got: Vec<String> = r
+        .answers
+        .iter()
+        .filter_map(|a| match &a.data {
+            RData::A(ip) => Some(ip.to_string()),
+            RData::AAAA(ip) => Some(ip.to_string()),
+            RData::CNAME(n) => Some(n.to_ascii().trim_end_matches('.').to_string()),
+            _ => None,
+        })
+        .collect();
+    if got.is_empty() {
+        Seen::Nothing
+    } else if got.iter().any(|a| drained.contains(a)) {
+        Seen::Old
+    } else {
+        Seen::New
+    }
+}
+
+/// Runs the drill; `stop` resolving (Ctrl-C) ends the hold early, restores
+/// and reports INTERRUPTED.
+pub async fn run(s: &Scenario, stop: impl Future<Output = ()>) -> Report {
+    tokio::pin!(stop);
+    crate::health::ensure_tls_provider();
+    let mut report = Report {
+        name: s.name.clone(),
+        outcome: Outcome::Refused,
+        reasons: Vec::new(),
+        action: match &s.action {
+            Action::Drain(_) => "drain".into(),
+            Action::ForceDown(_) => "force down".into(),
+            Action::Command { argv, .. } => format!("command {}", argv.join(" ")),
+        },
+        target: s.action.target().to_string(),
+        nodes: s.nodes.iter().map(|n| n.name.clone()).collect(),
+        subnets: subnet_names(s),
+        started_at: now(),
+        action_at: None,
+        ended_at: 0.0,
+        expiry_secs: s.expiry.as_secs_f64(),
+        converge_within_secs: s.converge_within.as_secs_f64(),
+        prechecks: Vec::new(),
+        timeline: Vec::new(),
+        probes: Vec::new(),
+        resolvers: None,
+        resolver_note: None,
+        samples: Vec::new(),
+    };
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            report.reasons.push(format!("HTTP client: {e}"));
+            report.ended_at = now();
+            return report;
+        }
+    };
+    let api = Api { client };
+    let target = s.action.target();
+
+    // Pre-checks: every node reachable, probes fresh, nothing else in
+    // force, the target known. Any failure refuses the drill untouched.
+    let mut drained = BTreeSet::new();
+    let mut regions: Option<BTreeSet<String>> = None;
+    for node in &s.nodes {
+        let mut check = |name: &str, ok: bool, detail: String| {
+            report.prechecks.push(Check {
+                node: node.name.clone(),
+                check: name.into(),
+                ok,
+                detail,
+            });
+        };
+        let status = match api.call(node, "GET", "/v1/status", None).await {
+            Ok(v) => v,
+            Err(e) => {
+                check("reachable", false, e);
+                continue;
+            }
+        };
+        check(
+            "reachable",
+            true,
+            format!("generation {}", status["generation"]),
+        );
+        let stale: Vec<String> = status["health"]["vantages"]
+            .as_array()
+            .map(|vs| {
+                vs.iter()
+                    .filter(|v| v["fresh"] != true)
+                    .map(|v| v["vantage"].as_str().unwrap_or("?").to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        check(
+            "probe quorum",
+            stale.is_empty(),
+            if stale.is_empty() {
+                "every vantage fresh".into()
+            } else {
+                format!("stale vantages: {}", stale.join(", "))
+            },
+        );
+        let overrides = status["health"]["overrides"]
+            .as_array()
+            .map(|o| {
+                o.iter()
+                    .map(|x| {
+                        format!(
+                            "{} {}",
+                            x["state"].as_str().unwrap_or("?"),
+                            x["target"].as_str().unwrap_or("?")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        check(
+            "no drain or drill in force",
+            overrides.is_empty(),
+            if overrides.is_empty() {
+                "none".into()
+            } else {
+                overrides.join(", ")
+            },
+        );
+        match api.call(node, "GET", "/v1/resolvers?service=-", None).await {
+            Ok(r) => check(
+                "no other drill tracking resolvers",
+                r["armed"] != true,
+                if r["armed"] == true {
+                    format!("tracking armed until {}", r["until"])
+                } else {
+                    "none".into()
+                },
+            ),
+            Err(e) => check("no other drill tracking resolvers", false, e),
+        }
+        let (addrs, covered) = matched(&status, target);
+        check(
+            "target known",
+            !addrs.is_empty(),
+            if addrs.is_empty() {
+                format!("no region, pool or endpoint {target:?}")
+            } else {
+                format!("{} endpoints", addrs.len())
+            },
+        );
+        drained.extend(addrs);
+        regions = Some(match regions {
+            None => covered,
+            Some(r) => r.intersection(&covered).cloned().collect(),
+        });
+        check(
+            "headroom",
+            true,
+            "not checked: the tier does not report its capacity to DNS nodes yet".into(),
+        );
+    }
+    let failed: Vec<String> = report
+        .prechecks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| format!("{}: {}: {}", c.node, c.check, c.detail))
+        .collect();
+    if !failed.is_empty() {
+        report.reasons = failed;
+        report.ended_at = now();
+        return report;
+    }
+    let regions: Vec<String> = regions.unwrap_or_default().into_iter().collect();
+
+    // Resolver telemetry for the whole window.
+    let window = humantime::format_duration(s.expiry).to_string();
+    for node in &s.nodes {
+        if let Err(e) = api
+            .call(
+                node,
+                "POST",
+                "/v1/resolvers/track",
+                Some(json!({"for": window})),
+            )
+            .await
+        {
+            report.resolver_note = Some(format!("{}: telemetry not armed: {e}", node.name));
+        }
+    }
+    report.timeline.push(Event {
+        at: now(),
+        what: "pre-checks passed; resolver telemetry armed".into(),
+    });
+
+    // Baseline: probes and telemetry before the action, so every active
+    // resolver is seen with the old answer.
+    let mut interrupted = false;
+    let end = tokio::time::Instant::now() + s.baseline;
+    loop {
+        let round = tokio::time::Instant::now();
+        sample_round(s, &mut report.samples, &drained).await;
+        if round >= end {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until((round + s.interval).min(end)) => {}
+            _ = &mut stop => { interrupted = true; break; }
+        }
+    }
+    if interrupted {
+        for node in &s.nodes {
+            let _ = api.call(node, "DELETE", "/v1/resolvers/track", None).await;
+        }
+        report.outcome = Outcome::Interrupted;
+        report
+            .reasons
+            .push("interrupted before the action: nothing changed".into());
+        report.ended_at = now();
+        return report;
+    }
+    let t0 = now();
+    report.action_at = Some(t0);
+    let mut applied = Vec::new();
+    let mut action_error = None;
+    match &s.action {
+        Action::Drain(t) | Action::ForceDown(t) => {
+            for (i, node) in s.nodes.iter().enumerate() {
+                let (path, body) = match &s.action {
+                    Action::Drain(_) => ("/v1/drain", json!({"target": t, "for": window})),
+                    _ => (
+                        "/v1/force",
+                        json!({"target": t, "state": "down", "for": window}),
+                    ),
+                };
+                match api.call(node, "POST", path, Some(body)).await {
+                    Ok(_) => applied.push(i),
+                    Err(e) => {
+                        action_error = Some(format!("{}: {e}", node.name));
+                        break;
+                    }
+                }
+            }
+        }
+        Action::Command { argv, .. } => {
+            action_error = run_command(argv, s.hold).await.err();
+        }
+    }
+    report.timeline.push(Event {
+        at: t0,
+        what: format!("{} {target} (expires by itself in {window})", report.action),
+    });
+
+    // Observe until the hold ends (or Ctrl-C, or the action failed).
+    if action_error.is_none() {
+        let end = tokio::time::Instant::now() + s.hold;
+        loop {
+            let round = tokio::time::Instant::now();
+            sample_round(s, &mut report.samples, &drained).await;
+            if round >= end {
+                break;
+            }
+            let next = (round + s.interval).min(end);
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = &mut stop => { interrupted = true; break; }
+            }
+        }
+    }
+    let observed = now();
+
+    // Resolver telemetry, read before restoring.
+    let mut lines = Vec::new();
+    for node in &s.nodes {
+        let path = format!("/v1/resolvers?service={}", s.qname);
+        match api.call(node, "GET", &path, None).await {
+            Ok(v) => {
+                let ls: Vec<ResolverLine> =
+                    serde_json::from_value(v["resolvers"].clone()).unwrap_or_default();
+                lines.extend(ls.into_iter().map(|l| (node.name.clone(), l)));
+            }
+            Err(e) => report.resolver_note = Some(format!("{}: {e}", node.name)),
+        }
+    }
+
+    // Restore: undo what was applied; stop the telemetry.
+    for &i in &applied {
+        let node = &s.nodes[i];
+        let res = match &s.action {
+            Action::Drain(t) => {
+                api.call(node, "POST", "/v1/undrain", Some(json!({"target": t})))
+                    .await
+            }
+            _ => {
+                api.call(
+                    node,
+                    "POST",
+                    "/v1/force",
+                    Some(json!({"target": target, "state": "none"})),
+                )
+                .await
+            }
+        };
+        if let Err(e) = res {
+            report.reasons.push(format!(
+                "{}: restore failed ({e}); the action expires by itself within {window}",
+                node.name
+            ));
+        }
+    }
+    for node in &s.nodes {
+        let _ = api.call(node, "DELETE", "/v1/resolvers/track", None).await;
+    }
+    report.timeline.push(Event {
+        at: now(),
+        what: match &s.action {
+            Action::Command { .. } => {
+                "observation ended (a command is not undone by the drill)".into()
+            }
+            _ => format!("restored {target} on {} nodes", applied.len()),
+        },
+    });
+
+    // The verdict.
+    report.probes = analyse::probes(&report.samples, &report.nodes, &report.subnets, t0);
+    if regions.is_empty() {
+        report.resolver_note.get_or_insert_with(|| {
+            format!("{target} covers no whole region: resolver telemetry knows answers by region")
+        });
+    } else {
+        report.resolvers = Some(analyse::resolvers(
+            &lines,
+            &regions,
+            t0,
+            observed,
+            s.grace.as_secs_f64(),
+            s.interval.as_secs_f64(),
+        ));
+    }
+    let within = s.converge_within.as_secs_f64();
+    let affected: Vec<&ProbeConvergence> = report.probes.iter().filter(|p| p.affected).collect();
+    for p in &affected {
+        match p.converged_after {
+            Some(t) if t <= within => {}
+            Some(t) => report.reasons.push(format!(
+                "{} for {} converged after {t:.1} s, more than {within:.1} s",
+                p.node, p.subnet
+            )),
+            None => report.reasons.push(format!(
+                "{} for {} still answered from {target} at the end",
+                p.node, p.subnet
+            )),
+        }
+    }
+    if affected.is_empty() {
+        report
+            .reasons
+            .push(format!("no probe was answered from {target} before the action: nothing moved that could be measured"));
+    }
+    if let Some(e) = action_error {
+        report.reasons.insert(0, format!("action failed: {e}"));
+    }
+    report.outcome = if interrupted {
+        report.reasons.insert(0, "interrupted".into());
+        Outcome::Interrupted
+    } else if report.reasons.is_empty() {
+        Outcome::Succeeded
+    } else {
+        Outcome::Failed
+    };
+    report.ended_at = now();
+    report
+}
+
+/// Runs a local command to completion within `limit` (killed past it).
+async fn run_command(argv: &[String], limit: Duration) -> Result<(), String> {
+    let mut child = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("command {}: {e}", argv[0]))?;
+    let end = tokio::time::Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) if st.success() => return Ok(()),
+            Ok(Some(st)) => return Err(format!("command exited with {st}")),
+            Ok(None) if tokio::time::Instant::now() >= end => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("command did not finish within the hold".into());
+            }
+            Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => return Err(format!("command: {e}")),
+        }
+    }
+}
+
+fn subnet_names(s: &Scenario) -> Vec<String> {
+    if s.subnets.is_empty() {
+        vec!["(no ECS)".into()]
+    } else {
+        s.subnets.iter().map(ToString::to_string).collect()
+    }
+}
+
+async fn sample_round(s: &Scenario, samples: &mut Vec<Sample>, drained: &BTreeSet<String>) {
+    let subnets: Vec<Option<ipnet::IpNet>> = if s.subnets.is_empty() {
+        vec![None]
+    } else {
+        s.subnets.iter().copied().map(Some).collect()
+    };
+    for (n, node) in s.nodes.iter().enumerate() {
+        for (i, net) in subnets.iter().enumerate() {
+            let seen = probe(s, node, *net, drained).await;
+            samples.push(Sample {
+                node: n,
+                subnet: i,
+                at: now(),
+                seen,
+            });
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! `geolb drill run` against a live server on loopback: a drain of region
+//! eu, two resolvers (one re-asking at every TTL, one keeping its answer
+//! three times past its TTL) on their own source addresses, and the report:
+//! SUCCEEDED, the answers off eu in time, the lazy resolver named as late,
+//! the drain undone. A drill refused by a pre-check changes nothing.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_geolb");
+
+/// A resolver at `from` that asks whenever its cached answer is `every`
+/// old, until `stop`.
+fn resolver(
+    from: &'static str,
+    dns: SocketAddr,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            ask_from(from, dns);
+            let until = Instant::now() + every;
+            while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    })
+}
+
+fn scenario(dir: &std::path::Path, s: &TestServer) -> std::path::PathBuf {
+    let text = format!(
+        r#"name = "evacuate eu"
+expiry = "10m"
+baseline = "4500ms"
+hold = "6s"
+grace = "1s"
+[[node]]
+name = "dns1"
+admin = "{}"
+dns = "{}"
+[action]
+drain = "eu"
+[observe]
+name = "www.example.com"
+interval = "250ms"
+[expect]
+converge_within = "3s"
+"#,
+        s.admin.expect("admin"),
+        s.dns
+    );
+    let p = dir.join("drill.toml");
+    std::fs::write(&p, text).expect("write scenario");
+    p
+}
+
+#[test]
+fn a_drill_reports_answers_moving_and_names_the_resolver_that_keeps_answers_past_their_ttl() {
+    let s = TestServer::start_with(&failover_config(1), &[("example.com.zone", TIER_ZONE)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = scenario(dir.path(), &s);
+    let stop = Arc::new(AtomicBool::new(false));
+    // One resolver re-asks at every TTL (1 s), one only every 4 s.
+    let good = resolver("127.0.0.2", s.dns, Duration::from_millis(900), stop.clone());
+    let lazy = resolver("127.0.0.3", s.dns, Duration::from_secs(4), stop.clone());
+    let out = dir.path().join("report");
+    let run = Command::new(BIN)
+        .args(["drill", "run"])
+        .arg(&path)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run geolb drill");
+    stop.store(true, Ordering::Relaxed);
+    good.join().expect("resolver");
+    lazy.join().expect("resolver");
+    let md = String::from_utf8_lossy(&run.stdout).to_string();
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{md}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("report.json")).expect("report.json"),
+    )
+    .expect("json");
+    assert_eq!(report["outcome"], "SUCCEEDED", "{report}");
+    let probe = &report["probes"][0];
+    assert_eq!(probe["affected"], true, "{probe}");
+    assert!(probe["converged_after"].as_f64().expect("converged") <= 3.0);
+    let r = &report["resolvers"];
+    let state_of = |addr: &str| {
+        r["resolvers"]
+            .as_array()
+            .expect("resolvers")
+            .iter()
+            .find(|o| o["resolver"] == addr)
+            .cloned()
+            .unwrap_or_else(|| panic!("{addr} not in {r}"))
+    };
+    let lazy = state_of("127.0.0.3");
+    let lazy_named =
+        (lazy["state"] == "moved" && lazy["late"] == true) || lazy["state"] == "not_reasked";
+    assert!(lazy_named, "the lazy resolver is named: {lazy}");
+    let good = state_of("127.0.0.2");
+    assert_eq!(good["state"], "moved", "{good}");
+    assert_eq!(good["late"], false, "{good}");
+    assert!(
+        md.contains("127.0.0.3") && md.contains("Outcome: Succeeded"),
+        "{md}"
+    );
+    assert!(out.join("report.md").exists());
+    // Restored: the drain is gone, eu answers again, tracking is off.
+    assert_eq!(ask_from("127.0.0.1", s.dns), ["10.1.0.1"]);
+    let (_, st) = http(s.admin.expect("admin"), "GET", "/v1/status");
+    let st: serde_json::Value = serde_json::from_str(&st).expect("json");
+    assert_eq!(st["health"]["overrides"], serde_json::json!([]), "{st}");
+    let (_, tr) = http(s.admin.expect("admin"), "GET", "/v1/resolvers?service=-");
+    assert!(tr.contains("\"armed\":false"), "{tr}");
+}
+
+#[test]
+fn a_drill_is_refused_untouched_while_a_drain_is_in_force() {
+    let s = TestServer::start_with(&failover_config(1), &[("example.com.zone", TIER_ZONE)]);
+    let admin = s.admin.expect("admin");
+    let (code, body) = http_json(admin, "/v1/drain", r#"{"target": "us-web", "for": "10m"}"#);
+    assert_eq!(code, 200, "{body}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = scenario(dir.path(), &s);
+    let run = Command::new(BIN)
+        .args(["drill", "run", "--json"])
+        .arg(&path)
+        .output()
+        .expect("run geolb drill");
+    assert_eq!(
+        run.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("json");
+    assert_eq!(report["outcome"], "REFUSED");
+    assert!(report["reasons"].to_string().contains("us-web"), "{report}");
+    // Nothing changed: eu still answers, the one drain is the operator's.
+    assert_eq!(ask_from("127.0.0.1", s.dns), ["10.1.0.1"]);
+    let (_, st) = http(admin, "GET", "/v1/status");
+    assert!(!st.contains("\"target\":\"eu\""), "{st}");
+    // A scenario that does not read: exit 2 with the reason.
+    std::fs::write(&path, "name = 1\n").expect("write");
+    let run = Command::new(BIN)
+        .args(["drill", "run"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("drill.toml"));
+}
