@@ -37,6 +37,37 @@ pub enum OverrideError {
 
 type Subscriber = Box<dyn Fn(&Arc<HealthState>) + Send + Sync>;
 
+/// How far health is through its first round: what readiness waits for.
+/// A node that checks locally waits for a result of every monitored
+/// member; one that does not (`local_checks = false`) waits for the first
+/// poll of every vantage (read or failed), or `fresh_for` since start,
+/// whichever comes first, so it never waits forever.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FirstRound {
+    pub local_checks: bool,
+    /// Monitored endpoints and backends, and how many have no local
+    /// result yet (none are waited for without local checks).
+    pub monitored: usize,
+    pub unchecked: usize,
+    /// Remote vantages, and how many were neither read nor failed yet
+    /// (only waited for without local checks).
+    pub vantages: usize,
+    pub unpolled: usize,
+    /// `fresh_for` has passed since start: no longer waiting for vantages.
+    pub waited_out: bool,
+}
+
+impl FirstRound {
+    /// Whether the first round is over.
+    pub fn done(&self) -> bool {
+        if self.local_checks {
+            self.unchecked == 0
+        } else {
+            self.unpolled == 0 || self.waited_out
+        }
+    }
+}
+
 /// What the table's lock guards besides the table.
 struct Inner {
     table: HealthTable,
@@ -58,6 +89,7 @@ pub struct HealthService {
     rt: tokio::runtime::Handle,
     shutdown: watch::Receiver<bool>,
     me: Weak<HealthService>,
+    started: std::time::Instant,
 }
 
 impl HealthService {
@@ -94,6 +126,7 @@ impl HealthService {
             rt,
             shutdown,
             me: me.clone(),
+            started: std::time::Instant::now(),
         })
     }
 
@@ -147,28 +180,70 @@ impl HealthService {
         f(&inner.table, &inner.config)
     }
 
-    /// Monitored endpoints not checked yet, of all monitored endpoints:
-    /// `(pending, monitored)`. Readiness waits for the first round.
-    pub fn first_round(&self) -> (usize, usize) {
+    /// Where the first round stands (see [`FirstRound`]); readiness waits
+    /// for it.
+    pub fn first_round(&self) -> FirstRound {
         let inner = self.lock();
+        let cfg = &inner.config;
         let monitored = inner.table.endpoints.values().filter(|s| s.monitored);
-        monitored.fold((0, 0), |(pending, all), s| {
+        let (unchecked, monitored) = monitored.fold((0, 0), |(pending, all), s| {
             (pending + usize::from(s.last.is_none()), all + 1)
-        })
+        });
+        let unpolled = cfg
+            .vantages
+            .keys()
+            .filter(|name| {
+                inner
+                    .table
+                    .vantages
+                    .get(*name)
+                    .is_none_or(|v| v.last_ok.is_none() && v.last_error_at.is_none())
+            })
+            .count();
+        FirstRound {
+            local_checks: cfg.local_checks,
+            monitored,
+            unchecked: if cfg.local_checks { unchecked } else { 0 },
+            vantages: cfg.vantages.len(),
+            unpolled: if cfg.local_checks { 0 } else { unpolled },
+            waited_out: self.started.elapsed() >= cfg.fresh_for,
+        }
     }
 
     /// New health settings (a reload). The state file (a new one, or the
     /// same one, which may have been damaged or removed under us) is
     /// written at once from the overrides in force: the running process is
     /// the authority on them, and a restart after this reload restores them.
+    ///
+    /// Turning `local_checks` on or off starts or stops every source's
+    /// checks, and forgets what the local checks saw before (a vote from
+    /// the last time they ran would be stale).
     pub fn set_config(&self, config: HealthConfig) {
         let mut inner = self.lock();
         inner.table.state_file = config.state_file.clone();
         if let Err(e) = inner.table.save_state() {
             tracing::error!("cannot write the state file: {e}");
         }
+        let switched = inner.config.local_checks != config.local_checks;
+        if switched {
+            tracing::info!(
+                local_checks = config.local_checks,
+                "local checks turned {}",
+                if config.local_checks { "on" } else { "off" }
+            );
+            let Inner { table, all, .. } = &mut *inner;
+            table.reset_local(all, unix(SystemTime::now()));
+        }
         inner.config = config;
+        let restart = if switched {
+            inner.members.clone()
+        } else {
+            BTreeMap::new()
+        };
         self.publish(inner);
+        for (source, members) in &restart {
+            self.restart_monitors(source, members);
+        }
     }
 
     /// Replaces the members of `source`: state is kept for identities that
@@ -271,8 +346,12 @@ impl HealthService {
     }
 
     /// Records a local check result and republishes if the state changed.
+    /// A result that lands after local checks were turned off is dropped.
     pub fn record(&self, identity: &str, obs: Observation, rise: u32, fall: u32) {
         let mut inner = self.lock();
+        if !inner.config.local_checks {
+            return;
+        }
         let ok = obs.ok;
         let err = obs.error.clone();
         if inner.table.observe(identity, obs, rise, fall) {
@@ -316,22 +395,33 @@ impl HealthService {
         self.publish(inner);
     }
 
-    /// This vantage's observations (served at /v1/observations).
-    pub fn observations(&self) -> Observations {
+    /// This vantage's observations (served at /v1/observations); None
+    /// when this node runs no checks of its own (`local_checks = false`):
+    /// it has nothing of its own to report.
+    pub fn observations(&self) -> Option<Observations> {
         let inner = self.lock();
-        inner
-            .table
-            .observations(&inner.config.vantage, unix(SystemTime::now()))
+        inner.config.local_checks.then(|| {
+            inner
+                .table
+                .observations(&inner.config.vantage, unix(SystemTime::now()))
+        })
     }
 
-    /// (Re)starts one check loop per monitored member of `source`.
+    /// (Re)starts one check loop per monitored member of `source` (none
+    /// when local checks are off).
     fn restart_monitors(&self, source: &str, members: &[Member]) {
         let mut all = self.monitors.lock().unwrap_or_else(|p| p.into_inner());
         let tasks = all.entry(source.to_string()).or_default();
         for t in tasks.drain(..) {
             t.abort();
         }
-        let vantage = self.lock().config.vantage.clone();
+        let (vantage, local_checks) = {
+            let inner = self.lock();
+            (inner.config.vantage.clone(), inner.config.local_checks)
+        };
+        if !local_checks {
+            return;
+        }
         for m in members {
             let Some(check) = m.check.clone() else {
                 continue;
