@@ -568,3 +568,55 @@ fn without_local_checks_readiness_waits_for_the_vantages_first_poll_never_foreve
     );
     drop(hang);
 }
+
+#[test]
+fn a_prober_checks_the_tiers_backends_so_a_tier_node_without_local_checks_sees_one_die() {
+    let mut backend = Backend::start(OK);
+    let b = backend.addr;
+    let shared = format!(
+        "{}[groups.eu-app]\nregion = \"eu\"\nmonitor = \"web\"\nmembers = [{{ address = \"{b}\" }}]\n\
+         [listeners.eu-tcp]\nregion = \"eu\"\nbind = \"127.0.1.1:0\"\ngroup = \"eu-app\"\n",
+        common_config(b, b)
+    );
+    let p = prober("p1", &shared);
+    let member = format!("eu-app/{b}");
+    let observed = wait_for(Duration::from_secs(10), || {
+        prober_stamps(&[&p], &member).len() == 1
+    });
+    assert!(
+        observed.is_some(),
+        "the prober observes the tier's backend: {}",
+        json(p.admin.expect("admin"), "/v1/observations")
+    );
+
+    // A tier node of region eu that reads the prober and checks nothing.
+    let cfg = format!(
+        "[server]\ndns = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nudp_workers = 1\n\
+         [health]\nlocal_checks = false\nfresh_for = \"3s\"\npoll_interval = \"{}ms\"\n\
+         [health.vantages.p1]\nurl = \"http://{}\"\n{shared}",
+        POLL.as_millis(),
+        p.admin.expect("admin")
+    );
+    let t = TestServer::start_dir_with(
+        dir_with(&cfg),
+        geolb::config::Overrides {
+            dns_enabled: Some(false),
+            regions: Some(vec!["eu".into()]),
+            ..Default::default()
+        },
+    );
+    let admin = t.admin.expect("admin");
+    let health = || {
+        json(admin, "/v1/tier")["groups"][0]["backends"][0]["health"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(health(), "up");
+    backend.kill();
+    let down = wait_for(Duration::from_secs(10), || {
+        health() == "down (health checks)"
+    });
+    assert!(down.is_some(), "{}", json(admin, "/v1/tier"));
+    assert_eq!(probes(&[&t]), 0.0, "the tier node ran checks");
+}
