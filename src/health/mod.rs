@@ -1,7 +1,8 @@
 //! Health: monitors produce observations; a rise/fall [`Machine`] per
 //! endpoint and vantage turns them into states; a quorum over the fresh
-//! vantages (this node and remote probers) and the operators' overrides
-//! turn those into a versioned [`HealthState`].
+//! vantages (this node, unless it runs no checks of its own, and remote
+//! probers) and the operators' overrides turn those into a versioned
+//! [`HealthState`].
 //!
 //! Health knows endpoints only as [`Member`]s: an identity (`pool/address`
 //! for DNS endpoints), the names of what contains it (pool, region: the

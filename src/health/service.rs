@@ -1,5 +1,6 @@
 //! The health service: the one place health lives for the whole process.
-//! It owns the [`HealthTable`], one check task per monitored member, the
+//! It owns the [`HealthTable`], one check task per monitored member (none
+//! when `[health] local_checks = false`: the remote vantages decide), the
 //! polling of remote vantages and the operators' overrides with their state
 //! file, and publishes an immutable [`HealthState`] with an epoch: a
 //! sequence number that increases with every change, and the consensus id
