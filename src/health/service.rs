@@ -560,4 +560,77 @@ mod tests {
         assert_ne!(h.current().epoch.id, id_before);
         assert_eq!(h.current().epoch.changes, changes_before + 3);
     }
+
+    /// Local check results so far, of every endpoint.
+    fn local_results(h: &HealthService) -> u64 {
+        h.with_table(|t, _| {
+            t.endpoints
+                .values()
+                .map(|e| e.probes_ok + e.probes_fail)
+                .sum()
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn turning_local_checks_off_stops_every_check_and_on_starts_them_afresh() {
+        // A TCP check of a closed loopback port every 100 ms.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = closed.local_addr().expect("addr");
+        drop(closed);
+        let mc: crate::config::MonitorConfig =
+            toml::from_str("kind = \"tcp\"\ninterval = \"100ms\"\ntimeout = \"50ms\"")
+                .expect("monitor");
+        let monitor = Arc::new(super::super::Monitor::compile("m", &mc).expect("compile"));
+        let member = |id: &str| Member {
+            identity: id.into(),
+            within: vec!["p".into()],
+            check: Some(super::super::Check {
+                monitor: monitor.clone(),
+                addr,
+            }),
+        };
+        let mut off: HealthConfig = toml::from_str(
+            "local_checks = false\nfresh_for = \"1h\"\n[vantages.a]\nurl = \"http://127.0.0.1:1\"\n",
+        )
+        .expect("health");
+        let (_tx, rx) = watch::channel(false);
+        let h = HealthService::new(off.clone(), tokio::runtime::Handle::current(), rx);
+        h.set_members("dns", vec![member("p/10.0.0.1")]);
+        h.set_members("tier", vec![member("g/10.0.1.1:80")]);
+        let settle = || tokio::time::sleep(std::time::Duration::from_millis(400));
+        settle().await;
+        assert_eq!(local_results(&h), 0, "no check ran");
+        assert!(h.observations().is_none(), "nothing of its own to serve");
+        let round = h.first_round();
+        assert_eq!((round.monitored, round.unchecked), (2, 0));
+        assert_eq!((round.vantages, round.unpolled), (1, 1));
+        assert!(!round.done(), "waits for the vantage's first poll");
+        assert!(h.current().get("p/10.0.0.1").checked_up, "fail open");
+
+        // A reload turns them on: both sources' checks start.
+        off.local_checks = true;
+        h.set_config(off.clone());
+        settle().await;
+        let seen = h.with_table(|t, _| {
+            t.endpoints
+                .values()
+                .filter(|e| e.probes_fail > 0 && e.last.is_some())
+                .count()
+        });
+        assert_eq!(seen, 2, "the dns and tier members are checked");
+        assert!(h.first_round().done());
+        assert!(h.observations().is_some_and(|o| o.endpoints.len() == 2));
+
+        // And off again: they stop, and what they saw is forgotten.
+        off.local_checks = false;
+        h.set_config(off);
+        let before = local_results(&h);
+        settle().await;
+        assert!(
+            local_results(&h) <= before + 2,
+            "checks went on: {before} → {}",
+            local_results(&h)
+        );
+        assert!(h.with_table(|t, _| t.endpoints.values().all(|e| e.last.is_none())));
+    }
 }
