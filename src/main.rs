@@ -710,7 +710,15 @@ fn api_call(
 
 fn print_status(v: &serde_json::Value) {
     let s = |x: &serde_json::Value| x.as_str().unwrap_or("").to_string();
-    println!("vantage {} (quorum {})", s(&v["vantage"]), v["quorum"]);
+    if v["local_checks"].as_bool() == Some(false) {
+        println!(
+            "vantage {} (no local checks: the remote vantages decide, quorum {})",
+            s(&v["vantage"]),
+            v["quorum"]
+        );
+    } else {
+        println!("vantage {} (quorum {})", s(&v["vantage"]), v["quorum"]);
+    }
     let e = &v["epoch"];
     if let Some(id) = e["id"].as_str() {
         let changed = e["changed_at"].as_f64().map_or(String::new(), |t| {

@@ -198,6 +198,12 @@ impl Server {
                 return fail(bound, StartError::Tier(errors));
             }
             tasks.push(tier.spawn_jobs());
+        } else {
+            // A prober serves no tier, but checks its backends (every
+            // group's members, as DNS nodes register them) so that nodes
+            // without local checks have votes on them.
+            let members = source.load().tier.members.clone();
+            health.set_members(crate::tier::SOURCE, members);
         }
 
         let udp_threads = Arc::new(std::sync::Mutex::new(std::mem::take(

@@ -237,6 +237,24 @@ fn the_production_example_passes_check_and_loads_three_regions_with_their_tiers(
     assert_eq!(c.listeners.len(), 6);
     assert_eq!(c.groups.len(), 6);
     assert_eq!(c.health.vantages.len(), 3);
+    assert!(
+        !c.health.local_checks,
+        "DNS and tier nodes leave the checking to the probers"
+    );
+    assert_eq!(c.health.quorum_needed(), 2, "2 of the 3 probers");
+    // The same file run as a prober: it checks, and says it ignores the key.
+    let ov = geolb::config::Overrides {
+        vantage: Some("eu".into()),
+        probe_only: true,
+        ..Default::default()
+    };
+    let (prober, warnings) = geolb::snapshot::load(&path, &ov, 1, None).expect("prober loads");
+    assert!(prober.config.health.local_checks);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].message.contains("ignored by `geolb probe`"),
+        "{warnings:?}"
+    );
     assert_eq!(c.server.admin_token.as_deref(), Some("admin-secret"));
     assert_eq!(c.server.watch_config, Some(Duration::from_secs(2)));
     assert_eq!(

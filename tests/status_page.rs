@@ -331,6 +331,7 @@ const PATHS: &[&str] = &[
     "health.epoch.id",
     "health.vantage",
     "health.quorum",
+    "health.local_checks",
     "health.vantages[].vantage",
     "health.vantages[].url",
     "health.vantages[].fresh",

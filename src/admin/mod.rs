@@ -487,10 +487,20 @@ async fn force(State(shared): State<Arc<Handles>>, body: axum::body::Bytes) -> R
     apply(shared, r, state).await
 }
 
+/// This vantage's own observations. A node without local checks has
+/// none: it answers 409 with an error rather than an empty list, so a node
+/// that polls it by mistake (a DNS node listed as another's vantage) shows
+/// that vantage as failing, with this message, instead of as a fresh
+/// vantage that never votes.
 async fn observations(State(shared): State<Arc<Handles>>) -> Response {
     let s = shared.clone();
     match tokio::task::spawn_blocking(move || s.control.health.observations()).await {
-        Ok(o) => Json(o).into_response(),
+        Ok(Some(o)) => Json(o).into_response(),
+        Ok(None) => (
+            StatusCode::CONFLICT,
+            Json(json!({"error": "this node runs no checks of its own (health.local_checks = false), so it has no observations to serve; read a `geolb probe` node instead"})),
+        )
+            .into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({"error": e.to_string()})),
@@ -529,11 +539,15 @@ pub fn health_json(shared: &Handles) -> serde_json::Value {
             let st = table.endpoints.get(&e.identity);
             let ov = table.override_for(m);
             let mut votes = serde_json::Map::new();
-            if let Some(st) = st.filter(|s| s.monitored) {
-                votes.insert(
-                    cfg.vantage.clone(),
-                    json!(if st.local.up { "up" } else { "down" }),
-                );
+            let monitored = st.filter(|s| s.monitored);
+            // This node's own vote: none without local checks.
+            let local_vote = monitored
+                .filter(|_| cfg.local_checks)
+                .map(|st| if st.local.up { "up" } else { "down" });
+            if let Some(st) = monitored {
+                if let Some(v) = local_vote {
+                    votes.insert(cfg.vantage.clone(), json!(v));
+                }
                 for name in cfg.vantages.keys() {
                     let v = match st.remote.get(name) {
                         Some(r) if now - r.received <= fresh_for => {
@@ -562,6 +576,7 @@ pub fn health_json(shared: &Handles) -> serde_json::Value {
                 "monitor": st.and_then(|s| s.monitor.clone()),
                 "check": st.and_then(|s| s.check.clone()),
                 "votes": votes,
+                "local_vote": local_vote,
                 "last_check": st.and_then(|s| s.last.clone()),
                 "last_error": st.and_then(|s| s.last.as_ref().and_then(|l| l.error.clone())),
                 "last_change": st.map(|s| s.last_change),
@@ -602,6 +617,7 @@ pub fn health_json(shared: &Handles) -> serde_json::Value {
             .collect();
         json!({
             "vantage": cfg.vantage,
+            "local_checks": cfg.local_checks,
             "quorum": cfg.quorum_needed(),
             "vantages": vantages,
             "pools": pools,

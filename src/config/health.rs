@@ -171,10 +171,17 @@ pub struct HealthConfig {
     /// Where drains and overrides are kept across restarts.
     #[serde(default)]
     pub state_file: Option<PathBuf>,
-    /// Votes (of fresh vantages, this node included) needed to take an
-    /// endpoint down. Default: a majority of the vantages.
+    /// Votes (of fresh vantages, this node included unless `local_checks`
+    /// is off) needed to take an endpoint down. Default: a majority of the
+    /// vantages.
     #[serde(default)]
     pub quorum: Option<usize>,
+    /// Whether this node checks the endpoints itself and votes. Off, it
+    /// runs no checks and decides from the fresh remote vantages alone
+    /// (DNS and tier nodes that read probers: the load on the endpoints
+    /// then stays flat as nodes are added). `geolb probe` always checks.
+    #[serde(default = "yes")]
+    pub local_checks: bool,
     /// A vantage whose data is older than this is left out of the vote.
     #[serde(default = "fresh", deserialize_with = "de_duration")]
     pub fresh_for: Duration,
@@ -197,11 +204,11 @@ pub struct HealthConfig {
 
 impl HealthConfig {
     /// Down votes needed: the configured quorum, or a majority of all
-    /// vantages (this node included).
+    /// vantages — this node included when it checks locally, the remote
+    /// vantages alone when `local_checks` is off.
     pub fn quorum_needed(&self) -> usize {
-        self.quorum
-            .unwrap_or(self.vantages.len().div_ceil(2) + 1)
-            .max(1)
+        let voters = self.vantages.len() + usize::from(self.local_checks);
+        self.quorum.unwrap_or(voters / 2 + 1).max(1)
     }
 }
 
@@ -211,6 +218,7 @@ impl Default for HealthConfig {
             vantage: local(),
             state_file: None,
             quorum: None,
+            local_checks: true,
             fresh_for: fresh(),
             poll_interval: poll(),
             token: None,

@@ -437,6 +437,9 @@ impl Config {
         if let Some(v) = &ov.vantage {
             c.health.vantage = v.clone();
         }
+        if ov.probe_only {
+            c.health.local_checks = true;
+        }
         if let Some(r) = &ov.regions {
             c.node.regions = Some(r.clone());
         }
@@ -467,7 +470,16 @@ impl Config {
                 format!("cannot read config: {e}"),
             )])
         })?;
-        let (mut c, diags) = Config::read(path, &text)?;
+        let (mut c, mut diags) = Config::read(path, &text)?;
+        if ov.probe_only && !c.health.local_checks {
+            let (l, col) = local_checks_at(&text);
+            diags.push(Diagnostic::warning(
+                path,
+                l,
+                col,
+                "health.local_checks = false is ignored by `geolb probe`: a prober's own checks are what it serves, so it always runs them",
+            ));
+        }
         c.apply(ov);
         Ok((c, diags))
     }
@@ -583,6 +595,16 @@ impl Config {
                     format!("server.{key} = {v}: must be 1 to {max}"),
                 );
             }
+        }
+
+        if !raw.health.local_checks && raw.health.vantages.is_empty() {
+            let (l, c) = local_checks_at(text);
+            diags.push(Diagnostic::error(
+                path,
+                l,
+                c,
+                "health.local_checks = false needs [health.vantages]: with no checks of its own and no prober to read, nothing would ever check the endpoints",
+            ));
         }
 
         let mut zones: Vec<ZoneSpec> = Vec::new();
@@ -714,18 +736,38 @@ impl Config {
     }
 }
 
-/// Where the keys of `[server]` are in the text (for errors about values
-/// that parsed but are not allowed).
+/// Where the keys of `[server]` and `[health]` are in the text (for
+/// errors about values that parsed but are not allowed).
 #[derive(Default, Deserialize)]
 struct SpanOf {
     #[serde(default)]
     server: Option<BTreeMap<String, Spanned<toml::Value>>>,
+    #[serde(default)]
+    health: HealthSpans,
+}
+
+/// The `[health]` keys whose values are checked: named one by one, since
+/// its sub-tables (`[health.vantages.NAME]`) give no span of their own.
+#[derive(Default, Deserialize)]
+struct HealthSpans {
+    #[serde(default)]
+    local_checks: Option<Spanned<toml::Value>>,
 }
 
 impl SpanOf {
     fn server_key(&self, key: &str) -> Option<std::ops::Range<usize>> {
         self.server.as_ref()?.get(key).map(Spanned::span)
     }
+}
+
+/// Line and column of `[health] local_checks` in `text` (0, 0 when it is
+/// not there).
+fn local_checks_at(text: &str) -> (usize, usize) {
+    let spans: SpanOf = toml::from_str(text).unwrap_or_default();
+    spans
+        .health
+        .local_checks
+        .map_or((0, 0), |s| line_col(text, s.span().start))
 }
 
 #[cfg(test)]
@@ -822,5 +864,70 @@ mod tests {
             msgs.iter().any(|m| m.contains("already declared")),
             "{msgs:?}"
         );
+    }
+
+    #[test]
+    fn local_checks_off_needs_vantages_and_a_prober_ignores_it_with_a_warning() {
+        let zone = "[zones.\"example.com\"]\nfile = \"a.zone\"\n";
+        let c = parse(zone).expect("valid");
+        assert!(c.health.local_checks, "on by default");
+        assert_eq!(c.health.quorum_needed(), 1, "this node alone");
+
+        // Off with nothing to read: an error at the key's line.
+        let e = parse(&format!(
+            "[health]\nvantage = \"dns\"\nlocal_checks = false\n{zone}"
+        ))
+        .expect_err("invalid");
+        let msgs: Vec<String> = e.errors().map(|d| d.to_string()).collect();
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
+        assert!(
+            msgs[0].contains("geolb.toml:3:") && msgs[0].contains("nothing would ever check"),
+            "{msgs:?}"
+        );
+
+        // Off with probers: the quorum is a majority of the probers alone.
+        let probers = "[health]\nlocal_checks = false\n\
+                       [health.vantages.a]\nurl = \"http://a\"\n\
+                       [health.vantages.b]\nurl = \"http://b\"\n\
+                       [health.vantages.c]\nurl = \"http://c\"\n";
+        let c = parse(&format!("{probers}{zone}")).expect("valid");
+        assert!(!c.health.local_checks);
+        assert_eq!(c.health.quorum_needed(), 2, "2 of 3 probers");
+        let on = parse(&format!(
+            "{}{zone}",
+            probers.replace("local_checks = false", "local_checks = true")
+        ))
+        .expect("valid");
+        assert_eq!(
+            on.health.quorum_needed(),
+            3,
+            "3 of 4 vantages, this node included"
+        );
+
+        // The same file run as a prober: checks locally, and says so.
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.zone"), "").expect("write");
+        let path = dir.path().join("geolb.toml");
+        std::fs::write(&path, format!("{probers}{zone}")).expect("write");
+        let ov = Overrides {
+            vantage: Some("p1".into()),
+            probe_only: true,
+            ..Overrides::default()
+        };
+        let (c, diags) = Config::read_with(&path, &ov).expect("readable");
+        assert!(c.health.local_checks, "a prober always checks");
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert!(!diags[0].is_error());
+        assert_eq!(diags[0].line, 2);
+        assert!(
+            diags[0].message.contains("ignored by `geolb probe`"),
+            "{diags:?}"
+        );
+        let (c, diags) = Config::read_with(&path, &Overrides::default()).expect("readable");
+        assert!(!c.health.local_checks && diags.is_empty(), "{diags:?}");
+        // [health.vantages.*] tables leave the other keys' lines alone.
+        let e =
+            parse(&format!("[server]\nudp_payload = 100\n{probers}{zone}")).expect_err("invalid");
+        assert_eq!(e.0[0].line, 2, "{e}");
     }
 }

@@ -21,7 +21,7 @@ pub use background::{
 use crate::config::Overrides;
 use crate::diag::{Diagnostic, LoadError};
 use crate::geo::FileStamp;
-use crate::health::{HealthService, OverrideError};
+use crate::health::{FirstRound, HealthService, OverrideError};
 use crate::policy::AdminState;
 use crate::snapshot::{self, Snapshot, Source};
 use crate::tier::Tier;
@@ -82,9 +82,17 @@ pub struct Readiness {
     pub reason: String,
     /// The generation serving.
     pub generation: u64,
-    /// Monitored endpoints and backends, and how many are not checked yet.
+    /// Monitored endpoints and backends, and how many are not checked yet
+    /// (by this node; 0 when it runs no checks of its own).
     pub monitored: usize,
     pub unchecked: usize,
+    /// Whether this node checks locally; when it does not, readiness waits
+    /// for the first poll of the vantages instead of its own checks.
+    pub local_checks: bool,
+    /// Remote vantages, and how many were neither read nor failed yet
+    /// (waited for only without local checks, and at most `fresh_for`).
+    pub vantages: usize,
+    pub unpolled: usize,
 }
 
 impl Control {
@@ -151,26 +159,39 @@ impl Control {
     }
 
     /// Ready once a snapshot serves (the admin API starts only after the
-    /// first one is built) and the health service has checked every
-    /// monitored endpoint and backend once; it stays ready after that
-    /// (members a reload adds do not take a serving node out).
+    /// first one is built) and the health service is through its first
+    /// round: every monitored endpoint and backend checked once, or, on a
+    /// node without local checks, every vantage polled once (read or
+    /// failed) or `fresh_for` gone by since start. It stays ready after
+    /// that (members a reload adds do not take a serving node out).
     pub fn readiness(&self) -> Readiness {
         let generation = self.source.load().generation;
-        let (unchecked, monitored) = self.health.first_round();
-        let done = self.first_round_done.load(Ordering::Relaxed) || unchecked == 0;
+        let round = self.health.first_round();
+        let done = self.first_round_done.load(Ordering::Relaxed) || round.done();
         if done {
             self.first_round_done.store(true, Ordering::Relaxed);
         }
+        let FirstRound {
+            local_checks,
+            monitored,
+            unchecked,
+            vantages,
+            unpolled,
+            ..
+        } = round;
         Readiness {
             ready: done,
-            reason: if done {
-                String::new()
-            } else {
-                format!("health: {unchecked} of {monitored} monitored endpoints and backends not checked yet")
+            reason: match (done, local_checks) {
+                (true, _) => String::new(),
+                (false, true) => format!("health: {unchecked} of {monitored} monitored endpoints and backends not checked yet"),
+                (false, false) => format!("health: {unpolled} of {vantages} vantages not polled yet (no local checks)"),
             },
             generation,
             monitored,
             unchecked,
+            local_checks,
+            vantages,
+            unpolled,
         }
     }
 
@@ -268,6 +289,12 @@ impl Control {
                 }
                 self.health.set_config(snap.config.health.clone());
                 self.health.set_members("dns", snap.members.to_vec());
+                if self.overrides.probe_only {
+                    // A prober runs no tier, but checks its backends too,
+                    // for the nodes that read it.
+                    self.health
+                        .set_members(crate::tier::SOURCE, snap.tier.members.clone());
+                }
                 let health = self.health.clone();
                 let retired = self.source.update(move |_| {
                     let mut snap = snap;

@@ -1,7 +1,8 @@
 //! Health: monitors produce observations; a rise/fall [`Machine`] per
 //! endpoint and vantage turns them into states; a quorum over the fresh
-//! vantages (this node and remote probers) and the operators' overrides
-//! turn those into a versioned [`HealthState`].
+//! vantages (this node, unless it runs no checks of its own, and remote
+//! probers) and the operators' overrides turn those into a versioned
+//! [`HealthState`].
 //!
 //! Health knows endpoints only as [`Member`]s: an identity (`pool/address`
 //! for DNS endpoints), the names of what contains it (pool, region: the
@@ -32,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use machine::Machine;
 pub use monitor::{unix, Kind, Monitor, Observation};
-pub use service::{HealthService, OverrideError};
+pub use service::{FirstRound, HealthService, OverrideError};
 
 use crate::config::HealthConfig;
 use crate::policy::{AdminState, EndpointHealth, Epoch};
@@ -231,7 +232,11 @@ impl HealthTable {
                         last: None,
                         rtt_ewma_ms: None,
                         remote: BTreeMap::new(),
-                        checked_up: true,
+                        // A node without local checks keeps its last
+                        // verdict while no vantage is fresh: the first one
+                        // is the monitor's initial state (up by default).
+                        checked_up: mon
+                            .is_none_or(|m| m.initial == crate::config::InitialState::Up),
                         reason: String::new(),
                         last_change: now,
                         effective_up: true,
@@ -245,12 +250,28 @@ impl HealthTable {
                 if let Some(m) = mon {
                     entry.local = Machine::new(m.initial);
                     entry.local_since = now;
+                    entry.checked_up = m.initial == crate::config::InitialState::Up;
                 }
             }
             entry.monitor = mon.map(|m| m.name.clone());
             entry.check = m.check.as_ref().map(|c| c.addr.to_string());
         }
         self.endpoints.retain(|k, _| keep.contains(k.as_str()));
+    }
+
+    /// Forgets what the local checks saw: every monitored member back to
+    /// its monitor's initial state, with no last result or RTT (local
+    /// checks were turned on or off).
+    pub fn reset_local(&mut self, members: &[Member], now: f64) {
+        for m in members {
+            let (Some(c), Some(st)) = (&m.check, self.endpoints.get_mut(&m.identity)) else {
+                continue;
+            };
+            st.local = Machine::new(c.monitor.initial);
+            st.local_since = now;
+            st.last = None;
+            st.rtt_ewma_ms = None;
+        }
     }
 
     /// Records a local check result; returns whether the local state changed.
@@ -337,7 +358,9 @@ impl HealthTable {
                         since = Some(since.map_or(t, |s| s.max(t)));
                     }
                 }
-                if fresh.is_empty() {
+                if !cfg.local_checks {
+                    remote_verdict(st.checked_up, !st.remote.is_empty(), &fresh, quorum)
+                } else if fresh.is_empty() {
                     let why = if cfg.vantages.is_empty() {
                         "local checks"
                     } else {
@@ -391,7 +414,7 @@ impl HealthTable {
             let Some(st) = self.endpoints.get(&m.identity) else {
                 continue;
             };
-            if let Some(ms) = st.rtt_ewma_ms.filter(|_| st.local.up) {
+            if let Some(ms) = st.rtt_ewma_ms.filter(|_| cfg.local_checks && st.local.up) {
                 local.rtt_ms.insert(m.identity.clone(), ms);
             }
             for v in remotes.iter_mut() {
@@ -473,6 +496,41 @@ impl HealthTable {
         std::fs::write(&tmp, body).map_err(|e| format!("{}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
     }
+}
+
+/// The verdict of a node that runs no checks of its own
+/// (`local_checks = false`): a quorum of the fresh remote votes alone, or,
+/// with none fresh, the last verdict kept (fail static, as in a partition;
+/// before any vote arrived that is the monitor's initial state, up unless
+/// it says otherwise).
+fn remote_verdict(
+    last: bool,
+    ever_heard: bool,
+    fresh: &[(&String, &RemoteVote)],
+    quorum: usize,
+) -> (bool, String) {
+    let word = |up: bool| if up { "up" } else { "down" };
+    if fresh.is_empty() {
+        let why = if ever_heard {
+            format!(
+                "no local checks and no fresh vantage: last verdict kept ({})",
+                word(last)
+            )
+        } else {
+            format!(
+                "no local checks and no vantage heard yet: {} until the vantages vote",
+                word(last)
+            )
+        };
+        return (last, why);
+    }
+    let votes = fresh.len();
+    let down = fresh.iter().filter(|(_, r)| !r.up).count();
+    let needed = quorum.min(votes);
+    (
+        down < needed,
+        format!("{down} of {votes} fresh vantages say down, {needed} needed (no local vote)"),
+    )
 }
 
 /// What `GET /v1/observations` serves (and what nodes read from probers).
@@ -674,6 +732,140 @@ mod tests {
         let s5 = n1.evaluate(&t, &cfg, 200.0);
         assert_ne!(s5.epoch.id, s1.epoch.id);
         assert_eq!(s5.epoch.since, None);
+    }
+
+    fn three_probers_no_local_checks() -> (Vec<Member>, HealthConfig) {
+        topo(
+            "[health]\nlocal_checks = false\nfresh_for = \"10s\"\n[health.vantages.a]\nurl = \"http://127.0.0.1:1\"\n\
+             [health.vantages.b]\nurl = \"http://127.0.0.1:2\"\n[health.vantages.c]\nurl = \"http://127.0.0.1:3\"\n",
+        )
+    }
+
+    #[test]
+    fn without_local_checks_a_quorum_of_the_fresh_remote_votes_alone_decides() {
+        let (t, cfg) = three_probers_no_local_checks();
+        assert_eq!(cfg.quorum_needed(), 2, "a majority of the three probers");
+        let mut h = HealthTable::default();
+        h.sync(&t, 0.0);
+        // This node's own machine says down; it does not vote.
+        for _ in 0..3 {
+            h.observe(A, obs(false), 2, 3);
+        }
+        assert!(!h.endpoints[A].local.up);
+        h.remote("a", &report(true), 100.0);
+        h.remote("b", &report(true), 100.0);
+        h.remote("c", &report(false), 100.0);
+        let s = h.evaluate(&t, &cfg, 101.0);
+        assert!(s.get(A).up(), "1 of 3 says down, 2 needed");
+        assert_eq!(
+            h.endpoints[A].reason,
+            "1 of 3 fresh vantages say down, 2 needed (no local vote)"
+        );
+        h.remote("b", &report(false), 102.0);
+        assert!(!h.evaluate(&t, &cfg, 103.0).get(A).up(), "2 of 3");
+        // Only a and c fresh: needed = min(quorum, votes) = 2; c alone
+        // says down → up.
+        h.remote("a", &report(true), 110.0);
+        h.remote("c", &report(false), 110.0);
+        assert!(h.evaluate(&t, &cfg, 113.0).get(A).up(), "1 of 2 fresh");
+        // Only c fresh, down: one vote, one needed → down.
+        h.remote("c", &report(false), 125.0);
+        let s = h.evaluate(&t, &cfg, 126.0);
+        assert!(!s.get(A).up(), "{}", h.endpoints[A].reason);
+        assert_eq!(
+            h.endpoints[A].reason,
+            "1 of 1 fresh vantages say down, 1 needed (no local vote)"
+        );
+        // The same votes give the same verdict and id whatever this node's
+        // own machine says (it has no vote to give).
+        let mut other = HealthTable::default();
+        other.sync(&t, 0.0);
+        other.remote("c", &report(false), 125.5);
+        for v in ["a", "b"] {
+            other.remote(v, &report(true), 100.0);
+        }
+        let o = other.evaluate(&t, &cfg, 126.0);
+        assert_eq!(o.endpoints, s.endpoints);
+        assert_eq!(o.epoch.id, s.epoch.id);
+    }
+
+    #[test]
+    fn without_local_checks_and_no_fresh_vantage_the_last_verdict_is_kept_starting_up() {
+        let (t, cfg) = three_probers_no_local_checks();
+        let mut h = HealthTable::default();
+        h.sync(&t, 0.0);
+        for _ in 0..3 {
+            h.observe(A, obs(false), 2, 3);
+        }
+        // Nothing heard yet: up (fail open), and the reason says why.
+        let s0 = h.evaluate(&t, &cfg, 1.0);
+        assert!(s0.get(A).up() && s0.get(B).up());
+        assert!(
+            h.endpoints[A].reason.contains("no vantage heard yet: up"),
+            "{}",
+            h.endpoints[A].reason
+        );
+        assert_eq!(s0.epoch.since, None);
+        // The probers take A down; then every one of them goes stale.
+        for v in ["a", "b", "c"] {
+            h.remote(v, &report(false), 100.0);
+        }
+        let down = h.evaluate(&t, &cfg, 101.0);
+        assert!(!down.get(A).up());
+        let stale = h.evaluate(&t, &cfg, 200.0);
+        assert!(!stale.get(A).up(), "fail static: still down");
+        assert!(stale.get(B).up());
+        assert_eq!(
+            h.endpoints[A].reason,
+            "no local checks and no fresh vantage: last verdict kept (down)"
+        );
+        // The id names the verdicts with no vote behind them: not the
+        // voted one, the same on every later round, and the same as a node
+        // that kept the same verdicts.
+        assert_ne!(stale.epoch.id, down.epoch.id);
+        assert_eq!(stale.epoch.since, None);
+        assert_eq!(h.evaluate(&t, &cfg, 300.0).epoch.id, stale.epoch.id);
+        let kept = epoch::consensus_id(
+            &[(A, false), (B, true)]
+                .into_iter()
+                .map(|(id, up)| {
+                    let health = EndpointHealth {
+                        checked_up: up,
+                        ..EndpointHealth::default()
+                    };
+                    (
+                        id,
+                        epoch::Entry {
+                            health,
+                            votes: Vec::new(),
+                        },
+                    )
+                })
+                .collect(),
+        );
+        assert_eq!(stale.epoch.id, kept);
+        // A fresh vote again decides.
+        h.remote("a", &report(true), 400.0);
+        assert!(h.evaluate(&t, &cfg, 401.0).get(A).up(), "0 of 1 says down");
+    }
+
+    #[test]
+    fn without_local_checks_a_monitor_that_starts_down_holds_until_the_vantages_vote() {
+        let (mut t, cfg) = three_probers_no_local_checks();
+        let mut mc = (*t[0].check.as_ref().expect("check").monitor).clone();
+        mc.initial = crate::config::InitialState::Down;
+        for m in &mut t {
+            if let Some(c) = m.check.as_mut() {
+                c.monitor = Arc::new(mc.clone());
+            }
+        }
+        let mut h = HealthTable::default();
+        h.sync(&t, 0.0);
+        assert!(!h.evaluate(&t, &cfg, 1.0).get(A).up());
+        for v in ["a", "b", "c"] {
+            h.remote(v, &report(true), 2.0);
+        }
+        assert!(h.evaluate(&t, &cfg, 3.0).get(A).up());
     }
 
     #[test]

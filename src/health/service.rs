@@ -1,5 +1,6 @@
 //! The health service: the one place health lives for the whole process.
-//! It owns the [`HealthTable`], one check task per monitored member, the
+//! It owns the [`HealthTable`], one check task per monitored member (none
+//! when `[health] local_checks = false`: the remote vantages decide), the
 //! polling of remote vantages and the operators' overrides with their state
 //! file, and publishes an immutable [`HealthState`] with an epoch: a
 //! sequence number that increases with every change, and the consensus id
@@ -37,6 +38,37 @@ pub enum OverrideError {
 
 type Subscriber = Box<dyn Fn(&Arc<HealthState>) + Send + Sync>;
 
+/// How far health is through its first round: what readiness waits for.
+/// A node that checks locally waits for a result of every monitored
+/// member; one that does not (`local_checks = false`) waits for the first
+/// poll of every vantage (read or failed), or `fresh_for` since start,
+/// whichever comes first, so it never waits forever.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FirstRound {
+    pub local_checks: bool,
+    /// Monitored endpoints and backends, and how many have no local
+    /// result yet (none are waited for without local checks).
+    pub monitored: usize,
+    pub unchecked: usize,
+    /// Remote vantages, and how many were neither read nor failed yet
+    /// (only waited for without local checks).
+    pub vantages: usize,
+    pub unpolled: usize,
+    /// `fresh_for` has passed since start: no longer waiting for vantages.
+    pub waited_out: bool,
+}
+
+impl FirstRound {
+    /// Whether the first round is over.
+    pub fn done(&self) -> bool {
+        if self.local_checks {
+            self.unchecked == 0
+        } else {
+            self.unpolled == 0 || self.waited_out
+        }
+    }
+}
+
 /// What the table's lock guards besides the table.
 struct Inner {
     table: HealthTable,
@@ -58,6 +90,7 @@ pub struct HealthService {
     rt: tokio::runtime::Handle,
     shutdown: watch::Receiver<bool>,
     me: Weak<HealthService>,
+    started: std::time::Instant,
 }
 
 impl HealthService {
@@ -94,6 +127,7 @@ impl HealthService {
             rt,
             shutdown,
             me: me.clone(),
+            started: std::time::Instant::now(),
         })
     }
 
@@ -147,28 +181,70 @@ impl HealthService {
         f(&inner.table, &inner.config)
     }
 
-    /// Monitored endpoints not checked yet, of all monitored endpoints:
-    /// `(pending, monitored)`. Readiness waits for the first round.
-    pub fn first_round(&self) -> (usize, usize) {
+    /// Where the first round stands (see [`FirstRound`]); readiness waits
+    /// for it.
+    pub fn first_round(&self) -> FirstRound {
         let inner = self.lock();
+        let cfg = &inner.config;
         let monitored = inner.table.endpoints.values().filter(|s| s.monitored);
-        monitored.fold((0, 0), |(pending, all), s| {
+        let (unchecked, monitored) = monitored.fold((0, 0), |(pending, all), s| {
             (pending + usize::from(s.last.is_none()), all + 1)
-        })
+        });
+        let unpolled = cfg
+            .vantages
+            .keys()
+            .filter(|name| {
+                inner
+                    .table
+                    .vantages
+                    .get(*name)
+                    .is_none_or(|v| v.last_ok.is_none() && v.last_error_at.is_none())
+            })
+            .count();
+        FirstRound {
+            local_checks: cfg.local_checks,
+            monitored,
+            unchecked: if cfg.local_checks { unchecked } else { 0 },
+            vantages: cfg.vantages.len(),
+            unpolled: if cfg.local_checks { 0 } else { unpolled },
+            waited_out: self.started.elapsed() >= cfg.fresh_for,
+        }
     }
 
     /// New health settings (a reload). The state file (a new one, or the
     /// same one, which may have been damaged or removed under us) is
     /// written at once from the overrides in force: the running process is
     /// the authority on them, and a restart after this reload restores them.
+    ///
+    /// Turning `local_checks` on or off starts or stops every source's
+    /// checks, and forgets what the local checks saw before (a vote from
+    /// the last time they ran would be stale).
     pub fn set_config(&self, config: HealthConfig) {
         let mut inner = self.lock();
         inner.table.state_file = config.state_file.clone();
         if let Err(e) = inner.table.save_state() {
             tracing::error!("cannot write the state file: {e}");
         }
+        let switched = inner.config.local_checks != config.local_checks;
+        if switched {
+            tracing::info!(
+                local_checks = config.local_checks,
+                "local checks turned {}",
+                if config.local_checks { "on" } else { "off" }
+            );
+            let Inner { table, all, .. } = &mut *inner;
+            table.reset_local(all, unix(SystemTime::now()));
+        }
         inner.config = config;
+        let restart = if switched {
+            inner.members.clone()
+        } else {
+            BTreeMap::new()
+        };
         self.publish(inner);
+        for (source, members) in &restart {
+            self.restart_monitors(source, members);
+        }
     }
 
     /// Replaces the members of `source`: state is kept for identities that
@@ -271,8 +347,12 @@ impl HealthService {
     }
 
     /// Records a local check result and republishes if the state changed.
+    /// A result that lands after local checks were turned off is dropped.
     pub fn record(&self, identity: &str, obs: Observation, rise: u32, fall: u32) {
         let mut inner = self.lock();
+        if !inner.config.local_checks {
+            return;
+        }
         let ok = obs.ok;
         let err = obs.error.clone();
         if inner.table.observe(identity, obs, rise, fall) {
@@ -316,22 +396,33 @@ impl HealthService {
         self.publish(inner);
     }
 
-    /// This vantage's observations (served at /v1/observations).
-    pub fn observations(&self) -> Observations {
+    /// This vantage's observations (served at /v1/observations); None
+    /// when this node runs no checks of its own (`local_checks = false`):
+    /// it has nothing of its own to report.
+    pub fn observations(&self) -> Option<Observations> {
         let inner = self.lock();
-        inner
-            .table
-            .observations(&inner.config.vantage, unix(SystemTime::now()))
+        inner.config.local_checks.then(|| {
+            inner
+                .table
+                .observations(&inner.config.vantage, unix(SystemTime::now()))
+        })
     }
 
-    /// (Re)starts one check loop per monitored member of `source`.
+    /// (Re)starts one check loop per monitored member of `source` (none
+    /// when local checks are off).
     fn restart_monitors(&self, source: &str, members: &[Member]) {
         let mut all = self.monitors.lock().unwrap_or_else(|p| p.into_inner());
         let tasks = all.entry(source.to_string()).or_default();
         for t in tasks.drain(..) {
             t.abort();
         }
-        let vantage = self.lock().config.vantage.clone();
+        let (vantage, local_checks) = {
+            let inner = self.lock();
+            (inner.config.vantage.clone(), inner.config.local_checks)
+        };
+        if !local_checks {
+            return;
+        }
         for m in members {
             let Some(check) = m.check.clone() else {
                 continue;
@@ -468,5 +559,78 @@ mod tests {
         // are gone), so neither is the id.
         assert_ne!(h.current().epoch.id, id_before);
         assert_eq!(h.current().epoch.changes, changes_before + 3);
+    }
+
+    /// Local check results so far, of every endpoint.
+    fn local_results(h: &HealthService) -> u64 {
+        h.with_table(|t, _| {
+            t.endpoints
+                .values()
+                .map(|e| e.probes_ok + e.probes_fail)
+                .sum()
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn turning_local_checks_off_stops_every_check_and_on_starts_them_afresh() {
+        // A TCP check of a closed loopback port every 100 ms.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = closed.local_addr().expect("addr");
+        drop(closed);
+        let mc: crate::config::MonitorConfig =
+            toml::from_str("kind = \"tcp\"\ninterval = \"100ms\"\ntimeout = \"50ms\"")
+                .expect("monitor");
+        let monitor = Arc::new(super::super::Monitor::compile("m", &mc).expect("compile"));
+        let member = |id: &str| Member {
+            identity: id.into(),
+            within: vec!["p".into()],
+            check: Some(super::super::Check {
+                monitor: monitor.clone(),
+                addr,
+            }),
+        };
+        let mut off: HealthConfig = toml::from_str(
+            "local_checks = false\nfresh_for = \"1h\"\n[vantages.a]\nurl = \"http://127.0.0.1:1\"\n",
+        )
+        .expect("health");
+        let (_tx, rx) = watch::channel(false);
+        let h = HealthService::new(off.clone(), tokio::runtime::Handle::current(), rx);
+        h.set_members("dns", vec![member("p/10.0.0.1")]);
+        h.set_members("tier", vec![member("g/10.0.1.1:80")]);
+        let settle = || tokio::time::sleep(std::time::Duration::from_millis(400));
+        settle().await;
+        assert_eq!(local_results(&h), 0, "no check ran");
+        assert!(h.observations().is_none(), "nothing of its own to serve");
+        let round = h.first_round();
+        assert_eq!((round.monitored, round.unchecked), (2, 0));
+        assert_eq!((round.vantages, round.unpolled), (1, 1));
+        assert!(!round.done(), "waits for the vantage's first poll");
+        assert!(h.current().get("p/10.0.0.1").checked_up, "fail open");
+
+        // A reload turns them on: both sources' checks start.
+        off.local_checks = true;
+        h.set_config(off.clone());
+        settle().await;
+        let seen = h.with_table(|t, _| {
+            t.endpoints
+                .values()
+                .filter(|e| e.probes_fail > 0 && e.last.is_some())
+                .count()
+        });
+        assert_eq!(seen, 2, "the dns and tier members are checked");
+        assert!(h.first_round().done());
+        assert!(h.observations().is_some_and(|o| o.endpoints.len() == 2));
+
+        // And off again: they stop, and what they saw is forgotten.
+        off.local_checks = false;
+        h.set_config(off);
+        let before = local_results(&h);
+        settle().await;
+        assert!(
+            local_results(&h) <= before + 2,
+            "checks went on: {before} → {}",
+            local_results(&h)
+        );
+        assert!(h.with_table(|t, _| t.endpoints.values().all(|e| e.last.is_none())));
     }
 }

@@ -24,7 +24,21 @@ async fn fetch(client: reqwest::Client, v: VantageConfig) -> Result<Observations
             }
             Err(e) => Err(format!("{url}: {}", error_chain(&e))),
         },
-        Ok(r) => Err(format!("{url}: HTTP {}", r.status())),
+        Ok(r) => {
+            // The vantage's own word on why (a JSON `error`), when it gives one.
+            let status = r.status();
+            let why = r
+                .bytes()
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| {
+                    let e = v.get("error")?.as_str()?;
+                    Some(format!(": {}", e.chars().take(300).collect::<String>()))
+                })
+                .unwrap_or_default();
+            Err(format!("{url}: HTTP {status}{why}"))
+        }
         Err(e) => Err(format!("{url}: {}", error_chain(&e))),
     }
 }

@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +22,8 @@ pub struct Backend {
     mode: Arc<AtomicU8>,
     body: Arc<Mutex<String>>,
     stop: Arc<AtomicBool>,
+    /// Connections accepted since start (every check opens its own).
+    accepted: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -30,6 +32,7 @@ fn serve(
     mode: Arc<AtomicU8>,
     body: Arc<Mutex<String>>,
     stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicU64>,
 ) {
     listener.set_nonblocking(true).expect("nonblocking");
     let mut served = 0u64;
@@ -37,6 +40,7 @@ fn serve(
         match listener.accept() {
             Ok((s, _)) => {
                 served += 1;
+                accepted.fetch_add(1, Ordering::Relaxed);
                 let m = match mode.load(Ordering::Relaxed) {
                     FLAP if served % 2 == 0 => FAIL,
                     FLAP => OK,
@@ -93,6 +97,7 @@ impl Backend {
             mode: Arc::new(AtomicU8::new(mode)),
             body: Arc::new(Mutex::new(String::new())),
             stop: Arc::new(AtomicBool::new(false)),
+            accepted: Arc::new(AtomicU64::new(0)),
             thread: None,
         };
         b.run(listener);
@@ -101,7 +106,13 @@ impl Backend {
 
     fn run(&mut self, listener: TcpListener) {
         let (m, b, s) = (self.mode.clone(), self.body.clone(), self.stop.clone());
-        self.thread = Some(std::thread::spawn(move || serve(listener, m, b, s)));
+        let a = self.accepted.clone();
+        self.thread = Some(std::thread::spawn(move || serve(listener, m, b, s, a)));
+    }
+
+    /// Connections accepted so far (a check is one connection).
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     pub fn set(&self, mode: u8) {

@@ -289,7 +289,7 @@ function healthCard(h) {
     " set " + ago(o.set_at), o.until ? el("span", {}, " · reverts in ", countdown(o.until)) : " · until undone", " ",
     el("button", { class: "small", type: "button", on: { click: () => confirmAction("undrain", o.target) } }, "undo")));
   return el("section", { class: "card", id: "health-card" },
-    el("h2", {}, "Health", el("span", { class: "muted" }, "epoch " + (h.epoch ? h.epoch.id : "–") + " · this vantage " + h.vantage + " · quorum " + h.quorum)),
+    el("h2", {}, "Health", el("span", { class: "muted" }, "epoch " + (h.epoch ? h.epoch.id : "–") + " · this vantage " + h.vantage + (h.local_checks === false ? " (no local checks)" : "") + " · quorum " + h.quorum)),
     vantages.length ? table(["vantage", "", "url", "last ok", "last error"], vantages) : null,
     overrides.length ? el("div", {}, el("h3", {}, "Operator overrides"), el("ul", {}, overrides)) : null,
     blocks.length ? blocks : el("p", { class: "muted" }, "no regions or pools configured"));
