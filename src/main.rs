@@ -173,6 +173,19 @@ enum Cmd {
         /// Revert by itself after this long ("30m", "2h").
         #[arg(long = "for", value_name = "DURATION")]
         duration: Option<String>,
+        /// Withdraw the target from DNS answers first; wait until the
+        /// resolvers' cached answers from it have expired (resolver
+        /// telemetry), then drain its tier backends.
+        #[arg(long)]
+        two_phase: bool,
+        /// With --two-phase: the longest wait between the phases.
+        #[arg(
+            long,
+            value_name = "DURATION",
+            default_value = "5m",
+            requires = "two_phase"
+        )]
+        max_wait: String,
         #[command(flatten)]
         api: Api,
     },
@@ -203,7 +216,7 @@ enum Cmd {
     /// the change from all up or from another config, and a resilience
     /// check. Offline, with the code that answers queries.
     #[command(
-        after_help = "Examples:\n  geolb simulate\n  geolb simulate --down eu-central --service www.example.com\n  geolb simulate --drain us-web/127.0.2.1 --type AAAA\n  geolb simulate --against next.toml\n  geolb simulate --resilience 2 --json     # CI: exit 1 if some place loses its answer\n\nExit status: 0, 1 when the resilience check fails, 2 on errors."
+        after_help = "Examples:\n  geolb simulate\n  geolb simulate --down eu-central --service www.example.com\n  geolb simulate --drain us-web/127.0.2.1 --type AAAA\n  geolb simulate --against next.toml\n  geolb simulate --admin 127.0.0.1:8053   # under the live health of a running node\n  geolb simulate --resilience 2 --json     # CI: exit 1 if some place loses its answer\n\nExit status: 0, 1 when the resilience check fails, 2 on errors."
     )]
     Simulate {
         /// Config file.
@@ -219,6 +232,14 @@ enum Cmd {
         /// Drain these regions, pools or endpoints (pool/address).
         #[arg(long, value_name = "TARGETS", value_delimiter = ',')]
         drain: Vec<String>,
+        /// Start from a running node's health (its admin API, e.g.
+        /// 127.0.0.1:8053): what its checks hold down, its drains and forced
+        /// states, plus --down and --drain.
+        #[arg(long = "admin", value_name = "ADDR")]
+        live: Option<String>,
+        /// Bearer token for --admin (server.admin_token).
+        #[arg(long, env = "GEOLB_ADMIN_TOKEN", requires = "live")]
+        token: Option<String>,
         /// Compare with another config under the same health.
         #[arg(long, value_name = "OTHER.toml")]
         against: Option<PathBuf>,
@@ -410,6 +431,8 @@ fn main() -> ExitCode {
             services,
             down,
             drain,
+            live,
+            token,
             against,
             resilience,
             top,
@@ -417,9 +440,28 @@ fn main() -> ExitCode {
             per_network,
             json,
         } => {
+            let mut scenario = geolb::sim::Scenario { down, drain };
+            if let Some(admin) = live {
+                let api = Api { admin, token };
+                match api_call(&api, "GET", "/v1/health", None) {
+                    Ok(h) => {
+                        let n = scenario.add_live(&h);
+                        if !json {
+                            eprintln!(
+                                "live health from {}: {n} targets down or drained",
+                                api.admin
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("geolb: {e:#}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
             let opts = geolb::sim::QType::parse(&qtype).map(|qtype| geolb::sim::Options {
                 services,
-                scenario: geolb::sim::Scenario { down, drain },
+                scenario,
                 qtype,
                 resilience,
                 top,
@@ -547,7 +589,15 @@ fn main() -> ExitCode {
         Cmd::Drain {
             target,
             duration,
+            two_phase: true,
+            max_wait,
             api,
+        } => two_phase_drain(&api, &target, duration.as_deref(), &max_wait),
+        Cmd::Drain {
+            target,
+            duration,
+            api,
+            ..
         } => {
             let body = serde_json::json!({"target": target, "for": duration});
             api_call(&api, "POST", "/v1/drain", Some(body)).map(|v| println!("{v}"))
@@ -706,6 +756,78 @@ fn api_call(
         .await
         .map_err(anyhow::Error::msg)
     })
+}
+
+/// `geolb drain TARGET --two-phase`: DNS first, the tier once the answers
+/// resolvers cached from the target have expired.
+fn two_phase_drain(
+    api: &Api,
+    target: &str,
+    duration: Option<&str>,
+    max_wait: &str,
+) -> anyhow::Result<()> {
+    use geolb::drill::analyse::{holding_until, ResolverLine};
+    let max_wait = humantime::parse_duration(max_wait).context("--max-wait")?;
+    let now = || geolb::health::unix(std::time::SystemTime::now());
+    // Resolver telemetry: a drill's, if one is running, else our own.
+    let armed = api_call(api, "GET", "/v1/resolvers?service=-", None)?["armed"] == true;
+    if !armed {
+        let window = humantime::format_duration(max_wait + std::time::Duration::from_secs(60));
+        api_call(
+            api,
+            "POST",
+            "/v1/resolvers/track",
+            Some(serde_json::json!({"for": window.to_string()})),
+        )?;
+    }
+    let t1 = now();
+    let body = serde_json::json!({"target": target, "for": duration, "only": "dns"});
+    let v = api_call(api, "POST", "/v1/drain", Some(body))?;
+    println!(
+        "phase 1 (dns): {target} withdrawn from DNS answers ({} endpoints)",
+        v["endpoints"]
+    );
+    let deadline = t1 + max_wait.as_secs_f64();
+    let reason = loop {
+        let r = api_call(api, "GET", "/v1/resolvers", None)?;
+        let lines: Vec<ResolverLine> =
+            serde_json::from_value(r["resolvers"].clone()).unwrap_or_default();
+        let (holders, until) = holding_until(&lines, target, t1);
+        let t = now();
+        match until {
+            // Tracking began with this drain: answers given before it are
+            // unseen until a resolver asks again and shows the TTL.
+            None if !armed && t < deadline => {
+                println!("waiting for resolver traffic to learn the TTL of {target}'s answers");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            None => break format!("no resolver holds an answer from {target}"),
+            Some(_) if t >= deadline => break format!(
+                "--max-wait reached with {holders} resolvers still holding answers from {target}"
+            ),
+            Some(u) if u <= t => {
+                break format!("the answers resolvers cached from {target} have expired")
+            }
+            Some(u) => {
+                println!(
+                    "waiting: {holders} resolvers hold answers from {target}; the last expires in {:.1} s",
+                    u - t
+                );
+                std::thread::sleep(std::time::Duration::from_secs_f64((u - t).clamp(0.2, 1.0)));
+            }
+        }
+    };
+    let body = serde_json::json!({"target": target, "for": duration});
+    let v = api_call(api, "POST", "/v1/drain", Some(body))?;
+    println!(
+        "phase 2 (tier) after {:.1} s ({reason}): {target} drained everywhere ({} endpoints and backends); tier connections close by their group's drain_timeout",
+        now() - t1,
+        v["endpoints"]
+    );
+    if !armed {
+        api_call(api, "DELETE", "/v1/resolvers/track", None)?;
+    }
+    Ok(())
 }
 
 fn print_status(v: &serde_json::Value) {

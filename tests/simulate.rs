@@ -402,4 +402,9 @@ fn simulate_agrees_with_the_answers_served_for_every_network() {
         "the drain reached the answers"
     );
     agree(s.dns, &cfg, &["--drain", "eu"]);
+    // And from the node's live health: its drain, read through its API.
+    let admin = admin.to_string();
+    agree(s.dns, &cfg, &["--admin", &admin]);
+    let (code, out) = simulate(&cfg, &["--admin", "127.0.0.1:1"]);
+    assert_eq!(code, Some(2), "an unreachable node is an error: {out}");
 }

@@ -585,3 +585,73 @@ fn a_pool_whose_tier_has_too_few_healthy_backends_fails_over_in_dns() {
         .expect("clear");
     assert!(wait_for(Duration::from_secs(5), || answer(&s) == ["127.0.1.1"]).is_some());
 }
+
+/// `geolb drain eu --two-phase`: eu leaves DNS answers first while its tier
+/// still takes new connections; once the answers resolvers cached from it
+/// have expired (resolver telemetry), its tier backends are drained too.
+#[test]
+fn a_two_phase_drain_withdraws_dns_first_and_drains_the_tier_once_cached_answers_expired() {
+    let a = Be::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}[regions.us]\nlocation = [39.0, -77.5]\n\
+         [pools.us-web]\nregion = \"us\"\nendpoints = [{{ address = \"127.0.2.1\" }}]\n\
+         [zones.\"example.com\".services.www]\nttl = 2\npools = [\"eu-web\", \"us-web\"]\n\
+         chain = [\"healthy\", \"failover\"]\n",
+        group("g", "", &[member(&a, "")]),
+        listener("l", "g", "")
+    ));
+    let l = vip(&s, "l");
+    let admin = s.admin.expect("admin").to_string();
+    // A resolver caches eu's answer for 2 s.
+    assert_eq!(ask_from("127.0.0.2", s.dns), ["127.0.1.1"]);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_geolb"))
+        .args([
+            "drain",
+            "eu",
+            "--two-phase",
+            "--max-wait",
+            "20s",
+            "--admin",
+            &admin,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("geolb drain");
+    // Phase 1: DNS answers leave eu; the tier still serves new connections.
+    let moved = wait_for(Duration::from_secs(10), || {
+        ask_from("127.0.0.3", s.dns) == ["127.0.2.1"]
+    });
+    assert!(moved.is_some(), "eu left DNS answers");
+    assert_eq!(
+        who(l),
+        "a",
+        "the tier still takes new connections in phase 1"
+    );
+    let t = tier_status(&s);
+    assert_ne!(backend_status(&t, a.addr)["admin"], "drain", "{t}");
+    // Phase 2 once the cached answer expired: the tier's backend drains.
+    let out = child.wait_with_output().expect("drain ends");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (p1, p2) = (text.find("phase 1 (dns)"), text.find("phase 2 (tier)"));
+    assert!(p1.is_some() && p2 > p1, "phases in order: {text}");
+    let t = tier_status(&s);
+    assert_eq!(backend_status(&t, a.addr)["admin"], "drain", "{t}");
+    let (_, st) = http(s.admin.expect("admin"), "GET", "/v1/status");
+    let st: serde_json::Value = serde_json::from_str(&st).expect("json");
+    let o = &st["health"]["overrides"];
+    assert_eq!(o.as_array().map(Vec::len), Some(1), "{o}");
+    assert!(o[0]["only"].is_null(), "phase 2 covers every source: {o}");
+    // An unknown source is refused.
+    let (code, body) = http_json(
+        s.admin.expect("admin"),
+        "/v1/drain",
+        r#"{"target": "eu", "only": "dnss"}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+}

@@ -409,6 +409,10 @@ struct OverrideRequest {
     /// For /v1/force: "up" or "down".
     #[serde(default)]
     state: Option<String>,
+    /// Only the members of one source: "dns" (DNS answers) or "tier" (the
+    /// tier's backends), e.g. the first phase of a two-phase drain.
+    #[serde(default)]
+    only: Option<String>,
 }
 
 fn parse_body(body: &axum::body::Bytes) -> Result<OverrideRequest, String> {
@@ -423,12 +427,18 @@ async fn apply(shared: Arc<Handles>, req: OverrideRequest, state: AdminState) ->
         Some(Ok(d)) => Some(std::time::SystemTime::now() + d),
         Some(Err(e)) => return bad_request(format!("for: {e}")),
     };
+    if let Some(o) = req.only.as_deref() {
+        if o != crate::health::SOURCE_DNS && o != crate::tier::SOURCE {
+            return bad_request(format!("only: {o:?}: expected \"dns\" or \"tier\""));
+        }
+    }
     let target = req.target.clone();
+    let only = req.only.clone();
     let res = tokio::task::spawn_blocking(move || {
         shared
             .control
             .health
-            .set_override(&req.target, state, until)
+            .set_override_for(&req.target, state, until, req.only.as_deref())
     })
     .await;
     match res {
@@ -437,6 +447,7 @@ async fn apply(shared: Arc<Handles>, req: OverrideRequest, state: AdminState) ->
             "state": state,
             "endpoints": n,
             "until": until.map(unix),
+            "only": only,
         }))
         .into_response(),
         Ok(Err(e @ OverrideError::UnknownTarget(_))) => {

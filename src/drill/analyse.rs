@@ -125,6 +125,35 @@ pub struct ResolverSummary {
     pub resolvers: Vec<ResolverOutcome>,
 }
 
+/// During a two-phase drain, after the target left DNS answers at `t1`:
+/// how many resolvers still hold a cached answer from it and when the last
+/// of those expires (`None`: nobody holds one). A resolver's last answer
+/// from the target is held until `last + ttl`; the largest TTL seen also
+/// bounds answers given before tracking began.
+pub fn holding_until(lines: &[ResolverLine], target: &str, t1: f64) -> (usize, Option<f64>) {
+    let on_target = |r: &Option<String>| r.as_deref() == Some(target);
+    let mut holders = 0;
+    let mut until: Option<f64> = None;
+    let mut later = |t: f64| until = Some(until.map_or(t, |u: f64| u.max(t)));
+    for l in lines {
+        let expiry = if on_target(&l.region) {
+            Some(l.last + f64::from(l.ttl))
+        } else if on_target(&l.previous_region) {
+            l.previous_last.map(|p| p + f64::from(l.ttl))
+        } else {
+            None
+        };
+        if let Some(e) = expiry {
+            holders += usize::from(on_target(&l.region));
+            later(e);
+        }
+    }
+    if let Some(ttl) = lines.iter().map(|l| l.ttl).max() {
+        later(t1 + f64::from(ttl));
+    }
+    (holders, until)
+}
+
 /// Nearest-rank percentile of sorted values.
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
@@ -307,6 +336,21 @@ mod tests {
         assert_eq!(s.over_time.first(), Some(&(0.0, 1.0)));
         assert_eq!(s.over_time.get(1), Some(&(10.0, 0.75)));
         assert_eq!(s.over_time.last(), Some(&(50.0, 0.5)));
+    }
+
+    #[test]
+    fn a_two_phase_drain_waits_for_the_last_cached_answer_and_one_ttl() {
+        let lines = vec![
+            line("192.0.2.1", "eu", 101.0, 50.0, None),
+            line("192.0.2.2", "us", 103.0, 103.0, Some(("eu", 99.5))),
+            line("192.0.2.3", "us", 90.0, 50.0, None),
+        ];
+        let (holders, until) = holding_until(&lines, "eu", 100.0);
+        assert_eq!(holders, 1);
+        assert_eq!(until, Some(111.0), "192.0.2.1's answer given at 101, TTL 10");
+        let (holders, until) = holding_until(&lines[1..], "eu", 100.0);
+        assert_eq!((holders, until), (0, Some(110.0)), "one TTL after phase 1");
+        assert_eq!(holding_until(&[], "eu", 100.0), (0, None));
     }
 
     #[test]

@@ -45,11 +45,17 @@ pub struct Check {
     pub addr: SocketAddr,
 }
 
+/// The source name of the DNS answers' endpoints.
+pub const SOURCE_DNS: &str = "dns";
+
 /// An endpoint as health knows it.
 #[derive(Debug, Clone)]
 pub struct Member {
     /// Stable identity (`pool/address`): state follows it across reloads.
     pub identity: String,
+    /// Who registered it: [`SOURCE_DNS`] or the tier's source. An override
+    /// given `only` a source covers that source's members alone.
+    pub source: &'static str,
     /// What contains it, most specific first (pool, region): an override
     /// of any of these covers it.
     pub within: Vec<String>,
@@ -107,6 +113,11 @@ pub struct Override {
     #[serde(default)]
     pub until: Option<f64>,
     pub set_at: f64,
+    /// Only the members of this source (`dns`: DNS answers; `tier`: the
+    /// tier's backends); none: every source. The first phase of a
+    /// two-phase drain is a drain of `dns` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<String>,
 }
 
 /// What a remote vantage last said of an endpoint.
@@ -308,9 +319,11 @@ impl HealthTable {
     /// The override that applies to a member: the most specific target
     /// (its identity, then what contains it: pool, then region).
     pub fn override_for(&self, m: &Member) -> Option<&Override> {
-        std::iter::once(&m.identity)
-            .chain(&m.within)
-            .find_map(|t| self.overrides.iter().find(|o| &o.target == t))
+        std::iter::once(&m.identity).chain(&m.within).find_map(|t| {
+            self.overrides
+                .iter()
+                .find(|o| &o.target == t && o.only.as_deref().is_none_or(|s| s == m.source))
+        })
     }
 
     /// Removes expired overrides; returns whether any expired.
@@ -612,6 +625,7 @@ mod tests {
             .iter()
             .map(|a| Member {
                 identity: format!("p/{a}"),
+                source: SOURCE_DNS,
                 within: vec!["p".into(), "r".into()],
                 check: Some(Check {
                     monitor: mon.clone(),
@@ -879,6 +893,7 @@ mod tests {
                 state: AdminState::Drain,
                 until,
                 set_at,
+                only: None,
             });
             h.evaluate(&t, &cfg, 1.0).epoch.id
         };
@@ -898,12 +913,14 @@ mod tests {
             state: AdminState::Drain,
             until: Some(50.0),
             set_at: 0.0,
+            only: None,
         });
         h.overrides.push(Override {
             target: "p/10.0.0.2".into(),
             state: AdminState::ForceUp,
             until: None,
             set_at: 0.0,
+            only: None,
         });
         let v = h.evaluate(&t, &cfg, 1.0);
         assert!(!v.get(A).up(), "region drain");
@@ -925,6 +942,7 @@ mod tests {
             state: AdminState::Drain,
             until: None,
             set_at: 1.0,
+            only: None,
         });
         h.save_state().expect("save");
         let mut back = HealthTable::default();

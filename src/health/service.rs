@@ -311,10 +311,24 @@ impl HealthService {
         state: AdminState,
         until: Option<SystemTime>,
     ) -> Result<usize, OverrideError> {
+        self.set_override_for(target, state, until, None)
+    }
+
+    /// [`set_override`](Self::set_override) for the members of one source
+    /// only (`only`: `dns` or `tier`), e.g. the first phase of a two-phase
+    /// drain; it replaces any override of the same target.
+    pub fn set_override_for(
+        &self,
+        target: &str,
+        state: AdminState,
+        until: Option<SystemTime>,
+        only: Option<&str>,
+    ) -> Result<usize, OverrideError> {
         let mut inner = self.lock();
         let matching = inner
             .all
             .iter()
+            .filter(|m| only.is_none_or(|s| s == m.source))
             .filter(|m| m.identity == target || m.within.iter().any(|w| w == target))
             .count();
         if matching == 0 {
@@ -329,6 +343,7 @@ impl HealthService {
                 state,
                 until: until.map(unix),
                 set_at: unix(SystemTime::now()),
+                only: only.map(str::to_string),
             });
         }
         if let Err(e) = table.save_state() {
@@ -494,6 +509,7 @@ mod tests {
     fn member(identity: &str, within: &[&str]) -> Member {
         Member {
             identity: identity.into(),
+            source: super::super::SOURCE_DNS,
             within: within.iter().map(|s| s.to_string()).collect(),
             check: None,
         }
@@ -583,6 +599,7 @@ mod tests {
         let monitor = Arc::new(super::super::Monitor::compile("m", &mc).expect("compile"));
         let member = |id: &str| Member {
             identity: id.into(),
+            source: super::super::SOURCE_DNS,
             within: vec!["p".into()],
             check: Some(super::super::Check {
                 monitor: monitor.clone(),

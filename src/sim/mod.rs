@@ -106,6 +106,37 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// Adds what a running node's `GET /v1/health` shows: endpoints its
+    /// checks hold down (unless an operator forced them up), drains and
+    /// forced-down targets. Returns how many targets were added.
+    pub fn add_live(&mut self, health: &serde_json::Value) -> usize {
+        let before = self.down.len() + self.drain.len();
+        let empty = Vec::new();
+        for o in health["overrides"].as_array().unwrap_or(&empty) {
+            let Some(target) = o["target"].as_str() else {
+                continue;
+            };
+            match o["state"].as_str() {
+                Some("drain") => self.drain.push(target.to_string()),
+                Some("force_down") => self.down.push(target.to_string()),
+                _ => {}
+            }
+        }
+        for e in health["endpoints"].as_array().unwrap_or(&empty) {
+            let forced_up = e["override"]["state"] == "force_up";
+            if e["checked_up"] == false && !forced_up {
+                if let Some(id) = e["endpoint"].as_str() {
+                    self.down.push(id.to_string());
+                }
+            }
+        }
+        self.down.sort();
+        self.down.dedup();
+        self.drain.sort();
+        self.drain.dedup();
+        self.down.len() + self.drain.len() - before
+    }
+
     pub fn is_all_up(&self) -> bool {
         self.down.is_empty() && self.drain.is_empty()
     }
@@ -905,6 +936,28 @@ fn combinations(n: usize, k: usize) -> Vec<Vec<usize>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_live_health_document_becomes_downs_and_drains() {
+        let v = serde_json::json!({
+            "overrides": [
+                {"target": "eu", "state": "drain"},
+                {"target": "us-web/10.2.0.2", "state": "force_down"},
+                {"target": "ap-web/10.3.0.1", "state": "force_up"}
+            ],
+            "endpoints": [
+                {"endpoint": "us-web/10.2.0.1", "checked_up": false, "override": null},
+                {"endpoint": "ap-web/10.3.0.1", "checked_up": false,
+                 "override": {"target": "ap-web/10.3.0.1", "state": "force_up"}},
+                {"endpoint": "eu-web/10.1.0.1", "checked_up": true, "override": null}
+            ]
+        });
+        let mut s = Scenario::default();
+        assert_eq!(s.add_live(&v), 3);
+        assert_eq!(s.drain, ["eu"]);
+        assert_eq!(s.down, ["us-web/10.2.0.1", "us-web/10.2.0.2"]);
+    }
+
     use super::*;
 
     #[test]

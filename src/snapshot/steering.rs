@@ -219,6 +219,7 @@ pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> Compiled {
             checks.push(e.check.clone());
             members.push(Member {
                 identity: identity.clone(),
+                source: crate::health::SOURCE_DNS,
                 within: vec![p.name.clone(), p.value.region.get_ref().clone()],
                 check: None,
             });

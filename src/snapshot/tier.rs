@@ -399,6 +399,7 @@ pub fn compile(
             };
             plan.members.push(Member {
                 identity: id.clone(),
+                source: crate::tier::SOURCE,
                 within: vec![
                     name.clone(),
                     format!("{region}/{}", m.address),
