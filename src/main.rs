@@ -802,9 +802,11 @@ fn two_phase_drain(
                 std::thread::sleep(std::time::Duration::from_secs(1));
             }
             None => break format!("no resolver holds an answer from {target}"),
-            Some(_) if t >= deadline => break format!(
+            Some(_) if t >= deadline => {
+                break format!(
                 "--max-wait reached with {holders} resolvers still holding answers from {target}"
-            ),
+            )
+            }
             Some(u) if u <= t => {
                 break format!("the answers resolvers cached from {target} have expired")
             }

@@ -347,7 +347,11 @@ mod tests {
         ];
         let (holders, until) = holding_until(&lines, "eu", 100.0);
         assert_eq!(holders, 1);
-        assert_eq!(until, Some(111.0), "192.0.2.1's answer given at 101, TTL 10");
+        assert_eq!(
+            until,
+            Some(111.0),
+            "192.0.2.1's answer given at 101, TTL 10"
+        );
         let (holders, until) = holding_until(&lines[1..], "eu", 100.0);
         assert_eq!((holders, until), (0, Some(110.0)), "one TTL after phase 1");
         assert_eq!(holding_until(&[], "eu", 100.0), (0, None));
