@@ -550,12 +550,24 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// Requests no backend gets: HTTP/1.1 without exactly one Host, or a Host
 /// that is not `host[:port]` (RFC 9112 §3.2: 400 for an invalid value, so
 /// nothing but a host reaches the `Forwarded` element and the backend's
-/// Host). (Framing conflicts never get this far: hyper's parser refuses
-/// duplicate or invalid Content-Length, and with Transfer-Encoding it
-/// removes Content-Length and closes the connection after the response,
-/// RFC 9112 §6.3.)
+/// Host); more than one Content-Length, one that is not digits, or one
+/// beside Transfer-Encoding (RFC 9112 §6.1, §6.3: framing two hops could
+/// read apart). hyper's parser already refuses or repairs most of these;
+/// the tier does not rely on it.
 fn well_formed<B>(req: &Request<B>) -> Result<(), &'static str> {
     let h = req.headers();
+    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(v) = lengths.next() {
+        if lengths.next().is_some() {
+            return Err("more than one Content-Length header");
+        }
+        if v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_digit) {
+            return Err("the Content-Length header is not a number");
+        }
+        if h.contains_key(header::TRANSFER_ENCODING) {
+            return Err("Content-Length beside Transfer-Encoding");
+        }
+    }
     let hosts = h.get_all(header::HOST).iter().count();
     if req.version() == Version::HTTP_11 && hosts != 1 {
         return Err("an HTTP/1.1 request needs exactly one Host header");
@@ -2126,6 +2138,31 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(good)
             );
+        }
+    }
+
+    /// RFC 9112 §6.1, §6.3: body framing the next hop could read another
+    /// way is refused rather than forwarded.
+    #[test]
+    fn rfc9112_6_3_content_length_twice_not_digits_or_beside_transfer_encoding_is_refused() {
+        let req = |fields: &[(&str, &str)]| {
+            let mut b = Request::builder()
+                .uri("/")
+                .header(header::HOST, "a.example");
+            for (n, v) in fields {
+                b = b.header(*n, *v);
+            }
+            admit(&b.body(()).expect("request"))
+        };
+        assert!(req(&[("content-length", "5")]).is_ok());
+        assert!(req(&[("transfer-encoding", "chunked")]).is_ok());
+        for bad in [
+            &[("content-length", "5"), ("content-length", "5")][..],
+            &[("content-length", "")][..],
+            &[("content-length", "+5")][..],
+            &[("content-length", "5"), ("transfer-encoding", "chunked")][..],
+        ] {
+            assert!(req(bad).is_err(), "{bad:?}");
         }
     }
 
