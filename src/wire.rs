@@ -922,34 +922,46 @@ impl<'b> Writer<'b> {
     /// query's TSIG record at `start..end` of `raw`: the query's key name,
     /// algorithm, time signed and fudge, an empty MAC, the message ID as
     /// original ID (the reply's own, as Knot writes it), `error` and no
-    /// other data. Ignores the size limit (the record is small and
-    /// must be last). False, with nothing written, when the query's record
-    /// cannot be interpreted (RFC 8945 §5.2: the message is then a FORMERR).
-    pub fn put_tsig_error(&mut self, raw: &[u8], start: usize, end: usize, error: u16) -> bool {
+    /// other data. `Ok(false)`, with nothing written, when the query's
+    /// record cannot be interpreted (RFC 8945 §5.2: the message is then a
+    /// FORMERR); `Err(NoRoom)`, with nothing written, when the record would
+    /// take the message past its size limit (its key and algorithm names
+    /// are written uncompressed, up to 255 bytes each).
+    pub fn put_tsig_error(
+        &mut self,
+        raw: &[u8],
+        start: usize,
+        end: usize,
+        error: u16,
+    ) -> Result<bool, NoRoom> {
         let mut key = [0u8; MAX_NAME];
         let mut alg = [0u8; MAX_NAME];
         let Some((key_len, fixed)) = expand_name(raw, start, &mut key) else {
-            return false;
+            return Ok(false);
         };
         let rdata = fixed + 10;
         let Some((alg_len, at)) = expand_name(raw, rdata, &mut alg) else {
-            return false;
+            return Ok(false);
         };
         // Time signed (48 bits), fudge, MAC size, MAC, original ID, error,
         // other length, other data.
         let Some(mac_len) = rd16(raw, at + 8) else {
-            return false;
+            return Ok(false);
         };
         let after_mac = at + 10 + mac_len as usize;
         let Some(other_len) = rd16(raw, after_mac + 4) else {
-            return false;
+            return Ok(false);
         };
         if after_mac + 6 + other_len as usize != end || rd16(raw, fixed) != Some(TYPE_TSIG) {
-            return false;
+            return Ok(false);
         }
         let (Some(time_fudge), Some(id)) = (raw.get(at..at + 8), raw.get(..2)) else {
-            return false;
+            return Ok(false);
         };
+        // Names uncompressed (up to 255 bytes each): the record may not fit.
+        if self.buf.len() + key_len + 10 + alg_len + 16 > self.limit {
+            return Err(NoRoom);
+        }
         self.buf.extend_from_slice(&key[..key_len]);
         self.buf.extend_from_slice(&TYPE_TSIG.to_be_bytes());
         self.buf.extend_from_slice(&CLASS_ANY.to_be_bytes());
@@ -963,7 +975,7 @@ impl<'b> Writer<'b> {
         self.buf.extend_from_slice(&error.to_be_bytes());
         self.buf.extend_from_slice(&[0, 0]);
         self.counts[3] += 1;
-        true
+        Ok(true)
     }
 
     /// Writes the section counts into the header and returns the message.

@@ -191,6 +191,46 @@ fn rfc8945_5_2_unverifiable_tsig_is_notauth_badkey() {
     assert!(r.ends_with(&want_tsig));
 }
 
+/// A 255-byte name of `c`s (three labels of 63, one of 61).
+fn longest_name(c: u8) -> Vec<u8> {
+    let mut n = Vec::new();
+    for len in [63usize, 63, 63, 61] {
+        n.push(len as u8);
+        n.extend(std::iter::repeat_n(c, len));
+    }
+    n.push(0);
+    n
+}
+
+/// The BADKEY error TSIG echoes the key and algorithm names uncompressed:
+/// with names of 255 bytes it does not fit 512 bytes, so the UDP reply is
+/// truncated (NOTAUTH, no TSIG) and the client gets it whole over TCP.
+#[test]
+fn rfc1035_4_2_1_a_tsig_error_past_512_bytes_is_truncated_over_udp() {
+    let s = TestServer::start();
+    let mut rdata = longest_name(b'h');
+    rdata.extend_from_slice(&[
+        0, 0, 0x65, 0x53, 0xf1, 0, 1, 0x2c, 0, 0, 0x55, 0x55, 0, 0, 0, 0,
+    ]);
+    let mut t = longest_name(b'k');
+    t.extend_from_slice(&[0, 250, 0, 255, 0, 0, 0, 0]);
+    t.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    t.extend_from_slice(&rdata);
+    let q = packet(0, 1, 1, &t);
+    let r = ask(&s, &q);
+    assert!(r.len() <= 512, "{} bytes", r.len());
+    assert_eq!(rcode(&r), 9, "NOTAUTH");
+    assert_ne!(r[2] & 0x02, 0, "TC");
+    assert_eq!(counts(&r), [1, 0, 0, 0]);
+    let mut c = tcp_connect(s.dns);
+    tcp_send(&mut c, &q);
+    let r = tcp_read(&mut c).expect("a TCP reply");
+    assert_eq!(rcode(&r), 9);
+    assert_eq!(r[2] & 0x02, 0, "not truncated over TCP");
+    assert_eq!(counts(&r), [1, 0, 0, 1]);
+    assert!(r.len() > 512);
+}
+
 #[test]
 fn rfc8945_5_1_tsig_not_last_or_not_alone_is_formerr() {
     let s = TestServer::start();

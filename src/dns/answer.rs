@@ -363,11 +363,20 @@ fn refuse(
         // The OPT goes before the TSIG, which must be last.
         let m = w.mark();
         opt(&mut w, wire::RCODE_NOTAUTH);
-        if w.put_tsig_error(req.raw, start, end, wire::TSIG_BADKEY) {
-            rcode = wire::RCODE_NOTAUTH;
-        } else {
-            w.rollback(m);
-            opt(&mut w, rcode);
+        match w.put_tsig_error(req.raw, start, end, wire::TSIG_BADKEY) {
+            Ok(true) => rcode = wire::RCODE_NOTAUTH,
+            Ok(false) => {
+                w.rollback(m);
+                opt(&mut w, rcode);
+            }
+            Err(NoRoom) => {
+                // Long key and algorithm names over UDP: the error does not
+                // fit, so TC tells the client to ask over TCP (RFC 2181 §9).
+                rcode = wire::RCODE_NOTAUTH;
+                w.rollback(m);
+                w.set_tc();
+                opt(&mut w, rcode);
+            }
         }
     } else {
         opt(&mut w, rcode);

@@ -547,13 +547,27 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove("proxy-connection");
 }
 
-/// Requests no backend gets: HTTP/1.1 without exactly one Host (RFC 9112
-/// §3.2). (Framing conflicts never get this far: hyper's parser refuses
-/// duplicate or invalid Content-Length, and with Transfer-Encoding it
-/// removes Content-Length and closes the connection after the response,
-/// RFC 9112 §6.3.)
-fn well_formed(req: &Request<Incoming>) -> Result<(), &'static str> {
+/// Requests no backend gets: HTTP/1.1 without exactly one Host, or a Host
+/// that is not `host[:port]` (RFC 9112 §3.2: 400 for an invalid value, so
+/// nothing but a host reaches the `Forwarded` element and the backend's
+/// Host); more than one Content-Length, one that is not digits, or one
+/// beside Transfer-Encoding (RFC 9112 §6.1, §6.3: framing two hops could
+/// read apart). hyper's parser already refuses or repairs most of these;
+/// the tier does not rely on it.
+fn well_formed<B>(req: &Request<B>) -> Result<(), &'static str> {
     let h = req.headers();
+    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(v) = lengths.next() {
+        if lengths.next().is_some() {
+            return Err("more than one Content-Length header");
+        }
+        if v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_digit) {
+            return Err("the Content-Length header is not a number");
+        }
+        if h.contains_key(header::TRANSFER_ENCODING) {
+            return Err("Content-Length beside Transfer-Encoding");
+        }
+    }
     let hosts = h.get_all(header::HOST).iter().count();
     if req.version() == Version::HTTP_11 && hosts != 1 {
         return Err("an HTTP/1.1 request needs exactly one Host header");
@@ -561,7 +575,72 @@ fn well_formed(req: &Request<Incoming>) -> Result<(), &'static str> {
     if hosts > 1 {
         return Err("more than one Host header");
     }
+    if let Some(v) = h.get(header::HOST) {
+        // Empty is allowed: a request target without an authority.
+        if !v.is_empty() && !host_and_port(v.as_bytes()) {
+            return Err("the Host header is not a host and port");
+        }
+    }
     Ok(())
+}
+
+/// `uri-host [":" port]` (RFC 9110 §7.2): URI authority characters, no
+/// userinfo, and a port of digits only.
+fn host_and_port(v: &[u8]) -> bool {
+    let port = match v.first() {
+        Some(b'[') => match v.iter().position(|&b| b == b']') {
+            Some(i) => &v[i + 1..],
+            None => return false,
+        },
+        _ => v
+            .iter()
+            .position(|&b| b == b':')
+            .map_or(&[][..], |i| &v[i..]),
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    port_ok && !v.contains(&b'@') && http::uri::Authority::try_from(v).is_ok()
+}
+
+/// Whether a request may go to a backend (see `well_formed`), and the host
+/// it is routed by: lower case, without port or trailing dot; the target's
+/// authority when it has one, else the Host header.
+pub fn admit<B>(req: &Request<B>) -> Result<Option<String>, &'static str> {
+    well_formed(req)?;
+    Ok(host_of(req))
+}
+
+/// The head a backend gets, rewritten in place: hop-by-hop fields removed,
+/// forwarding headers set, and one Host. A target with an authority (the
+/// absolute form, or HTTP/2's `:authority`) sets the Host, whatever the
+/// client's Host header said (RFC 9112 §3.2.2: a proxy replaces it), so the
+/// backend sees the host the request was routed by; otherwise the client's
+/// Host is kept, or `host` given when there was none.
+pub fn forward_head(
+    plan: &HttpPlan,
+    parts: &mut http::request::Parts,
+    client: SocketAddr,
+    host: Option<&str>,
+) {
+    strip_hop_by_hop(&mut parts.headers);
+    let target = parts.uri.authority().and_then(|a| {
+        let v = match a.port_u16() {
+            Some(p) => format!("{}:{p}", a.host()),
+            None => a.host().to_string(),
+        };
+        owned_value(v)
+    });
+    if let Some(v) = target {
+        parts.headers.insert(header::HOST, v);
+    } else if !parts.headers.contains_key(header::HOST) {
+        if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    forwarding(plan, &mut parts.headers, client, host, parts.version);
 }
 
 fn replayable(req: &Request<Incoming>) -> bool {
@@ -643,7 +722,7 @@ fn forwarding(
     let proto = if plan.tls.is_some() { "https" } else { "http" };
     if plan.forwarded_for != ForwardedFor::Off {
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-        // The client's own Host value when it sent one (shared, not copied).
+        // The Host the backend gets, port and all (shared, not copied).
         let v = h
             .get(header::HOST)
             .cloned()
@@ -1381,10 +1460,10 @@ async fn handle(
         return small(StatusCode::INTERNAL_SERVER_ERROR, "not an HTTP listener");
     };
     let started = out.started;
-    if let Err(why) = well_formed(&req) {
-        return small(StatusCode::BAD_REQUEST, why);
-    }
-    let host = host_of(&req);
+    let host = match admit(&req) {
+        Ok(h) => h,
+        Err(why) => return small(StatusCode::BAD_REQUEST, why),
+    };
     let rule = route_for(plan, host.as_deref(), req.uri().path(), req.headers());
     let idx = rule.unwrap_or(plan.rules.len());
     if let Some(rs) = route.route_stats.get(idx) {
@@ -1427,7 +1506,6 @@ async fn handle(
         },
         None => (route.group.clone(), None),
     };
-    let version = req.version();
     let replay = replayable(&req);
     // An HTTP/1.1 `Upgrade` (WebSocket and others): the backend sees the
     // request's Upgrade and `Connection: upgrade`; on its 101 the two
@@ -1450,13 +1528,7 @@ async fn handle(
     if let Some(name) = &sticky.cookie_name {
         super::sticky::strip_cookie(&mut parts.headers, name);
     }
-    strip_hop_by_hop(&mut parts.headers);
-    forwarding(plan, &mut parts.headers, client, host.as_deref(), version);
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(v) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
-            parts.headers.insert(header::HOST, v);
-        }
-    }
+    forward_head(plan, &mut parts, client, host.as_deref());
     let pq = parts
         .uri
         .path_and_query()
@@ -2034,6 +2106,96 @@ mod tests {
             Some("api.example.com")
         );
         assert_eq!(host("/", None), None);
+    }
+
+    /// RFC 9112 §3.2: an invalid Host value is a 400, so a quote or a
+    /// parameter never reaches the `Forwarded` element.
+    #[test]
+    fn rfc9112_3_2_a_host_that_is_not_host_and_port_is_refused() {
+        let req = |h: &'static [u8]| {
+            Request::builder()
+                .uri("/")
+                .header(header::HOST, HeaderValue::from_bytes(h).expect("value"))
+                .body(())
+                .expect("request")
+        };
+        for bad in [
+            &b"a\";for=1.2.3.4"[..],
+            b"user@www.example.com",
+            b"www.example.com:80:80",
+            b"a b",
+            b"www.example.com:port",
+        ] {
+            assert!(
+                admit(&req(bad)).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        for good in [&b"www.example.com:8080"[..], b"[2001:db8::1]:443", b""] {
+            assert!(
+                admit(&req(good)).is_ok(),
+                "{}",
+                String::from_utf8_lossy(good)
+            );
+        }
+    }
+
+    /// RFC 9112 §6.1, §6.3: body framing the next hop could read another
+    /// way is refused rather than forwarded.
+    #[test]
+    fn rfc9112_6_3_content_length_twice_not_digits_or_beside_transfer_encoding_is_refused() {
+        let req = |fields: &[(&str, &str)]| {
+            let mut b = Request::builder()
+                .uri("/")
+                .header(header::HOST, "a.example");
+            for (n, v) in fields {
+                b = b.header(*n, *v);
+            }
+            admit(&b.body(()).expect("request"))
+        };
+        assert!(req(&[("content-length", "5")]).is_ok());
+        assert!(req(&[("transfer-encoding", "chunked")]).is_ok());
+        for bad in [
+            &[("content-length", "5"), ("content-length", "5")][..],
+            &[("content-length", "")][..],
+            &[("content-length", "+5")][..],
+            &[("content-length", "5"), ("transfer-encoding", "chunked")][..],
+        ] {
+            assert!(req(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// RFC 9112 §3.2.2: a proxy replaces the Host of an absolute-form
+    /// request with the target's authority (the host it was routed by).
+    #[test]
+    fn rfc9112_3_2_2_the_target_authority_replaces_the_host_header() {
+        let p = plan(Vec::new());
+        let client: SocketAddr = "192.0.2.7:1".parse().expect("addr");
+        let head = |uri: &str, host: Option<&str>| {
+            let version = match host {
+                Some(_) => Version::HTTP_11,
+                None => Version::HTTP_2,
+            };
+            let mut b = Request::builder().uri(uri).version(version);
+            if let Some(h) = host {
+                b = b.header(header::HOST, h);
+            }
+            let req = b.body(()).expect("request");
+            let routed = admit(&req).expect("admitted");
+            let (mut parts, ()) = req.into_parts();
+            forward_head(&p, &mut parts, client, routed.as_deref());
+            parts.headers
+        };
+        let h = head("http://api.example.com:81/x", Some("admin.internal"));
+        assert_eq!(h.get_all(header::HOST).iter().count(), 1);
+        assert_eq!(h[header::HOST], "api.example.com:81");
+        assert_eq!(h["x-forwarded-host"], "api.example.com:81");
+        let h = head("http://user@api.example.com/x", None);
+        assert_eq!(h[header::HOST], "api.example.com");
+        // Origin form: the client's Host, port and case kept.
+        let h = head("/x", Some("WWW.example.com:8080"));
+        assert_eq!(h[header::HOST], "WWW.example.com:8080");
     }
 
     #[test]

@@ -359,6 +359,17 @@ struct ReadState {
     last_owner: Option<Name>,
 }
 
+impl ReadState {
+    fn new(origin: &Name) -> ReadState {
+        ReadState {
+            origin: origin.clone(),
+            default_ttl: None,
+            last_ttl: None,
+            last_owner: None,
+        }
+    }
+}
+
 /// Reads a master file (following `$INCLUDE`s) into records. Problems are
 /// pushed to `diags`; records that could be read are returned regardless.
 pub fn read_zone_file(
@@ -367,14 +378,24 @@ pub fn read_zone_file(
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<SourceRecord> {
     let mut out = Vec::new();
-    let mut st = ReadState {
-        origin: origin.clone(),
-        default_ttl: None,
-        last_ttl: None,
-        last_owner: None,
-    };
+    let mut st = ReadState::new(origin);
     let mut stack = Vec::new();
     read_file(path, &mut st, &mut stack, &mut out, diags, None);
+    out
+}
+
+/// Reads master-file text as if it were the file at `path` (relative
+/// `$INCLUDE`s resolve beside it): what [`read_zone_file`] does once it has
+/// the file's text. Problems are pushed to `diags`, each with its line.
+pub fn read_zone_text(
+    origin: &Name,
+    path: &Path,
+    text: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<SourceRecord> {
+    let mut out = Vec::new();
+    let mut st = ReadState::new(origin);
+    read_text(path, text, &mut st, &mut Vec::new(), &mut out, diags);
     out
 }
 
@@ -397,10 +418,21 @@ fn read_file(
             return;
         }
     };
+    read_text(path, &text, st, stack, out, diags);
+}
+
+fn read_text(
+    path: &Path,
+    text: &str,
+    st: &mut ReadState,
+    stack: &mut Vec<PathBuf>,
+    out: &mut Vec<SourceRecord>,
+    diags: &mut Vec<Diagnostic>,
+) {
     let canon = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     stack.push(canon);
     let file: Arc<Path> = Arc::from(path);
-    for e in lex(&text, path, diags) {
+    for e in lex(text, path, diags) {
         let loc = Loc {
             file: file.clone(),
             line: e.line,

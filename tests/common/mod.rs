@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod mmdb;
+pub mod props;
 pub mod steering;
 
 use std::io::{Read, Write};

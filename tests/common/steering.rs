@@ -46,6 +46,19 @@ pub fn snapshot() -> (tempfile::TempDir, Snapshot) {
 
 /// The snapshot of the config followed by `extra` (more tables).
 pub fn snapshot_with(extra: &str) -> (tempfile::TempDir, Snapshot) {
+    snapshot_with_records(extra, "")
+}
+
+/// Records of most kinds the answer path treats apart: a CNAME chain, a
+/// wildcard, a delegation with glue, MX, TXT, AAAA, SRV.
+pub const MORE_RECORDS: &str = "\
+alias CNAME alias2\nalias2 CNAME www\nloop CNAME loop\n*.wild A 192.0.2.99\n\
+sub NS ns.sub\nns.sub A 192.0.2.98\n@ MX 10 host1\n@ TXT \"v=spf1 -all\"\n\
+host1 AAAA 2001:db8::1\n_sip._udp SRV 0 5 5060 host1\n";
+
+/// The snapshot of the config followed by `extra`, its zone followed by
+/// `records` (master-file lines).
+pub fn snapshot_with_records(extra: &str, records: &str) -> (tempfile::TempDir, Snapshot) {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path();
     let nets = vec![
@@ -83,6 +96,7 @@ pub fn snapshot_with(extra: &str) -> (tempfile::TempDir, Snapshot) {
     for i in 0..50 {
         zone.push_str(&format!("host{i} A 192.0.2.{i}\n"));
     }
+    zone.push_str(records);
     std::fs::write(p.join("z.zone"), zone).expect("w");
     let config = Config::parse(&p.join("geolb.toml"), &format!("{CONFIG}{extra}")).expect("config");
     let (snap, _) = geolb::snapshot::build(config, 1, None).expect("snapshot");
