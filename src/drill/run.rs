@@ -379,19 +379,7 @@ pub async fn run(s: &Scenario, stop: impl Future<Output = ()>) -> Report {
 
     // Baseline: probes and telemetry before the action, so every active
     // resolver is seen with the old answer.
-    let mut interrupted = false;
-    let end = tokio::time::Instant::now() + s.baseline;
-    loop {
-        let round = tokio::time::Instant::now();
-        sample_round(s, &mut report.samples, &drained).await;
-        if round >= end {
-            break;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until((round + s.interval).min(end)) => {}
-            _ = &mut stop => { interrupted = true; break; }
-        }
-    }
+    let interrupted = sample_for(s, s.baseline, &mut report.samples, &drained, &mut stop).await;
     if interrupted {
         for node in &s.nodes {
             let _ = api.call(node, "DELETE", "/v1/resolvers/track", None).await;
@@ -436,21 +424,8 @@ pub async fn run(s: &Scenario, stop: impl Future<Output = ()>) -> Report {
     });
 
     // Observe until the hold ends (or Ctrl-C, or the action failed).
-    if action_error.is_none() {
-        let end = tokio::time::Instant::now() + s.hold;
-        loop {
-            let round = tokio::time::Instant::now();
-            sample_round(s, &mut report.samples, &drained).await;
-            if round >= end {
-                break;
-            }
-            let next = (round + s.interval).min(end);
-            tokio::select! {
-                _ = tokio::time::sleep_until(next) => {}
-                _ = &mut stop => { interrupted = true; break; }
-            }
-        }
-    }
+    let interrupted = action_error.is_none()
+        && sample_for(s, s.hold, &mut report.samples, &drained, &mut stop).await;
     let observed = now();
 
     // Resolver telemetry, read before restoring.
@@ -584,6 +559,28 @@ fn subnet_names(s: &Scenario) -> Vec<String> {
         vec!["(no ECS)".into()]
     } else {
         s.subnets.iter().map(ToString::to_string).collect()
+    }
+}
+
+/// Probes every `interval` for `period`; true when `stop` cut it short.
+async fn sample_for<F: Future<Output = ()>>(
+    s: &Scenario,
+    period: Duration,
+    samples: &mut Vec<Sample>,
+    drained: &BTreeSet<String>,
+    stop: &mut std::pin::Pin<&mut F>,
+) -> bool {
+    let end = tokio::time::Instant::now() + period;
+    loop {
+        let round = tokio::time::Instant::now();
+        sample_round(s, samples, drained).await;
+        if round >= end {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until((round + s.interval).min(end)) => {}
+            _ = stop.as_mut() => return true,
+        }
     }
 }
 

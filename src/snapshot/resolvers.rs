@@ -252,12 +252,15 @@ impl Tracker {
         let until = self.until_ms.load(Ordering::SeqCst);
         let armed_ms = self.armed_ms.load(Ordering::SeqCst);
         let secs = |ms: u32| (armed_ms + u64::from(ms)) as f64 / 1000.0;
-        let region = |tag: u16| (tag != NO_REGION).then(|| self.name(tag)).flatten();
+        // One copy of the names, not a lock per line.
+        let names = self.names.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let name = |tag: u16| names.get(usize::from(tag)).cloned();
+        let region = |tag: u16| (tag != NO_REGION).then(|| name(tag)).flatten();
         let mut resolvers = Vec::new();
         for s in self.stripes.iter() {
             let t = s.lock().unwrap_or_else(|p| p.into_inner());
             for (k, e) in t.iter() {
-                let Some(name) = self.name(k.service) else {
+                let Some(name) = name(k.service) else {
                     continue;
                 };
                 if service.is_some_and(|s| s != name) {
