@@ -336,44 +336,54 @@ if [[ " ${parts:-} " == *" static "* ]]; then
   done
 fi
 
-# Geo + ECS with the defences on: three servers side by side on CPU 0, all
+# Geo + ECS with the defences on: four servers side by side on CPU 0, all
 # answering geo.example.com from the full GeoLite2-City by the ECS address —
-#   off    geolb, benches/geo.toml
-#   both   the same build and config with [rrl] (rate 1 000 000/s, slip 2:
-#          nobody is limited) and [cookies] on
-#   knot   Knot DNS with mod-cookies and mod-rrl (the same rate and slip),
-#          mod-geoip in geodb mode on the same database (its response file
-#          written by examples/knot_geo.rs: the nearest datacenter per
-#          country, subdivision and city), edns-client-subnet on, 1 UDP worker
+#   off      geolb, benches/geo.toml
+#   both     the same build and config with [rrl] (rate 1 000 000/s, slip 2:
+#            nobody is limited) and [cookies] on
+#   knot     Knot DNS with mod-cookies and mod-rrl (the same rate and slip),
+#            edns-client-subnet on, 1 UDP worker, and mod-geoip in geodb mode
+#            on the same database: a view per country, subdivision and city,
+#            each answering the datacenter nearest to most of its addresses
+#            (the file is written by examples/knot_geo.rs)
+#   knotnet  the same Knot with mod-geoip in subnet mode: the database's IPv4
+#            networks joined into runs of one nearest datacenter and cut
+#            into CIDR blocks (knot_geo --subnet), so Knot, like geolb,
+#            answers from a table compiled ahead rather than reading the
+#            database per query, with geolb's answer for every address
 # — each loaded in turn by loadgen's geo-ecs mix at full speed, every query
-# carrying the same valid server cookie ("+cookie"); then both servers
-# with cookies on again with queries without a cookie ("-cookie"), so that
-# RRL accounts every answer (a valid cookie exempts a query from RRL, in
-# Knot as in geolb). REPS rounds, the order rotating; ratios within rounds.
+# carrying the same valid server cookie ("-cookie"); then geolb and Knot
+# (geodb) again with queries without a cookie ("-none"), so that RRL
+# accounts every answer (a valid cookie exempts a query from RRL, in Knot
+# as in geolb). REPS rounds, the order rotating; ratios within rounds.
 if [[ " ${parts:-} " == *" geo "* ]]; then
   command -v knotd >/dev/null && ls /usr/lib/*/knot/modules-*/geoip.so >/dev/null 2>&1 ||
     { echo "abuse geo: needs Knot DNS and its geoip module (apt-get install knot knot-module-geoip)"; exit 1; }
   knot_version=$(knotd --version | head -1)
-  g=$RUN/abuse-geo; mkdir -p "$g/knot"
+  g=$RUN/abuse-geo; mkdir -p "$g"
   cp benches/example.com.zone "$g/"; cp "$d/cookie.key" "$g/"
   sed "s|^city = .*|city = \"$PWD/geoip/GeoLite2-City.mmdb\"|" benches/geo.toml >"$g/off.toml"
   { cat "$g/off.toml"; echo "${rrl}slip = 2"; echo "$cookies"; } >"$g/both.toml"
-  # Knot: the zone with a default geo record (the first datacenter, what
-  # geolb answers a client it cannot locate), and the response file.
-  { cat benches/example.com.zone; echo 'geo 60 IN A 192.0.2.101'; } >"$g/knot/example.com.zone"
   [ -x "$KNOT_GEO" ] || cargo build --release --example knot_geo
-  "$KNOT_GEO" geoip/GeoLite2-City.mmdb geo.example.com \
-    38.9,-77.0=192.0.2.101 50.1,8.7=192.0.2.102 1.35,103.8=192.0.2.103 37.4,-122.1=192.0.2.104 >"$g/knot/geo.conf"
-  cat >"$g/knot/knot.conf" <<KNOT
+  dcs="38.9,-77.0=192.0.2.101 50.1,8.7=192.0.2.102 1.35,103.8=192.0.2.103 37.4,-122.1=192.0.2.104"
+  # A Knot server on PORT in DIR, mod-geoip in MODE: the zone with a
+  # default geo record (the first datacenter, what geolb answers a client
+  # it cannot locate) and the response file.
+  knot_server() { # dir port mode
+    mkdir -p "$1"
+    { cat benches/example.com.zone; echo 'geo 60 IN A 192.0.2.101'; } >"$1/example.com.zone"
+    # shellcheck disable=SC2086
+    "$KNOT_GEO" $([ "$3" = subnet ] && echo --subnet) geoip/GeoLite2-City.mmdb geo.example.com $dcs >"$1/geo.conf"
+    cat >"$1/knot.conf" <<KNOT
 server:
-    listen: 127.0.0.1@5333
-    rundir: $g/knot
+    listen: 127.0.0.1@$2
+    rundir: $1
     udp-workers: 1
     tcp-workers: 1
     background-workers: 1
     edns-client-subnet: on
 database:
-    storage: $g/knot/db
+    storage: $1/db
 mod-cookies:
   - id: bench
     secret: 0x$secret
@@ -383,14 +393,14 @@ mod-rrl:
     slip: 2
 mod-geoip:
   - id: geo
-    config-file: $g/knot/geo.conf
+    config-file: $1/geo.conf
     ttl: 60
-    mode: geodb
+    mode: $3
     geodb-file: $PWD/geoip/GeoLite2-City.mmdb
     geodb-key: [ country/iso_code, subdivisions/0/iso_code, (id)city/geoname_id ]
 template:
   - id: default
-    storage: $g/knot
+    storage: $1
     zonefile-sync: -1
     journal-content: none
     global-module: [ mod-cookies/bench, mod-rrl/bench ]
@@ -399,30 +409,37 @@ zone:
     file: example.com.zone
     module: mod-geoip/geo
 KNOT
-  declare -A GPORT=([off]=5331 [both]=5332 [knot]=5333) GPID=()
+    serve "knot-$3" "$2" knotd -c "$1/knot.conf"
+  }
+  declare -A GPORT=([off]=5331 [both]=5332 [knot]=5333 [knotnet]=5334) GPID=()
   for v in off both; do
     serve "geo-$v" "${GPORT[$v]}" "$GEOLB" serve --config "$g/$v.toml" --dns "127.0.0.1:${GPORT[$v]}"
     GPID[$v]=$SERVER
   done
-  serve knot 5333 knotd -c "$g/knot/knot.conf"; GPID[knot]=$SERVER
+  knot_server "$g/knot" 5333 geodb; GPID[knot]=$SERVER
+  knot_server "$g/knotnet" 5334 subnet; GPID[knotnet]=$SERVER
   cookie=$(server_cookie "${GPORT[both]}")
   kc=$(dig +cookie="$cookie" @127.0.0.1 -p 5333 example.com SOA | grep -c 'COOKIE: .* (good)' || true)
   [ "$kc" = 1 ] || { echo "abuse geo: Knot does not take geolb's server cookie"; exit 1; }
   # Same answers? A sample of the geo-ecs mix's kind of query (random /24s)
-  # asked of geolb and of Knot.
+  # asked of geolb and of each Knot.
   for i in $(seq 1 "${AGREE:-500}"); do
     echo "+short +subnet=$((RANDOM % 223 + 1)).$((RANDOM % 256)).$((RANDOM % 256)).0/24 geo.example.com A"
   done >"$g/sample"
-  agree=$(paste -d' ' <(dig -p 5331 @127.0.0.1 -f "$g/sample") <(dig -p 5333 @127.0.0.1 -f "$g/sample") |
-    awk '{ n++; s += ($1 == $2 && $1 != ""); a[$1]++ } END {
-      printf "%d of %d (geolb answered:", s, n; for (k in a) printf " %s %d", k, a[k]; printf ")" }')
-  echo "geo answers: Knot's equal geolb's for $agree random client /24s ($knot_version)"
+  dig -p 5331 @127.0.0.1 -f "$g/sample" >"$g/sample.geolb"
+  for v in knot knotnet; do
+    agree=$(paste -d' ' "$g/sample.geolb" <(dig -p "${GPORT[$v]}" @127.0.0.1 -f "$g/sample") |
+      awk '{ n++; s += ($1 == $2 && $1 != ""); a[$1]++ } END {
+        printf "%d of %d (geolb answered:", s, n; for (k in a) printf " %s %d", k, a[k]; printf ")" }')
+    echo "geo answers: $v's equal geolb's for $agree random client /24s"
+  done
+  echo "Knot: $knot_version"
   geo_load() { # server-cookie|server-none: "qps busy"
     local c=()
     [ "${1#*-}" = cookie ] && c=(--cookie "$cookie")
     load_busy "${GPID[${1%-*}]}" "${GPORT[${1%-*}]}" geo-ecs "${c[@]}"
   }
-  runs="off-cookie both-cookie knot-cookie both-none knot-none"
+  runs="off-cookie both-cookie knot-cookie knotnet-cookie both-none knot-none"
   for v in $runs; do geo_load "$v" >/dev/null; done # warm-up
   : >"$RUN/abuse.geo"
   for rep in $(seq 1 "$REPS"); do
@@ -434,18 +451,21 @@ KNOT
     echo "abuse geo round $rep (qps, server busy):$(for v in $runs; do printf ' %s %s (%s);' "$v" "${got[$v]% *}" "${got[$v]#* }"; done)"
   done
   stop "${GPID[@]}"
-  # Columns: off-cookie 1 2, both-cookie 3 4, knot-cookie 5 6, both-none 7 8, knot-none 9 10.
-  awk '{ print $3, $1 }' "$RUN/abuse.geo" | paired "geo+ECS QPS, RRL + cookies on / off (queries with a valid cookie)" 0 "on"
-  awk '{ print $7, $1 }' "$RUN/abuse.geo" | paired "geo+ECS QPS, RRL + cookies on (queries without a cookie) / off" 0 "on"
-  awk '{ print $3, $5 }' "$RUN/abuse.geo" | paired "geo+ECS QPS with RRL + cookies on, geolb / Knot (queries with a valid cookie)" 0
-  awk '{ print $7, $9 }' "$RUN/abuse.geo" | paired "geo+ECS QPS with RRL + cookies on, geolb / Knot (queries without a cookie)" 0
-  # Answers per second of server CPU: what the server does with the CPU it
-  # gets, steadier than QPS when other work takes CPU 0 now and then.
-  awk '{ print $3 / $4, $1 / $2 }' "$RUN/abuse.geo" | paired "geo+ECS QPS per second of server CPU, RRL + cookies on / off (valid cookie)" 0 "on"
-  awk '{ print $7 / $8, $1 / $2 }' "$RUN/abuse.geo" | paired "geo+ECS QPS per second of server CPU, RRL + cookies on (no cookie) / off" 0 "on"
-  awk '{ print $3 / $4, $5 / $6 }' "$RUN/abuse.geo" | paired "geo+ECS QPS per second of server CPU, geolb / Knot (valid cookie)" 0
-  awk '{ print $7 / $8, $9 / $10 }' "$RUN/abuse.geo" | paired "geo+ECS QPS per second of server CPU, geolb / Knot (no cookie)" 0
-  awk '{ for (i = 2; i <= 10; i += 2) b[i] += $i; n++ } END { if (n) printf "server busy, mean share of each run: off %.1f %%, both+cookie %.1f %%, knot+cookie %.1f %%, both-cookie %.1f %%, knot-cookie %.1f %%\n", 100 * b[2] / n, 100 * b[4] / n, 100 * b[6] / n, 100 * b[8] / n, 100 * b[10] / n }' "$RUN/abuse.geo"
+  # Columns (qps, busy): off-cookie 1 2, both-cookie 3 4, knot-cookie 5 6,
+  # knotnet-cookie 7 8, both-none 9 10, knot-none 11 12.
+  geo_ratio() { # label column-a column-b who
+    awk -v a="$2" -v b="$3" '{ print $a, $b }' "$RUN/abuse.geo" | paired "geo+ECS QPS, $1" 0 "$4"
+    # Answers per second of server CPU: what the server does with the CPU
+    # it gets, steadier than QPS when other work takes CPU 0 now and then.
+    awk -v a="$2" -v b="$3" '{ print $a / $(a + 1), $b / $(b + 1) }' "$RUN/abuse.geo" |
+      paired "geo+ECS QPS per second of server CPU, $1" 0 "$4"
+  }
+  geo_ratio "RRL + cookies on / off (queries with a valid cookie)" 3 1 on
+  geo_ratio "RRL + cookies on (queries without a cookie) / off" 9 1 on
+  geo_ratio "RRL + cookies on, geolb / Knot geodb (valid cookie)" 3 5 geolb
+  geo_ratio "RRL + cookies on, geolb / Knot subnet (valid cookie)" 3 7 geolb
+  geo_ratio "RRL + cookies on, geolb / Knot geodb (no cookie)" 9 11 geolb
+  awk '{ for (i = 2; i <= 12; i += 2) b[i] += $i; n++ } END { if (n) printf "server busy, mean share of each run: off %.1f %%, both %.1f %%, knot %.1f %%, knotnet %.1f %% (valid cookie); both %.1f %%, knot %.1f %% (no cookie)\n", 100 * b[2] / n, 100 * b[4] / n, 100 * b[6] / n, 100 * b[8] / n, 100 * b[10] / n, 100 * b[12] / n }' "$RUN/abuse.geo"
 fi
 
 # A reflection flood: geolb of the static zone with [rrl] rate = LIMIT

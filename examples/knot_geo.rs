@@ -105,9 +105,13 @@ fn decide(rec: &Rec<'_>, dcs: &[Dc]) -> (String, usize) {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let subnet = args.first().is_some_and(|a| a == "--subnet");
+    if subnet {
+        args.remove(0);
+    }
     if args.len() < 3 {
-        eprintln!("usage: knot_geo CITY.mmdb NAME LAT,LON=ADDRESS...   (the first datacenter also answers unlocated clients)");
+        eprintln!("usage: knot_geo [--subnet] CITY.mmdb NAME LAT,LON=ADDRESS...   (the first datacenter also answers unlocated clients)");
         return ExitCode::from(2);
     }
     let Some(dcs) = args[2..]
@@ -133,6 +137,8 @@ fn main() -> ExitCode {
     let mut views: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
     let mut decided: HashMap<usize, (String, usize)> = HashMap::new();
     let (mut networks, mut v4_total) = (0u64, 0u64);
+    // --subnet: IPv4 ranges (first, last address) with their datacenter.
+    let mut ranges: Vec<(u32, u32, usize)> = Vec::new();
     for item in nets {
         let Ok(r) = item else { continue };
         let (Some(offset), Ok(net)) = (r.offset(), r.network()) else {
@@ -154,15 +160,23 @@ fn main() -> ExitCode {
         match net {
             ipnetwork::IpNetwork::V4(n) => {
                 let a = 1u64 << (32 - u32::from(n.prefix()));
+                let first = u32::from(n.network());
+                let last = first.wrapping_add((a - 1) as u32);
+                match ranges.last_mut() {
+                    Some(r) if r.2 == dc && r.1.wrapping_add(1) == first => r.1 = last,
+                    _ => ranges.push((first, last, dc)),
+                }
                 w[dc].0 += a;
                 v4_total += a;
             }
             ipnetwork::IpNetwork::V6(_) => w[dc].1 += 1,
         }
     }
+    if subnet {
+        return write_subnets(&args[1], &ranges, &dcs, networks);
+    }
     let mut keys: Vec<&String> = views.keys().collect();
     keys.sort();
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut differ = 0u64;
     let mut text = format!("{}:\n", args[1]);
     for k in keys {
@@ -178,6 +192,53 @@ fn main() -> ExitCode {
             .sum::<u64>();
         text.push_str(&format!("  - geo: \"{k}\"\n    A: {}\n", dcs[best].address));
     }
+    write_out(
+        &text,
+        &format!(
+            "{networks} networks, {} views; answers differ from the nearest datacenter for {:.3} % of the database's IPv4 addresses",
+            views.len(),
+            100.0 * differ as f64 / v4_total.max(1) as f64
+        ),
+    )
+}
+
+/// Subnet mode: the fewest CIDR blocks covering each run of adjacent IPv4
+/// networks with the same nearest datacenter, each a `net:` view; the same
+/// answers as geolb's for every IPv4 address the database lists (IPv6 is
+/// left out). Addresses in no block get the zone's record, as in geolb
+/// the first datacenter.
+fn write_subnets(name: &str, ranges: &[(u32, u32, usize)], dcs: &[Dc], networks: u64) -> ExitCode {
+    let mut text = format!("{name}:\n");
+    let mut blocks = 0u64;
+    for &(first, last, dc) in ranges {
+        let (mut at, end) = (u64::from(first), u64::from(last) + 1);
+        while at < end {
+            // The largest block aligned at `at` that stays inside the run.
+            let mut len = 32 - at.trailing_zeros().min(32);
+            while (1u64 << (32 - len)) > end - at {
+                len += 1;
+            }
+            text.push_str(&format!(
+                "  - net: {}/{len}\n    A: {}\n",
+                std::net::Ipv4Addr::from(at as u32),
+                dcs[dc].address
+            ));
+            blocks += 1;
+            at += 1u64 << (32 - len);
+        }
+    }
+    write_out(
+        &text,
+        &format!(
+            "{networks} networks, {} IPv4 runs of one datacenter, {blocks} blocks",
+            ranges.len()
+        ),
+    )
+}
+
+/// Writes the response file to standard output and a summary to standard error.
+fn write_out(text: &str, summary: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
     if out
         .write_all(text.as_bytes())
         .and_then(|_| out.flush())
@@ -186,10 +247,6 @@ fn main() -> ExitCode {
         eprintln!("cannot write the response file");
         return ExitCode::FAILURE;
     }
-    eprintln!(
-        "knot_geo: {networks} networks, {} views; answers differ from the nearest datacenter for {:.3} % of the database's IPv4 addresses",
-        views.len(),
-        100.0 * differ as f64 / v4_total.max(1) as f64
-    );
+    eprintln!("knot_geo: {summary}");
     ExitCode::SUCCESS
 }
