@@ -67,9 +67,12 @@ wait_up() { # port
   done
   echo "server on port $1 did not answer" >&2; return 1
 }
+# Its output line goes to $RUN/load.log too, after $TAG when set.
 load() { # port mix [loadgen options...]
-  local port=$1 mix=$2; shift 2
-  taskset -c 1 "$LOAD" "127.0.0.1:$port" "$mix" "$SECS" "$@" | sed -n 's/.*qps=\([0-9]*\).*/\1/p'
+  local port=$1 mix=$2 out; shift 2
+  out=$(taskset -c 1 "$LOAD" "127.0.0.1:$port" "$mix" "$SECS" "$@")
+  echo "${TAG:-} $out" >>"$RUN/load.log"
+  echo "$out" | sed -n 's/.*qps=\([0-9]*\).*/\1/p'
 }
 # One throughput run against a server: "qps busy", busy being the share of
 # the run's wall time the server's threads were on a CPU.
@@ -341,8 +344,12 @@ fi
 #   off      geolb, benches/geo.toml
 #   both     the same build and config with [rrl] (rate 1 000 000/s, slip 2:
 #            nobody is limited) and [cookies] on
-#   knot     Knot DNS with mod-cookies and mod-rrl (the same rate and slip),
-#            edns-client-subnet on, 1 UDP worker, and mod-geoip in geodb mode
+#   knot     Knot DNS with mod-cookies and mod-rrl (rate-limit 8000, slip 2:
+#            Knot 3.2 keeps a bucket's tokens in 16 bits and adds up to
+#            4 s of refill to up to 4 s of allowance before capping, so from
+#            a rate of 8192 up the count can wrap and limit far below the
+#            rate), edns-client-subnet on, 1 UDP worker, and mod-geoip in
+#            geodb mode
 #            on the same database: a view per country, subdivision and city,
 #            each answering the datacenter nearest to most of its addresses
 #            (the file is written by examples/knot_geo.rs)
@@ -351,11 +358,15 @@ fi
 #            into CIDR blocks (knot_geo --subnet), so Knot, like geolb,
 #            answers from a table compiled ahead rather than reading the
 #            database per query, with geolb's answer for every address
-# — each loaded in turn by loadgen's geo-ecs mix at full speed, every query
-# carrying the same valid server cookie ("-cookie"); then geolb and Knot
-# (geodb) again with queries without a cookie ("-none"), so that RRL
-# accounts every answer (a valid cookie exempts a query from RRL, in Knot
-# as in geolb). REPS rounds, the order rotating; ratios within rounds.
+# — each loaded in turn by loadgen's geo-ecs mix at full speed from
+# 127.0.0.1, every query carrying the same valid server cookie ("-cookie");
+# then off, both and knot again with queries without a cookie ("-none"),
+# so that RRL accounts every answer (a valid cookie exempts a query from
+# RRL, in Knot as in geolb), sent from 32 client /24s (127.0.1.1 to
+# 127.0.32.1, 32 sockets × 8 queries in flight) so that no prefix comes
+# near Knot's rate. REPS rounds, the order rotating; ratios within rounds.
+# The replies with TC=1 and the generator's stalls (200 ms without a
+# reply) over the measured runs are printed: both 0 when nobody was limited.
 if [[ " ${parts:-} " == *" geo "* ]]; then
   command -v knotd >/dev/null && ls /usr/lib/*/knot/modules-*/geoip.so >/dev/null 2>&1 ||
     { echo "abuse geo: needs Knot DNS and its geoip module (apt-get install knot knot-module-geoip)"; exit 1; }
@@ -389,7 +400,7 @@ mod-cookies:
     secret: 0x$secret
 mod-rrl:
   - id: bench
-    rate-limit: 1000000
+    rate-limit: 8000
     slip: 2
 mod-geoip:
   - id: geo
@@ -434,14 +445,15 @@ KNOT
     echo "geo answers: $v's equal geolb's for $agree random client /24s"
   done
   echo "Knot: $knot_version"
+  many=$(seq 1 32 | sed 's/.*/127.0.&.1/' | paste -sd,)
   geo_load() { # server-cookie|server-none: "qps busy"
-    local c=()
-    [ "${1#*-}" = cookie ] && c=(--cookie "$cookie")
-    load_busy "${GPID[${1%-*}]}" "${GPORT[${1%-*}]}" geo-ecs "${c[@]}"
+    local o=(4 64 --cookie "$cookie")
+    [ "${1#*-}" = none ] && o=(32 8 --source "$many")
+    TAG=$1 load_busy "${GPID[${1%-*}]}" "${GPORT[${1%-*}]}" geo-ecs "${o[@]}"
   }
-  runs="off-cookie both-cookie knot-cookie knotnet-cookie both-none knot-none"
+  runs="off-cookie both-cookie knot-cookie knotnet-cookie off-none both-none knot-none"
   for v in $runs; do geo_load "$v" >/dev/null; done # warm-up
-  : >"$RUN/abuse.geo"
+  : >"$RUN/abuse.geo"; : >"$RUN/load.log"
   for rep in $(seq 1 "$REPS"); do
     declare -A got=()
     set -- $runs; for _ in $(seq 2 "$rep"); do set -- "${@:2}" "$1"; done
@@ -452,7 +464,7 @@ KNOT
   done
   stop "${GPID[@]}"
   # Columns (qps, busy): off-cookie 1 2, both-cookie 3 4, knot-cookie 5 6,
-  # knotnet-cookie 7 8, both-none 9 10, knot-none 11 12.
+  # knotnet-cookie 7 8, off-none 9 10, both-none 11 12, knot-none 13 14.
   geo_ratio() { # label column-a column-b who
     awk -v a="$2" -v b="$3" '{ print $a, $b }' "$RUN/abuse.geo" | paired "geo+ECS QPS, $1" 0 "$4"
     # Answers per second of server CPU: what the server does with the CPU
@@ -461,11 +473,14 @@ KNOT
       paired "geo+ECS QPS per second of server CPU, $1" 0 "$4"
   }
   geo_ratio "RRL + cookies on / off (queries with a valid cookie)" 3 1 on
-  geo_ratio "RRL + cookies on (queries without a cookie) / off" 9 1 on
+  geo_ratio "RRL + cookies on / off (queries without a cookie, 32 prefixes)" 11 9 on
   geo_ratio "RRL + cookies on, geolb / Knot geodb (valid cookie)" 3 5 geolb
   geo_ratio "RRL + cookies on, geolb / Knot subnet (valid cookie)" 3 7 geolb
-  geo_ratio "RRL + cookies on, geolb / Knot geodb (no cookie)" 9 11 geolb
-  awk '{ for (i = 2; i <= 12; i += 2) b[i] += $i; n++ } END { if (n) printf "server busy, mean share of each run: off %.1f %%, both %.1f %%, knot %.1f %%, knotnet %.1f %% (valid cookie); both %.1f %%, knot %.1f %% (no cookie)\n", 100 * b[2] / n, 100 * b[4] / n, 100 * b[6] / n, 100 * b[8] / n, 100 * b[10] / n, 100 * b[12] / n }' "$RUN/abuse.geo"
+  geo_ratio "RRL + cookies on, geolb / Knot geodb (no cookie, 32 prefixes)" 11 13 geolb
+  awk '{ for (i = 2; i <= 14; i += 2) b[i] += $i; n++ } END { if (n) printf "server busy, mean share of each run: off %.1f %%, both %.1f %%, knot %.1f %%, knotnet %.1f %% (valid cookie); off %.1f %%, both %.1f %%, knot %.1f %% (no cookie)\n", 100 * b[2] / n, 100 * b[4] / n, 100 * b[6] / n, 100 * b[8] / n, 100 * b[10] / n, 100 * b[12] / n, 100 * b[14] / n }' "$RUN/abuse.geo"
+  awk '{ for (i = 2; i <= NF; i++) { if ($i ~ /^tc=/) t[$1] += substr($i, 4); if ($i ~ /^window_resets=/) r[$1] += substr($i, 15) } }
+    END { printf "over the measured geo runs, replies with TC=1 / stalls of the generator (200 ms without a reply; TC=1 replies mean someone was limited):"
+      for (k in t) printf " %s %d/%d", k, t[k], r[k]; printf "\n" }' "$RUN/load.log"
 fi
 
 # A reflection flood: geolb of the static zone with [rrl] rate = LIMIT
