@@ -13,6 +13,7 @@
 #                                  # geo + ECS QPS with both on against off and against Knot with its own on,
 #                                  # and legitimate clients' answers under a reflection flood (see that section)
 #   ALONE=0 ABUSE=1 benches/run.sh # only that (ALONE=0 skips the geolb-alone mixes); ABUSE="geo flood" picks parts
+#                                  # (needs dig, dnsperf, jq, curl, and for geo: apt-get install knot knot-module-geoip)
 #   GEOLB=/path/geolb LOAD=/path/loadgen benches/run.sh   # measure a given build (no cargo build)
 #
 # REPS (default 3) rounds of every throughput mix, PAIRS (default 5) pairs of
