@@ -9,8 +9,11 @@
 #   FIXED=50000 benches/run.sh     # plus server CPU per query and mean latency at that rate (dnsperf)
 #   SCALING=1 benches/run.sh       # plus 1 core vs 2 cores (see the scaling section below)
 #   RELOAD=1 benches/run.sh        # plus geo throughput under a reload / GeoIP swap every second
-#   ABUSE=1 benches/run.sh         # plus QPS and server CPU per query with RRL / cookies on against off (dnsperf)
-#   ALONE=0 ABUSE=1 benches/run.sh # only that (ALONE=0 skips the geolb-alone mixes)
+#   ABUSE=1 benches/run.sh         # plus the abuse defences: static QPS with RRL / cookies on against off (dnsperf),
+#                                  # geo + ECS QPS with both on against off and against Knot with its own on,
+#                                  # and legitimate clients' answers under a reflection flood (see that section)
+#   ALONE=0 ABUSE=1 benches/run.sh # only that (ALONE=0 skips the geolb-alone mixes); ABUSE="geo flood" picks parts
+#                                  # (needs dig, dnsperf, jq, curl, and for geo: apt-get install knot knot-module-geoip)
 #   GEOLB=/path/geolb LOAD=/path/loadgen benches/run.sh   # measure a given build (no cargo build)
 #
 # REPS (default 3) rounds of every throughput mix, PAIRS (default 5) pairs of
@@ -52,10 +55,11 @@ fi
 # GEOLB=path/to/geolb measures that binary instead of building this tree's
 # (e.g. two builds against the same peer, one run after the other).
 if [ -z "${GEOLB:-}" ] || [ -z "${LOAD:-}" ]; then
-  cargo build --release --bin geolb --example loadgen
+  cargo build --release --bin geolb --example loadgen --example knot_geo
 fi
 GEOLB=${GEOLB:-target/release/geolb}
 LOAD=${LOAD:-target/release/examples/loadgen}
+KNOT_GEO=${KNOT_GEO:-target/release/examples/knot_geo}
 
 wait_up() { # port
   for _ in $(seq 1 100); do
@@ -64,16 +68,20 @@ wait_up() { # port
   done
   echo "server on port $1 did not answer" >&2; return 1
 }
-load() { # port mix
-  taskset -c 1 "$LOAD" "127.0.0.1:$1" "$2" "$SECS" | sed -n 's/.*qps=\([0-9]*\).*/\1/p'
+# Its output line goes to $RUN/load.log too, after $TAG when set.
+load() { # port mix [loadgen options...]
+  local port=$1 mix=$2 out; shift 2
+  out=$(taskset -c 1 "$LOAD" "127.0.0.1:$port" "$mix" "$SECS" "$@")
+  echo "${TAG:-} $out" >>"$RUN/load.log"
+  echo "$out" | sed -n 's/.*qps=\([0-9]*\).*/\1/p'
 }
 # One throughput run against a server: "qps busy", busy being the share of
 # the run's wall time the server's threads were on a CPU.
-load_busy() { # pid port mix
-  local t0 t1 w0 w1 q
-  t0=$(cpu_ns "$1"); w0=$(date +%s%N)
-  q=$(load "$2" "$3")
-  w1=$(date +%s%N); t1=$(cpu_ns "$1")
+load_busy() { # pid port mix [loadgen options...]
+  local pid=$1 t0 t1 w0 w1 q; shift
+  t0=$(cpu_ns "$pid"); w0=$(date +%s%N)
+  q=$(load "$@")
+  w1=$(date +%s%N); t1=$(cpu_ns "$pid")
   awk -v q="$q" -v c=$((t1 - t0)) -v w=$((w1 - w0)) 'BEGIN { printf "%d %.3f\n", q, (w > 0 ? c / w : 0) }'
 }
 serve() { # name port command...
@@ -267,21 +275,43 @@ if [ -n "${RELOAD:-}" ]; then
   esac
 fi
 
+# The abuse defences (ABUSE=1 runs all three parts; ABUSE="geo flood"
+# names some of them):
+#   static  what the defences cost an answer on the static zone (dnsperf)
+#   geo     geo + ECS answers with RRL and cookies on against off, and
+#           against Knot with its RRL and cookies on (loadgen)
+#   flood   legitimate clients' answers under a reflection flood from one /24
+# One cookie secret for every server, geolb and Knot alike (both make
+# RFC 9018 server cookies), so one server cookie is valid at all of them.
+if [ -n "${ABUSE:-}" ]; then
+  parts=$ABUSE; [ "$parts" = 1 ] && parts="static geo flood"
+  command -v dig >/dev/null || { echo "abuse: needs dig (apt-get install dnsutils)"; exit 1; }
+  d=$RUN/abuse; mkdir -p "$d"; cp benches/example.com.zone "$d/"
+  secret=e5e973e5a6b2a43f48e7dc849e37bfcf
+  echo "$secret" >"$d/cookie.key"
+  rrl=$'[rrl]\nenabled = true\nrate = 1000000\n'
+  cookies=$'[cookies]\nenabled = true\nsecret_file = "cookie.key"\n'
+  # A server cookie for queries from 127.0.0.1 with client cookie
+  # 0102030405060708: "client and server cookie" in hex.
+  server_cookie() { # port
+    local c
+    c=$(dig +cookie=0102030405060708 @127.0.0.1 -p "$1" example.com SOA | awk '/; COOKIE:/ {print $3}')
+    [ "${#c}" = 48 ] || { echo "abuse: no server cookie from the server on port $1" >&2; return 1; }
+    echo "$c"
+  }
+fi
+
 # What the abuse defences cost an answer: four servers of the static zone
 # side by side on CPU 0 — off, [rrl] on (rate 1 000 000/s: nobody is
 # limited, every answer is accounted), [cookies] on, both — each loaded by
 # dnsperf at full speed with the static query file, every query carrying a
-# COOKIE option with a valid server cookie (one secret file for all, so a
-# server with cookies on verifies it and makes a fresh one for each reply;
-# with cookies off the option is ignored). REPS rounds, the order rotating;
-# each ratio is taken within a round.
-if [ -n "${ABUSE:-}" ]; then
-  command -v dnsperf >/dev/null && command -v dig >/dev/null || { echo "abuse: needs dnsperf and dig (apt-get install dnsperf dnsutils)"; exit 1; }
+# COOKIE option with a valid server cookie (a server with cookies on
+# verifies it and makes a fresh one for each reply; with cookies off the
+# option is ignored). REPS rounds, the order rotating; each ratio is taken
+# within a round.
+if [[ " ${parts:-} " == *" static "* ]]; then
+  command -v dnsperf >/dev/null || { echo "abuse: needs dnsperf (apt-get install dnsperf)"; exit 1; }
   static_mix
-  d=$RUN/abuse; mkdir -p "$d"; cp benches/example.com.zone "$d/"
-  echo e5e973e5a6b2a43f48e7dc849e37bfcf >"$d/cookie.key"
-  rrl=$'[rrl]\nenabled = true\nrate = 1000000\n'
-  cookies=$'[cookies]\nenabled = true\nsecret_file = "cookie.key"\n'
   { cat benches/static.toml; } >"$d/off.toml"
   { cat benches/static.toml; echo "$rrl"; } >"$d/rrl.toml"
   { cat benches/static.toml; echo "$cookies"; } >"$d/cookies.toml"
@@ -291,8 +321,7 @@ if [ -n "${ABUSE:-}" ]; then
     serve "abuse-$v" "${PORT[$v]}" "$GEOLB" serve --config "$d/$v.toml" --dns "127.0.0.1:${PORT[$v]}"
     PID[$v]=$SERVER
   done
-  cookie=$(dig +cookie=0102030405060708 @127.0.0.1 -p "${PORT[cookies]}" example.com SOA | awk '/; COOKIE:/ {print $3}')
-  [ "${#cookie}" = 48 ] || { echo "abuse: no server cookie from geolb"; exit 1; }
+  cookie=$(server_cookie "${PORT[cookies]}")
   # dnsperf at full speed: "qps server_us_per_query".
   flat_out() { dnsperf_once "$1" "$2" -c 4 -q 200 -E "10:$cookie" | awk '{ print $3, $1 }'; }
   for v in off rrl cookies both; do flat_out "${PID[$v]}" "${PORT[$v]}" >/dev/null; done # warm-up
@@ -309,6 +338,197 @@ if [ -n "${ABUSE:-}" ]; then
     awk '{ print $1, $3 }' "$RUN/abuse.$v" | paired "static QPS with $v on / off" 0 "$v on"
     awk '{ print $2, $4 }' "$RUN/abuse.$v" | paired "server CPU per answer with $v on / off" 1 "$v on"
   done
+fi
+
+# Geo + ECS with the defences on: four servers side by side on CPU 0, all
+# answering geo.example.com from the full GeoLite2-City by the ECS address —
+#   off      geolb, benches/geo.toml
+#   both     the same build and config with [rrl] (rate 1 000 000/s, slip 2:
+#            nobody is limited) and [cookies] on
+#   knot     Knot DNS with mod-cookies and mod-rrl (rate-limit 8000, slip 2:
+#            Knot 3.2 keeps a bucket's tokens in 16 bits and adds up to
+#            4 s of refill to up to 4 s of allowance before capping, so from
+#            a rate of 8192 up the count can wrap and limit far below the
+#            rate), edns-client-subnet on, 1 UDP worker, and mod-geoip in
+#            geodb mode
+#            on the same database: a view per country, subdivision and city,
+#            each answering the datacenter nearest to most of its addresses
+#            (the file is written by examples/knot_geo.rs)
+#   knotnet  the same Knot with mod-geoip in subnet mode: the database's IPv4
+#            networks joined into runs of one nearest datacenter and cut
+#            into CIDR blocks (knot_geo --subnet), so Knot, like geolb,
+#            answers from a table compiled ahead rather than reading the
+#            database per query, with geolb's answer for every address
+# — each loaded in turn by loadgen's geo-ecs mix at full speed from
+# 127.0.0.1, every query carrying the same valid server cookie ("-cookie");
+# then off, both and knot again with queries without a cookie ("-none"),
+# so that RRL accounts every answer (a valid cookie exempts a query from
+# RRL, in Knot as in geolb), sent from 32 client /24s (127.0.1.1 to
+# 127.0.32.1, 32 sockets × 8 queries in flight) so that no prefix comes
+# near Knot's rate. REPS rounds, the order rotating; ratios within rounds.
+# The replies with TC=1 and the generator's stalls (200 ms without a
+# reply) over the measured runs are printed: both 0 when nobody was limited.
+if [[ " ${parts:-} " == *" geo "* ]]; then
+  command -v knotd >/dev/null && ls /usr/lib/*/knot/modules-*/geoip.so >/dev/null 2>&1 ||
+    { echo "abuse geo: needs Knot DNS and its geoip module (apt-get install knot knot-module-geoip)"; exit 1; }
+  knot_version=$(knotd --version | head -1)
+  g=$RUN/abuse-geo; mkdir -p "$g"
+  cp benches/example.com.zone "$g/"; cp "$d/cookie.key" "$g/"
+  sed "s|^city = .*|city = \"$PWD/geoip/GeoLite2-City.mmdb\"|" benches/geo.toml >"$g/off.toml"
+  { cat "$g/off.toml"; echo "${rrl}slip = 2"; echo "$cookies"; } >"$g/both.toml"
+  [ -x "$KNOT_GEO" ] || cargo build --release --example knot_geo
+  dcs="38.9,-77.0=192.0.2.101 50.1,8.7=192.0.2.102 1.35,103.8=192.0.2.103 37.4,-122.1=192.0.2.104"
+  # A Knot server on PORT in DIR, mod-geoip in MODE: the zone with a
+  # default geo record (the first datacenter, what geolb answers a client
+  # it cannot locate) and the response file.
+  knot_server() { # dir port mode
+    mkdir -p "$1"
+    { cat benches/example.com.zone; echo 'geo 60 IN A 192.0.2.101'; } >"$1/example.com.zone"
+    # shellcheck disable=SC2086
+    "$KNOT_GEO" $([ "$3" = subnet ] && echo --subnet) geoip/GeoLite2-City.mmdb geo.example.com $dcs >"$1/geo.conf"
+    cat >"$1/knot.conf" <<KNOT
+server:
+    listen: 127.0.0.1@$2
+    rundir: $1
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+    edns-client-subnet: on
+database:
+    storage: $1/db
+mod-cookies:
+  - id: bench
+    secret: 0x$secret
+mod-rrl:
+  - id: bench
+    rate-limit: 8000
+    slip: 2
+mod-geoip:
+  - id: geo
+    config-file: $1/geo.conf
+    ttl: 60
+    mode: $3
+    geodb-file: $PWD/geoip/GeoLite2-City.mmdb
+    geodb-key: [ country/iso_code, subdivisions/0/iso_code, (id)city/geoname_id ]
+template:
+  - id: default
+    storage: $1
+    zonefile-sync: -1
+    journal-content: none
+    global-module: [ mod-cookies/bench, mod-rrl/bench ]
+zone:
+  - domain: example.com
+    file: example.com.zone
+    module: mod-geoip/geo
+KNOT
+    serve "knot-$3" "$2" knotd -c "$1/knot.conf"
+  }
+  declare -A GPORT=([off]=5331 [both]=5332 [knot]=5333 [knotnet]=5334) GPID=()
+  for v in off both; do
+    serve "geo-$v" "${GPORT[$v]}" "$GEOLB" serve --config "$g/$v.toml" --dns "127.0.0.1:${GPORT[$v]}"
+    GPID[$v]=$SERVER
+  done
+  knot_server "$g/knot" 5333 geodb; GPID[knot]=$SERVER
+  knot_server "$g/knotnet" 5334 subnet; GPID[knotnet]=$SERVER
+  cookie=$(server_cookie "${GPORT[both]}")
+  kc=$(dig +cookie="$cookie" @127.0.0.1 -p 5333 example.com SOA | grep -c 'COOKIE: .* (good)' || true)
+  [ "$kc" = 1 ] || { echo "abuse geo: Knot does not take geolb's server cookie"; exit 1; }
+  # Same answers? A sample of the geo-ecs mix's kind of query (random /24s)
+  # asked of geolb and of each Knot.
+  for i in $(seq 1 "${AGREE:-500}"); do
+    echo "+short +subnet=$((RANDOM % 223 + 1)).$((RANDOM % 256)).$((RANDOM % 256)).0/24 geo.example.com A"
+  done >"$g/sample"
+  dig -p 5331 @127.0.0.1 -f "$g/sample" >"$g/sample.geolb"
+  for v in knot knotnet; do
+    agree=$(paste -d' ' "$g/sample.geolb" <(dig -p "${GPORT[$v]}" @127.0.0.1 -f "$g/sample") |
+      awk '{ n++; s += ($1 == $2 && $1 != ""); a[$1]++ } END {
+        printf "%d of %d (geolb answered:", s, n; for (k in a) printf " %s %d", k, a[k]; printf ")" }')
+    echo "geo answers: $v's equal geolb's for $agree random client /24s"
+  done
+  echo "Knot: $knot_version"
+  many=$(seq 1 32 | sed 's/.*/127.0.&.1/' | paste -sd,)
+  geo_load() { # server-cookie|server-none: "qps busy"
+    local o=(4 64 --cookie "$cookie")
+    [ "${1#*-}" = none ] && o=(32 8 --source "$many")
+    TAG=$1 load_busy "${GPID[${1%-*}]}" "${GPORT[${1%-*}]}" geo-ecs "${o[@]}"
+  }
+  runs="off-cookie both-cookie knot-cookie knotnet-cookie off-none both-none knot-none"
+  for v in $runs; do geo_load "$v" >/dev/null; done # warm-up
+  : >"$RUN/abuse.geo"; : >"$RUN/load.log"
+  for rep in $(seq 1 "$REPS"); do
+    declare -A got=()
+    set -- $runs; for _ in $(seq 2 "$rep"); do set -- "${@:2}" "$1"; done
+    for v in "$@"; do got[$v]=$(geo_load "$v"); done
+    line=""; for v in $runs; do line="$line ${got[$v]}"; done
+    echo "$line" >>"$RUN/abuse.geo"
+    echo "abuse geo round $rep (qps, server busy):$(for v in $runs; do printf ' %s %s (%s);' "$v" "${got[$v]% *}" "${got[$v]#* }"; done)"
+  done
+  stop "${GPID[@]}"
+  # Columns (qps, busy): off-cookie 1 2, both-cookie 3 4, knot-cookie 5 6,
+  # knotnet-cookie 7 8, off-none 9 10, both-none 11 12, knot-none 13 14.
+  geo_ratio() { # label column-a column-b who
+    awk -v a="$2" -v b="$3" '{ print $a, $b }' "$RUN/abuse.geo" | paired "geo+ECS QPS, $1" 0 "$4"
+    # Answers per second of server CPU: what the server does with the CPU
+    # it gets, steadier than QPS when other work takes CPU 0 now and then.
+    awk -v a="$2" -v b="$3" '{ print $a / $(a + 1), $b / $(b + 1) }' "$RUN/abuse.geo" |
+      paired "geo+ECS QPS per second of server CPU, $1" 0 "$4"
+  }
+  geo_ratio "RRL + cookies on / off (queries with a valid cookie)" 3 1 on
+  geo_ratio "RRL + cookies on / off (queries without a cookie, 32 prefixes)" 11 9 on
+  geo_ratio "RRL + cookies on, geolb / Knot geodb (valid cookie)" 3 5 geolb
+  geo_ratio "RRL + cookies on, geolb / Knot subnet (valid cookie)" 3 7 geolb
+  geo_ratio "RRL + cookies on, geolb / Knot geodb (no cookie, 32 prefixes)" 11 13 geolb
+  awk '{ for (i = 2; i <= 14; i += 2) b[i] += $i; n++ } END { if (n) printf "server busy, mean share of each run: off %.1f %%, both %.1f %%, knot %.1f %%, knotnet %.1f %% (valid cookie); off %.1f %%, both %.1f %%, knot %.1f %% (no cookie)\n", 100 * b[2] / n, 100 * b[4] / n, 100 * b[6] / n, 100 * b[8] / n, 100 * b[10] / n, 100 * b[12] / n, 100 * b[14] / n }' "$RUN/abuse.geo"
+  awk '{ for (i = 2; i <= NF; i++) { if ($i ~ /^tc=/) t[$1] += substr($i, 4); if ($i ~ /^window_resets=/) r[$1] += substr($i, 15) } }
+    END { printf "over the measured geo runs, replies with TC=1 / stalls of the generator (200 ms without a reply; TC=1 replies mean someone was limited):"
+      for (k in t) printf " %s %d/%d", k, t[k], r[k]; printf "\n" }' "$RUN/load.log"
+fi
+
+# A reflection flood: geolb of the static zone with [rrl] rate = LIMIT
+# (default 1000) and slip 2; one flooder from 127.0.9.0/24 sends the same
+# query (example.com ANY, what a reflection attack sends in its victim's
+# name) at FLOOD (default 10 × LIMIT) queries a second, while legitimate
+# clients from PREFIXES (default 8) other /24s (127.0.1.1, 127.0.2.1, ...)
+# send the static mix at LEGIT (default 2000) queries a second each: under
+# the limit for each name and for NXDOMAIN. Both loads run open loop
+# (loadgen --rate) on CPU 1, the server on CPU 0. Each round runs the
+# legitimate load alone and with the flood, the order alternating; the
+# ratio is of their answered queries per second. The flood's fate comes
+# from its replies (full, TC=1) and geolb's /v1/status rrl counters.
+if [[ " ${parts:-} " == *" flood "* ]]; then
+  command -v jq >/dev/null && command -v curl >/dev/null || { echo "abuse flood: needs jq and curl"; exit 1; }
+  LIMIT=${LIMIT:-1000}; FLOOD=${FLOOD:-$((10 * LIMIT))}; PREFIXES=${PREFIXES:-8}; LEGIT=${LEGIT:-2000}
+  f=$RUN/abuse-flood; mkdir -p "$f"; cp benches/example.com.zone "$f/"
+  { cat benches/static.toml; printf '[rrl]\nenabled = true\nrate = %s\nslip = 2\n' "$LIMIT"; } >"$f/rrl.toml"
+  serve flood 5341 "$GEOLB" serve --config "$f/rrl.toml" --dns 127.0.0.1:5341 --admin 127.0.0.1:5342
+  src=$(seq 1 "$PREFIXES" | sed 's/.*/127.0.&.1/' | paste -sd,)
+  legit() { taskset -c 1 "$LOAD" 127.0.0.1:5341 static "$SECS" "$PREFIXES" --rate $((PREFIXES * LEGIT)) --source "$src"; }
+  flood() { taskset -c 1 "$LOAD" 127.0.0.1:5341 any "$SECS" 1 --rate "$FLOOD" --source 127.0.9.1 >"$RUN/flood.out"; }
+  field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
+  rrl_totals() { curl -fsS http://127.0.0.1:5342/v1/status | jq -r '.rrl | [(.dropped | add), (.slipped | add), .dropped.large, .slipped.large] | @tsv'; }
+  legit >/dev/null # warm-up
+  : >"$RUN/abuse.flood"; : >"$RUN/abuse.flooder"
+  for rep in $(seq 1 "$REPS"); do
+    for order in $([ $((rep % 2)) -eq 1 ] && echo "alone flooded" || echo "flooded alone"); do
+      if [ "$order" = alone ]; then
+        a=$(legit)
+      else
+        r0=$(rrl_totals)
+        flood & fl=$!
+        b=$(legit); wait "$fl"
+        r1=$(rrl_totals)
+      fi
+    done
+    read -r d0 s0 dl0 sl0 <<<"$r0"; read -r d1 s1 dl1 sl1 <<<"$r1"
+    fo=$(cat "$RUN/flood.out")
+    echo "$(echo "$b" | field qps) $(echo "$a" | field qps) $(echo "$b" | field answered) $(echo "$a" | field answered)" >>"$RUN/abuse.flood"
+    echo "$(echo "$fo" | field sent) $(echo "$fo" | field recv) $(echo "$fo" | field tc) $((dl1 - dl0)) $((sl1 - sl0)) $((d1 - d0 - dl1 + dl0)) $((s1 - s0 - sl1 + sl0))" >>"$RUN/abuse.flooder"
+    echo "flood round $rep: legitimate alone $(echo "$a" | field qps) qps answered (share $(echo "$a" | field answered)), under the flood $(echo "$b" | field qps) (share $(echo "$b" | field answered)); flood: sent $(echo "$fo" | field sent), replies $(echo "$fo" | field recv) of which TC $(echo "$fo" | field tc); rrl dropped $((d1 - d0)), slipped $((s1 - s0))"
+  done
+  stop "$SERVER"
+  paired "legitimate clients' answered QPS under a flood from one /24 at $FLOOD qps (${FLOOD}/${LIMIT} of the limit) / without" 0 "under the flood" <"$RUN/abuse.flood"
+  awk '{ a += $3; b += $4; n++ } END { if (n) printf "legitimate clients (%s /24s at %s qps each): answered share %.4f under the flood, %.4f without\n", p, l, a / n, b / n }' p="$PREFIXES" l="$LEGIT" "$RUN/abuse.flood"
+  awk '{ s += $1; r += $2; t += $3; dl += $4; sl += $5; od += $6; os += $7 } END { if (s) printf "flood: %d queries sent; replies %.1f %% (full %.1f %%, truncated %.1f %%), none %.1f %%; rrl counters over the flooded runs: large dropped %d, slipped %d (%.1f %% of the flood sent: %.1f %% dropped, %.1f %% slipped); other classes dropped %d, slipped %d\n", s, 100 * r / s, 100 * (r - t) / s, 100 * t / s, 100 * (s - r) / s, dl, sl, 100 * (dl + sl) / s, 100 * dl / s, 100 * sl / s, od, os }' "$RUN/abuse.flooder"
 fi
 
 # Scaling: one core against two, where each core runs one UDP worker and
