@@ -132,6 +132,20 @@ fn bench(c: &mut Criterion) {
         let clients: Vec<IpAddr> = (0..4096u32)
             .map(|i| IpAddr::from((0x0a00_0000 + (i << 8)).to_be_bytes()))
             .collect();
+        // One resolver asking with its valid cookie (the usual case: a
+        // valid cookie also exempts it from rate limiting).
+        g.bench_function(BenchmarkId::new("static+valid-cookie", name), |b| {
+            b.iter(|| {
+                black_box(handle(
+                    &s,
+                    &q,
+                    client,
+                    Transport::Udp,
+                    &mut out,
+                    &mut scratch,
+                ))
+            })
+        });
         let mut i = 0;
         g.bench_function(BenchmarkId::new("static+cookie", name), |b| {
             b.iter(|| {

@@ -81,6 +81,10 @@ pub enum Fault {
     /// the request: geolb has no keys, so it cannot verify it (RFC 8945
     /// §5.2: NOTAUTH with TSIG error BADKEY).
     Tsig { start: usize, end: usize },
+    /// No question (QDCOUNT 0), the rest well formed: a client asking for a
+    /// server cookie alone (RFC 7873 §5.4) when it carries a COOKIE option
+    /// and cookies are on; FORMERR otherwise (RFC 9619 §3).
+    NoQuestion,
 }
 
 /// The parts of a query's OPT record (RFC 6891) that the answer path uses.
@@ -312,24 +316,39 @@ pub fn parse_request_in(req: &mut Request<'_>) -> Result<(), ParseError> {
     };
     req.id = id;
     req.flags = flags;
-    if qdcount != 1 {
-        return Err(fail);
-    }
-    parse_body(req, ancount, nscount, arcount).map_err(|_| fail)?;
+    let question = match (qdcount, opcode) {
+        (1, _) => true,
+        (0, 0) => false,
+        _ => return Err(fail),
+    };
+    parse_body(req, question, ancount, nscount, arcount).map_err(|_| fail)?;
     if opcode != 0 {
         req.fault = None;
+    } else if !question {
+        req.fault = Some(req.fault.unwrap_or(Fault::NoQuestion));
     }
     Ok(())
 }
 
 fn parse_body(
     req: &mut Request<'_>,
+    question: bool,
     ancount: u16,
     nscount: u16,
     arcount: u16,
 ) -> Result<(), ParseError> {
+    let mut at = 12usize;
+    if question {
+        at = parse_question(req)?;
+    }
+    req.question_end = at;
+    parse_records(req, at, ancount, nscount, arcount)
+}
+
+/// The question (its name: uncompressed labels only, there is nothing to
+/// point at yet); returns where it ends.
+fn parse_question(req: &mut Request<'_>) -> Result<usize, ParseError> {
     let raw = req.raw;
-    // Question name: uncompressed labels only (there is nothing to point at yet).
     let mut at = 12usize;
     loop {
         let len = *raw.get(at).ok_or(ParseError::FormErr)? as usize;
@@ -354,8 +373,18 @@ fn parse_body(
     }
     req.qtype = rd16(raw, at).ok_or(ParseError::FormErr)?;
     req.qclass = rd16(raw, at + 2).ok_or(ParseError::FormErr)?;
-    at += 4;
-    req.question_end = at;
+    Ok(at + 4)
+}
+
+/// The answer, authority and additional sections, from `at`.
+fn parse_records(
+    req: &mut Request<'_>,
+    mut at: usize,
+    ancount: u16,
+    nscount: u16,
+    arcount: u16,
+) -> Result<(), ParseError> {
+    let raw = req.raw;
     // Answer and authority sections are not expected in a query; skip them.
     for _ in 0..(ancount as usize + nscount as usize) {
         at = skip_rr(raw, at)?;

@@ -29,7 +29,25 @@ fn cookie_query(cookie: &[u8]) -> Vec<u8> {
     b.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 1]);
     b.extend_from_slice(APEX);
     b.extend_from_slice(&[0, 1, 0, 1]);
-    b.extend_from_slice(&[0, 0, 41, 4, 208, 0, 0, 0, 0]);
+    b.extend_from_slice(&opt_with_cookie(cookie));
+    b
+}
+
+/// A query without a question (QDCOUNT 0) whose OPT record holds one
+/// COOKIE option with `cookie`, or no option at all when it is `None`.
+fn question_less_query(cookie: Option<&[u8]>) -> Vec<u8> {
+    let mut b = rand_id().to_be_bytes().to_vec();
+    b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    match cookie {
+        Some(c) => b.extend_from_slice(&opt_with_cookie(c)),
+        None => b.extend_from_slice(&[0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 0]),
+    }
+    b
+}
+
+/// An OPT record (payload 1232) with one COOKIE option holding `cookie`.
+fn opt_with_cookie(cookie: &[u8]) -> Vec<u8> {
+    let mut b = vec![0, 0, 41, 4, 208, 0, 0, 0, 0];
     b.extend_from_slice(&((4 + cookie.len()) as u16).to_be_bytes());
     b.extend_from_slice(&[0, 10]);
     b.extend_from_slice(&(cookie.len() as u16).to_be_bytes());
@@ -47,11 +65,15 @@ struct Reply {
 }
 
 fn parse(r: &[u8]) -> Reply {
+    parse_after(r, 12 + APEX.len() + 4)
+}
+
+/// [`parse`] of a reply whose question ends at `q_end`.
+fn parse_after(r: &[u8], q_end: usize) -> Reply {
     let answers = u16::from_be_bytes([r[6], r[7]]);
     let mut rcode = u16::from(r[3] & 0x0f);
     let mut cookie = None;
     // The OPT record is the last one: root name, TYPE 41.
-    let q_end = 12 + APEX.len() + 4;
     if let Some(i) = (q_end..r.len().saturating_sub(10))
         .rev()
         .find(|&i| r[i..i + 3] == [0, 0, 41])
@@ -109,13 +131,16 @@ fn rfc7873_5_2_3_a_client_cookie_alone_is_answered_with_a_server_cookie() {
     assert_fresh(&r.cookie.expect("a COOKIE option"), &[1; 8]);
 }
 
+/// A valid server cookie is accepted, and sent back as it is while it is
+/// under half an hour old (RFC 9018 §4.3; the unit tests in
+/// `guard::cookie` cover the reissue past that age).
 #[test]
-fn rfc7873_5_2_5_a_valid_server_cookie_is_accepted_and_renewed() {
+fn rfc7873_5_2_5_a_valid_server_cookie_is_accepted_and_echoed() {
     let srv = start("", &[]);
     let first = ask(&srv, &[2; 8]).cookie.expect("cookie");
     let r = ask(&srv, &first);
     assert_eq!((r.rcode, r.answers), (0, 1), "{r:?}");
-    assert_fresh(&r.cookie.expect("cookie"), &[2; 8]);
+    assert_eq!(r.cookie.as_deref(), Some(&first[..]), "echoed");
     let st = status(&srv);
     assert_eq!(st["cookies"]["valid"], 1, "{}", st["cookies"]);
     assert_eq!(st["cookies"]["client_only"], 1);
@@ -221,4 +246,46 @@ fn cookies_off_ignores_the_option() {
         assert_eq!((r.rcode, r.answers), (0, 1), "{r:?}");
         assert!(r.cookie.is_none());
     }
+}
+
+/// RFC 7873 §5.4: a query without a question carrying a COOKIE option asks
+/// for a server cookie alone: NOERROR with one for a client cookie alone or
+/// a valid server cookie, BADCOOKIE with a fresh one for an invalid server
+/// cookie; no question and no records come back. Without a COOKIE option,
+/// or with cookies off, it is a FORMERR (RFC 9619 §3).
+#[test]
+fn rfc7873_5_4_a_query_without_a_question_learns_a_server_cookie() {
+    let srv = start("", &[]);
+    let ask0 = |c: Option<&[u8]>| {
+        let r = udp_raw(srv.dns, &question_less_query(c)).expect("a reply");
+        assert_eq!(&r[4..8], &[0, 0, 0, 0], "no question, no answer");
+        parse_after(&r, 12)
+    };
+    let r = ask0(Some(&[3; 8]));
+    assert_eq!(r.rcode, 0, "{r:?}");
+    let c = r.cookie.expect("a COOKIE option");
+    assert_fresh(&c, &[3; 8]);
+    let r = ask0(Some(&c));
+    assert_eq!(
+        (r.rcode, r.cookie.as_deref()),
+        (0, Some(&c[..])),
+        "valid: echoed"
+    );
+    let mut bad = c.clone();
+    bad[23] ^= 1;
+    let r = ask0(Some(&bad));
+    assert_eq!(r.rcode, 23, "BADCOOKIE: {r:?}");
+    assert_fresh(&r.cookie.expect("cookie"), &[3; 8]);
+    assert_eq!(ask0(None).rcode, 1, "no COOKIE option: FORMERR");
+    assert_eq!(ask0(Some(&[3; 7])).rcode, 1, "malformed: FORMERR");
+    // The same over TCP.
+    let mut s = tcp_connect(srv.dns);
+    tcp_send(&mut s, &question_less_query(Some(&[3; 8])));
+    let r = parse_after(&tcp_read(&mut s).expect("a TCP reply"), 12);
+    assert_eq!(r.rcode, 0, "{r:?}");
+    assert_fresh(&r.cookie.expect("cookie"), &[3; 8]);
+
+    let off = TestServer::start();
+    let r = udp_raw(off.dns, &question_less_query(Some(&[3; 8]))).expect("a reply");
+    assert_eq!(r[3] & 0x0f, 1, "cookies off: FORMERR");
 }

@@ -11,6 +11,7 @@ use crate::config::AllDown;
 use crate::geo::ClientSubnet;
 use crate::guard::cookie::{self, Check};
 use crate::guard::rrl::{Class, Verdict};
+use crate::guard::Now;
 use crate::policy::{
     decide_from, Answer, Client, Family, Scratch, Service, Target as PolicyTarget,
 };
@@ -51,6 +52,21 @@ pub fn handle(
     out: &mut Vec<u8>,
     scratch: &mut Scratch,
 ) -> Outcome {
+    let now = Now::for_guard(&snap.guard);
+    handle_at(snap, raw, client, transport, out, scratch, now)
+}
+
+/// [`handle`] at `now`, the time the caller read for its batch of queries
+/// ([`Now::for_guard`]).
+pub fn handle_at(
+    snap: &Snapshot,
+    raw: &[u8],
+    client: IpAddr,
+    transport: Transport,
+    out: &mut Vec<u8>,
+    scratch: &mut Scratch,
+    now: Now,
+) -> Outcome {
     let mut req = Request::blank(raw);
     match wire::parse_request_in(&mut req) {
         Ok(()) => {}
@@ -68,7 +84,7 @@ pub fn handle(
             w.set_rcode(rcode);
             w.finish();
             snap.counters.query(scratch.slot, None, 0, rcode);
-            return limit_error(snap, client, transport, scratch.slot, out);
+            return limit_error(snap, client, transport, scratch.slot, now, out);
         }
     }
     let nsid = match req.edns {
@@ -80,9 +96,15 @@ pub fn handle(
         (Transport::Udp, None) => PLAIN_UDP,
         (Transport::Udp, Some(e)) => (e.payload.min(snap.udp_payload) as usize).max(PLAIN_UDP),
     };
-    if let Some(fault) = req.fault {
+    // RFC 7873 §5.4: no question, a COOKIE option and cookies on is a
+    // client asking for a server cookie (answered below); any other query
+    // without a question is a FORMERR (RFC 9619 §3).
+    let cookie_only = req.fault == Some(Fault::NoQuestion)
+        && snap.guard.cookies.is_some()
+        && req.edns.is_some_and(|e| e.cookie.is_some());
+    if let Some(fault) = req.fault.filter(|_| !cookie_only) {
         refuse(snap, &req, fault, limit, out, scratch);
-        return limit_error(snap, client, transport, scratch.slot, out);
+        return limit_error(snap, client, transport, scratch.slot, now, out);
     }
     // RFC 7871 §7.1.1: a malformed client-subnet option is a FORMERR. The
     // options of an opcode we do not implement are not looked at: it gets
@@ -97,7 +119,7 @@ pub fn handle(
         Some(Ok(e)) => Some(e),
         Some(Err(_)) => {
             refuse(snap, &req, Fault::FormErr, limit, out, scratch);
-            return limit_error(snap, client, transport, scratch.slot, out);
+            return limit_error(snap, client, transport, scratch.slot, now, out);
         }
         None => None,
     };
@@ -110,27 +132,42 @@ pub fn handle(
     let cookie_in = req.edns.and_then(|e| e.cookie).filter(|_| query);
     if let (Some(c), Some((a, b))) = (&snap.guard.cookies, cookie_in) {
         let data = &raw[a..b];
-        let now = unix_now();
-        let check = cookie::check(&c.secrets, data, client, now);
+        let cookie::Reply { check, server } = cookie::reply(&c.secrets, data, client, now.unix);
         c.stats.seen(scratch.slot, check);
         // §5.2.2: a length that is no cookie's is a FORMERR (any other
         // length holds a client cookie in its first 8 bytes).
         let theirs = <[u8; 8]>::try_from(data.get(..8).unwrap_or_default());
         let (Ok(theirs), false) = (theirs, check == Check::Malformed) else {
             refuse(snap, &req, Fault::FormErr, limit, out, scratch);
-            return limit_error(snap, client, transport, scratch.slot, out);
+            return limit_error(snap, client, transport, scratch.slot, now, out);
         };
         cookie_out[..8].copy_from_slice(&theirs);
-        cookie_out[8..].copy_from_slice(&cookie::make(&c.secrets.current, &theirs, client, now));
+        cookie_out[8..].copy_from_slice(&server);
         has_cookie = true;
         cookie_ok = check == Check::Valid;
+        // §5.4: a query for a server cookie alone gets NOERROR with one,
+        // or BADCOOKIE when the server cookie it sent is not valid.
+        if cookie_only {
+            let rcode = if check == Check::Invalid {
+                c.stats.badcookie(scratch.slot);
+                wire::RCODE_BADCOOKIE
+            } else {
+                wire::RCODE_NOERROR
+            };
+            cookie_reply(snap, &req, limit, &cookie_out, rcode, out, scratch);
+            if cookie_ok {
+                return Outcome::Reply;
+            }
+            return limit_error(snap, client, transport, scratch.slot, now, out);
+        }
         // §5.2.3 (2), §5.2.4: a server that requires cookies answers
         // BADCOOKIE with a fresh one, which the client retries with; TCP
         // needs no cookie (the handshake proves the address).
         if c.require && !cookie_ok && transport == Transport::Udp {
             c.stats.badcookie(scratch.slot);
-            bad_cookie(snap, &req, limit, &cookie_out, out, scratch);
-            return limit_error(snap, client, transport, scratch.slot, out);
+            let rcode = wire::RCODE_BADCOOKIE;
+            cookie_reply(snap, &req, limit, &cookie_out, rcode, out, scratch);
+            return limit_error(snap, client, transport, scratch.slot, now, out);
         }
     }
     let cookie_len = if has_cookie { 4 + COOKIE_REPLY } else { 0 };
@@ -165,7 +202,7 @@ pub fn handle(
             if cookie_ok {
                 return Outcome::Reply;
             }
-            return limit_error(snap, client, transport, scratch.slot, out);
+            return limit_error(snap, client, transport, scratch.slot, now, out);
         }
     }
     if req.opcode() != 0 {
@@ -186,7 +223,7 @@ pub fn handle(
         if cookie_ok {
             return Outcome::Reply;
         }
-        return limit_error(snap, client, transport, scratch.slot, out);
+        return limit_error(snap, client, transport, scratch.slot, now, out);
     }
     let mut ctx = Ctx {
         source: client,
@@ -210,7 +247,7 @@ pub fn handle(
     // not for a client that proved its address with our cookie.
     if let (Some(l), Transport::Udp, false) = (&snap.guard.rrl, transport, cookie_ok) {
         let (class, name) = rrl_class(snap, &req, ctx.zone, rcode, &w);
-        match l.check(client, class, name, ctx.scratch.slot) {
+        match l.check_at(client, class, name, ctx.scratch.slot, now) {
             Verdict::Pass => {}
             Verdict::Slip => {
                 // The header and question only (AA and RCODE as they
@@ -255,12 +292,13 @@ fn limit_error(
     client: IpAddr,
     transport: Transport,
     slot: usize,
+    now: Now,
     out: &mut [u8],
 ) -> Outcome {
     let (Some(l), Transport::Udp) = (&snap.guard.rrl, transport) else {
         return Outcome::Reply;
     };
-    match l.check(client, Class::Error, &[], slot) {
+    match l.check_at(client, Class::Error, &[], slot, now) {
         Verdict::Pass => Outcome::Reply,
         Verdict::Slip => {
             if let Some(b) = out.get_mut(2) {
@@ -275,12 +313,6 @@ fn limit_error(
 /// Length of the COOKIE option a reply carries: the client cookie and an
 /// RFC 9018 server cookie.
 const COOKIE_REPLY: usize = 24;
-
-fn unix_now() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32)
-}
 
 /// The response class RRL accounts a reply to, and the name it is
 /// accounted under (RFC-free, as Knot and BIND do it: NXDOMAIN and
@@ -312,31 +344,27 @@ fn rrl_class<'a>(
 /// Replies over this size are rate-limited as "large".
 const LARGE: usize = 1024;
 
-/// BADCOOKIE (RFC 7873 §5.2.3, §5.2.4): the question, and an OPT record
-/// carrying the client cookie with a fresh server cookie.
+/// A reply of `rcode` that is only about cookies: BADCOOKIE (RFC 7873
+/// §5.2.3, §5.2.4), or the answer to a query for a server cookie alone
+/// (§5.4): the question (if any), and an OPT record carrying the client
+/// cookie with our server cookie.
 #[cold]
-fn bad_cookie(
+fn cookie_reply(
     snap: &Snapshot,
     req: &Request<'_>,
     limit: usize,
     cookie: &[u8],
+    rcode: u16,
     out: &mut Vec<u8>,
     scratch: &mut Scratch,
 ) {
     let mut w = Writer::new(out, req, limit, true);
     let dnssec_ok = req.edns.is_some_and(|e| e.dnssec_ok);
-    w.put_opt(
-        snap.udp_payload,
-        wire::RCODE_BADCOOKIE,
-        dnssec_ok,
-        None,
-        None,
-    );
+    w.put_opt(snap.udp_payload, rcode, dnssec_ok, None, None);
     w.put_option(wire::OPT_COOKIE, cookie);
-    w.set_rcode(wire::RCODE_BADCOOKIE);
+    w.set_rcode(rcode);
     w.finish();
-    snap.counters
-        .query(scratch.slot, None, req.qtype, wire::RCODE_BADCOOKIE);
+    snap.counters.query(scratch.slot, None, req.qtype, rcode);
 }
 
 /// Replies to a query that parsed but is not answered: FORMERR, or NOTAUTH

@@ -26,7 +26,8 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::dns::affinity::{self, Placement};
-use crate::dns::answer::{handle, Outcome, Transport};
+use crate::dns::answer::{handle_at, Outcome, Transport};
+use crate::guard::Now;
 use crate::policy::Scratch;
 use crate::snapshot::Source;
 
@@ -302,8 +303,9 @@ fn serve(io: &mut Io<'_>, source: &Source, stop: &AtomicBool, st: &WorkerStats, 
             continue; // woken by shutdown, a timeout or an error
         }
         st.queries.fetch_add(n as u64, Ordering::Relaxed);
-        // One snapshot for the whole batch.
+        // One snapshot and one reading of the clock for the whole batch.
         let snap = source.load();
+        let now = Now::for_guard(&snap.guard);
         let armed = fault::armed();
         for i in 0..n {
             let Some((packet, from, out)) = io.packet(i) else {
@@ -318,7 +320,15 @@ fn serve(io: &mut Io<'_>, source: &Source, stop: &AtomicBool, st: &WorkerStats, 
                 if armed != 0 && fault::hit(armed, packet, fault::Fault::Answer) {
                     panic!("injected fault while answering");
                 }
-                handle(&snap, packet, client, Transport::Udp, out, &mut scratch)
+                handle_at(
+                    &snap,
+                    packet,
+                    client,
+                    Transport::Udp,
+                    out,
+                    &mut scratch,
+                    now,
+                )
             }));
             match answered {
                 Ok(Outcome::Reply) => {

@@ -115,6 +115,9 @@ impl Decoder {
             wire::ParseError::FormErr => "a DNS message that does not parse",
             wire::ParseError::NotImp => "a DNS message of another opcode",
         })?;
+        if req.fault == Some(wire::Fault::NoQuestion) {
+            return Err("a DNS message without a question".into());
+        }
         self.name.clear();
         let name = req.qname();
         let mut at = 0;

@@ -5,11 +5,13 @@
 //!
 //! A server cookie is valid when its hash matches under the current secret
 //! or the previous one and its timestamp lies between one hour in the past
-//! and five minutes in the future (RFC 9018 §4.3). Every reply carries a
-//! freshly made server cookie (allowed at any time, RFC 9018 §4.3), so a
-//! client's cookie never ages out while it keeps asking.
+//! and five minutes in the future (RFC 9018 §4.3). A reply echoes a valid
+//! server cookie made under the current secret less than half an hour ago
+//! and carries a freshly made one otherwise (RFC 9018 §4.3: a server
+//! re-issues a cookie once it is half an hour old), so a client's cookie
+//! never ages out while it keeps asking, and the usual reply costs one
+//! hash, not two.
 
-use std::hash::Hasher;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,6 +21,8 @@ use siphasher::sip::SipHasher24;
 const PAST: i64 = 3600;
 /// Newest accepted timestamp, seconds after now (clock skew).
 const FUTURE: i64 = 300;
+/// Age from which a valid server cookie is replaced by a fresh one.
+const REISSUE: i64 = 1800;
 
 /// What a query's COOKIE option holds (RFC 7873 §5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,14 +61,24 @@ impl Secrets {
 /// The 8-byte hash of RFC 9018 §4.4 over the client cookie, the server
 /// cookie's first 8 bytes (version, reserved, timestamp) and the address.
 pub fn hash(secret: &[u8; 16], client: &[u8; 8], head: &[u8; 8], addr: IpAddr) -> [u8; 8] {
-    let mut h = SipHasher24::new_with_key(secret);
-    h.write(client);
-    h.write(head);
-    match addr.to_canonical() {
-        IpAddr::V4(a) => h.write(&a.octets()),
-        IpAddr::V6(a) => h.write(&a.octets()),
-    }
-    h.finish().to_le_bytes()
+    // One pass over the concatenation (whole 8-byte words, no streaming
+    // state): the same bytes, so the same hash, as RFC 9018 gives.
+    let mut buf = [0u8; 32];
+    buf[..8].copy_from_slice(client);
+    buf[8..16].copy_from_slice(head);
+    let len = match addr.to_canonical() {
+        IpAddr::V4(a) => {
+            buf[16..20].copy_from_slice(&a.octets());
+            20
+        }
+        IpAddr::V6(a) => {
+            buf[16..].copy_from_slice(&a.octets());
+            32
+        }
+    };
+    SipHasher24::new_with_key(secret)
+        .hash(&buf[..len])
+        .to_le_bytes()
 }
 
 /// A new server cookie for `client` at `now` (Unix seconds).
@@ -79,34 +93,68 @@ pub fn make(secret: &[u8; 16], client: &[u8; 8], addr: IpAddr, now: u32) -> [u8;
 
 /// Classifies a COOKIE option's data from `addr`, received at `now`.
 pub fn check(secrets: &Secrets, data: &[u8], addr: IpAddr, now: u32) -> Check {
+    classify(secrets, data, addr, now).0
+}
+
+/// What a query's COOKIE option gets: its [`Check`] and the server cookie
+/// the reply carries (meaningless when the check is `Malformed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    pub check: Check,
+    pub server: [u8; 16],
+}
+
+/// Classifies a COOKIE option's data from `addr` at `now`, and picks the
+/// server cookie of the reply: the query's own when it is valid under the
+/// current secret and less than half an hour old, else a fresh one.
+pub fn reply(secrets: &Secrets, data: &[u8], addr: IpAddr, now: u32) -> Reply {
+    let (check, echo) = classify(secrets, data, addr, now);
+    let server = match echo {
+        Some(s) => s,
+        None => {
+            let mut client = [0u8; 8];
+            if let Some(c) = data.get(..8) {
+                client.copy_from_slice(c);
+            }
+            make(&secrets.current, &client, addr, now)
+        }
+    };
+    Reply { check, server }
+}
+
+/// The check, and the server cookie itself when it may be sent back as it
+/// is (valid under the current secret, made within the last half hour).
+fn classify(secrets: &Secrets, data: &[u8], addr: IpAddr, now: u32) -> (Check, Option<[u8; 16]>) {
     match data.len() {
-        8 => return Check::ClientOnly,
+        8 => return (Check::ClientOnly, None),
         16..=40 => {}
-        _ => return Check::Malformed,
+        _ => return (Check::Malformed, None),
     }
     let (Ok(client), Ok(server)) = (
         <[u8; 8]>::try_from(&data[..8]),
         <[u8; 16]>::try_from(&data[8..]),
     ) else {
         // A server cookie of another length: not one of ours.
-        return Check::Invalid;
+        return (Check::Invalid, None);
     };
     if server[0] != 1 {
-        return Check::Invalid;
+        return (Check::Invalid, None);
     }
     let ts = u32::from_be_bytes([server[4], server[5], server[6], server[7]]);
     // Serial number arithmetic (RFC 1982): how long ago it was made.
     let age = i64::from(now.wrapping_sub(ts) as i32);
     if !(-FUTURE..=PAST).contains(&age) {
-        return Check::Invalid;
+        return (Check::Invalid, None);
     }
     let mut head = [0u8; 8];
     head.copy_from_slice(&server[..8]);
     let ok = |s: &[u8; 16]| constant_eq(&hash(s, &client, &head, addr), &server[8..]);
-    if ok(&secrets.current) || secrets.previous.as_ref().is_some_and(ok) {
-        Check::Valid
+    if ok(&secrets.current) {
+        (Check::Valid, (0..REISSUE).contains(&age).then_some(server))
+    } else if secrets.previous.as_ref().is_some_and(ok) {
+        (Check::Valid, None)
     } else {
-        Check::Invalid
+        (Check::Invalid, None)
     }
 }
 
@@ -208,8 +256,9 @@ mod tests {
         };
         let query = hex::<24>("2464c4abcf10c957010000005cf79f111f8130c3eee29480");
         assert_eq!(check(&secrets, &query, addr, 1559734385), Check::Valid);
-        let got = make(&secrets.current, &hex("2464c4abcf10c957"), addr, 1559734385);
-        assert_eq!(got, hex::<16>("010000005cf7a871d4a564a1442aca77"));
+        let got = reply(&secrets, &query, addr, 1559734385);
+        assert_eq!(got.check, Check::Valid);
+        assert_eq!(got.server, hex::<16>("010000005cf7a871d4a564a1442aca77"));
     }
 
     /// RFC 9018 Appendix A.3: a cookie with the reserved bytes set is
@@ -246,8 +295,10 @@ mod tests {
         let secrets = old.rotate(hex("445536bcd2513298075a5d379663c962"));
         let query = hex::<24>("22681ab97d52c298010000005cf7c57926556bd0934c72f8");
         assert_eq!(check(&secrets, &query, addr, 1559741961), Check::Valid);
-        let got = make(&secrets.current, &hex("22681ab97d52c298"), addr, 1559741961);
-        assert_eq!(got, hex::<16>("010000005cf7c609a6bb79d16625507a"));
+        // Two minutes old, but made under the previous secret: renewed.
+        let got = reply(&secrets, &query, addr, 1559741961);
+        assert_eq!(got.check, Check::Valid);
+        assert_eq!(got.server, hex::<16>("010000005cf7c609a6bb79d16625507a"));
         // Two rotations later the old secret is gone.
         let later = secrets.rotate([7; 16]);
         assert_eq!(check(&later, &query, addr, 1559741961), Check::Invalid);
@@ -286,5 +337,47 @@ mod tests {
         let other: IpAddr = "192.0.2.2".parse().expect("ip");
         q[8..].copy_from_slice(&make(&s.current, &[9; 8], addr, now));
         assert_eq!(check(&s, &q, other, now), Check::Invalid, "another address");
+    }
+
+    /// RFC 9018 §4.3: a valid cookie under the current secret is sent back
+    /// as it is until it is half an hour old, then replaced; a cookie from
+    /// the future (clock skew) is valid but replaced at once; a client
+    /// cookie alone or an invalid one gets a fresh server cookie.
+    #[test]
+    fn rfc9018_4_3_a_cookie_is_reissued_once_half_an_hour_old() {
+        let addr: IpAddr = "192.0.2.1".parse().expect("ip");
+        let s = Secrets {
+            current: [3; 16],
+            previous: None,
+        };
+        let now = 2_000_000_000u32;
+        let fresh = make(&s.current, &[9; 8], addr, now);
+        let mut q = [0u8; 24];
+        q[..8].copy_from_slice(&[9; 8]);
+        for (made, echoed) in [
+            (now, true),
+            (now - 1799, true),
+            (now - 1800, false),
+            (now - 3600, false),
+            (now + 1, false),
+        ] {
+            q[8..].copy_from_slice(&make(&s.current, &[9; 8], addr, made));
+            let got = reply(&s, &q, addr, now);
+            assert_eq!(got.check, Check::Valid);
+            let want = if echoed { &q[8..] } else { &fresh[..] };
+            assert_eq!(
+                &got.server[..],
+                want,
+                "made at now{:+}",
+                i64::from(made) - i64::from(now)
+            );
+        }
+        let mut other = q;
+        other[8..].fill(0);
+        for query in [&q[..8], &other[..]] {
+            let got = reply(&s, query, addr, now);
+            assert_ne!(got.check, Check::Valid);
+            assert_eq!(got.server, fresh);
+        }
     }
 }

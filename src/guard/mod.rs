@@ -6,6 +6,43 @@
 pub mod cookie;
 pub mod rrl;
 
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// The time the defences work with, read once per batch of queries (a UDP
+/// worker reads it after each `recvmmsg`, not per answer: a batch is
+/// answered within a fraction of a millisecond, far below what a cookie's
+/// seconds or a rate limit's allowance can tell apart).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Now {
+    /// Unix seconds (cookie timestamps, compared in serial arithmetic).
+    pub unix: u32,
+    /// Microseconds since the process first read the time (rate limits).
+    pub micros: u64,
+}
+
+impl Now {
+    /// The time now.
+    pub fn read() -> Now {
+        static START: OnceLock<Instant> = OnceLock::new();
+        let micros = START.get_or_init(Instant::now).elapsed().as_micros() as u64;
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as u32);
+        Now { unix, micros }
+    }
+
+    /// The time now when `guard` has a defence on; zero otherwise (nothing
+    /// reads it, so no clock is read).
+    pub fn for_guard(guard: &Guard) -> Now {
+        if guard.rrl.is_some() || guard.cookies.is_some() {
+            Now::read()
+        } else {
+            Now::default()
+        }
+    }
+}
+
 /// The client prefix of `ip` (IPv4-mapped IPv6 counts as IPv4): its family
 /// and its first `v4` or `v6` bits, an IPv4 address in the top 32 of the 128.
 pub fn client_prefix(ip: std::net::IpAddr, v4: u8, v6: u8) -> (u8, u128) {

@@ -18,11 +18,11 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use ipnet::IpNet;
 use siphasher::sip::SipHasher13;
-use std::hash::Hasher;
+
+use super::Now;
 
 /// Response classes, each with its own allowance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,8 +129,9 @@ pub struct Limiter {
     pub settings: Settings,
     table: Box<[AtomicU64]>,
     mask: usize,
-    key: (u64, u64),
-    start: Instant,
+    hasher: SipHasher13,
+    /// [`Now::micros`] when the table was made.
+    start: u64,
     /// Microseconds between two responses at the rate.
     interval: u64,
     /// How far ahead of now the arrival time may run: (burst − 1) intervals.
@@ -148,8 +149,8 @@ impl Limiter {
         Limiter {
             table: (0..size).map(|_| AtomicU64::new(0)).collect(),
             mask: size - 1,
-            key,
-            start: Instant::now(),
+            hasher: SipHasher13::new_with_keys(key.0, key.1),
+            start: Now::read().micros,
             interval,
             tolerance,
             settings,
@@ -162,33 +163,59 @@ impl Limiter {
         self.table.len()
     }
 
+    /// The keyed hash of the account: family, class, client prefix and
+    /// (but for errors) the name, hashed in one pass over a stack buffer
+    /// (whole 8-byte words, no streaming state).
     fn hash(&self, client: IpAddr, class: Class, name: &[u8]) -> u64 {
-        let mut h = SipHasher13::new_with_keys(self.key.0, self.key.1);
         let (family, prefix) =
             super::client_prefix(client, self.settings.ipv4_prefix, self.settings.ipv6_prefix);
-        h.write_u8(family);
-        h.write_u128(prefix);
-        h.write_u8(class as u8);
-        if class != Class::Error {
-            h.write(name);
+        let name = if class == Class::Error { &[][..] } else { name };
+        let mut buf = [0u8; 18 + 255];
+        buf[0] = family;
+        buf[1] = class as u8;
+        buf[2..18].copy_from_slice(&prefix.to_le_bytes());
+        match buf.get_mut(18..18 + name.len()) {
+            Some(rest) => {
+                rest.copy_from_slice(name);
+                self.hasher.hash(&buf[..18 + name.len()])
+            }
+            // Longer than a domain name can be: hash it whole all the same.
+            None => {
+                use std::hash::Hasher;
+                let mut h = self.hasher;
+                h.write(&buf[..18]);
+                h.write(name);
+                h.finish()
+            }
         }
-        h.finish()
     }
 
-    fn now(&self) -> u64 {
-        self.start.elapsed().as_micros() as u64 & TIME_MASK
+    fn now(&self, now: Now) -> u64 {
+        now.micros.wrapping_sub(self.start) & TIME_MASK
     }
 
     /// Accounts one response of `class` to `client` (its name: the question
     /// for positive, NODATA and large answers, the zone's apex for NXDOMAIN
     /// and referrals; ignored for errors); `slot` is the caller's counter slot.
     pub fn check(&self, client: IpAddr, class: Class, name: &[u8], slot: usize) -> Verdict {
+        self.check_at(client, class, name, slot, Now::read())
+    }
+
+    /// [`Limiter::check`] at `now` (the time of the caller's batch).
+    pub fn check_at(
+        &self,
+        client: IpAddr,
+        class: Class,
+        name: &[u8],
+        slot: usize,
+        now: Now,
+    ) -> Verdict {
         let client = client.to_canonical();
         if self.settings.exempt.iter().any(|n| n.contains(&client)) {
             return Verdict::Pass;
         }
         let h = self.hash(client, class, name);
-        let limited = self.take(h, self.now());
+        let limited = self.take(h, self.now(now));
         let c = class as usize;
         let st = self.stats.slot(slot);
         if !limited {
