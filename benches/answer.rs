@@ -13,7 +13,8 @@ use std::hint::black_box;
 use std::net::IpAddr;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use geolb::dns::answer::{find_service, handle, Transport};
+use geolb::dns::answer::{find_service, handle, handle_at, Transport};
+use geolb::guard::Now;
 use geolb::policy::{decide, Client, Family, Scratch};
 
 fn bench(c: &mut Criterion) {
@@ -132,17 +133,30 @@ fn bench(c: &mut Criterion) {
         let clients: Vec<IpAddr> = (0..4096u32)
             .map(|i| IpAddr::from((0x0a00_0000 + (i << 8)).to_be_bytes()))
             .collect();
+        // The time read once per 32 answers, as a UDP worker reads it once
+        // per receive batch.
+        let mut n = 0u32;
+        let mut now = Now::for_guard(&s.guard);
+        let mut tick = |s: &geolb::snapshot::Snapshot| {
+            n = n.wrapping_add(1);
+            if n % 32 == 0 {
+                now = Now::for_guard(&s.guard);
+            }
+            now
+        };
         // One resolver asking with its valid cookie (the usual case: a
         // valid cookie also exempts it from rate limiting).
         g.bench_function(BenchmarkId::new("static+valid-cookie", name), |b| {
             b.iter(|| {
-                black_box(handle(
+                let now = tick(&s);
+                black_box(handle_at(
                     &s,
                     &q,
                     client,
                     Transport::Udp,
                     &mut out,
                     &mut scratch,
+                    now,
                 ))
             })
         });
@@ -150,13 +164,15 @@ fn bench(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("static+cookie", name), |b| {
             b.iter(|| {
                 i = (i + 1) % clients.len();
-                black_box(handle(
+                let now = tick(&s);
+                black_box(handle_at(
                     &s,
                     &q,
                     clients[i],
                     Transport::Udp,
                     &mut out,
                     &mut scratch,
+                    now,
                 ))
             })
         });
