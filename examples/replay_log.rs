@@ -322,6 +322,7 @@ fn main() -> anyhow::Result<()> {
         &geolb::sim::replay::ReplayOptions {
             top: 5,
             format: Default::default(),
+            health: Default::default(),
         },
     )?;
     let total = t.elapsed();

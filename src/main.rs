@@ -256,6 +256,12 @@ enum Cmd {
         /// List every network with its answer.
         #[arg(long)]
         per_network: bool,
+        /// Weigh by a query log (text or dnstap, '-': standard input):
+        /// the share of its queries each region answers, all up and under
+        /// --down/--drain (on --against when given), and which move (as
+        /// `geolb replay`).
+        #[arg(long, value_name = "LOG", conflicts_with_all = ["resilience", "per_network"])]
+        queries: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -309,9 +315,18 @@ enum Cmd {
         /// The running config.
         #[arg(long, short, env = "GEOLB_CONFIG", default_value = "geolb.toml")]
         config: PathBuf,
-        /// The proposed config.
+        /// The proposed config (default: the running one, for a health
+        /// scenario alone).
         #[arg(long, value_name = "PROPOSED.toml")]
-        against: PathBuf,
+        against: Option<PathBuf>,
+        /// Replay the proposed side with these regions, pools or endpoints
+        /// (pool/address) down as failed health checks; comma-separated or
+        /// repeated.
+        #[arg(long, value_name = "TARGETS", value_delimiter = ',')]
+        down: Vec<String>,
+        /// Replay the proposed side with these drained.
+        #[arg(long, value_name = "TARGETS", value_delimiter = ',')]
+        drain: Vec<String>,
         /// Countries listed.
         #[arg(long, value_name = "N", default_value_t = 10)]
         top: usize,
@@ -438,6 +453,7 @@ fn main() -> ExitCode {
             top,
             qtype,
             per_network,
+            queries,
             json,
         } => {
             let mut scenario = geolb::sim::Scenario { down, drain };
@@ -458,6 +474,15 @@ fn main() -> ExitCode {
                         return ExitCode::from(2);
                     }
                 }
+            }
+            if let Some(log) = queries {
+                let opts = geolb::sim::replay::ReplayOptions {
+                    top,
+                    format: geolb::sim::replay::LogFormat::Auto,
+                    health: scenario,
+                };
+                let against = against.unwrap_or_else(|| config.clone());
+                return exit_2_on_error(replay(&log, &config, &against, opts, json));
             }
             let opts = geolb::sim::QType::parse(&qtype).map(|qtype| geolb::sim::Options {
                 services,
@@ -511,6 +536,8 @@ fn main() -> ExitCode {
             log,
             config,
             against,
+            down,
+            drain,
             top,
             format,
             json,
@@ -520,13 +547,18 @@ fn main() -> ExitCode {
                 LogFormatArg::Text => geolb::sim::replay::LogFormat::Text,
                 LogFormatArg::Dnstap => geolb::sim::replay::LogFormat::Dnstap,
             };
-            return match replay(&log, &config, &against, top, format, json) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("geolb: {e:#}");
-                    ExitCode::from(2)
-                }
+            let health = geolb::sim::Scenario { down, drain };
+            if against.is_none() && health.is_all_up() {
+                eprintln!("geolb: replay needs --against PROPOSED.toml, a health scenario (--down, --drain), or both");
+                return ExitCode::from(2);
+            }
+            let opts = geolb::sim::replay::ReplayOptions {
+                top,
+                format,
+                health,
             };
+            let against = against.unwrap_or_else(|| config.clone());
+            return exit_2_on_error(replay(&log, &config, &against, opts, json));
         }
         Cmd::Probe {
             config,
@@ -1053,23 +1085,37 @@ enum LogFormatArg {
     Dnstap,
 }
 
-/// Runs `geolb replay`.
+/// Exit status 0, or 2 with the error on stderr.
+fn exit_2_on_error(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("geolb: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs `geolb replay` (and `geolb simulate --queries`).
 fn replay(
     log: &std::path::Path,
     path: &std::path::Path,
     against: &std::path::Path,
-    top: usize,
-    format: geolb::sim::replay::LogFormat,
+    opts: geolb::sim::replay::ReplayOptions,
     json: bool,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let snap = load_uncompiled(path)?;
-    let other = load_uncompiled(against)?;
+    let other = if against == path {
+        None
+    } else {
+        Some(load_uncompiled(against)?)
+    };
+    let other = other.as_ref().unwrap_or(&snap);
     let loaded = started.elapsed().as_millis() as u64;
     let (current, proposed) = (path.display().to_string(), against.display().to_string());
-    let opts = geolb::sim::replay::ReplayOptions { top, format };
     let run = |r: &mut dyn std::io::BufRead, name: &str| {
-        geolb::sim::replay::replay(r, name, (&snap, &current), (&other, &proposed), &opts)
+        geolb::sim::replay::replay(r, name, (&snap, &current), (other, &proposed), &opts)
     };
     let mut report = if log.as_os_str() == "-" {
         run(&mut std::io::stdin().lock(), "(stdin)")?

@@ -505,3 +505,64 @@ fn the_servers_own_dnstap_log_replays_its_queries() {
         "TCP responses"
     );
 }
+
+/// A health scenario on the running config: the queries of the region
+/// taken down move to where failover sends them, the rest stay; the shares
+/// of the log's queries before and after add up; `geolb simulate --queries`
+/// weighs the same scenario by the same log and says the same; a replay
+/// with nothing to compare is refused.
+#[test]
+fn a_region_down_moves_exactly_its_queries_and_simulate_weighs_by_the_log() {
+    let dir = write_dir();
+    let log = dir.path().join("queries.log");
+    std::fs::write(&log, LOG).expect("w");
+    let log = log.to_str().expect("path");
+    let r = replay_with(dir.path(), log, "geolb.toml", &["--down", "eu"]);
+    assert_eq!(r["health"], "down: eu");
+    assert_eq!(r["replayed"], 12);
+    assert_eq!(
+        cells(&r["matrix"]),
+        vec![cell("eu", "us", 11, 5), cell("ap", "ap", 1, 1)]
+    );
+    assert_eq!(r["moved"]["queries"], 11);
+    let shares: Vec<(String, u64, u64)> = r["shares"]
+        .as_array()
+        .expect("shares")
+        .iter()
+        .map(|s| {
+            (
+                s["region"].as_str().expect("region").to_string(),
+                s["before"].as_u64().expect("before"),
+                s["after"].as_u64().expect("after"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shares,
+        vec![
+            ("us".to_string(), 0, 11),
+            ("ap".to_string(), 1, 1),
+            ("eu".to_string(), 11, 0)
+        ]
+    );
+    assert_eq!(r["shares"][0]["after_percent"], 91.67);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geolb"))
+        .args(["--log-level", "warn", "simulate", "--config"])
+        .arg(dir.path().join("geolb.toml"))
+        .args(["--queries", log, "--down", "eu", "--json"])
+        .output()
+        .expect("run geolb simulate");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let s: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(s["matrix"], r["matrix"]);
+    assert_eq!(s["shares"], r["shares"]);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geolb"))
+        .args(["--log-level", "warn", "replay", log, "--config"])
+        .arg(dir.path().join("geolb.toml"))
+        .output()
+        .expect("run geolb replay");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--against"));
+}

@@ -1,5 +1,7 @@
 //! `replay`: the answers a query log's queries get under the running config
-//! and under a proposed one, and where they move.
+//! (everything up) and under a proposed one — another config, a health
+//! scenario (`--down`, `--drain`), or both — and where they move; with
+//! the share of the log's queries each region answers on either side.
 //!
 //! Each query is mapped to the walk piece of the address it is decided
 //! from (the ECS subnet where the service uses ECS and the line carries
@@ -206,9 +208,9 @@ fn family_code(f: Family) -> u8 {
 }
 
 impl<'s> Side<'s> {
-    fn new(snap: &'s Snapshot) -> Result<Side<'s>, SimError> {
+    fn new(snap: &'s Snapshot, scenario: &Scenario) -> Result<Side<'s>, SimError> {
         let model = Model::new(snap, &[], QType::A)?;
-        let health = Scenario::default().health(snap)?;
+        let health = scenario.health(snap)?;
         let services = model
             .services
             .iter()
@@ -271,6 +273,9 @@ pub struct ReplayReport {
     pub format: &'static str,
     pub config: String,
     pub against: String,
+    /// The health `against` is replayed under ("all up", "down: …");
+    /// `config` is replayed with everything up.
+    pub health: String,
     /// Lines read, comments and blank lines included (dnstap: data
     /// frames).
     pub lines: u64,
@@ -293,6 +298,9 @@ pub struct ReplayReport {
     /// Distinct resolvers among the replayed queries.
     pub resolvers: u64,
     pub moved: Moved,
+    /// Each region's share of the replayed queries under `config` and under
+    /// `against`, most queries under `against` first.
+    pub shares: Vec<Share>,
     /// Replayed queries, and the distinct resolvers that sent them, by the
     /// region answering under `config` and under `against`, most queries
     /// first.
@@ -319,6 +327,15 @@ pub struct Moved {
     pub percent: f64,
     /// Resolvers with at least one query that moves.
     pub resolvers: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Share {
+    pub region: String,
+    pub before: u64,
+    pub before_percent: f64,
+    pub after: u64,
+    pub after_percent: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -366,10 +383,12 @@ pub struct ReplayOptions {
     /// Countries listed.
     pub top: usize,
     pub format: LogFormat,
+    /// The health the proposed side is replayed under.
+    pub health: Scenario,
 }
 
-/// Replays `log` (named `log_name`) against `current` and `proposed` (each
-/// a snapshot and its label), everything up.
+/// Replays `log` (named `log_name`) against `current` (everything up) and
+/// `proposed` (under `opts.health`), each a snapshot and its label.
 pub fn replay(
     log: impl BufRead,
     log_name: &str,
@@ -378,7 +397,7 @@ pub fn replay(
     opts: &ReplayOptions,
 ) -> Result<ReplayReport, SimError> {
     let started = std::time::Instant::now();
-    let mut run = Run::new(current.0, proposed.0)?;
+    let mut run = Run::new(current.0, proposed.0, &opts.health)?;
     let walked = std::time::Instant::now();
     // The first bytes tell the format: a text log never begins with NUL.
     let mut log = log;
@@ -416,6 +435,7 @@ pub fn replay(
             log: log_name,
             config: current.1,
             against: proposed.1,
+            health: opts.health.label(),
             lines,
             regions: &regions,
             countries: &countries,
@@ -444,9 +464,13 @@ struct Run<'s> {
 }
 
 impl<'s> Run<'s> {
-    fn new(current: &'s Snapshot, proposed: &'s Snapshot) -> Result<Run<'s>, SimError> {
-        let a = Side::new(current)?;
-        let b = Side::new(proposed)?;
+    fn new(
+        current: &'s Snapshot,
+        proposed: &'s Snapshot,
+        health: &Scenario,
+    ) -> Result<Run<'s>, SimError> {
+        let a = Side::new(current, &Scenario::default())?;
+        let b = Side::new(proposed, health)?;
         let country_of = vec![None; a.model.walk.inputs.len()];
         Ok(Run {
             a,
@@ -630,6 +654,7 @@ struct ReportContext<'a> {
     log: &'a str,
     config: &'a str,
     against: &'a str,
+    health: String,
     lines: u64,
     regions: &'a Names,
     countries: &'a Names,
@@ -679,6 +704,26 @@ impl Tally {
             .collect();
         sort_cells(&mut matrix);
         let replayed: u64 = self.cells.values().sum();
+        let mut by_region: FxHashMap<u16, (u64, u64)> = FxHashMap::default();
+        for (&(f, t), &n) in &self.cells {
+            by_region.entry(f).or_default().0 += n;
+            by_region.entry(t).or_default().1 += n;
+        }
+        let mut shares: Vec<Share> = by_region
+            .iter()
+            .map(|(&r, &(before, after))| Share {
+                region: cx.regions.name(r).to_string(),
+                before,
+                before_percent: percent(before, replayed),
+                after,
+                after_percent: percent(after, replayed),
+            })
+            .collect();
+        shares.sort_by(|x, y| {
+            (y.after, y.before)
+                .cmp(&(x.after, x.before))
+                .then_with(|| x.region.cmp(&y.region))
+        });
         let moved: u64 = self
             .cells
             .iter()
@@ -730,6 +775,7 @@ impl Tally {
             format: "text",
             config: cx.config.to_string(),
             against: cx.against.to_string(),
+            health: cx.health,
             lines: cx.lines,
             queries: self.queries,
             replayed,
@@ -744,6 +790,7 @@ impl Tally {
                 percent: percent(moved, replayed),
                 resolvers: self.moved_resolvers.len() as u64,
             },
+            shares,
             matrix,
             countries,
             truncated: None,
@@ -771,7 +818,11 @@ fn percent(n: u64, of: u64) -> f64 {
 
 impl fmt::Display for ReplayReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "replay {}: {} → {}", self.log, self.config, self.against)?;
+        writeln!(
+            f,
+            "replay {}: {} (all up) → {} ({})",
+            self.log, self.config, self.against, self.health
+        )?;
         let unit = if self.format == "dnstap" {
             "frame"
         } else {
@@ -819,6 +870,25 @@ impl fmt::Display for ReplayReport {
             writeln!(f, "  no shift predicted")?;
         }
         writeln!(f)?;
+        if !self.shares.is_empty() {
+            let w = self
+                .shares
+                .iter()
+                .map(|s| s.region.chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(6);
+            writeln!(f, "share of the replayed queries by answering region:")?;
+            writeln!(f, "  {:<w$}  {:>18}  {:>18}", "region", "before", "after")?;
+            for s in &self.shares {
+                writeln!(
+                    f,
+                    "  {:<w$}  {:>9} {:>7.2}%  {:>9} {:>7.2}%",
+                    s.region, s.before, s.before_percent, s.after, s.after_percent
+                )?;
+            }
+            writeln!(f)?;
+        }
         self.table(f, "queries", |c| c.queries)?;
         writeln!(f)?;
         self.table(f, "distinct resolvers", |c| c.resolvers)?;
