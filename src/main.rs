@@ -362,7 +362,8 @@ enum DrillCmd {
     /// Pre-check, act, observe, restore, report.
     Run {
         scenario: PathBuf,
-        /// Also write report.json and report.md into this directory.
+        /// Also write report.json, report.md and timeline.svg into this
+        /// directory.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
         /// Print the JSON report instead of Markdown.
@@ -400,9 +401,12 @@ fn drill(cmd: DrillCmd) -> ExitCode {
     let md = geolb::drill::markdown::render(&report);
     let js = serde_json::to_string_pretty(&report).unwrap_or_default();
     if let Some(dir) = out {
+        let svg = geolb::drill::svg::render(&report);
+        let md_file = format!("{md}\n![timeline](timeline.svg)\n");
         let written = std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(dir.join("report.md"), &md))
-            .and_then(|()| std::fs::write(dir.join("report.json"), &js));
+            .and_then(|()| std::fs::write(dir.join("report.md"), &md_file))
+            .and_then(|()| std::fs::write(dir.join("report.json"), &js))
+            .and_then(|()| std::fs::write(dir.join("timeline.svg"), &svg));
         if let Err(e) = written {
             eprintln!("geolb: {}: {e}", dir.display());
         }

@@ -119,6 +119,12 @@ fn a_drill_reports_answers_moving_and_names_the_resolver_that_keeps_answers_past
         "{md}"
     );
     assert!(out.join("report.md").exists());
+    // The timeline picture: one lane per node and subnet, the probes that
+    // saw the drained region and those that saw another, the resolver curve.
+    let svg = std::fs::read_to_string(out.join("timeline.svg")).expect("timeline.svg");
+    assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("#d7301f") && svg.contains("#2b8cbe"), "{svg}");
+    assert!(svg.contains("<polyline"), "the resolver curve: {svg}");
     // Restored: the drain is gone, eu answers again, tracking is off.
     assert_eq!(ask_from("127.0.0.1", s.dns), ["10.1.0.1"]);
     let (_, st) = http(s.admin.expect("admin"), "GET", "/v1/status");

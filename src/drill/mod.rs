@@ -5,9 +5,11 @@
 //!
 //! `scenario` reads and validates the TOML; `run` acts through the admin
 //! APIs and probes over DNS; `analyse` turns observations into convergence
-//! figures (pure); `markdown` renders the report.
+//! figures (pure); `markdown` renders the report, `svg` its timeline as a
+//! picture.
 
 pub mod analyse;
 pub mod markdown;
 pub mod run;
 pub mod scenario;
+pub mod svg;
