@@ -744,6 +744,14 @@ impl<'a> Lab<'a> {
             scenario.display()
         );
         let _ = out.flush();
+        // A Ctrl-C reaches the drill too, which restores, reports
+        // INTERRUPTED and ends; this process outlives it to start again
+        // what it stopped.
+        let http = Http::new()?;
+        let _ctrl_c = {
+            let _rt = http.rt.enter();
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok()
+        };
         // The scenario's command runs `geolb lab ...`: this binary, on this
         // lab, whatever the caller's PATH holds.
         let path = std::env::var_os("PATH").unwrap_or_default();
