@@ -17,6 +17,7 @@ pub mod explain;
 pub mod geo;
 pub mod guard;
 pub mod health;
+pub mod lab;
 pub mod metrics;
 pub mod policy;
 pub mod server;

@@ -79,6 +79,10 @@ enum Cmd {
         /// Do not answer DNS (a tier-only node); sets node.dns = false.
         #[arg(long)]
         no_dns: bool,
+        /// This node's name in NSID; replaces server.nsid (for several
+        /// nodes of one config on one host).
+        #[arg(long, value_name = "NAME", value_parser = nsid_arg)]
+        nsid: Option<String>,
     },
     /// Show why a client gets the answer it gets: location, each steering step, the answer.
     #[command(
@@ -346,6 +350,15 @@ enum Cmd {
         #[command(subcommand)]
         cmd: DrillCmd,
     },
+    /// The three-region lab on this machine's loopback addresses
+    /// (deploy/lab): start it, stop it, see it, drill it.
+    #[command(
+        after_help = "The lab file (deploy/lab/lab.toml) names the config every process reads and the DNS nodes; the backends, tier nodes and probers come from the config. The run directory (--dir, default run/ beside the lab file) holds the pid file, logs/ and the drill report.\n\nExamples:\n  geolb lab start                    # every process, each role once the one before is ready\n  geolb lab status\n  geolb lab drill                    # the lab file's drill, then what it stopped starts again\n  geolb lab stop us-app              # a process, a [groups] table's backends, or a region\n  geolb lab start us-app             # ... and back\n  geolb lab stop                     # everything the lab started, by PID\n\nExit status: 0; 1 when the lab cannot start, stop or settle (or the drill's own status); 2 on bad arguments."
+    )]
+    Lab {
+        #[command(subcommand)]
+        cmd: LabCmd,
+    },
     /// Validate the config and every zone without serving; exit 1 on errors.
     #[command(
         after_help = "Examples:\n  geolb check\n  geolb check --config /etc/geolb/geolb.toml && systemctl reload geolb"
@@ -370,6 +383,154 @@ enum DrillCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--nsid`: what `server.nsid` takes (at most 512 bytes).
+fn nsid_arg(s: &str) -> Result<String, String> {
+    if s.len() > 512 {
+        return Err("at most 512 bytes".into());
+    }
+    Ok(s.to_string())
+}
+
+/// Where the lab is defined and where it runs.
+#[derive(clap::Args)]
+struct LabAt {
+    /// The lab file.
+    #[arg(long, env = "GEOLB_LAB", default_value = "deploy/lab/lab.toml")]
+    lab: PathBuf,
+    /// The run directory: pids, logs, drill report (default: run/ beside the lab file).
+    #[arg(long, env = "GEOLB_LAB_DIR", value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand)]
+enum LabCmd {
+    /// Start the lab, or the processes named (a process, group or region).
+    Start {
+        #[command(flatten)]
+        at: LabAt,
+        names: Vec<String>,
+    },
+    /// Stop what the lab started, or the processes named.
+    Stop {
+        #[command(flatten)]
+        at: LabAt,
+        names: Vec<String>,
+    },
+    /// Each process's state, and each DNS node's health epoch.
+    Status {
+        #[command(flatten)]
+        at: LabAt,
+    },
+    /// Run the lab's drill (or --scenario) and write its report.
+    Drill {
+        #[command(flatten)]
+        at: LabAt,
+        /// Scenario (default: the lab file's `drill`).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Report directory (default: drill/ in the run directory).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// The lab's HTTP backend: GET /healthz answers ok, anything else who
+    /// served it and what it saw of the client.
+    Backend {
+        #[arg(long, value_name = "ADDR")]
+        listen: SocketAddr,
+        /// The name it answers with.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn lab(cmd: LabCmd) -> ExitCode {
+    use geolb::lab::plan::Plan;
+    use geolb::lab::run::{self, Lab};
+    let fail = |e: String| {
+        eprintln!("geolb lab: {e}");
+        ExitCode::FAILURE
+    };
+    let dir_of = |at: &LabAt| {
+        at.dir.as_ref().map_or_else(
+            || Lab::default_dir(&at.lab),
+            |d| std::path::absolute(d).unwrap_or_else(|_| d.clone()),
+        )
+    };
+    let mut out = std::io::stdout();
+    let at = match cmd {
+        LabCmd::Backend { listen, name } => {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+            };
+            return match rt.block_on(geolb::lab::backend::serve(listen, name)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("backend on {listen}: {e}")),
+            };
+        }
+        // Stopping everything needs only the pid file: it works even when
+        // the lab file is gone or broken.
+        LabCmd::Stop { at, names } if names.is_empty() => {
+            return match run::stop(&dir_of(&at), None, &mut out) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => fail(e.to_string()),
+            };
+        }
+        LabCmd::Start { ref at, .. }
+        | LabCmd::Stop { ref at, .. }
+        | LabCmd::Status { ref at }
+        | LabCmd::Drill { ref at, .. } => (at.lab.clone(), dir_of(at)),
+    };
+    let (lab_file, dir) = at;
+    let plan = match Plan::read(&lab_file) {
+        Ok(p) => p,
+        Err(e) => return fail(e.to_string()),
+    };
+    let bin = match std::env::current_exe() {
+        Ok(b) => b,
+        Err(e) => return fail(format!("cannot find this binary: {e}")),
+    };
+    let lab = Lab {
+        plan: &plan,
+        dir,
+        bin,
+        command: std::env::var("GEOLB_LAB_COMMAND").unwrap_or_else(|_| "geolb lab".into()),
+    };
+    let res = match cmd {
+        LabCmd::Start { names, .. } => lab.start(&names, &mut out).map(|()| 0),
+        LabCmd::Stop { names, .. } => plan.select(&names).and_then(|procs| {
+            let names: Vec<String> = procs.iter().map(|p| p.name.clone()).collect();
+            run::stop(&lab.dir, Some(&names), &mut out).map(|_| 0)
+        }),
+        LabCmd::Status { .. } => lab.status(&mut out).map(|()| 0),
+        LabCmd::Drill {
+            scenario,
+            out: report,
+            ..
+        } => match scenario.or_else(|| plan.drill.clone()) {
+            None => {
+                return fail(format!(
+                    "{}: no drill = \"...\" and no --scenario",
+                    plan.lab.display()
+                ))
+            }
+            Some(s) => {
+                let report = report.unwrap_or_else(|| lab.dir.join("drill"));
+                lab.drill(&s, &report, &mut out)
+            }
+        },
+        LabCmd::Backend { .. } => Ok(0),
+    };
+    match res {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => fail(e.to_string()),
+    }
 }
 
 fn drill(cmd: DrillCmd) -> ExitCode {
@@ -445,6 +606,7 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Check { config } => return check(&config),
         Cmd::Drill { cmd } => return drill(cmd),
+        Cmd::Lab { cmd } => return lab(cmd),
         Cmd::Simulate {
             config,
             services,
@@ -673,6 +835,7 @@ fn main() -> ExitCode {
             udp_cpu_affinity,
             regions,
             no_dns,
+            nsid,
         } => serve(
             config,
             Overrides {
@@ -683,6 +846,7 @@ fn main() -> ExitCode {
                 regions: (!regions.is_empty())
                     .then(|| regions.into_iter().filter(|r| r != "none").collect()),
                 dns_enabled: no_dns.then_some(false),
+                nsid,
                 ..Overrides::default()
             },
         ),

@@ -629,6 +629,7 @@ pub fn health_json(shared: &Handles) -> serde_json::Value {
         json!({
             "vantage": cfg.vantage,
             "local_checks": cfg.local_checks,
+            "poll_interval": cfg.poll_interval.as_secs_f64(),
             "quorum": cfg.quorum_needed(),
             "vantages": vantages,
             "pools": pools,

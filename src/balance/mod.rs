@@ -408,7 +408,8 @@ impl Balancer {
     }
 
     /// Health from the caller: a backend going from down to up starts its
-    /// slow start at `now_ms`. False for an unknown identity.
+    /// slow start at `now_ms`. Whether its state changed (false for an
+    /// unknown identity).
     pub fn set_up(&mut self, id: &str, up: bool, now_ms: u64) -> bool {
         let Some(s) = self.state_mut(id) else {
             return false;
@@ -416,8 +417,9 @@ impl Balancer {
         if up && !s.up {
             s.ramp_from = Some(now_ms);
         }
+        let changed = s.up != up;
         s.up = up;
-        true
+        changed
     }
 
     /// Counts a connection opened to `id`. False for an unknown identity.

@@ -783,3 +783,13 @@ fn success_rate_settings_are_checked() {
         ));
     }
 }
+
+#[test]
+fn set_up_says_whether_the_state_changed() {
+    let mut b = balancer(Algorithm::RoundRobin, &[1, 1]);
+    assert!(!b.set_up("g/10.0.0.0:80", true, 0), "up already");
+    assert!(b.set_up("g/10.0.0.0:80", false, 0));
+    assert!(!b.set_up("g/10.0.0.0:80", false, 0));
+    assert!(b.set_up("g/10.0.0.0:80", true, 5));
+    assert!(!b.set_up("g/10.9.9.9:80", false, 0), "unknown");
+}

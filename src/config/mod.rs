@@ -352,6 +352,8 @@ pub struct Overrides {
     pub regions: Option<Vec<String>>,
     /// `--no-dns` / `--dns`: whether this node answers DNS.
     pub dns_enabled: Option<bool>,
+    /// `--nsid`: this node's name in NSID (replaces `server.nsid`).
+    pub nsid: Option<String>,
 }
 
 /// A zone to serve, as configured.
@@ -445,6 +447,9 @@ impl Config {
         }
         if let Some(d) = ov.dns_enabled {
             c.node.dns = d;
+        }
+        if let Some(n) = &ov.nsid {
+            c.server.nsid = Some(n.clone());
         }
     }
 

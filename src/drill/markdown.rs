@@ -9,8 +9,72 @@ fn secs(v: Option<f64>) -> String {
     v.map_or_else(|| "—".to_string(), |s| format!("{s:.1} s"))
 }
 
+/// A Markdown table: a heading line, the header, and one line a row.
+fn table(m: &mut String, heading: &str, header: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+    let _ = writeln!(
+        m,
+        "\n## {heading}\n\n| {} |\n|{}",
+        header.join(" | "),
+        "---|".repeat(header.len())
+    );
+    for r in rows {
+        let _ = writeln!(m, "| {} |", r.join(" | "));
+    }
+}
+
 fn at(t0: f64, t: f64) -> String {
     format!("{:+.1} s", t - t0)
+}
+
+/// Each node's health epoch before and after, and whether they agree.
+fn epochs(m: &mut String, r: &Report) {
+    if r.epochs.is_empty() {
+        return;
+    }
+    let id = |e: &Option<String>| e.as_deref().map_or("—".to_string(), |i| format!("`{i}`"));
+    table(
+        m,
+        "Health epoch",
+        &[
+            "node",
+            "before",
+            "at the end",
+            "taken after the action",
+            "after the probers' verdict",
+            "poll interval",
+        ],
+        r.epochs.iter().map(|e| {
+            vec![
+                e.node.clone(),
+                id(&e.before),
+                id(&e.after),
+                e.after_action
+                    .map_or_else(|| "before it".to_string(), |s| format!("{s:.1} s")),
+                secs(e.behind_probers),
+                secs(e.poll_interval),
+            ]
+        }),
+    );
+    let taken: Vec<f64> = r.epochs.iter().filter_map(|e| e.changed_at).collect();
+    let spread = taken.iter().copied().fold(f64::NAN, f64::max)
+        - taken.iter().copied().fold(f64::NAN, f64::min);
+    let _ = writeln!(
+        m,
+        "\n{}",
+        match r.epochs_agree {
+            Some(true) => format!(
+                "Every node answered under {} at the end of the hold (taken {:.2} s apart).",
+                id(&r.epochs[0].after),
+                spread
+            ),
+            Some(false) => {
+                "**The nodes answered under different health epochs at the end of the hold.**"
+                    .to_string()
+            }
+            None if r.epochs.len() < 2 => "One node: nothing to compare.".to_string(),
+            None => "A node's epoch could not be read at the end of the hold.".to_string(),
+        }
+    );
 }
 
 pub fn render(r: &Report) -> String {
@@ -30,48 +94,54 @@ pub fn render(r: &Report) -> String {
     for why in &r.reasons {
         let _ = writeln!(m, "- {why}");
     }
-    let _ = writeln!(
-        m,
-        "\n## Pre-checks\n\n| node | check | ok | detail |\n|---|---|---|---|"
+    table(
+        &mut m,
+        "Pre-checks",
+        &["node", "check", "ok", "detail"],
+        r.prechecks.iter().map(|c| {
+            vec![
+                c.node.clone(),
+                c.check.clone(),
+                (if c.ok { "yes" } else { "**no**" }).to_string(),
+                c.detail.clone(),
+            ]
+        }),
     );
-    for c in &r.prechecks {
-        let _ = writeln!(
-            m,
-            "| {} | {} | {} | {} |",
-            c.node,
-            c.check,
-            if c.ok { "yes" } else { "**no**" },
-            c.detail
-        );
-    }
-    let _ = writeln!(
-        m,
-        "\n## Timeline (from the action)\n\n| when | what |\n|---|---|"
+    table(
+        &mut m,
+        "Timeline (from the action)",
+        &["when", "what"],
+        r.timeline
+            .iter()
+            .map(|e| vec![at(t0, e.at), e.what.clone()]),
     );
-    for e in &r.timeline {
-        let _ = writeln!(m, "| {} | {} |", at(t0, e.at), e.what);
-    }
     if !r.probes.is_empty() {
-        let _ = writeln!(
-            m,
-            "\n## Answers per node and client subnet\n\n| node | subnet | was on the target | off it after | probes |\n|---|---|---|---|---|"
+        table(
+            &mut m,
+            "Answers per node and client subnet",
+            &[
+                "node",
+                "subnet",
+                "was on the target",
+                "off it after",
+                "probes",
+            ],
+            r.probes.iter().map(|p| {
+                vec![
+                    p.node.clone(),
+                    p.subnet.clone(),
+                    (if p.affected { "yes" } else { "no" }).to_string(),
+                    if p.affected {
+                        secs(p.converged_after)
+                    } else {
+                        "—".into()
+                    },
+                    p.samples.to_string(),
+                ]
+            }),
         );
-        for p in &r.probes {
-            let _ = writeln!(
-                m,
-                "| {} | {} | {} | {} | {} |",
-                p.node,
-                p.subnet,
-                if p.affected { "yes" } else { "no" },
-                if p.affected {
-                    secs(p.converged_after)
-                } else {
-                    "—".into()
-                },
-                p.samples
-            );
-        }
     }
+    epochs(&mut m, r);
     let _ = writeln!(m, "\n## Resolver convergence\n");
     match &r.resolvers {
         None => {

@@ -42,6 +42,29 @@ pub struct Event {
     pub what: String,
 }
 
+/// One node's health epoch (the consensus id of the health state it
+/// answers under) before the action and at the end of the hold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeEpoch {
+    pub node: String,
+    /// At the pre-checks.
+    pub before: Option<String>,
+    /// At the end of the hold, before restoring.
+    pub after: Option<String>,
+    /// When the node took `after` (its clock, Unix seconds).
+    pub changed_at: Option<f64>,
+    /// Seconds from the action until the node took `after`; none when it
+    /// had it before the action.
+    pub after_action: Option<f64>,
+    /// Seconds from the probers' verdict behind `after` (the newest change
+    /// of a counted prober vote, by that prober's clock) until the node
+    /// took it; none when that verdict came before the action (a drain
+    /// changes the epoch without a vote).
+    pub behind_probers: Option<f64>,
+    /// How often the node reads the probers (seconds).
+    pub poll_interval: Option<f64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     pub name: String,
@@ -62,6 +85,11 @@ pub struct Report {
     pub resolvers: Option<ResolverSummary>,
     /// Why there is no resolver summary, when there is none.
     pub resolver_note: Option<String>,
+    /// Each node's health epoch before and after.
+    pub epochs: Vec<NodeEpoch>,
+    /// Whether every node answered under one epoch at the end of the hold
+    /// (none with a single node, or when a node could not be read).
+    pub epochs_agree: Option<bool>,
     pub samples: Vec<Sample>,
 }
 
@@ -228,6 +256,8 @@ pub async fn run(s: &Scenario, stop: impl Future<Output = ()>) -> Report {
         probes: Vec::new(),
         resolvers: None,
         resolver_note: None,
+        epochs: Vec::new(),
+        epochs_agree: None,
         samples: Vec::new(),
     };
     let client = match reqwest::Client::builder()
@@ -270,6 +300,15 @@ pub async fn run(s: &Scenario, stop: impl Future<Output = ()>) -> Report {
             true,
             format!("generation {}", status["generation"]),
         );
+        report.epochs.push(NodeEpoch {
+            node: node.name.clone(),
+            before: status["health"]["epoch"]["id"].as_str().map(str::to_string),
+            after: None,
+            changed_at: None,
+            after_action: None,
+            behind_probers: None,
+            poll_interval: None,
+        });
         let stale: Vec<String> = status["health"]["vantages"]
             .as_array()
             .map(|vs| {
@@ -428,6 +467,9 @@ pub async fn run(s: &Scenario, stop: impl Future<Output = ()>) -> Report {
         && sample_for(s, s.hold, &mut report.samples, &drained, &mut stop).await;
     let observed = now();
 
+    // Each node's epoch under the action, read before restoring.
+    report.epochs_agree = read_epochs(&api, s, t0, &mut report.epochs).await;
+
     // Resolver telemetry, read before restoring.
     let mut lines = Vec::new();
     for node in &s.nodes {
@@ -516,6 +558,17 @@ pub async fn run(s: &Scenario, stop: impl Future<Output = ()>) -> Report {
             .reasons
             .push(format!("no probe was answered from {target} before the action: nothing moved that could be measured"));
     }
+    if report.epochs_agree == Some(false) {
+        let ids: Vec<String> = report
+            .epochs
+            .iter()
+            .map(|e| format!("{} {}", e.node, e.after.as_deref().unwrap_or("?")))
+            .collect();
+        report.reasons.push(format!(
+            "the nodes answered under different health epochs at the end of the hold: {}",
+            ids.join(", ")
+        ));
+    }
     if let Some(e) = action_error {
         report.reasons.insert(0, format!("action failed: {e}"));
     }
@@ -529,6 +582,45 @@ pub async fn run(s: &Scenario, stop: impl Future<Output = ()>) -> Report {
     };
     report.ended_at = now();
     report
+}
+
+/// Reads every node's epoch into `epochs` (one entry a node, in order,
+/// from the pre-checks). Nodes poll the probers at different moments, so
+/// while they differ they are read again, for up to two poll intervals.
+/// Returns whether they agree (none with fewer than two nodes read).
+async fn read_epochs(api: &Api, s: &Scenario, t0: f64, epochs: &mut [NodeEpoch]) -> Option<bool> {
+    let mut wait = Duration::from_secs(4);
+    let started = tokio::time::Instant::now();
+    loop {
+        for (node, e) in s.nodes.iter().zip(epochs.iter_mut()) {
+            let Ok(st) = api.call(node, "GET", "/v1/status", None).await else {
+                e.after = None;
+                continue;
+            };
+            let h = &st["health"];
+            e.after = h["epoch"]["id"].as_str().map(str::to_string);
+            e.changed_at = h["epoch"]["changed_at"].as_f64();
+            e.poll_interval = h["poll_interval"].as_f64();
+            e.after_action = e.changed_at.filter(|&c| c >= t0).map(|c| c - t0);
+            e.behind_probers = match (e.changed_at, h["epoch"]["since"].as_f64()) {
+                (Some(c), Some(v)) if v >= t0 => Some(c - v),
+                _ => None,
+            };
+            if let Some(p) = e.poll_interval {
+                wait = Duration::from_secs_f64(2.0 * p);
+            }
+        }
+        let ids: Vec<&Option<String>> = epochs.iter().map(|e| &e.after).collect();
+        let agree = if ids.len() < 2 || ids.iter().any(|i| i.is_none()) {
+            None
+        } else {
+            Some(ids.iter().all(|i| *i == ids[0]))
+        };
+        if agree != Some(false) || started.elapsed() >= wait {
+            return agree;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Runs a local command to completion within `limit` (killed past it).
