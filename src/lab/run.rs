@@ -788,7 +788,7 @@ impl<'a> Lab<'a> {
         }
         let _ = writeln!(
             out,
-            "\ndrill report: {} (and report.json beside it); exit {code}",
+            "\ndrill report: {} (report.json and timeline.svg beside it); exit {code}",
             report.join("report.md").display()
         );
         Ok(code)
