@@ -5,9 +5,11 @@
 //!
 //! `scenario` reads and validates the TOML; `run` acts through the admin
 //! APIs and probes over DNS; `analyse` turns observations into convergence
-//! figures (pure); `markdown` renders the report.
+//! figures (pure); `headroom` judges whether the other regions can take
+//! the target's load (pure); `markdown` renders the report.
 
 pub mod analyse;
+pub mod headroom;
 pub mod markdown;
 pub mod run;
 pub mod scenario;

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::steps::capacity::Share;
+
 /// Admin override of an endpoint's state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -113,6 +115,25 @@ impl Epoch {
     }
 }
 
+/// A region's tier load as this node knows it: the sum of the fresh
+/// reports of the tier nodes that run the region.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RegionLoad {
+    /// Open connections (smoothed by each tier node over a few seconds).
+    pub connections: f64,
+    /// Requests per second (smoothed likewise).
+    pub rps: f64,
+    /// Tier nodes whose fresh reports were summed.
+    pub reporters: u32,
+    /// When the newest of them was received (unix seconds): a new value is
+    /// a new sample for the `capacity` step.
+    pub at: f64,
+    /// The load as a fraction of the region's capacity (see
+    /// [`Capacity::fraction`](super::topology::Capacity::fraction)); None
+    /// when the region has none.
+    pub fraction: Option<f64>,
+}
+
 /// Health of every endpoint of a topology, indexed like its endpoints.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HealthView {
@@ -121,15 +142,26 @@ pub struct HealthView {
     pub rtt: Vec<VantageRtt>,
     /// The health epoch this view was made from (`seq` 0: before any).
     pub epoch: Epoch,
+    /// Tier load per region (topology index); None: no fresh report.
+    pub load: Vec<Option<RegionLoad>>,
+    /// The `capacity` step's shares: per service slot
+    /// (`Service::capacity_slot`), one per group of the service. Moved off
+    /// the answer path (`snapshot::Snapshot::advance_capacity`); an empty
+    /// or missing list keeps every group in place.
+    pub shares: Vec<Vec<Share>>,
 }
 
 impl HealthView {
     pub fn all_up(n: usize) -> HealthView {
         HealthView {
             endpoints: vec![EndpointHealth::default(); n],
-            rtt: Vec::new(),
-            epoch: Epoch::default(),
+            ..HealthView::default()
         }
+    }
+
+    /// The load of region `r`, if a fresh report has it.
+    pub fn region_load(&self, r: u16) -> Option<&RegionLoad> {
+        self.load.get(r as usize).and_then(Option::as_ref)
     }
     pub fn up(&self, ep: u32) -> bool {
         self.endpoints.get(ep as usize).is_none_or(|h| h.up())

@@ -3,6 +3,7 @@
 //! ([`Run`]).
 
 use super::health::HealthView;
+use super::steps::capacity::Share;
 use super::topology::{Client, Family, Group, Topology};
 use crate::geo::Location;
 
@@ -125,6 +126,9 @@ pub struct Run<'a> {
     /// Group order already decided from the client's location (compiled
     /// geo): location steps are then skipped.
     pub pre: Option<&'a [u16]>,
+    /// The service's `capacity` shares, one per group (empty: every group
+    /// keeps its place).
+    pub shares: &'a [Share],
 }
 
 impl Run<'_> {
