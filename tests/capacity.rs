@@ -256,6 +256,15 @@ fn a_tier_over_its_high_watermark_spills_answers_gradually_without_flapping_and_
         admin,
         "/v1/explain?name=www.example.com&type=A&subnet=10.9.3.0/24",
     );
+    let spec = geolb::explain::ClientSpec::parse("10.9.3.0/24").expect("subnet");
+    let text = geolb::explain::explain(
+        &dns.shared().source.load_full(),
+        "www.example.com",
+        "A",
+        spec,
+    )
+    .expect("explain");
+    eprintln!("{text}");
     drop(generator);
     let calm = Instant::now();
     while calm.elapsed() < Duration::from_secs(15) {
@@ -531,4 +540,100 @@ fn check_refuses_bad_capacity_keys_and_a_capacity_step_after_failover_at_their_l
         out.contains("the capacity step has nothing to judge"),
         "{out}"
     );
+}
+
+/// `geolb drill run` against a node that runs DNS and both regions' tiers:
+/// eu carries 20 connections, us can take 5 more, so draining eu is
+/// refused by the headroom pre-check, with the figures, and nothing
+/// changes.
+#[test]
+fn a_drill_whose_target_load_does_not_fit_the_other_regions_is_refused_with_the_figures() {
+    let eu_backend = holding_backend("127.0.1.11");
+    let us_backend = holding_backend("127.0.2.11");
+    let cfg = shared(eu_backend, us_backend)
+        .replace(
+            "capacity = { connections = 20 }",
+            "capacity = { connections = 100 }",
+        )
+        .replace(
+            "capacity = { connections = 1000, rps = 10000 }",
+            "capacity = { connections = 5 }",
+        );
+    let s = node(format!(
+        "[server]\ndns = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nudp_workers = 1\n{cfg}"
+    ));
+    let admin = s.admin.expect("admin");
+    let vip = *s
+        .server()
+        .tier
+        .local_addrs()
+        .get("eu-tcp")
+        .expect("eu listener");
+    let held: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(vip).expect("connect through eu"))
+        .collect();
+    // This node's own tier reports to its DNS side every second.
+    let eu_connections = || {
+        json(admin, "/v1/health")["capacity"]["regions"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["region"] == "eu"))
+            .and_then(|r| r["connections"].as_f64())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || eu_connections() > 10.0).is_some(),
+        "{}",
+        json(admin, "/v1/health")["capacity"]
+    );
+    // `geolb status` shows the load and the shares.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_geolb"))
+        .args(["status", "--admin", &admin.to_string()])
+        .output()
+        .expect("run geolb status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("capacity:")
+            && text.lines().any(|l| l.trim_start().starts_with("eu ") && l.contains("of 100"))
+            && text.contains("shares of www.example.com.: eu 1.00"),
+        "{text}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = dir.path().join("drill.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"evacuate eu\"\nexpiry = \"10m\"\nbaseline = \"1s\"\nhold = \"1s\"\n\
+             [[node]]\nname = \"dns1\"\nadmin = \"{admin}\"\ndns = \"{}\"\n\
+             [action]\ndrain = \"eu\"\n[observe]\nname = \"www.example.com\"\n\
+             [expect]\nconverge_within = \"3s\"\n",
+            s.dns
+        ),
+    )
+    .expect("scenario");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_geolb"))
+        .args(["drill", "run", "--json"])
+        .arg(&scenario)
+        .output()
+        .expect("run geolb drill");
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("json");
+    assert_eq!(run.status.code(), Some(3), "{report}");
+    assert_eq!(report["outcome"], "REFUSED");
+    let headroom = report["prechecks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["check"] == "headroom"))
+        .cloned()
+        .expect("a headroom check");
+    assert_eq!(headroom["ok"], false, "{headroom}");
+    let detail = headroom["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.starts_with("the other regions cannot take eu's load: connections: ")
+            && detail.contains("5 spare (us 5 of 5 free)"),
+        "{detail}"
+    );
+    // Nothing changed.
+    assert_eq!(
+        json(admin, "/v1/health")["overrides"],
+        serde_json::json!([])
+    );
+    drop(held);
 }
