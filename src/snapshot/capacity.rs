@@ -80,7 +80,7 @@ pub fn advance(zones: &ZoneTable, view: &HealthView, now: f64) -> Option<Vec<Vec
             let load = view
                 .region_load(g.region)
                 .and_then(|l| l.fraction.map(|f| (f, l.at)));
-            let moved = step.advance(sh, load, now, f64::from(svc.ttl));
+            let moved = step.advance(sh, load, now, f64::from(svc.ttl), crate::tier::load::TAU);
             if !moved.same(sh) {
                 *sh = moved;
                 changed = true;
@@ -138,6 +138,8 @@ pub struct GroupShare {
     /// The share resolvers still act on (followed over one TTL).
     pub seen: f64,
     pub why: &'static str,
+    /// When the share was last moved (unix seconds; null: never).
+    pub moved_at: Option<f64>,
 }
 
 /// A service's `capacity` step and its shares.
@@ -209,6 +211,7 @@ pub fn status(snap: &Snapshot, state: &HealthState, now: f64) -> CapacityStatus 
                             target: sh.target,
                             seen: sh.seen,
                             why: sh.why.as_str(),
+                            moved_at: (sh.at > 0.0).then_some(sh.at),
                         }
                     })
                     .collect(),
