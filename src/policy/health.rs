@@ -5,8 +5,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::steps::capacity::Share;
-
 /// Admin override of an endpoint's state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -132,6 +130,77 @@ pub struct RegionLoad {
     /// [`Capacity::fraction`](super::topology::Capacity::fraction)); None
     /// when the region has none.
     pub fraction: Option<f64>,
+}
+
+/// Why a share is where it is going.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ShareWhy {
+    /// No fresh load report (or no capacity): back to the full share.
+    #[default]
+    NoLoad,
+    /// Load below `low`: rising toward what fills the band.
+    Below,
+    /// Load below `low` and the region shed to nothing: probing back.
+    Probe,
+    /// Load within the band: holding.
+    Hold,
+    /// Load above `high`: falling toward what empties the band's excess.
+    Above,
+}
+
+impl ShareWhy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareWhy::NoLoad => "no load known",
+            ShareWhy::Below => "below low",
+            ShareWhy::Probe => "shed, probing back",
+            ShareWhy::Hold => "within the band",
+            ShareWhy::Above => "above high",
+        }
+    }
+}
+
+/// One group's share for the `capacity` step, and how it is moving
+/// (`steps::capacity` moves it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Share {
+    /// The fraction of client subnets that keep the group in its place.
+    pub share: f64,
+    /// Where the share is going (at most `max_step` per TTL).
+    pub target: f64,
+    /// The share as resolvers act on it: `share` followed over one TTL.
+    pub seen: f64,
+    /// `RegionLoad::at` of the sample the target came from (0: none).
+    pub sample: f64,
+    /// When `share` and `seen` were last moved (unix seconds; 0: never).
+    pub at: f64,
+    pub why: ShareWhy,
+}
+
+impl Default for Share {
+    fn default() -> Self {
+        Share {
+            share: 1.0,
+            target: 1.0,
+            seen: 1.0,
+            sample: 0.0,
+            at: 0.0,
+            why: ShareWhy::NoLoad,
+        }
+    }
+}
+
+impl Share {
+    /// Nothing left to move: the share is at its target and resolvers act
+    /// on it.
+    pub fn at_rest(&self) -> bool {
+        self.share == self.target && self.seen == self.share
+    }
+
+    /// The same state, whenever it was last moved.
+    pub fn same(&self, o: &Share) -> bool {
+        Share { at: 0.0, ..*self } == Share { at: 0.0, ..*o }
+    }
 }
 
 /// Health of every endpoint of a topology, indexed like its endpoints.

@@ -22,11 +22,13 @@ pub mod steps;
 pub mod topology;
 pub mod trace;
 
-pub use health::{AdminState, EndpointHealth, Epoch, HealthView, RegionLoad, VantageRtt};
+pub use health::{
+    AdminState, EndpointHealth, Epoch, HealthView, RegionLoad, Share, ShareWhy, VantageRtt,
+};
 pub use run::{decide, decide_from, location_order};
 pub use scratch::Scratch;
 pub use service::{AllDown, Answer, Decision, Service};
-pub use steps::capacity::{Capacity as CapacityStep, Share, ShareWhy};
+pub use steps::capacity::Capacity as CapacityStep;
 pub use steps::geo::{GeoMap, GeoMatch};
 pub use steps::latency::Latency;
 pub use steps::weighted::{mix64, WeightedMode};

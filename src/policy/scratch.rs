@@ -2,8 +2,7 @@
 //! deciding allocates nothing) and the read-only context every step sees
 //! ([`Run`]).
 
-use super::health::HealthView;
-use super::steps::capacity::Share;
+use super::health::{HealthView, Share};
 use super::topology::{Client, Family, Group, Topology};
 use crate::geo::Location;
 

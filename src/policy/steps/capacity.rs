@@ -36,82 +36,12 @@
 
 use super::weighted::{mix64, subnet_key};
 use super::{Stage, StepKind};
-use crate::policy::health::RegionLoad;
+use crate::policy::health::{RegionLoad, Share, ShareWhy};
 use crate::policy::scratch::{Run, Scratch};
 use crate::policy::trace::Note;
 
 /// Below this a falling share is 0: the region is shed.
 pub const MIN_SHARE: f64 = 0.01;
-
-/// Why a share is where it is going.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ShareWhy {
-    /// No fresh load report (or no capacity): back to the full share.
-    #[default]
-    NoLoad,
-    /// Load below `low`: rising toward what fills the band.
-    Below,
-    /// Load below `low` and the region shed to nothing: probing back.
-    Probe,
-    /// Load within the band: holding.
-    Hold,
-    /// Load above `high`: falling toward what empties the band's excess.
-    Above,
-}
-
-impl ShareWhy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ShareWhy::NoLoad => "no load known",
-            ShareWhy::Below => "below low",
-            ShareWhy::Probe => "shed, probing back",
-            ShareWhy::Hold => "within the band",
-            ShareWhy::Above => "above high",
-        }
-    }
-}
-
-/// One group's share and how it is moving.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Share {
-    /// The fraction of client subnets that keep the group in its place.
-    pub share: f64,
-    /// Where the share is going (at most `max_step` per TTL).
-    pub target: f64,
-    /// The share as resolvers act on it: `share` followed over one TTL.
-    pub seen: f64,
-    /// `RegionLoad::at` of the sample the target came from (0: none).
-    pub sample: f64,
-    /// When `share` and `seen` were last moved (unix seconds; 0: never).
-    pub at: f64,
-    pub why: ShareWhy,
-}
-
-impl Default for Share {
-    fn default() -> Self {
-        Share {
-            share: 1.0,
-            target: 1.0,
-            seen: 1.0,
-            sample: 0.0,
-            at: 0.0,
-            why: ShareWhy::NoLoad,
-        }
-    }
-}
-
-impl Share {
-    /// Nothing left to move: the share is at its target and resolvers act
-    /// on it.
-    pub fn at_rest(&self) -> bool {
-        self.share == self.target && self.seen == self.share
-    }
-
-    /// The same state, whenever it was last moved.
-    pub fn same(&self, o: &Share) -> bool {
-        Share { at: 0.0, ..*self } == Share { at: 0.0, ..*o }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Capacity {
