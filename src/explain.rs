@@ -90,6 +90,30 @@ pub struct EndpointView {
     pub last_error: Option<String>,
 }
 
+/// A group's load and share, as the `capacity` step used them.
+#[derive(Debug, Clone, Serialize)]
+pub struct CapacityView {
+    pub group: String,
+    pub region: String,
+    /// The load as a fraction of the region's capacity (None: no fresh
+    /// report, or no capacity configured).
+    pub load: Option<f64>,
+    pub connections: Option<f64>,
+    pub rps: Option<f64>,
+    /// Tier nodes whose reports were summed.
+    pub reporters: u32,
+    /// What it was judged against (the step's watermarks).
+    pub low: f64,
+    pub high: f64,
+    /// The share of client subnets that keep the group in place, where it
+    /// is going, and why.
+    pub share: f64,
+    pub target: f64,
+    pub why: String,
+    /// The load in words.
+    pub detail: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceView {
     pub name: String,
@@ -97,6 +121,9 @@ pub struct ServiceView {
     pub ecs: bool,
     pub chain: Vec<String>,
     pub endpoints: Vec<EndpointView>,
+    /// With a `capacity` step: each group's load and share.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub capacity: Vec<CapacityView>,
 }
 
 /// Everything `explain` shows.
@@ -152,6 +179,38 @@ fn location_view(snap: &Snapshot, addr: IpAddr, loc: &Location) -> LocationView 
         database: db(&snap.geo.city),
         asn_database: db(&snap.geo.asn),
     }
+}
+
+/// Each group's load and share, when the service has a `capacity` step.
+fn capacity_view(snap: &Snapshot, svc: &crate::policy::Service) -> Vec<CapacityView> {
+    let Some(step) = svc.capacity() else {
+        return Vec::new();
+    };
+    let shares = svc
+        .capacity_slot
+        .and_then(|s| snap.health.shares.get(s as usize));
+    svc.groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let load = snap.health.region_load(g.region);
+            let sh = shares.and_then(|l| l.get(i)).copied().unwrap_or_default();
+            CapacityView {
+                group: g.name.clone(),
+                region: snap.topology.regions[g.region as usize].name.clone(),
+                load: load.and_then(|l| l.fraction),
+                connections: load.map(|l| l.connections),
+                rps: load.map(|l| l.rps),
+                reporters: load.map_or(0, |l| l.reporters),
+                low: step.low,
+                high: step.high,
+                share: sh.share,
+                target: sh.target,
+                why: sh.why.as_str().to_string(),
+                detail: crate::policy::steps::capacity::describe_load(load),
+            }
+        })
+        .collect()
 }
 
 /// Explains the answer to `name`/`qtype` for `client` from `snap`.
@@ -246,6 +305,7 @@ pub fn explain(
                 }
             })
             .collect::<Vec<_>>();
+        let capacity = capacity_view(snap, svc);
         let mut seen = std::collections::BTreeSet::new();
         service = Some(ServiceView {
             name: svc.name.clone(),
@@ -256,6 +316,7 @@ pub fn explain(
                 .into_iter()
                 .filter(|e| seen.insert(e.endpoint.clone()))
                 .collect(),
+            capacity,
         });
     }
     let (rcode, answer, authority, scope) = match &reply {
@@ -380,6 +441,21 @@ impl fmt::Display for Explanation {
             }
             for n in &t.notes {
                 writeln!(f, "note: {n}")?;
+            }
+        }
+        if let Some(s) = self.service.as_ref().filter(|s| !s.capacity.is_empty()) {
+            writeln!(f, "capacity (the load the capacity step used):")?;
+            for c in &s.capacity {
+                let moving = if c.target == c.share {
+                    String::new()
+                } else {
+                    format!(" -> {:.2}", c.target)
+                };
+                writeln!(
+                    f,
+                    "  {:<16} {}; share {:.2}{moving} ({}; low {}, high {})",
+                    c.group, c.detail, c.share, c.why, c.low, c.high
+                )?;
             }
         }
         writeln!(f, "answer: {}", self.rcode)?;

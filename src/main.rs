@@ -1032,6 +1032,63 @@ fn two_phase_drain(
     Ok(())
 }
 
+/// Each region's capacity and load, and each `capacity` share (only what
+/// is configured or known).
+fn print_capacity(c: &serde_json::Value) {
+    let num = |x: &serde_json::Value, digits: usize| {
+        x.as_f64()
+            .map_or("-".to_string(), |n| format!("{n:.digits$}"))
+    };
+    let regions: Vec<&serde_json::Value> = c["regions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| !r["load"].is_null() || !r["connections"].is_null())
+        .collect();
+    if !regions.is_empty() {
+        println!("capacity:");
+    }
+    for r in regions {
+        println!(
+            "  {:<20} load {:<5} connections {} of {}, {} req/s of {} (from {})",
+            r["region"].as_str().unwrap_or(""),
+            num(&r["load"], 2),
+            num(&r["connections"], 0),
+            num(&r["capacity_connections"], 0),
+            num(&r["rps"], 1),
+            num(&r["capacity_rps"], 0),
+            r["reporters"]
+                .as_array()
+                .map(|a| a
+                    .iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default()
+        );
+    }
+    for svc in c["services"].as_array().into_iter().flatten() {
+        let groups: Vec<String> = svc["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|g| {
+                format!(
+                    "{} {} ({})",
+                    g["group"].as_str().unwrap_or(""),
+                    num(&g["share"], 2),
+                    g["why"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        println!(
+            "  shares of {}: {}",
+            svc["service"].as_str().unwrap_or(""),
+            groups.join(", ")
+        );
+    }
+}
+
 fn print_status(v: &serde_json::Value) {
     let s = |x: &serde_json::Value| x.as_str().unwrap_or("").to_string();
     if v["local_checks"].as_bool() == Some(false) {
@@ -1099,6 +1156,7 @@ fn print_status(v: &serde_json::Value) {
                 .unwrap_or_default()
         );
     }
+    print_capacity(&v["capacity"]);
     let tier = &v["tier"];
     let listeners = tier["listeners"].as_array().into_iter().flatten();
     let mut first = true;

@@ -234,6 +234,40 @@ fn answers_naming_their_health_epoch_in_nsid_do_not_allocate() {
     assert_eq!(allocs, 0, "{allocs} allocations over {replies} answers");
 }
 
+/// A service steering by capacity, with regions whose shares split their
+/// clients, answers without allocating: the step reads the shares the
+/// snapshot holds and reorders the candidates in the scratch.
+#[test]
+fn answers_split_by_capacity_shares_do_not_allocate() {
+    let (_dir, mut snap) = steering::snapshot_with(
+        "[zones.\"example.com\".services.cap]\npools = [\"eu-p\", \"us-p\", \"ap-p\"]\n\
+         chain = [\"healthy\", \"geo\", \"capacity\", \"failover\", \"first_n\"]\n\
+         first_n = 1\ngeo = { default = [\"eu\", \"us\", \"ap\"] }\n",
+    );
+    let mut view = (*snap.health).clone();
+    for (g, share) in view.shares[0].iter_mut().zip([0.4, 0.7, 1.0]) {
+        g.share = share;
+    }
+    snap.set_health(view);
+    let queries: Vec<Vec<u8>> = (0..=255u8)
+        .flat_map(|i| [[192, 0, 2, i], [10, i, 0, 0], [45, i, 7, 0]])
+        .map(|addr| steering::query(b"\x03cap\x07example\x03com\x00", 1, Some((addr, 24))))
+        .collect();
+    let client = IpAddr::from([127, 0, 0, 1]);
+    let mut out = Vec::with_capacity(65535);
+    let mut scratch = Scratch::seeded(1);
+    let mut regions = std::collections::BTreeSet::new();
+    for q in &queries {
+        handle(&snap, q, client, Transport::Udp, &mut out, &mut scratch);
+        let reply = hickory_proto::op::Message::from_vec(&out).expect("reply");
+        regions.insert(reply.answers.first().map(|a| a.data.to_string()));
+    }
+    assert!(regions.len() >= 2, "the shares split the answers");
+    let (replies, allocs) = answer_counted(&snap, &queries, &mut out, &mut scratch);
+    assert_eq!(replies, queries.len());
+    assert_eq!(allocs, 0, "{allocs} allocations over {replies} answers");
+}
+
 /// With a dnstap log configured, an answer whose exchange is not sampled
 /// still allocates nothing: the hook the UDP worker calls after each reply
 /// is a thread-local add and compare. A sampled one copies its bytes.

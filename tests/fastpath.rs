@@ -9,13 +9,13 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use common::ecs_scope;
 use common::mmdb::{build_asn, build_city, CityNet, Layout};
 use geolb::config::Config;
 use geolb::dns::answer::{handle, Transport};
 use geolb::policy::Scratch;
 use geolb::snapshot::Snapshot;
 use hickory_proto::op::Message;
-use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use proptest::prelude::*;
 
 const CONFIG: &str = r#"
@@ -345,15 +345,6 @@ fn answer_over(
     let mut out = Vec::new();
     handle(snap, q, client, transport, &mut out, &mut sc);
     out
-}
-
-fn ecs_scope(m: &Message) -> Option<u8> {
-    m.edns
-        .as_ref()
-        .and_then(|e| match e.option(EdnsCode::Subnet) {
-            Some(EdnsOption::Subnet(s)) => Some(s.scope_prefix()),
-            _ => None,
-        })
 }
 
 /// Replies from the two paths, compared byte for byte, and the UDP reply

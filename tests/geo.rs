@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::mmdb::{build_asn, build_city, CityNet, Layout};
 use common::*;
 use hickory_proto::op::{Edns, Message, ResponseCode};
-use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{RData, RecordType};
 
 use geolb::policy::AdminState;
@@ -183,13 +183,7 @@ fn ask(
     }
     q.edns = Some(e);
     let r = udp(g.s.dns, &q);
-    let scope = r
-        .edns
-        .as_ref()
-        .and_then(|e| match e.option(EdnsCode::Subnet) {
-            Some(EdnsOption::Subnet(s)) => Some(s.scope_prefix()),
-            _ => None,
-        });
+    let scope = ecs_scope(&r);
     let addrs = r
         .answers
         .iter()

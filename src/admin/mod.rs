@@ -498,14 +498,19 @@ async fn force(State(shared): State<Arc<Handles>>, body: axum::body::Bytes) -> R
     apply(shared, r, state).await
 }
 
-/// This vantage's own observations. A node without local checks has
-/// none: it answers 409 with an error rather than an empty list, so a node
-/// that polls it by mistake (a DNS node listed as another's vantage) shows
-/// that vantage as failing, with this message, instead of as a fresh
-/// vantage that never votes.
+/// This vantage's own observations, with its own tier's load (when a
+/// region has a capacity). A node without local checks and no tier load
+/// has none: it answers 409 with an error rather than an empty list, so a
+/// node that polls it by mistake (a DNS node listed as another's vantage)
+/// shows that vantage as failing, with this message, instead of as a
+/// fresh vantage that never votes.
 async fn observations(State(shared): State<Arc<Handles>>) -> Response {
     let s = shared.clone();
-    match tokio::task::spawn_blocking(move || s.control.health.observations()).await {
+    let load = move || {
+        let load = s.control.tier.load_report();
+        s.control.health.observations_with(load)
+    };
+    match tokio::task::spawn_blocking(load).await {
         Ok(Some(o)) => Json(o).into_response(),
         Ok(None) => (
             StatusCode::CONFLICT,
@@ -559,7 +564,7 @@ pub fn health_json(shared: &Handles) -> serde_json::Value {
                 if let Some(v) = local_vote {
                     votes.insert(cfg.vantage.clone(), json!(v));
                 }
-                for name in cfg.vantages.keys() {
+                for (name, _) in cfg.vantages.iter().filter(|(_, v)| v.votes) {
                     let v = match st.remote.get(name) {
                         Some(r) if now - r.received <= fresh_for => {
                             json!(if r.up { "up" } else { "down" })
@@ -619,6 +624,7 @@ pub fn health_json(shared: &Handles) -> serde_json::Value {
                 json!({
                     "vantage": name,
                     "url": v.url,
+                    "votes": v.votes,
                     "fresh": last_ok.is_some_and(|t| now - t <= fresh_for),
                     "last_ok": last_ok,
                     "last_error": st.and_then(|s| s.last_error.clone()),
@@ -639,6 +645,7 @@ pub fn health_json(shared: &Handles) -> serde_json::Value {
             "state_file_error": table.state_error,
             "state_file_load_error": table.state_load_error,
             "epoch": epoch_json(&snap.health.epoch),
+            "capacity": crate::snapshot::capacity::status(&snap, &shared.control.health.current(), now),
         })
     });
     let mut v = v;

@@ -149,6 +149,11 @@ pub struct VantageConfig {
     /// [latitude, longitude]; used to pick the vantage nearest a client.
     #[serde(default)]
     pub location: Option<[f64; 2]>,
+    /// Whether its endpoint observations vote. `false`: it is read for
+    /// the load its tier reports only (a tier node), and counts in no
+    /// quorum.
+    #[serde(default = "yes")]
+    pub votes: bool,
 }
 
 fn local() -> String {
@@ -207,7 +212,8 @@ impl HealthConfig {
     /// vantages — this node included when it checks locally, the remote
     /// vantages alone when `local_checks` is off.
     pub fn quorum_needed(&self) -> usize {
-        let voters = self.vantages.len() + usize::from(self.local_checks);
+        let remote = self.vantages.values().filter(|v| v.votes).count();
+        let voters = remote + usize::from(self.local_checks);
         self.quorum.unwrap_or(voters / 2 + 1).max(1)
     }
 }

@@ -25,8 +25,9 @@ pub use health::{
     HealthConfig, InitialState, MinHealthy, MonitorConfig, StatusRange, VantageConfig,
 };
 pub use steering::{
-    AllDown, EndpointConfig, GeoMapConfig, GeoipConfig, LatencyConfig, NearestConfig, PoolConfig,
-    RegionConfig, ServiceConfig, WeightedConfig, WeightedMode,
+    AllDown, CapacityConfig, EndpointConfig, GeoMapConfig, GeoipConfig, LatencyConfig,
+    NearestConfig, PoolConfig, RegionCapacityConfig, RegionConfig, ServiceConfig, WeightedConfig,
+    WeightedMode,
 };
 pub use tier::{
     AccessLogConfig, BackendConfig, BackendTlsConfig, CertificateConfig, EjectionConfig,

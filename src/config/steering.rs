@@ -41,6 +41,22 @@ pub struct RegionConfig {
     pub continent: Option<String>,
     #[serde(default)]
     pub country: Option<String>,
+    /// What the region's tier can carry: its load is this fraction of it.
+    #[serde(default)]
+    pub capacity: Option<Spanned<RegionCapacityConfig>>,
+}
+
+/// `[regions.NAME] capacity = { connections = N, rps = N }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionCapacityConfig {
+    /// Open connections through the region's tier listeners.
+    #[serde(default)]
+    pub connections: Option<f64>,
+    /// Requests per second: requests on HTTP listeners, new connections
+    /// on TCP ones.
+    #[serde(default)]
+    pub rps: Option<f64>,
 }
 
 fn one() -> u32 {
@@ -174,6 +190,49 @@ impl Default for WeightedConfig {
     }
 }
 
+fn default_low() -> f64 {
+    0.8
+}
+fn default_high() -> f64 {
+    0.95
+}
+fn default_max_step() -> f64 {
+    0.2
+}
+
+/// The `capacity` step's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityConfig {
+    /// Load (fraction of the region's capacity) below which a region's
+    /// share rises back.
+    #[serde(default = "default_low")]
+    pub low: f64,
+    /// Load above which its share falls.
+    #[serde(default = "default_high")]
+    pub high: f64,
+    /// The most a share moves per TTL of the service.
+    #[serde(default = "default_max_step")]
+    pub max_step: f64,
+    /// The client subnet that keeps its answer.
+    #[serde(default = "default_v4")]
+    pub sticky_prefix_v4: u8,
+    #[serde(default = "default_v6")]
+    pub sticky_prefix_v6: u8,
+}
+
+impl Default for CapacityConfig {
+    fn default() -> Self {
+        CapacityConfig {
+            low: default_low(),
+            high: default_high(),
+            max_step: default_max_step(),
+            sticky_prefix_v4: default_v4(),
+            sticky_prefix_v6: default_v6(),
+        }
+    }
+}
+
 fn default_ttl() -> u32 {
     30
 }
@@ -198,6 +257,8 @@ pub struct ServiceConfig {
     pub latency: Option<Spanned<LatencyConfig>>,
     #[serde(default)]
     pub weighted: Option<WeightedConfig>,
+    #[serde(default)]
+    pub capacity: Option<CapacityConfig>,
     #[serde(default)]
     pub first_n: Option<usize>,
     #[serde(default)]

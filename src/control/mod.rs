@@ -145,6 +145,7 @@ impl Control {
         vec![
             tokio::spawn(watch_geo(self.clone(), shutdown.clone())),
             tokio::spawn(watch::run(self.clone(), shutdown.clone())),
+            tokio::spawn(advance_capacity(self.source.clone(), shutdown.clone())),
             tokio::spawn(trim_after_releases(self.tier.clone(), shutdown)),
         ]
     }
@@ -296,14 +297,15 @@ impl Control {
                         .set_members(crate::tier::SOURCE, snap.tier.members.clone());
                 }
                 let health = self.health.clone();
-                let retired = self.source.update(move |_| {
+                let retired = self.source.update(move |cur| {
                     let mut snap = snap;
-                    let view = snapshot::health_view(
+                    let mut view = snapshot::health_view(
                         &snap.topology,
                         &snap.tier_gates,
                         &health.current(),
                         None,
                     );
+                    view.shares = snapshot::capacity::carry(&snap.zones, cur);
                     snap.set_health(view);
                     Some(snap)
                 });
@@ -452,6 +454,28 @@ async fn watch_geo(control: Arc<Control>, mut shutdown: tokio::sync::watch::Rece
         let c = control.clone();
         if let Err(e) = in_background("geolb-geoip", move || c.check_geo()).await {
             tracing::error!("GeoIP check: {e}");
+        }
+    }
+}
+
+/// Every 250 ms, while a service steers by capacity: capacity shares that
+/// are still moving toward their target (or whose load report went stale)
+/// move on. Nothing is stored while every share is at rest.
+async fn advance_capacity(source: Arc<Source>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        if !source.load().steers_by_capacity() {
+            continue;
+        }
+        let now = crate::health::unix(SystemTime::now());
+        if let Some(old) = source.update(|cur| cur.advance_capacity(now)) {
+            // The replaced snapshot shares everything but its health view.
+            drop(old);
         }
     }
 }

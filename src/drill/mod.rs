@@ -5,10 +5,12 @@
 //!
 //! `scenario` reads and validates the TOML; `run` acts through the admin
 //! APIs and probes over DNS; `analyse` turns observations into convergence
-//! figures (pure); `markdown` renders the report, `svg` its timeline as a
-//! picture.
+//! figures (pure); `headroom` judges whether the other regions can take
+//! the target's load (pure); `markdown` renders the report, `svg` its
+//! timeline as a picture.
 
 pub mod analyse;
+pub mod headroom;
 pub mod markdown;
 pub mod run;
 pub mod scenario;

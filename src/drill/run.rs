@@ -372,16 +372,13 @@ pub async fn run(s: &Scenario, stop: impl Future<Output = ()>) -> Report {
                 format!("{} endpoints", addrs.len())
             },
         );
+        let room = super::headroom::check(&status["health"]["capacity"], &covered);
+        check("headroom", room.ok, room.detail);
         drained.extend(addrs);
         regions = Some(match regions {
             None => covered,
             Some(r) => r.intersection(&covered).cloned().collect(),
         });
-        check(
-            "headroom",
-            true,
-            "not checked: the tier does not report its capacity to DNS nodes yet".into(),
-        );
     }
     let failed: Vec<String> = report
         .prechecks

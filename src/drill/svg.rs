@@ -270,6 +270,8 @@ mod tests {
             probes: vec![],
             resolvers: None,
             resolver_note: Some("no telemetry".into()),
+            epochs: vec![],
+            epochs_agree: None,
             samples,
         }
     }

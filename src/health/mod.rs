@@ -72,6 +72,42 @@ pub struct VantageRtts {
     pub rtt_ms: FxHashMap<String, f64>,
 }
 
+/// One region's load as a tier node reports it: what its listeners of
+/// that region carry now, smoothed over a few seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadReport {
+    pub region: String,
+    /// Open connections.
+    pub connections: f64,
+    /// Requests per second (requests on HTTP listeners, new connections
+    /// on TCP ones).
+    pub rps: f64,
+}
+
+/// What one reporter (a vantage, or this node's own tier) last said about
+/// the load of its regions.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoadSource {
+    /// When this node received it (unix seconds).
+    pub received: f64,
+    pub regions: Vec<LoadReport>,
+}
+
+/// A region's load summed over the fresh reports that have it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RegionLoadSum {
+    pub connections: f64,
+    pub rps: f64,
+    /// Who reported it (vantage names; this node's own tier as
+    /// [`LOCAL_LOAD`]).
+    pub reporters: Vec<String>,
+    /// When the newest of those reports was received (unix seconds).
+    pub at: f64,
+}
+
+/// The reporter name of this node's own tier.
+pub const LOCAL_LOAD: &str = "(this node)";
+
 /// The health every subscriber reads: immutable, replaced whole, with an
 /// epoch: a sequence number that increases with every change, and the
 /// consensus id of the verdicts and votes (see [`epoch`]).
@@ -81,6 +117,10 @@ pub struct HealthState {
     pub endpoints: FxHashMap<String, EndpointHealth>,
     /// This node first, then each remote vantage.
     pub rtt: Vec<VantageRtts>,
+    /// Tier load by region, from the fresh reports (this node's own tier
+    /// and the vantages that report one). Not part of the epoch id: it
+    /// moves every round without changing a verdict.
+    pub load: BTreeMap<String, RegionLoadSum>,
 }
 
 impl HealthState {
@@ -92,6 +132,7 @@ impl HealthState {
         self.epoch.id == o.epoch.id
             && self.epoch.since == o.epoch.since
             && self.endpoints == o.endpoints
+            && self.load == o.load
             && self.rtt.len() == o.rtt.len()
             && self.rtt.iter().zip(&o.rtt).all(|(a, b)| {
                 a.name == b.name
@@ -183,6 +224,10 @@ pub struct HealthTable {
     pub state_load_error: Option<String>,
     /// The last write of the state file failed (until one succeeds).
     pub state_error: Option<String>,
+    /// Tier load reported by each remote vantage that reports one.
+    pub load: BTreeMap<String, LoadSource>,
+    /// This node's own tier's load (pushed by the tier every second).
+    pub local_load: Option<LoadSource>,
 }
 
 /// Installs the TLS crypto provider (ring) that HTTP clients need; safe to
@@ -443,9 +488,39 @@ impl HealthTable {
         }
         state.rtt.push(local);
         state.rtt.extend(remotes);
+        state.load = self.load_sums(cfg, now);
         state.epoch.id = epoch::consensus_id(&entries);
         state.epoch.since = since;
         state
+    }
+
+    /// Each region's load summed over the fresh reports: this node's own
+    /// tier's and those of the configured vantages (older than
+    /// `fresh_for`, a report no longer counts, as a stale vote does not).
+    pub fn load_sums(&self, cfg: &HealthConfig, now: f64) -> BTreeMap<String, RegionLoadSum> {
+        let fresh_for = cfg.fresh_for.as_secs_f64();
+        let remote = self
+            .load
+            .iter()
+            .filter(|(name, _)| cfg.vantages.contains_key(*name))
+            .map(|(name, src)| (name.as_str(), src));
+        let mut out: BTreeMap<String, RegionLoadSum> = BTreeMap::new();
+        for (name, src) in self
+            .local_load
+            .iter()
+            .map(|l| (LOCAL_LOAD, l))
+            .chain(remote)
+            .filter(|(_, src)| now - src.received <= fresh_for)
+        {
+            for r in &src.regions {
+                let sum = out.entry(r.region.clone()).or_default();
+                sum.connections += r.connections;
+                sum.rps += r.rps;
+                sum.reporters.push(name.to_string());
+                sum.at = sum.at.max(src.received);
+            }
+        }
+        out
     }
 
     /// Reads overrides from the state file. A missing file is an empty
@@ -552,6 +627,10 @@ pub struct Observations {
     pub vantage: String,
     pub generated_at: f64,
     pub endpoints: Vec<ObservedEndpoint>,
+    /// The load of this node's own tier, per region it runs (only when a
+    /// region has a capacity configured; never relayed from elsewhere).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load: Vec<LoadReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -583,12 +662,25 @@ impl HealthTable {
                     rtt_ewma_ms: s.rtt_ewma_ms,
                 })
                 .collect(),
+            load: Vec::new(),
         }
     }
 
-    /// Records what a remote vantage reported.
-    pub fn remote(&mut self, vantage: &str, obs: &Observations, now: f64) {
-        for e in &obs.endpoints {
+    /// Records what a remote vantage reported: its votes (unless it does
+    /// not vote) and the load of its tier.
+    pub fn remote(&mut self, vantage: &str, obs: &Observations, now: f64, votes: bool) {
+        if obs.load.is_empty() {
+            self.load.remove(vantage);
+        } else {
+            self.load.insert(
+                vantage.to_string(),
+                LoadSource {
+                    received: now,
+                    regions: obs.load.clone(),
+                },
+            );
+        }
+        for e in obs.endpoints.iter().filter(|_| votes) {
             if let Some(st) = self.endpoints.get_mut(&e.endpoint) {
                 st.remote.insert(
                     vantage.to_string(),
@@ -660,6 +752,7 @@ mod tests {
                 last: None,
                 rtt_ewma_ms: None,
             }],
+            load: Vec::new(),
         }
     }
 
@@ -684,16 +777,16 @@ mod tests {
         let mut h = HealthTable::default();
         h.sync(&t, 0.0);
         // b is partitioned from the endpoint and says down; we and a say up.
-        h.remote("a", &report(true), 100.0);
-        h.remote("b", &report(false), 100.0);
+        h.remote("a", &report(true), 100.0, true);
+        h.remote("b", &report(false), 100.0, true);
         assert!(h.evaluate(&t, &cfg, 101.0).get(A).up());
         // a agrees with b: two votes, down.
-        h.remote("a", &report(false), 102.0);
+        h.remote("a", &report(false), 102.0, true);
         assert!(!h.evaluate(&t, &cfg, 103.0).get(A).up());
         // Both remote reports go stale: back to local checks (up).
         assert!(h.evaluate(&t, &cfg, 120.0).get(A).up());
         // Only b fresh and down, we say up: 1 of 2, quorum 2 → up.
-        h.remote("b", &report(false), 130.0);
+        h.remote("b", &report(false), 130.0, true);
         assert!(h.evaluate(&t, &cfg, 131.0).get(A).up());
     }
 
@@ -713,13 +806,13 @@ mod tests {
         let mut n1 = HealthTable::default();
         n1.sync(&t, 0.0);
         for v in ["a", "b", "c"] {
-            n1.remote(v, &report(false), 100.0);
+            n1.remote(v, &report(false), 100.0, true);
         }
         let mut n2 = HealthTable::default();
         n2.sync(&t, 50.0);
         n2.observe(A, obs(false), 2, 3);
         for v in ["c", "b", "a"] {
-            n2.remote(v, &report(false), 104.0);
+            n2.remote(v, &report(false), 104.0, true);
         }
         let s1 = n1.evaluate(&t, &cfg, 101.0);
         let s2 = n2.evaluate(&t, &cfg, 105.0);
@@ -732,12 +825,12 @@ mod tests {
         let mut n3 = HealthTable::default();
         n3.sync(&t, 0.0);
         for v in ["a", "b", "c"] {
-            n3.remote(v, &report(true), 100.0);
+            n3.remote(v, &report(true), 100.0, true);
         }
         let s3 = n3.evaluate(&t, &cfg, 101.0);
         assert!(s3.get(A).up());
         assert_ne!(s3.epoch.id, s1.epoch.id);
-        n3.remote("c", &report(false), 102.0);
+        n3.remote("c", &report(false), 102.0, true);
         let s4 = n3.evaluate(&t, &cfg, 103.0);
         assert!(s4.get(A).up(), "1 of 4 says down");
         assert_ne!(s4.epoch.id, s3.epoch.id);
@@ -766,24 +859,24 @@ mod tests {
             h.observe(A, obs(false), 2, 3);
         }
         assert!(!h.endpoints[A].local.up);
-        h.remote("a", &report(true), 100.0);
-        h.remote("b", &report(true), 100.0);
-        h.remote("c", &report(false), 100.0);
+        h.remote("a", &report(true), 100.0, true);
+        h.remote("b", &report(true), 100.0, true);
+        h.remote("c", &report(false), 100.0, true);
         let s = h.evaluate(&t, &cfg, 101.0);
         assert!(s.get(A).up(), "1 of 3 says down, 2 needed");
         assert_eq!(
             h.endpoints[A].reason,
             "1 of 3 fresh vantages say down, 2 needed (no local vote)"
         );
-        h.remote("b", &report(false), 102.0);
+        h.remote("b", &report(false), 102.0, true);
         assert!(!h.evaluate(&t, &cfg, 103.0).get(A).up(), "2 of 3");
         // Only a and c fresh: needed = min(quorum, votes) = 2; c alone
         // says down → up.
-        h.remote("a", &report(true), 110.0);
-        h.remote("c", &report(false), 110.0);
+        h.remote("a", &report(true), 110.0, true);
+        h.remote("c", &report(false), 110.0, true);
         assert!(h.evaluate(&t, &cfg, 113.0).get(A).up(), "1 of 2 fresh");
         // Only c fresh, down: one vote, one needed → down.
-        h.remote("c", &report(false), 125.0);
+        h.remote("c", &report(false), 125.0, true);
         let s = h.evaluate(&t, &cfg, 126.0);
         assert!(!s.get(A).up(), "{}", h.endpoints[A].reason);
         assert_eq!(
@@ -794,9 +887,9 @@ mod tests {
         // own machine says (it has no vote to give).
         let mut other = HealthTable::default();
         other.sync(&t, 0.0);
-        other.remote("c", &report(false), 125.5);
+        other.remote("c", &report(false), 125.5, true);
         for v in ["a", "b"] {
-            other.remote(v, &report(true), 100.0);
+            other.remote(v, &report(true), 100.0, true);
         }
         let o = other.evaluate(&t, &cfg, 126.0);
         assert_eq!(o.endpoints, s.endpoints);
@@ -822,7 +915,7 @@ mod tests {
         assert_eq!(s0.epoch.since, None);
         // The probers take A down; then every one of them goes stale.
         for v in ["a", "b", "c"] {
-            h.remote(v, &report(false), 100.0);
+            h.remote(v, &report(false), 100.0, true);
         }
         let down = h.evaluate(&t, &cfg, 101.0);
         assert!(!down.get(A).up());
@@ -859,7 +952,7 @@ mod tests {
         );
         assert_eq!(stale.epoch.id, kept);
         // A fresh vote again decides.
-        h.remote("a", &report(true), 400.0);
+        h.remote("a", &report(true), 400.0, true);
         assert!(h.evaluate(&t, &cfg, 401.0).get(A).up(), "0 of 1 says down");
     }
 
@@ -877,9 +970,63 @@ mod tests {
         h.sync(&t, 0.0);
         assert!(!h.evaluate(&t, &cfg, 1.0).get(A).up());
         for v in ["a", "b", "c"] {
-            h.remote(v, &report(true), 2.0);
+            h.remote(v, &report(true), 2.0, true);
         }
         assert!(h.evaluate(&t, &cfg, 3.0).get(A).up());
+    }
+
+    fn load(region: &str, connections: f64) -> Observations {
+        Observations {
+            load: vec![LoadReport {
+                region: region.into(),
+                connections,
+                rps: 2.0,
+            }],
+            ..report(false)
+        }
+    }
+
+    #[test]
+    fn tier_load_is_summed_over_fresh_reports_and_a_stale_one_no_longer_counts() {
+        let (t, cfg) = topo(
+            "[health]\nfresh_for = \"10s\"\n[health.vantages.a]\nurl = \"http://127.0.0.1:1\"\n\
+             [health.vantages.tier-eu]\nurl = \"http://127.0.0.1:2\"\nvotes = false\n",
+        );
+        assert_eq!(
+            cfg.quorum_needed(),
+            2,
+            "this node and a: tier-eu does not vote"
+        );
+        let mut h = HealthTable::default();
+        h.sync(&t, 0.0);
+        // The tier node's "down" for A is not a vote; its load counts.
+        h.remote("tier-eu", &load("eu", 30.0), 100.0, false);
+        h.local_load = Some(LoadSource {
+            received: 104.0,
+            regions: vec![LoadReport {
+                region: "eu".into(),
+                connections: 10.0,
+                rps: 1.0,
+            }],
+        });
+        let s = h.evaluate(&t, &cfg, 105.0);
+        assert!(s.get(A).up());
+        assert!(h.endpoints[A].remote.is_empty(), "no vote recorded");
+        let eu = &s.load["eu"];
+        assert_eq!((eu.connections, eu.rps, eu.at), (40.0, 3.0, 104.0));
+        assert_eq!(eu.reporters, [LOCAL_LOAD, "tier-eu"]);
+        // The tier node's report goes stale: only this node's own counts.
+        let s = h.evaluate(&t, &cfg, 111.0);
+        assert_eq!(s.load["eu"].connections, 10.0);
+        // Both stale: no load known.
+        assert!(h.evaluate(&t, &cfg, 115.0).load.is_empty());
+        // A report without load forgets the vantage's last one.
+        h.remote("tier-eu", &load("eu", 30.0), 120.0, false);
+        h.remote("tier-eu", &report(true), 121.0, false);
+        assert!(h.evaluate(&t, &cfg, 121.0).load.is_empty());
+        // A vantage no longer configured does not count.
+        h.remote("gone", &load("eu", 5.0), 122.0, true);
+        assert!(h.evaluate(&t, &cfg, 122.0).load.is_empty());
     }
 
     #[test]

@@ -22,7 +22,10 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use super::{unix, HealthState, HealthTable, Member, Observation, Observations, Override};
+use super::{
+    unix, HealthState, HealthTable, LoadReport, LoadSource, Member, Observation, Observations,
+    Override,
+};
 use crate::config::HealthConfig;
 use crate::policy::AdminState;
 
@@ -190,9 +193,11 @@ impl HealthService {
         let (unchecked, monitored) = monitored.fold((0, 0), |(pending, all), s| {
             (pending + usize::from(s.last.is_none()), all + 1)
         });
-        let unpolled = cfg
-            .vantages
-            .keys()
+        // Vantages read for their tier's load only do not hold readiness.
+        let voting = cfg.vantages.iter().filter(|(_, v)| v.votes);
+        let vantages = voting.clone().count();
+        let unpolled = voting
+            .map(|(name, _)| name)
             .filter(|name| {
                 inner
                     .table
@@ -205,7 +210,7 @@ impl HealthService {
             local_checks: cfg.local_checks,
             monitored,
             unchecked: if cfg.local_checks { unchecked } else { 0 },
-            vantages: cfg.vantages.len(),
+            vantages,
             unpolled: if cfg.local_checks { 0 } else { unpolled },
             waited_out: self.started.elapsed() >= cfg.fresh_for,
         }
@@ -382,7 +387,8 @@ impl HealthService {
         let now = unix(SystemTime::now());
         match result {
             Ok(obs) => {
-                inner.table.remote(name, &obs, now);
+                let votes = inner.config.vantages.get(name).is_none_or(|v| v.votes);
+                inner.table.remote(name, &obs, now, votes);
                 if let Some(st) = inner.table.vantages.get_mut(name) {
                     st.url = url;
                 }
@@ -415,12 +421,44 @@ impl HealthService {
     /// when this node runs no checks of its own (`local_checks = false`):
     /// it has nothing of its own to report.
     pub fn observations(&self) -> Option<Observations> {
+        self.observations_with(Vec::new())
+    }
+
+    /// This node's observations with its own tier's `load`: its checks'
+    /// results (none without local checks) and the load. None when it has
+    /// neither to report.
+    pub fn observations_with(&self, load: Vec<LoadReport>) -> Option<Observations> {
         let inner = self.lock();
-        inner.config.local_checks.then(|| {
-            inner
-                .table
-                .observations(&inner.config.vantage, unix(SystemTime::now()))
-        })
+        let now = unix(SystemTime::now());
+        let mut obs = if inner.config.local_checks {
+            inner.table.observations(&inner.config.vantage, now)
+        } else if !load.is_empty() {
+            Observations {
+                vantage: inner.config.vantage.clone(),
+                generated_at: now,
+                endpoints: Vec::new(),
+                load: Vec::new(),
+            }
+        } else {
+            return None;
+        };
+        obs.load = load;
+        Some(obs)
+    }
+
+    /// The load of this node's own tier (empty: it reports none), counted
+    /// with the vantages' reports; republishes.
+    pub fn set_local_load(&self, regions: Vec<LoadReport>) {
+        let mut inner = self.lock();
+        let next = (!regions.is_empty()).then(|| LoadSource {
+            received: unix(SystemTime::now()),
+            regions,
+        });
+        if next.is_none() && inner.table.local_load.is_none() {
+            return;
+        }
+        inner.table.local_load = next;
+        self.publish(inner);
     }
 
     /// (Re)starts one check loop per monitored member of `source` (none

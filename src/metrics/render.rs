@@ -222,6 +222,7 @@ pub fn render(control: &Control, health: &HealthService, dns: &DnsStats) -> Stri
     );
     let topo = &snap.topology;
     tier(&mut e, &control.tier);
+    capacity(&mut e, &snap);
     let epoch = &snap.health.epoch;
     e.family(
         "geolb_health_epoch_info",
@@ -517,8 +518,86 @@ fn histogram(
 }
 
 /// The tier: per listener and per backend.
+/// The load DNS steers by (per region, summed over the fresh reports) and
+/// each `capacity` share.
+fn capacity(e: &mut Exposition, snap: &crate::snapshot::Snapshot) {
+    let topo = &snap.topology;
+    let loads: Vec<(&str, f64)> = topo
+        .regions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let f = snap.health.region_load(i as u16)?.fraction?;
+            Some((r.name.as_str(), f))
+        })
+        .collect();
+    if !loads.is_empty() {
+        let name = "geolb_capacity_load";
+        e.family(
+            name,
+            "gauge",
+            "A region's tier load as a fraction of its capacity, summed over the fresh reports this node reads (what the capacity step judges).",
+        );
+        for (region, f) in loads {
+            e.sample(name, &[("region", region)], f);
+        }
+    }
+    let mut first = true;
+    for svc in snap.zones.zones.iter().flat_map(|z| z.services.iter()) {
+        let Some(list) = svc
+            .capacity_slot
+            .and_then(|s| snap.health.shares.get(s as usize))
+        else {
+            continue;
+        };
+        let name = "geolb_capacity_share";
+        if std::mem::take(&mut first) {
+            e.family(
+                name,
+                "gauge",
+                "The share of client subnets a group (region, or pool named directly) keeps in its place for a service; the rest spill to the next in their order.",
+            );
+        }
+        for (g, sh) in svc.groups.iter().zip(list) {
+            e.sample(
+                name,
+                &[("service", &svc.name), ("group", &g.name)],
+                sh.share,
+            );
+        }
+    }
+}
+
 fn tier(e: &mut Exposition, tier: &Tier) {
     let st = tier.status();
+    if !st.regions.is_empty() {
+        type Region = crate::tier::load::RegionLoadStatus;
+        let families: [Family<Region, Option<f64>>; 3] = [
+            (
+                "geolb_tier_region_connections",
+                "Connections open through the region's listeners on this node, smoothed over a few seconds.",
+                |r| Some(r.connections),
+            ),
+            (
+                "geolb_tier_region_rps",
+                "Requests per second (HTTP requests, TCP connections) through the region's listeners on this node, smoothed.",
+                |r| Some(r.rps),
+            ),
+            (
+                "geolb_tier_region_load",
+                "This node's load of the region as a fraction of the region's capacity.",
+                |r| r.load,
+            ),
+        ];
+        for (name, help, value) in families {
+            e.family(name, "gauge", help);
+            for r in &st.regions {
+                if let Some(v) = value(r) {
+                    e.sample(name, &[("region", &r.region)], v);
+                }
+            }
+        }
+    }
     let lfam: [Family<crate::tier::ListenerStatus, u64>; 18] = [
         (
             "geolb_tier_listener_connections_total",

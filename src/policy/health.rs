@@ -113,6 +113,96 @@ impl Epoch {
     }
 }
 
+/// A region's tier load as this node knows it: the sum of the fresh
+/// reports of the tier nodes that run the region.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RegionLoad {
+    /// Open connections (smoothed by each tier node over a few seconds).
+    pub connections: f64,
+    /// Requests per second (smoothed likewise).
+    pub rps: f64,
+    /// Tier nodes whose fresh reports were summed.
+    pub reporters: u32,
+    /// When the newest of them was received (unix seconds): a new value is
+    /// a new sample for the `capacity` step.
+    pub at: f64,
+    /// The load as a fraction of the region's capacity (see
+    /// [`Capacity::fraction`](super::topology::Capacity::fraction)); None
+    /// when the region has none.
+    pub fraction: Option<f64>,
+}
+
+/// Why a share is where it is going.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ShareWhy {
+    /// No fresh load report (or no capacity): back to the full share.
+    #[default]
+    NoLoad,
+    /// Load below `low`: rising toward what fills the band.
+    Below,
+    /// Load below `low` and the region shed to nothing: probing back.
+    Probe,
+    /// Load within the band: holding.
+    Hold,
+    /// Load above `high`: falling toward what empties the band's excess.
+    Above,
+}
+
+impl ShareWhy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareWhy::NoLoad => "no load known",
+            ShareWhy::Below => "below low",
+            ShareWhy::Probe => "shed, probing back",
+            ShareWhy::Hold => "within the band",
+            ShareWhy::Above => "above high",
+        }
+    }
+}
+
+/// One group's share for the `capacity` step, and how it is moving
+/// (`steps::capacity` moves it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Share {
+    /// The fraction of client subnets that keep the group in its place.
+    pub share: f64,
+    /// Where the share is going (at most `max_step` per TTL).
+    pub target: f64,
+    /// The share as resolvers act on it: `share` followed over one TTL.
+    pub seen: f64,
+    /// `RegionLoad::at` of the sample the target came from (0: none).
+    pub sample: f64,
+    /// When `share` and `seen` were last moved (unix seconds; 0: never).
+    pub at: f64,
+    pub why: ShareWhy,
+}
+
+impl Default for Share {
+    fn default() -> Self {
+        Share {
+            share: 1.0,
+            target: 1.0,
+            seen: 1.0,
+            sample: 0.0,
+            at: 0.0,
+            why: ShareWhy::NoLoad,
+        }
+    }
+}
+
+impl Share {
+    /// Nothing left to move: the share is at its target and resolvers act
+    /// on it.
+    pub fn at_rest(&self) -> bool {
+        self.share == self.target && self.seen == self.share
+    }
+
+    /// The same state, whenever it was last moved.
+    pub fn same(&self, o: &Share) -> bool {
+        Share { at: 0.0, ..*self } == Share { at: 0.0, ..*o }
+    }
+}
+
 /// Health of every endpoint of a topology, indexed like its endpoints.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HealthView {
@@ -121,15 +211,26 @@ pub struct HealthView {
     pub rtt: Vec<VantageRtt>,
     /// The health epoch this view was made from (`seq` 0: before any).
     pub epoch: Epoch,
+    /// Tier load per region (topology index); None: no fresh report.
+    pub load: Vec<Option<RegionLoad>>,
+    /// The `capacity` step's shares: per service slot
+    /// (`Service::capacity_slot`), one per group of the service. Moved off
+    /// the answer path (`snapshot::Snapshot::advance_capacity`); an empty
+    /// or missing list keeps every group in place.
+    pub shares: Vec<Vec<Share>>,
 }
 
 impl HealthView {
     pub fn all_up(n: usize) -> HealthView {
         HealthView {
             endpoints: vec![EndpointHealth::default(); n],
-            rtt: Vec::new(),
-            epoch: Epoch::default(),
+            ..HealthView::default()
         }
+    }
+
+    /// The load of region `r`, if a fresh report has it.
+    pub fn region_load(&self, r: u16) -> Option<&RegionLoad> {
+        self.load.get(r as usize).and_then(Option::as_ref)
     }
     pub fn up(&self, ep: u32) -> bool {
         self.endpoints.get(ep as usize).is_none_or(|h| h.up())

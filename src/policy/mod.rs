@@ -22,13 +22,18 @@ pub mod steps;
 pub mod topology;
 pub mod trace;
 
-pub use health::{AdminState, EndpointHealth, Epoch, HealthView, VantageRtt};
+pub use health::{
+    AdminState, EndpointHealth, Epoch, HealthView, RegionLoad, Share, ShareWhy, VantageRtt,
+};
 pub use run::{decide, decide_from, location_order};
 pub use scratch::Scratch;
 pub use service::{AllDown, Answer, Decision, Service};
+pub use steps::capacity::Capacity as CapacityStep;
 pub use steps::geo::{GeoMap, GeoMatch};
 pub use steps::latency::Latency;
 pub use steps::weighted::{mix64, WeightedMode};
 pub use steps::{Stage, Step};
-pub use topology::{fnv1a, Client, Endpoint, Family, Group, Pool, Region, Target, Topology};
+pub use topology::{
+    fnv1a, Capacity, Client, Endpoint, Family, Group, Pool, Region, Target, Topology,
+};
 pub use trace::{Dropped, StepTrace, Trace};

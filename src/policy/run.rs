@@ -68,6 +68,7 @@ pub fn location_order(topo: &Topology, svc: &Service, addr: IpAddr, loc: &Locati
         health: &health,
         ignore_health: true,
         pre: None,
+        shares: &[],
     };
     let mut sc = Scratch::seeded(0);
     sc.start(&svc.initial);
@@ -120,6 +121,10 @@ pub fn decide_from(
         health,
         ignore_health: false,
         pre,
+        shares: svc
+            .capacity_slot
+            .and_then(|s| health.shares.get(s as usize))
+            .map_or(&[], Vec::as_slice),
     };
     run(&r, svc, sc, trace.as_deref_mut());
     if !sc.out.is_empty() {

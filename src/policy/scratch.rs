@@ -2,7 +2,7 @@
 //! deciding allocates nothing) and the read-only context every step sees
 //! ([`Run`]).
 
-use super::health::HealthView;
+use super::health::{HealthView, Share};
 use super::topology::{Client, Family, Group, Topology};
 use crate::geo::Location;
 
@@ -125,6 +125,9 @@ pub struct Run<'a> {
     /// Group order already decided from the client's location (compiled
     /// geo): location steps are then skipped.
     pub pre: Option<&'a [u16]>,
+    /// The service's `capacity` shares, one per group (empty: every group
+    /// keeps its place).
+    pub shares: &'a [Share],
 }
 
 impl Run<'_> {

@@ -83,6 +83,9 @@ pub struct Service {
     pub metric_id: usize,
     /// Slot of this service in the compiled geo decisions, if compiled.
     pub compiled: Option<u32>,
+    /// Slot of this service's shares in `HealthView::shares`, if its chain
+    /// has a `capacity` step.
+    pub capacity_slot: Option<u32>,
 }
 
 impl Service {
@@ -107,6 +110,14 @@ impl Service {
             }
         }
         any
+    }
+
+    /// The service's `capacity` step, if its chain has one.
+    pub fn capacity(&self) -> Option<&super::steps::capacity::Capacity> {
+        self.steps.iter().find_map(|s| match s {
+            Step::Capacity(c) => Some(c),
+            _ => None,
+        })
     }
 
     /// Whether any step orders or chooses by the client's location.

@@ -9,6 +9,31 @@ use std::ops::Range;
 pub struct Region {
     pub name: String,
     pub coords: (f64, f64),
+    /// What the region's tier can carry (`[regions.NAME] capacity`); none:
+    /// its load is never judged (the `capacity` step keeps it in place).
+    pub capacity: Option<Capacity>,
+}
+
+/// What a region's tier can carry: open connections and requests per
+/// second (new connections on TCP listeners, requests on HTTP ones), either
+/// or both.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Capacity {
+    pub connections: Option<f64>,
+    pub rps: Option<f64>,
+}
+
+impl Capacity {
+    /// The load as a fraction of this capacity: the larger of
+    /// connections / `connections` and rate / `rps` (over the limits that
+    /// are set); None when neither is.
+    pub fn fraction(&self, connections: f64, rps: f64) -> Option<f64> {
+        let of = |used: f64, cap: Option<f64>| cap.filter(|&c| c > 0.0).map(|c| used / c);
+        match (of(connections, self.connections), of(rps, self.rps)) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0.0).max(b.unwrap_or(0.0))),
+        }
+    }
 }
 
 /// What an endpoint hands out.

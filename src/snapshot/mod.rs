@@ -20,13 +20,14 @@ use crate::config::Config;
 use crate::diag::{Diagnostic, LoadError};
 use crate::geo::{Db, FileStamp, GeoDb};
 use crate::health::{HealthState, Member};
-use crate::policy::{EndpointHealth, HealthView, Service, Step, Topology, VantageRtt};
+use crate::policy::{EndpointHealth, HealthView, RegionLoad, Service, Step, Topology, VantageRtt};
 use crate::wire::{self, MAX_LABELS};
 use crate::zone::{self, ZoneData};
 
 /// A name or record in wire format.
 type Wire = Box<[u8]>;
 
+pub mod capacity;
 pub mod counters;
 pub mod guard;
 pub mod names;
@@ -165,12 +166,13 @@ impl Snapshot {
             return None;
         }
         let mut next = self.clone();
-        next.set_health(health_view(
-            &self.topology,
-            &self.tier_gates,
-            state,
-            Some(&self.health),
-        ));
+        let mut view = health_view(&self.topology, &self.tier_gates, state, Some(&self.health));
+        // New load samples move the capacity shares at once.
+        let now = crate::health::unix(SystemTime::now());
+        if let Some(shares) = capacity::advance(&self.zones, &view, now) {
+            view.shares = shares;
+        }
+        next.set_health(view);
         Some(next)
     }
 
@@ -221,7 +223,9 @@ pub fn node_name(configured: Option<&str>) -> Option<Arc<str>> {
 
 /// Maps health, published by identity, onto a topology's endpoint indices.
 /// An endpoint the state does not know (a reload is replacing this
-/// topology) keeps its health from `prev`, the view being replaced.
+/// topology) keeps its health from `prev`, the view being replaced, and so
+/// do the capacity shares (a reload carries them by name instead:
+/// [`capacity::carry`]).
 pub fn health_view(
     topo: &Topology,
     gates: &[tier::TierGate],
@@ -255,10 +259,25 @@ pub fn health_view(
                 .collect(),
         })
         .collect();
+    let load = topo
+        .regions
+        .iter()
+        .map(|r| {
+            state.load.get(&r.name).map(|s| RegionLoad {
+                connections: s.connections,
+                rps: s.rps,
+                reporters: s.reporters.len() as u32,
+                at: s.at,
+                fraction: r.capacity.and_then(|c| c.fraction(s.connections, s.rps)),
+            })
+        })
+        .collect();
     HealthView {
         endpoints,
         rtt,
         epoch: state.epoch,
+        load,
+        shares: prev.map(|p| p.shares.clone()).unwrap_or_default(),
     }
 }
 
@@ -743,7 +762,12 @@ pub fn build_with(
         members,
         monitors,
     } = steering::compile(&config, &mut diags);
-    let tier = tier::compile(&config, &monitors, &mut diags);
+    let mut tier = tier::compile(&config, &monitors, &mut diags);
+    tier.capacity = topology
+        .regions
+        .iter()
+        .filter_map(|r| r.capacity.map(|c| (r.name.clone(), c)))
+        .collect();
     let tier_gates = tier::gates(&config, &topology, &tier, &mut diags);
     let mut table = ZoneTable::default();
     for (zi, spec) in config.zones.iter().enumerate() {
@@ -799,7 +823,8 @@ pub fn build_with(
     }
     // All up: a running server replaces this with the health service's
     // view (which carries state across reloads by endpoint identity).
-    let health = HealthView::all_up(topology.endpoints.len());
+    let mut health = HealthView::all_up(topology.endpoints.len());
+    health.shares = capacity::assign_slots(&mut table);
     // Counter slots: one per UDP worker thread, one for TCP.
     let workers = match config.server.udp_workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -942,6 +967,7 @@ mod tests {
                 })
                 .collect(),
             rtt: Vec::new(),
+            load: Default::default(),
         };
         let s5 = snap.with_health(&state(5, &["p/10.0.0.1"])).expect("newer");
         assert!(!s5.health.up(0), "known and drained");

@@ -17,9 +17,10 @@ use crate::config::{AllDown, Config, GeoMapConfig, LatencyConfig, ServiceConfig}
 use crate::diag::{line_col, Diagnostic};
 use crate::health::{Check, Member, Monitor};
 use crate::policy::steps::geo::{mask_v4, mask_v6};
-use crate::policy::steps::{failover, first_n, healthy, nearest, weighted};
+use crate::policy::steps::{capacity, failover, first_n, healthy, nearest, weighted};
 use crate::policy::{
-    fnv1a, Endpoint, GeoMap, Group, Latency, Pool, Region, Service, Stage, Step, Target, Topology,
+    fnv1a, Capacity, Endpoint, GeoMap, Group, Latency, Pool, Region, Service, Stage, Step, Target,
+    Topology,
 };
 
 const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
@@ -110,10 +111,44 @@ pub fn compile(config: &Config, diags: &mut Vec<Diagnostic>) -> Compiled {
                 );
             }
         }
+        let capacity = r.value.capacity.as_ref().and_then(|c| {
+            let span = c.span();
+            let c = c.get_ref();
+            let mut ok = true;
+            for (key, v) in [("connections", c.connections), ("rps", c.rps)] {
+                if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0)) {
+                    cx.err(
+                        Some(span.clone()),
+                        r.line,
+                        format!(
+                            "regions.{}.capacity.{key} = {v}: expected a number above 0",
+                            r.name
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+            if c.connections.is_none() && c.rps.is_none() {
+                cx.err(
+                    Some(span),
+                    r.line,
+                    format!(
+                        "regions.{}.capacity: give connections = N, rps = N or both",
+                        r.name
+                    ),
+                );
+                ok = false;
+            }
+            ok.then_some(Capacity {
+                connections: c.connections,
+                rps: c.rps,
+            })
+        });
         region_idx.insert(r.name.clone(), topo.regions.len() as u16);
         topo.regions.push(Region {
             name: r.name.clone(),
             coords: (lat, lon),
+            capacity,
         });
     }
     let mut monitors: BTreeMap<String, std::sync::Arc<Monitor>> = BTreeMap::new();
@@ -482,9 +517,19 @@ fn service(
     }
     let mut geo_lists: Vec<(String, Vec<u16>)> = Vec::new();
     let mut endpoint_step: Option<&str> = None;
+    let mut failover_seen = false;
     for st in cfg.chain.get_ref() {
         let sname = st.get_ref().as_str();
         let span = st.span();
+        // `failover` keeps one group: nothing would be left to spill to.
+        failover_seen |= sname == "failover";
+        if sname == "capacity" && failover_seen {
+            cx.err(
+                Some(span.clone()),
+                line,
+                format!("service {name}: step \"capacity\" must come before \"failover\", which keeps one region or pool: after it there is nowhere to spill to"),
+            );
+        }
         // Steps that order or choose regions/pools run before the steps that
         // pick endpoints; the other way round they could empty the answer.
         match Step::stage_of(sname) {
@@ -572,6 +617,22 @@ fn service(
                     }
                 }
             }
+            "capacity" => {
+                let c = cfg.capacity.clone().unwrap_or_default();
+                match capacity::Capacity::new(
+                    c.low,
+                    c.high,
+                    c.max_step,
+                    c.sticky_prefix_v4,
+                    c.sticky_prefix_v6,
+                ) {
+                    Ok(s) => Step::Capacity(s),
+                    Err(e) => {
+                        cx.err(Some(span.clone()), line, format!("service {name}: {e}"));
+                        continue;
+                    }
+                }
+            }
             "first_n" => match cfg.first_n.map(first_n::FirstN::new) {
                 Some(Ok(s)) => Step::FirstN(s),
                 Some(Err(e)) => {
@@ -604,6 +665,9 @@ fn service(
     // Per-group values that depend on the final group list.
     for st in steps.iter_mut() {
         match st {
+            Step::Capacity(c) => {
+                c.group_hash = groups.iter().map(|g| fnv1a(&g.name)).collect();
+            }
             Step::Nearest(nearest::Nearest { bias, .. }) => {
                 let b = cfg
                     .nearest
@@ -709,6 +773,16 @@ fn service(
     if cx.diags.len() > errors_before {
         return None;
     }
+    let has_capacity = |g: &Group| topo.regions[g.region as usize].capacity.is_some();
+    if steps.iter().any(|s| matches!(s, Step::Capacity(_))) && !groups.iter().any(has_capacity) {
+        let (l, c) = line_col(cx.text, cfg.chain.span().start);
+        cx.diags.push(Diagnostic::warning(
+            cx.path,
+            l,
+            c,
+            format!("service {name}: the capacity step has nothing to judge: none of its regions has a capacity (regions.NAME.capacity = {{ connections = N, rps = N }}), so every region keeps its place"),
+        ));
+    }
     Some(Service {
         name: name.to_string(),
         ttl: cfg.ttl,
@@ -722,6 +796,7 @@ fn service(
         ttl_when_down: cfg.ttl_when_down,
         metric_id: 0,
         compiled: None,
+        capacity_slot: None,
     })
 }
 

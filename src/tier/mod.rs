@@ -22,6 +22,7 @@ pub mod access;
 pub mod explain;
 pub mod http;
 pub mod limit;
+pub mod load;
 pub mod plan;
 pub mod proxy;
 pub mod relay;
@@ -291,6 +292,10 @@ pub struct Tier {
     cookie_key: Mutex<(Option<Vec<u8>>, Arc<sticky::CookieKey>)>,
     /// Idle HTTP connections that gave their buffers back, ever.
     released: std::sync::atomic::AtomicU64,
+    /// The load of each region this node runs listeners of.
+    meter: Mutex<load::Meter>,
+    /// Every region's capacity (`[regions.NAME] capacity`), from the plan.
+    capacity: Mutex<BTreeMap<String, crate::policy::Capacity>>,
     me: Weak<Tier>,
 }
 
@@ -322,6 +327,8 @@ impl Tier {
             cookie_key: Mutex::new((None, Arc::new(sticky::CookieKey::random()))),
             access: Mutex::new(None),
             released: std::sync::atomic::AtomicU64::new(0),
+            meter: Mutex::new(load::Meter::default()),
+            capacity: Mutex::new(BTreeMap::new()),
             me: me.clone(),
         });
         let weak = Arc::downgrade(&tier);
@@ -342,7 +349,9 @@ impl Tier {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts the drain-deadline watcher. Call once, inside the runtime.
+    /// Starts the drain-deadline watcher and the load meter (a sample
+    /// every 200 ms, reported to this node's health service every second).
+    /// Call once, inside the runtime.
     pub fn spawn_jobs(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let me = Arc::downgrade(self);
         let mut stop = self.shutdown.clone();
@@ -354,11 +363,71 @@ impl Tier {
                 }
                 let Some(t) = me.upgrade() else { return };
                 t.enforce_drains();
+                t.measure_load();
+                if tick % 5 == 0 {
+                    t.health.set_local_load(t.load_report());
+                }
                 if tick % 25 == 0 {
                     t.sweep();
                 }
             }
         })
+    }
+
+    /// Samples every listener's open connections and requests into the
+    /// load meter.
+    fn measure_load(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut names: Vec<String> = Vec::new();
+        let samples: Vec<(SocketAddr, load::Sample)> = {
+            let run = self.lock();
+            run.listeners
+                .iter()
+                .map(|(bind, l)| {
+                    let r = l.route.load();
+                    let region_index = match names.iter().position(|n| *n == r.plan.region) {
+                        Some(i) => i,
+                        None => {
+                            names.push(r.plan.region.clone());
+                            names.len() - 1
+                        }
+                    };
+                    let total = match r.plan.mode {
+                        Mode::Tcp => stats::get(&l.stats.accepted),
+                        Mode::Http(_) => stats::get(&l.stats.requests),
+                    };
+                    let sample = load::Sample {
+                        region_index,
+                        active: u64::from(l.stats.active.load(Relaxed)),
+                        total,
+                    };
+                    (*bind, sample)
+                })
+                .collect()
+        };
+        let at = self.t0.elapsed().as_secs_f64();
+        self.meter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sample(at, &names, &samples);
+    }
+
+    /// The load of each region this node runs listeners of, smoothed —
+    /// when any region has a capacity configured (nobody reads it
+    /// otherwise); empty else.
+    pub fn load_report(&self) -> Vec<crate::health::LoadReport> {
+        if self
+            .capacity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            return Vec::new();
+        }
+        self.meter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .report()
     }
 
     /// Makes the tier run `plan`'s listeners of the regions `node` names:
@@ -630,6 +699,7 @@ impl Tier {
             );
         }
         drop(run);
+        *self.capacity.lock().unwrap_or_else(|p| p.into_inner()) = plan.capacity.clone();
         self.health.set_members(SOURCE, plan.members.clone());
         Ok(())
     }
@@ -826,7 +896,20 @@ impl Tier {
                 }
             })
             .collect();
-        TierStatus { listeners, groups }
+        drop(run);
+        let regions = load::status(
+            &self
+                .meter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .report(),
+            &self.capacity.lock().unwrap_or_else(|p| p.into_inner()),
+        );
+        TierStatus {
+            listeners,
+            groups,
+            regions,
+        }
     }
 
     /// The access log's lines written and dropped (None: no log).
@@ -1320,4 +1403,7 @@ pub struct GroupStatus {
 pub struct TierStatus {
     pub listeners: Vec<ListenerStatus>,
     pub groups: Vec<GroupStatus>,
+    /// Each region this node runs listeners of: its smoothed load, and
+    /// against its capacity when one is configured.
+    pub regions: Vec<load::RegionLoadStatus>,
 }

@@ -279,6 +279,9 @@ pub struct Plan {
     pub cookie_secret: Option<Vec<u8>>,
     /// The HTTP access log (`[tier] access_log`).
     pub access_log: Option<super::access::AccessLogPlan>,
+    /// Each region's capacity (`[regions.NAME] capacity`): what the tier
+    /// judges its load against.
+    pub capacity: std::collections::BTreeMap<String, crate::policy::Capacity>,
 }
 
 impl Plan {

@@ -311,6 +311,17 @@ pub fn rand_id() -> u16 {
     N.fetch_add(7919, Ordering::Relaxed)
 }
 
+/// The ECS scope prefix a reply carries (RFC 7871 §6), if it has the option.
+pub fn ecs_scope(m: &Message) -> Option<u8> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    m.edns
+        .as_ref()
+        .and_then(|e| match e.option(EdnsCode::Subnet) {
+            Some(EdnsOption::Subnet(s)) => Some(s.scope_prefix()),
+            _ => None,
+        })
+}
+
 /// Sends raw bytes over UDP and returns the raw reply (None on timeout).
 pub fn udp_raw(addr: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind");

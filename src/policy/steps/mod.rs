@@ -11,6 +11,7 @@
 use super::scratch::{Run, Scratch};
 use super::trace::Note;
 
+pub mod capacity;
 pub mod failover;
 pub mod first_n;
 pub mod geo;
@@ -30,7 +31,7 @@ pub enum Stage {
     /// Orders or chooses groups by the client's location alone; compiled
     /// geo precomputes these per address range.
     Location,
-    /// Chooses among groups by their state (`failover`).
+    /// Chooses or reorders groups by their state (`capacity`, `failover`).
     Groups,
     /// Picks endpoints (`weighted`, `first_n`).
     Endpoints,
@@ -117,6 +118,7 @@ steps! {
     Geo(geo::GeoMap),
     Nearest(nearest::Nearest),
     Latency(latency::Latency),
+    Capacity(capacity::Capacity),
     Failover(failover::Failover),
     Weighted(weighted::Weighted),
     FirstN(first_n::FirstN),

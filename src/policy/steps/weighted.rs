@@ -59,7 +59,7 @@ impl Weighted {
 }
 
 /// The client's subnet as a hash key, and its prefix length.
-fn subnet_key(addr: IpAddr, p4: u8, p6: u8) -> (u64, u8) {
+pub(crate) fn subnet_key(addr: IpAddr, p4: u8, p6: u8) -> (u64, u8) {
     match addr {
         IpAddr::V4(v4) => {
             let p = p4.min(32);
