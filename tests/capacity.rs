@@ -10,7 +10,7 @@
 //! answer, the fail-open when every region spills, and `geolb check`'s
 //! errors for the new keys.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};

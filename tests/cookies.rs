@@ -2,7 +2,7 @@
 //! and TCP. Queries are built byte by byte so the COOKIE option can be any
 //! length.
 
-mod common;
+use crate::common;
 
 use std::net::IpAddr;
 

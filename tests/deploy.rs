@@ -2,7 +2,7 @@
 //! config watcher on a Kubernetes-style ConfigMap volume (the `..data`
 //! link swapped atomically), and the shipped production example.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;

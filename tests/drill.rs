@@ -4,7 +4,7 @@
 //! SUCCEEDED, the answers off eu in time, the lazy resolver named as late,
 //! the drain undone. A drill refused by a pre-check changes nothing.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::process::Command;

@@ -5,7 +5,7 @@
 //! scope they promise must hold: every address inside it gets the same
 //! answer.
 
-mod common;
+use crate::common;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

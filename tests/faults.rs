@@ -2,7 +2,7 @@
 //! options, trailing bytes, TSIG — against the real server over UDP and
 //! TCP. Queries are built byte by byte so every bit can be set.
 
-mod common;
+use crate::common;
 
 use common::*;
 

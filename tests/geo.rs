@@ -2,7 +2,7 @@
 //! layouts, ASN), EDNS Client Subnet over real UDP, every steering step,
 //! all-down behaviour, explain, and GeoIP hot reload.
 
-mod common;
+use crate::common;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;

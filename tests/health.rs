@@ -3,7 +3,7 @@
 //! (expiry, persistence across restarts), remote vantages with quorum, the
 //! prober's observations, the admin token and health-aware TTL.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

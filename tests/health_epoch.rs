@@ -7,7 +7,7 @@
 //! one adds no request to the backends, and they still fail over from the
 //! probers' votes alone.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

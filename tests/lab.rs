@@ -11,7 +11,7 @@
 //! The shipped files run as they are, with other ports (so a lab someone
 //! runs by hand does not collide) and shorter intervals.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Reload, status, shutdown and the command line, against the real server
 //! (in-process for the API, the real binary for signals and `check`).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -5,7 +5,7 @@
 //! the same input, PNGs are PNGs of the width asked, bad arguments fail
 //! clearly.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -6,7 +6,7 @@
 //! generated configs load and each mutation of one is an error on the
 //! mutated line; no header set forwards a hop-by-hop field.
 
-mod common;
+use crate::common;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Protocol behaviour of the real server over UDP and TCP, each test named
 //! after the RFC clause it enforces.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! shown in `/v1/status` while the last good version keeps serving.
 //! (Its own test binary: it loads the machine.)
 
-mod common;
+use crate::common;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

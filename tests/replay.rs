@@ -2,7 +2,7 @@
 //! a query log, under the same config (no shift) and under one that moves
 //! one country; malformed lines counted and reported.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::Path;

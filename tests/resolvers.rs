@@ -3,7 +3,7 @@
 //! since when, and the region before — what a failover drill reads to see
 //! which resolvers moved and which still hold the old answer.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

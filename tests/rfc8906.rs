@@ -2,7 +2,7 @@
 //! one test per case, against the real server over UDP (and TCP for 8.1.5).
 //! Queries are built byte by byte so every header and EDNS bit can be set.
 
-mod common;
+use crate::common;
 
 use common::*;
 use hickory_proto::op::{Message, ResponseCode};

@@ -3,7 +3,7 @@
 //! two seconds of sequential SOA queries from one address, each waiting
 //! 150 ms for its reply; an unanswered query counts as dropped.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};

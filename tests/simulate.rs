@@ -3,7 +3,7 @@
 //! verdict and exit status, and agreement with what a running server
 //! answers for the same networks.
 
-mod common;
+use crate::common;
 
 use std::net::IpAddr;
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! JSON; and, where Chromium is installed, the page rendered by a headless
 //! browser shows the regions, endpoints and health words.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};

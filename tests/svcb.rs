@@ -3,7 +3,7 @@
 //! RDATA served is, byte for byte, what Knot DNS 3.2 serves for the same
 //! zone file (the expected bytes below were taken from it).
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -3,7 +3,7 @@
 //! client), and the I/O timeout that closes a client that stalls mid-query
 //! or stops reading its replies (RFC 7766 §6.2.3), so it cannot pin memory.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

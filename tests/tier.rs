@@ -5,7 +5,7 @@
 //! limit, idle timeout, reloads with live connections and a listener that
 //! cannot be bound.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -4,7 +4,7 @@
 //! retries (and what is never retried), response timeouts, ejection on
 //! 5xx, h2c, malformed requests.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -5,7 +5,7 @@
 //! by SNI, ALPN, forwarding headers, reloads with bad and changed
 //! certificates, handshake failures, backend verification.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::io::{Read, Write};

@@ -2,7 +2,7 @@
 //! a packet, or a panic in a worker's loop, every worker still answers.
 //! (Its own test binary: the fault hook is process-wide.)
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
