@@ -182,6 +182,11 @@ enum Cmd {
         /// telemetry), then drain its tier backends.
         #[arg(long)]
         two_phase: bool,
+        /// A partial drain: move only this share of client subnets (0.1 =
+        /// 10 %) off the target's DNS answers, chosen by a stable hash of
+        /// each client's /24 or /56; 1 is the whole drain.
+        #[arg(long, value_name = "SHARE", conflicts_with = "two_phase")]
+        fraction: Option<f64>,
         /// With --two-phase: the longest wait between the phases.
         #[arg(
             long,
@@ -622,7 +627,11 @@ fn main() -> ExitCode {
             queries,
             json,
         } => {
-            let mut scenario = geolb::sim::Scenario { down, drain };
+            let mut scenario = geolb::sim::Scenario {
+                down,
+                drain,
+                partial: Vec::new(),
+            };
             if let Some(admin) = live {
                 let api = Api { admin, token };
                 match api_call(&api, "GET", "/v1/health", None) {
@@ -684,7 +693,11 @@ fn main() -> ExitCode {
             let opts = map_options(
                 service,
                 &qtype,
-                geolb::sim::Scenario { down, drain },
+                geolb::sim::Scenario {
+                    down,
+                    drain,
+                    partial: Vec::new(),
+                },
                 before_after,
                 output.as_deref(),
                 format.as_deref(),
@@ -713,7 +726,11 @@ fn main() -> ExitCode {
                 LogFormatArg::Text => geolb::sim::replay::LogFormat::Text,
                 LogFormatArg::Dnstap => geolb::sim::replay::LogFormat::Dnstap,
             };
-            let health = geolb::sim::Scenario { down, drain };
+            let health = geolb::sim::Scenario {
+                down,
+                drain,
+                partial: Vec::new(),
+            };
             if against.is_none() && health.is_all_up() {
                 eprintln!("geolb: replay needs --against PROPOSED.toml, a health scenario (--down, --drain), or both");
                 return ExitCode::from(2);
@@ -790,14 +807,16 @@ fn main() -> ExitCode {
             two_phase: true,
             max_wait,
             api,
+            ..
         } => two_phase_drain(&api, &target, duration.as_deref(), &max_wait),
         Cmd::Drain {
             target,
             duration,
+            fraction,
             api,
             ..
         } => {
-            let body = serde_json::json!({"target": target, "for": duration});
+            let body = serde_json::json!({"target": target, "for": duration, "fraction": fraction});
             api_call(&api, "POST", "/v1/drain", Some(body)).map(|v| println!("{v}"))
         }
         Cmd::Undrain { target, api } => {

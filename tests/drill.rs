@@ -170,3 +170,124 @@ fn a_drill_is_refused_untouched_while_a_drain_is_in_force() {
     assert_eq!(run.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&run.stderr).contains("drill.toml"));
 }
+
+/// `www.example.com A` for the client subnet `net` (ECS): the addresses
+/// and the scope of the answer.
+fn ask_for(dns: SocketAddr, net: &str) -> (Vec<String>, Option<u8>) {
+    use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+    let net: ipnet::IpNet = net.parse().expect("subnet");
+    let mut q = edns_query("www.example.com.", hickory_proto::rr::RecordType::A, 1232);
+    if let Some(e) = q.edns.as_mut() {
+        e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+            net.network(),
+            net.prefix_len(),
+            0,
+        )));
+    }
+    let r = udp(dns, &q);
+    let got = r.answers.iter().map(|a| a.data.to_string()).collect();
+    (got, ecs_scope(&r))
+}
+
+#[test]
+fn a_partial_drain_moves_its_share_of_client_subnets_and_shows_in_health_explain_and_metrics() {
+    let s = TestServer::start_with(&failover_config(1), &[("example.com.zone", TIER_ZONE)]);
+    let admin = s.admin.expect("admin");
+    let nets: Vec<String> = (0..200)
+        .map(|i| format!("198.{}.{i}.0/24", 18 + i % 2))
+        .collect();
+    let on_eu = |s: &TestServer| {
+        nets.iter()
+            .filter(|n| ask_for(s.dns, n).0 == ["10.1.0.1"])
+            .count()
+    };
+    assert_eq!(on_eu(&s), 200);
+    // Bad shares are refused and change nothing.
+    for bad in ["0", "1.5", "-0.2"] {
+        let (code, body) = http_json(
+            admin,
+            "/v1/drain",
+            &format!(r#"{{"target": "eu", "for": "10m", "fraction": {bad}}}"#),
+        );
+        assert_eq!(code, 400, "{bad}: {body}");
+    }
+    let (code, body) = http_json(
+        admin,
+        "/v1/force",
+        r#"{"target": "eu", "state": "down", "fraction": 0.5}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = http_json(
+        admin,
+        "/v1/drain",
+        r#"{"target": "eu", "for": "10m", "fraction": 0.3}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"fraction\":0.3"), "{body}");
+    let moved_30: Vec<bool> = nets
+        .iter()
+        .map(|n| ask_for(s.dns, n).0 == ["10.2.0.1"])
+        .collect();
+    let share = moved_30.iter().filter(|m| **m).count() as f64 / 200.0;
+    assert!((share - 0.3).abs() < 0.1, "30 % asked, {share} moved");
+    // The answer is scoped to the client's /24 (RFC 7871 §7.2.1).
+    assert_eq!(ask_for(s.dns, &nets[0]).1, Some(24));
+    // Up to 60 %: the subnets moved at 30 % stay moved.
+    let (code, body) = http_json(
+        admin,
+        "/v1/drain",
+        r#"{"target": "eu", "for": "10m", "fraction": 0.6}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let moved_60: Vec<bool> = nets
+        .iter()
+        .map(|n| ask_for(s.dns, n).0 == ["10.2.0.1"])
+        .collect();
+    assert!(moved_30.iter().zip(&moved_60).all(|(a, b)| !a || *b));
+    let share = moved_60.iter().filter(|m| **m).count() as f64 / 200.0;
+    assert!((share - 0.6).abs() < 0.1, "60 % asked, {share} moved");
+    // Health, explain and metrics say so.
+    let (_, h) = http(admin, "GET", "/v1/health");
+    let h: serde_json::Value = serde_json::from_str(&h).expect("json");
+    assert_eq!(h["overrides"][0]["fraction"], 0.6, "{h}");
+    let eu = h["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .find(|e| e["region"] == "eu")
+        .expect("eu")
+        .clone();
+    assert_eq!(eu["up"], true, "{eu}");
+    assert_eq!(eu["reason"], "partial drain 60 % by operator (eu)", "{eu}");
+    let moved = nets[moved_60.iter().position(|m| *m).expect("one moved")]
+        .trim_end_matches("0/24")
+        .to_string()
+        + "9";
+    let (_, ex) = http(
+        admin,
+        "GET",
+        &format!("/v1/explain?name=www.example.com&type=A&client={moved}"),
+    );
+    assert!(
+        ex.contains("partially drained by an operator (60 %"),
+        "{ex}"
+    );
+    let (_, m) = http(admin, "GET", "/metrics");
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("geolb_endpoint_partial_drain_ratio{")
+                && l.contains("region=\"eu\"")
+                && l.ends_with(" 0.6")),
+        "{m}"
+    );
+    let st = Command::new(BIN)
+        .args(["status", "--admin", &admin.to_string()])
+        .output()
+        .expect("geolb status");
+    let st = String::from_utf8_lossy(&st.stdout);
+    assert!(st.contains("partial drain 60 %"), "{st}");
+    // Undrain: every subnet back on eu.
+    let (code, _) = http_json(admin, "/v1/undrain", r#"{"target": "eu"}"#);
+    assert_eq!(code, 200);
+    assert_eq!(on_eu(&s), 200);
+}

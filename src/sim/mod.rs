@@ -103,6 +103,11 @@ impl QType {
 pub struct Scenario {
     pub down: Vec<String>,
     pub drain: Vec<String>,
+    /// Partial drains: (target, share of client subnets in ten-thousandths,
+    /// as `EndpointHealth::partial`). The model decides one client address
+    /// per input (a City network and what shares its location), so an
+    /// input moves as a whole: its first address's /24 or /56 decides it.
+    pub partial: Vec<(String, u16)>,
 }
 
 impl Scenario {
@@ -110,15 +115,19 @@ impl Scenario {
     /// checks hold down (unless an operator forced them up), drains and
     /// forced-down targets. Returns how many targets were added.
     pub fn add_live(&mut self, health: &serde_json::Value) -> usize {
-        let before = self.down.len() + self.drain.len();
+        let before = self.down.len() + self.drain.len() + self.partial.len();
         let empty = Vec::new();
         for o in health["overrides"].as_array().unwrap_or(&empty) {
             let Some(target) = o["target"].as_str() else {
                 continue;
             };
-            match o["state"].as_str() {
-                Some("drain") => self.drain.push(target.to_string()),
-                Some("force_down") => self.down.push(target.to_string()),
+            let fraction = o["fraction"].as_f64().filter(|f| *f < 1.0);
+            match (o["state"].as_str(), fraction) {
+                (Some("drain"), Some(f)) => self
+                    .partial
+                    .push((target.to_string(), crate::policy::health::partial_units(f))),
+                (Some("drain"), None) => self.drain.push(target.to_string()),
+                (Some("force_down"), _) => self.down.push(target.to_string()),
                 _ => {}
             }
         }
@@ -134,11 +143,13 @@ impl Scenario {
         self.down.dedup();
         self.drain.sort();
         self.drain.dedup();
-        self.down.len() + self.drain.len() - before
+        self.partial.sort();
+        self.partial.dedup_by(|a, b| a.0 == b.0);
+        self.down.len() + self.drain.len() + self.partial.len() - before
     }
 
     pub fn is_all_up(&self) -> bool {
-        self.down.is_empty() && self.drain.is_empty()
+        self.down.is_empty() && self.drain.is_empty() && self.partial.is_empty()
     }
 
     /// "all up", or "down: a, b; drained: c".
@@ -149,6 +160,14 @@ impl Scenario {
         }
         if !self.drain.is_empty() {
             parts.push(format!("drained: {}", self.drain.join(", ")));
+        }
+        if !self.partial.is_empty() {
+            let p: Vec<String> = self
+                .partial
+                .iter()
+                .map(|(t, u)| format!("{t} {:.0} %", f64::from(*u) / 100.0))
+                .collect();
+            parts.push(format!("partially drained: {}", p.join(", ")));
         }
         if parts.is_empty() {
             "all up".to_string()
@@ -167,8 +186,9 @@ impl Scenario {
             },
             ..HealthState::default()
         };
-        for (targets, drain) in [(&self.down, false), (&self.drain, true)] {
-            for t in targets {
+        let partial: Vec<String> = self.partial.iter().map(|(t, _)| t.clone()).collect();
+        for (targets, how) in [(&self.down, 0), (&self.drain, 1), (&partial, 2)] {
+            for (i, t) in targets.iter().enumerate() {
                 let mut any = false;
                 for m in snap
                     .members
@@ -177,10 +197,10 @@ impl Scenario {
                 {
                     any = true;
                     let h = state.endpoints.entry(m.identity.clone()).or_default();
-                    if drain {
-                        h.admin = AdminState::Drain;
-                    } else {
-                        h.checked_up = false;
+                    match how {
+                        0 => h.checked_up = false,
+                        1 => h.admin = AdminState::Drain,
+                        _ => h.partial = self.partial[i].1,
                     }
                 }
                 if !any {
