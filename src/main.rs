@@ -349,7 +349,7 @@ enum Cmd {
     },
     /// Run a failover drill against live nodes and report what moved.
     #[command(
-        after_help = "A scenario (TOML):\n  name = \"evacuate eu\"\n  expiry = \"1h\"      # the action expires by itself (max 72h)\n  baseline = \"1m\"    # watch this long before acting (at least the TTL)\n  hold = \"2m\"        # observe this long after acting, then restore\n  [[node]]\n  admin = \"10.0.0.5:8053\"\n  dns = \"10.0.0.5:53\"\n  token_file = \"admin-token\"\n  [action]\n  drain = \"eu\"        # or force_down = \"eu-web\", or command = [...] with target = \"eu\"\n  [observe]\n  name = \"www.example.com\"\n  subnets = [\"192.0.2.0/24\", \"198.51.100.0/24\"]\n  [expect]\n  converge_within = \"30s\"\n\nExamples:\n  geolb drill run evacuate-eu.toml\n  geolb drill run evacuate-eu.toml --out reports/ --json\n\nExit status: 0 SUCCEEDED, 1 FAILED or INTERRUPTED, 3 REFUSED by a pre-check (nothing changed), 2 on errors."
+        after_help = "A scenario (TOML):\n  name = \"evacuate eu\"\n  expiry = \"1h\"      # the action expires by itself (max 72h)\n  baseline = \"1m\"    # watch this long before acting (at least the TTL)\n  hold = \"2m\"        # observe this long after acting, then restore\n  [[node]]\n  admin = \"10.0.0.5:8053\"\n  dns = \"10.0.0.5:53\"\n  token_file = \"admin-token\"\n  [action]\n  drain = \"eu\"        # or force_down = \"eu-web\", or command = [...] with target = \"eu\"\n  [observe]\n  name = \"www.example.com\"\n  subnets = [\"192.0.2.0/24\", \"198.51.100.0/24\"]\n  [expect]\n  converge_within = \"30s\"\n\nExamples:\n  geolb drill run evacuate-eu.toml\n  geolb drill run evacuate-eu.toml --out reports/ --json\n  geolb drill run evacuate-eu.toml --shadow --config geolb.toml   # what would change; nothing is set\n\nGradual steps ([action] of a drain): steps = [0.1, 0.5, 1.0] and step_hold = \"30s\": each step drains that share of the target's client subnets (a stable hash of each /24 or /56); the last is held for `hold`.\nTier connection drain: [[tier]] admin = \"10.0.1.5:8053\" (token_file as for nodes): its listeners' new-connection rate before, during and after.\n\nExit status: 0 SUCCEEDED (or SHADOW simulated), 1 FAILED or INTERRUPTED, 3 REFUSED by a pre-check (nothing changed), 2 on errors."
     )]
     Drill {
         #[command(subcommand)]
@@ -387,6 +387,14 @@ enum DrillCmd {
         /// Print the JSON report instead of Markdown.
         #[arg(long)]
         json: bool,
+        /// Run the pre-checks and simulate what the action would change,
+        /// from each node's live health; set nothing on any node.
+        #[arg(long)]
+        shadow: bool,
+        /// The config the nodes run, for --shadow (else the scenario's
+        /// `config`).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -543,15 +551,21 @@ fn drill(cmd: DrillCmd) -> ExitCode {
         scenario,
         out,
         json,
+        shadow,
+        config,
     } = cmd;
     let fail = |e: String| {
         eprintln!("geolb: {e}");
         ExitCode::from(2)
     };
-    let s = match geolb::drill::scenario::Scenario::read(&scenario) {
+    let mut s = match geolb::drill::scenario::Scenario::read(&scenario) {
         Ok(s) => s,
         Err(e) => return fail(e.to_string()),
     };
+    s.shadow |= shadow;
+    if config.is_some() {
+        s.config = config;
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -583,6 +597,9 @@ fn drill(cmd: DrillCmd) -> ExitCode {
         Outcome::Succeeded => ExitCode::SUCCESS,
         Outcome::Failed | Outcome::Interrupted => ExitCode::from(1),
         Outcome::Refused => ExitCode::from(3),
+        Outcome::Shadow if report.shadow.is_none() => ExitCode::from(1),
+        Outcome::Shadow if report.prechecks.iter().any(|c| !c.ok) => ExitCode::from(3),
+        Outcome::Shadow => ExitCode::SUCCESS,
     }
 }
 

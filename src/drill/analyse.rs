@@ -604,7 +604,11 @@ mod tests {
         assert_eq!(st[1].at, 10.0);
         assert_eq!((st[1].probes, st[1].moved, st[1].expected_moved), (3, 2, 2));
         assert_eq!(st[1].unexpected.len(), 1);
-        assert!(st[1].unexpected[0].contains("dns1 for b"), "{:?}", st[1].unexpected);
+        assert!(
+            st[1].unexpected[0].contains("dns1 for b"),
+            "{:?}",
+            st[1].unexpected
+        );
         assert!(steps(&samples, &nodes, &subnets, &positions, &[]).is_empty());
     }
 
@@ -629,7 +633,13 @@ mod tests {
         let mut samples = Vec::new();
         for t in 0..=25 {
             if t > 0 {
-                acc[0] += if t <= 12 { 10 } else if t > 20 { 5 } else { 0 };
+                acc[0] += if t <= 12 {
+                    10
+                } else if t > 20 {
+                    5
+                } else {
+                    0
+                };
                 acc[1] += 10;
             }
             for (l, a) in acc.iter().enumerate() {
@@ -657,7 +667,12 @@ mod tests {
             accepted,
             active: 0,
         };
-        tier_rates(&mut back, &[s(0.0, 50), s(11.0, 3), s(12.0, 3), s(13.0, 3)], 10.0, 20.0);
+        tier_rates(
+            &mut back,
+            &[s(0.0, 50), s(11.0, 3), s(12.0, 3), s(13.0, 3)],
+            10.0,
+            20.0,
+        );
         assert_eq!(back[0].zero_after, Some(0.0));
         assert_eq!(back[0].over_time.len(), 2);
     }

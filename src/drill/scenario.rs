@@ -190,7 +190,9 @@ pub struct Scenario {
 /// Checks gradual steps: at least one, each a share in (0, 1], increasing.
 pub fn check_steps(steps: &[f64]) -> Result<(), String> {
     if steps.is_empty() {
-        return Err("action.steps is empty: give the shares to withdraw, e.g. [0.1, 0.5, 1.0]".into());
+        return Err(
+            "action.steps is empty: give the shares to withdraw, e.g. [0.1, 0.5, 1.0]".into(),
+        );
     }
     for (i, &f) in steps.iter().enumerate() {
         if !(f.is_finite() && f > 0.0 && f <= 1.0) {
@@ -505,10 +507,7 @@ subnets = ["192.0.2.7/24", "2001:db8::/48"]
                 ("drain = \"eu\"", "drain = \"eu\"\nsteps = [0.5, 1.5]"),
                 "(0, 1]",
             ),
-            (
-                ("drain = \"eu\"", "drain = \"eu\"\nsteps = []"),
-                "is empty",
-            ),
+            (("drain = \"eu\"", "drain = \"eu\"\nsteps = []"), "is empty"),
             (
                 ("drain = \"eu\"", "force_down = \"eu\"\nsteps = [0.5, 1.0]"),
                 "only a drain",

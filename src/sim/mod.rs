@@ -104,9 +104,10 @@ pub struct Scenario {
     pub down: Vec<String>,
     pub drain: Vec<String>,
     /// Partial drains: (target, share of client subnets in ten-thousandths,
-    /// as `EndpointHealth::partial`). The model decides one client address
-    /// per input (a City network and what shares its location), so an
-    /// input moves as a whole: its first address's /24 or /56 decides it.
+    /// as `EndpointHealth::partial`). Simulate them with a model made by
+    /// [`Model::with_keys`] `per_input`: each input (a City network, cut
+    /// where a CIDR entry or AS network begins or ends) moves as a whole,
+    /// as its first address's /24 or /56 decides.
     pub partial: Vec<(String, u16)>,
 }
 
@@ -307,6 +308,18 @@ impl<'s> Model<'s> {
     /// Walks `snap`'s databases and prepares the decision keys of the
     /// services named in `only` (all when empty).
     pub fn new(snap: &'s Snapshot, only: &[String], qtype: QType) -> Result<Model<'s>, SimError> {
+        Model::with_keys(snap, only, qtype, false)
+    }
+
+    /// Like [`Model::new`], deciding every input for its own first address
+    /// when `per_input`: what a partial drain needs, since it decides by
+    /// the client's /24 or /56 rather than by its location alone.
+    pub fn with_keys(
+        snap: &'s Snapshot,
+        only: &[String],
+        qtype: QType,
+        per_input: bool,
+    ) -> Result<Model<'s>, SimError> {
         if snap.geo.city.is_none() {
             return Err(SimError::NoCity);
         }
@@ -326,7 +339,7 @@ impl<'s> Model<'s> {
         let mut located: Vec<Option<Location>> = vec![None; walk.inputs.len()];
         let services = chosen
             .into_iter()
-            .map(|svc| service_model(snap, svc, qtype, &walk, &mut located))
+            .map(|svc| service_model(snap, svc, qtype, &walk, &mut located, per_input))
             .collect();
         Ok(Model {
             snap,
@@ -589,6 +602,34 @@ impl<'s> Model<'s> {
         list
     }
 
+    /// What service number `service` answers the client at `addr` under
+    /// `scenario`: the location of the input holding it, its own address
+    /// for everything decided per client (a partial drain's /24 or /56).
+    /// The region's name, or one of the bucket names.
+    pub fn decide_for(
+        &self,
+        service: usize,
+        addr: IpAddr,
+        scenario: &Scenario,
+    ) -> Result<String, SimError> {
+        let Some(m) = self.services.get(service) else {
+            return Err(SimError::UnknownService(format!("#{service}")));
+        };
+        let health = scenario.health(self.snap)?;
+        let mut sc = Scratch::seeded(0);
+        let key = self
+            .input_of(addr)
+            .and_then(|i| m.key_of.get(i as usize))
+            .map_or(0, |&k| k as usize);
+        let loc = m
+            .keys
+            .get(key)
+            .map_or_else(Location::default, |k| k.client.loc);
+        let client = Client { addr, loc };
+        let o = self.outcome(m, key, &client, m.family, &health, &mut sc);
+        Ok(self.bucket(&o).0)
+    }
+
     /// The services modelled, by name, in config order.
     pub fn services(&self) -> Vec<&str> {
         self.services.iter().map(|m| m.name.as_str()).collect()
@@ -729,9 +770,13 @@ pub fn run(
     opts: &Options,
 ) -> Result<Report, SimError> {
     let started = std::time::Instant::now();
-    let model = Model::new(snap, &opts.services, opts.qtype)?;
+    let per_input = !opts.scenario.partial.is_empty();
+    let model = Model::with_keys(snap, &opts.services, opts.qtype, per_input)?;
     let other = match against {
-        Some((o, l)) => Some((Model::new(o, &opts.services, opts.qtype)?, l)),
+        Some((o, l)) => Some((
+            Model::with_keys(o, &opts.services, opts.qtype, per_input)?,
+            l,
+        )),
         None => None,
     };
     let walked = std::time::Instant::now();
@@ -833,6 +878,7 @@ fn service_model<'s>(
     qtype: QType,
     walk: &Walk,
     located: &mut [Option<Location>],
+    per_input: bool,
 ) -> SvcModel<'s> {
     let sticky = svc.steps.iter().any(|s| {
         matches!(
@@ -862,7 +908,7 @@ fn service_model<'s>(
         } else {
             Some(location_order(&snap.topology, svc, addr, &inp.location))
         };
-        let per_client = sticky || (svc.uses_location() && pre.is_none());
+        let per_client = per_input || sticky || (svc.uses_location() && pre.is_none());
         let make = |located: &mut [Option<Location>]| {
             let loc = if pre.is_some() || !svc.uses_location() {
                 Location::default()
