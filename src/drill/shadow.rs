@@ -2,8 +2,10 @@
 //! health and the action with the simulation (`sim`, the code that answers
 //! queries), and nothing set on any node. Per node and service: the share
 //! of the address space each region answers now and under each step of the
-//! action; and which tracked resolvers would move, each resolver's address
-//! run through the model.
+//! action (a partial step of share f: f of every network's /24s take the
+//! whole action's answer, the partial drain's hash being uniform); and
+//! which tracked resolvers would move, each resolver's own address run
+//! through the model under the last step.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -93,6 +95,34 @@ fn regions(s: &ServiceSim) -> Vec<RegionShare> {
     out
 }
 
+/// The shares when a share `f` of every network takes its answer under
+/// the whole action (`all`) and the rest keeps today's (`now`).
+fn mix(now: &[RegionShare], all: &[RegionShare], f: f64) -> Vec<RegionShare> {
+    if f >= 1.0 {
+        return all.to_vec();
+    }
+    let mut out: Vec<RegionShare> = Vec::new();
+    for (list, w) in [(now, 1.0 - f), (all, f)] {
+        for r in list {
+            let i = match out.iter().position(|o| o.region == r.region) {
+                Some(i) => i,
+                None => {
+                    out.push(RegionShare {
+                        region: r.region.clone(),
+                        v4_percent: 0.0,
+                        v6_percent: 0.0,
+                    });
+                    out.len() - 1
+                }
+            };
+            out[i].v4_percent += w * r.v4_percent;
+            out[i].v6_percent += w * r.v6_percent;
+        }
+    }
+    out.sort_by(|a, b| a.region.cmp(&b.region));
+    out
+}
+
 /// The live health of a node plus the action at share `fraction`.
 fn with_action(live: &Health, action: &Action, fraction: f64) -> Health {
     let mut h = live.clone();
@@ -132,8 +162,7 @@ pub fn simulate(
     } else {
         steps.to_vec()
     };
-    let partial = steps.iter().any(|&f| f < 1.0) && matches!(action, Action::Drain(_));
-    let model = Model::with_keys(&snap, &[], qtype, partial).map_err(|e| e.to_string())?;
+    let model = Model::new(&snap, &[], qtype).map_err(|e| e.to_string())?;
     let mut report = ShadowReport {
         config: config.display().to_string(),
         services: Vec::new(),
@@ -146,33 +175,39 @@ pub fn simulate(
         let before = model
             .simulate(&live, None, false)
             .map_err(|e| e.to_string())?;
-        let mut per_step = Vec::new();
-        for &f in &steps {
-            let h = with_action(&live, action, f);
-            let sims = model
-                .simulate(&h, Some((&model, &live, "now".to_string())), false)
-                .map_err(|e| format!("{}: {e}", n.node))?;
-            per_step.push((f, h.label(), sims));
-        }
-        for (i, b) in before.iter().enumerate() {
+        // The whole action, simulated; a partial step moves its share of
+        // every network's /24s (or /56s) to exactly what the whole action
+        // answers them, the hash being uniform: its shares are the mix.
+        let whole = with_action(&live, action, 1.0);
+        let full = model
+            .simulate(&whole, Some((&model, &live, "now".to_string())), false)
+            .map_err(|e| format!("{}: {e}", n.node))?;
+        for (b, w) in before.iter().zip(&full) {
+            let (now, all) = (regions(b), regions(w));
+            let moved = |v6: bool| {
+                w.change.as_ref().map_or(0.0, |c| {
+                    if v6 {
+                        c.moved_v6_percent
+                    } else {
+                        c.moved_v4_percent
+                    }
+                })
+            };
             report.services.push(ShadowService {
                 node: n.node.clone(),
                 service: b.service.clone(),
                 live: live.label(),
-                before: regions(b),
-                steps: per_step
+                steps: steps
                     .iter()
-                    .filter_map(|(f, label, sims)| {
-                        let s = sims.get(i)?;
-                        Some(ShadowStep {
-                            fraction: *f,
-                            health: label.clone(),
-                            regions: regions(s),
-                            moved_v4_percent: s.change.as_ref().map_or(0.0, |c| c.moved_v4_percent),
-                            moved_v6_percent: s.change.as_ref().map_or(0.0, |c| c.moved_v6_percent),
-                        })
+                    .map(|&f| ShadowStep {
+                        fraction: f,
+                        health: with_action(&live, action, f).label(),
+                        regions: mix(&now, &all, f),
+                        moved_v4_percent: moved(false) * f,
+                        moved_v6_percent: moved(true) * f,
                     })
                     .collect(),
+                before: now,
             });
         }
         let lines = match &n.resolvers {
@@ -189,7 +224,8 @@ pub fn simulate(
                 continue;
             }
         };
-        let after = with_action(&live, action, 1.0);
+        let last = steps.last().copied().unwrap_or(1.0);
+        let after = with_action(&live, action, last);
         let services = model.services();
         for l in lines {
             let Some(si) = services
@@ -220,6 +256,22 @@ pub fn simulate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partial_step_mixes_todays_shares_with_the_whole_actions() {
+        let r = |region: &str, v4, v6| RegionShare {
+            region: region.into(),
+            v4_percent: v4,
+            v6_percent: v6,
+        };
+        let now = [r("eu", 80.0, 100.0), r("us", 20.0, 0.0)];
+        let all = [r("us", 100.0, 100.0)];
+        assert_eq!(
+            mix(&now, &all, 0.25),
+            [r("eu", 60.0, 75.0), r("us", 40.0, 25.0)]
+        );
+        assert_eq!(mix(&now, &all, 1.0), all);
+    }
 
     #[test]
     fn the_action_is_added_to_the_live_health_as_a_drain_a_partial_drain_or_down() {
