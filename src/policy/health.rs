@@ -48,7 +48,7 @@ pub fn partial_units(fraction: f64) -> u16 {
 /// hash of its /24 (IPv4) or /56 (IPv6). A partial drain of share `f`
 /// moves the clients below `f`, the same ones on every node.
 pub fn partial_position(addr: std::net::IpAddr) -> f64 {
-    use super::steps::weighted::{mix64, subnet_key};
+    use super::hash::{mix64, subnet_key};
     let (key, _) = subnet_key(addr, PARTIAL_PREFIX_V4, PARTIAL_PREFIX_V6);
     let h = mix64(key ^ 0x7061_7274_6961_6c64);
     (h >> 11) as f64 / (1u64 << 53) as f64
