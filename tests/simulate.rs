@@ -415,11 +415,7 @@ fn simulate_reads_a_live_partial_drain_and_agrees_with_the_server_at_each_networ
     let cfg = dir.path().join("geolb.toml");
     let s = TestServer::start_dir(dir);
     let admin = s.admin.expect("admin");
-    let (code, body) = http_json(
-        admin,
-        "/v1/drain",
-        r#"{"target": "eu", "fraction": 0.5}"#,
-    );
+    let (code, body) = http_json(admin, "/v1/drain", r#"{"target": "eu", "fraction": 0.5}"#);
     assert_eq!(code, 200, "{body}");
     let admin = admin.to_string();
     let (code, r) = simulate_json(&cfg, &["--per-network", "--admin", &admin]);

@@ -156,9 +156,9 @@ fn tier(m: &mut String, r: &Report) {
                 rate(l.during),
                 rate(l.after),
                 match l.zero_after {
+                    _ if !l.drained => "— (not drained)".into(),
                     Some(t) => format!("{t:.1} s after the action"),
-                    None if l.drained => "**did not reach zero**".into(),
-                    None => "no".into(),
+                    None => "**did not reach zero**".into(),
                 },
             ]
         }),

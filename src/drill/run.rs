@@ -158,11 +158,21 @@ struct Watch<'a> {
     samples: Vec<Sample>,
     tier: Vec<ListenerRate>,
     tier_samples: Vec<TierSample>,
+    /// When the tier nodes were last read.
+    tier_read: Option<tokio::time::Instant>,
 }
 
 impl Watch<'_> {
-    /// Reads every tier node's listeners once.
+    /// Reads every tier node's listeners once — unless they were read less
+    /// than half an interval ago (where one period of watching ends and the
+    /// next begins), which would make a rate of a few connections over a
+    /// few milliseconds.
     async fn read_tiers(&mut self, s: &Scenario) {
+        let at = tokio::time::Instant::now();
+        if self.tier_read.is_some_and(|t| at - t < s.interval / 2) {
+            return;
+        }
+        self.tier_read = Some(at);
         for t in &s.tiers {
             let Ok(v) = self.api.tier(t).await else {
                 continue;
@@ -546,6 +556,7 @@ pub async fn run(s: &Scenario, stop: impl Future<Output = ()>) -> Report {
         samples: Vec::new(),
         tier: Vec::new(),
         tier_samples: Vec::new(),
+        tier_read: None,
     };
     let interrupted = sample_for(s, s.baseline, &mut watch, &drained, &mut stop, true).await;
     if interrupted {

@@ -59,6 +59,8 @@ pub fn render(r: &Report) -> String {
     let curve_top = lanes_bottom + 40.0;
     let tier_h = if r.tier.is_empty() { 0.0 } else { CURVE + 40.0 };
     let height = curve_top + CURVE + 60.0 + tier_h;
+    // Grid and event lines run down through the tier panel.
+    let bottom = curve_top + CURVE + tier_h;
     let mut m = String::new();
     let _ = writeln!(
         m,
@@ -84,8 +86,7 @@ pub fn render(r: &Report) -> String {
         let px = x(t0 + t);
         let _ = writeln!(
             m,
-            r##"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}" stroke="#eeeeee"/><text x="{px:.1}" y="{:.1}" text-anchor="middle" fill="#555555">{t:+.0}</text>"##,
-            curve_top + CURVE,
+            r##"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{bottom:.1}" stroke="#eeeeee"/><text x="{px:.1}" y="{:.1}" text-anchor="middle" fill="#555555">{t:+.0}</text>"##,
             curve_top + CURVE + 16.0
         );
         t += step;
@@ -128,7 +129,7 @@ pub fn render(r: &Report) -> String {
             m,
             r##"<line x1="{px:.1}" y1="{:.1}" x2="{px:.1}" y2="{:.1}" stroke="#333333" stroke-dasharray="3,3"><title>{:+.1} s: {}</title></line><text x="{:.1}" y="{:.1}" font-size="10" fill="#333333">{}</text>"##,
             TOP - 6.0,
-            curve_top + CURVE,
+            bottom,
             e.at - t0,
             esc(&e.what),
             px + 2.0,
@@ -227,6 +228,7 @@ pub fn render(r: &Report) -> String {
                 top + 14.0 + i as f64 * 12.0,
                 esc(&l.listener),
                 match l.zero_after {
+                    _ if !l.drained => "(not drained)".into(),
                     Some(t) => format!("zero {t:.1} s after the action"),
                     None => "did not reach zero".into(),
                 }
