@@ -296,10 +296,24 @@ pub fn explain(
             .flat_map(|&p| snap.topology.pools[p as usize].endpoints.clone())
             .map(|e| {
                 let h = snap.health.get(e);
+                let state = if h.up() && h.partial > 0 {
+                    let moved = !h.up_for(addr);
+                    format!(
+                        "partially drained by an operator ({:.0} % of client subnets): this client's subnet {}",
+                        h.partial_share() * 100.0,
+                        if moved {
+                            "is moved away by the partial drain"
+                        } else {
+                            "keeps it"
+                        }
+                    )
+                } else {
+                    h.reason().to_string()
+                };
                 EndpointView {
                     endpoint: snap.topology.endpoints[e as usize].identity.clone(),
                     up: h.up(),
-                    state: h.reason().to_string(),
+                    state,
                     votes: Default::default(),
                     last_error: None,
                 }

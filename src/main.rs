@@ -182,6 +182,11 @@ enum Cmd {
         /// telemetry), then drain its tier backends.
         #[arg(long)]
         two_phase: bool,
+        /// A partial drain: move only this share of client subnets (0.1 =
+        /// 10 %) off the target's DNS answers, chosen by a stable hash of
+        /// each client's /24 or /56; 1 is the whole drain.
+        #[arg(long, value_name = "SHARE", conflicts_with = "two_phase")]
+        fraction: Option<f64>,
         /// With --two-phase: the longest wait between the phases.
         #[arg(
             long,
@@ -344,7 +349,7 @@ enum Cmd {
     },
     /// Run a failover drill against live nodes and report what moved.
     #[command(
-        after_help = "A scenario (TOML):\n  name = \"evacuate eu\"\n  expiry = \"1h\"      # the action expires by itself (max 72h)\n  baseline = \"1m\"    # watch this long before acting (at least the TTL)\n  hold = \"2m\"        # observe this long after acting, then restore\n  [[node]]\n  admin = \"10.0.0.5:8053\"\n  dns = \"10.0.0.5:53\"\n  token_file = \"admin-token\"\n  [action]\n  drain = \"eu\"        # or force_down = \"eu-web\", or command = [...] with target = \"eu\"\n  [observe]\n  name = \"www.example.com\"\n  subnets = [\"192.0.2.0/24\", \"198.51.100.0/24\"]\n  [expect]\n  converge_within = \"30s\"\n\nExamples:\n  geolb drill run evacuate-eu.toml\n  geolb drill run evacuate-eu.toml --out reports/ --json\n\nExit status: 0 SUCCEEDED, 1 FAILED or INTERRUPTED, 3 REFUSED by a pre-check (nothing changed), 2 on errors."
+        after_help = "A scenario (TOML):\n  name = \"evacuate eu\"\n  expiry = \"1h\"      # the action expires by itself (max 72h)\n  baseline = \"1m\"    # watch this long before acting (at least the TTL)\n  hold = \"2m\"        # observe this long after acting, then restore\n  [[node]]\n  admin = \"10.0.0.5:8053\"\n  dns = \"10.0.0.5:53\"\n  token_file = \"admin-token\"\n  [action]\n  drain = \"eu\"        # or force_down = \"eu-web\", or command = [...] with target = \"eu\"\n  [observe]\n  name = \"www.example.com\"\n  subnets = [\"192.0.2.0/24\", \"198.51.100.0/24\"]\n  [expect]\n  converge_within = \"30s\"\n\nExamples:\n  geolb drill run evacuate-eu.toml\n  geolb drill run evacuate-eu.toml --out reports/ --json\n  geolb drill run evacuate-eu.toml --shadow --config geolb.toml   # what would change; nothing is set\n\nGradual steps ([action] of a drain): steps = [0.1, 0.5, 1.0] and step_hold = \"30s\": each step drains that share of the target's client subnets (a stable hash of each /24 or /56); the last is held for `hold`.\nTier connection drain: [[tier]] admin = \"10.0.1.5:8053\" (token_file as for nodes): its listeners' new-connection rate before, during and after.\n\nExit status: 0 SUCCEEDED (or SHADOW simulated), 1 FAILED or INTERRUPTED, 3 REFUSED by a pre-check (nothing changed), 2 on errors."
     )]
     Drill {
         #[command(subcommand)]
@@ -382,6 +387,14 @@ enum DrillCmd {
         /// Print the JSON report instead of Markdown.
         #[arg(long)]
         json: bool,
+        /// Run the pre-checks and simulate what the action would change,
+        /// from each node's live health; set nothing on any node.
+        #[arg(long)]
+        shadow: bool,
+        /// The config the nodes run, for --shadow (else the scenario's
+        /// `config`).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -538,15 +551,21 @@ fn drill(cmd: DrillCmd) -> ExitCode {
         scenario,
         out,
         json,
+        shadow,
+        config,
     } = cmd;
     let fail = |e: String| {
         eprintln!("geolb: {e}");
         ExitCode::from(2)
     };
-    let s = match geolb::drill::scenario::Scenario::read(&scenario) {
+    let mut s = match geolb::drill::scenario::Scenario::read(&scenario) {
         Ok(s) => s,
         Err(e) => return fail(e.to_string()),
     };
+    s.shadow |= shadow;
+    if config.is_some() {
+        s.config = config;
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -578,6 +597,9 @@ fn drill(cmd: DrillCmd) -> ExitCode {
         Outcome::Succeeded => ExitCode::SUCCESS,
         Outcome::Failed | Outcome::Interrupted => ExitCode::from(1),
         Outcome::Refused => ExitCode::from(3),
+        Outcome::Shadow if report.shadow.is_none() => ExitCode::from(1),
+        Outcome::Shadow if report.prechecks.iter().any(|c| !c.ok) => ExitCode::from(3),
+        Outcome::Shadow => ExitCode::SUCCESS,
     }
 }
 
@@ -622,7 +644,11 @@ fn main() -> ExitCode {
             queries,
             json,
         } => {
-            let mut scenario = geolb::sim::Scenario { down, drain };
+            let mut scenario = geolb::sim::Scenario {
+                down,
+                drain,
+                partial: Vec::new(),
+            };
             if let Some(admin) = live {
                 let api = Api { admin, token };
                 match api_call(&api, "GET", "/v1/health", None) {
@@ -684,7 +710,11 @@ fn main() -> ExitCode {
             let opts = map_options(
                 service,
                 &qtype,
-                geolb::sim::Scenario { down, drain },
+                geolb::sim::Scenario {
+                    down,
+                    drain,
+                    partial: Vec::new(),
+                },
                 before_after,
                 output.as_deref(),
                 format.as_deref(),
@@ -713,7 +743,11 @@ fn main() -> ExitCode {
                 LogFormatArg::Text => geolb::sim::replay::LogFormat::Text,
                 LogFormatArg::Dnstap => geolb::sim::replay::LogFormat::Dnstap,
             };
-            let health = geolb::sim::Scenario { down, drain };
+            let health = geolb::sim::Scenario {
+                down,
+                drain,
+                partial: Vec::new(),
+            };
             if against.is_none() && health.is_all_up() {
                 eprintln!("geolb: replay needs --against PROPOSED.toml, a health scenario (--down, --drain), or both");
                 return ExitCode::from(2);
@@ -790,14 +824,16 @@ fn main() -> ExitCode {
             two_phase: true,
             max_wait,
             api,
+            ..
         } => two_phase_drain(&api, &target, duration.as_deref(), &max_wait),
         Cmd::Drain {
             target,
             duration,
+            fraction,
             api,
             ..
         } => {
-            let body = serde_json::json!({"target": target, "for": duration});
+            let body = serde_json::json!({"target": target, "for": duration, "fraction": fraction});
             api_call(&api, "POST", "/v1/drain", Some(body)).map(|v| println!("{v}"))
         }
         Cmd::Undrain { target, api } => {

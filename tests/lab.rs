@@ -254,6 +254,17 @@ fn the_lab_starts_once_drills_a_dying_region_under_one_health_epoch_and_stops_wi
         "{md}"
     );
     assert!(drill_out.contains("drill report: "), "{drill_out}");
+    // The tier connection drain: both tier nodes' listeners, read
+    // throughout (the lab has no clients: their rates are what they are).
+    let tier = report["tier"].as_array().expect("tier");
+    for name in ["tier-us-east", "tier-eu-central"] {
+        assert!(
+            tier.iter()
+                .any(|l| l["tier"] == name && l["before"].is_f64()),
+            "{name}: {tier:?}"
+        );
+    }
+    assert!(md.contains("## Tier connection drain"), "{md}");
     // What the drill stopped runs again: three new PIDs, the rest as before.
     let after = lab.pids();
     assert_eq!(after.len(), 17, "{after:?}");

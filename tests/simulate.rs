@@ -408,3 +408,38 @@ fn simulate_agrees_with_the_answers_served_for_every_network() {
     let (code, out) = simulate(&cfg, &["--admin", "127.0.0.1:1"]);
     assert_eq!(code, Some(2), "an unreachable node is an error: {out}");
 }
+
+#[test]
+fn simulate_reads_a_live_partial_drain_and_agrees_with_the_server_at_each_networks_first_address() {
+    let dir = write_dir(r#"["eu", "us"]"#);
+    let cfg = dir.path().join("geolb.toml");
+    let s = TestServer::start_dir(dir);
+    let admin = s.admin.expect("admin");
+    let (code, body) = http_json(admin, "/v1/drain", r#"{"target": "eu", "fraction": 0.5}"#);
+    assert_eq!(code, 200, "{body}");
+    let admin = admin.to_string();
+    let (code, r) = simulate_json(&cfg, &["--per-network", "--admin", &admin]);
+    assert_eq!(code, Some(0), "{r}");
+    assert_eq!(r["health"], "partially drained: eu 50 %", "{r}");
+    // Each network moves as its first address's /24 decides: there the
+    // simulation and the server agree, moved or not.
+    let (mut compared, mut moved) = (0, 0);
+    for svc in r["services"].as_array().expect("services") {
+        let name = svc["service"].as_str().expect("name");
+        for n in svc["networks"].as_array().expect("networks") {
+            let first: IpAddr = n["first"].as_str().expect("first").parse().expect("ip");
+            let want: Vec<String> = n["answer"]
+                .as_array()
+                .expect("answer")
+                .iter()
+                .filter_map(|a| a.as_str().map(str::to_string))
+                .collect();
+            assert_eq!(served(s.dns, name, first), want, "{name} {first}: {n}");
+            compared += 1;
+            let eu_first = geolb::policy::health::partial_position(first) < 0.5;
+            moved += usize::from(eu_first);
+        }
+    }
+    assert!(compared >= 3 * 11, "{compared}");
+    assert!(moved > 0 && moved < compared, "{moved} of {compared}");
+}

@@ -457,13 +457,18 @@ fn every_field_the_page_reads_exists_in_the_api() {
         .get("eu-tcp")
         .expect("listener");
     // Put the node in every state the page shows: a reload done, an
-    // endpoint drained with an expiry, a backend ejected by a connection
-    // failure, another drained.
+    // endpoint drained with an expiry, its pool partially drained, a
+    // backend ejected by a connection failure, another drained.
     post_ok(a, "/v1/reload", "");
     post_ok(
         a,
         "/v1/drain",
         r#"{"target": "us-web/127.0.2.1", "for": "10m"}"#,
+    );
+    post_ok(
+        a,
+        "/v1/drain",
+        r#"{"target": "us-web", "for": "10m", "fraction": 0.5}"#,
     );
     let ejected = wait_for(Duration::from_secs(10), || {
         drop(TcpStream::connect_timeout(&vip, Duration::from_secs(1)));

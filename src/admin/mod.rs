@@ -413,6 +413,10 @@ struct OverrideRequest {
     /// tier's backends), e.g. the first phase of a two-phase drain.
     #[serde(default)]
     only: Option<String>,
+    /// For /v1/drain: a partial drain of this share of client subnets, in
+    /// (0, 1]; 1 (or none) drains them all.
+    #[serde(default)]
+    fraction: Option<f64>,
 }
 
 fn parse_body(body: &axum::body::Bytes) -> Result<OverrideRequest, String> {
@@ -432,13 +436,20 @@ async fn apply(shared: Arc<Handles>, req: OverrideRequest, state: AdminState) ->
             return bad_request(format!("only: {o:?}: expected \"dns\" or \"tier\""));
         }
     }
+    if req.fraction.is_some() && state != AdminState::Drain {
+        return bad_request("fraction: only /v1/drain takes a fraction".into());
+    }
     let target = req.target.clone();
     let only = req.only.clone();
+    let fraction = req.fraction.filter(|&f| f < 1.0);
     let res = tokio::task::spawn_blocking(move || {
-        shared
-            .control
-            .health
-            .set_override_for(&req.target, state, until, req.only.as_deref())
+        shared.control.health.set_override_for(
+            &req.target,
+            state,
+            until,
+            req.only.as_deref(),
+            req.fraction,
+        )
     })
     .await;
     match res {
@@ -448,10 +459,14 @@ async fn apply(shared: Arc<Handles>, req: OverrideRequest, state: AdminState) ->
             "endpoints": n,
             "until": until.map(unix),
             "only": only,
+            "fraction": fraction,
         }))
         .into_response(),
         Ok(Err(e @ OverrideError::UnknownTarget(_))) => {
             (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))).into_response()
+        }
+        Ok(Err(e @ (OverrideError::Fraction(_) | OverrideError::FractionNeedsDrain))) => {
+            bad_request(e.to_string())
         }
         Ok(Err(e)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -582,7 +597,7 @@ pub fn health_json(shared: &Handles) -> serde_json::Value {
                 "up": snap.health.up(i as u32),
                 "checked_up": st.map(|s| s.checked_up),
                 "reason": match ov {
-                    Some(o) => format!("{:?} by operator ({})", o.state, o.target).to_lowercase(),
+                    Some(o) => format!("{} by operator ({})", o.describe(), o.target),
                     None if snap.health.get(i as u32).capacity_low => {
                         snap.health.get(i as u32).reason().to_string()
                     }

@@ -744,7 +744,10 @@ fn any_down(snap: &Snapshot, svc: &Service) -> bool {
         .iter()
         .flat_map(|g| g.pools.iter())
         .flat_map(|&p| snap.topology.pools[p as usize].endpoints.clone())
-        .any(|e| !snap.health.up(e))
+        .any(|e| {
+            let h = snap.health.get(e);
+            !h.up() || h.partial > 0
+        })
 }
 
 fn service_answer<'s>(

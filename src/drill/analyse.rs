@@ -72,6 +72,181 @@ pub fn probes(
     out
 }
 
+/// What one gradual step of a drain did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepReport {
+    /// The share of the target's client subnets withdrawn.
+    pub fraction: f64,
+    /// Seconds from the first step (the action) to this one.
+    pub at: f64,
+    /// How long it was held (seconds).
+    pub held: f64,
+    /// Probes (node × subnet) answered from the target before the action
+    /// and probed during this step.
+    pub probes: usize,
+    /// Of those, answered off the target at the end of the step.
+    pub moved: usize,
+    /// `moved / probes` (0 without probes).
+    pub share_moved: f64,
+    /// Of those with an ECS subnet, how many the partial drain's hash puts
+    /// below this step's share: expected off the target.
+    pub expected_moved: usize,
+    /// Probes answered otherwise than the hash says.
+    pub unexpected: Vec<String>,
+    /// From the nodes' resolver telemetry at the end of the step: tracked
+    /// resolvers last answered from the target, and those moved off it.
+    pub resolvers_on_target: Option<usize>,
+    pub resolvers_moved: Option<usize>,
+}
+
+/// Each step's effect on the probes: `windows` are (share, start, end) in
+/// unix seconds, in order; `positions` per subnet the partial-drain
+/// position of its ECS subnet (None: the plain query, whose client the
+/// prober cannot know). A probe counts when its last sample before the
+/// first step was `Old`; its state at a step's end is its last sample in
+/// the step.
+pub fn steps(
+    samples: &[Sample],
+    nodes: &[String],
+    subnets: &[String],
+    positions: &[Option<f64>],
+    windows: &[(f64, f64, f64)],
+) -> Vec<StepReport> {
+    let Some(&(_, first, _)) = windows.first() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for &(fraction, start, end) in windows {
+        let mut st = StepReport {
+            fraction,
+            at: start - first,
+            held: end - start,
+            probes: 0,
+            moved: 0,
+            share_moved: 0.0,
+            expected_moved: 0,
+            unexpected: Vec::new(),
+            resolvers_on_target: None,
+            resolvers_moved: None,
+        };
+        for (n, node) in nodes.iter().enumerate() {
+            for (s, subnet) in subnets.iter().enumerate() {
+                let mut mine = samples.iter().filter(|x| x.node == n && x.subnet == s);
+                let before = mine.clone().rfind(|x| x.at < first);
+                if before.is_none_or(|b| b.seen != Seen::Old) {
+                    continue;
+                }
+                let Some(last) = mine.rfind(|x| x.at >= start && x.at < end) else {
+                    continue;
+                };
+                st.probes += 1;
+                let moved = last.seen == Seen::New;
+                st.moved += usize::from(moved);
+                let Some(pos) = positions.get(s).copied().flatten() else {
+                    continue;
+                };
+                let expected = fraction >= 1.0 || pos < fraction;
+                st.expected_moved += usize::from(expected);
+                if moved != expected {
+                    st.unexpected.push(format!(
+                        "{node} for {subnet} (at {pos:.3}): {} the target, expected {}",
+                        if moved { "off" } else { "still on" },
+                        if expected { "off it" } else { "on it" }
+                    ));
+                }
+            }
+        }
+        if st.probes > 0 {
+            st.share_moved = st.moved as f64 / st.probes as f64;
+        }
+        out.push(st);
+    }
+    out
+}
+
+/// One reading of a tier listener's counters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TierSample {
+    /// Index of the listener in the report's `tier` list.
+    pub listener: usize,
+    pub at: f64,
+    pub accepted: u64,
+    pub active: u64,
+}
+
+/// A tier listener's new-connection rate over the drill.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListenerRate {
+    pub tier: String,
+    pub listener: String,
+    pub region: String,
+    pub bind: String,
+    /// Its region is one the drill's target covers: its rate should fall
+    /// to zero.
+    pub drained: bool,
+    /// New connections per second before the action, from the action to
+    /// the restore, and after the restore (None: no interval read).
+    pub before: Option<f64>,
+    pub during: Option<f64>,
+    pub after: Option<f64>,
+    /// Seconds from the action until new connections stopped and stayed
+    /// stopped until the restore; None: they did not.
+    pub zero_after: Option<f64>,
+    /// (seconds from the action at the end of an interval, new connections
+    /// per second over it).
+    pub over_time: Vec<(f64, f64)>,
+}
+
+/// Fills each listener's rates from its samples: the rate of an interval
+/// between two readings is the growth of `accepted` over its length (a
+/// counter that went back, a restarted node, is skipped). An interval
+/// counts before the action if it ends by `t0`, during if it ends after
+/// `t0` and by `restored`, after if it starts at `restored` or later.
+pub fn tier_rates(listeners: &mut [ListenerRate], samples: &[TierSample], t0: f64, restored: f64) {
+    for (i, l) in listeners.iter_mut().enumerate() {
+        let mine: Vec<&TierSample> = samples.iter().filter(|s| s.listener == i).collect();
+        let mut sums = [(0u64, 0.0f64); 3];
+        let mut last_nonzero: Option<f64> = None;
+        let mut zero_seen_after = false;
+        l.over_time.clear();
+        for w in mine.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            let dt = b.at - a.at;
+            if dt <= 0.0 || b.accepted < a.accepted {
+                continue;
+            }
+            let n = b.accepted - a.accepted;
+            l.over_time.push((b.at - t0, n as f64 / dt));
+            let slot = if b.at <= t0 {
+                0
+            } else if b.at <= restored {
+                if n > 0 {
+                    last_nonzero = Some(b.at);
+                    zero_seen_after = false;
+                } else {
+                    zero_seen_after = true;
+                }
+                1
+            } else if a.at >= restored {
+                2
+            } else {
+                continue;
+            };
+            sums[slot].0 += n;
+            sums[slot].1 += dt;
+        }
+        let rate = |(n, dt): (u64, f64)| (dt > 0.0).then(|| n as f64 / dt);
+        l.before = rate(sums[0]);
+        l.during = rate(sums[1]);
+        l.after = rate(sums[2]);
+        l.zero_after = if !zero_seen_after {
+            None
+        } else {
+            Some(last_nonzero.map_or(0.0, |t| t - t0))
+        };
+    }
+}
+
 /// A resolver's line as `GET /v1/resolvers` gives it.
 pub use crate::snapshot::resolvers::Line as ResolverLine;
 
@@ -389,5 +564,116 @@ mod tests {
         let stuck = vec![s(0, 9.0, Old), s(0, 11.0, Old)];
         let c = probes(&stuck, &["a".into()], &["x".into()], 10.0);
         assert_eq!(c[0].converged_after, None);
+    }
+
+    #[test]
+    fn each_step_counts_the_probes_it_moved_against_the_hash() {
+        let nodes = vec!["dns1".to_string()];
+        let subnets = vec!["a".to_string(), "b".to_string(), "(no ECS)".to_string()];
+        let positions = [Some(0.05), Some(0.7), None];
+        let mut samples = Vec::new();
+        // Before: all on the target. Step 0.1 from 10: a moves; step 1.0
+        // from 20: everyone moves, but b keeps the target (unexpected).
+        for t in 0..30 {
+            for s in 0..3 {
+                let seen = match (t, s) {
+                    (t, _) if t < 10 => Seen::Old,
+                    (_, 0) => Seen::New,
+                    (t, 2) if t >= 20 => Seen::New,
+                    _ => Seen::Old,
+                };
+                samples.push(Sample {
+                    node: 0,
+                    subnet: s,
+                    at: f64::from(t),
+                    seen,
+                });
+            }
+        }
+        let st = steps(
+            &samples,
+            &nodes,
+            &subnets,
+            &positions,
+            &[(0.1, 10.0, 20.0), (1.0, 20.0, 30.0)],
+        );
+        assert_eq!(st.len(), 2);
+        assert_eq!((st[0].probes, st[0].moved, st[0].expected_moved), (3, 1, 1));
+        assert!(st[0].unexpected.is_empty(), "{:?}", st[0].unexpected);
+        assert!((st[0].share_moved - 1.0 / 3.0).abs() < 1e-9);
+        assert_eq!(st[1].at, 10.0);
+        assert_eq!((st[1].probes, st[1].moved, st[1].expected_moved), (3, 2, 2));
+        assert_eq!(st[1].unexpected.len(), 1);
+        assert!(
+            st[1].unexpected[0].contains("dns1 for b"),
+            "{:?}",
+            st[1].unexpected
+        );
+        assert!(steps(&samples, &nodes, &subnets, &positions, &[]).is_empty());
+    }
+
+    #[test]
+    fn a_listener_rate_falls_to_zero_after_the_action_and_comes_back() {
+        let listener = |drained| ListenerRate {
+            tier: "t".into(),
+            listener: "eu-http".into(),
+            region: "eu".into(),
+            bind: "127.0.1.1:80".into(),
+            drained,
+            before: None,
+            during: None,
+            after: None,
+            zero_after: None,
+            over_time: Vec::new(),
+        };
+        let mut ls = vec![listener(true), listener(false)];
+        // Listener 0: 10/s until 12, nothing until the restore at 20, 5/s
+        // after. Listener 1: 10/s throughout (never zero).
+        let mut acc = [0u64; 2];
+        let mut samples = Vec::new();
+        for t in 0..=25 {
+            if t > 0 {
+                acc[0] += if t <= 12 {
+                    10
+                } else if t > 20 {
+                    5
+                } else {
+                    0
+                };
+                acc[1] += 10;
+            }
+            for (l, a) in acc.iter().enumerate() {
+                samples.push(TierSample {
+                    listener: l,
+                    at: f64::from(t),
+                    accepted: *a,
+                    active: 0,
+                });
+            }
+        }
+        tier_rates(&mut ls, &samples, 10.0, 20.0);
+        assert_eq!(ls[0].before, Some(10.0));
+        assert_eq!(ls[0].zero_after, Some(2.0));
+        assert_eq!(ls[0].after, Some(5.0));
+        assert!((ls[0].during.expect("during") - 2.0).abs() < 1e-9);
+        assert_eq!(ls[0].over_time.len(), 25);
+        assert_eq!(ls[1].zero_after, None, "never stopped");
+        assert_eq!(ls[1].during, Some(10.0));
+        // A counter that went back (a restart) is skipped, not negative.
+        let mut back = vec![listener(true)];
+        let s = |at: f64, accepted| TierSample {
+            listener: 0,
+            at,
+            accepted,
+            active: 0,
+        };
+        tier_rates(
+            &mut back,
+            &[s(0.0, 50), s(11.0, 3), s(12.0, 3), s(13.0, 3)],
+            10.0,
+            20.0,
+        );
+        assert_eq!(back[0].zero_after, Some(0.0));
+        assert_eq!(back[0].over_time.len(), 2);
     }
 }

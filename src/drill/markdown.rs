@@ -77,6 +77,186 @@ fn epochs(m: &mut String, r: &Report) {
     );
 }
 
+fn pct(v: f64) -> String {
+    format!("{:.0} %", v * 100.0)
+}
+
+fn opt(v: Option<usize>) -> String {
+    v.map_or_else(|| "—".to_string(), |n| n.to_string())
+}
+
+fn rate(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".to_string(), |r| format!("{r:.1}/s"))
+}
+
+/// Each gradual step: the probes that left the target, against the hash.
+fn steps(m: &mut String, r: &Report) {
+    if r.steps.is_empty() {
+        return;
+    }
+    table(
+        m,
+        "Gradual steps",
+        &[
+            "step",
+            "from the action",
+            "held",
+            "probes off the target",
+            "expected off it (hash)",
+            "answered otherwise",
+            "resolvers on the target",
+            "resolvers moved off it",
+        ],
+        r.steps.iter().map(|s| {
+            vec![
+                pct(s.fraction),
+                format!("{:+.1} s", s.at),
+                format!("{:.1} s", s.held),
+                format!("{} of {} ({})", s.moved, s.probes, pct(s.share_moved)),
+                s.expected_moved.to_string(),
+                if s.unexpected.is_empty() {
+                    "none".into()
+                } else {
+                    s.unexpected.join("; ")
+                },
+                opt(s.resolvers_on_target),
+                opt(s.resolvers_moved),
+            ]
+        }),
+    );
+}
+
+/// The tier connection drain: each listener's new-connection rate.
+fn tier(m: &mut String, r: &Report) {
+    if r.tier.is_empty() {
+        return;
+    }
+    table(
+        m,
+        "Tier connection drain",
+        &[
+            "tier",
+            "listener",
+            "region",
+            "bind",
+            "drained",
+            "new conn. before",
+            "during",
+            "after the restore",
+            "reached zero",
+        ],
+        r.tier.iter().map(|l| {
+            vec![
+                l.tier.clone(),
+                l.listener.clone(),
+                l.region.clone(),
+                l.bind.clone(),
+                (if l.drained { "yes" } else { "no" }).to_string(),
+                rate(l.before),
+                rate(l.during),
+                rate(l.after),
+                match l.zero_after {
+                    _ if !l.drained => "— (not drained)".into(),
+                    Some(t) => format!("{t:.1} s after the action"),
+                    None => "**did not reach zero**".into(),
+                },
+            ]
+        }),
+    );
+}
+
+/// Shadow mode: the shares per region now and under each step, and the
+/// resolvers that would move.
+fn shadow(m: &mut String, r: &Report) {
+    let Some(sh) = &r.shadow else {
+        return;
+    };
+    let _ = writeln!(
+        m,
+        "\n## Shadow: what would change\n\nSimulated with {} from each node's live health; nothing was set on any node.",
+        sh.config
+    );
+    for svc in &sh.services {
+        let mut header = vec!["region".to_string(), format!("now ({})", svc.live)];
+        header.extend(
+            svc.steps
+                .iter()
+                .map(|s| format!("{} ({})", pct(s.fraction), s.health)),
+        );
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        let mut regions: Vec<&str> = svc.before.iter().map(|b| b.region.as_str()).collect();
+        for st in &svc.steps {
+            for x in &st.regions {
+                if !regions.contains(&x.region.as_str()) {
+                    regions.push(&x.region);
+                }
+            }
+        }
+        let share = |list: &[super::shadow::RegionShare], name: &str| {
+            list.iter()
+                .find(|x| x.region == name)
+                .map_or("0 % / 0 %".to_string(), |x| {
+                    format!("{:.1} % / {:.1} %", x.v4_percent, x.v6_percent)
+                })
+        };
+        table(
+            m,
+            &format!(
+                "{} on {}: share of IPv4 / IPv6 address space",
+                svc.service, svc.node
+            ),
+            &header,
+            regions.iter().map(|name| {
+                let mut row = vec![name.to_string(), share(&svc.before, name)];
+                row.extend(svc.steps.iter().map(|st| share(&st.regions, name)));
+                row
+            }),
+        );
+        for st in &svc.steps {
+            let _ = writeln!(
+                m,
+                "- at {}: {:.1} % of IPv4 and {:.1} % of IPv6 address space would change region",
+                pct(st.fraction),
+                st.moved_v4_percent,
+                st.moved_v6_percent
+            );
+        }
+    }
+    if !sh.resolvers.is_empty() {
+        let moving = sh.resolvers.iter().filter(|x| x.would_move).count();
+        let _ = writeln!(
+            m,
+            "\n{moving} of {} tracked resolvers would move (each resolver's address through the model).",
+            sh.resolvers.len()
+        );
+        table(
+            m,
+            "Tracked resolvers",
+            &[
+                "node",
+                "resolver",
+                "last answered",
+                "model now",
+                "under the action",
+                "would move",
+            ],
+            sh.resolvers.iter().map(|x| {
+                vec![
+                    x.node.clone(),
+                    x.resolver.to_string(),
+                    x.answered.clone().unwrap_or_else(|| "—".into()),
+                    x.now.clone(),
+                    x.after.clone(),
+                    (if x.would_move { "yes" } else { "no" }).to_string(),
+                ]
+            }),
+        );
+    }
+    for n in &sh.resolver_notes {
+        let _ = writeln!(m, "- {n}");
+    }
+}
+
 pub fn render(r: &Report) -> String {
     let mut m = String::new();
     let t0 = r.action_at.unwrap_or(r.started_at);
@@ -140,6 +320,12 @@ pub fn render(r: &Report) -> String {
                 ]
             }),
         );
+    }
+    steps(&mut m, r);
+    tier(&mut m, r);
+    shadow(&mut m, r);
+    if r.outcome == super::run::Outcome::Shadow {
+        return m;
     }
     epochs(&mut m, r);
     let _ = writeln!(m, "\n## Resolver convergence\n");

@@ -14,4 +14,5 @@ pub mod headroom;
 pub mod markdown;
 pub mod run;
 pub mod scenario;
+pub mod shadow;
 pub mod svg;

@@ -14,8 +14,12 @@ use hickory_proto::rr::{Name, RData};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::analyse::{self, ProbeConvergence, ResolverLine, ResolverSummary, Sample, Seen};
-use super::scenario::{Action, Node, Scenario};
+use super::analyse::{
+    self, ListenerRate, ProbeConvergence, ResolverLine, ResolverSummary, Sample, Seen, StepReport,
+    TierSample,
+};
+use super::scenario::{Action, Node, Scenario, Tier};
+use super::shadow::{NodeView, ShadowReport};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -25,6 +29,8 @@ pub enum Outcome {
     Interrupted,
     /// A pre-check failed: nothing was changed.
     Refused,
+    /// Shadow mode: what would change was computed; nothing was set.
+    Shadow,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -91,6 +97,17 @@ pub struct Report {
     /// (none with a single node, or when a node could not be read).
     pub epochs_agree: Option<bool>,
     pub samples: Vec<Sample>,
+    /// Gradual steps, each with what it moved (empty: the action at once).
+    pub steps: Vec<StepReport>,
+    /// When the action was undone (unix seconds).
+    pub restored_at: Option<f64>,
+    /// Tier connection drain: each listener of the scenario's tier nodes,
+    /// its new-connection rate before, during and after, and the time
+    /// until it reached zero.
+    pub tier: Vec<ListenerRate>,
+    pub tier_samples: Vec<TierSample>,
+    /// Shadow mode: what would change.
+    pub shadow: Option<ShadowReport>,
 }
 
 fn now() -> f64 {
@@ -119,6 +136,81 @@ impl Api {
             body,
         )
         .await
+    }
+
+    async fn tier(&self, t: &Tier) -> Result<Value, String> {
+        crate::admin::client::call(
+            &self.client,
+            &t.admin,
+            t.token.as_deref(),
+            "GET",
+            "/v1/tier",
+            None,
+        )
+        .await
+    }
+}
+
+/// What the drill watches while it runs: the probes, and the tier nodes'
+/// listener counters.
+struct Watch<'a> {
+    api: &'a Api,
+    samples: Vec<Sample>,
+    tier: Vec<ListenerRate>,
+    tier_samples: Vec<TierSample>,
+    /// When the tier nodes were last read.
+    tier_read: Option<tokio::time::Instant>,
+}
+
+impl Watch<'_> {
+    /// Reads every tier node's listeners once — unless they were read less
+    /// than half an interval ago (where one period of watching ends and the
+    /// next begins), which would make a rate of a few connections over a
+    /// few milliseconds.
+    async fn read_tiers(&mut self, s: &Scenario) {
+        let at = tokio::time::Instant::now();
+        if self.tier_read.is_some_and(|t| at - t < s.interval / 2) {
+            return;
+        }
+        self.tier_read = Some(at);
+        for t in &s.tiers {
+            let Ok(v) = self.api.tier(t).await else {
+                continue;
+            };
+            let at = now();
+            let empty = Vec::new();
+            for l in v["listeners"].as_array().unwrap_or(&empty) {
+                let name = l["name"].as_str().unwrap_or("?");
+                let i = match self
+                    .tier
+                    .iter()
+                    .position(|x| x.tier == t.name && x.listener == name)
+                {
+                    Some(i) => i,
+                    None => {
+                        self.tier.push(ListenerRate {
+                            tier: t.name.clone(),
+                            listener: name.to_string(),
+                            region: l["region"].as_str().unwrap_or("").to_string(),
+                            bind: l["bind"].as_str().unwrap_or("").to_string(),
+                            drained: false,
+                            before: None,
+                            during: None,
+                            after: None,
+                            zero_after: None,
+                            over_time: Vec::new(),
+                        });
+                        self.tier.len() - 1
+                    }
+                };
+                self.tier_samples.push(TierSample {
+                    listener: i,
+                    at,
+                    accepted: l["accepted"].as_u64().unwrap_or(0),
+                    active: l["active"].as_u64().unwrap_or(0),
+                });
+            }
+        }
     }
 }
 
@@ -239,6 +331,14 @@ pub async fn run(s: &Scenario, stop: impl Future<Output = ()>) -> Report {
         outcome: Outcome::Refused,
         reasons: Vec::new(),
         action: match &s.action {
+            Action::Drain(_) if !s.steps.is_empty() => format!(
+                "drain in steps of {}",
+                s.steps
+                    .iter()
+                    .map(|f| format!("{:.0} %", f * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Action::Drain(_) => "drain".into(),
             Action::ForceDown(_) => "force down".into(),
             Action::Command { argv, .. } => format!("command {}", argv.join(" ")),
@@ -259,6 +359,11 @@ pub async fn run(s: &Scenario, stop: impl Future<Output = ()>) -> Report {
         epochs: Vec::new(),
         epochs_agree: None,
         samples: Vec::new(),
+        steps: Vec::new(),
+        restored_at: None,
+        tier: Vec::new(),
+        tier_samples: Vec::new(),
+        shadow: None,
     };
     let client = match reqwest::Client::builder()
         .no_proxy()
@@ -279,6 +384,7 @@ pub async fn run(s: &Scenario, stop: impl Future<Output = ()>) -> Report {
     // force, the target known. Any failure refuses the drill untouched.
     let mut drained = BTreeSet::new();
     let mut regions: Option<BTreeSet<String>> = None;
+    let mut views = Vec::new();
     for node in &s.nodes {
         let mut check = |name: &str, ok: bool, detail: String| {
             report.prechecks.push(Check {
@@ -300,6 +406,18 @@ pub async fn run(s: &Scenario, stop: impl Future<Output = ()>) -> Report {
             true,
             format!("generation {}", status["generation"]),
         );
+        if s.shadow {
+            let path = format!("/v1/resolvers?service={}", s.qname);
+            let resolvers = match api.call(node, "GET", &path, None).await {
+                Ok(v) => Ok(serde_json::from_value(v["resolvers"].clone()).unwrap_or_default()),
+                Err(e) => Err(format!("resolver telemetry not readable: {e}")),
+            };
+            views.push(NodeView {
+                node: node.name.clone(),
+                health: status["health"].clone(),
+                resolvers,
+            });
+        }
         report.epochs.push(NodeEpoch {
             node: node.name.clone(),
             before: status["health"]["epoch"]["id"].as_str().map(str::to_string),
@@ -380,6 +498,24 @@ pub async fn run(s: &Scenario, stop: impl Future<Output = ()>) -> Report {
             Some(r) => r.intersection(&covered).cloned().collect(),
         });
     }
+    for t in &s.tiers {
+        let (ok, detail) = match api.tier(t).await {
+            Ok(v) => {
+                let n = v["listeners"].as_array().map_or(0, Vec::len);
+                (n > 0, format!("{n} listeners"))
+            }
+            Err(e) => (false, e),
+        };
+        report.prechecks.push(Check {
+            node: t.name.clone(),
+            check: "tier reachable".into(),
+            ok,
+            detail,
+        });
+    }
+    if s.shadow {
+        return shadow(s, views, report);
+    }
     let failed: Vec<String> = report
         .prechecks
         .iter()
@@ -415,8 +551,16 @@ pub async fn run(s: &Scenario, stop: impl Future<Output = ()>) -> Report {
 
     // Baseline: probes and telemetry before the action, so every active
     // resolver is seen with the old answer.
-    let interrupted = sample_for(s, s.baseline, &mut report.samples, &drained, &mut stop).await;
+    let mut watch = Watch {
+        api: &api,
+        samples: Vec::new(),
+        tier: Vec::new(),
+        tier_samples: Vec::new(),
+        tier_read: None,
+    };
+    let interrupted = sample_for(s, s.baseline, &mut watch, &drained, &mut stop, true).await;
     if interrupted {
+        report.samples = watch.samples;
         for node in &s.nodes {
             let _ = api.call(node, "DELETE", "/v1/resolvers/track", None).await;
         }
@@ -431,7 +575,55 @@ pub async fn run(s: &Scenario, stop: impl Future<Output = ()>) -> Report {
     report.action_at = Some(t0);
     let mut applied = Vec::new();
     let mut action_error = None;
+    let mut interrupted = false;
+    let mut windows: Vec<(f64, f64, f64)> = Vec::new();
+    let mut step_resolvers: Vec<(Option<usize>, Option<usize>)> = Vec::new();
     match &s.action {
+        Action::Drain(t) if !s.steps.is_empty() => {
+            for (k, &f) in s.steps.iter().enumerate() {
+                let start = now();
+                let mut body = json!({"target": t, "for": window});
+                if f < 1.0 {
+                    body["fraction"] = json!(f);
+                }
+                for (i, node) in s.nodes.iter().enumerate() {
+                    match api
+                        .call(node, "POST", "/v1/drain", Some(body.clone()))
+                        .await
+                    {
+                        Ok(_) if !applied.contains(&i) => applied.push(i),
+                        Ok(_) => {}
+                        Err(e) => {
+                            action_error = Some(format!("step {}: {}: {e}", k + 1, node.name));
+                            break;
+                        }
+                    }
+                }
+                report.timeline.push(Event {
+                    at: start,
+                    what: format!(
+                        "step {}: drain {:.0} % of {t}'s client subnets (expires by itself in {window})",
+                        k + 1,
+                        f * 100.0
+                    ),
+                });
+                if action_error.is_some() {
+                    break;
+                }
+                let last = k + 1 == s.steps.len();
+                let hold = if last { s.hold } else { s.step_hold };
+                interrupted = sample_for(s, hold, &mut watch, &drained, &mut stop, true).await;
+                windows.push((f, start, now()));
+                step_resolvers.push(if regions.is_empty() {
+                    (None, None)
+                } else {
+                    resolvers_on(&api, s, &regions).await
+                });
+                if interrupted {
+                    break;
+                }
+            }
+        }
         Action::Drain(t) | Action::ForceDown(t) => {
             for (i, node) in s.nodes.iter().enumerate() {
                 let (path, body) = match &s.action {
@@ -454,14 +646,15 @@ pub async fn run(s: &Scenario, stop: impl Future<Output = ()>) -> Report {
             action_error = run_command(argv, s.hold).await.err();
         }
     }
-    report.timeline.push(Event {
-        at: t0,
-        what: format!("{} {target} (expires by itself in {window})", report.action),
-    });
-
-    // Observe until the hold ends (or Ctrl-C, or the action failed).
-    let interrupted = action_error.is_none()
-        && sample_for(s, s.hold, &mut report.samples, &drained, &mut stop).await;
+    if s.steps.is_empty() {
+        report.timeline.push(Event {
+            at: t0,
+            what: format!("{} {target} (expires by itself in {window})", report.action),
+        });
+        // Observe until the hold ends (or Ctrl-C, or the action failed).
+        interrupted = action_error.is_none()
+            && sample_for(s, s.hold, &mut watch, &drained, &mut stop, true).await;
+    }
     let observed = now();
 
     // Each node's epoch under the action, read before restoring.
@@ -509,8 +702,10 @@ pub async fn run(s: &Scenario, stop: impl Future<Output = ()>) -> Report {
     for node in &s.nodes {
         let _ = api.call(node, "DELETE", "/v1/resolvers/track", None).await;
     }
+    let restored = now();
+    report.restored_at = Some(restored);
     report.timeline.push(Event {
-        at: now(),
+        at: restored,
         what: match &s.action {
             Action::Command { .. } => {
                 "observation ended (a command is not undone by the drill)".into()
@@ -519,8 +714,42 @@ pub async fn run(s: &Scenario, stop: impl Future<Output = ()>) -> Report {
         },
     });
 
+    // The tier after the restore: new connections come back.
+    if !s.tiers.is_empty() && !interrupted {
+        let after = (s.interval * 5).max(Duration::from_secs(2));
+        sample_for(s, after, &mut watch, &drained, &mut stop, false).await;
+    }
+    report.samples = watch.samples;
+    report.tier = watch.tier;
+    report.tier_samples = watch.tier_samples;
+    for l in &mut report.tier {
+        l.drained = regions.contains(&l.region);
+    }
+    analyse::tier_rates(&mut report.tier, &report.tier_samples, t0, restored);
+
     // The verdict.
     report.probes = analyse::probes(&report.samples, &report.nodes, &report.subnets, t0);
+    if !windows.is_empty() {
+        let positions: Vec<Option<f64>> = if s.subnets.is_empty() {
+            vec![None]
+        } else {
+            s.subnets
+                .iter()
+                .map(|n| Some(crate::policy::health::partial_position(n.network())))
+                .collect()
+        };
+        report.steps = analyse::steps(
+            &report.samples,
+            &report.nodes,
+            &report.subnets,
+            &positions,
+            &windows,
+        );
+        for (st, (on, moved)) in report.steps.iter_mut().zip(step_resolvers) {
+            st.resolvers_on_target = on;
+            st.resolvers_moved = moved;
+        }
+    }
     if regions.is_empty() {
         report.resolver_note.get_or_insert_with(|| {
             format!("{target} covers no whole region: resolver telemetry knows answers by region")
@@ -537,12 +766,25 @@ pub async fn run(s: &Scenario, stop: impl Future<Output = ()>) -> Report {
     }
     let within = s.converge_within.as_secs_f64();
     let affected: Vec<&ProbeConvergence> = report.probes.iter().filter(|p| p.affected).collect();
-    for p in &affected {
+    let whole = s.steps.last().is_none_or(|&f| f >= 1.0);
+    // With steps, each is judged against the partial drain's hash, and
+    // the time to converge counts from the last step.
+    let from_last = windows.last().map_or(0.0, |w| w.1 - t0);
+    for st in &report.steps {
+        for u in &st.unexpected {
+            report
+                .reasons
+                .push(format!("step {:.0} %: {u}", st.fraction * 100.0));
+        }
+    }
+    for p in affected.iter().filter(|_| whole) {
         match p.converged_after {
-            Some(t) if t <= within => {}
+            Some(t) if t - from_last.min(t) <= within => {}
             Some(t) => report.reasons.push(format!(
-                "{} for {} converged after {t:.1} s, more than {within:.1} s",
-                p.node, p.subnet
+                "{} for {} converged after {:.1} s, more than {within:.1} s",
+                p.node,
+                p.subnet,
+                t - from_last.min(t)
             )),
             None => report.reasons.push(format!(
                 "{} for {} still answered from {target} at the end",
@@ -651,18 +893,23 @@ fn subnet_names(s: &Scenario) -> Vec<String> {
     }
 }
 
-/// Probes every `interval` for `period`; true when `stop` cut it short.
+/// Probes (with `dns`) and reads the tier nodes every `interval` for
+/// `period`; true when `stop` cut it short.
 async fn sample_for<F: Future<Output = ()>>(
     s: &Scenario,
     period: Duration,
-    samples: &mut Vec<Sample>,
+    watch: &mut Watch<'_>,
     drained: &BTreeSet<String>,
     stop: &mut std::pin::Pin<&mut F>,
+    dns: bool,
 ) -> bool {
     let end = tokio::time::Instant::now() + period;
     loop {
         let round = tokio::time::Instant::now();
-        sample_round(s, samples, drained).await;
+        if dns {
+            sample_round(s, &mut watch.samples, drained).await;
+        }
+        watch.read_tiers(s).await;
         if round >= end {
             return false;
         }
@@ -690,4 +937,61 @@ async fn sample_round(s: &Scenario, samples: &mut Vec<Sample>, drained: &BTreeSe
             });
         }
     }
+}
+
+/// Tracked resolvers (all nodes) last answered from `regions`, and those
+/// moved off them: a step's resolver movement.
+async fn resolvers_on(
+    api: &Api,
+    s: &Scenario,
+    regions: &[String],
+) -> (Option<usize>, Option<usize>) {
+    let (mut on, mut moved) = (0, 0);
+    for node in &s.nodes {
+        let path = format!("/v1/resolvers?service={}", s.qname);
+        let Ok(v) = api.call(node, "GET", &path, None).await else {
+            return (None, None);
+        };
+        let lines: Vec<ResolverLine> =
+            serde_json::from_value(v["resolvers"].clone()).unwrap_or_default();
+        let inside = |r: &Option<String>| r.as_ref().is_some_and(|r| regions.contains(r));
+        for l in &lines {
+            if inside(&l.region) {
+                on += 1;
+            } else if inside(&l.previous_region) {
+                moved += 1;
+            }
+        }
+    }
+    (Some(on), Some(moved))
+}
+
+/// Shadow mode after the pre-checks: simulate, report, set nothing.
+fn shadow(s: &Scenario, views: Vec<NodeView>, mut report: Report) -> Report {
+    report.outcome = Outcome::Shadow;
+    for c in report.prechecks.iter().filter(|c| !c.ok) {
+        report.reasons.push(format!(
+            "a real run would be refused: {}: {}: {}",
+            c.node, c.check, c.detail
+        ));
+    }
+    let qtype = match s.qtype {
+        hickory_proto::rr::RecordType::AAAA => crate::sim::QType::Aaaa,
+        _ => crate::sim::QType::A,
+    };
+    match &s.config {
+        None => report.reasons.push(
+            "shadow mode needs the nodes' config (config = \"geolb.toml\" in the scenario, or --config) to simulate".into(),
+        ),
+        Some(c) => match super::shadow::simulate(c, &views, &s.action, &s.steps, qtype) {
+            Ok(r) => report.shadow = Some(r),
+            Err(e) => report.reasons.push(format!("shadow: {e}")),
+        },
+    }
+    report.timeline.push(Event {
+        at: now(),
+        what: "shadow: simulated; nothing was set on any node".into(),
+    });
+    report.ended_at = now();
+    report
 }

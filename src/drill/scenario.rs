@@ -34,8 +34,16 @@ struct Raw {
     grace: Option<String>,
     #[serde(default)]
     baseline: Option<String>,
+    /// Compute what would change, change nothing.
+    #[serde(default)]
+    shadow: bool,
+    /// The config the nodes run (for shadow mode's simulation).
+    #[serde(default)]
+    config: Option<PathBuf>,
     #[serde(rename = "node")]
     nodes: Vec<RawNode>,
+    #[serde(default, rename = "tier")]
+    tiers: Vec<RawTier>,
     action: RawAction,
     observe: RawObserve,
     #[serde(default)]
@@ -54,6 +62,15 @@ struct RawNode {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawTier {
+    name: Option<String>,
+    admin: String,
+    #[serde(default)]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawAction {
     #[serde(default)]
     drain: Option<String>,
@@ -65,6 +82,13 @@ struct RawAction {
     /// pool or endpoint), for the observation.
     #[serde(default)]
     target: Option<String>,
+    /// With `drain`: gradual steps, the share of the target's client
+    /// subnets withdrawn at each, e.g. [0.1, 0.5, 1.0].
+    #[serde(default)]
+    steps: Option<Vec<f64>>,
+    /// How long each step but the last is held (the last: `hold`).
+    #[serde(default)]
+    step_hold: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +121,15 @@ pub struct Node {
     /// Base URL of its admin API.
     pub admin: String,
     pub dns: SocketAddr,
+    pub token: Option<String>,
+}
+
+/// A tier node whose listeners' new-connection rate the drill follows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tier {
+    pub name: String,
+    /// Base URL of its admin API.
+    pub admin: String,
     pub token: Option<String>,
 }
 
@@ -141,6 +174,53 @@ pub struct Scenario {
     pub subnets: Vec<ipnet::IpNet>,
     pub interval: Duration,
     pub converge_within: Duration,
+    /// Gradual steps of a drain: the share of the target's client subnets
+    /// withdrawn at each, increasing, in (0, 1]; empty: the action at once.
+    pub steps: Vec<f64>,
+    /// How long each step but the last is held.
+    pub step_hold: Duration,
+    /// Compute and report what would change; set nothing on any node.
+    pub shadow: bool,
+    /// The config the nodes run: shadow mode simulates it.
+    pub config: Option<PathBuf>,
+    /// Tier nodes whose listeners' new-connection rate is followed.
+    pub tiers: Vec<Tier>,
+}
+
+/// Checks gradual steps: at least one, each a share in (0, 1], increasing.
+pub fn check_steps(steps: &[f64]) -> Result<(), String> {
+    if steps.is_empty() {
+        return Err(
+            "action.steps is empty: give the shares to withdraw, e.g. [0.1, 0.5, 1.0]".into(),
+        );
+    }
+    for (i, &f) in steps.iter().enumerate() {
+        if !(f.is_finite() && f > 0.0 && f <= 1.0) {
+            return Err(format!(
+                "action.steps[{i}] = {f}: a share of the target's client subnets, in (0, 1]"
+            ));
+        }
+        if i > 0 && f <= steps[i - 1] {
+            return Err(format!(
+                "action.steps[{i}] = {f}: steps must increase ({} before it)",
+                steps[i - 1]
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn read_token(path: &Path, f: &Path, what: &str) -> Result<String, ScenarioError> {
+    let f = if f.is_relative() {
+        path.parent().unwrap_or(Path::new(".")).join(f)
+    } else {
+        f.to_path_buf()
+    };
+    let t = std::fs::read_to_string(&f).map_err(|e| ScenarioError::Invalid {
+        path: path.to_path_buf(),
+        msg: format!("{what}: token_file {}: {e}", f.display()),
+    })?;
+    Ok(t.lines().next().unwrap_or("").trim().to_string())
 }
 
 fn duration(
@@ -210,6 +290,31 @@ impl Scenario {
                 humantime::format_duration(expiry)
             )));
         }
+        let step_hold = duration(
+            path,
+            "action.step_hold",
+            raw.action.step_hold.as_deref(),
+            Duration::from_secs(30),
+        )?;
+        let steps = raw.action.steps.clone().unwrap_or_default();
+        if raw.action.steps.is_some() {
+            check_steps(&steps).map_err(&invalid)?;
+            if raw.action.drain.is_none() {
+                return Err(invalid(
+                    "action.steps: only a drain can be gradual (a partial drain per step)".into(),
+                ));
+            }
+        } else if raw.action.step_hold.is_some() {
+            return Err(invalid("action.step_hold without action.steps".into()));
+        }
+        let stepping = step_hold * steps.len().saturating_sub(1) as u32;
+        if hold + baseline + stepping >= expiry {
+            return Err(invalid(format!(
+                "baseline + steps + hold ({}) must end before the expiry ({})",
+                humantime::format_duration(hold + baseline + stepping),
+                humantime::format_duration(expiry)
+            )));
+        }
         let converge_within = duration(
             path,
             "expect.converge_within",
@@ -223,17 +328,7 @@ impl Scenario {
         for (i, n) in raw.nodes.into_iter().enumerate() {
             let token = match &n.token_file {
                 None => None,
-                Some(f) => {
-                    let f = if f.is_relative() {
-                        path.parent().unwrap_or(Path::new(".")).join(f)
-                    } else {
-                        f.clone()
-                    };
-                    let t = std::fs::read_to_string(&f).map_err(|e| {
-                        invalid(format!("node {}: token_file {}: {e}", i + 1, f.display()))
-                    })?;
-                    Some(t.lines().next().unwrap_or("").trim().to_string())
-                }
+                Some(f) => Some(read_token(path, f, &format!("node {}", i + 1))?),
             };
             let admin = crate::admin::client::base_url(&n.admin);
             nodes.push(Node {
@@ -243,6 +338,25 @@ impl Scenario {
                 token,
             });
         }
+        let mut tiers = Vec::new();
+        for (i, t) in raw.tiers.into_iter().enumerate() {
+            let token = match &t.token_file {
+                None => None,
+                Some(f) => Some(read_token(path, f, &format!("tier {}", i + 1))?),
+            };
+            tiers.push(Tier {
+                name: t.name.unwrap_or_else(|| format!("tier{}", i + 1)),
+                admin: crate::admin::client::base_url(&t.admin),
+                token,
+            });
+        }
+        let config = raw.config.map(|c| {
+            if c.is_relative() {
+                path.parent().unwrap_or(Path::new(".")).join(c)
+            } else {
+                c
+            }
+        });
         let a = raw.action;
         let action = match (a.drain, a.force_down, a.command) {
             (Some(t), None, None) => Action::Drain(t),
@@ -294,6 +408,11 @@ impl Scenario {
             subnets,
             interval,
             converge_within,
+            steps,
+            step_hold,
+            shadow: raw.shadow,
+            config,
+            tiers,
         })
     }
 }
@@ -331,6 +450,27 @@ subnets = ["192.0.2.7/24", "2001:db8::/48"]
         assert_eq!(s.subnets[0].to_string(), "192.0.2.0/24");
         assert_eq!(s.converge_within, Duration::from_secs(30));
         assert_eq!(s.interval, Duration::from_secs(1));
+        assert!(s.steps.is_empty() && !s.shadow && s.tiers.is_empty());
+    }
+
+    #[test]
+    fn gradual_steps_shadow_and_tier_nodes_read() {
+        let text = OK
+            .replace(
+                "drain = \"eu\"",
+                "drain = \"eu\"\nsteps = [0.1, 0.5, 1.0]\nstep_hold = \"5s\"",
+            )
+            .replace(
+                "hold = \"30s\"",
+                "hold = \"30s\"\nshadow = true\nconfig = \"geolb.toml\"\n[[tier]]\nadmin = \"127.0.1.9:8080\"",
+            );
+        let s = Scenario::parse(Path::new("lab/d.toml"), &text).expect("valid");
+        assert_eq!(s.steps, [0.1, 0.5, 1.0]);
+        assert_eq!(s.step_hold, Duration::from_secs(5));
+        assert!(s.shadow);
+        assert_eq!(s.config.as_deref(), Some(Path::new("lab/geolb.toml")));
+        assert_eq!(s.tiers[0].admin, "http://127.0.1.9:8080");
+        assert_eq!(s.tiers[0].name, "tier1");
     }
 
     #[test]
@@ -350,6 +490,38 @@ subnets = ["192.0.2.7/24", "2001:db8::/48"]
             (
                 ("name = \"evacuate eu\"", "name = \"x\"\nbogus = 1"),
                 "bogus",
+            ),
+            (
+                ("drain = \"eu\"", "drain = \"eu\"\nsteps = [0.5, 0.1]"),
+                "must increase",
+            ),
+            (
+                ("drain = \"eu\"", "drain = \"eu\"\nsteps = [0.5, 0.5]"),
+                "must increase",
+            ),
+            (
+                ("drain = \"eu\"", "drain = \"eu\"\nsteps = [0, 1.0]"),
+                "(0, 1]",
+            ),
+            (
+                ("drain = \"eu\"", "drain = \"eu\"\nsteps = [0.5, 1.5]"),
+                "(0, 1]",
+            ),
+            (("drain = \"eu\"", "drain = \"eu\"\nsteps = []"), "is empty"),
+            (
+                ("drain = \"eu\"", "force_down = \"eu\"\nsteps = [0.5, 1.0]"),
+                "only a drain",
+            ),
+            (
+                ("drain = \"eu\"", "drain = \"eu\"\nstep_hold = \"5s\""),
+                "without action.steps",
+            ),
+            (
+                (
+                    "drain = \"eu\"",
+                    "drain = \"eu\"\nsteps = [0.1, 0.5, 1.0]\nstep_hold = \"40m\"",
+                ),
+                "before the expiry",
             ),
         ] {
             let text = OK.replacen(edit.0, edit.1, 1);

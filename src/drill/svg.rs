@@ -57,7 +57,10 @@ pub fn render(r: &Report) -> String {
     let lanes = r.nodes.len() * r.subnets.len();
     let lanes_bottom = TOP + lanes as f64 * (LANE + GAP);
     let curve_top = lanes_bottom + 40.0;
-    let height = curve_top + CURVE + 60.0;
+    let tier_h = if r.tier.is_empty() { 0.0 } else { CURVE + 40.0 };
+    let height = curve_top + CURVE + 60.0 + tier_h;
+    // Grid and event lines run down through the tier panel.
+    let bottom = curve_top + CURVE + tier_h;
     let mut m = String::new();
     let _ = writeln!(
         m,
@@ -83,8 +86,7 @@ pub fn render(r: &Report) -> String {
         let px = x(t0 + t);
         let _ = writeln!(
             m,
-            r##"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}" stroke="#eeeeee"/><text x="{px:.1}" y="{:.1}" text-anchor="middle" fill="#555555">{t:+.0}</text>"##,
-            curve_top + CURVE,
+            r##"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{bottom:.1}" stroke="#eeeeee"/><text x="{px:.1}" y="{:.1}" text-anchor="middle" fill="#555555">{t:+.0}</text>"##,
             curve_top + CURVE + 16.0
         );
         t += step;
@@ -127,7 +129,7 @@ pub fn render(r: &Report) -> String {
             m,
             r##"<line x1="{px:.1}" y1="{:.1}" x2="{px:.1}" y2="{:.1}" stroke="#333333" stroke-dasharray="3,3"><title>{:+.1} s: {}</title></line><text x="{:.1}" y="{:.1}" font-size="10" fill="#333333">{}</text>"##,
             TOP - 6.0,
-            curve_top + CURVE,
+            bottom,
             e.at - t0,
             esc(&e.what),
             px + 2.0,
@@ -178,8 +180,63 @@ pub fn render(r: &Report) -> String {
             );
         }
     }
+    // The tier connection drain: each listener's new connections per
+    // second, the drained ones in the target's colour.
+    if !r.tier.is_empty() {
+        let top = curve_top + CURVE + 40.0;
+        let max = r
+            .tier
+            .iter()
+            .flat_map(|l| l.over_time.iter().map(|p| p.1))
+            .fold(0.0f64, f64::max)
+            .max(1.0);
+        let _ = writeln!(
+            m,
+            r##"<rect x="{LEFT}" y="{top:.1}" width="{plot:.1}" height="{CURVE}" fill="none" stroke="#999999"/><text x="{:.1}" y="{:.1}" text-anchor="end">tier new conn./s</text><text x="{:.1}" y="{:.1}" text-anchor="end">{max:.1}/s</text><text x="{:.1}" y="{:.1}" text-anchor="end">0</text>"##,
+            LEFT - 6.0,
+            top + 12.0,
+            LEFT - 6.0,
+            top + 26.0,
+            LEFT - 6.0,
+            top + CURVE
+        );
+        for (i, l) in r.tier.iter().enumerate() {
+            let pts: Vec<String> = l
+                .over_time
+                .iter()
+                .map(|&(dt, v)| {
+                    format!(
+                        "{:.1},{:.1}",
+                        x(t0 + dt),
+                        top + CURVE * (1.0 - (v / max).clamp(0.0, 1.0))
+                    )
+                })
+                .collect();
+            let (c, dash) = if l.drained {
+                (OLD, "")
+            } else {
+                (NEW, r#" stroke-dasharray="6,3""#)
+            };
+            let _ = writeln!(
+                m,
+                r#"<polyline points="{}" fill="none" stroke="{c}" stroke-width="1.5"{dash}><title>{} {} ({})</title></polyline><text x="{:.1}" y="{:.1}" font-size="10" fill="{c}">{} {}</text>"#,
+                pts.join(" "),
+                esc(&l.tier),
+                esc(&l.listener),
+                esc(&l.region),
+                LEFT + 6.0,
+                top + 14.0 + i as f64 * 12.0,
+                esc(&l.listener),
+                match l.zero_after {
+                    _ if !l.drained => "(not drained)".into(),
+                    Some(t) => format!("zero {t:.1} s after the action"),
+                    None => "did not reach zero".into(),
+                }
+            );
+        }
+    }
     // Legend and the numbered events.
-    let ly = curve_top + CURVE + 36.0;
+    let ly = curve_top + CURVE + 36.0 + tier_h;
     let mut lx = LEFT;
     for (c, label) in [
         (OLD, "the target's answer"),
@@ -273,6 +330,11 @@ mod tests {
             epochs: vec![],
             epochs_agree: None,
             samples,
+            steps: vec![],
+            restored_at: Some(1020.0),
+            tier: vec![],
+            tier_samples: vec![],
+            shadow: None,
         }
     }
 
@@ -289,6 +351,34 @@ mod tests {
         assert!(svg.contains("evacuate &lt;eu&gt; &amp; co"), "escaped");
         assert!(svg.contains("no telemetry"));
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
+        assert!(!svg.contains("tier new conn"), "no tier named, no panel");
+    }
+
+    #[test]
+    fn the_tier_panel_draws_each_listener_rate() {
+        let mut r = report();
+        r.tier.push(crate::drill::analyse::ListenerRate {
+            tier: "tier1".into(),
+            listener: "eu-tcp".into(),
+            region: "eu".into(),
+            bind: "127.0.1.1:9000".into(),
+            drained: true,
+            before: Some(4.0),
+            during: Some(0.5),
+            after: Some(4.0),
+            zero_after: Some(1.5),
+            over_time: vec![
+                (-2.0, 4.0),
+                (-1.0, 4.0),
+                (1.0, 1.0),
+                (2.0, 0.0),
+                (11.0, 4.0),
+            ],
+        });
+        let svg = render(&r);
+        assert!(svg.contains("tier new conn./s") && svg.contains("eu-tcp zero 1.5 s"));
+        assert_eq!(svg.matches("<polyline").count(), 1);
+        assert!(!svg.contains("NaN"));
     }
 
     #[test]

@@ -71,7 +71,14 @@ pub fn consensus_id(entries: &BTreeMap<&str, Entry<'_>>) -> u64 {
     let mut votes = Vec::new();
     for (identity, e) in entries {
         put_str(&mut h, identity);
-        h.write(&[u8::from(e.health.checked_up), admin_code(e.health.admin)]);
+        if e.health.partial > 0 {
+            // A partial drain: its own code and share (states without one
+            // hash as before, so nodes of earlier versions agree).
+            h.write(&[u8::from(e.health.checked_up), 4]);
+            h.write(&e.health.partial.to_be_bytes());
+        } else {
+            h.write(&[u8::from(e.health.checked_up), admin_code(e.health.admin)]);
+        }
         votes.clear();
         votes.extend_from_slice(&e.votes);
         votes.sort_unstable();
@@ -99,6 +106,7 @@ mod tests {
                 checked_up,
                 admin,
                 capacity_low: false,
+                partial: 0,
             },
             votes: votes.to_vec(),
         }
@@ -151,6 +159,7 @@ mod tests {
             changed(&|s| s[1].1.health.checked_up = false),
             changed(&|s| s[2].1.health.admin = AdminState::None),
             changed(&|s| s[2].1.health.admin = AdminState::ForceDown),
+            changed(&|s| s[2].1.health.partial = 5000),
             changed(&|s| s[0].1.votes[2].1 = false),
             changed(&|s| {
                 s[1].1.votes.pop();

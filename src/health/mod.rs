@@ -159,6 +159,33 @@ pub struct Override {
     /// two-phase drain is a drain of `dns` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only: Option<String>,
+    /// A partial drain (`state` drain): the share of client subnets, in
+    /// (0, 1), whose DNS answers leave the target; none: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
+}
+
+impl Override {
+    /// The state and partial-drain share it gives the endpoints it covers.
+    pub fn admin(&self) -> (AdminState, u16) {
+        match (self.state, self.fraction) {
+            (AdminState::Drain, Some(f)) if f < 1.0 => {
+                (AdminState::None, crate::policy::health::partial_units(f))
+            }
+            (s, _) => (s, 0),
+        }
+    }
+
+    /// "drain", "drain 50 %", "force_down"...
+    pub fn describe(&self) -> String {
+        let state = format!("{:?}", self.state).to_lowercase();
+        match self.fraction {
+            Some(f) if self.state == AdminState::Drain && f < 1.0 => {
+                format!("partial drain {:.0} %", f * 100.0)
+            }
+            _ => state,
+        }
+    }
 }
 
 /// What a remote vantage last said of an endpoint.
@@ -392,7 +419,9 @@ impl HealthTable {
         let mut entries: BTreeMap<&str, epoch::Entry<'_>> = BTreeMap::new();
         let mut since: Option<f64> = None;
         for m in members {
-            let admin = self.override_for(m).map_or(AdminState::None, |o| o.state);
+            let (admin, partial) = self
+                .override_for(m)
+                .map_or((AdminState::None, 0), Override::admin);
             let Some(st) = self.endpoints.get_mut(&m.identity) else {
                 continue;
             };
@@ -440,6 +469,7 @@ impl HealthTable {
                 checked_up,
                 admin,
                 capacity_low: false,
+                partial,
             };
             let eff = h.up();
             if eff != st.effective_up {
@@ -1041,6 +1071,7 @@ mod tests {
                 until,
                 set_at,
                 only: None,
+                fraction: None,
             });
             h.evaluate(&t, &cfg, 1.0).epoch.id
         };
@@ -1061,6 +1092,7 @@ mod tests {
             until: Some(50.0),
             set_at: 0.0,
             only: None,
+            fraction: None,
         });
         h.overrides.push(Override {
             target: "p/10.0.0.2".into(),
@@ -1068,12 +1100,37 @@ mod tests {
             until: None,
             set_at: 0.0,
             only: None,
+            fraction: None,
         });
         let v = h.evaluate(&t, &cfg, 1.0);
         assert!(!v.get(A).up(), "region drain");
         assert!(v.get(B).up(), "endpoint force-up beats the region drain");
         assert!(h.expire(60.0));
         assert!(h.evaluate(&t, &cfg, 60.0).get(A).up());
+    }
+
+    #[test]
+    fn a_partial_drain_keeps_the_endpoints_up_with_its_share_and_expires() {
+        let (t, cfg) = topo("");
+        let mut h = HealthTable::default();
+        h.sync(&t, 0.0);
+        let plain = h.evaluate(&t, &cfg, 1.0).epoch.id;
+        h.overrides.push(Override {
+            target: "r".into(),
+            state: AdminState::Drain,
+            until: Some(50.0),
+            set_at: 0.0,
+            only: None,
+            fraction: Some(0.25),
+        });
+        let v = h.evaluate(&t, &cfg, 1.0);
+        assert!(v.get(A).up() && v.get(B).up(), "up for the other subnets");
+        assert_eq!(v.get(A).partial, 2500);
+        assert_ne!(v.epoch.id, plain, "a partial drain is part of the epoch");
+        assert_eq!(h.overrides[0].describe(), "partial drain 25 %");
+        assert!(h.expire(60.0));
+        assert_eq!(h.evaluate(&t, &cfg, 60.0).get(A).partial, 0);
+        assert_eq!(h.evaluate(&t, &cfg, 60.0).epoch.id, plain);
     }
 
     #[test]
@@ -1090,6 +1147,7 @@ mod tests {
             until: None,
             set_at: 1.0,
             only: None,
+            fraction: None,
         });
         h.save_state().expect("save");
         let mut back = HealthTable::default();

@@ -37,6 +37,10 @@ pub enum OverrideError {
     UnknownTarget(String),
     #[error("not saved, so not applied: {0}")]
     Persist(String),
+    #[error("fraction = {0}: expected the share of client subnets to drain, in (0, 1]")]
+    Fraction(f64),
+    #[error("fraction: only a drain can be partial")]
+    FractionNeedsDrain,
 }
 
 type Subscriber = Box<dyn Fn(&Arc<HealthState>) + Send + Sync>;
@@ -316,19 +320,32 @@ impl HealthService {
         state: AdminState,
         until: Option<SystemTime>,
     ) -> Result<usize, OverrideError> {
-        self.set_override_for(target, state, until, None)
+        self.set_override_for(target, state, until, None, None)
     }
 
     /// [`set_override`](Self::set_override) for the members of one source
     /// only (`only`: `dns` or `tier`), e.g. the first phase of a two-phase
-    /// drain; it replaces any override of the same target.
+    /// drain; it replaces any override of the same target. A drain with a
+    /// `fraction` in (0, 1) is a partial drain: that share of client
+    /// subnets leaves the target's DNS answers (1 is the whole drain).
     pub fn set_override_for(
         &self,
         target: &str,
         state: AdminState,
         until: Option<SystemTime>,
         only: Option<&str>,
+        fraction: Option<f64>,
     ) -> Result<usize, OverrideError> {
+        let fraction = match fraction {
+            Some(f) if !(f.is_finite() && f > 0.0 && f <= 1.0) => {
+                return Err(OverrideError::Fraction(f));
+            }
+            Some(_) if state != AdminState::Drain => {
+                return Err(OverrideError::FractionNeedsDrain);
+            }
+            Some(f) if f < 1.0 => Some(f),
+            _ => None,
+        };
         let mut inner = self.lock();
         let matching = inner
             .all
@@ -349,6 +366,7 @@ impl HealthService {
                 until: until.map(unix),
                 set_at: unix(SystemTime::now()),
                 only: only.map(str::to_string),
+                fraction,
             });
         }
         if let Err(e) = table.save_state() {
@@ -358,6 +376,7 @@ impl HealthService {
         tracing::info!(
             target,
             ?state,
+            ?fraction,
             ?until,
             endpoints = matching,
             "operator override set"

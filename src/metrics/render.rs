@@ -269,6 +269,24 @@ pub fn render(control: &Control, health: &HealthService, dns: &DnsStats) -> Stri
                 f64::from(u8::from(snap.health.up(i as u32))),
             );
         }
+        e.family(
+            "geolb_endpoint_partial_drain_ratio",
+            "gauge",
+            "The share of client subnets a partial drain moves off the endpoint (0: none; a whole drain shows in geolb_endpoint_up).",
+        );
+        for (i, ep) in topo.endpoints.iter().enumerate() {
+            let pool = &topo.pools[ep.pool as usize];
+            let region = &topo.regions[pool.region as usize].name;
+            e.sample(
+                "geolb_endpoint_partial_drain_ratio",
+                &[
+                    ("endpoint", &ep.identity),
+                    ("pool", &pool.name),
+                    ("region", region),
+                ],
+                snap.health.get(i as u32).partial_share(),
+            );
+        }
         let pools: Vec<(&str, &str, usize, u32)> = topo
             .pools
             .iter()

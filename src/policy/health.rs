@@ -25,6 +25,33 @@ pub struct EndpointHealth {
     /// The regional tier behind this address has fewer healthy backends
     /// than its pool's `min_healthy_tier` (counts as down unless forced up).
     pub capacity_low: bool,
+    /// A partial drain: the share of client subnets (in ten-thousandths,
+    /// 1..=9999; 0: none) for which the endpoint is taken as down. Which
+    /// subnets is fixed by [`partial_position`], so a client does not flap
+    /// and a rising share only adds subnets to those already moved.
+    pub partial: u16,
+}
+
+/// The client prefixes a partial drain decides by (and the ECS scope an
+/// answer it touches is given).
+pub const PARTIAL_PREFIX_V4: u8 = 24;
+pub const PARTIAL_PREFIX_V6: u8 = 56;
+
+/// A partial drain's share as stored in [`EndpointHealth::partial`]:
+/// `fraction` in (0, 1) rounded to ten-thousandths, at least 1 and at
+/// most 9999 (a whole drain is `AdminState::Drain`).
+pub fn partial_units(fraction: f64) -> u16 {
+    (fraction * 10_000.0).round().clamp(1.0, 9_999.0) as u16
+}
+
+/// Where the client `addr` stands for partial drains, in [0, 1): a stable
+/// hash of its /24 (IPv4) or /56 (IPv6). A partial drain of share `f`
+/// moves the clients below `f`, the same ones on every node.
+pub fn partial_position(addr: std::net::IpAddr) -> f64 {
+    use super::hash::{mix64, subnet_key};
+    let (key, _) = subnet_key(addr, PARTIAL_PREFIX_V4, PARTIAL_PREFIX_V6);
+    let h = mix64(key ^ 0x7061_7274_6961_6c64);
+    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 impl Default for EndpointHealth {
@@ -33,6 +60,7 @@ impl Default for EndpointHealth {
             checked_up: true,
             admin: AdminState::None,
             capacity_low: false,
+            partial: 0,
         }
     }
 }
@@ -45,6 +73,21 @@ impl EndpointHealth {
             AdminState::None => self.checked_up && !self.capacity_low,
         }
     }
+    /// The share of client subnets a partial drain moves (0: none).
+    pub fn partial_share(&self) -> f64 {
+        f64::from(self.partial) / 10_000.0
+    }
+
+    /// Whether the endpoint is down for the client at `addr`: down for
+    /// everyone, or partially drained and the client's subnet below the
+    /// share.
+    pub fn up_for(&self, addr: std::net::IpAddr) -> bool {
+        self.up()
+            && (self.partial == 0
+                || self.admin == AdminState::ForceUp
+                || partial_position(addr) >= self.partial_share())
+    }
+
     pub fn reason(&self) -> &'static str {
         match (self.admin, self.checked_up) {
             (AdminState::ForceUp, _) => "forced up by an operator",
@@ -237,5 +280,58 @@ impl HealthView {
     }
     pub fn get(&self, ep: u32) -> EndpointHealth {
         self.endpoints.get(ep as usize).copied().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    #[test]
+    fn a_partial_drain_position_is_stable_per_subnet_and_spreads_evenly() {
+        let at = |s: &str| partial_position(s.parse::<IpAddr>().expect("addr"));
+        assert_eq!(at("192.0.2.1"), at("192.0.2.254"), "one /24, one position");
+        assert_ne!(at("192.0.2.1"), at("192.0.3.1"));
+        assert_eq!(at("2001:db8:0:ff::1"), at("2001:db8:0:0::9"), "one /56");
+        assert_ne!(at("2001:db8:0:100::1"), at("2001:db8::1"));
+        let n = 20_000u32;
+        for share in [0.1, 0.5, 0.9] {
+            let below = (0..n)
+                .filter(|i| partial_position(IpAddr::from((i << 8).to_be_bytes())) < share)
+                .count() as f64;
+            assert!(
+                (below / f64::from(n) - share).abs() < 0.02,
+                "{share}: {below}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_partial_drain_takes_the_endpoint_down_for_the_subnets_below_its_share() {
+        assert_eq!(partial_units(0.1), 1000);
+        assert_eq!(partial_units(0.00001), 1, "never 0: that is no drain");
+        assert_eq!(partial_units(0.99999), 9999, "never whole: that is a drain");
+        let h = EndpointHealth {
+            partial: partial_units(0.5),
+            ..EndpointHealth::default()
+        };
+        assert!(h.up(), "up for everyone else");
+        let (mut kept, mut moved) = (0, 0);
+        for i in 0..1000u32 {
+            let a = IpAddr::from((i << 8).to_be_bytes());
+            if h.up_for(a) {
+                kept += 1;
+                assert!(partial_position(a) >= 0.5);
+            } else {
+                moved += 1;
+            }
+        }
+        assert!(kept > 400 && moved > 400, "{kept} {moved}");
+        let down = EndpointHealth {
+            checked_up: false,
+            ..h
+        };
+        assert!(!down.up_for(IpAddr::from([0, 0, 0, 0])));
     }
 }

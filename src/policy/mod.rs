@@ -14,6 +14,7 @@
 //! queries. On the query path no trace is kept and all working memory lives
 //! in a reusable [`Scratch`]: deciding allocates nothing.
 
+pub mod hash;
 pub mod health;
 pub mod run;
 pub mod scratch;

@@ -52,6 +52,21 @@ fn run(r: &Run<'_>, svc: &Service, sc: &mut Scratch, mut trace: Option<&mut Trac
     if !sc.explicit {
         sc.flatten(r);
     }
+    if r.partial_drain() {
+        // A partial drain decides by the client's /24 or /56: an answer
+        // cached for a wider block would move (or keep) other clients.
+        let p = match r.client.addr {
+            std::net::IpAddr::V4(_) => super::health::PARTIAL_PREFIX_V4,
+            std::net::IpAddr::V6(_) => super::health::PARTIAL_PREFIX_V6,
+        };
+        sc.scope = sc.scope.max(p);
+        sc.without_location = sc.without_location.max(p);
+        if let Some(t) = trace {
+            t.notes.push(format!(
+                "a partial drain covers this service: the answer depends on the client's /{p}"
+            ));
+        }
+    }
 }
 
 /// The group order the location steps of `svc` give a client at `loc`
@@ -136,7 +151,7 @@ pub fn decide_from(
         .iter()
         .flat_map(|g| g.pools.iter())
         .flat_map(|&p| topo.pools[p as usize].endpoints.clone())
-        .any(|e| r.admits(e) && !health.up(e));
+        .any(|e| r.admits(e) && !r.alive(e));
     let note = |trace: Option<&mut Trace>, text: &str| {
         if let Some(t) = trace {
             t.notes.push(text.to_string());

@@ -131,8 +131,35 @@ pub struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// Whether endpoint `ep` can take this client: up, and not moved away
+    /// from it by a partial drain.
     pub fn alive(&self, ep: u32) -> bool {
-        self.ignore_health || self.health.up(ep)
+        self.ignore_health || self.health.get(ep).up_for(self.client.addr)
+    }
+    /// Why `ep` does not take this client (see [`alive`](Self::alive)).
+    pub fn why_down(&self, ep: u32) -> String {
+        let h = self.health.get(ep);
+        if h.up() && h.partial > 0 {
+            format!(
+                "partially drained by an operator ({:.0} % of client subnets): this client's subnet is at {:.3}, below {:.2}",
+                h.partial_share() * 100.0,
+                super::health::partial_position(self.client.addr),
+                h.partial_share()
+            )
+        } else {
+            h.reason().to_string()
+        }
+    }
+    /// Whether a partial drain covers any endpoint of the service: the
+    /// answer then depends on the client's /24 or /56.
+    pub fn partial_drain(&self) -> bool {
+        !self.ignore_health
+            && self
+                .groups
+                .iter()
+                .flat_map(|g| g.pools.iter())
+                .flat_map(|&p| self.topo.pools[p as usize].endpoints.clone())
+                .any(|e| self.health.get(e).partial > 0)
     }
     pub fn admits(&self, ep: u32) -> bool {
         self.topo

@@ -103,6 +103,12 @@ impl QType {
 pub struct Scenario {
     pub down: Vec<String>,
     pub drain: Vec<String>,
+    /// Partial drains: (target, share of client subnets in ten-thousandths,
+    /// as `EndpointHealth::partial`). Simulate them with a model made by
+    /// [`Model::with_keys`] `per_input`: each input (a City network, cut
+    /// where a CIDR entry or AS network begins or ends) moves as a whole,
+    /// as its first address's /24 or /56 decides.
+    pub partial: Vec<(String, u16)>,
 }
 
 impl Scenario {
@@ -110,15 +116,19 @@ impl Scenario {
     /// checks hold down (unless an operator forced them up), drains and
     /// forced-down targets. Returns how many targets were added.
     pub fn add_live(&mut self, health: &serde_json::Value) -> usize {
-        let before = self.down.len() + self.drain.len();
+        let before = self.down.len() + self.drain.len() + self.partial.len();
         let empty = Vec::new();
         for o in health["overrides"].as_array().unwrap_or(&empty) {
             let Some(target) = o["target"].as_str() else {
                 continue;
             };
-            match o["state"].as_str() {
-                Some("drain") => self.drain.push(target.to_string()),
-                Some("force_down") => self.down.push(target.to_string()),
+            let fraction = o["fraction"].as_f64().filter(|f| *f < 1.0);
+            match (o["state"].as_str(), fraction) {
+                (Some("drain"), Some(f)) => self
+                    .partial
+                    .push((target.to_string(), crate::policy::health::partial_units(f))),
+                (Some("drain"), None) => self.drain.push(target.to_string()),
+                (Some("force_down"), _) => self.down.push(target.to_string()),
                 _ => {}
             }
         }
@@ -134,11 +144,13 @@ impl Scenario {
         self.down.dedup();
         self.drain.sort();
         self.drain.dedup();
-        self.down.len() + self.drain.len() - before
+        self.partial.sort();
+        self.partial.dedup_by(|a, b| a.0 == b.0);
+        self.down.len() + self.drain.len() + self.partial.len() - before
     }
 
     pub fn is_all_up(&self) -> bool {
-        self.down.is_empty() && self.drain.is_empty()
+        self.down.is_empty() && self.drain.is_empty() && self.partial.is_empty()
     }
 
     /// "all up", or "down: a, b; drained: c".
@@ -149,6 +161,14 @@ impl Scenario {
         }
         if !self.drain.is_empty() {
             parts.push(format!("drained: {}", self.drain.join(", ")));
+        }
+        if !self.partial.is_empty() {
+            let p: Vec<String> = self
+                .partial
+                .iter()
+                .map(|(t, u)| format!("{t} {:.0} %", f64::from(*u) / 100.0))
+                .collect();
+            parts.push(format!("partially drained: {}", p.join(", ")));
         }
         if parts.is_empty() {
             "all up".to_string()
@@ -167,8 +187,9 @@ impl Scenario {
             },
             ..HealthState::default()
         };
-        for (targets, drain) in [(&self.down, false), (&self.drain, true)] {
-            for t in targets {
+        let partial: Vec<String> = self.partial.iter().map(|(t, _)| t.clone()).collect();
+        for (targets, how) in [(&self.down, 0), (&self.drain, 1), (&partial, 2)] {
+            for (i, t) in targets.iter().enumerate() {
                 let mut any = false;
                 for m in snap
                     .members
@@ -177,10 +198,10 @@ impl Scenario {
                 {
                     any = true;
                     let h = state.endpoints.entry(m.identity.clone()).or_default();
-                    if drain {
-                        h.admin = AdminState::Drain;
-                    } else {
-                        h.checked_up = false;
+                    match how {
+                        0 => h.checked_up = false,
+                        1 => h.admin = AdminState::Drain,
+                        _ => h.partial = self.partial[i].1,
                     }
                 }
                 if !any {
@@ -287,6 +308,18 @@ impl<'s> Model<'s> {
     /// Walks `snap`'s databases and prepares the decision keys of the
     /// services named in `only` (all when empty).
     pub fn new(snap: &'s Snapshot, only: &[String], qtype: QType) -> Result<Model<'s>, SimError> {
+        Model::with_keys(snap, only, qtype, false)
+    }
+
+    /// Like [`Model::new`], deciding every input for its own first address
+    /// when `per_input`: what a partial drain needs, since it decides by
+    /// the client's /24 or /56 rather than by its location alone.
+    pub fn with_keys(
+        snap: &'s Snapshot,
+        only: &[String],
+        qtype: QType,
+        per_input: bool,
+    ) -> Result<Model<'s>, SimError> {
         if snap.geo.city.is_none() {
             return Err(SimError::NoCity);
         }
@@ -306,7 +339,7 @@ impl<'s> Model<'s> {
         let mut located: Vec<Option<Location>> = vec![None; walk.inputs.len()];
         let services = chosen
             .into_iter()
-            .map(|svc| service_model(snap, svc, qtype, &walk, &mut located))
+            .map(|svc| service_model(snap, svc, qtype, &walk, &mut located, per_input))
             .collect();
         Ok(Model {
             snap,
@@ -569,6 +602,34 @@ impl<'s> Model<'s> {
         list
     }
 
+    /// What service number `service` answers the client at `addr` under
+    /// `scenario`: the location of the input holding it, its own address
+    /// for everything decided per client (a partial drain's /24 or /56).
+    /// The region's name, or one of the bucket names.
+    pub fn decide_for(
+        &self,
+        service: usize,
+        addr: IpAddr,
+        scenario: &Scenario,
+    ) -> Result<String, SimError> {
+        let Some(m) = self.services.get(service) else {
+            return Err(SimError::UnknownService(format!("#{service}")));
+        };
+        let health = scenario.health(self.snap)?;
+        let mut sc = Scratch::seeded(0);
+        let key = self
+            .input_of(addr)
+            .and_then(|i| m.key_of.get(i as usize))
+            .map_or(0, |&k| k as usize);
+        let loc = m
+            .keys
+            .get(key)
+            .map_or_else(Location::default, |k| k.client.loc);
+        let client = Client { addr, loc };
+        let o = self.outcome(m, key, &client, m.family, &health, &mut sc);
+        Ok(self.bucket(&o).0)
+    }
+
     /// The services modelled, by name, in config order.
     pub fn services(&self) -> Vec<&str> {
         self.services.iter().map(|m| m.name.as_str()).collect()
@@ -709,9 +770,13 @@ pub fn run(
     opts: &Options,
 ) -> Result<Report, SimError> {
     let started = std::time::Instant::now();
-    let model = Model::new(snap, &opts.services, opts.qtype)?;
+    let per_input = !opts.scenario.partial.is_empty();
+    let model = Model::with_keys(snap, &opts.services, opts.qtype, per_input)?;
     let other = match against {
-        Some((o, l)) => Some((Model::new(o, &opts.services, opts.qtype)?, l)),
+        Some((o, l)) => Some((
+            Model::with_keys(o, &opts.services, opts.qtype, per_input)?,
+            l,
+        )),
         None => None,
     };
     let walked = std::time::Instant::now();
@@ -813,6 +878,7 @@ fn service_model<'s>(
     qtype: QType,
     walk: &Walk,
     located: &mut [Option<Location>],
+    per_input: bool,
 ) -> SvcModel<'s> {
     let sticky = svc.steps.iter().any(|s| {
         matches!(
@@ -842,7 +908,7 @@ fn service_model<'s>(
         } else {
             Some(location_order(&snap.topology, svc, addr, &inp.location))
         };
-        let per_client = sticky || (svc.uses_location() && pre.is_none());
+        let per_client = per_input || sticky || (svc.uses_location() && pre.is_none());
         let make = |located: &mut [Option<Location>]| {
             let loc = if pre.is_some() || !svc.uses_location() {
                 Location::default()

@@ -962,6 +962,7 @@ mod tests {
                             checked_up: true,
                             admin: AdminState::Drain,
                             capacity_low: false,
+                            partial: 0,
                         },
                     )
                 })

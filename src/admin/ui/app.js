@@ -231,9 +231,15 @@ function voteChips(votes) {
     badge(v === "up" ? "green" : v === "down" ? "red" : "amber", name + ": " + v)));
 }
 
+// "drain", "force down", or "partial drain 10 %".
+function overrideLabel(ov) {
+  if (ov.state === "drain" && typeof ov.fraction === "number") return "partial drain " + Math.round(ov.fraction * 100) + " %";
+  return ov.state.replace("_", " ");
+}
+
 function overrideCell(ov) {
   if (!ov) return el("td", {}, "");
-  return el("td", {}, badge("amber", ov.state.replace("_", " ")), " ",
+  return el("td", {}, badge("amber", overrideLabel(ov)), " ",
     el("span", { class: "muted" }, ov.target),
     ov.until ? el("span", {}, " · reverts in ", countdown(ov.until)) : el("span", { class: "muted" }, " · until undone"));
 }
@@ -266,7 +272,7 @@ function healthCard(h) {
         note(c, e.endpoint, why);
         return el("tr", { class: c },
           el("td", { class: "addr" }, e.endpoint),
-          el("td", {}, badge(c, e.override ? e.override.state.replace("_", " ") : e.up ? "up" : "down")),
+          el("td", {}, badge(c, e.override ? overrideLabel(e.override) : e.up ? "up" : "down")),
           el("td", { class: "reason" }, e.reason || "", e.last_error && e.last_error !== e.reason ? el("div", { class: "bad-text" }, e.last_error) : null),
           el("td", {}, voteChips(e.votes)),
           el("td", { class: "num" }, e.rtt_ewma_ms === null || e.rtt_ewma_ms === undefined ? "–" : e.rtt_ewma_ms.toFixed(1) + " ms"),
@@ -285,7 +291,7 @@ function healthCard(h) {
     blocks.push(el("div", { class: "region" },
       el("h3", {}, light(rc), el("span", {}, "region " + region), actionButtons(region, null)), poolBlocks));
   }
-  const overrides = (h.overrides || []).map((o) => el("li", {}, badge("amber", o.state.replace("_", " ")), " ", el("span", { class: "mono" }, o.target),
+  const overrides = (h.overrides || []).map((o) => el("li", {}, badge("amber", overrideLabel(o)), " ", el("span", { class: "mono" }, o.target),
     " set " + ago(o.set_at), o.until ? el("span", {}, " · reverts in ", countdown(o.until)) : " · until undone", " ",
     el("button", { class: "small", type: "button", on: { click: () => confirmAction("undrain", o.target) } }, "undo")));
   return el("section", { class: "card", id: "health-card" },

@@ -21,7 +21,7 @@ impl StepKind for Healthy {
             for &g in &sc.groups {
                 for e in r.group_eps(g) {
                     if r.admits(e) && !r.alive(e) {
-                        n.drop(r.ep_label(e), r.health.get(e).reason());
+                        n.drop(r.ep_label(e), r.why_down(e));
                     }
                 }
             }

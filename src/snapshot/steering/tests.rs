@@ -397,3 +397,87 @@ latency = { probes = true, default = { eu = 1 } }
     decide(&topo, svc, &nowhere, Family::V4, &health, &mut sc, None);
     assert_eq!(sc.out, [0]);
 }
+
+#[test]
+fn a_partial_drain_moves_its_share_of_client_subnets_and_scopes_the_answer_to_them() {
+    let cfg = r#"
+[regions.a]
+location = [0.0, 0.0]
+[regions.b]
+location = [1.0, 1.0]
+[pools.pa]
+region = "a"
+endpoints = [{ address = "10.0.0.1" }, { address = "10.0.0.2" }]
+[pools.pb]
+region = "b"
+endpoints = [{ address = "10.0.1.1" }]
+[zones."example.com"]
+file = "z.zone"
+[zones."example.com".services.www]
+pools = ["pa", "pb"]
+chain = ["healthy", "failover"]
+"#;
+    let (topo, svcs) = compile_cfg(cfg).expect("valid");
+    let svc = &svcs[0];
+    let mut health = HealthView::all_up(topo.endpoints.len());
+    let mut sc = Scratch::seeded(3);
+    let clients: Vec<Client> = (0..4000u32)
+        .map(|i| client(IpAddr::V4(Ipv4Addr::from((i << 8) | 7))))
+        .collect();
+    let moved = |health: &HealthView, sc: &mut Scratch| -> Vec<bool> {
+        clients
+            .iter()
+            .map(|c| {
+                let d = decide(&topo, svc, c, Family::V4, health, sc, None);
+                assert_eq!(d.answer, Answer::Endpoints);
+                sc.out == [2]
+            })
+            .collect()
+    };
+    assert!(moved(&health, &mut sc).iter().all(|m| !m));
+    // Region a partially drained at 10 %, then 50 %: each endpoint of
+    // region a carries the share (as a region override gives it).
+    let mut before = vec![false; clients.len()];
+    for (units, share) in [(1000u16, 0.1), (5000, 0.5)] {
+        health.endpoints[0].partial = units;
+        health.endpoints[1].partial = units;
+        let now = moved(&health, &mut sc);
+        let got = now.iter().filter(|m| **m).count() as f64 / clients.len() as f64;
+        assert!((got - share).abs() < 0.03, "{share}: {got}");
+        // A rising share only adds subnets: nobody moved comes back.
+        assert!(before.iter().zip(&now).all(|(b, n)| !b || *n));
+        // Deterministic: the same answer again, and for another address
+        // of the same /24.
+        assert_eq!(moved(&health, &mut sc), now);
+        for (c, m) in clients.iter().zip(&now).take(200) {
+            let IpAddr::V4(v4) = c.addr else { continue };
+            let other = client(IpAddr::V4(Ipv4Addr::from(u32::from(v4) | 0xf0)));
+            decide(&topo, svc, &other, Family::V4, &health, &mut sc, None);
+            assert_eq!(sc.out == [2], *m);
+        }
+        before = now;
+    }
+    // The answer depends on the client's /24: ECS scope 24.
+    let d = decide(&topo, svc, &clients[0], Family::V4, &health, &mut sc, None);
+    assert_eq!(d.scope, 24);
+    // Explain says why a moved client lost region a.
+    let c = clients
+        .iter()
+        .zip(&before)
+        .find(|(_, m)| **m)
+        .expect("one moved")
+        .0;
+    let mut t = Trace::default();
+    decide(&topo, svc, c, Family::V4, &health, &mut sc, Some(&mut t));
+    let why = format!("{t:?}");
+    assert!(
+        why.contains("partially drained by an operator (50 %"),
+        "{why}"
+    );
+    // Region a wholly partially drained and region b down: the moved
+    // clients fail open rather than getting nothing.
+    health.endpoints[2].checked_up = false;
+    let d = decide(&topo, svc, c, Family::V4, &health, &mut sc, None);
+    assert_eq!(d.answer, Answer::Endpoints);
+    assert!(!sc.out.is_empty());
+}
