@@ -4,7 +4,8 @@
 //! second start is refused; a DNS answer leads through a VIP's tier to a
 //! backend; `geolb lab drill` stops us-east's backends, and its report
 //! shows both nodes moving us-east's clients away and reaching the same
-//! new health epoch within two poll intervals of the probers' verdict;
+//! new health epoch within two poll intervals of the probers' verdict, and
+//! naming the one of two resolvers that keeps its answer past the TTL;
 //! `geolb lab stop` leaves no process and no port behind, and says so
 //! again when run twice.
 //!
@@ -16,10 +17,12 @@ use crate::common;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use common::*;
+use hickory_proto::rr::RecordType;
 
 const BIN: &str = env!("CARGO_BIN_EXE_geolb");
 
@@ -57,6 +60,8 @@ fn lab_files(dir: &Path) -> PathBuf {
             &[
                 ("interval = \"1s\"", "interval = \"300ms\""),
                 ("timeout = \"500ms\"", "timeout = \"250ms\""),
+                ("ttl = 10\n", "ttl = 1\n"),
+                ("ttl_when_down = 5\n", "ttl_when_down = 1\n"),
             ],
         ),
     );
@@ -74,6 +79,8 @@ fn lab_files(dir: &Path) -> PathBuf {
         ),
     );
     write("lab.example.zone", read("lab.example.zone"));
+    // (The service's TTL is shortened below so a resolver can keep its
+    // answer past it within the test's drill.)
     dir.join("lab.toml")
 }
 
@@ -170,6 +177,37 @@ fn runs(pid: u32, cmdline: &str) -> bool {
     })
 }
 
+/// A resolver at `from` (a loopback address of us-east's clients): once
+/// `ns1`'s resolver telemetry is armed, it asks for www.lab.example, then
+/// again every `every` (never again when `None`), until `stop`.
+fn lab_resolver(from: &str, ns1: SocketAddr, every: Option<Duration>, stop: &AtomicBool) {
+    let admin = addr("127.0.10.1:18053");
+    let armed = || {
+        let (code, body) = http(admin, "GET", "/v1/resolvers");
+        code == 200
+            && serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| v["armed"] == true)
+    };
+    while !stop.load(Ordering::Relaxed) && !armed() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sock = UdpSocket::bind((from, 0)).expect("bind a loopback source");
+    sock.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let q = query("www.lab.example.", RecordType::A)
+        .to_vec()
+        .expect("encode");
+    let mut buf = [0u8; 1500];
+    while !stop.load(Ordering::Relaxed) {
+        sock.send_to(&q, ns1).expect("send");
+        let _ = sock.recv(&mut buf);
+        let Some(every) = every else { break };
+        let until = Instant::now() + every;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("address")
 }
@@ -198,12 +236,31 @@ fn the_lab_starts_once_drills_a_dying_region_under_one_health_epoch_and_stops_wi
     assert_eq!(code, 200, "{body}");
     assert!(body.starts_with("backend us-app/127.0.2.1"), "{body}");
 
+    // Two resolvers of us-east's clients ask ns1 once its telemetry is
+    // armed by the drill: one again at every TTL (1 s), one never again
+    // (it keeps its answer past the TTL). The report names the second.
+    let stop = Arc::new(AtomicBool::new(false));
+    let resolvers: Vec<_> = [
+        ("127.0.2.201", Some(Duration::from_millis(900))),
+        ("127.0.2.202", None),
+    ]
+    .into_iter()
+    .map(|(from, every)| {
+        let stop = stop.clone();
+        std::thread::spawn(move || lab_resolver(from, ns1, every, &stop))
+    })
+    .collect();
+
     // The drill: us-east's backends die.
     let drill_out = lab.expect(
         &["drill"],
         0,
         "starting again what the drill stopped: us-app-1, us-app-2, us-app-3",
     );
+    stop.store(true, Ordering::Relaxed);
+    for r in resolvers {
+        r.join().expect("resolver");
+    }
     let report_dir = lab.run.join("drill");
     let report: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(report_dir.join("report.json")).expect("report.json"),
@@ -254,6 +311,24 @@ fn the_lab_starts_once_drills_a_dying_region_under_one_health_epoch_and_stops_wi
         "{md}"
     );
     assert!(drill_out.contains("drill report: "), "{drill_out}");
+    // Resolver convergence: the one that re-asks at every TTL moved in
+    // time; the one that keeps its answer past the TTL is named.
+    let resolver_state = |addr: &str| {
+        report["resolvers"]["resolvers"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["resolver"] == addr))
+            .cloned()
+            .unwrap_or_else(|| panic!("{addr} not in {}", report["resolvers"]))
+    };
+    let prompt = resolver_state("127.0.2.201");
+    assert_eq!(prompt["state"], "moved", "{prompt}");
+    assert_eq!(prompt["late"], false, "{prompt}");
+    let stale = resolver_state("127.0.2.202");
+    assert!(
+        stale["state"] == "not_reasked" || (stale["state"] == "moved" && stale["late"] == true),
+        "the resolver keeping its answer past the TTL is named: {stale}"
+    );
+    assert!(md.contains("127.0.2.202"), "{md}");
     // The tier connection drain: both tier nodes' listeners, read
     // throughout (the lab has no clients: their rates are what they are).
     let tier = report["tier"].as_array().expect("tier");
