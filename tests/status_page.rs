@@ -2,7 +2,8 @@
 //! no data) with its security headers, while the data routes still need
 //! the token; every API field its script reads exists in a real server's
 //! JSON; and, where Chromium is installed, the page rendered by a headless
-//! browser shows the regions, endpoints and health words.
+//! browser shows the regions, endpoints and health words, and a region
+//! whose endpoint dies turns red within a refresh with no console error.
 
 use crate::common;
 
@@ -658,4 +659,66 @@ fn headless_browser_asks_for_the_token_and_shows_no_data_without_it() {
             "{secret} shown without a token:\n{dom}"
         );
     }
+}
+
+/// What a person watching the page sees when a region's only endpoint dies:
+/// the region's light turns from green to red within a refresh (3 s) of the
+/// health check's verdict, and the console shows no error all along.
+#[test]
+fn headless_browser_turns_a_dying_region_red_within_a_refresh_and_logs_no_console_error() {
+    let Some(browser) = chromium() else { return };
+    let eu = Backend::start(common::backend::OK);
+    let mut us = Backend::start(common::backend::OK);
+    let s = start_page_server("", eu.addr, us.addr);
+    let a = admin(&s);
+    let us_down = || {
+        let h: Value = serde_json::from_str(&http(a, "GET", "/v1/health").1).unwrap_or_default();
+        h["endpoints"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["pool"] == "us-web"))
+            .is_some_and(|e| e["up"] == false)
+    };
+    let mut b = common::cdp::Browser::launch(&browser);
+    b.navigate(&format!("http://{a}/"));
+    let light = |colour: &str| {
+        format!(
+            "(() => {{ const h = [...document.querySelectorAll('.region h3')]\
+             .find((h) => h.textContent.includes('region us'));\
+             const l = h && h.querySelector('.light');\
+             return !!l && l.className === 'light {colour}'; }})()"
+        )
+    };
+    assert!(
+        b.wait_for(&light("green"), Duration::from_secs(15))
+            .is_some(),
+        "region us never shown green: {}",
+        b.eval("document.body.innerText")
+    );
+    us.kill();
+    let verdict = wait_for(Duration::from_secs(10), us_down);
+    assert!(verdict.is_some(), "{}", http(a, "GET", "/v1/health").1);
+    let red = b.wait_for(&light("red"), Duration::from_secs(10));
+    let red = red.unwrap_or_else(|| {
+        panic!(
+            "region us not red 10 s after the verdict: {}",
+            b.eval("document.body.innerText")
+        )
+    });
+    eprintln!("region us red {red:?} after the health verdict");
+    // The page refreshes every 3 s; one refresh, and the time to draw it.
+    assert!(red <= Duration::from_millis(4000), "red after {red:?}");
+    let errors = b.errors();
+    assert!(errors.is_empty(), "the console shows errors: {errors:#?}");
+    // The collector itself sees a console error and an uncaught one.
+    b.eval("console.error('collector check'); setTimeout(() => { throw new Error('thrown check'); }, 0); true");
+    let seen = b.wait_for(
+        "new Promise((r) => setTimeout(() => r(true), 50))",
+        Duration::from_secs(5),
+    );
+    assert!(seen.is_some());
+    let errors = b.errors().join("\n");
+    assert!(
+        errors.contains("collector check") && errors.contains("thrown check"),
+        "{errors}"
+    );
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod cdp;
 pub mod mmdb;
 pub mod props;
 pub mod steering;
