@@ -650,6 +650,7 @@ pub fn health_json(shared: &Handles) -> serde_json::Value {
     });
     let mut v = v;
     v["tier"] = serde_json::to_value(shared.control.tier.status()).unwrap_or_default();
+    v["events"] = serde_json::to_value(shared.control.health.events()).unwrap_or_default();
     v
 }
 

@@ -17,6 +17,7 @@
 //! survive restarts.
 
 pub mod epoch;
+pub mod events;
 pub mod machine;
 pub mod monitor;
 pub mod service;
@@ -371,13 +372,14 @@ impl HealthTable {
         })
     }
 
-    /// Removes expired overrides; returns whether any expired.
-    pub fn expire(&mut self, now: f64) -> bool {
-        let before = self.overrides.len();
-        self.overrides.retain(|o| o.until.is_none_or(|u| u > now));
-        let expired = before != self.overrides.len();
-        if expired {
-            tracing::info!("an operator override expired and was reverted");
+    /// Removes expired overrides and returns them.
+    pub fn expire(&mut self, now: f64) -> Vec<Override> {
+        let (expired, kept): (Vec<Override>, Vec<Override>) = std::mem::take(&mut self.overrides)
+            .into_iter()
+            .partition(|o| o.until.is_some_and(|u| u <= now));
+        self.overrides = kept;
+        for o in &expired {
+            tracing::info!(target = %o.target, state = ?o.state, "an operator override expired and was reverted");
         }
         expired
     }
@@ -1072,7 +1074,7 @@ mod tests {
         let v = h.evaluate(&t, &cfg, 1.0);
         assert!(!v.get(A).up(), "region drain");
         assert!(v.get(B).up(), "endpoint force-up beats the region drain");
-        assert!(h.expire(60.0));
+        assert_eq!(h.expire(60.0).len(), 1);
         assert!(h.evaluate(&t, &cfg, 60.0).get(A).up());
     }
 
