@@ -117,6 +117,45 @@ pub struct Report {
     pub resolvers: Vec<Line>,
 }
 
+/// Most rows of a [`Summary`].
+pub const MAX_SUMMARY_ROWS: usize = 256;
+
+/// The tracked resolvers counted per service and region: what the status
+/// page polls every few seconds (its size does not grow with resolvers).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Summary {
+    pub armed: bool,
+    pub armed_at: Option<f64>,
+    pub until: Option<f64>,
+    /// Unix seconds the counts are of.
+    pub now: f64,
+    pub tracked: usize,
+    pub overflow: u64,
+    /// By service, then region (no region last).
+    pub regions: Vec<RegionCount>,
+    /// Rows left out beyond [`MAX_SUMMARY_ROWS`].
+    pub more: usize,
+}
+
+/// One service and region of a [`Summary`].
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RegionCount {
+    pub service: String,
+    /// None: answers from no region (fallback addresses, NODATA).
+    pub region: Option<String>,
+    /// Resolvers whose latest answer came from this region.
+    pub resolvers: usize,
+    /// Of those, the ones whose latest answer is still within its TTL: they
+    /// hold it in their cache now.
+    pub holding: usize,
+    /// Of those, the ones that came to it from another region.
+    pub moved_in: usize,
+    /// Resolvers last answered from another region after this one.
+    pub moved_away: usize,
+    /// The newest answer from this region to any resolver (unix seconds).
+    pub last_given: Option<f64>,
+}
+
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -294,6 +333,85 @@ impl Tracker {
     }
 }
 
+impl Tracker {
+    /// The counts of every tracked resolver per service and region, at
+    /// `now`: one pass over the tables, output bounded by services ×
+    /// regions (at most [`MAX_SUMMARY_ROWS`] rows).
+    pub fn summary(&self, now: SystemTime) -> Summary {
+        #[derive(Default)]
+        struct Acc {
+            resolvers: usize,
+            holding: usize,
+            moved_in: usize,
+            moved_away: usize,
+            last: Option<u32>,
+        }
+        let until = self.until_ms.load(Ordering::SeqCst);
+        let armed_ms = self.armed_ms.load(Ordering::SeqCst);
+        let now_ms = unix_ms(now);
+        let at = now_ms.saturating_sub(armed_ms);
+        let mut acc: rustc_hash::FxHashMap<(u16, u16), Acc> = Default::default();
+        let mut tracked = 0;
+        for s in self.stripes.iter() {
+            let t = s.lock().unwrap_or_else(|p| p.into_inner());
+            tracked += t.len();
+            for (k, e) in t.iter() {
+                let a = acc.entry((k.service, e.region)).or_default();
+                a.resolvers += 1;
+                if u64::from(e.last_ms) + u64::from(e.ttl) * 1000 > at {
+                    a.holding += 1;
+                }
+                if e.switches > 0 {
+                    a.moved_in += 1;
+                }
+                a.last = a.last.max(Some(e.last_ms));
+                if e.switches > 0 {
+                    acc.entry((k.service, e.previous_region))
+                        .or_default()
+                        .moved_away += 1;
+                }
+            }
+        }
+        let names = self.names.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let name = |tag: u16| names.get(usize::from(tag)).cloned();
+        let mut regions: Vec<RegionCount> = acc
+            .into_iter()
+            .filter_map(|((svc, region), a)| {
+                Some(RegionCount {
+                    service: name(svc)?,
+                    region: (region != NO_REGION).then(|| name(region)).flatten(),
+                    resolvers: a.resolvers,
+                    holding: a.holding,
+                    moved_in: a.moved_in,
+                    moved_away: a.moved_away,
+                    last_given: a
+                        .last
+                        .map(|ms| (armed_ms + u64::from(ms)) as f64 / 1000.0),
+                })
+            })
+            .collect();
+        regions.sort_by(|a, b| {
+            (&a.service, a.region.is_none(), &a.region).cmp(&(
+                &b.service,
+                b.region.is_none(),
+                &b.region,
+            ))
+        });
+        let more = regions.len().saturating_sub(MAX_SUMMARY_ROWS);
+        regions.truncate(MAX_SUMMARY_ROWS);
+        Summary {
+            armed: until != 0 && now_ms <= until,
+            armed_at: (armed_ms != 0).then(|| armed_ms as f64 / 1000.0),
+            until: (until != 0).then(|| until as f64 / 1000.0),
+            now: now_ms as f64 / 1000.0,
+            tracked,
+            overflow: self.overflow.load(Ordering::Relaxed),
+            regions,
+            more,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,6 +455,44 @@ mod tests {
         assert_eq!((b.queries, b.switches, b.previous_last), (1, 0, None));
         assert!(!t.report(None, at(61_000)).armed, "the window ended");
         assert_eq!(t.report(Some("other."), at(0)).tracked, 0);
+    }
+
+    #[test]
+    fn the_summary_counts_resolvers_per_region_holding_and_moved() {
+        let t = Tracker::default();
+        let www = t.tag("www.example.com.");
+        let (eu, us) = (t.tag("eu"), t.tag("us"));
+        let t0 = SystemTime::now();
+        t.arm(Duration::from_secs(600), 1000, t0);
+        let until = unix_ms(t0) + 600_000;
+        let at = |ms| t0 + Duration::from_millis(ms);
+        // a: eu, then us at 40 s (TTL 30). b: eu at 5 s (TTL 30). c: eu at
+        // 50 s (TTL 30). d: a fallback answer.
+        t.record_armed(ip("192.0.2.1"), www, eu, 30, until, at(0));
+        t.record_armed(ip("192.0.2.1"), www, us, 30, until, at(40_000));
+        t.record_armed(ip("192.0.2.2"), www, eu, 30, until, at(5_000));
+        t.record_armed(ip("192.0.2.3"), www, eu, 30, until, at(50_000));
+        t.record_armed(ip("192.0.2.4"), www, NO_REGION, 30, until, at(1_000));
+        let s = t.summary(at(60_000));
+        assert!(s.armed);
+        assert_eq!(s.tracked, 4);
+        let row = |r: Option<&str>| {
+            s.regions
+                .iter()
+                .find(|x| x.region.as_deref() == r)
+                .cloned()
+                .unwrap_or_else(|| panic!("no row {r:?}: {s:?}"))
+        };
+        let e = row(Some("eu"));
+        assert_eq!((e.resolvers, e.holding, e.moved_in, e.moved_away), (2, 1, 0, 1));
+        let base = unix_ms(t0) as f64 / 1000.0;
+        assert!((e.last_given.unwrap_or(0.0) - (base + 50.0)).abs() < 1e-6);
+        let u = row(Some("us"));
+        assert_eq!((u.resolvers, u.holding, u.moved_in, u.moved_away), (1, 1, 1, 0));
+        let n = row(None);
+        assert_eq!((n.resolvers, n.holding), (1, 0));
+        assert_eq!(s.regions.last().map(|r| r.region.clone()), Some(None), "no region last");
+        assert_eq!(s.more, 0);
     }
 
     #[test]
