@@ -232,6 +232,7 @@ async fn status(State(shared): State<Arc<Handles>>) -> Response {
         "last_reload": last_reload,
         "listeners": { "dns": addrs },
         "zones": zones,
+        "services": crate::sim::service_names(&snap),
         "geoip": geoip,
         "health": health_json(&shared),
         "tier": shared.control.tier.status(),
