@@ -172,6 +172,7 @@ fn the_map_is_recoloured_by_a_drain_and_back_after_its_expiry() {
     );
     assert_eq!(header(&head, "x-content-type-options").as_deref(), Some("nosniff"));
     let etag = header(&head, "etag").expect("ETag");
+    assert_eq!(header(&head, "x-geolb-map-walked").as_deref(), Some("yes"));
     assert!(all_up.starts_with("<svg"), "{all_up:.100}");
     let (eu, eu_share) = legend(&all_up, "eu");
     let (us, _) = legend(&all_up, "us");
@@ -194,8 +195,8 @@ fn the_map_is_recoloured_by_a_drain_and_back_after_its_expiry() {
     assert_eq!(code, 200, "{head}");
     assert_ne!(header(&head, "etag").as_deref(), Some(etag.as_str()));
     assert_eq!(
-        header(&head, "x-geolb-map-walk-ms").as_deref(),
-        Some("0"),
+        header(&head, "x-geolb-map-walked").as_deref(),
+        Some("no"),
         "the walk is kept across health changes: {head}"
     );
     assert_eq!(country(&drained, "DE"), us, "Germany now answered by us");
@@ -288,4 +289,28 @@ fn the_resolver_summary_counts_who_is_on_each_region_and_who_moved() {
     assert_eq!(eu["moved_away"], 1, "{s}");
     assert_eq!((us["resolvers"].as_u64(), us["moved_in"].as_u64()), (Some(1), Some(1)), "{s}");
     assert!(us["last_given"].as_f64() >= eu["last_given"].as_f64(), "{s}");
+    // The node samples the counts while armed (every 5 s), for the
+    // timeline's curves; `since` gives only the newer ones.
+    let sampled = wait_for(Duration::from_secs(12), || {
+        summary(a)["history"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|x| row(x, "us")["resolvers"] == 1))
+    });
+    assert!(sampled.is_some(), "{}", summary(a));
+    let s = summary(a);
+    let last = s["history"]
+        .as_array()
+        .and_then(|h| h.last())
+        .and_then(|x| x["at"].as_f64())
+        .expect("a sample");
+    let newer: Value = serde_json::from_str(
+        &http(a, "GET", &format!("/v1/resolvers/summary?since={last}")).1,
+    )
+    .unwrap_or_default();
+    assert!(
+        newer["history"]
+            .as_array()
+            .is_some_and(|h| h.iter().all(|x| x["at"].as_f64() > Some(last))),
+        "{newer}"
+    );
 }

@@ -254,6 +254,8 @@ const NOT_API: &[&str] = &[
     "removeAttribute",
     "reverse",
     "shift",
+    "split",
+    "concat",
     "text",
     "className",
     "close",
@@ -458,6 +460,7 @@ const SUMMARY_PATHS: &[&str] = &[
     "regions[].region",
     "regions[].resolvers",
     "regions[].holding",
+    "history",
 ];
 
 /// Whether `path` exists in `v`: in at least one element of each array

@@ -76,6 +76,8 @@ pub struct Drawing {
     /// The health epoch it shows (consensus id) and its label.
     pub epoch: String,
     pub label: String,
+    /// Whether it needed a walk of its own (no kept model served).
+    pub walked: bool,
     /// Milliseconds: the walk (0 when the kept model served) and the rest.
     pub walk_ms: u64,
     pub draw_ms: u64,
@@ -367,6 +369,7 @@ impl MapCache {
                         svg: drawn.bytes.into(),
                         epoch: snap.health.epoch.hex(),
                         label,
+                        walked: fresh,
                         walk_ms: if fresh {
                             (walked - t0).as_millis() as u64
                         } else {
@@ -428,6 +431,7 @@ pub fn respond(out: Outcome, headers: &HeaderMap) -> Response {
     );
     for (name, value) in [
         ("x-geolb-map-epoch", d.epoch.clone()),
+        ("x-geolb-map-walked", (if d.walked { "yes" } else { "no" }).to_string()),
         ("x-geolb-map-walk-ms", d.walk_ms.to_string()),
         ("x-geolb-map-draw-ms", d.draw_ms.to_string()),
     ] {
@@ -569,6 +573,7 @@ geo = { default = ["us", "eu"], continent = { EU = ["eu", "us"] } }
             etag: "\"00000000000000aa\"".into(),
             epoch: "1".into(),
             label: "l".into(),
+            walked: false,
             walk_ms: 0,
             draw_ms: 1,
         });

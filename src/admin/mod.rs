@@ -693,12 +693,28 @@ async fn map_svg(
     map::respond(out, &headers)
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SummaryQuery {
+    /// Only the samples taken after this (unix seconds).
+    since: Option<f64>,
+}
+
 /// Counts of the tracked resolvers per service and region (see
 /// `snapshot::resolvers::Tracker::summary`): small and cheap enough to poll.
-async fn resolvers_summary(State(shared): State<Arc<Handles>>) -> Response {
+async fn resolvers_summary(
+    State(shared): State<Arc<Handles>>,
+    q: Result<axum::extract::Query<SummaryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(q) => q.0,
+        Err(e) => return bad_request(e.body_text()),
+    };
     let tracker = shared.control.source.load().resolvers.clone();
-    let summary =
-        tokio::task::spawn_blocking(move || tracker.summary(std::time::SystemTime::now())).await;
+    let summary = tokio::task::spawn_blocking(move || {
+        tracker.summary(std::time::SystemTime::now(), q.since)
+    })
+    .await;
     match summary {
         Ok(s) => Json(s).into_response(),
         Err(e) => (

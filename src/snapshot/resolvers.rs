@@ -10,7 +10,7 @@
 //! and a resolver that does not fit is counted (`overflow`), not stored.
 //! Tracking ends by itself at the deadline given when armed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,6 +68,9 @@ pub struct Tracker {
     /// Service and region names, interned: tags survive reloads that
     /// renumber services and regions.
     names: Mutex<Vec<String>>,
+    /// The counts every [`SAMPLE_EVERY`] while armed, the last
+    /// [`HISTORY`] (cleared when armed again).
+    history: Mutex<VecDeque<Sample>>,
 }
 
 impl Default for Tracker {
@@ -79,6 +82,7 @@ impl Default for Tracker {
             overflow: AtomicU64::new(0),
             stripes: (0..STRIPES).map(|_| Mutex::new(Table::default())).collect(),
             names: Mutex::new(Vec::new()),
+            history: Mutex::new(VecDeque::new()),
         }
     }
 }
@@ -119,6 +123,27 @@ pub struct Report {
 
 /// Most rows of a [`Summary`].
 pub const MAX_SUMMARY_ROWS: usize = 256;
+/// How often the counts are sampled while armed (by `control`).
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// Samples kept: an hour at [`SAMPLE_EVERY`].
+pub const HISTORY: usize = 720;
+
+/// The counts of one moment, for the timeline's curves.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Sample {
+    /// Unix seconds.
+    pub at: f64,
+    pub regions: Vec<SampleCount>,
+}
+
+/// One service and region of a [`Sample`] (see [`RegionCount`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SampleCount {
+    pub service: String,
+    pub region: Option<String>,
+    pub resolvers: usize,
+    pub holding: usize,
+}
 
 /// The tracked resolvers counted per service and region: what the status
 /// page polls every few seconds (its size does not grow with resolvers).
@@ -135,6 +160,9 @@ pub struct Summary {
     pub regions: Vec<RegionCount>,
     /// Rows left out beyond [`MAX_SUMMARY_ROWS`].
     pub more: usize,
+    /// The samples taken since the time asked for (all kept when none),
+    /// oldest first.
+    pub history: Vec<Sample>,
 }
 
 /// One service and region of a [`Summary`].
@@ -206,6 +234,10 @@ impl Tracker {
         }
         self.overflow.store(0, Ordering::Relaxed);
         self.per_stripe.store(per as u64, Ordering::Relaxed);
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         let at = unix_ms(now);
         self.armed_ms.store(at, Ordering::SeqCst);
         let window = window.min(MAX_WINDOW);
@@ -337,7 +369,7 @@ impl Tracker {
     /// The counts of every tracked resolver per service and region, at
     /// `now`: one pass over the tables, output bounded by services ×
     /// regions (at most [`MAX_SUMMARY_ROWS`] rows).
-    pub fn summary(&self, now: SystemTime) -> Summary {
+    pub fn summary(&self, now: SystemTime, since: Option<f64>) -> Summary {
         #[derive(Default)]
         struct Acc {
             resolvers: usize,
@@ -408,7 +440,47 @@ impl Tracker {
             overflow: self.overflow.load(Ordering::Relaxed),
             regions,
             more,
+            history: self
+                .history
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|s| since.is_none_or(|t| s.at > t))
+                .cloned()
+                .collect(),
         }
+    }
+
+    /// Whether tracking is on at `now`.
+    pub fn armed(&self, now: SystemTime) -> bool {
+        let until = self.until_ms.load(Ordering::Relaxed);
+        until != 0 && unix_ms(now) <= until
+    }
+
+    /// Keeps the counts of `now` in the history, if armed.
+    pub fn sample(&self, now: SystemTime) {
+        if !self.armed(now) {
+            return;
+        }
+        let s = self.summary(now, Some(f64::INFINITY));
+        let sample = Sample {
+            at: s.now,
+            regions: s
+                .regions
+                .into_iter()
+                .map(|r| SampleCount {
+                    service: r.service,
+                    region: r.region,
+                    resolvers: r.resolvers,
+                    holding: r.holding,
+                })
+                .collect(),
+        };
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        if h.len() >= HISTORY {
+            h.pop_front();
+        }
+        h.push_back(sample);
     }
 }
 
@@ -473,7 +545,9 @@ mod tests {
         t.record_armed(ip("192.0.2.2"), www, eu, 30, until, at(5_000));
         t.record_armed(ip("192.0.2.3"), www, eu, 30, until, at(50_000));
         t.record_armed(ip("192.0.2.4"), www, NO_REGION, 30, until, at(1_000));
-        let s = t.summary(at(60_000));
+        t.sample(at(30_000));
+        t.sample(at(60_000));
+        let s = t.summary(at(60_000), None);
         assert!(s.armed);
         assert_eq!(s.tracked, 4);
         let row = |r: Option<&str>| {
@@ -493,6 +567,18 @@ mod tests {
         assert_eq!((n.resolvers, n.holding), (1, 0));
         assert_eq!(s.regions.last().map(|r| r.region.clone()), Some(None), "no region last");
         assert_eq!(s.more, 0);
+        // The samples: the counts then, and only the newer when asked.
+        assert_eq!(s.history.len(), 2);
+        let then = &s.history[0];
+        let eu_then = then.regions.iter().find(|r| r.region.as_deref() == Some("eu"));
+        assert_eq!(eu_then.map(|r| (r.resolvers, r.holding)), Some((2, 2)));
+        let base = unix_ms(t0) as f64 / 1000.0;
+        assert_eq!(t.summary(at(60_000), Some(base + 30.0)).history.len(), 1);
+        t.disarm();
+        t.sample(at(61_000));
+        assert_eq!(t.summary(at(61_000), None).history.len(), 2, "not armed: no sample");
+        t.arm(Duration::from_secs(60), 1000, at(62_000));
+        assert!(t.summary(at(62_000), None).history.is_empty(), "armed afresh");
     }
 
     #[test]

@@ -16,9 +16,11 @@ let previous = null; // the status before `last`, for rates
 let pending = null; // the action the dialog confirms
 // The map: the service shown, the SVG's ETag, the parsed SVG, why there is none.
 const map = { service: null, etag: null, svg: null, error: null, epoch: null, loading: false };
-// Resolver summaries seen since the page opened: { t (server unix s), s }.
+// Tracked resolvers: the node's samples of their counts ({ t: unix s, s:
+// { regions } }), fetched incrementally, and the newest summary.
 let samples = [];
-const MAX_SAMPLES = 1200; // an hour at one per refresh
+let tracking = null;
+const MAX_SAMPLES = 720; // as many as the node keeps: an hour
 // How long the timeline stays up after the last override came or went.
 const LINGER_S = 15 * 60;
 const SVGNS = "http://www.w3.org/2000/svg";
@@ -138,7 +140,7 @@ async function post(path, payload) {
 async function refresh() {
   clearTimeout(timer);
   try {
-    const [st, rd, rs] = await Promise.all([getJson("/v1/status"), getJson("/v1/ready"), getJson("/v1/resolvers/summary")]);
+    const [st, rd, rs] = await Promise.all([getJson("/v1/status"), getJson("/v1/ready"), getJson("/v1/resolvers/summary" + (samples.length ? "?since=" + samples[samples.length - 1].t : ""))]);
     if (st.code === 401) {
       askToken(token() ? "That token was refused." : "");
       return;
@@ -528,11 +530,19 @@ function mapCard(s) {
 // ---- the drill timeline -------------------------------------------------
 
 function addSample(summary) {
-  const prev = samples.length ? samples[samples.length - 1].s : null;
-  if (prev && prev.armed_at !== summary.armed_at) samples = [];
-  if (!summary.armed && !summary.tracked) return;
-  samples.push({ t: summary.now, s: summary });
-  if (samples.length > MAX_SAMPLES) samples.shift();
+  if (tracking && tracking.armed_at !== summary.armed_at) samples = [];
+  tracking = summary;
+  for (const h of summary.history || []) {
+    if (samples.length && h.at <= samples[samples.length - 1].t) continue;
+    samples.push({ t: h.at, s: h });
+  }
+  while (samples.length > MAX_SAMPLES) samples.shift();
+}
+
+// The samples and, last, the counts of now.
+function resolverPoints() {
+  if (!tracking || !tracking.tracked) return samples;
+  return samples.concat([{ t: tracking.now, s: tracking }]);
 }
 
 // What an event says, in words.
@@ -556,7 +566,7 @@ function eventWords(e) {
 function timelineWanted(h, now) {
   const timed = (h.overrides || []).some((o) => o.until);
   const recent = (h.events || []).some((e) => e.kind !== "epoch" && now - e.at <= LINGER_S);
-  const armed = samples.length && samples[samples.length - 1].s.armed;
+  const armed = tracking && tracking.armed;
   return timed || recent || armed;
 }
 
@@ -570,12 +580,13 @@ function timelineCard(h) {
   }
   const events = (h.events || []).filter((e) => now - e.at <= 3600);
   const firstOverride = events.find((e) => e.kind !== "epoch");
-  let t0 = Math.min(firstOverride ? firstOverride.at : now, samples.length ? samples[0].t : now, ...(h.overrides || []).map((o) => o.set_at));
+  const pts = resolverPoints();
+  let t0 = Math.min(firstOverride ? firstOverride.at : now, pts.length ? pts[0].t : now, ...(h.overrides || []).map((o) => o.set_at));
   t0 = Math.max(t0 - 10, now - 3600);
   const t1 = Math.max(now + 5, ...(h.overrides || []).map((o) => o.until || 0));
   const shown = events.filter((e) => e.at >= t0);
   return el("section", { class: "card", id: "timeline-card" },
-    el("h2", {}, "Timeline", el("span", { class: "muted" }, "overrides, health epochs" + (samples.length ? " and tracked resolvers" : "") + " from " + when(t0) + " · now at the red line")),
+    el("h2", {}, "Timeline", el("span", { class: "muted" }, "overrides, health epochs" + (pts.length ? " and tracked resolvers" : "") + " from " + when(t0) + " · now at the red line")),
     timelineSvg(h, shown, t0, t1, now),
     el("ul", { class: "events mono" }, shown.slice().reverse().map((e) => {
       const [what, detail] = eventWords(e);
@@ -637,7 +648,7 @@ function timelineSvg(h, events, t0, t1, now) {
   // Tracked resolvers: per region of the first service, the share whose
   // latest answer came from it (solid) and the share holding it within its
   // TTL (dashed).
-  const pts = samples.filter((p) => p.t >= t0);
+  const pts = resolverPoints().filter((p) => p.t >= t0);
   if (pts.length) {
     const service = map.service && pts[pts.length - 1].s.regions.some((r) => r.service === map.service)
       ? map.service : ((pts[pts.length - 1].s.regions[0] || {}).service);
@@ -661,6 +672,8 @@ function timelineSvg(h, events, t0, t1, now) {
         }).join(" ");
         kids.push(svgEl("polyline", { points: line, fill: "none", stroke: color, "stroke-width": 2, "stroke-dasharray": dash, class: "share" },
           svgEl("title", {}, (region || "no region") + ": " + (field === "resolvers" ? "latest answer from it" : "holding it within its TTL"))));
+        const end = line.split(" ").pop().split(",");
+        if (field === "resolvers") kids.push(svgEl("circle", { cx: end[0], cy: end[1], r: 3, fill: color }));
       }
       const lastRow = pts[pts.length - 1].s.regions.find((r) => r.service === service && r.region === region) || { resolvers: 0, holding: 0 };
       kids.push(svgEl("text", { x: 4, y: top + 42 + i * 14, class: "tick", fill: color }, (region || "no region") + " " + lastRow.resolvers + " (" + lastRow.holding + " in TTL)"));
