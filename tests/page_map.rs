@@ -142,7 +142,10 @@ fn country(svg: &str, cc: &str) -> String {
 }
 fn legend(svg: &str, name: &str) -> (String, String) {
     let m = format!("data-legend=\"{name}\"");
-    (attr_after(svg, &m, "fill"), attr_after(svg, &m, "data-share"))
+    (
+        attr_after(svg, &m, "fill"),
+        attr_after(svg, &m, "data-share"),
+    )
 }
 
 fn events(a: SocketAddr) -> Vec<Value> {
@@ -170,7 +173,10 @@ fn the_map_is_recoloured_by_a_drain_and_back_after_its_expiry() {
         header(&head, "content-type").as_deref(),
         Some("image/svg+xml; charset=utf-8")
     );
-    assert_eq!(header(&head, "x-content-type-options").as_deref(), Some("nosniff"));
+    assert_eq!(
+        header(&head, "x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
     let etag = header(&head, "etag").expect("ETag");
     assert_eq!(header(&head, "x-geolb-map-walked").as_deref(), Some("yes"));
     assert!(all_up.starts_with("<svg"), "{all_up:.100}");
@@ -212,8 +218,13 @@ fn the_map_is_recoloured_by_a_drain_and_back_after_its_expiry() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(set["state"], "drain");
-    assert!(set["until"].as_f64().is_some_and(|u| u > set["at"].as_f64().unwrap_or(f64::MAX)));
-    assert!(has_event(&ev, "epoch", "down", "eu-web/127.0.1.1"), "{ev:?}");
+    assert!(set["until"]
+        .as_f64()
+        .is_some_and(|u| u > set["at"].as_f64().unwrap_or(f64::MAX)));
+    assert!(
+        has_event(&ev, "epoch", "down", "eu-web/127.0.1.1"),
+        "{ev:?}"
+    );
 
     // It expires by itself: an event says so, and the map is the first
     // one again (the same ETag).
@@ -238,7 +249,9 @@ fn without_a_city_database_or_service_the_map_says_why() {
     assert_eq!(code, 409, "{body}");
     let v: Value = serde_json::from_str(&body).expect("JSON error");
     assert!(
-        v["error"].as_str().is_some_and(|e| e.contains("City database")),
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("City database")),
         "{body}"
     );
     let n = start(true);
@@ -278,7 +291,11 @@ fn the_resolver_summary_counts_who_is_on_each_region_and_who_moved() {
     assert_eq!(s["tracked"], 2, "{s}");
     let eu = row(&s, "eu");
     assert_eq!(eu["service"], "www.example.com.", "{s}");
-    assert_eq!((eu["resolvers"].as_u64(), eu["holding"].as_u64()), (Some(2), Some(2)), "{s}");
+    assert_eq!(
+        (eu["resolvers"].as_u64(), eu["holding"].as_u64()),
+        (Some(2), Some(2)),
+        "{s}"
+    );
     // eu drained: the first asks again and moves; the second does not ask.
     let (code, body) = http_json(a, "/v1/drain", r#"{"target": "eu", "for": "10m"}"#);
     assert_eq!(code, 200, "{body}");
@@ -287,8 +304,15 @@ fn the_resolver_summary_counts_who_is_on_each_region_and_who_moved() {
     let (eu, us) = (row(&s, "eu"), row(&s, "us"));
     assert_eq!(eu["resolvers"], 1, "{s}");
     assert_eq!(eu["moved_away"], 1, "{s}");
-    assert_eq!((us["resolvers"].as_u64(), us["moved_in"].as_u64()), (Some(1), Some(1)), "{s}");
-    assert!(us["last_given"].as_f64() >= eu["last_given"].as_f64(), "{s}");
+    assert_eq!(
+        (us["resolvers"].as_u64(), us["moved_in"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+    assert!(
+        us["last_given"].as_f64() >= eu["last_given"].as_f64(),
+        "{s}"
+    );
     // The node samples the counts while armed (every 5 s), for the
     // timeline's curves; `since` gives only the newer ones.
     let sampled = wait_for(Duration::from_secs(12), || {
@@ -303,10 +327,9 @@ fn the_resolver_summary_counts_who_is_on_each_region_and_who_moved() {
         .and_then(|h| h.last())
         .and_then(|x| x["at"].as_f64())
         .expect("a sample");
-    let newer: Value = serde_json::from_str(
-        &http(a, "GET", &format!("/v1/resolvers/summary?since={last}")).1,
-    )
-    .unwrap_or_default();
+    let newer: Value =
+        serde_json::from_str(&http(a, "GET", &format!("/v1/resolvers/summary?since={last}")).1)
+            .unwrap_or_default();
     assert!(
         newer["history"]
             .as_array()

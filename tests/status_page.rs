@@ -568,7 +568,11 @@ fn every_field_the_page_reads_exists_in_the_api() {
     let all_kinds = wait_for(Duration::from_secs(10), || {
         kinds(&get_json(a, "/v1/status")).len() == 4
     });
-    assert!(all_kinds.is_some(), "{}", get_json(a, "/v1/status")["health"]["events"]);
+    assert!(
+        all_kinds.is_some(),
+        "{}",
+        get_json(a, "/v1/status")["health"]["events"]
+    );
     // Tracked resolvers, for the timeline's summary.
     post_ok(a, "/v1/resolvers/track", r#"{"for": "10m"}"#);
     let dns = s.dns;
@@ -761,11 +765,7 @@ fn headless_browser_shows_the_timeline_of_a_drain_with_tracked_resolvers() {
     let (code, body) = http_json(a, "/v1/resolvers/track", r#"{"for": "10m"}"#);
     assert_eq!(code, 200, "{body}");
     ask_from("127.0.0.2", s.dns);
-    let (code, body) = http_json(
-        a,
-        "/v1/drain",
-        r#"{"target": "eu-web", "for": "10m"}"#,
-    );
+    let (code, body) = http_json(a, "/v1/drain", r#"{"target": "eu-web", "for": "10m"}"#);
     assert_eq!(code, 200, "{body}");
     ask_from("127.0.0.3", s.dns);
     let dom = dump_dom(&browser, &format!("http://{a}/"));

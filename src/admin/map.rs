@@ -183,7 +183,9 @@ pub fn live_label(snap: &Snapshot) -> String {
         let all_eps: Vec<u32> = pools.iter().flat_map(|p| p.endpoints.clone()).collect();
         let whole = |eps: &[u32]| -> Option<&'static str> {
             let first = class(*eps.first()?)?;
-            eps.iter().all(|&e| class(e) == Some(first)).then_some(first)
+            eps.iter()
+                .all(|&e| class(e) == Some(first))
+                .then_some(first)
         };
         if let Some(c) = whole(&all_eps) {
             add(c, region.name.clone());
@@ -326,26 +328,26 @@ impl MapCache {
             let t0 = Instant::now();
             let work = std::panic::AssertUnwindSafe(|| {
                 let model = match kept {
-                Some(m) => Ok((m, false)),
-                None => ModelOf::new(
-                    snap.clone(),
-                    std::slice::from_ref(&key.model.service),
-                    QType::A,
-                )
-                .map(|m| (Arc::new(m), true)),
-            };
-            let walked = Instant::now();
-            let out = model.and_then(|(model, fresh)| {
-                let label = live_label(&snap);
-                let drawn = draw_model(
-                    &model,
-                    &[(label.clone(), (*snap.health).clone())],
-                    WIDTH,
-                    Format::Svg,
-                )?;
-                Ok((model, fresh, label, drawn))
-            });
-            (walked, out)
+                    Some(m) => Ok((m, false)),
+                    None => ModelOf::new(
+                        snap.clone(),
+                        std::slice::from_ref(&key.model.service),
+                        QType::A,
+                    )
+                    .map(|m| (Arc::new(m), true)),
+                };
+                let walked = Instant::now();
+                let out = model.and_then(|(model, fresh)| {
+                    let label = live_label(&snap);
+                    let drawn = draw_model(
+                        &model,
+                        &[(label.clone(), (*snap.health).clone())],
+                        WIDTH,
+                        Format::Svg,
+                    )?;
+                    Ok((model, fresh, label, drawn))
+                });
+                (walked, out)
             });
             let mut inner = me.lock();
             let (walked, out) = match std::panic::catch_unwind(work) {
@@ -382,6 +384,9 @@ impl MapCache {
                 Err(e @ SimError::UnknownService(_)) => Err((StatusCode::NOT_FOUND, e.to_string())),
                 Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
             };
+            // Only the current walk's drawings are kept: a key names its
+            // GeoIP databases by address, which a later set may reuse.
+            inner.drawn.retain(|(k, _)| k.model == key.model);
             if inner.drawn.len() >= KEPT {
                 drop(inner.drawn.remove(0));
             }
@@ -431,7 +436,10 @@ pub fn respond(out: Outcome, headers: &HeaderMap) -> Response {
     );
     for (name, value) in [
         ("x-geolb-map-epoch", d.epoch.clone()),
-        ("x-geolb-map-walked", (if d.walked { "yes" } else { "no" }).to_string()),
+        (
+            "x-geolb-map-walked",
+            (if d.walked { "yes" } else { "no" }).to_string(),
+        ),
         ("x-geolb-map-walk-ms", d.walk_ms.to_string()),
         ("x-geolb-map-draw-ms", d.draw_ms.to_string()),
     ] {
@@ -541,7 +549,10 @@ geo = { default = ["us", "eu"], continent = { EU = ["eu", "us"] } }
 
         // A drain: a new drawing from the kept walk, Germany in us's colour.
         set_pool(&source, "eu-web", AdminState::Drain);
-        let drained = cache.get(&source, Some("www.example.com")).await.expect("drawn");
+        let drained = cache
+            .get(&source, Some("www.example.com"))
+            .await
+            .expect("drawn");
         assert_eq!(cache.counts(), (2, 1), "drawn again, not walked again");
         assert_ne!(drained.etag, all_up.etag);
         assert!(drained.label.contains("drained: eu"), "{}", drained.label);
@@ -579,7 +590,10 @@ geo = { default = ["us", "eu"], continent = { EU = ["eu", "us"] } }
         });
         let mut h = HeaderMap::new();
         assert_eq!(respond(Ok(d.clone()), &h).status(), StatusCode::OK);
-        h.insert(IF_NONE_MATCH, HeaderValue::from_static("\"x\", \"00000000000000aa\""));
+        h.insert(
+            IF_NONE_MATCH,
+            HeaderValue::from_static("\"x\", \"00000000000000aa\""),
+        );
         let r = respond(Ok(d), &h);
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(r.headers()[ETAG], "\"00000000000000aa\"");

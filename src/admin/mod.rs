@@ -711,10 +711,9 @@ async fn resolvers_summary(
         Err(e) => return bad_request(e.body_text()),
     };
     let tracker = shared.control.source.load().resolvers.clone();
-    let summary = tokio::task::spawn_blocking(move || {
-        tracker.summary(std::time::SystemTime::now(), q.since)
-    })
-    .await;
+    let summary =
+        tokio::task::spawn_blocking(move || tracker.summary(std::time::SystemTime::now(), q.since))
+            .await;
     match summary {
         Ok(s) => Json(s).into_response(),
         Err(e) => (

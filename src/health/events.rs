@@ -221,9 +221,19 @@ mod tests {
         };
         let ids: Vec<String> = (0..40).map(|i| format!("p/10.0.0.{i:02}")).collect();
         // Before: 0 down. After: 0 up, 1..=30 drained, the rest as before.
-        let before = |id: &str| if id == ids[0] { down } else { Default::default() };
+        let before = |id: &str| {
+            if id == ids[0] {
+                down
+            } else {
+                Default::default()
+            }
+        };
         let after = |id: &str| {
-            let i: usize = id.rsplit('.').next().and_then(|x| x.parse().ok()).unwrap_or(0);
+            let i: usize = id
+                .rsplit('.')
+                .next()
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(0);
             if (1..=30).contains(&i) {
                 drained
             } else {

@@ -305,7 +305,10 @@ impl HealthService {
                 cur.epoch.hex(),
                 |id| cur.get(id),
                 |id| next.get(id),
-                cur.endpoints.keys().chain(next.endpoints.keys()).map(String::as_str),
+                cur.endpoints
+                    .keys()
+                    .chain(next.endpoints.keys())
+                    .map(String::as_str),
             );
             events.push(now, *seq, change);
             (now, cur.epoch.changes + 1)
@@ -684,8 +687,7 @@ mod tests {
         // And one removed by hand.
         h.set_override("api", AdminState::ForceDown, None)
             .expect("force");
-        h.set_override("api", AdminState::None, None)
-            .expect("undo");
+        h.set_override("api", AdminState::None, None).expect("undo");
         let ev = h.events();
         let kinds: Vec<String> = ev
             .iter()
@@ -709,7 +711,9 @@ mod tests {
                 "epoch"
             ]
         );
-        assert!(ev.windows(2).all(|w| w[1].n == w[0].n + 1 && w[1].seq >= w[0].seq));
+        assert!(ev
+            .windows(2)
+            .all(|w| w[1].n == w[0].n + 1 && w[1].seq >= w[0].seq));
         assert_eq!(ev[0].seq, drained.seq, "stamped with the state it made");
         match &ev[1].what {
             events::What::Epoch {
@@ -733,7 +737,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match &ev[2].what {
-            events::What::OverrideExpired { target, until: u, .. } => {
+            events::What::OverrideExpired {
+                target, until: u, ..
+            } => {
                 assert_eq!(target, "eu");
                 assert_eq!(*u, Some(unix(until)));
             }

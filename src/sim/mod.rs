@@ -799,7 +799,12 @@ fn all_services(snap: &Snapshot) -> Vec<((usize, usize), &Service)> {
         .zones
         .iter()
         .enumerate()
-        .flat_map(|(z, zone)| zone.services.iter().enumerate().map(move |(i, s)| ((z, i), s)))
+        .flat_map(|(z, zone)| {
+            zone.services
+                .iter()
+                .enumerate()
+                .map(move |(i, s)| ((z, i), s))
+        })
         .collect()
 }
 

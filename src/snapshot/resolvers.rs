@@ -416,9 +416,7 @@ impl Tracker {
                     holding: a.holding,
                     moved_in: a.moved_in,
                     moved_away: a.moved_away,
-                    last_given: a
-                        .last
-                        .map(|ms| (armed_ms + u64::from(ms)) as f64 / 1000.0),
+                    last_given: a.last.map(|ms| (armed_ms + u64::from(ms)) as f64 / 1000.0),
                 })
             })
             .collect();
@@ -558,27 +556,47 @@ mod tests {
                 .unwrap_or_else(|| panic!("no row {r:?}: {s:?}"))
         };
         let e = row(Some("eu"));
-        assert_eq!((e.resolvers, e.holding, e.moved_in, e.moved_away), (2, 1, 0, 1));
+        assert_eq!(
+            (e.resolvers, e.holding, e.moved_in, e.moved_away),
+            (2, 1, 0, 1)
+        );
         let base = unix_ms(t0) as f64 / 1000.0;
         assert!((e.last_given.unwrap_or(0.0) - (base + 50.0)).abs() < 1e-6);
         let u = row(Some("us"));
-        assert_eq!((u.resolvers, u.holding, u.moved_in, u.moved_away), (1, 1, 1, 0));
+        assert_eq!(
+            (u.resolvers, u.holding, u.moved_in, u.moved_away),
+            (1, 1, 1, 0)
+        );
         let n = row(None);
         assert_eq!((n.resolvers, n.holding), (1, 0));
-        assert_eq!(s.regions.last().map(|r| r.region.clone()), Some(None), "no region last");
+        assert_eq!(
+            s.regions.last().map(|r| r.region.clone()),
+            Some(None),
+            "no region last"
+        );
         assert_eq!(s.more, 0);
         // The samples: the counts then, and only the newer when asked.
         assert_eq!(s.history.len(), 2);
         let then = &s.history[0];
-        let eu_then = then.regions.iter().find(|r| r.region.as_deref() == Some("eu"));
+        let eu_then = then
+            .regions
+            .iter()
+            .find(|r| r.region.as_deref() == Some("eu"));
         assert_eq!(eu_then.map(|r| (r.resolvers, r.holding)), Some((2, 2)));
         let base = unix_ms(t0) as f64 / 1000.0;
         assert_eq!(t.summary(at(60_000), Some(base + 30.0)).history.len(), 1);
         t.disarm();
         t.sample(at(61_000));
-        assert_eq!(t.summary(at(61_000), None).history.len(), 2, "not armed: no sample");
+        assert_eq!(
+            t.summary(at(61_000), None).history.len(),
+            2,
+            "not armed: no sample"
+        );
         t.arm(Duration::from_secs(60), 1000, at(62_000));
-        assert!(t.summary(at(62_000), None).history.is_empty(), "armed afresh");
+        assert!(
+            t.summary(at(62_000), None).history.is_empty(),
+            "armed afresh"
+        );
     }
 
     #[test]

@@ -556,7 +556,7 @@ function eventWords(e) {
     const parts = [];
     if ((e.down || []).length) parts.push("down: " + names(e.down, e.more_down));
     if ((e.up || []).length) parts.push("up: " + names(e.up, e.more_up));
-    return ["epoch " + e.id, parts.join("; ") || "votes changed"];
+    return ["epoch " + e.id, parts.join("; ") || "no endpoint went down or up (votes changed)"];
   }
   return [e.kind, ""];
 }

@@ -214,7 +214,11 @@ pub fn svg(
         num(&mut body, swatch);
         body.push_str("\" height=\"");
         num(&mut body, swatch);
-        let share = e.shares.iter().map(|&s| format!("{s:.4}")).collect::<Vec<_>>();
+        let share = e
+            .shares
+            .iter()
+            .map(|&s| format!("{s:.4}"))
+            .collect::<Vec<_>>();
         let _ = writeln!(
             body,
             "\" fill=\"{}\" stroke=\"#888888\" stroke-width=\"0.5\" data-legend=\"{}\" data-share=\"{}\"/>",
