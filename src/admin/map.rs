@@ -243,39 +243,40 @@ impl MapCache {
     }
 
     /// The drawing of `service` (the first when None) under `source`'s
-    /// live health: kept, or drawn now (waiting for a drawing in progress
-    /// first).
+    /// health as it is now: kept, or drawn (after the drawing in progress,
+    /// if any, is done). A request waits for at most two drawings — the
+    /// one in progress and its own — whatever health does meanwhile.
     pub async fn get(
         self: &Arc<Self>,
         source: &crate::snapshot::Source,
         service: Option<&str>,
     ) -> Outcome {
         let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let snap = source.load_full();
-            if snap.geo.city.is_none() {
-                return Err((
-                    StatusCode::CONFLICT,
-                    "no City database is configured ([geoip] city): the map colours the networks it lists, so there is none to draw".into(),
-                ));
-            }
-            let Some(svc) = find_service(&snap, service) else {
-                return Err((
-                    StatusCode::NOT_FOUND,
-                    match service {
-                        Some(s) => format!("no service named {s:?}"),
-                        None => "the config has no service".into(),
-                    },
-                ));
-            };
-            let key = Key {
-                model: ModelKey {
-                    generation: snap.generation,
-                    geo: Arc::as_ptr(&snap.geo) as usize,
-                    service: svc.name.clone(),
+        let snap = source.load_full();
+        if snap.geo.city.is_none() {
+            return Err((
+                StatusCode::CONFLICT,
+                "no City database is configured ([geoip] city): the map colours the networks it lists, so there is none to draw".into(),
+            ));
+        }
+        let Some(svc) = find_service(&snap, service) else {
+            return Err((
+                StatusCode::NOT_FOUND,
+                match service {
+                    Some(s) => format!("no service named {s:?}"),
+                    None => "the config has no service".into(),
                 },
-                health: health_key(&snap, svc),
-            };
+            ));
+        };
+        let key = Key {
+            model: ModelKey {
+                generation: snap.generation,
+                geo: Arc::as_ptr(&snap.geo) as usize,
+                service: svc.name.clone(),
+            },
+            health: health_key(&snap, svc),
+        };
+        loop {
             let notified = self.done.notified();
             tokio::pin!(notified);
             {
@@ -287,7 +288,7 @@ impl MapCache {
                 notified.as_mut().enable();
                 if inner.drawing.is_none() {
                     inner.drawing = Some(key.clone());
-                    self.start(&mut inner, snap, key);
+                    self.start(&mut inner, snap.clone(), key.clone());
                 }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {

@@ -444,7 +444,8 @@ async function refreshMap() {
     if (r.status !== 200) {
       let body = null;
       try { body = await r.json(); } catch (e) { body = null; }
-      setMap(null, (body && body.error) || "GET /v1/map.svg answered " + r.status);
+      // Still drawing (503): keep the map shown, say so.
+      setMap(r.status === 503 ? map.svg : null, (body && body.error) || "GET /v1/map.svg answered " + r.status);
       return;
     }
     const svg = parseSvg(await r.text());
@@ -583,7 +584,8 @@ function timelineCard(h) {
   const pts = resolverPoints();
   let t0 = Math.min(firstOverride ? firstOverride.at : now, pts.length ? pts[0].t : now, ...(h.overrides || []).map((o) => o.set_at));
   t0 = Math.max(t0 - 10, now - 3600);
-  const t1 = Math.max(now + 5, ...(h.overrides || []).map((o) => o.until || 0));
+  // The future shown up to the latest expiry, but never longer than the past.
+  const t1 = Math.min(Math.max(now + 5, ...(h.overrides || []).map((o) => o.until || 0)), now + Math.max(60, now - t0));
   const shown = events.filter((e) => e.at >= t0);
   return el("section", { class: "card", id: "timeline-card" },
     el("h2", {}, "Timeline", el("span", { class: "muted" }, "overrides, health epochs" + (pts.length ? " and tracked resolvers" : "") + " from " + when(t0) + " · now at the red line")),
@@ -613,7 +615,11 @@ function timelineSvg(h, events, t0, t1, now) {
     if (e.kind === "epoch") continue;
     if (!lanes.has(e.target)) lanes.set(e.target, []);
     const spans = lanes.get(e.target);
-    if (e.kind === "override_set") spans.push({ from: e.at, to: null, until: e.until, state: e.state });
+    if (e.kind === "override_set") {
+      // A new override of the same target replaces the one before.
+      for (const sp of spans) if (sp.to === null) sp.to = e.at;
+      spans.push({ from: e.at, to: null, until: e.until, state: e.state });
+    }
     else {
       const open = spans.filter((sp) => sp.to === null).pop();
       if (open) open.to = e.at;
@@ -630,8 +636,8 @@ function timelineSvg(h, events, t0, t1, now) {
       kids.push(svgEl("rect", { x: x(sp.from), y, width: Math.max(2, x(end) - x(sp.from)), height: 14, class: "span " + sp.state },
         svgEl("title", {}, sp.state.replace("_", " ") + " " + target)));
       if (sp.to === null && sp.until && sp.until > now) {
-        kids.push(svgEl("rect", { x: x(now), y, width: Math.max(1, x(sp.until) - x(now)), height: 14, class: "span pending " + sp.state }));
-        kids.push(svgEl("text", { x: Math.min(x(sp.until), right) - 2, y: y + 11, class: "tick", "text-anchor": "end" }, "expires"));
+        kids.push(svgEl("rect", { x: x(now), y, width: Math.max(1, Math.min(x(sp.until), right) - x(now)), height: 14, class: "span pending " + sp.state }));
+        kids.push(svgEl("text", { x: Math.min(x(sp.until), right) - 2, y: y + 11, class: "tick", "text-anchor": "end" }, "expires " + (sp.until > t1 ? "in " + fmtDur(sp.until - now) : when(sp.until).slice(11))));
       }
       kids.push(svgEl("text", { x: x(sp.from) + 3, y: y + 11, class: "span-label" }, sp.state.replace("_", " ")));
     }
