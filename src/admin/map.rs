@@ -578,6 +578,44 @@ geo = { default = ["us", "eu"], continent = { EU = ["eu", "us"] } }
         assert_eq!(e.err().map(|e| e.0), Some(StatusCode::CONFLICT));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flapping_health_costs_one_drawing_at_a_time_shared_by_its_viewers() {
+        let (_dir, source) = source();
+        let cache = Arc::new(MapCache::default());
+        // Viewers ask while the health flips between two states: each gets
+        // the drawing of the state it arrived under, and there are never
+        // more drawings than distinct states.
+        let mut tasks = Vec::new();
+        for i in 0..24 {
+            set_pool(
+                &source,
+                "us-web",
+                if i % 2 == 0 {
+                    AdminState::Drain
+                } else {
+                    AdminState::None
+                },
+            );
+            // The source as the viewer's request finds it.
+            let (c, s) = (cache.clone(), Source::new((*source.load_full()).clone()));
+            let drained = i % 2 == 0;
+            tasks.push(tokio::spawn(
+                async move { (drained, c.get(&s, None).await) },
+            ));
+        }
+        let mut etags = [None, None];
+        for t in tasks {
+            let (drained, out) = t.await.expect("task");
+            let d = out.expect("drawn");
+            assert_eq!(d.label.contains("drained: us"), drained, "{}", d.label);
+            let slot = &mut etags[usize::from(drained)];
+            assert!(slot.as_ref().is_none_or(|e| *e == d.etag));
+            *slot = Some(d.etag.clone());
+        }
+        assert_eq!(cache.counts(), (2, 1), "two states, two drawings, one walk");
+        assert!(cache.lock().drawing.is_none());
+    }
+
     #[test]
     fn the_response_is_304_for_the_etag_the_caller_has() {
         let d = Arc::new(Drawing {
