@@ -15,8 +15,14 @@
 //!   shares and — for a service with a `latency` step — RTTs. The last
 //!   [`KEPT`] drawings are kept; a request for one of them costs a lookup.
 //! - At most one drawing is in progress: a request that needs another
-//!   waits for it (up to [`WAIT`]) and then asks again, so requests during
-//!   a flapping health state share drawings instead of queueing their own.
+//!   waits for it (up to [`WAIT`]), then draws its own if no one else has,
+//!   so requests during a flapping health state share drawings instead of
+//!   queueing their own.
+//! - The kept walk holds a copy of the snapshot without its counters and
+//!   dnstap log ([`detached`]): a replaced generation's counters are folded
+//!   into the retained totals when the serving path lets go of them, not
+//!   when the map does, and no log writer is kept open. A walk of another
+//!   generation, database or service replaces it (dropped first).
 //! - After [`IDLE`] without a request the model and drawings are dropped.
 //!
 //! The response carries an ETag (a hash of the SVG): the status page polls
@@ -102,6 +108,24 @@ struct Inner {
 pub struct MapCache {
     inner: Mutex<Inner>,
     done: tokio::sync::Notify,
+}
+
+/// `snap` for keeping beside the serving path: the same parts (shared), but
+/// counters of its own (the serving snapshot's fold into the retained
+/// totals when the serving path drops them, whatever the map keeps) and no
+/// dnstap log.
+pub fn detached(snap: &Snapshot) -> Snapshot {
+    let mut s = snap.clone();
+    s.counters = Arc::new(crate::snapshot::counters::Counters::new(
+        1,
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Arc::default(),
+    ));
+    s.dnstap = None;
+    s.dnstap_plan = None;
+    s
 }
 
 /// Service names compare without the trailing dot and case.
@@ -302,11 +326,11 @@ impl MapCache {
 
     /// Draws `key` in a blocking task; wakes every waiter when done.
     fn start(self: &Arc<Self>, inner: &mut Inner, snap: Arc<Snapshot>, key: Key) {
-        let kept = inner
-            .model
-            .as_ref()
-            .filter(|(k, _)| *k == key.model)
-            .map(|(_, m)| m.clone());
+        // Another walk is dropped before this one is made: one at a time.
+        if inner.model.as_ref().is_some_and(|(k, _)| *k != key.model) {
+            inner.model = None;
+        }
+        let kept = inner.model.as_ref().map(|(_, m)| m.clone());
         if !inner.sweeping {
             inner.sweeping = true;
             let me = Arc::downgrade(self);
@@ -331,7 +355,7 @@ impl MapCache {
                 let model = match kept {
                     Some(m) => Ok((m, false)),
                     None => ModelOf::new(
-                        snap.clone(),
+                        Arc::new(detached(&snap)),
                         std::slice::from_ref(&key.model.service),
                         QType::A,
                     )
@@ -565,6 +589,15 @@ geo = { default = ["us", "eu"], continent = { EU = ["eu", "us"] } }
         let back = cache.get(&source, None).await.expect("drawn");
         assert_eq!(back.etag, all_up.etag);
         assert_eq!(cache.counts(), (2, 1));
+
+        // The kept walk does not hold the serving snapshot's counters.
+        let served = source.load_full();
+        let before = Arc::strong_count(&served.counters);
+        drop(cache.get(&source, None).await);
+        assert_eq!(Arc::strong_count(&served.counters), before);
+        if let Some((_, m)) = cache.lock().model.as_ref() {
+            assert!(!Arc::ptr_eq(&m.snapshot().counters, &served.counters));
+        }
 
         // Unknown service, and a snapshot with no City database.
         let e = cache.get(&source, Some("nope.example.com")).await;
