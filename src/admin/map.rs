@@ -142,10 +142,14 @@ fn find_service<'a>(snap: &'a Snapshot, name: Option<&str>) -> Option<&'a Servic
     }
 }
 
-/// The fingerprint of what colours the map in `snap`'s health view.
+/// The fingerprint of what colours the map in `snap`'s health view (and
+/// of the epoch it names).
 fn health_key(snap: &Snapshot, svc: &Service) -> u64 {
     let h = &snap.health;
     let mut s = SipHasher24::new_with_keys(0, 0);
+    // The consensus id moves with verdicts and counted votes, not RTTs: in
+    // the key, the drawing's label and header name the epoch exactly.
+    s.write_u64(h.epoch.id);
     s.write_usize(h.endpoints.len());
     for e in &h.endpoints {
         let admin = match e.admin {
