@@ -234,10 +234,7 @@ impl Server {
                 }
             };
             admin_addr = listener.local_addr().ok();
-            let handles = Arc::new(crate::admin::Handles {
-                control: control.clone(),
-                dns: dns.clone(),
-            });
+            let handles = Arc::new(crate::admin::Handles::new(control.clone(), dns.clone()));
             tasks.push(tokio::spawn(crate::admin::serve(
                 listener,
                 handles,

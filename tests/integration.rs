@@ -22,6 +22,7 @@ mod health_epoch;
 mod lab;
 mod lifecycle;
 mod map;
+mod page_map;
 mod properties;
 mod protocol;
 mod reload_load;

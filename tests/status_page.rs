@@ -19,9 +19,10 @@ use serde_json::Value;
 const TOKEN: &str = "page-test-token";
 const JS: &str = include_str!("../src/admin/ui/app.js");
 
-/// Regions eu and us, a monitored pool in each, a remote vantage that never
-/// answers (port 9 on loopback: closed), GeoIP, and a tier group whose
-/// members are `live` and `dead` behind one TCP listener.
+/// Regions eu and us, a monitored pool in each, a service `www` over
+/// both, a remote vantage that never answers (port 9 on loopback: closed),
+/// GeoIP, and a tier group whose members are `live` and `dead` behind one
+/// TCP listener.
 fn page_config(token: &str, live: SocketAddr, dead: SocketAddr) -> String {
     let token = if token.is_empty() {
         String::new()
@@ -63,6 +64,12 @@ us-web = {{ region = "us", monitor = "tcp", endpoints = [{{ address = "127.0.2.1
 
 [zones."example.com"]
 file = "example.com.zone"
+
+[zones."example.com".services.www]
+pools = ["eu-web", "us-web"]
+chain = ["healthy", "geo", "failover", "first_n"]
+first_n = 1
+geo = {{ default = ["eu", "us"], continent = {{ NA = ["us", "eu"] }} }}
 
 [listeners.eu-tcp]
 region = "eu"
@@ -142,6 +149,8 @@ fn page_and_assets_are_served_without_a_token_and_data_routes_still_need_it() {
         "/v1/status",
         "/v1/health",
         "/v1/tier",
+        "/v1/map.svg",
+        "/v1/resolvers/summary",
         "/metrics",
         "/ui/../v1/status",
         "/ui/app.js/../../v1/status",
@@ -219,13 +228,36 @@ fn member_names(js: &str) -> BTreeSet<String> {
 
 /// Names the script reads that are not API fields: the browser's and the
 /// language's, and the page's own objects (the fetched pair, the problem
-/// list, the pending action, the drain request's `for`).
+/// list, the pending action, the drain request's `for`, the map's state
+/// and the timeline's samples).
 const NOT_API: &[&str] = &[
     "Authorization",
     "abs",
     "addEventListener",
     "all",
     "append",
+    "attributes",
+    "ceil",
+    "createElementNS",
+    "documentElement",
+    "forEach",
+    "from",
+    "getAttribute",
+    "getElementsByTagName",
+    "importNode",
+    "includes",
+    "localName",
+    "min",
+    "namespaceURI",
+    "parseFromString",
+    "pop",
+    "remove",
+    "removeAttribute",
+    "reverse",
+    "shift",
+    "split",
+    "concat",
+    "text",
     "className",
     "close",
     "createElement",
@@ -292,6 +324,16 @@ const NOT_API: &[&str] = &[
     "for",
     // the `{"error": ...}` of a refused drain
     "error",
+    // the map's state (ETag, SVG, in flight) and its legend entries
+    // (fill, share); the timeline's samples (t, s) and override spans (to)
+    "etag",
+    "svg",
+    "loading",
+    "fill",
+    "share",
+    "t",
+    "s",
+    "to",
 ];
 
 /// Paths the page's structure relies on ("[]": every element of an array).
@@ -395,6 +437,31 @@ const PATHS: &[&str] = &[
     "tier.groups[].backends[].total",
     "tier.groups[].backends[].connect_errors",
     "tier.groups[].backends[].http_responses",
+    "services",
+    "health.events[].kind",
+    "health.events[].at",
+    "health.events[].target",
+    "health.events[].state",
+    "health.events[].until",
+    "health.events[].set_at",
+    "health.events[].id",
+    "health.events[].down",
+    "health.events[].up",
+    "health.events[].more_down",
+    "health.events[].more_up",
+];
+
+/// The paths of `/v1/resolvers/summary` the timeline reads.
+const SUMMARY_PATHS: &[&str] = &[
+    "armed",
+    "armed_at",
+    "tracked",
+    "now",
+    "regions[].service",
+    "regions[].region",
+    "regions[].resolvers",
+    "regions[].holding",
+    "history",
 ];
 
 /// Whether `path` exists in `v`: in at least one element of each array
@@ -485,9 +552,50 @@ fn every_field_the_page_reads_exists_in_the_api() {
         backend(&get_json(a, "/v1/status"), live.addr)["drain"].is_object()
     });
     assert!(drained.is_some(), "{}", get_json(a, "/v1/tier"));
+    // Every kind of health event: an override set and undone, one that
+    // expires, and the epochs they make.
+    post_ok(
+        a,
+        "/v1/force",
+        r#"{"target": "eu-web/127.0.1.1", "state": "down"}"#,
+    );
+    post_ok(a, "/v1/undrain", r#"{"target": "eu-web/127.0.1.1"}"#);
+    post_ok(a, "/v1/drain", r#"{"target": "eu", "for": "1s"}"#);
+    let kinds = |st: &Value| -> BTreeSet<String> {
+        st["health"]["events"]
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .filter_map(|e| e["kind"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let all_kinds = wait_for(Duration::from_secs(10), || {
+        kinds(&get_json(a, "/v1/status")).len() == 4
+    });
+    assert!(
+        all_kinds.is_some(),
+        "{}",
+        get_json(a, "/v1/status")["health"]["events"]
+    );
+    // Tracked resolvers, for the timeline's summary.
+    post_ok(a, "/v1/resolvers/track", r#"{"for": "10m"}"#);
+    let dns = s.dns;
+    ask_from("127.0.0.2", dns);
+    ask_from("127.0.0.3", dns);
 
     let status = get_json(a, "/v1/status");
     let ready = get_json(a, "/v1/ready");
+    let summary = get_json(a, "/v1/resolvers/summary");
+    let missing: Vec<&&str> = SUMMARY_PATHS
+        .iter()
+        .filter(|p| !has_path(&summary, &p.split('.').collect::<Vec<_>>()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in /v1/resolvers/summary: {missing:?}\n{summary}"
+    );
     let missing: Vec<&&str> = PATHS
         .iter()
         .filter(|p| !has_path(&status, &p.split('.').collect::<Vec<_>>()))
@@ -504,6 +612,7 @@ fn every_field_the_page_reads_exists_in_the_api() {
     let mut api = BTreeSet::new();
     keys(&status, &mut api);
     keys(&ready, &mut api);
+    keys(&summary, &mut api);
     let read = member_names(JS);
     let unknown: Vec<&String> = read
         .iter()
@@ -516,6 +625,7 @@ fn every_field_the_page_reads_exists_in_the_api() {
     // The path list follows the script: each path ends in a name it reads.
     let stale: Vec<&&str> = PATHS
         .iter()
+        .chain(SUMMARY_PATHS)
         .filter(|p| {
             let leaf = p.rsplit('.').next().unwrap_or(p).trim_end_matches("[]");
             !read.contains(leaf)
@@ -643,6 +753,44 @@ fn headless_browser_renders_regions_endpoints_and_health_words() {
     }
     // The failing endpoint's reason is on the page, not only its colour.
     assert!(dom.contains("light red"), "{dom}");
+    // The answer map: the SVG inline, countries filled, its legend listed.
+    assert!(dom.contains("Answer map"), "{dom}");
+    assert!(dom.contains("class=\"worldmap\""), "no map drawn:\n{dom}");
+    assert!(dom.contains("<path data-cc=\"DE\" fill=\"#"), "{dom}");
+    assert!(dom.contains("data-legend=\"eu\""), "{dom}");
+    // With us down by its check, eu answers everyone: 100 % in the legend.
+    assert!(dom.contains(" eu 100.0%"), "{dom}");
+}
+
+#[test]
+fn headless_browser_shows_the_timeline_of_a_drain_with_tracked_resolvers() {
+    let Some(browser) = chromium() else { return };
+    let live = Backend::start(common::backend::OK);
+    let s = start_page_server("", live.addr, closed_port());
+    let a = admin(&s);
+    let (code, body) = http_json(a, "/v1/resolvers/track", r#"{"for": "10m"}"#);
+    assert_eq!(code, 200, "{body}");
+    ask_from("127.0.0.2", s.dns);
+    let (code, body) = http_json(a, "/v1/drain", r#"{"target": "eu-web", "for": "10m"}"#);
+    assert_eq!(code, 200, "{body}");
+    ask_from("127.0.0.3", s.dns);
+    let dom = dump_dom(&browser, &format!("http://{a}/"));
+    for want in [
+        "id=\"timeline-card\"",
+        "class=\"timeline\"",
+        // The drain's lane, its bar, what is still to come, and the list.
+        ">eu-web<",
+        "class=\"span drain\"",
+        "class=\"span pending drain\"",
+        "drain eu-web",
+        // The epoch it made, naming the endpoint it took down.
+        "down: eu-web/127.0.1.1",
+        // The tracked resolvers' lane.
+        "tracked resolvers",
+        "class=\"share\"",
+    ] {
+        assert!(dom.contains(want), "the timeline lacks {want:?}:\n{dom}");
+    }
 }
 
 #[test]
@@ -705,6 +853,17 @@ fn headless_browser_turns_a_dying_region_red_within_a_refresh_and_logs_no_consol
         )
     });
     eprintln!("region us red {red:?} after the health verdict");
+    // The answer map is drawn (inline SVG, countries filled) under the
+    // health the page shows: with us down, eu answers every country.
+    let map = "(() => { const m = document.querySelector('svg.worldmap'); \
+               const eu = m && m.querySelector('[data-legend=\"eu\"]'); \
+               return !!eu && m.querySelectorAll('[fill]').length > 10 && \
+               parseFloat(eu.getAttribute('data-share')) > 0.999; })()";
+    assert!(
+        b.wait_for(map, Duration::from_secs(10)).is_some(),
+        "no map with eu at 100 %: {}",
+        b.eval("document.querySelector('#map-card') ? document.querySelector('#map-card').outerHTML : document.body.innerHTML")
+    );
     // The page refreshes every 3 s; one refresh, and the time to draw it.
     assert!(red <= Duration::from_millis(4000), "red after {red:?}");
     let errors = b.errors();

@@ -9,6 +9,7 @@
 //! (`ui`) is static files whose script reads this JSON.
 
 pub mod client;
+pub mod map;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -35,6 +36,18 @@ pub mod ui;
 pub struct Handles {
     pub control: Arc<Control>,
     pub dns: Arc<DnsStats>,
+    /// `GET /v1/map.svg`'s model and drawings.
+    pub map: Arc<map::MapCache>,
+}
+
+impl Handles {
+    pub fn new(control: Arc<Control>, dns: Arc<DnsStats>) -> Handles {
+        Handles {
+            control,
+            dns,
+            map: Arc::default(),
+        }
+    }
 }
 
 /// Serves the API until `shutdown` turns true.
@@ -74,6 +87,8 @@ fn api(shared: Arc<Handles>) -> Router {
         .route("/v1/undrain", post(undrain))
         .route("/v1/force", post(force))
         .route("/v1/resolvers", get(resolvers))
+        .route("/v1/resolvers/summary", get(resolvers_summary))
+        .route("/v1/map.svg", get(map_svg))
         .route(
             "/v1/resolvers/track",
             post(track_resolvers).delete(untrack_resolvers),
@@ -217,6 +232,7 @@ async fn status(State(shared): State<Arc<Handles>>) -> Response {
         "last_reload": last_reload,
         "listeners": { "dns": addrs },
         "zones": zones,
+        "services": crate::sim::service_names(&snap),
         "geoip": geoip,
         "health": health_json(&shared),
         "tier": shared.control.tier.status(),
@@ -665,7 +681,62 @@ pub fn health_json(shared: &Handles) -> serde_json::Value {
     });
     let mut v = v;
     v["tier"] = serde_json::to_value(shared.control.tier.status()).unwrap_or_default();
+    v["events"] = serde_json::to_value(shared.control.health.events()).unwrap_or_default();
     v
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MapQuery {
+    service: Option<String>,
+}
+
+/// The world answer map under this node's live health (see `map`).
+async fn map_svg(
+    State(shared): State<Arc<Handles>>,
+    headers: axum::http::HeaderMap,
+    q: Result<axum::extract::Query<MapQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(q) => q.0,
+        Err(e) => return bad_request(e.body_text()),
+    };
+    let out = shared
+        .map
+        .get(&shared.control.source, q.service.as_deref())
+        .await;
+    map::respond(out, &headers)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SummaryQuery {
+    /// Only the samples taken after this (unix seconds).
+    since: Option<f64>,
+}
+
+/// Counts of the tracked resolvers per service and region (see
+/// `snapshot::resolvers::Tracker::summary`): small and cheap enough to poll.
+async fn resolvers_summary(
+    State(shared): State<Arc<Handles>>,
+    q: Result<axum::extract::Query<SummaryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(q) => q.0,
+        Err(e) => return bad_request(e.body_text()),
+    };
+    let tracker = shared.control.source.load().resolvers.clone();
+    let summary =
+        tokio::task::spawn_blocking(move || tracker.summary(std::time::SystemTime::now(), q.since))
+            .await;
+    match summary {
+        Ok(s) => Json(s).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -855,7 +926,7 @@ async fn metrics(State(shared): State<Arc<Handles>>) -> Response {
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        Json(json!({"error": "no such endpoint; see GET / (the status page), /v1/status, /v1/ready, /v1/live, /v1/health, /v1/tier, /v1/explain, /v1/observations; POST /v1/reload, /v1/drain, /v1/undrain, /v1/force"})),
+        Json(json!({"error": "no such endpoint; see GET / (the status page), /v1/status, /v1/ready, /v1/live, /v1/health, /v1/tier, /v1/explain, /v1/observations, /v1/map.svg, /v1/resolvers, /v1/resolvers/summary; POST /v1/reload, /v1/drain, /v1/undrain, /v1/force"})),
     )
         .into_response()
 }

@@ -146,6 +146,7 @@ impl Control {
             tokio::spawn(watch_geo(self.clone(), shutdown.clone())),
             tokio::spawn(watch::run(self.clone(), shutdown.clone())),
             tokio::spawn(advance_capacity(self.source.clone(), shutdown.clone())),
+            tokio::spawn(sample_resolvers(self.source.clone(), shutdown.clone())),
             tokio::spawn(trim_after_releases(self.tier.clone(), shutdown)),
         ]
     }
@@ -477,6 +478,25 @@ async fn advance_capacity(source: Arc<Source>, mut shutdown: tokio::sync::watch:
             // The replaced snapshot shares everything but its health view.
             drop(old);
         }
+    }
+}
+
+/// While resolver tracking is armed: its counts per service and region
+/// every `SAMPLE_EVERY`, kept for the status page's timeline (one pass over
+/// the tracked resolvers, off the runtime's threads).
+async fn sample_resolvers(source: Arc<Source>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(crate::snapshot::resolvers::SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let tracker = source.load().resolvers.clone();
+        if !tracker.armed(SystemTime::now()) {
+            continue;
+        }
+        let _ = tokio::task::spawn_blocking(move || tracker.sample(SystemTime::now())).await;
     }
 }
 

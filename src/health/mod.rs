@@ -17,6 +17,7 @@
 //! survive restarts.
 
 pub mod epoch;
+pub mod events;
 pub mod machine;
 pub mod monitor;
 pub mod service;
@@ -398,13 +399,14 @@ impl HealthTable {
         })
     }
 
-    /// Removes expired overrides; returns whether any expired.
-    pub fn expire(&mut self, now: f64) -> bool {
-        let before = self.overrides.len();
-        self.overrides.retain(|o| o.until.is_none_or(|u| u > now));
-        let expired = before != self.overrides.len();
-        if expired {
-            tracing::info!("an operator override expired and was reverted");
+    /// Removes expired overrides and returns them.
+    pub fn expire(&mut self, now: f64) -> Vec<Override> {
+        let (expired, kept): (Vec<Override>, Vec<Override>) = std::mem::take(&mut self.overrides)
+            .into_iter()
+            .partition(|o| o.until.is_some_and(|u| u <= now));
+        self.overrides = kept;
+        for o in &expired {
+            tracing::info!(target = %o.target, state = ?o.state, "an operator override expired and was reverted");
         }
         expired
     }
@@ -1105,7 +1107,7 @@ mod tests {
         let v = h.evaluate(&t, &cfg, 1.0);
         assert!(!v.get(A).up(), "region drain");
         assert!(v.get(B).up(), "endpoint force-up beats the region drain");
-        assert!(h.expire(60.0));
+        assert_eq!(h.expire(60.0).len(), 1);
         assert!(h.evaluate(&t, &cfg, 60.0).get(A).up());
     }
 
@@ -1128,7 +1130,7 @@ mod tests {
         assert_eq!(v.get(A).partial, 2500);
         assert_ne!(v.epoch.id, plain, "a partial drain is part of the epoch");
         assert_eq!(h.overrides[0].describe(), "partial drain 25 %");
-        assert!(h.expire(60.0));
+        assert_eq!(h.expire(60.0).len(), 1);
         assert_eq!(h.evaluate(&t, &cfg, 60.0).get(A).partial, 0);
         assert_eq!(h.evaluate(&t, &cfg, 60.0).epoch.id, plain);
     }

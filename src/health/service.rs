@@ -22,6 +22,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use super::events::{self, Event, Events};
 use super::{
     unix, HealthState, HealthTable, LoadReport, LoadSource, Member, Observation, Observations,
     Override,
@@ -86,6 +87,8 @@ struct Inner {
     all: Vec<Member>,
     /// The last published state's sequence number.
     seq: u64,
+    /// What changed lately (see [`super::events`]).
+    events: Events,
 }
 
 /// See the module documentation.
@@ -127,6 +130,7 @@ impl HealthService {
                 members: BTreeMap::new(),
                 all: Vec::new(),
                 seq: 0,
+                events: Events::default(),
             }),
             current: ArcSwap::from_pointee(HealthState::default()),
             subscribers: Mutex::new(Vec::new()),
@@ -186,6 +190,11 @@ impl HealthService {
     pub fn with_table<T>(&self, f: impl FnOnce(&HealthTable, &HealthConfig) -> T) -> T {
         let inner = self.lock();
         f(&inner.table, &inner.config)
+    }
+
+    /// The recent changes, oldest first (at most [`events::CAPACITY`]).
+    pub fn events(&self) -> Vec<Event> {
+        self.lock().events.list()
     }
 
     /// Where the first round stands (see [`FirstRound`]); readiness waits
@@ -278,20 +287,34 @@ impl HealthService {
             config,
             all,
             seq,
+            events,
             ..
         } = &mut *inner;
         let now = unix(SystemTime::now());
         let mut next = table.evaluate(all, config, now);
         let cur = self.current.load();
         if next.same_as(&cur) && *seq > 0 {
+            events.stamp(*seq);
             return;
         }
         *seq += 1;
         next.epoch.seq = *seq;
+        events.stamp(*seq);
         (next.epoch.changed_at, next.epoch.changes) = if *seq == 1 {
             (now, 0)
         } else if next.epoch.id != cur.epoch.id {
             tracing::info!(epoch = %next.epoch.hex(), previous = %cur.epoch.hex(), "health epoch changed");
+            let change = events::epoch_change(
+                next.epoch.hex(),
+                cur.epoch.hex(),
+                |id| cur.get(id),
+                |id| next.get(id),
+                cur.endpoints
+                    .keys()
+                    .chain(next.endpoints.keys())
+                    .map(String::as_str),
+            );
+            events.push(now, *seq, change);
             (now, cur.epoch.changes + 1)
         } else {
             (cur.epoch.changed_at, cur.epoch.changes)
@@ -356,15 +379,16 @@ impl HealthService {
         if matching == 0 {
             return Err(OverrideError::UnknownTarget(target.to_string()));
         }
-        let table = &mut inner.table;
+        let Inner { table, events, .. } = &mut *inner;
         let before = table.overrides.clone();
         table.overrides.retain(|o| o.target != target);
+        let now = unix(SystemTime::now());
         if state != AdminState::None {
             table.overrides.push(Override {
                 target: target.to_string(),
                 state,
                 until: until.map(unix),
-                set_at: unix(SystemTime::now()),
+                set_at: now,
                 only: only.map(str::to_string),
                 fraction,
             });
@@ -372,6 +396,22 @@ impl HealthService {
         if let Err(e) = table.save_state() {
             table.overrides = before;
             return Err(OverrideError::Persist(e));
+        }
+        let what = if state != AdminState::None {
+            Some(events::What::OverrideSet {
+                target: target.to_string(),
+                state,
+                until: until.map(unix),
+                only: only.map(str::to_string),
+            })
+        } else {
+            before
+                .iter()
+                .find(|o| o.target == target)
+                .map(|o| events::ended(o, false))
+        };
+        if let Some(what) = what {
+            events.push(now, 0, what);
         }
         tracing::info!(
             target,
@@ -428,9 +468,14 @@ impl HealthService {
     /// Expires overrides and re-evaluates votes (remote data goes stale).
     pub fn maintain(&self) {
         let mut inner = self.lock();
-        if inner.table.expire(unix(SystemTime::now())) {
+        let now = unix(SystemTime::now());
+        let expired = inner.table.expire(now);
+        if !expired.is_empty() {
             if let Err(e) = inner.table.save_state() {
                 tracing::error!("cannot write the state file: {e}");
+            }
+            for o in &expired {
+                inner.events.push(now, 0, events::ended(o, true));
             }
         }
         self.publish(inner);
@@ -632,6 +677,93 @@ mod tests {
         // are gone), so neither is the id.
         assert_ne!(h.current().epoch.id, id_before);
         assert_eq!(h.current().epoch.changes, changes_before + 3);
+    }
+
+    #[tokio::test]
+    async fn events_record_an_override_its_epoch_and_its_expiry_in_order() {
+        let (_tx, rx) = watch::channel(false);
+        let h = HealthService::new(
+            HealthConfig::default(),
+            tokio::runtime::Handle::current(),
+            rx,
+        );
+        h.set_members(
+            "dns",
+            vec![
+                member("web/10.0.0.1", &["web", "eu"]),
+                member("api/10.0.0.2", &["api", "us"]),
+            ],
+        );
+        assert!(h.events().is_empty(), "the first state is no change");
+        let start = h.current().epoch;
+        // A drain that is already due: the next round expires it.
+        let until = SystemTime::now() - std::time::Duration::from_secs(1);
+        h.set_override("eu", AdminState::Drain, Some(until))
+            .expect("drain");
+        let drained = h.current().epoch;
+        h.maintain();
+        let back = h.current().epoch;
+        // And one removed by hand.
+        h.set_override("api", AdminState::ForceDown, None)
+            .expect("force");
+        h.set_override("api", AdminState::None, None).expect("undo");
+        let ev = h.events();
+        let kinds: Vec<String> = ev
+            .iter()
+            .map(|e| {
+                serde_json::to_value(e).unwrap_or_default()["kind"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "override_set",
+                "epoch",
+                "override_expired",
+                "epoch",
+                "override_set",
+                "epoch",
+                "override_removed",
+                "epoch"
+            ]
+        );
+        assert!(ev
+            .windows(2)
+            .all(|w| w[1].n == w[0].n + 1 && w[1].seq >= w[0].seq));
+        assert_eq!(ev[0].seq, drained.seq, "stamped with the state it made");
+        match &ev[1].what {
+            events::What::Epoch {
+                id,
+                previous,
+                down,
+                up,
+                ..
+            } => {
+                assert_eq!((id, previous), (&drained.hex(), &start.hex()));
+                assert_eq!(down, &["web/10.0.0.1"]);
+                assert!(up.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        match &ev[3].what {
+            events::What::Epoch { id, up, .. } => {
+                assert_eq!(id, &back.hex());
+                assert_eq!(up, &["web/10.0.0.1"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match &ev[2].what {
+            events::What::OverrideExpired {
+                target, until: u, ..
+            } => {
+                assert_eq!(target, "eu");
+                assert_eq!(*u, Some(unix(until)));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     /// Local check results so far, of every endpoint.

@@ -233,9 +233,10 @@ struct Key {
     per_client: bool,
 }
 
-struct SvcModel<'s> {
+struct SvcModel {
     name: String,
-    svc: &'s Service,
+    /// The service: its zone's number and its number in that zone.
+    at: (usize, usize),
     family: Family,
     /// Per input: its decision key.
     key_of: Vec<u32>,
@@ -243,14 +244,20 @@ struct SvcModel<'s> {
 }
 
 /// One config's world: the walk, the weight of each input, and per service
-/// the decision keys.
-pub struct Model<'s> {
-    snap: &'s Snapshot,
+/// the decision keys; over a borrowed snapshot ([`Model`]) or one it holds
+/// (`ModelOf<Arc<Snapshot>>`, kept by the admin API's map across health
+/// changes: the walk depends on the snapshot's generation and databases,
+/// not on health).
+pub struct ModelOf<S> {
+    snap: S,
     walk: Walk,
     weight: Vec<Weight>,
-    services: Vec<SvcModel<'s>>,
+    services: Vec<SvcModel>,
     qtype: QType,
 }
+
+/// A model over a borrowed snapshot.
+pub type Model<'s> = ModelOf<&'s Snapshot>;
 
 /// How a decision ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -304,44 +311,51 @@ pub const FAIL_OPEN: &str = "(all down: fail open)";
 pub const FALLBACK: &str = "(all down: fallback)";
 pub const NODATA: &str = "(no answer: NODATA)";
 
-impl<'s> Model<'s> {
+impl<S: std::ops::Deref<Target = Snapshot>> ModelOf<S> {
     /// Walks `snap`'s databases and prepares the decision keys of the
     /// services named in `only` (all when empty).
-    pub fn new(snap: &'s Snapshot, only: &[String], qtype: QType) -> Result<Model<'s>, SimError> {
-        Model::with_keys(snap, only, qtype, false)
+    pub fn new(snap: S, only: &[String], qtype: QType) -> Result<ModelOf<S>, SimError> {
+        ModelOf::with_keys(snap, only, qtype, false)
     }
 
-    /// Like [`Model::new`], deciding every input for its own first address
-    /// when `per_input`: what a partial drain needs, since it decides by
-    /// the client's /24 or /56 rather than by its location alone.
+    /// Like [`ModelOf::new`], deciding every input for its own first
+    /// address when `per_input`: what a partial drain needs, since it
+    /// decides by the client's /24 or /56 rather than by its location alone.
     pub fn with_keys(
-        snap: &'s Snapshot,
+        snap: S,
         only: &[String],
         qtype: QType,
         per_input: bool,
-    ) -> Result<Model<'s>, SimError> {
-        if snap.geo.city.is_none() {
-            return Err(SimError::NoCity);
-        }
-        let svcs = all_services(snap);
-        for name in only {
-            if !svcs.iter().any(|s| same_name(&s.name, name)) {
-                return Err(SimError::UnknownService(name.clone()));
+    ) -> Result<ModelOf<S>, SimError> {
+        let (walk, weight, services) = {
+            let snap: &Snapshot = &snap;
+            if snap.geo.city.is_none() {
+                return Err(SimError::NoCity);
             }
-        }
-        let chosen: Vec<&Service> = svcs
-            .into_iter()
-            .filter(|s| only.is_empty() || only.iter().any(|n| same_name(&s.name, n)))
-            .collect();
-        let keys = crate::snapshot::geo_keys(&chosen);
-        let walk = crate::geo::index::walk(&snap.geo, &keys).map_err(SimError::Walk)?;
-        let weight = weights(&walk);
-        let mut located: Vec<Option<Location>> = vec![None; walk.inputs.len()];
-        let services = chosen
-            .into_iter()
-            .map(|svc| service_model(snap, svc, qtype, &walk, &mut located, per_input))
-            .collect();
-        Ok(Model {
+            let svcs = all_services(snap);
+            for name in only {
+                if !svcs.iter().any(|(_, s)| same_name(&s.name, name)) {
+                    return Err(SimError::UnknownService(name.clone()));
+                }
+            }
+            let chosen: Vec<((usize, usize), &Service)> = svcs
+                .into_iter()
+                .filter(|(_, s)| only.is_empty() || only.iter().any(|n| same_name(&s.name, n)))
+                .collect();
+            let refs: Vec<&Service> = chosen.iter().map(|(_, s)| *s).collect();
+            let keys = crate::snapshot::geo_keys(&refs);
+            let walk = crate::geo::index::walk(&snap.geo, &keys).map_err(SimError::Walk)?;
+            let weight = weights(&walk);
+            let mut located: Vec<Option<Location>> = vec![None; walk.inputs.len()];
+            let services: Vec<SvcModel> = chosen
+                .into_iter()
+                .map(|(at, svc)| {
+                    service_model(snap, svc, at, qtype, &walk, &mut located, per_input)
+                })
+                .collect();
+            (walk, weight, services)
+        };
+        Ok(ModelOf {
             snap,
             walk,
             weight,
@@ -354,6 +368,16 @@ impl<'s> Model<'s> {
         self.walk.networks
     }
 
+    /// The snapshot modelled.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snap
+    }
+
+    /// The record type the model decides for.
+    pub fn qtype(&self) -> QType {
+        self.qtype
+    }
+
     /// Decides every key of every service under `health`.
     fn evaluate(&self, health: &HealthView) -> Evaluated {
         let outcome = self
@@ -364,8 +388,13 @@ impl<'s> Model<'s> {
         Evaluated { outcome }
     }
 
+    /// The service `m` models.
+    fn svc(&self, m: &SvcModel) -> &Service {
+        &self.snap.zones.zones[m.at.0].services[m.at.1]
+    }
+
     /// Decides every key of `m` under `health`.
-    fn evaluate_one(&self, m: &SvcModel<'_>, health: &HealthView) -> Vec<Outcome> {
+    fn evaluate_one(&self, m: &SvcModel, health: &HealthView) -> Vec<Outcome> {
         let mut sc = Scratch::seeded(0);
         m.keys
             .iter()
@@ -377,7 +406,7 @@ impl<'s> Model<'s> {
     /// How key `k` of `m` is decided for `client` under `health`.
     fn outcome(
         &self,
-        m: &SvcModel<'_>,
+        m: &SvcModel,
         k: usize,
         client: &Client,
         family: Family,
@@ -389,7 +418,7 @@ impl<'s> Model<'s> {
         let pre = m.keys.get(k).and_then(|key| key.pre.as_deref());
         let d = decide_from(
             &self.snap.topology,
-            m.svc,
+            self.svc(m),
             client,
             pre,
             family,
@@ -483,7 +512,7 @@ impl<'s> Model<'s> {
             .collect()
     }
 
-    fn shares(&self, m: &SvcModel<'_>, outs: &[Outcome]) -> (Shares, Shares) {
+    fn shares(&self, m: &SvcModel, outs: &[Outcome]) -> (Shares, Shares) {
         let buckets: Vec<(String, String)> = outs.iter().map(|o| self.bucket(o)).collect();
         let mut regions: FxHashMap<&str, Weight> = FxHashMap::default();
         let mut pools: FxHashMap<&str, Weight> = FxHashMap::default();
@@ -505,14 +534,14 @@ impl<'s> Model<'s> {
     pub fn simulate(
         &self,
         scenario: &Scenario,
-        base: Option<(&Model<'_>, &Scenario, String)>,
+        base: Option<(&ModelOf<S>, &Scenario, String)>,
         per_network: bool,
     ) -> Result<Vec<ServiceSim>, SimError> {
-        let health = scenario.health(self.snap)?;
+        let health = scenario.health(&self.snap)?;
         let ev = self.evaluate(&health);
         let change = match base {
             Some((other, other_scenario, label)) => {
-                let oev = other.evaluate(&other_scenario.health(other.snap)?);
+                let oev = other.evaluate(&other_scenario.health(&other.snap)?);
                 Some((other, other.region_of_inputs(&oev), label))
             }
             None => None,
@@ -554,7 +583,7 @@ impl<'s> Model<'s> {
     }
 
     /// Every listed piece with its answer.
-    fn per_network(&self, m: &SvcModel<'_>, outs: &[Outcome]) -> Vec<NetworkAnswer> {
+    fn per_network(&self, m: &SvcModel, outs: &[Outcome]) -> Vec<NetworkAnswer> {
         let topo = &self.snap.topology;
         let mut list = Vec::new();
         let mut each = |first: IpAddr, last: IpAddr, input: u32| {
@@ -615,7 +644,7 @@ impl<'s> Model<'s> {
         let Some(m) = self.services.get(service) else {
             return Err(SimError::UnknownService(format!("#{service}")));
         };
-        let health = scenario.health(self.snap)?;
+        let health = scenario.health(&self.snap)?;
         let mut sc = Scratch::seeded(0);
         let key = self
             .input_of(addr)
@@ -644,17 +673,33 @@ impl<'s> Model<'s> {
         &self,
         service: usize,
         scenarios: &[Scenario],
+        f: impl FnMut(&WalkInput, Space, &[Answered]),
+    ) -> Result<(), SimError> {
+        let views = scenarios
+            .iter()
+            .map(|s| s.health(&self.snap))
+            .collect::<Result<Vec<HealthView>, SimError>>()?;
+        let views: Vec<&HealthView> = views.iter().collect();
+        self.each_answer_under(service, &views, f)
+    }
+
+    /// [`each_answer`](Self::each_answer) under health views given as they
+    /// are (a running node's own, say), one per panel.
+    pub fn each_answer_under(
+        &self,
+        service: usize,
+        views: &[&HealthView],
         mut f: impl FnMut(&WalkInput, Space, &[Answered]),
     ) -> Result<(), SimError> {
         let Some(m) = self.services.get(service) else {
             return Err(SimError::UnknownService(format!("#{service}")));
         };
-        let mut per_key: Vec<Vec<Answered>> = Vec::with_capacity(scenarios.len());
-        for s in scenarios {
-            let ev = self.evaluate_one(m, &s.health(self.snap)?);
+        let mut per_key: Vec<Vec<Answered>> = Vec::with_capacity(views.len());
+        for h in views {
+            let ev = self.evaluate_one(m, h);
             per_key.push(ev.iter().map(|o| self.answered(o)).collect());
         }
-        let mut answered = vec![Answered::Nodata; scenarios.len()];
+        let mut answered = vec![Answered::Nodata; views.len()];
         for (i, w) in self.weight.iter().enumerate() {
             if w.nets4 + w.nets6 == 0 {
                 continue;
@@ -689,7 +734,7 @@ impl<'s> Model<'s> {
         k: usize,
         top: usize,
     ) -> Result<Resilience, SimError> {
-        let before = self.evaluate(&base.health(self.snap)?);
+        let before = self.evaluate(&base.health(&self.snap)?);
         // Regions the base already takes down are not taken down again.
         let regions: Vec<String> = self
             .regions()
@@ -703,7 +748,7 @@ impl<'s> Model<'s> {
             let down: Vec<String> = combo.iter().map(|&i| regions[i].clone()).collect();
             let mut s = base.clone();
             s.down.extend(down.iter().cloned());
-            let ev = self.evaluate(&s.health(self.snap)?);
+            let ev = self.evaluate(&s.health(&self.snap)?);
             let mut services = Vec::new();
             for (si, m) in self.services.iter().enumerate() {
                 let lost: Vec<bool> = ev.outcome[si]
@@ -814,18 +859,28 @@ pub fn run(
     })
 }
 
-/// Every service of `snap`'s zones, in config order.
-fn all_services(snap: &Snapshot) -> Vec<&Service> {
+/// Every service of `snap`'s zones, in config order, with its zone's
+/// number and its number in that zone.
+fn all_services(snap: &Snapshot) -> Vec<((usize, usize), &Service)> {
     snap.zones
         .zones
         .iter()
-        .flat_map(|z| z.services.iter())
+        .enumerate()
+        .flat_map(|(z, zone)| {
+            zone.services
+                .iter()
+                .enumerate()
+                .map(move |(i, s)| ((z, i), s))
+        })
         .collect()
 }
 
 /// The names of every service of `snap`, in config order.
 pub fn service_names(snap: &Snapshot) -> Vec<String> {
-    all_services(snap).iter().map(|s| s.name.clone()).collect()
+    all_services(snap)
+        .iter()
+        .map(|(_, s)| s.name.clone())
+        .collect()
 }
 
 fn add(to: &mut Weight, w: &Weight) {
@@ -872,14 +927,15 @@ fn weights(walk: &Walk) -> Vec<Weight> {
 /// A service's decision keys: one per distinct group order its location
 /// steps give, or one per input where a query decides from the client
 /// itself.
-fn service_model<'s>(
+fn service_model(
     snap: &Snapshot,
-    svc: &'s Service,
+    svc: &Service,
+    at: (usize, usize),
     qtype: QType,
     walk: &Walk,
     located: &mut [Option<Location>],
     per_input: bool,
-) -> SvcModel<'s> {
+) -> SvcModel {
     let sticky = svc.steps.iter().any(|s| {
         matches!(
             s,
@@ -939,7 +995,7 @@ fn service_model<'s>(
     }
     SvcModel {
         name: svc.name.clone(),
-        svc,
+        at,
         family: if svc.cname {
             Family::Any
         } else {

@@ -232,7 +232,7 @@ impl<'s> Side<'s> {
             return regions.id(NO_SERVICE);
         };
         let m = &self.model.services[si];
-        let addr = from.decides_from(m.svc.ecs).to_canonical();
+        let addr = from.decides_from(self.model.svc(m).ecs).to_canonical();
         let Some(input) = self.model.input_of(addr) else {
             return regions.id(NOT_WALKED);
         };

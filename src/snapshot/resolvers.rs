@@ -10,7 +10,7 @@
 //! and a resolver that does not fit is counted (`overflow`), not stored.
 //! Tracking ends by itself at the deadline given when armed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,6 +68,9 @@ pub struct Tracker {
     /// Service and region names, interned: tags survive reloads that
     /// renumber services and regions.
     names: Mutex<Vec<String>>,
+    /// The counts every [`SAMPLE_EVERY`] while armed, the last
+    /// [`HISTORY`] (cleared when armed again).
+    history: Mutex<VecDeque<Sample>>,
 }
 
 impl Default for Tracker {
@@ -79,6 +82,7 @@ impl Default for Tracker {
             overflow: AtomicU64::new(0),
             stripes: (0..STRIPES).map(|_| Mutex::new(Table::default())).collect(),
             names: Mutex::new(Vec::new()),
+            history: Mutex::new(VecDeque::new()),
         }
     }
 }
@@ -115,6 +119,69 @@ pub struct Report {
     pub tracked: usize,
     pub overflow: u64,
     pub resolvers: Vec<Line>,
+}
+
+/// Most rows of a [`Summary`].
+pub const MAX_SUMMARY_ROWS: usize = 256;
+/// How often the counts are sampled while armed (by `control`).
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// Samples kept: an hour at [`SAMPLE_EVERY`].
+pub const HISTORY: usize = 720;
+
+/// The counts of one moment, for the timeline's curves.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Sample {
+    /// Unix seconds.
+    pub at: f64,
+    pub regions: Vec<SampleCount>,
+}
+
+/// One service and region of a [`Sample`] (see [`RegionCount`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SampleCount {
+    pub service: String,
+    pub region: Option<String>,
+    pub resolvers: usize,
+    pub holding: usize,
+}
+
+/// The tracked resolvers counted per service and region: what the status
+/// page polls every few seconds (its size does not grow with resolvers).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Summary {
+    pub armed: bool,
+    pub armed_at: Option<f64>,
+    pub until: Option<f64>,
+    /// Unix seconds the counts are of.
+    pub now: f64,
+    pub tracked: usize,
+    pub overflow: u64,
+    /// By service, then region (no region last).
+    pub regions: Vec<RegionCount>,
+    /// Rows left out beyond [`MAX_SUMMARY_ROWS`].
+    pub more: usize,
+    /// The samples taken since the time asked for (all kept when none),
+    /// oldest first.
+    pub history: Vec<Sample>,
+}
+
+/// One service and region of a [`Summary`].
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RegionCount {
+    pub service: String,
+    /// None: answers from no region (fallback addresses, NODATA).
+    pub region: Option<String>,
+    /// Resolvers whose latest answer came from this region.
+    pub resolvers: usize,
+    /// Of those, the ones whose latest answer is still within its TTL: they
+    /// hold it in their cache now.
+    pub holding: usize,
+    /// Of those, the ones that came to it from another region.
+    pub moved_in: usize,
+    /// Resolvers last answered from another region after this one.
+    pub moved_away: usize,
+    /// The newest answer from this region to any resolver (unix seconds).
+    pub last_given: Option<f64>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -167,6 +234,10 @@ impl Tracker {
         }
         self.overflow.store(0, Ordering::Relaxed);
         self.per_stripe.store(per as u64, Ordering::Relaxed);
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         let at = unix_ms(now);
         self.armed_ms.store(at, Ordering::SeqCst);
         let window = window.min(MAX_WINDOW);
@@ -294,6 +365,123 @@ impl Tracker {
     }
 }
 
+impl Tracker {
+    /// The counts of every tracked resolver per service and region, at
+    /// `now`: one pass over the tables, output bounded by services ×
+    /// regions (at most [`MAX_SUMMARY_ROWS`] rows).
+    pub fn summary(&self, now: SystemTime, since: Option<f64>) -> Summary {
+        #[derive(Default)]
+        struct Acc {
+            resolvers: usize,
+            holding: usize,
+            moved_in: usize,
+            moved_away: usize,
+            last: Option<u32>,
+        }
+        let until = self.until_ms.load(Ordering::SeqCst);
+        let armed_ms = self.armed_ms.load(Ordering::SeqCst);
+        let now_ms = unix_ms(now);
+        let at = now_ms.saturating_sub(armed_ms);
+        let mut acc: rustc_hash::FxHashMap<(u16, u16), Acc> = Default::default();
+        let mut tracked = 0;
+        for s in self.stripes.iter() {
+            let t = s.lock().unwrap_or_else(|p| p.into_inner());
+            tracked += t.len();
+            for (k, e) in t.iter() {
+                let a = acc.entry((k.service, e.region)).or_default();
+                a.resolvers += 1;
+                if u64::from(e.last_ms) + u64::from(e.ttl) * 1000 > at {
+                    a.holding += 1;
+                }
+                if e.switches > 0 {
+                    a.moved_in += 1;
+                }
+                a.last = a.last.max(Some(e.last_ms));
+                if e.switches > 0 {
+                    acc.entry((k.service, e.previous_region))
+                        .or_default()
+                        .moved_away += 1;
+                }
+            }
+        }
+        let names = self.names.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let name = |tag: u16| names.get(usize::from(tag)).cloned();
+        let mut regions: Vec<RegionCount> = acc
+            .into_iter()
+            .filter_map(|((svc, region), a)| {
+                Some(RegionCount {
+                    service: name(svc)?,
+                    region: (region != NO_REGION).then(|| name(region)).flatten(),
+                    resolvers: a.resolvers,
+                    holding: a.holding,
+                    moved_in: a.moved_in,
+                    moved_away: a.moved_away,
+                    last_given: a.last.map(|ms| (armed_ms + u64::from(ms)) as f64 / 1000.0),
+                })
+            })
+            .collect();
+        regions.sort_by(|a, b| {
+            (&a.service, a.region.is_none(), &a.region).cmp(&(
+                &b.service,
+                b.region.is_none(),
+                &b.region,
+            ))
+        });
+        let more = regions.len().saturating_sub(MAX_SUMMARY_ROWS);
+        regions.truncate(MAX_SUMMARY_ROWS);
+        Summary {
+            armed: until != 0 && now_ms <= until,
+            armed_at: (armed_ms != 0).then(|| armed_ms as f64 / 1000.0),
+            until: (until != 0).then(|| until as f64 / 1000.0),
+            now: now_ms as f64 / 1000.0,
+            tracked,
+            overflow: self.overflow.load(Ordering::Relaxed),
+            regions,
+            more,
+            history: self
+                .history
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|s| since.is_none_or(|t| s.at > t))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Whether tracking is on at `now`.
+    pub fn armed(&self, now: SystemTime) -> bool {
+        let until = self.until_ms.load(Ordering::Relaxed);
+        until != 0 && unix_ms(now) <= until
+    }
+
+    /// Keeps the counts of `now` in the history, if armed.
+    pub fn sample(&self, now: SystemTime) {
+        if !self.armed(now) {
+            return;
+        }
+        let s = self.summary(now, Some(f64::INFINITY));
+        let sample = Sample {
+            at: s.now,
+            regions: s
+                .regions
+                .into_iter()
+                .map(|r| SampleCount {
+                    service: r.service,
+                    region: r.region,
+                    resolvers: r.resolvers,
+                    holding: r.holding,
+                })
+                .collect(),
+        };
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        if h.len() >= HISTORY {
+            h.pop_front();
+        }
+        h.push_back(sample);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,6 +525,78 @@ mod tests {
         assert_eq!((b.queries, b.switches, b.previous_last), (1, 0, None));
         assert!(!t.report(None, at(61_000)).armed, "the window ended");
         assert_eq!(t.report(Some("other."), at(0)).tracked, 0);
+    }
+
+    #[test]
+    fn the_summary_counts_resolvers_per_region_holding_and_moved() {
+        let t = Tracker::default();
+        let www = t.tag("www.example.com.");
+        let (eu, us) = (t.tag("eu"), t.tag("us"));
+        let t0 = SystemTime::now();
+        t.arm(Duration::from_secs(600), 1000, t0);
+        let until = unix_ms(t0) + 600_000;
+        let at = |ms| t0 + Duration::from_millis(ms);
+        // a: eu, then us at 40 s (TTL 30). b: eu at 5 s (TTL 30). c: eu at
+        // 50 s (TTL 30). d: a fallback answer.
+        t.record_armed(ip("192.0.2.1"), www, eu, 30, until, at(0));
+        t.record_armed(ip("192.0.2.1"), www, us, 30, until, at(40_000));
+        t.record_armed(ip("192.0.2.2"), www, eu, 30, until, at(5_000));
+        t.record_armed(ip("192.0.2.3"), www, eu, 30, until, at(50_000));
+        t.record_armed(ip("192.0.2.4"), www, NO_REGION, 30, until, at(1_000));
+        t.sample(at(30_000));
+        t.sample(at(60_000));
+        let s = t.summary(at(60_000), None);
+        assert!(s.armed);
+        assert_eq!(s.tracked, 4);
+        let row = |r: Option<&str>| {
+            s.regions
+                .iter()
+                .find(|x| x.region.as_deref() == r)
+                .cloned()
+                .unwrap_or_else(|| panic!("no row {r:?}: {s:?}"))
+        };
+        let e = row(Some("eu"));
+        assert_eq!(
+            (e.resolvers, e.holding, e.moved_in, e.moved_away),
+            (2, 1, 0, 1)
+        );
+        let base = unix_ms(t0) as f64 / 1000.0;
+        assert!((e.last_given.unwrap_or(0.0) - (base + 50.0)).abs() < 1e-6);
+        let u = row(Some("us"));
+        assert_eq!(
+            (u.resolvers, u.holding, u.moved_in, u.moved_away),
+            (1, 1, 1, 0)
+        );
+        let n = row(None);
+        assert_eq!((n.resolvers, n.holding), (1, 0));
+        assert_eq!(
+            s.regions.last().map(|r| r.region.clone()),
+            Some(None),
+            "no region last"
+        );
+        assert_eq!(s.more, 0);
+        // The samples: the counts then, and only the newer when asked.
+        assert_eq!(s.history.len(), 2);
+        let then = &s.history[0];
+        let eu_then = then
+            .regions
+            .iter()
+            .find(|r| r.region.as_deref() == Some("eu"));
+        assert_eq!(eu_then.map(|r| (r.resolvers, r.holding)), Some((2, 2)));
+        let base = unix_ms(t0) as f64 / 1000.0;
+        assert_eq!(t.summary(at(60_000), Some(base + 30.0)).history.len(), 1);
+        t.disarm();
+        t.sample(at(61_000));
+        assert_eq!(
+            t.summary(at(61_000), None).history.len(),
+            2,
+            "not armed: no sample"
+        );
+        t.arm(Duration::from_secs(60), 1000, at(62_000));
+        assert!(
+            t.summary(at(62_000), None).history.is_empty(),
+            "armed afresh"
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
-// geolb status page. Reads /v1/status and /v1/ready every few seconds and
-// renders them. Every string from the API reaches the page as a text node
+// geolb status page. Reads /v1/status, /v1/ready and
+// /v1/resolvers/summary every few seconds and renders them; the world
+// answer map (/v1/map.svg) is asked for with its ETag, so it comes again
+// only when the node's health recolours it. Every string from the API reaches the page as a text node
 // (el() and text() below), never as markup.
 "use strict";
 
@@ -12,6 +14,18 @@ let timer = null;
 let last = null; // { status, ready, at (ms, this clock), skew (s: server - this clock) }
 let previous = null; // the status before `last`, for rates
 let pending = null; // the action the dialog confirms
+// The map: the service shown, the SVG's ETag, the parsed SVG, why there is none.
+const map = { service: null, etag: null, svg: null, error: null, epoch: null, loading: false };
+// Tracked resolvers: the node's samples of their counts ({ t: unix s, s:
+// { regions } }), fetched incrementally, and the newest summary.
+let samples = [];
+let tracking = null;
+const MAX_SAMPLES = 720; // as many as the node keeps: an hour
+// How long the timeline stays up after the last override came or went.
+const LINGER_S = 15 * 60;
+const SVGNS = "http://www.w3.org/2000/svg";
+// Line colours of regions the map has not named (the map's palette).
+const PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#17becf", "#bcbd22", "#8c564b"];
 
 // ---- DOM helpers: data only ever becomes text --------------------------
 
@@ -23,6 +37,20 @@ function el(tag, attrs, ...kids) {
     else if (k === "on") for (const [ev, f] of Object.entries(v)) n.addEventListener(ev, f);
     else if (k === "data") for (const [dk, dv] of Object.entries(v)) n.dataset[dk] = String(dv);
     else n.setAttribute(k, String(v));
+  }
+  for (const c of kids.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    n.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return n;
+}
+
+// The same for SVG elements (text only through text nodes, too).
+function svgEl(tag, attrs, ...kids) {
+  const n = document.createElementNS(SVGNS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    n.setAttribute(k, String(v));
   }
   for (const c of kids.flat()) {
     if (c === undefined || c === null || c === false) continue;
@@ -112,7 +140,7 @@ async function post(path, payload) {
 async function refresh() {
   clearTimeout(timer);
   try {
-    const [st, rd] = await Promise.all([getJson("/v1/status"), getJson("/v1/ready")]);
+    const [st, rd, rs] = await Promise.all([getJson("/v1/status"), getJson("/v1/ready"), getJson("/v1/resolvers/summary" + (samples.length ? "?since=" + samples[samples.length - 1].t : ""))]);
     if (st.code === 401) {
       askToken(token() ? "That token was refused." : "");
       return;
@@ -122,8 +150,10 @@ async function refresh() {
     const at = Date.now();
     previous = last;
     last = { status: st.body, ready: rd.body || {}, at, skew: (st.body.now || at / 1000) - at / 1000 };
+    if (rs.code === 200 && rs.body) addSample(rs.body);
     $("banner").hidden = true;
     render();
+    refreshMap();
   } catch (e) {
     const b = $("banner");
     b.hidden = false;
@@ -160,6 +190,8 @@ function render() {
   const sections = [
     nodeCard(s, ready),
     healthCard(s.health || {}),
+    timelineCard(s.health || {}),
+    mapCard(s),
     tierCard(s.tier || { listeners: [], groups: [] }, s.health || {}),
     dnsCard(s),
   ];
@@ -393,6 +425,275 @@ function dnsCard(s) {
     el("div", { class: "grid2" },
       el("div", {}, table(["counter", "#total", "#rate"], rows)),
       el("div", {}, table(["zone", "#serial", "#records", "file"], zones), table(["udp worker", "listener", "cpu", "#queries"], workers))));
+}
+
+// ---- the world answer map ----------------------------------------------
+
+// Asks for the map with the ETag of the one shown: 304 until the node's
+// health recolours it. One request at a time.
+async function refreshMap() {
+  if (map.loading || !last) return;
+  const services = last.status.services || [];
+  if (!map.service || !services.includes(map.service)) map.service = services[0] || null;
+  if (!map.service) {
+    setMap(null, "this node's config has no service to draw");
+    return;
+  }
+  map.loading = true;
+  try {
+    const headers = { Accept: "image/svg+xml" };
+    const t = token();
+    if (t) headers.Authorization = "Bearer " + t;
+    if (map.etag && map.svg) headers["If-None-Match"] = map.etag;
+    const r = await fetch("/v1/map.svg?service=" + encodeURIComponent(map.service), { headers, cache: "no-store", credentials: "omit" });
+    if (r.status === 304) return;
+    if (r.status !== 200) {
+      let body = null;
+      try { body = await r.json(); } catch (e) { body = null; }
+      // Still drawing (503): keep the map shown, say so.
+      setMap(r.status === 503 ? map.svg : null, (body && body.error) || "GET /v1/map.svg answered " + r.status);
+      return;
+    }
+    const svg = parseSvg(await r.text());
+    if (!svg) {
+      setMap(null, "the map is not an SVG document");
+      return;
+    }
+    map.etag = r.headers.get("ETag");
+    map.epoch = r.headers.get("X-Geolb-Map-Epoch");
+    setMap(svg, null);
+  } catch (e) {
+    setMap(map.svg, "cannot read the map: " + e.message);
+  } finally {
+    map.loading = false;
+  }
+}
+
+// The SVG text as a node of this document, or null. It is parsed as XML
+// (scripts in it never run, and the page's CSP forbids inline script and
+// handlers anyway), and anything but drawing is taken out.
+function parseSvg(text) {
+  const doc = new DOMParser().parseFromString(text, "image/svg+xml");
+  const root = doc.documentElement;
+  if (!root || root.localName !== "svg" || root.namespaceURI !== SVGNS || doc.getElementsByTagName("parsererror").length) return null;
+  for (const n of Array.from(root.querySelectorAll("script, foreignObject, iframe, image, a, use"))) n.remove();
+  for (const n of [root, ...Array.from(root.querySelectorAll("*"))]) {
+    for (const a of Array.from(n.attributes)) {
+      if (/^on/i.test(a.name) || (/href$/i.test(a.name))) n.removeAttribute(a.name);
+    }
+  }
+  const svg = document.importNode(root, true);
+  svg.removeAttribute("width");
+  svg.removeAttribute("height");
+  svg.setAttribute("class", "worldmap");
+  svg.setAttribute("role", "img");
+  return svg;
+}
+
+function setMap(svg, error) {
+  map.svg = svg;
+  map.error = error;
+  if (!svg) map.etag = null;
+  const body = $("map-body");
+  if (body) body.replaceChildren(...mapBody());
+}
+
+// The legend the map drew, as the page's own list: name, colour, share.
+function mapLegend() {
+  if (!map.svg) return [];
+  return Array.from(map.svg.querySelectorAll("rect[data-legend]")).map((r) => ({
+    name: r.getAttribute("data-legend"),
+    fill: r.getAttribute("fill"),
+    share: r.getAttribute("data-share") === "" ? null : Number(r.getAttribute("data-share")),
+  }));
+}
+
+function regionColor(name, i) {
+  const e = mapLegend().find((x) => x.name === name);
+  return e && /^#[0-9a-f]{6}$/i.test(e.fill) ? e.fill : PALETTE[i % PALETTE.length];
+}
+
+function mapBody() {
+  const legend = mapLegend().map((e) => el("li", {},
+    svgEl("svg", { class: "swatch", viewBox: "0 0 10 10", width: 12, height: 12 }, svgEl("rect", { width: 10, height: 10, fill: /^#[0-9a-f]{6}$/i.test(e.fill) ? e.fill : "#888888" })),
+    " " + e.name + (e.share === null || isNaN(e.share) ? "" : " " + (e.share * 100).toFixed(1) + "%")));
+  return [
+    map.error ? el("p", { class: map.svg ? "bad-text" : "muted" }, map.error) : null,
+    map.svg ? el("ul", { class: "legend" }, legend) : null,
+    map.svg ? el("div", { class: "map-wrap" }, map.svg) : (map.error ? null : el("p", { class: "muted" }, "drawing…")),
+  ].filter((x) => x);
+}
+
+function mapCard(s) {
+  const services = s.services || [];
+  const select = el("select", { id: "map-service", on: { change: (ev) => { map.service = ev.target.value; setMap(null, null); refreshMap(); } } },
+    services.map((n) => el("option", { value: n, selected: n === map.service }, n)));
+  return el("section", { class: "card", id: "map-card" },
+    el("h2", {}, "Answer map", services.length > 1 ? select : el("span", { class: "muted" }, map.service || ""),
+      el("span", { class: "muted" }, "A answers by region under this node's live health" + (map.epoch ? " · epoch " + map.epoch : "") + " · redrawn when health changes")),
+    el("div", { id: "map-body" }, mapBody()));
+}
+
+// ---- the drill timeline -------------------------------------------------
+
+function addSample(summary) {
+  if (tracking && tracking.armed_at !== summary.armed_at) samples = [];
+  tracking = summary;
+  for (const h of summary.history || []) {
+    if (samples.length && h.at <= samples[samples.length - 1].t) continue;
+    samples.push({ t: h.at, s: h });
+  }
+  while (samples.length > MAX_SAMPLES) samples.shift();
+}
+
+// The samples and, last, the counts of now.
+function resolverPoints() {
+  if (!tracking || !tracking.tracked) return samples;
+  return samples.concat([{ t: tracking.now, s: tracking }]);
+}
+
+// What an event says, in words.
+function eventWords(e) {
+  const state = (x) => (x || "").replace("_", " ");
+  const names = (list, more) => (list || []).join(", ") + (more ? " and " + more + " more" : "");
+  if (e.kind === "override_set") return [state(e.state) + " " + e.target, e.until ? "until " + when(e.until) : "until undone"];
+  if (e.kind === "override_removed") return ["undone: " + state(e.state) + " " + e.target, "set " + when(e.set_at)];
+  if (e.kind === "override_expired") return ["expired: " + state(e.state) + " " + e.target, "set " + when(e.set_at)];
+  if (e.kind === "epoch") {
+    const parts = [];
+    if ((e.down || []).length) parts.push("down: " + names(e.down, e.more_down));
+    if ((e.up || []).length) parts.push("up: " + names(e.up, e.more_up));
+    return ["epoch " + e.id, parts.join("; ") || "no endpoint went down or up (votes changed)"];
+  }
+  return [e.kind, ""];
+}
+
+// Whether the timeline is worth showing: an override with an expiry in
+// force, one that came or went lately, or resolver tracking armed.
+function timelineWanted(h, now) {
+  const timed = (h.overrides || []).some((o) => o.until);
+  const recent = (h.events || []).some((e) => e.kind !== "epoch" && now - e.at <= LINGER_S);
+  const armed = tracking && tracking.armed;
+  return timed || recent || armed;
+}
+
+function timelineCard(h) {
+  const now = serverNow();
+  if (!timelineWanted(h, now)) {
+    const n = (h.events || []).length;
+    return el("section", { class: "card", id: "timeline-card" },
+      el("h2", {}, "Timeline", el("span", { class: "muted" }, "no drill, no expiring override and no resolver tracking in the last " + fmtDur(LINGER_S) +
+        (n ? " · " + n + " health events kept" : ""))));
+  }
+  const events = (h.events || []).filter((e) => now - e.at <= 3600);
+  const firstOverride = events.find((e) => e.kind !== "epoch");
+  const pts = resolverPoints();
+  let t0 = Math.min(firstOverride ? firstOverride.at : now, pts.length ? pts[0].t : now, ...(h.overrides || []).map((o) => o.set_at));
+  t0 = Math.max(t0 - 10, now - 3600);
+  // The future shown up to the latest expiry, but never longer than the past.
+  const t1 = Math.min(Math.max(now + 5, ...(h.overrides || []).map((o) => o.until || 0)), now + Math.max(60, now - t0));
+  const shown = events.filter((e) => e.at >= t0);
+  return el("section", { class: "card", id: "timeline-card" },
+    el("h2", {}, "Timeline", el("span", { class: "muted" }, "overrides, health epochs" + (pts.length ? " and tracked resolvers" : "") + " from " + when(t0) + " · now at the red line")),
+    timelineSvg(h, shown, t0, t1, now),
+    el("ul", { class: "events mono" }, shown.slice().reverse().map((e) => {
+      const [what, detail] = eventWords(e);
+      return el("li", { class: "event " + e.kind }, el("span", { class: "muted" }, when(e.at) + " "), el("b", {}, what), detail ? " · " + detail : "");
+    })));
+}
+
+function timelineSvg(h, events, t0, t1, now) {
+  const W = 1000, left = 150, right = 990;
+  const x = (t) => left + ((t - t0) / Math.max(1, t1 - t0)) * (right - left);
+  const kids = [];
+  let y = 18;
+  // Time axis.
+  const step = [10, 30, 60, 120, 300, 600, 900, 1800, 3600].find((s) => (t1 - t0) / s <= 8) || 3600;
+  for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
+    kids.push(svgEl("line", { x1: x(t), x2: x(t), y1: 20, y2: "100%", class: "grid" }));
+    kids.push(svgEl("text", { x: x(t), y: 12, class: "tick", "text-anchor": "middle" }, new Date(t * 1000).toISOString().slice(11, 19)));
+  }
+  y = 30;
+  // One lane per override target: from when it was set to when it ended
+  // (expired, undone) or will end.
+  const lanes = new Map();
+  for (const e of events) {
+    if (e.kind === "epoch") continue;
+    if (!lanes.has(e.target)) lanes.set(e.target, []);
+    const spans = lanes.get(e.target);
+    if (e.kind === "override_set") {
+      // A new override of the same target replaces the one before.
+      for (const sp of spans) if (sp.to === null) sp.to = e.at;
+      spans.push({ from: e.at, to: null, until: e.until, state: e.state });
+    }
+    else {
+      const open = spans.filter((sp) => sp.to === null).pop();
+      if (open) open.to = e.at;
+      else spans.push({ from: Math.max(t0, e.set_at), to: e.at, until: e.until, state: e.state });
+    }
+  }
+  for (const o of h.overrides || []) {
+    if (!lanes.has(o.target)) lanes.set(o.target, [{ from: Math.max(t0, o.set_at), to: null, until: o.until, state: o.state }]);
+  }
+  for (const [target, spans] of lanes) {
+    kids.push(svgEl("text", { x: 4, y: y + 11, class: "lane" }, target));
+    for (const sp of spans) {
+      const end = sp.to !== null ? sp.to : now;
+      kids.push(svgEl("rect", { x: x(sp.from), y, width: Math.max(2, x(end) - x(sp.from)), height: 14, class: "span " + sp.state },
+        svgEl("title", {}, sp.state.replace("_", " ") + " " + target)));
+      if (sp.to === null && sp.until && sp.until > now) {
+        kids.push(svgEl("rect", { x: x(now), y, width: Math.max(1, Math.min(x(sp.until), right) - x(now)), height: 14, class: "span pending " + sp.state }));
+        kids.push(svgEl("text", { x: Math.min(x(sp.until), right) - 2, y: y + 11, class: "tick", "text-anchor": "end" }, "expires " + (sp.until > t1 ? "in " + fmtDur(sp.until - now) : when(sp.until).slice(11))));
+      }
+      kids.push(svgEl("text", { x: x(sp.from) + 3, y: y + 11, class: "span-label" }, sp.state.replace("_", " ")));
+    }
+    y += 20;
+  }
+  // Health epochs: a mark per new epoch, red when it took something down.
+  kids.push(svgEl("text", { x: 4, y: y + 11, class: "lane" }, "health epochs"));
+  for (const e of events.filter((e) => e.kind === "epoch")) {
+    const down = (e.down || []).length > 0;
+    const [what, detail] = eventWords(e);
+    kids.push(svgEl("rect", { x: x(e.at) - 2, y, width: 4, height: 14, class: down ? "mark down" : "mark up" }, svgEl("title", {}, what + " · " + detail)));
+  }
+  y += 24;
+  // Tracked resolvers: per region of the first service, the share whose
+  // latest answer came from it (solid) and the share holding it within its
+  // TTL (dashed).
+  const pts = resolverPoints().filter((p) => p.t >= t0);
+  if (pts.length) {
+    const service = map.service && pts[pts.length - 1].s.regions.some((r) => r.service === map.service)
+      ? map.service : ((pts[pts.length - 1].s.regions[0] || {}).service);
+    const regions = [];
+    for (const p of pts) for (const r of p.s.regions) if (r.service === service && !regions.includes(r.region)) regions.push(r.region);
+    const top = y, height = 110;
+    const yv = (v) => top + height - v * height;
+    kids.push(svgEl("text", { x: 4, y: top + 11, class: "lane" }, "tracked resolvers"));
+    kids.push(svgEl("text", { x: 4, y: top + 25, class: "tick" }, (service || "").replace(/\.$/, "")));
+    kids.push(svgEl("line", { x1: left, x2: right, y1: yv(0), y2: yv(0), class: "axis" }));
+    kids.push(svgEl("line", { x1: left, x2: right, y1: yv(1), y2: yv(1), class: "grid" }));
+    kids.push(svgEl("text", { x: left - 4, y: yv(1) + 4, class: "tick", "text-anchor": "end" }, "100%"));
+    kids.push(svgEl("text", { x: left - 4, y: yv(0), class: "tick", "text-anchor": "end" }, "0%"));
+    regions.forEach((region, i) => {
+      const color = regionColor(region, i);
+      for (const [field, dash] of [["resolvers", null], ["holding", "4 3"]]) {
+        const line = pts.map((p) => {
+          const all = p.s.regions.filter((r) => r.service === service).reduce((a, r) => a + r.resolvers, 0);
+          const r = p.s.regions.find((r) => r.service === service && r.region === region);
+          return x(p.t).toFixed(1) + "," + yv(all && r ? r[field] / all : 0).toFixed(1);
+        }).join(" ");
+        kids.push(svgEl("polyline", { points: line, fill: "none", stroke: color, "stroke-width": 2, "stroke-dasharray": dash, class: "share" },
+          svgEl("title", {}, (region || "no region") + ": " + (field === "resolvers" ? "latest answer from it" : "holding it within its TTL"))));
+        const end = line.split(" ").pop().split(",");
+        if (field === "resolvers") kids.push(svgEl("circle", { cx: end[0], cy: end[1], r: 3, fill: color }));
+      }
+      const lastRow = pts[pts.length - 1].s.regions.find((r) => r.service === service && r.region === region) || { resolvers: 0, holding: 0 };
+      kids.push(svgEl("text", { x: 4, y: top + 42 + i * 14, class: "tick", fill: color }, (region || "no region") + " " + lastRow.resolvers + " (" + lastRow.holding + " in TTL)"));
+    });
+    y = top + height + 10;
+  }
+  kids.push(svgEl("line", { x1: x(now), x2: x(now), y1: 20, y2: y, class: "now" }));
+  return svgEl("svg", { class: "timeline", viewBox: "0 0 " + W + " " + y, role: "img" }, kids);
 }
 
 // ---- actions -----------------------------------------------------------

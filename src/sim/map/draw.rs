@@ -63,6 +63,21 @@ fn text(font: &Font, out: &mut String, s: &str, x: f64, y: f64, size: f64) {
     out.push_str("\"/>\n");
 }
 
+/// `s` as an XML attribute value's text.
+fn attr(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn percent(share: f64) -> String {
     format!("{:.1}%", share * 100.0)
 }
@@ -199,10 +214,17 @@ pub fn svg(
         num(&mut body, swatch);
         body.push_str("\" height=\"");
         num(&mut body, swatch);
+        let share = e
+            .shares
+            .iter()
+            .map(|&s| format!("{s:.4}"))
+            .collect::<Vec<_>>();
         let _ = writeln!(
             body,
-            "\" fill=\"{}\" stroke=\"#888888\" stroke-width=\"0.5\"/>",
-            e.paint()
+            "\" fill=\"{}\" stroke=\"#888888\" stroke-width=\"0.5\" data-legend=\"{}\" data-share=\"{}\"/>",
+            e.paint(),
+            attr(&e.name),
+            share.join(" ")
         );
         text(
             &font,

@@ -18,7 +18,8 @@ mod world;
 
 use rustc_hash::FxHashMap;
 
-use super::{service_names, Answered, Model, QType, Scenario, SimError, Space};
+use super::{service_names, Answered, Model, ModelOf, QType, Scenario, SimError, Space};
+use crate::policy::HealthView;
 use crate::snapshot::Snapshot;
 
 pub const MIN_WIDTH: u32 = 320;
@@ -215,16 +216,44 @@ pub fn draw(snap: &Snapshot, opts: &MapOptions) -> Result<Drawn, SimError> {
     let started = std::time::Instant::now();
     let model = Model::new(snap, std::slice::from_ref(&service), opts.qtype)?;
     let walked = std::time::Instant::now();
-    let name = model
-        .services()
-        .first()
-        .map(|s| s.to_string())
-        .unwrap_or(service);
     let scenarios: Vec<Scenario> = if opts.before_after {
         vec![Scenario::default(), opts.scenario.clone()]
     } else {
         vec![opts.scenario.clone()]
     };
+    let panels = scenarios
+        .iter()
+        .map(|s| Ok((s.label(), s.health(snap)?)))
+        .collect::<Result<Vec<(String, HealthView)>, SimError>>()?;
+    let mut drawn = draw_model(&model, &panels, opts.width, opts.format)?;
+    drawn.timings_ms[0] = (walked - started).as_millis() as u64;
+    Ok(drawn)
+}
+
+/// Draws the first service of `model` with one panel per `(label, health)`
+/// — a scenario's view, or a running node's own: the walk is the model's,
+/// done once, so a node redraws its map at each health change for the
+/// cost of the decisions, the tally and the SVG (`timings_ms[0]` is 0).
+pub fn draw_model<S: std::ops::Deref<Target = Snapshot>>(
+    model: &ModelOf<S>,
+    health: &[(String, HealthView)],
+    width: u32,
+    format: Format,
+) -> Result<Drawn, SimError> {
+    if !(MIN_WIDTH..=MAX_WIDTH).contains(&width) {
+        return Err(SimError::MapWidth {
+            width,
+            min: MIN_WIDTH,
+            max: MAX_WIDTH,
+        });
+    }
+    let walked = std::time::Instant::now();
+    let name = model
+        .services()
+        .first()
+        .map(|s| s.to_string())
+        .ok_or_else(|| SimError::UnknownService("(the config has no service)".into()))?;
+    let views: Vec<&HealthView> = health.iter().map(|(_, h)| h).collect();
     let regions = model.regions();
     let buckets = regions.len() + 3;
     let bucket = |a: Answered| match a {
@@ -233,10 +262,10 @@ pub fn draw(snap: &Snapshot, opts: &MapOptions) -> Result<Drawn, SimError> {
         Answered::Fallback => regions.len() + 1,
         Answered::Nodata => regions.len() + 2,
     };
-    let n = scenarios.len() * buckets;
+    let n = health.len() * buckets;
     let mut totals = vec![0.0; n];
     let mut cells: FxHashMap<CellKey, Cell> = FxHashMap::default();
-    model.each_answer(0, &scenarios, |input, space: Space, answered| {
+    model.each_answer_under(0, &views, |input, space: Space, answered| {
         let add = |t: &mut Tally| {
             for (p, &a) in answered.iter().enumerate() {
                 t.v4[p * buckets + bucket(a)] += space.v4;
@@ -309,7 +338,7 @@ pub fn draw(snap: &Snapshot, opts: &MapOptions) -> Result<Drawn, SimError> {
             shares: Vec::new(),
         }),
     );
-    for (p, _) in scenarios.iter().enumerate() {
+    for p in 0..health.len() {
         let all: f64 = totals[p * buckets..(p + 1) * buckets].iter().sum();
         for (b, e) in entries.iter_mut().enumerate() {
             let x = totals[p * buckets + b];
@@ -319,7 +348,7 @@ pub fn draw(snap: &Snapshot, opts: &MapOptions) -> Result<Drawn, SimError> {
 
     let mut panels = Vec::new();
     let mut summaries = Vec::new();
-    for (p, s) in scenarios.iter().enumerate() {
+    for (p, (label, _)) in health.iter().enumerate() {
         let mut countries = FxHashMap::default();
         let mut split = Vec::new();
         for (code, t) in &by_country {
@@ -360,7 +389,7 @@ pub fn draw(snap: &Snapshot, opts: &MapOptions) -> Result<Drawn, SimError> {
             dots.sort_by_key(|a| a.1);
         }
         summaries.push(PanelSummary {
-            label: s.label(),
+            label: label.clone(),
             shares: entries
                 .iter()
                 .filter(|e| e.shares[p] > 0.0)
@@ -372,7 +401,7 @@ pub fn draw(snap: &Snapshot, opts: &MapOptions) -> Result<Drawn, SimError> {
                 .collect(),
         });
         panels.push(Panel {
-            label: s.label(),
+            label: label.clone(),
             countries,
             dots: dots.into_iter().map(|d| d.2).collect(),
         });
@@ -410,17 +439,17 @@ pub fn draw(snap: &Snapshot, opts: &MapOptions) -> Result<Drawn, SimError> {
         }
     }
     let tallied = std::time::Instant::now();
-    let title = format!("{} {}", name.trim_end_matches('.'), opts.qtype.name());
+    let title = format!("{} {}", name.trim_end_matches('.'), model.qtype().name());
     let (svg, width, height) =
-        draw::svg(&title, &panels, &legend, no_data, opts.width).map_err(SimError::Draw)?;
+        draw::svg(&title, &panels, &legend, no_data, width).map_err(SimError::Draw)?;
     let drawn = std::time::Instant::now();
-    let bytes = match opts.format {
+    let bytes = match format {
         Format::Svg => svg.into_bytes(),
         Format::Png => draw::png(&svg).map_err(SimError::Draw)?,
     };
     let ms = |a: std::time::Instant, b: std::time::Instant| (b - a).as_millis() as u64;
     let timings_ms = [
-        ms(started, walked),
+        0,
         ms(walked, tallied),
         ms(tallied, drawn),
         ms(drawn, std::time::Instant::now()),
