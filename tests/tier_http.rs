@@ -145,9 +145,16 @@ fn group(name: &str, extra: &str, members: &[SocketAddr]) -> String {
     )
 }
 
+thread_local! {
+    /// The engine the running test's listeners serve cleartext HTTP/1.1
+    /// with (every test runs on both: `on_native::NAME`, `on_hyper::NAME`).
+    static ENGINE: std::cell::Cell<&'static str> = const { std::cell::Cell::new("native") };
+}
+
 fn http_listener(group: &str, extra: &str) -> String {
+    let engine = ENGINE.with(std::cell::Cell::get);
     format!(
-        "[listeners.h]\nregion = \"eu\"\nbind = \"127.0.1.1:0\"\nmode = \"http\"\ngroup = \"{group}\"\n{extra}\n"
+        "[listeners.h]\nregion = \"eu\"\nbind = \"127.0.1.1:0\"\nmode = \"http\"\ngroup = \"{group}\"\nhttp1_engine = \"{engine}\"\n{extra}\n"
     )
 }
 
@@ -221,7 +228,6 @@ fn tier_status(s: &TestServer) -> serde_json::Value {
     serde_json::from_str(&body).expect("json")
 }
 
-#[test]
 fn requests_are_routed_by_host_path_and_header_and_fixed_responses_answer_directly() {
     let (a, b, c) = (
         HttpBe::start("127.0.1.11", "a"),
@@ -267,7 +273,6 @@ fn requests_are_routed_by_host_path_and_header_and_fixed_responses_answer_direct
 
 /// RFC 9110 §7.6.1: a proxy removes Connection, the fields it names and
 /// the other hop-by-hop fields, in both directions.
-#[test]
 fn rfc9110_7_6_1_forwarding_headers_are_set_and_hop_by_hop_fields_are_not_forwarded() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -309,7 +314,6 @@ fn rfc9110_7_6_1_forwarding_headers_are_set_and_hop_by_hop_fields_are_not_forwar
     assert!(!head.contains("x-hop"), "{head}");
 }
 
-#[test]
 fn a_dead_backend_is_retried_for_replayable_requests_and_a_post_with_a_body_is_not() {
     let a = HttpBe::start("127.0.1.11", "a");
     let dead = TcpListener::bind("127.0.1.12:0")
@@ -340,7 +344,6 @@ fn a_dead_backend_is_retried_for_replayable_requests_and_a_post_with_a_body_is_n
     assert_eq!(t["listeners"][0]["responses"][4], 2, "{t}");
 }
 
-#[test]
 fn a_backend_without_response_headers_in_time_gives_504() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -355,7 +358,6 @@ fn a_backend_without_response_headers_in_time_gives_504() {
     assert_eq!(b["http_timeouts"], 1, "{b}");
 }
 
-#[test]
 fn repeated_5xx_eject_a_backend_and_retry_on_statuses_go_to_another() {
     let (a, b, s) = two_backends(
         "ejection = { failures = 2, base_time = \"1m\", max_percent = 50 }",
@@ -390,7 +392,6 @@ fn repeated_5xx_eject_a_backend_and_retry_on_statuses_go_to_another() {
     assert_eq!(other.hits.load(Ordering::Relaxed), before + 3);
 }
 
-#[test]
 fn a_503_in_retry_on_is_tried_on_another_backend() {
     let (a, b) = (
         HttpBe::start("127.0.1.11", "a"),
@@ -411,7 +412,6 @@ fn a_503_in_retry_on_is_tried_on_another_backend() {
     );
 }
 
-#[test]
 fn h2c_with_prior_knowledge_is_proxied_to_http1_backends() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -442,7 +442,6 @@ fn h2c_with_prior_knowledge_is_proxied_to_http1_backends() {
     assert!(body.contains("\nhost: 127.0.1.1"), "{body}");
 }
 
-#[test]
 fn malformed_and_smuggling_requests_get_400_and_never_reach_a_backend() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -468,7 +467,6 @@ fn malformed_and_smuggling_requests_get_400_and_never_reach_a_backend() {
 /// chunked framing wins, Content-Length is removed before forwarding and
 /// the connection is closed after the response, so bytes hidden behind a
 /// disagreeing Content-Length can never become a second request.
-#[test]
 fn rfc9112_6_3_a_content_length_transfer_encoding_conflict_cannot_smuggle_a_request() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -506,7 +504,6 @@ fn set_admin(s: &TestServer, target: &str, state: geolb::policy::AdminState) {
     s.shared().set_admin_state(target, state).expect("override");
 }
 
-#[test]
 fn cookie_persistence_keeps_a_client_on_its_backend_fails_over_and_re_sticks() {
     use geolb::policy::AdminState;
     let (a, b, s) = two_backends("persistence = { mode = \"cookie\", cookie = \"SRV\", max_age = \"1h\", same_site = \"lax\" }", "");
@@ -565,7 +562,6 @@ fn cookie_persistence_keeps_a_client_on_its_backend_fails_over_and_re_sticks() {
     assert_eq!(tier_status(&s)["groups"][0]["persistence"], "cookie");
 }
 
-#[test]
 fn a_drained_backend_keeps_its_sticky_clients_only_with_drain_sticky() {
     use geolb::policy::AdminState;
     let (a, b) = (
@@ -612,7 +608,6 @@ fn a_drained_backend_keeps_its_sticky_clients_only_with_drain_sticky() {
     }
 }
 
-#[test]
 fn source_persistence_keeps_an_address_on_its_backend_until_it_fails() {
     use geolb::policy::AdminState;
     let (a, b, s) = two_backends("persistence = { mode = \"source\", timeout = \"10m\" }", "");
@@ -632,7 +627,6 @@ fn source_persistence_keeps_an_address_on_its_backend_until_it_fails() {
     }
 }
 
-#[test]
 fn hash_persistence_on_a_header_sends_each_key_to_one_backend() {
     let (a, b, c) = (
         HttpBe::start("127.0.1.11", "a"),
@@ -662,7 +656,6 @@ fn hash_persistence_on_a_header_sends_each_key_to_one_backend() {
     assert!(seen.len() >= 2, "keys spread over backends: {seen:?}");
 }
 
-#[test]
 fn rate_limits_answer_429_with_retry_after_and_spare_exempt_clients() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -775,7 +768,6 @@ fn ws_backend(ip: &str) -> SocketAddr {
     addr
 }
 
-#[test]
 fn rfc6455_4_websocket_upgrade_is_passed_through_and_frames_flow_both_ways() {
     let be = ws_backend("127.0.1.11");
     let s = start(&format!(
@@ -874,7 +866,6 @@ fn backend_json(s: &TestServer) -> serde_json::Value {
     tier_status(s)["groups"][0]["backends"][0].clone()
 }
 
-#[test]
 fn a_backend_that_answers_garbage_gives_502_and_is_counted() {
     let be = bad_backend("127.0.1.11", |c| {
         let _ = c.write_all(b"SSH-2.0-OpenSSH_9.6\r\nthis is not http\r\n\r\n");
@@ -892,7 +883,6 @@ fn a_backend_that_answers_garbage_gives_502_and_is_counted() {
     assert_eq!(backend_json(&s)["http_errors"], 1);
 }
 
-#[test]
 fn a_backend_that_breaks_a_body_off_aborts_the_response_and_is_counted() {
     let be = bad_backend("127.0.1.11", |c| {
         let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nonly part of it");
@@ -923,7 +913,6 @@ fn a_backend_that_breaks_a_body_off_aborts_the_response_and_is_counted() {
     assert!(wait_for(Duration::from_secs(5), || backend_json(&s)["active"] == 0).is_some());
 }
 
-#[test]
 fn a_backend_that_stalls_mid_body_is_cut_after_response_timeout_and_counted() {
     let be = bad_backend("127.0.1.11", |c| {
         let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nstart");
@@ -954,7 +943,6 @@ fn a_backend_that_stalls_mid_body_is_cut_after_response_timeout_and_counted() {
     );
 }
 
-#[test]
 fn a_request_body_that_does_not_arrive_in_time_gets_408_and_does_not_blame_the_backend() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -979,7 +967,6 @@ fn a_request_body_that_does_not_arrive_in_time_gets_408_and_does_not_blame_the_b
     assert!(wait_for(Duration::from_secs(5), || backend_json(&s)["active"] == 0).is_some());
 }
 
-#[test]
 fn a_slowloris_client_is_cut_by_the_header_timeout_and_never_reaches_a_backend() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -1022,7 +1009,6 @@ fn a_slowloris_client_is_cut_by_the_header_timeout_and_never_reaches_a_backend()
     );
 }
 
-#[test]
 fn a_removed_listener_sends_goaway_to_http2_and_closes_idle_http1_connections_within_its_window() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -1082,7 +1068,6 @@ fn a_removed_listener_sends_goaway_to_http2_and_closes_idle_http1_connections_wi
     assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
 }
 
-#[test]
 fn explain_http_names_the_rule_group_persistence_and_the_backend_the_next_request_gets() {
     let (a, b) = (
         HttpBe::start("127.0.1.11", "a"),
@@ -1135,7 +1120,6 @@ fn explain_http_names_the_rule_group_persistence_and_the_backend_the_next_reques
     assert_eq!(code, 404);
 }
 
-#[test]
 fn each_route_counts_responses_by_class_retries_and_latency_across_a_reload() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -1189,7 +1173,6 @@ fn each_route_counts_responses_by_class_retries_and_latency_across_a_reload() {
     );
 }
 
-#[test]
 fn the_access_log_has_one_line_per_request_and_is_reopened_by_a_reload() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -1241,7 +1224,6 @@ fn the_access_log_has_one_line_per_request_and_is_reopened_by_a_reload() {
     assert!(m.contains("geolb_tier_access_log_dropped_total 0"), "{m}");
 }
 
-#[test]
 fn cli_status_shows_http_counts_and_routes_and_explain_http_answers() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -1290,7 +1272,6 @@ fn cli_status_shows_http_counts_and_routes_and_explain_http_answers() {
     assert!(out.contains("stuck to"), "{out}");
 }
 
-#[test]
 fn an_idle_keep_alive_connection_gives_its_buffers_back_and_serves_its_next_requests() {
     let (a, _b, s) = two_backends("", "header_timeout = \"1s\"");
     let l = vip(&s);
@@ -1335,7 +1316,6 @@ fn an_idle_keep_alive_connection_gives_its_buffers_back_and_serves_its_next_requ
     );
 }
 
-#[test]
 fn rfc9110_15_5_9_a_request_head_not_complete_within_header_timeout_gets_408() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -1365,7 +1345,6 @@ fn rfc9110_15_5_9_a_request_head_not_complete_within_header_timeout_gets_408() {
     );
 }
 
-#[test]
 fn keep_alive_connections_to_backends_are_reused_and_one_the_backend_closed_is_not_a_failure() {
     let (a, b, s) = two_backends("", "");
     let l = vip(&s);
@@ -1416,7 +1395,6 @@ fn keep_alive_connections_to_backends_are_reused_and_one_the_backend_closed_is_n
 
 static FLAKY_HITS: AtomicUsize = AtomicUsize::new(0);
 
-#[test]
 fn a_backend_whose_success_rate_is_an_outlier_is_ejected_and_gets_no_more_requests() {
     let good: Vec<HttpBe> = (11..15)
         .map(|i| HttpBe::start(&format!("127.0.1.{i}"), "good"))
@@ -1463,3 +1441,59 @@ fn a_backend_whose_success_rate_is_an_outlier_is_ejected_and_gets_no_more_reques
     }
     assert_eq!(FLAKY_HITS.load(Ordering::Relaxed), before);
 }
+
+/// Each test above, once per engine.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod on_native {
+            $(
+                #[test]
+                fn $name() {
+                    super::ENGINE.with(|e| e.set("native"));
+                    super::$name();
+                }
+            )*
+        }
+        mod on_hyper {
+            $(
+                #[test]
+                fn $name() {
+                    super::ENGINE.with(|e| e.set("hyper"));
+                    super::$name();
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(
+    requests_are_routed_by_host_path_and_header_and_fixed_responses_answer_directly,
+    rfc9110_7_6_1_forwarding_headers_are_set_and_hop_by_hop_fields_are_not_forwarded,
+    a_dead_backend_is_retried_for_replayable_requests_and_a_post_with_a_body_is_not,
+    a_backend_without_response_headers_in_time_gives_504,
+    repeated_5xx_eject_a_backend_and_retry_on_statuses_go_to_another,
+    a_503_in_retry_on_is_tried_on_another_backend,
+    h2c_with_prior_knowledge_is_proxied_to_http1_backends,
+    malformed_and_smuggling_requests_get_400_and_never_reach_a_backend,
+    rfc9112_6_3_a_content_length_transfer_encoding_conflict_cannot_smuggle_a_request,
+    cookie_persistence_keeps_a_client_on_its_backend_fails_over_and_re_sticks,
+    a_drained_backend_keeps_its_sticky_clients_only_with_drain_sticky,
+    source_persistence_keeps_an_address_on_its_backend_until_it_fails,
+    hash_persistence_on_a_header_sends_each_key_to_one_backend,
+    rate_limits_answer_429_with_retry_after_and_spare_exempt_clients,
+    rfc6455_4_websocket_upgrade_is_passed_through_and_frames_flow_both_ways,
+    a_backend_that_answers_garbage_gives_502_and_is_counted,
+    a_backend_that_breaks_a_body_off_aborts_the_response_and_is_counted,
+    a_backend_that_stalls_mid_body_is_cut_after_response_timeout_and_counted,
+    a_request_body_that_does_not_arrive_in_time_gets_408_and_does_not_blame_the_backend,
+    a_slowloris_client_is_cut_by_the_header_timeout_and_never_reaches_a_backend,
+    a_removed_listener_sends_goaway_to_http2_and_closes_idle_http1_connections_within_its_window,
+    explain_http_names_the_rule_group_persistence_and_the_backend_the_next_request_gets,
+    each_route_counts_responses_by_class_retries_and_latency_across_a_reload,
+    the_access_log_has_one_line_per_request_and_is_reopened_by_a_reload,
+    cli_status_shows_http_counts_and_routes_and_explain_http_answers,
+    an_idle_keep_alive_connection_gives_its_buffers_back_and_serves_its_next_requests,
+    rfc9110_15_5_9_a_request_head_not_complete_within_header_timeout_gets_408,
+    keep_alive_connections_to_backends_are_reused_and_one_the_backend_closed_is_not_a_failure,
+    a_backend_whose_success_rate_is_an_outlier_is_ejected_and_gets_no_more_requests,
+);

@@ -56,8 +56,8 @@ pub type Legacy = Client<Counted<HttpConnector>, UpBody>;
 /// (`upstream`), connections opened within `connect_timeout` and counted.
 #[derive(Clone)]
 pub struct Pool {
-    connect_timeout: Duration,
-    opened: Arc<std::sync::atomic::AtomicU64>,
+    pub(super) connect_timeout: Duration,
+    pub(super) opened: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A connector that counts the backend connections it opens (the pool's
@@ -216,6 +216,14 @@ impl<T> Prefixed<T> {
         }
     }
 
+    /// The bytes still waiting in front, and the stream.
+    pub fn into_parts(mut self) -> (Vec<u8>, T) {
+        if self.at > 0 {
+            self.prefix.drain(..self.at);
+        }
+        (self.prefix, self.inner)
+    }
+
     /// No bytes are waiting in front of the stream.
     pub fn is_empty(&self) -> bool {
         self.at >= self.prefix.len()
@@ -365,16 +373,16 @@ impl Drop for Tracked {
     }
 }
 
-struct Release {
-    group: Arc<Group>,
-    backend: Arc<Backend>,
-    done: bool,
+pub(super) struct Release {
+    pub(super) group: Arc<Group>,
+    pub(super) backend: Arc<Backend>,
+    pub(super) done: bool,
     /// The tier's clock origin (for failures noted on the body).
-    t0: Instant,
+    pub(super) t0: Instant,
 }
 
 impl Release {
-    fn release(&mut self) {
+    pub(super) fn release(&mut self) {
         if !self.done {
             self.done = true;
             self.group.lock().balancer.release(&self.backend.id);
@@ -382,7 +390,7 @@ impl Release {
     }
 
     /// The body failed: counted, told to passive ejection, released.
-    fn failed(&mut self, why: &str) {
+    pub(super) fn failed(&mut self, why: &str) {
         if self.done {
             return;
         }
@@ -506,17 +514,27 @@ pub fn route_for(
     path: &str,
     headers: &HeaderMap,
 ) -> Option<usize> {
+    route_by(plan, host, path, |n, v| {
+        headers.get_all(n).iter().any(|x| x.as_bytes() == v)
+    })
+}
+
+/// `route_for` with the headers asked through `has(name, value)`: whether
+/// a field `name` (lower case) has exactly `value`.
+pub fn route_by(
+    plan: &HttpPlan,
+    host: Option<&str>,
+    path: &str,
+    has: impl Fn(&str, &[u8]) -> bool,
+) -> Option<usize> {
     plan.rules.iter().position(|r| {
         r.host
             .as_deref()
             .is_none_or(|p| host.is_some_and(|h| host_matches(p, h)))
             && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
-            && r.header.as_ref().is_none_or(|(n, v)| {
-                headers
-                    .get_all(n.as_str())
-                    .iter()
-                    .any(|x| x.as_bytes() == v.as_bytes())
-            })
+            && r.header
+                .as_ref()
+                .is_none_or(|(n, v)| has(n.as_str(), v.as_bytes()))
     })
 }
 
@@ -586,7 +604,7 @@ fn well_formed<B>(req: &Request<B>) -> Result<(), &'static str> {
 
 /// `uri-host [":" port]` (RFC 9110 §7.2): URI authority characters, no
 /// userinfo, and a port of digits only.
-fn host_and_port(v: &[u8]) -> bool {
+pub(super) fn host_and_port(v: &[u8]) -> bool {
     let port = match v.first() {
         Some(b'[') => match v.iter().position(|&b| b == b']') {
             Some(i) => &v[i + 1..],
@@ -992,7 +1010,7 @@ pub async fn serve<I>(
 
 /// How long a cleartext HTTP/1 connection stays idle with its buffers
 /// before it gives them back and waits for its next request with none.
-const PARK_AFTER: Duration = Duration::from_millis(100);
+pub(super) const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// What a cleartext HTTP/1 connection's socket wrapper (`IdleProbe`) and
 /// its requests tell each other, so the connection knows when hyper is idle
@@ -1197,6 +1215,16 @@ pub async fn serve_plain(
                 None => return,
             }
         }
+        if plan.engine == super::plan::Http1Engine::Native {
+            match Box::pin(super::native::session(&tier, &route, &stats, io, client)).await {
+                super::native::Next::Park(next) => {
+                    io = next;
+                    continue;
+                }
+                super::native::Next::Hyper(next) => io = next,
+                super::native::Next::Closed => return,
+            }
+        }
         let session = Box::pin(http1_session(
             &tier,
             &route,
@@ -1396,7 +1424,7 @@ enum Step {
     Closing,
 }
 
-const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: 16\r\nconnection: close\r\n\r\nrequest timeout\n";
+pub(super) const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: 16\r\nconnection: close\r\n\r\nrequest timeout\n";
 
 impl<I, S, B> Graceful for hyper::server::conn::http1::Connection<I, S>
 where
@@ -1727,12 +1755,32 @@ impl Sticky {
         client: IpAddr,
         now: u64,
     ) -> Sticky {
+        Sticky::read_by(
+            group,
+            |name| super::sticky::cookie(h, name),
+            |name| h.get(name).map(HeaderValue::as_bytes),
+            path,
+            client,
+            now,
+        )
+    }
+
+    /// `read` with the request's cookies and first field values asked
+    /// through `cookie(name)` and `header(name)`.
+    pub(super) fn read_by<'h>(
+        group: &Group,
+        cookie: impl Fn(&str) -> Option<&'h str>,
+        header: impl Fn(&str) -> Option<&'h [u8]>,
+        path: &str,
+        client: IpAddr,
+        now: u64,
+    ) -> Sticky {
         use super::plan::{HashOn, Persistence};
         let st = group.lock();
         match &st.plan.persistence {
             Persistence::None => Sticky::default(),
             Persistence::Cookie(c) => {
-                let had = super::sticky::cookie(h, &c.name);
+                let had = cookie(&c.name);
                 Sticky {
                     to: had
                         .and_then(|v| st.cookies.backend(v))
@@ -1748,10 +1796,8 @@ impl Sticky {
             },
             Persistence::Hash(on) => Sticky {
                 key: match on {
-                    HashOn::Header(name) => h.get(name.as_str()).map(|v| v.as_bytes().to_vec()),
-                    HashOn::Cookie(name) => {
-                        super::sticky::cookie(h, name).map(|v| v.as_bytes().to_vec())
-                    }
+                    HashOn::Header(name) => header(name.as_str()).map(<[u8]>::to_vec),
+                    HashOn::Cookie(name) => cookie(name).map(|v| v.as_bytes().to_vec()),
                     HashOn::Path => Some(path.as_bytes().to_vec()),
                 },
                 ..Sticky::default()
@@ -2040,6 +2086,7 @@ mod tests {
             retry_on: vec![503],
             rate_limit: None,
             tls: None,
+            engine: crate::tier::plan::Http1Engine::Native,
         }
     }
 

@@ -20,9 +20,11 @@
 
 pub mod access;
 pub mod explain;
+pub mod h1;
 pub mod http;
 pub mod limit;
 pub mod load;
+pub mod native;
 pub mod plan;
 pub mod proxy;
 pub mod relay;
@@ -80,6 +82,8 @@ pub struct Backend {
     drain: Mutex<Option<Drain>>,
     /// Idle keep-alive HTTP/1.1 connections to it (cleartext).
     pub idle: Arc<upstream::Idle<http::UpBody>>,
+    /// The same for the native engine (plain sockets).
+    pub raw: upstream::RawIdle,
 }
 
 impl Backend {
@@ -93,6 +97,7 @@ impl Backend {
             kill: watch::channel(0).0,
             drain: Mutex::new(None),
             idle: Arc::default(),
+            raw: upstream::RawIdle::default(),
         }
     }
 
@@ -774,6 +779,7 @@ impl Tier {
                     tracing::info!(backend = %id, connections = active, "drain deadline reached; closing the backend's remaining connections");
                     b.kill.send_modify(|v| *v += 1);
                 }
+                b.raw.clear();
             }
         }
     }
@@ -875,7 +881,7 @@ impl Tier {
                             }),
                             http_errors: stats::get(&s.http_errors),
                             http_timeouts: stats::get(&s.http_timeouts),
-                            idle_connections: b.idle.count(),
+                            idle_connections: b.idle.count() + b.raw.count(),
                             view: v,
                         })
                     })
