@@ -1442,6 +1442,259 @@ fn a_backend_whose_success_rate_is_an_outlier_is_ejected_and_gets_no_more_reques
     assert_eq!(FLAKY_HITS.load(Ordering::Relaxed), before);
 }
 
+/// A keep-alive backend answering every request with a chunked body
+/// ("hello world", in two chunks, one with an extension, and a trailer).
+fn chunked_backend(ip: &str) -> SocketAddr {
+    let l = TcpListener::bind((ip, 0)).expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(c.try_clone().expect("clone"));
+                while let Some((line, _, body)) = read_request(&mut r) {
+                    let first = format!("{line} body={}\n", body.len());
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n6;x=1\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n",
+                        first.len()
+                    );
+                    if c.write_all(resp.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Reads one response with a chunked or Content-Length body: status and
+/// the decoded body.
+fn read_any_response(r: &mut BufReader<TcpStream>) -> (u16, String) {
+    let mut status = String::new();
+    r.read_line(&mut status).expect("status line");
+    let code = status
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (mut len, mut chunked) = (0usize, false);
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim_end().is_empty() {
+            break;
+        }
+        let h = h.to_ascii_lowercase();
+        if let Some(v) = h.strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        if h.starts_with("transfer-encoding:") && h.contains("chunked") {
+            chunked = true;
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).expect("chunk size");
+            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+                .expect("hex");
+            if n == 0 {
+                // Trailers, then the blank line.
+                loop {
+                    let mut t = String::new();
+                    if r.read_line(&mut t).unwrap_or(0) == 0 || t.trim_end().is_empty() {
+                        break;
+                    }
+                }
+                break;
+            }
+            let mut chunk = vec![0u8; n + 2];
+            r.read_exact(&mut chunk).expect("chunk");
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        body = vec![0u8; len];
+        r.read_exact(&mut body).expect("body");
+    }
+    (code, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// RFC 9112 §7.1: chunked bodies pass through in both directions on one
+/// keep-alive connection, and a request pipelined behind a chunked one is
+/// the next request, not part of its body.
+fn rfc9112_7_1_chunked_bodies_pass_both_ways_and_a_pipelined_request_follows() {
+    let be = chunked_backend("127.0.1.11");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[be]),
+        http_listener("g", "")
+    ));
+    let c = TcpStream::connect(vip(&s)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut w = c.try_clone().expect("clone");
+    let mut r = BufReader::new(c);
+    w.write_all(
+        b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n3;n=v\r\nefg\r\n0\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .expect("write");
+    let (code, body) = read_any_response(&mut r);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body, "POST /up HTTP/1.1 body=7\n world", "{body}");
+    let (code, body) = read_any_response(&mut r);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body, "GET /next HTTP/1.1 body=0\n world", "{body}");
+    // A chunked request body split across writes.
+    w.write_all(b"POST /split HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+        .expect("write");
+    std::thread::sleep(Duration::from_millis(50));
+    w.write_all(b"lo\r\n0\r\n\r\n").expect("write");
+    let (code, body) = read_any_response(&mut r);
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "POST /split HTTP/1.1 body=5\n world")
+    );
+}
+
+/// RFC 9112 §7.1: a request body whose chunk framing is broken is a 400,
+/// and the connection closes (nothing after it can be trusted).
+fn rfc9112_7_1_a_request_with_broken_chunk_framing_gets_400_and_the_connection_closes() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener("g", "")
+    ));
+    for raw in [
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let (out, _) = raw_exchange(vip(&s), raw);
+        assert!(out.starts_with("HTTP/1.1 400"), "{raw:?}: {out}");
+        assert_eq!(out.matches("HTTP/1.1").count(), 1, "{out}");
+        assert!(!out.contains("/smuggled"), "{out}");
+    }
+    let t = tier_status(&s);
+    assert_eq!(t["groups"][0]["backends"][0]["http_errors"], 0, "{t}");
+}
+
+/// RFC 9112 §7.1: a backend that breaks its chunk framing aborts the
+/// response (the client never sees it complete) and is counted.
+fn rfc9112_7_1_a_backend_that_breaks_chunk_framing_aborts_the_response_and_is_counted() {
+    let be = bad_backend("127.0.1.11", |c| {
+        let _ = c.write_all(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[be]),
+        http_listener("g", "retries = 0")
+    ));
+    let (out, _) = raw_exchange(vip(&s), "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(!out.ends_with("0\r\n\r\n"), "never a complete body: {out}");
+    assert!(
+        wait_for(Duration::from_secs(5), || backend_json(&s)["http_errors"]
+            == 1)
+        .is_some(),
+        "{}",
+        backend_json(&s)
+    );
+    assert!(wait_for(Duration::from_secs(5), || backend_json(&s)["active"] == 0).is_some());
+}
+
+/// RFC 9112 §5.2 and §5.1: obs-fold and whitespace before the colon are
+/// refused with 400 and never reach a backend.
+fn rfc9112_5_2_obs_fold_and_whitespace_before_the_colon_get_400() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener("g", "")
+    ));
+    for raw in [
+        "GET / HTTP/1.1\r\nHost: x\r\nX-A: one\r\n two\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nhello",
+        "GET / HTTP/1.1\r\nHost: x\r\n\tX-A: 1\r\n\r\n",
+    ] {
+        let (code, _) = request(vip(&s), raw);
+        assert_eq!(code, 400, "{raw:?}");
+    }
+    assert_eq!(a.hits.load(Ordering::Relaxed), 0);
+}
+
+/// What the native engine leaves to hyper — an absolute-form target, an
+/// `Expect: 100-continue`, HTTP/1.0 — is served on the same connection,
+/// and the requests after it too.
+fn requests_outside_the_common_case_are_served_on_the_same_connection() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener("g", "")
+    ));
+    let c = TcpStream::connect(vip(&s)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut w = c.try_clone().expect("clone");
+    let mut r = BufReader::new(c);
+    w.write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET http://api.example.com/abs HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    assert!(read_response(&mut r).1.contains("a GET /one"));
+    let (code, text) = read_response(&mut r);
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("a GET /abs"), "{text}");
+    assert!(text.contains("\nhost: api.example.com"), "{text}");
+    w.write_all(
+        b"POST /expect HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .expect("write");
+    let mut cont = String::new();
+    r.read_line(&mut cont).expect("interim");
+    assert!(cont.starts_with("HTTP/1.1 100"), "{cont}");
+    let mut blank = String::new();
+    r.read_line(&mut blank).expect("blank");
+    w.write_all(b"hello").expect("body");
+    let (code, text) = read_response(&mut r);
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("a POST /expect body=5"), "{text}");
+    w.write_all(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    assert!(read_response(&mut r).1.contains("a GET /after"));
+    let (code, text) = request(vip(&s), "GET /ten HTTP/1.0\r\nHost: x\r\n\r\n");
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("a GET /ten"), "{text}");
+}
+
+/// RFC 9112 §2.3 (a server's limit on a request head): the native engine
+/// takes heads up to 16 KiB, as HAProxy's default buffer; a larger one is
+/// a 431 and never reaches a backend. (The hyper engine's limit is hyper's,
+/// about 400 KB.)
+#[test]
+fn rfc9112_2_3_a_request_head_over_16_kib_gets_431_on_the_native_engine() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener("g", "")
+    ));
+    let big = "a".repeat(17 * 1024);
+    let (code, _) = request(
+        vip(&s),
+        &format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n"),
+    );
+    assert_eq!(code, 431);
+    let fine = "a".repeat(15 * 1024);
+    let (code, _) = request(
+        vip(&s),
+        &format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {fine}\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(a.hits.load(Ordering::Relaxed), 1);
+}
+
 /// Each test above, once per engine.
 macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => {
@@ -1467,6 +1720,11 @@ macro_rules! on_both_engines {
 }
 
 on_both_engines!(
+    rfc9112_7_1_chunked_bodies_pass_both_ways_and_a_pipelined_request_follows,
+    rfc9112_7_1_a_request_with_broken_chunk_framing_gets_400_and_the_connection_closes,
+    rfc9112_7_1_a_backend_that_breaks_chunk_framing_aborts_the_response_and_is_counted,
+    rfc9112_5_2_obs_fold_and_whitespace_before_the_colon_get_400,
+    requests_outside_the_common_case_are_served_on_the_same_connection,
     requests_are_routed_by_host_path_and_header_and_fixed_responses_answer_directly,
     rfc9110_7_6_1_forwarding_headers_are_set_and_hop_by_hop_fields_are_not_forwarded,
     a_dead_backend_is_retried_for_replayable_requests_and_a_post_with_a_body_is_not,
