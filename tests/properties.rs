@@ -19,6 +19,7 @@ use geolb::dns::answer::{handle, Outcome, Transport};
 use geolb::geo::ClientSubnet;
 use geolb::policy::Scratch;
 use geolb::snapshot::Snapshot;
+use geolb::tier::h1;
 use geolb::tier::http::{admit, forward_head};
 use geolb::tier::plan::HttpPlan;
 use geolb::zone::{build_zone, read_zone_text, ZoneData};
@@ -515,4 +516,112 @@ proptest! {
         let checked = props::check_forwarded(&sent, &parts.headers, host.as_deref());
         prop_assert!(checked.is_ok(), "{:?}\nsent {:?}\nforwarded {:?}", checked, sent, parts.headers);
     }
+}
+
+/// Requests the native-head property got past the parser (most must).
+static TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A head's fields as (lower-case name, value) pairs, sorted, without the
+/// generated request id (its value is random).
+fn field_set(headers: &http::HeaderMap, sent_rid: bool) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = headers
+        .iter()
+        .filter(|(n, _)| sent_rid || n.as_str() != "x-request-id")
+        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect();
+    v.sort();
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The native engine's backend head (written from the parsed request
+    /// with no header map) has the same fields as the hyper engine's
+    /// (`forward_head` on the same request as hyper parses it), for every
+    /// request the native engine takes; the ones it refuses the hyper
+    /// engine refuses too.
+    #[test]
+    fn the_native_backend_head_has_the_fields_of_the_hyper_engines(
+        headers in prop::collection::vec((header_name(), "([!-~]([ -~]{0,18}[!-~])?)?"), 0..12),
+        named in prop::collection::vec(header_name(), 0..4),
+        mode in 0..3u8,
+        trusted in any::<bool>(),
+        host in "[a-zA-Z0-9.]{0,12}(:[0-9]{1,4})?",
+    ) {
+        let mut headers = headers;
+        headers.insert(0, ("host".to_string(), host));
+        let mut raw = String::from("GET /p?q=1 HTTP/1.1\r\n");
+        for (n, v) in &headers {
+            raw.push_str(&format!("{n}: {v}\r\n"));
+        }
+        if !named.is_empty() {
+            raw.push_str(&format!("connection: {}\r\n", named.join(", ")));
+        }
+        raw.push_str("\r\n");
+        let plan = &plans()[usize::from(mode)];
+        let client: SocketAddr = if trusted { "10.0.0.9:1" } else { "192.0.2.9:1" }.parse().expect("addr");
+        let mut fields = [httparse::EMPTY_HEADER; h1::MAX_HEADERS];
+        let native = h1::parse_request(raw.as_bytes(), &mut fields);
+        // The same request as hyper hands it over.
+        let mut b = http::Request::builder().uri("/p?q=1");
+        for (n, v) in &headers {
+            b = b.header(n.as_str(), v.as_str());
+        }
+        if !named.is_empty() {
+            b = b.header("connection", named.join(", "));
+        }
+        let req = b.body(()).expect("request");
+        TAKEN.fetch_add(u64::from(native.is_ok()), std::sync::atomic::Ordering::Relaxed);
+        let head = match native {
+            Ok(h) => h,
+            Err(h1::Verdict::Refuse(..)) => {
+                prop_assert!(admit(&req).is_err(), "refused natively, admitted by hyper: {raw:?}");
+                return Ok(());
+            }
+            Err(_) => return Ok(()),
+        };
+        let host = admit(&req);
+        prop_assert!(host.is_ok(), "taken natively, refused by hyper: {raw:?}");
+        let host = host.unwrap_or_default();
+        let mut out = Vec::new();
+        let routed = h1::routing_host(head.host);
+        h1::write_backend_head(&head, &h1::Forward {
+            plan,
+            client,
+            host: routed.as_deref(),
+            strip_cookie: None,
+        }, &mut out);
+        out.extend_from_slice(b"\r\n");
+        let mut back = [httparse::EMPTY_HEADER; 128];
+        let mut parsed = httparse::Request::new(&mut back);
+        prop_assert!(matches!(parsed.parse(&out), Ok(httparse::Status::Complete(_))), "{}", String::from_utf8_lossy(&out));
+        prop_assert_eq!(parsed.path, Some("/p?q=1"));
+        let mut native_map = http::HeaderMap::new();
+        for h in parsed.headers.iter() {
+            native_map.append(
+                http::HeaderName::from_bytes(h.name.as_bytes()).expect("name"),
+                http::HeaderValue::from_bytes(h.value).expect("value"),
+            );
+        }
+        // The client's own request id is kept unless its Connection names it.
+        let sent_rid = req.headers().contains_key("x-request-id")
+            && !named.iter().any(|n| n == "x-request-id");
+        let (mut parts, ()) = req.into_parts();
+        forward_head(plan, &mut parts, client, host.as_deref());
+        prop_assert_eq!(native_map.get_all("x-request-id").iter().count(), parts.headers.get_all("x-request-id").iter().count());
+        prop_assert_eq!(
+            field_set(&native_map, sent_rid),
+            field_set(&parts.headers, sent_rid),
+            "{}", raw
+        );
+    }
+}
+
+/// The property above compared heads, not only refusals.
+#[test]
+fn the_native_head_property_compares_heads() {
+    the_native_backend_head_has_the_fields_of_the_hyper_engines();
+    let taken = TAKEN.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(taken >= 64, "only {taken} of 256 requests were taken");
 }

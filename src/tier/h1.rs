@@ -63,7 +63,7 @@ fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// Whether a field is hop-by-hop (RFC 9110 §7.6.1) or named by one of the
 /// message's `Connection` fields.
 fn hop_by_hop(name: &str, connection: &[&[u8]]) -> bool {
-    const HOP: [&str; 9] = [
+    const HOP: [&str; 8] = [
         "connection",
         "te",
         "trailer",
@@ -72,7 +72,6 @@ fn hop_by_hop(name: &str, connection: &[&[u8]]) -> bool {
         "proxy-authorization",
         "keep-alive",
         "proxy-connection",
-        "proxy-authenticate",
     ];
     HOP.iter().any(|h| eq(h, name))
         || connection
@@ -393,7 +392,7 @@ pub fn write_backend_head(head: &RequestHead<'_, '_>, f: &Forward<'_>, out: &mut
             for h in head
                 .headers
                 .iter()
-                .filter(|h| eq(h.name, "x-forwarded-for"))
+                .filter(|h| eq(h.name, "x-forwarded-for") && !hop_by_hop(h.name, conn))
             {
                 prior_xff = true;
                 out.extend_from_slice(h.value);
@@ -404,10 +403,24 @@ pub fn write_backend_head(head: &RequestHead<'_, '_>, f: &Forward<'_>, out: &mut
             out.extend_from_slice(b"\r\n");
         }
     }
+    // A Host the client's Connection named is dropped with the other
+    // hop-by-hop fields; the backend gets the routed host instead.
+    let mut host_sent = Some(head.host);
+    if hop_by_hop("host", conn) {
+        host_sent = f.host.map(str::as_bytes);
+        if let Some(h) = host_sent {
+            out.extend_from_slice(b"host: ");
+            out.extend_from_slice(h);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
     if plan.forwarded_for != ForwardedFor::Off {
-        out.extend_from_slice(b"x-forwarded-proto: http\r\nx-forwarded-host: ");
-        out.extend_from_slice(head.host);
-        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+        if let Some(host_sent) = host_sent {
+            out.extend_from_slice(b"x-forwarded-host: ");
+            out.extend_from_slice(host_sent);
+            out.extend_from_slice(b"\r\n");
+        }
     }
     if plan.forwarded {
         out.extend_from_slice(b"forwarded: ");

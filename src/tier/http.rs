@@ -620,7 +620,18 @@ pub(super) fn host_and_port(v: &[u8]) -> bool {
         Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
         Some(_) => false,
     };
-    port_ok && !v.contains(&b'@') && http::uri::Authority::try_from(v).is_ok()
+    if !port_ok {
+        return false;
+    }
+    // The common `name[:port]` of letters, digits, dots and hyphens is an
+    // authority as it is; anything else is checked by the http crate's
+    // parser (which copies it).
+    let name = &v[..v.len() - port.len()];
+    let plain = !name.is_empty()
+        && name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'.' || *b == b'-');
+    plain || (!v.contains(&b'@') && http::uri::Authority::try_from(v).is_ok())
 }
 
 /// Whether a request may go to a backend (see `well_formed`), and the host
