@@ -1695,6 +1695,44 @@ fn rfc9112_2_3_a_request_head_over_16_kib_gets_431_on_the_native_engine() {
     assert_eq!(a.hits.load(Ordering::Relaxed), 1);
 }
 
+/// A response still streaming from a drained backend is cut at the
+/// group's drain deadline (the backend's connections close then).
+fn a_response_streaming_from_a_drained_backend_is_cut_at_the_drain_deadline() {
+    use geolb::policy::AdminState;
+    let be = bad_backend("127.0.1.11", |c| {
+        let _ = c.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+        for _ in 0..100 {
+            if c.write_all(b"5\r\ntick\n\r\n").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let s = start(&format!(
+        "{}{}",
+        group("g", "drain_timeout = \"1s\"", &[be]),
+        http_listener("g", "")
+    ));
+    let mut c = TcpStream::connect(vip(&s)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    c.write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let mut first = [0u8; 64];
+    let n = c.read(&mut first).expect("response begins");
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    let t0 = std::time::Instant::now();
+    set_admin(&s, &format!("g/{be}"), AdminState::Drain);
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "cut at the drain deadline, not after the whole stream: {took:?}"
+    );
+    assert!(!String::from_utf8_lossy(&rest).ends_with("0\r\n\r\n"));
+}
+
 /// Each test above, once per engine.
 macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => {
@@ -1720,6 +1758,7 @@ macro_rules! on_both_engines {
 }
 
 on_both_engines!(
+    a_response_streaming_from_a_drained_backend_is_cut_at_the_drain_deadline,
     rfc9112_7_1_chunked_bodies_pass_both_ways_and_a_pipelined_request_follows,
     rfc9112_7_1_a_request_with_broken_chunk_framing_gets_400_and_the_connection_closes,
     rfc9112_7_1_a_backend_that_breaks_chunk_framing_aborts_the_response_and_is_counted,

@@ -724,6 +724,8 @@ enum BodyError {
     Framing,
     /// The receiver went away.
     Write,
+    /// The backend's drain deadline closed the connection.
+    Killed,
 }
 
 /// Passes the client's request body to the backend, within `deadline`.
@@ -1027,6 +1029,11 @@ async fn answer(
                     !close
                 }
                 Err(BodyError::Write) => false,
+                Err(BodyError::Killed) => {
+                    add(&cx.stats.drain_closed, 1);
+                    add(&u.guard.backend.stats.drain_closed, 1);
+                    false
+                }
                 Err(BodyError::Timeout) => {
                     add(&u.guard.backend.stats.http_timeouts, 1);
                     u.guard.failed("response body stalled");
@@ -1057,8 +1064,10 @@ async fn relay_body(
     };
     let mut chunked = (u.head.framing == Framing::Chunked).then(h1::Chunked::default);
     let until_close = u.head.framing == Framing::Close;
-    let stats = &u.guard.backend.stats;
+    let backend = u.guard.backend.clone();
+    let stats = &backend.stats;
     let mut first = true;
+    let mut kill: Option<tokio::sync::watch::Receiver<u64>> = None;
     loop {
         let done = match &chunked {
             Some(c) => c.is_done(),
@@ -1076,7 +1085,17 @@ async fn relay_body(
                 sock.write_all(down).await.map_err(|_| BodyError::Write)?;
                 down.clear();
             }
-            match tokio::time::timeout(idle, u.buf.fill(&mut u.conn)).await {
+            // The backend's drain deadline closes its connections, this
+            // one too while the body is still coming.
+            let kill = kill.get_or_insert_with(|| u.guard.backend.kill.subscribe());
+            if *kill.borrow() != u.gen {
+                return Err(BodyError::Killed);
+            }
+            let read = tokio::select! {
+                r = tokio::time::timeout(idle, u.buf.fill(&mut u.conn)) => r,
+                _ = kill.changed() => return Err(BodyError::Killed),
+            };
+            match read {
                 Err(_) => return Err(BodyError::Timeout),
                 Ok(Ok(0)) if until_close => {
                     if first && !down.is_empty() {
