@@ -561,7 +561,7 @@ proptest! {
         raw.push_str("\r\n");
         let plan = &plans()[usize::from(mode)];
         let client: SocketAddr = if trusted { "10.0.0.9:1" } else { "192.0.2.9:1" }.parse().expect("addr");
-        let mut fields = [httparse::EMPTY_HEADER; h1::MAX_HEADERS];
+        let mut fields = h1::fields();
         let native = h1::parse_request(raw.as_bytes(), &mut fields);
         // The same request as hyper hands it over.
         let mut b = http::Request::builder().uri("/p?q=1");
@@ -586,9 +586,12 @@ proptest! {
         let host = host.unwrap_or_default();
         let mut out = Vec::new();
         let routed = h1::routing_host(head.host);
+        let mut ipb = [0u8; 48];
+        let n = h1::ip_text(client.ip(), &mut ipb);
         h1::write_backend_head(&head, &h1::Forward {
             plan,
             client,
+            client_text: &ipb[..n],
             host: routed.as_deref(),
             strip_cookie: None,
         }, &mut out);

@@ -79,6 +79,15 @@ fn hop_by_hop(name: &str, connection: &[&[u8]]) -> bool {
             .any(|c| tokens(c).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
 }
 
+/// Room for a head's fields, left uninitialised (httparse fills what it
+/// parses).
+pub type Fields<'b> = [std::mem::MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
+
+/// Empty room for a head's fields.
+pub fn fields<'b>() -> Fields<'b> {
+    [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
 /// A parsed request head, borrowing the connection's buffer.
 pub struct RequestHead<'b, 'h> {
     pub method: &'b str,
@@ -169,10 +178,10 @@ pub fn routing_host(raw: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
 /// Host that is not `host[:port]` are refused and never forwarded.
 pub fn parse_request<'b, 'h>(
     buf: &'b [u8],
-    fields: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+    fields: &'h mut Fields<'b>,
 ) -> Result<RequestHead<'b, 'h>, Verdict> {
-    let mut req = httparse::Request::new(&mut fields[..]);
-    let len = match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut fields[..]) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
             return Err(Verdict::Refuse(431, "the request head is too large"))
@@ -284,7 +293,7 @@ pub fn parse_request<'b, 'h>(
 }
 
 /// The client address as text (an IPv4-mapped address as IPv4).
-fn ip_text(ip: IpAddr, out: &mut [u8; 48]) -> usize {
+pub fn ip_text(ip: IpAddr, out: &mut [u8; 48]) -> usize {
     let mut c = std::io::Cursor::new(&mut out[..]);
     let _ = write!(c, "{}", ip.to_canonical());
     usize::try_from(c.position()).unwrap_or(0)
@@ -294,6 +303,8 @@ fn ip_text(ip: IpAddr, out: &mut [u8; 48]) -> usize {
 pub struct Forward<'a> {
     pub plan: &'a HttpPlan,
     pub client: SocketAddr,
+    /// `client`'s address as text (`ip_text`).
+    pub client_text: &'a [u8],
     /// The routing host (for `Forwarded`).
     pub host: Option<&'a str>,
     /// The group's persistence cookie, removed from `Cookie`.
@@ -314,9 +325,7 @@ pub fn write_backend_head(head: &RequestHead<'_, '_>, f: &Forward<'_>, out: &mut
         ForwardedFor::Append if !trusted => ForwardedFor::Replace,
         m => m,
     };
-    let mut ipb = [0u8; 48];
-    let n = ip_text(f.client.ip(), &mut ipb);
-    let ip = &ipb[..n];
+    let ip = f.client_text;
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(head.target.as_bytes());
@@ -516,6 +525,32 @@ pub enum BadResponse {
 pub fn parse_response(buf: &[u8], method: &str) -> Result<ResponseHead, BadResponse> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut fields);
+    judge_response(&mut resp, buf, method)
+}
+
+/// `parse_response`, and for a final response (not 1xx) the head the
+/// client gets written into `out` from the same parse (`write_client_head`),
+/// with `back` told the judged head.
+pub fn parse_response_into<'a>(
+    buf: &[u8],
+    method: &str,
+    back: impl FnOnce(&ResponseHead) -> Back<'a>,
+    out: &mut Vec<u8>,
+) -> Result<ResponseHead, BadResponse> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut fields);
+    let head = judge_response(&mut resp, buf, method)?;
+    if !(100..200).contains(&head.status) {
+        write_client_fields(&resp, &head, &back(&head), out);
+    }
+    Ok(head)
+}
+
+fn judge_response<'b>(
+    resp: &mut httparse::Response<'_, 'b>,
+    buf: &'b [u8],
+    method: &str,
+) -> Result<ResponseHead, BadResponse> {
     let len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
@@ -607,11 +642,18 @@ pub struct Back<'a> {
 pub fn write_client_head(buf: &[u8], head: &ResponseHead, b: &Back<'_>, out: &mut Vec<u8>) {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut fields);
-    let reason = match resp.parse(buf) {
-        Ok(_) => resp.reason.unwrap_or(""),
-        Err(_) => "",
-    };
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", head.status, reason);
+    if resp.parse(buf).is_ok() {
+        write_client_fields(&resp, head, b, out);
+    }
+}
+
+fn write_client_fields(
+    resp: &httparse::Response<'_, '_>,
+    head: &ResponseHead,
+    b: &Back<'_>,
+    out: &mut Vec<u8>,
+) {
+    status_line(head.status, resp.reason.unwrap_or(""), out);
     let mut conn: [&[u8]; 4] = [&[]; 4];
     let mut nc = 0;
     for h in resp.headers.iter().filter(|h| eq(h.name, "connection")) {
@@ -656,6 +698,20 @@ pub fn write_client_head(buf: &[u8], head: &ResponseHead, b: &Back<'_>, out: &mu
     if b.close {
         out.extend_from_slice(b"connection: close\r\n");
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `HTTP/1.1 NNN reason` and its line end.
+fn status_line(status: u16, reason: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    if (100..1000).contains(&status) {
+        let d = |n: u16| b'0' + u8::try_from(n % 10).unwrap_or(0);
+        out.extend_from_slice(&[d(status / 100), d(status / 10), d(status)]);
+    } else {
+        let _ = write!(out, "{status}");
+    }
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -923,7 +979,7 @@ mod tests {
     }
 
     fn verdict(raw: &str) -> Result<Framing, Verdict> {
-        let mut f = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut f = fields();
         parse_request(raw.as_bytes(), &mut f).map(|h| h.framing)
     }
 
@@ -1080,7 +1136,7 @@ mod tests {
     #[test]
     fn rfc9110_7_6_1_the_backend_head_drops_hop_by_hop_fields_and_adds_forwarding() {
         let raw = "POST /a?b HTTP/1.1\r\nHost: WWW.example.com\r\nConnection: x-secret, keep-alive\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nX-Forwarded-For: 10.0.0.1\r\nCookie: a=1; geo=t; b=2\r\nTransfer-Encoding: chunked\r\nX-Kept: yes\r\n\r\n";
-        let mut f = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut f = fields();
         let head = parse_request(raw.as_bytes(), &mut f).expect("parsed");
         let p = plan();
         let mut out = Vec::new();
@@ -1089,6 +1145,7 @@ mod tests {
             &Forward {
                 plan: &p,
                 client: "[2001:db8::7]:5000".parse().expect("addr"),
+                client_text: b"2001:db8::7",
                 host: Some("www.example.com"),
                 strip_cookie: Some("geo"),
             },

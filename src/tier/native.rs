@@ -195,6 +195,8 @@ struct Cx<'a> {
     stats: &'a ListenerStats,
     plan: &'a HttpPlan,
     client: SocketAddr,
+    /// `client`'s address as text, formatted once per connection.
+    client_text: ([u8; 48], usize),
 }
 
 /// A request's answer.
@@ -209,6 +211,10 @@ struct UpResp {
     conn: TcpStream,
     buf: Buf,
     head: h1::ResponseHead,
+    /// The head the client gets, written when the backend's was parsed.
+    head_out: Out,
+    /// That head says `Connection: close`.
+    close: bool,
     guard: Release,
     /// The backend's kill generation when the connection was taken.
     gen: u64,
@@ -267,6 +273,11 @@ pub async fn session(
         stats,
         plan,
         client,
+        client_text: {
+            let mut b = [0u8; 48];
+            let n = h1::ip_text(client.ip(), &mut b);
+            (b, n)
+        },
     };
     let (prefix, mut sock) = io.into_parts();
     let mut buf = Some(Buf::new());
@@ -325,7 +336,7 @@ pub async fn session(
             seen: None,
         };
         let prepared = {
-            let mut fields = [httparse::EMPTY_HEADER; h1::MAX_HEADERS];
+            let mut fields = h1::fields();
             match h1::parse_request(b.data(), &mut fields) {
                 Err(Verdict::Hyper) => {
                     return Next::Hyper(Prefixed::new(b.data().to_vec(), sock));
@@ -535,6 +546,7 @@ fn prepare(
         &h1::Forward {
             plan,
             client: cx.client,
+            client_text: &cx.client_text.0[..cx.client_text.1],
             host: host.as_deref(),
             strip_cookie: sticky.cookie_name.as_deref(),
         },
@@ -680,7 +692,17 @@ async fn forward(
         add(&backend.stats.total, 1);
         out.retries = attempt;
         out.backend = Some(backend.addr);
-        match one_try(cx, sock, buf, req, &group, backend, up, draining).await {
+        let tried = one_try(
+            cx,
+            sock,
+            buf,
+            req,
+            (&group, backend),
+            up,
+            draining,
+            set_cookie.as_ref(),
+        );
+        match tried.await {
             Try::Done(a) => {
                 return answer(cx, sock, req, a, set_cookie, down, out).await;
             }
@@ -775,10 +797,10 @@ async fn one_try(
     sock: &mut TcpStream,
     buf: &mut Buf,
     req: &mut Req,
-    group: &Arc<Group>,
-    backend: Arc<Backend>,
+    (group, backend): (&Arc<Group>, Arc<Backend>),
     up: &mut Vec<u8>,
     draining: bool,
+    set_cookie: Option<&http::HeaderValue>,
 ) -> Try {
     let (tier, plan) = (cx.tier, cx.plan);
     let started = Instant::now();
@@ -879,9 +901,15 @@ async fn one_try(
     // The response head, within response_timeout.
     let method = if req.is_head { "HEAD" } else { "GET" };
     let mut rbuf = Buf::new();
+    let mut head_out = Out::new();
     let head = loop {
         if !rbuf.is_empty() {
-            match h1::parse_response(rbuf.data(), method) {
+            let back = |h: &h1::ResponseHead| h1::Back {
+                via: plan.via,
+                set_cookie: set_cookie.map(http::HeaderValue::as_bytes),
+                close: req.close || h.framing == Framing::Close,
+            };
+            match h1::parse_response_into(rbuf.data(), method, back, &mut head_out.0) {
                 Ok(h) if h.status != 101 && (100..200).contains(&h.status) => {
                     // Interim responses are not passed on (as hyper's client).
                     rbuf.consume(h.len);
@@ -948,10 +976,13 @@ async fn one_try(
             Cow::Borrowed("the backend switched protocols without being asked"),
         ));
     }
+    let close = req.close || head.framing == Framing::Close;
     let r = Answer::Up(UpResp {
         conn,
         buf: rbuf,
         head,
+        head_out,
+        close,
         guard,
         gen,
         draining,
@@ -995,17 +1026,22 @@ async fn answer(
             sock.write_all(down).await.is_ok() && !req.close
         }
         Answer::Up(mut u) => {
-            let close = req.close || u.head.framing == Framing::Close;
-            h1::write_client_head(
-                &u.buf.data()[..u.head.len],
-                &u.head,
-                &h1::Back {
-                    via: cx.plan.via,
-                    set_cookie: set_cookie.as_ref().map(http::HeaderValue::as_bytes),
-                    close,
-                },
-                down,
-            );
+            let close = u.close || req.close;
+            if close && !u.close {
+                // Closing after all: the head again, saying so.
+                u.head_out.0.clear();
+                h1::write_client_head(
+                    &u.buf.data()[..u.head.len],
+                    &u.head,
+                    &h1::Back {
+                        via: cx.plan.via,
+                        set_cookie: set_cookie.as_ref().map(http::HeaderValue::as_bytes),
+                        close,
+                    },
+                    &mut u.head_out.0,
+                );
+            }
+            std::mem::swap(down, &mut u.head_out.0);
             u.buf.consume(u.head.len);
             finish(cx, out, u.head.status);
             match relay_body(cx, sock, &mut u, down).await {
@@ -1015,6 +1051,8 @@ async fn answer(
                         conn,
                         buf,
                         head,
+                        head_out: _,
+                        close: _,
                         guard,
                         gen,
                         draining,
