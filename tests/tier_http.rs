@@ -1733,6 +1733,57 @@ fn a_response_streaming_from_a_drained_backend_is_cut_at_the_drain_deadline() {
     assert!(!String::from_utf8_lossy(&rest).ends_with("0\r\n\r\n"));
 }
 
+/// A backend that stops reading a request body and never answers gives a
+/// 504 after `response_timeout` and is counted; the client is not left
+/// hanging.
+fn a_backend_that_stops_reading_the_request_body_gives_504() {
+    let l = TcpListener::bind(("127.0.1.11", 0)).expect("bind");
+    let be = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let mut head = [0u8; 512];
+            let _ = c.read(&mut head);
+            held.push(c);
+        }
+    });
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[be]),
+        http_listener("g", "retries = 0\nresponse_timeout = \"500ms\"")
+    ));
+    let mut c = TcpStream::connect(vip(&s)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let size = 64 << 20;
+    let mut w = c.try_clone().expect("clone");
+    let t0 = std::time::Instant::now();
+    std::thread::spawn(move || {
+        let head = format!("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n");
+        if w.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..64 {
+            if w.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let mut r = BufReader::new(c);
+    let (code, text) = read_response(&mut r);
+    assert_eq!(code, 504, "{text}");
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    assert!(
+        wait_for(Duration::from_secs(5), || backend_json(&s)["http_timeouts"]
+            == 1)
+        .is_some(),
+        "{}",
+        backend_json(&s)
+    );
+}
+
 /// Each test above, once per engine.
 macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => {
@@ -1758,6 +1809,7 @@ macro_rules! on_both_engines {
 }
 
 on_both_engines!(
+    a_backend_that_stops_reading_the_request_body_gives_504,
     a_response_streaming_from_a_drained_backend_is_cut_at_the_drain_deadline,
     rfc9112_7_1_chunked_bodies_pass_both_ways_and_a_pipelined_request_follows,
     rfc9112_7_1_a_request_with_broken_chunk_framing_gets_400_and_the_connection_closes,

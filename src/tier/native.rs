@@ -746,6 +746,8 @@ enum BodyError {
     Framing,
     /// The receiver went away.
     Write,
+    /// The backend stopped taking the request body (for response_timeout).
+    Stalled,
     /// The backend's drain deadline closed the connection.
     Killed,
 }
@@ -757,6 +759,7 @@ async fn send_body(
     req: &mut Req,
     conn: &mut TcpStream,
     deadline: tokio::time::Instant,
+    backend_deadline: tokio::time::Instant,
 ) -> Result<(), BodyError> {
     loop {
         let done = match &req.chunked {
@@ -783,9 +786,11 @@ async fn send_body(
                 n
             }
         };
-        conn.write_all(&buf.data()[..n])
-            .await
-            .map_err(|_| BodyError::Write)?;
+        match tokio::time::timeout_at(backend_deadline, conn.write_all(&buf.data()[..n])).await {
+            Err(_) => return Err(BodyError::Stalled),
+            Ok(Err(_)) => return Err(BodyError::Write),
+            Ok(Ok(())) => {}
+        }
         buf.consume(n);
     }
 }
@@ -855,7 +860,10 @@ async fn one_try(
             req.body_left = 0;
         }
     }
-    let wrote = conn.write_all(up).await;
+    let wrote = match tokio::time::timeout_at(deadline, conn.write_all(up)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+    };
     up.truncate(base);
     if wrote.is_err() {
         if reused {
@@ -871,8 +879,22 @@ async fn one_try(
     }
     if req.framing != Framing::None {
         let until = tokio::time::Instant::from_std(req.started + plan.body_timeout);
-        match send_body(sock, buf, req, &mut conn, until).await {
+        match send_body(sock, buf, req, &mut conn, until, deadline).await {
             Ok(()) => {}
+            Err(BodyError::Stalled) => {
+                req.close = true;
+                fail(
+                    cx,
+                    group,
+                    &backend,
+                    "the request body was not taken in time",
+                );
+                add(&backend.stats.http_timeouts, 1);
+                return Try::Done(Answer::Small(
+                    504,
+                    Cow::Borrowed("the backend did not answer in time"),
+                ));
+            }
             Err(BodyError::Write) => {
                 req.close = true;
                 fail(cx, group, &backend, "the backend broke the connection");
@@ -1077,7 +1099,7 @@ async fn answer(
                     u.guard.failed("response body stalled");
                     false
                 }
-                Err(BodyError::Broken) | Err(BodyError::Framing) => {
+                Err(BodyError::Broken) | Err(BodyError::Framing) | Err(BodyError::Stalled) => {
                     add(&u.guard.backend.stats.http_errors, 1);
                     u.guard.failed("response body broken off");
                     false
