@@ -1753,7 +1753,7 @@ fn a_backend_that_stops_reading_the_request_body_gives_504() {
         group("g", "", &[be]),
         http_listener("g", "retries = 0\nresponse_timeout = \"500ms\"")
     ));
-    let mut c = TcpStream::connect(vip(&s)).expect("connect");
+    let c = TcpStream::connect(vip(&s)).expect("connect");
     c.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let size = 64 << 20;
