@@ -2,7 +2,7 @@
 //! its preface; over TLS, hyper's automatic detection after ALPN). A
 //! cleartext HTTP/1.1 connection idle for `PARK_AFTER` gives hyper's
 //! buffers back and waits for its next request holding none
-//! (`serve_plain`). Requests are routed by host, path prefix and header to
+//! (`plain::serve_plain`). Requests are routed by host, path prefix and header to
 //! a group or a fixed response, proxied over keep-alive connection pools
 //! to the group's backends: cleartext HTTP/1.1 over each backend's own pool
 //! of keep-alive connections (`upstream`), TLS and HTTP/2 over hyper-util's
@@ -809,7 +809,7 @@ type Handling = Pin<Box<dyn Future<Output = Result<Response<Finished>, Infallibl
 /// The request handler of one client connection. With `idle` (cleartext
 /// HTTP/1 connections), each request and its response body are counted on
 /// it, so the connection knows when it is idle.
-fn service(
+pub(super) fn service(
     tier: Arc<Tier>,
     route: Arc<Route>,
     stats: Arc<ListenerStats>,
@@ -900,7 +900,7 @@ fn service(
 }
 
 /// A connection hyper serves that can be told to finish gracefully.
-trait Graceful {
+pub(super) trait Graceful {
     fn graceful(self: Pin<&mut Self>);
 }
 
@@ -940,7 +940,7 @@ where
 /// `Connection: close` on HTTP/1's next response (an idle one is closed),
 /// GOAWAY on HTTP/2 — then given the window again to finish what is in
 /// flight.
-async fn run_to_end<C, E, P>(
+pub(super) async fn run_to_end<C, E, P>(
     mut conn: Pin<P>,
     stats: &ListenerStats,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -1159,135 +1159,11 @@ impl Body for Finished {
     }
 }
 
-/// Counts a connection as parked while it lives.
-struct Parked<'a>(&'a std::sync::atomic::AtomicU32);
-
-impl<'a> Parked<'a> {
-    fn new(n: &'a std::sync::atomic::AtomicU32) -> Self {
-        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Parked(n)
-    }
-}
-
-impl Drop for Parked<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Serves one cleartext client connection until it closes: h2c when it
-/// opens with the HTTP/2 preface, else HTTP/1.1 that gives its buffers back
-/// while idle — after `PARK_AFTER` with nothing to read, hyper's
-/// connection (its read and write buffers) is taken apart and the socket
-/// waits for the next request holding no buffer; the next request's first
-/// byte starts a fresh one. An idle keep-alive connection then costs its
-/// socket and a small task, not hyper's buffers.
-pub async fn serve_plain(
-    tier: Arc<Tier>,
-    route: Arc<Route>,
-    stats: Arc<ListenerStats>,
-    mut io: Prefixed<tokio::net::TcpStream>,
-    client: SocketAddr,
-) {
-    let super::Mode::Http(plan) = &route.plan.mode else {
-        return;
-    };
-    let (header_timeout, drain_window) = (plan.header_timeout, plan.drain_window);
-    let mut closing = stats.closing.subscribe();
-    let mut stop = tier.shutdown.clone();
-    let mut first = true;
-    loop {
-        if io.is_empty() {
-            // Idle: no buffer held; keep-alive idle is `header_timeout`.
-            let _parked = Parked::new(&stats.parked);
-            let ready = tokio::select! {
-                r = tokio::time::timeout(header_timeout, io.get_ref().readable()) => matches!(r, Ok(Ok(()))),
-                _ = closing.wait_for(|c| *c) => false,
-                _ = stop.wait_for(|s| *s) => false,
-            };
-            if !ready {
-                return;
-            }
-        }
-        if std::mem::take(&mut first) {
-            match Box::pin(sniff_h2(&mut io, header_timeout)).await {
-                Some(true) => {
-                    let svc = service(tier.clone(), route.clone(), stats.clone(), client, None);
-                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .timer(TokioTimer::new())
-                        .serve_connection(TokioIo::new(io), svc);
-                    let conn = Box::pin(conn);
-                    Box::pin(run_to_end(conn, &stats, stop, drain_window, client)).await;
-                    return;
-                }
-                Some(false) => {}
-                None => return,
-            }
-        }
-        if plan.engine == super::plan::Http1Engine::Native {
-            match Box::pin(super::native::session(&tier, &route, &stats, io, client)).await {
-                super::native::Next::Park(next) => {
-                    io = next;
-                    continue;
-                }
-                super::native::Next::Hyper(next) => io = next,
-                super::native::Next::Closed => return,
-            }
-        }
-        let session = Box::pin(http1_session(
-            &tier,
-            &route,
-            &stats,
-            io,
-            client,
-            header_timeout,
-            drain_window,
-        ));
-        match session.await {
-            Some(next) => {
-                add(&tier.released, 1);
-                io = next;
-            }
-            None => return,
-        }
-    }
-}
-
-/// Reads up to the length of the HTTP/2 preface (less when the bytes stop
-/// matching it) and puts what it read back: whether the client speaks h2c
-/// by prior knowledge, None when it went away or sent nothing in time.
-async fn sniff_h2(io: &mut Prefixed<tokio::net::TcpStream>, within: Duration) -> Option<bool> {
-    use tokio::io::AsyncReadExt;
-    let mut got = [0u8; 24];
-    let mut n = 0;
-    let read = tokio::time::timeout(within, async {
-        while n < got.len() {
-            let k = io.read(&mut got[n..]).await.ok()?;
-            if k == 0 {
-                return None;
-            }
-            n += k;
-            if got[..n] != H2_PREFACE[..n] {
-                break;
-            }
-        }
-        Some(())
-    })
-    .await;
-    io.put_back(&got[..n]);
-    match read {
-        Ok(Some(())) => Some(n == got.len() && got == *H2_PREFACE),
-        _ => None,
-    }
-}
-
 /// One hyper HTTP/1 connection on the socket, until it goes idle (the
 /// socket is given back, with any bytes hyper read ahead put in front),
 /// closes, times out waiting for a request head (408), or switches
 /// protocols (the socket goes to the tunnel).
-async fn http1_session(
+pub(super) async fn http1_session(
     tier: &Arc<Tier>,
     route: &Arc<Route>,
     stats: &Arc<ListenerStats>,

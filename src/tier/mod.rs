@@ -25,6 +25,7 @@ pub mod http;
 pub mod limit;
 pub mod load;
 pub mod native;
+pub mod plain;
 pub mod plan;
 pub mod proxy;
 pub mod relay;
@@ -1181,7 +1182,7 @@ async fn connection(
         // task's own future stays small (an idle HTTP connection holds
         // little more than it).
         match &h.tls {
-            None => Box::pin(http::serve_plain(t, r, s, io, src)).await,
+            None => Box::pin(plain::serve_plain(t, r, s, io, src)).await,
             Some(tls) => {
                 Box::pin(async move {
                     match tls::handshake(tls, io, h.header_timeout, &s).await {
