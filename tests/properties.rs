@@ -548,9 +548,18 @@ proptest! {
         mode in 0..3u8,
         trusted in any::<bool>(),
         host in "[a-zA-Z0-9.]{0,12}(:[0-9]{1,4})?",
+        cookies in prop::collection::vec(
+            prop::sample::select(vec!["geo=t", "a=1; geo=x", "a=1;b=2", "geo", "x=geo; geo=\"q\"", ""]),
+            0..3,
+        ),
+        sticky in any::<bool>(),
     ) {
         let mut headers = headers;
         headers.insert(0, ("host".to_string(), host));
+        headers.extend(cookies.iter().map(|c| ("cookie".to_string(), c.to_string())));
+        // A group with cookie persistence named "geo": its cookie is
+        // removed before forwarding.
+        let strip = sticky.then_some("geo");
         let mut raw = String::from("GET /p?q=1 HTTP/1.1\r\n");
         for (n, v) in &headers {
             raw.push_str(&format!("{n}: {v}\r\n"));
@@ -593,7 +602,7 @@ proptest! {
             client,
             client_text: &ipb[..n],
             host: routed.as_deref(),
-            strip_cookie: None,
+            strip_cookie: strip,
         }, &mut out);
         out.extend_from_slice(b"\r\n");
         let mut back = [httparse::EMPTY_HEADER; 128];
@@ -611,6 +620,9 @@ proptest! {
         let sent_rid = req.headers().contains_key("x-request-id")
             && !named.iter().any(|n| n == "x-request-id");
         let (mut parts, ()) = req.into_parts();
+        if let Some(name) = strip {
+            geolb::tier::sticky::strip_cookie(&mut parts.headers, name);
+        }
         forward_head(plan, &mut parts, client, host.as_deref());
         prop_assert_eq!(native_map.get_all("x-request-id").iter().count(), parts.headers.get_all("x-request-id").iter().count());
         prop_assert_eq!(

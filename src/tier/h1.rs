@@ -335,7 +335,14 @@ pub fn write_backend_head(head: &RequestHead<'_, '_>, f: &Forward<'_>, out: &mut
     let mut had_rid = false;
     let mut first_forwarded: Option<&[u8]> = None;
     let mut first_via: Option<&[u8]> = None;
-    let mut cookie_kept = false;
+    // The group's cookie goes when some Cookie field may hold it: then all
+    // the others are joined into one field (as the hyper engine does).
+    let strip_cookie = f.strip_cookie.filter(|name| {
+        !hop_by_hop("cookie", conn)
+            && head.headers.iter().any(|h| {
+                eq(h.name, "cookie") && std::str::from_utf8(h.value).is_ok_and(|v| v.contains(name))
+            })
+    });
     for h in head.headers {
         let n = h.name;
         if hop_by_hop(n, conn) {
@@ -368,16 +375,8 @@ pub fn write_backend_head(head: &RequestHead<'_, '_>, f: &Forward<'_>, out: &mut
                 continue;
             }
         } else if eq(n, "cookie") {
-            if let Some(name) = f.strip_cookie {
-                if !cookie_kept && std::str::from_utf8(h.value).is_ok_and(|v| v.contains(name)) {
-                    // The group's cookie goes; the others are joined into
-                    // one field (as the hyper engine does).
-                    cookie_kept = true;
-                    write_cookies(head, name, out);
-                }
-                if cookie_kept {
-                    continue;
-                }
+            if strip_cookie.is_some() {
+                continue;
             }
         } else if let Some(r) = &plan.request_id {
             if eq(n, r) {
@@ -388,6 +387,9 @@ pub fn write_backend_head(head: &RequestHead<'_, '_>, f: &Forward<'_>, out: &mut
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(name) = strip_cookie {
+        write_cookies(head, name, out);
     }
     match xff {
         ForwardedFor::Off => {}
