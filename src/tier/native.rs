@@ -814,12 +814,10 @@ async fn one_try(
     let (mut conn, reused) = match backend.raw.take(gen) {
         Some(c) => (c, true),
         None => {
-            let timeout = cx.route.http.connect_timeout;
-            let r = tokio::time::timeout_at(
-                deadline.min(tokio::time::Instant::now() + timeout),
-                TcpStream::connect(backend.addr),
-            )
-            .await;
+            let connect_by = tokio::time::Instant::now() + cx.route.http.connect_timeout;
+            let r =
+                tokio::time::timeout_at(deadline.min(connect_by), TcpStream::connect(backend.addr))
+                    .await;
             match r {
                 Ok(Ok(c)) => {
                     let _ = c.set_nodelay(true);
@@ -836,6 +834,15 @@ async fn one_try(
                     );
                     add(&backend.stats.http_errors, 1);
                     return Try::Again(Answer::Small(502, Cow::Borrowed(UNREACHABLE)));
+                }
+                Err(_) if deadline < connect_by => {
+                    // response_timeout ran out first (it covers the connect).
+                    fail(cx, group, &backend, "no response headers in time");
+                    add(&backend.stats.http_timeouts, 1);
+                    return Try::Done(Answer::Small(
+                        504,
+                        Cow::Borrowed("the backend did not answer in time"),
+                    ));
                 }
                 Err(_) => {
                     add(&backend.stats.connect_errors, 1);
