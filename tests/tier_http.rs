@@ -267,6 +267,7 @@ fn requests_are_routed_by_host_path_and_header_and_fixed_responses_answer_direct
     let t = tier_status(&s);
     let lst = &t["listeners"][0];
     assert_eq!(lst["mode"], "http");
+    assert_eq!(lst["http1_engine"], ENGINE.with(std::cell::Cell::get));
     assert_eq!(lst["requests"], 6);
     assert_eq!(lst["responses"][4], 1, "{lst}");
 }

@@ -802,6 +802,13 @@ impl Tier {
                         Mode::Tcp => "tcp",
                         Mode::Http(_) => "http",
                     },
+                    http1_engine: match &r.plan.mode {
+                        Mode::Tcp => None,
+                        Mode::Http(h) => Some(match h.engine {
+                            plan::Http1Engine::Native => "native",
+                            plan::Http1Engine::Hyper => "hyper",
+                        }),
+                    },
                     requests: stats::get(&s.requests),
                     responses: std::array::from_fn(|i| stats::get(&s.responses[i])),
                     name: r.plan.name.clone(),
@@ -1271,6 +1278,8 @@ async fn tcp(
 pub struct ListenerStatus {
     pub name: String,
     pub mode: &'static str,
+    /// HTTP: what serves cleartext HTTP/1.1 clients ("native" or "hyper").
+    pub http1_engine: Option<&'static str>,
     /// HTTP: requests, and responses by status class (1xx..5xx).
     pub requests: u64,
     pub responses: [u64; 5],
