@@ -1785,6 +1785,31 @@ fn a_backend_that_stops_reading_the_request_body_gives_504() {
     );
 }
 
+/// RFC 9113 §3.4: the HTTP/2 preface is recognised however it is split
+/// across packets; the server answers with its SETTINGS frame.
+fn rfc9113_3_4_an_h2c_preface_split_across_writes_starts_http2() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener("g", "")
+    ));
+    let mut c = TcpStream::connect(vip(&s)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    c.write_all(b"PRI * HTTP/2.0\r\n").expect("write");
+    std::thread::sleep(Duration::from_millis(50));
+    c.write_all(b"\r\nSM\r\n\r\n").expect("write");
+    // An empty SETTINGS frame.
+    c.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).expect("write");
+    let mut frame = [0u8; 9];
+    c.read_exact(&mut frame).expect("a frame back");
+    assert_eq!(
+        frame[3], 4,
+        "the server's first frame is SETTINGS: {frame:?}"
+    );
+}
+
 /// Each test above, once per engine.
 macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => {
@@ -1810,6 +1835,7 @@ macro_rules! on_both_engines {
 }
 
 on_both_engines!(
+    rfc9113_3_4_an_h2c_preface_split_across_writes_starts_http2,
     a_backend_that_stops_reading_the_request_body_gives_504,
     a_response_streaming_from_a_drained_backend_is_cut_at_the_drain_deadline,
     rfc9112_7_1_chunked_bodies_pass_both_ways_and_a_pipelined_request_follows,

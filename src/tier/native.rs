@@ -42,6 +42,10 @@ use crate::balance::Context;
 const CAP: usize = h1::MAX_HEAD;
 /// Free buffers kept per thread.
 const POOLED: usize = 64;
+/// How the HTTP/2 connection preface begins (RFC 9113 §3.4); a request
+/// line cannot.
+const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0\r\n";
+
 /// Tries per request at most (the first and its retries).
 const MAX_ATTEMPTS: usize = 8;
 
@@ -168,6 +172,8 @@ pub enum Next {
     Park(Prefixed<TcpStream>),
     /// A request for hyper, with the bytes read of it in front.
     Hyper(Prefixed<TcpStream>),
+    /// The HTTP/2 preface (h2c by prior knowledge), with what was read.
+    H2(Prefixed<TcpStream>),
     /// The connection is done.
     Closed,
 }
@@ -263,6 +269,7 @@ pub async fn session(
     stats: &ListenerStats,
     io: Prefixed<TcpStream>,
     client: SocketAddr,
+    fresh: bool,
 ) -> Next {
     let super::Mode::Http(plan) = &route.plan.mode else {
         return Next::Closed;
@@ -290,6 +297,8 @@ pub async fn session(
     let mut up = Out::new();
     let mut down = Out::new();
     let mut drain_at: Option<Instant> = None;
+    // The first request of a connection may be the HTTP/2 preface.
+    let mut preface = fresh;
     loop {
         let mut b = match buf.take() {
             Some(b) if !b.is_empty() => b,
@@ -320,6 +329,9 @@ pub async fn session(
                 Ok(Ok(0)) | Ok(Err(_)) => return Next::Closed,
                 Ok(Ok(_)) => {}
             }
+        }
+        if std::mem::take(&mut preface) && b.data().starts_with(H2_PREFACE_START) {
+            return Next::H2(Prefixed::new(b.data().to_vec(), sock));
         }
         let closing = *stats.closing.borrow() || *tier.shutdown.borrow();
         if closing && drain_at.is_none() {

@@ -54,6 +54,7 @@ pub async fn serve_plain(
     let (header_timeout, drain_window) = (plan.header_timeout, plan.drain_window);
     let mut closing = stats.closing.subscribe();
     let mut stop = tier.shutdown.clone();
+    let native = plan.engine == super::plan::Http1Engine::Native;
     let mut first = true;
     loop {
         if io.is_empty() {
@@ -68,30 +69,39 @@ pub async fn serve_plain(
                 return;
             }
         }
-        if std::mem::take(&mut first) {
+        let fresh = std::mem::take(&mut first);
+        // h2c by its preface: sniffed here for hyper's HTTP/1 engine; the
+        // native engine spots it in its own buffer (one read, no copy).
+        let mut h2 = false;
+        if fresh && !native {
             match Box::pin(sniff_h2(&mut io, header_timeout)).await {
-                Some(true) => {
-                    let svc = service(tier.clone(), route.clone(), stats.clone(), client, None);
-                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .timer(TokioTimer::new())
-                        .serve_connection(TokioIo::new(io), svc);
-                    let conn = Box::pin(conn);
-                    Box::pin(run_to_end(conn, &stats, stop, drain_window, client)).await;
-                    return;
-                }
-                Some(false) => {}
+                Some(h) => h2 = h,
                 None => return,
             }
         }
-        if plan.engine == super::plan::Http1Engine::Native {
-            match Box::pin(super::native::session(&tier, &route, &stats, io, client)).await {
+        if native && !h2 {
+            let session = super::native::session(&tier, &route, &stats, io, client, fresh);
+            match Box::pin(session).await {
                 super::native::Next::Park(next) => {
                     io = next;
                     continue;
                 }
                 super::native::Next::Hyper(next) => io = next,
+                super::native::Next::H2(next) => {
+                    io = next;
+                    h2 = true;
+                }
                 super::native::Next::Closed => return,
             }
+        }
+        if h2 {
+            let svc = service(tier.clone(), route.clone(), stats.clone(), client, None);
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(io), svc);
+            let conn = Box::pin(conn);
+            Box::pin(run_to_end(conn, &stats, stop, drain_window, client)).await;
+            return;
         }
         let session = Box::pin(http1_session(
             &tier,
