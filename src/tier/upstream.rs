@@ -11,6 +11,10 @@
 //! response future, no extensions; a request on a reused connection that the
 //! backend closed before it was sent is sent again on another connection
 //! (as hyper-util does).
+//!
+//! The native engine (`tier::native`) keeps plain sockets instead
+//! (`RawIdle`): the same last-in-first-out list per backend, a socket
+//! found readable while idle (the backend closed it) dropped when taken.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
