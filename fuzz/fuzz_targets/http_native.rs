@@ -74,7 +74,10 @@ fuzz_target!(|data: &[u8]| {
         let mut parsed = httparse::Request::new(&mut back);
         match parsed.parse(&out) {
             Ok(httparse::Status::Complete(k)) => assert_eq!(k, out.len()),
-            other => panic!("backend head does not parse: {other:?}\n{}", String::from_utf8_lossy(&out)),
+            other => panic!(
+                "backend head does not parse: {other:?}\n{}",
+                String::from_utf8_lossy(&out)
+            ),
         }
         let sent = header_map(head.headers);
         let mut fwd = header_map(parsed.headers);

@@ -564,6 +564,11 @@ fn judge_response<'b>(
     let (Some(status), Some(version)) = (resp.code, resp.version) else {
         return Err(BadResponse::Malformed("malformed status line"));
     };
+    // Three digits, the first 1-9 (RFC 9110 §15: 100-599 are defined, any
+    // three-digit code is passed on, as hyper's `StatusCode` takes them).
+    if !(100..=999).contains(&status) {
+        return Err(BadResponse::Malformed("malformed status code"));
+    }
     let mut length: Option<u64> = None;
     let mut lengths = 0;
     let mut chunked = false;
@@ -1207,6 +1212,13 @@ mod tests {
         ));
         assert!(matches!(
             r("SSH-2.0-OpenSSH\r\n\r\n", "GET"),
+            Err(BadResponse::Malformed(_))
+        ));
+        // A status code below 100 (httparse reads "040" as 40) is not a
+        // status: a client head with it could not be written (found by the
+        // http_native fuzz target).
+        assert!(matches!(
+            r("HTTP/1.0 040 x\r\n\r\n", "GET"),
             Err(BadResponse::Malformed(_))
         ));
         let mut out = Vec::new();
