@@ -1810,6 +1810,25 @@ fn rfc9113_3_4_an_h2c_preface_split_across_writes_starts_http2() {
     );
 }
 
+/// RFC 9110 §15: a status code is three digits from 100; a backend that
+/// answers "040" gives 502 and is counted.
+fn rfc9110_15_a_backend_status_below_100_gives_502() {
+    let be = bad_backend("127.0.1.11", |c| {
+        let _ = c.write_all(b"HTTP/1.1 040 odd\r\ncontent-length: 0\r\n\r\n");
+    });
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[be]),
+        http_listener("g", "retries = 0")
+    ));
+    let (out, _) = raw_exchange(
+        vip(&s),
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+    assert_eq!(backend_json(&s)["http_errors"], 1);
+}
+
 /// Each test above, once per engine.
 macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => {
@@ -1835,6 +1854,7 @@ macro_rules! on_both_engines {
 }
 
 on_both_engines!(
+    rfc9110_15_a_backend_status_below_100_gives_502,
     rfc9113_3_4_an_h2c_preface_split_across_writes_starts_http2,
     a_backend_that_stops_reading_the_request_body_gives_504,
     a_response_streaming_from_a_drained_backend_is_cut_at_the_drain_deadline,
