@@ -7,6 +7,7 @@
 //! cargo run --release --example http_allocs -- 5000 --close  # a new client connection per request
 //! cargo run --release --example http_allocs -- 300 --trace   # and where each allocation comes from
 //! cargo run --release --example http_allocs -- --fwd off     # forwarded_for = "off"
+//! cargo run --release --example http_allocs -- --engine hyper # the hyper engine (default: native)
 //! cargo run --release --example http_allocs -- 1000 --idle  # heap kept per idle keep-alive client
 //! ```
 //!
@@ -325,6 +326,7 @@ fn held(addr: SocketAddr, n: usize, trace: bool, rt: tokio::runtime::Runtime) {
 fn main() {
     let mut n = 20_000usize;
     let (mut close, mut trace, mut idle, mut fwd) = (false, false, false, "append".to_string());
+    let mut engine = "native".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -332,11 +334,12 @@ fn main() {
             "--trace" => trace = true,
             "--idle" => idle = true,
             "--fwd" => fwd = args.next().unwrap_or_else(|| "append".into()),
+            "--engine" => engine = args.next().unwrap_or_else(|| "native".into()),
             v => match v.parse() {
                 Ok(x) => n = x,
                 Err(_) => {
                     eprintln!(
-                        "usage: http_allocs [N] [--close | --idle] [--trace] [--fwd append|replace|off]"
+                        "usage: http_allocs [N] [--close | --idle] [--trace] [--fwd append|replace|off] [--engine native|hyper]"
                     );
                     std::process::exit(2);
                 }
@@ -367,6 +370,7 @@ bind = "127.0.0.1:0"
 mode = "http"
 group = "app"
 forwarded_for = "{fwd}"
+http1_engine = "{engine}"
 
 [groups.app]
 region = "lab"

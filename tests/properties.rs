@@ -19,6 +19,7 @@ use geolb::dns::answer::{handle, Outcome, Transport};
 use geolb::geo::ClientSubnet;
 use geolb::policy::Scratch;
 use geolb::snapshot::Snapshot;
+use geolb::tier::h1;
 use geolb::tier::http::{admit, forward_head};
 use geolb::tier::plan::HttpPlan;
 use geolb::zone::{build_zone, read_zone_text, ZoneData};
@@ -514,5 +515,243 @@ proptest! {
         forward_head(plan, &mut parts, client, host.as_deref());
         let checked = props::check_forwarded(&sent, &parts.headers, host.as_deref());
         prop_assert!(checked.is_ok(), "{:?}\nsent {:?}\nforwarded {:?}", checked, sent, parts.headers);
+    }
+}
+
+/// Requests the native-head property got past the parser (most must).
+static TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A head's fields as (lower-case name, value) pairs, sorted, without the
+/// generated request id (its value is random).
+fn field_set(headers: &http::HeaderMap, sent_rid: bool) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = headers
+        .iter()
+        .filter(|(n, _)| sent_rid || n.as_str() != "x-request-id")
+        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect();
+    v.sort();
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The native engine's backend head (written from the parsed request
+    /// with no header map) has the same fields as the hyper engine's
+    /// (`forward_head` on the same request as hyper parses it), for every
+    /// request the native engine takes; the ones it refuses the hyper
+    /// engine refuses too.
+    #[test]
+    fn the_native_backend_head_has_the_fields_of_the_hyper_engines(
+        headers in prop::collection::vec((header_name(), "([!-~]([ -~]{0,18}[!-~])?)?"), 0..12),
+        named in prop::collection::vec(header_name(), 0..4),
+        mode in 0..3u8,
+        trusted in any::<bool>(),
+        host in "[a-zA-Z0-9.]{0,12}(:[0-9]{1,4})?",
+        cookies in prop::collection::vec(
+            prop::sample::select(vec!["geo=t", "a=1; geo=x", "a=1;b=2", "geo", "x=geo; geo=\"q\"", ""]),
+            0..3,
+        ),
+        sticky in any::<bool>(),
+    ) {
+        let mut headers = headers;
+        headers.insert(0, ("host".to_string(), host));
+        headers.extend(cookies.iter().map(|c| ("cookie".to_string(), c.to_string())));
+        // A group with cookie persistence named "geo": its cookie is
+        // removed before forwarding.
+        let strip = sticky.then_some("geo");
+        let mut raw = String::from("GET /p?q=1 HTTP/1.1\r\n");
+        for (n, v) in &headers {
+            raw.push_str(&format!("{n}: {v}\r\n"));
+        }
+        if !named.is_empty() {
+            raw.push_str(&format!("connection: {}\r\n", named.join(", ")));
+        }
+        raw.push_str("\r\n");
+        let plan = &plans()[usize::from(mode)];
+        let client: SocketAddr = if trusted { "10.0.0.9:1" } else { "192.0.2.9:1" }.parse().expect("addr");
+        let mut fields = h1::fields();
+        let native = h1::parse_request(raw.as_bytes(), &mut fields);
+        // The same request as hyper hands it over.
+        let mut b = http::Request::builder().uri("/p?q=1");
+        for (n, v) in &headers {
+            b = b.header(n.as_str(), v.as_str());
+        }
+        if !named.is_empty() {
+            b = b.header("connection", named.join(", "));
+        }
+        let req = b.body(()).expect("request");
+        TAKEN.fetch_add(u64::from(native.is_ok()), std::sync::atomic::Ordering::Relaxed);
+        let head = match native {
+            Ok(h) => h,
+            Err(h1::Verdict::Refuse(..)) => {
+                prop_assert!(admit(&req).is_err(), "refused natively, admitted by hyper: {raw:?}");
+                return Ok(());
+            }
+            Err(_) => return Ok(()),
+        };
+        let host = admit(&req);
+        prop_assert!(host.is_ok(), "taken natively, refused by hyper: {raw:?}");
+        let host = host.unwrap_or_default();
+        let mut out = Vec::new();
+        let routed = h1::routing_host(head.host);
+        let mut ipb = [0u8; 48];
+        let n = h1::ip_text(client.ip(), &mut ipb);
+        h1::write_backend_head(&head, &h1::Forward {
+            plan,
+            client,
+            client_text: &ipb[..n],
+            host: routed.as_deref(),
+            strip_cookie: strip,
+        }, &mut out);
+        out.extend_from_slice(b"\r\n");
+        let mut back = [httparse::EMPTY_HEADER; 128];
+        let mut parsed = httparse::Request::new(&mut back);
+        prop_assert!(matches!(parsed.parse(&out), Ok(httparse::Status::Complete(_))), "{}", String::from_utf8_lossy(&out));
+        prop_assert_eq!(parsed.path, Some("/p?q=1"));
+        let mut native_map = http::HeaderMap::new();
+        for h in parsed.headers.iter() {
+            native_map.append(
+                http::HeaderName::from_bytes(h.name.as_bytes()).expect("name"),
+                http::HeaderValue::from_bytes(h.value).expect("value"),
+            );
+        }
+        // The client's own request id is kept unless its Connection names it.
+        let sent_rid = req.headers().contains_key("x-request-id")
+            && !named.iter().any(|n| n == "x-request-id");
+        let (mut parts, ()) = req.into_parts();
+        if let Some(name) = strip {
+            geolb::tier::sticky::strip_cookie(&mut parts.headers, name);
+        }
+        forward_head(plan, &mut parts, client, host.as_deref());
+        prop_assert_eq!(native_map.get_all("x-request-id").iter().count(), parts.headers.get_all("x-request-id").iter().count());
+        prop_assert_eq!(
+            field_set(&native_map, sent_rid),
+            field_set(&parts.headers, sent_rid),
+            "{}", raw
+        );
+    }
+}
+
+/// The property above compared heads, not only refusals.
+#[test]
+fn the_native_head_property_compares_heads() {
+    the_native_backend_head_has_the_fields_of_the_hyper_engines();
+    let taken = TAKEN.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(taken >= 64, "only {taken} of 256 requests were taken");
+}
+
+/// Heads the byte-string property got past the parser.
+static PARSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The property below took heads, not only refusals.
+#[test]
+fn the_native_parser_property_takes_heads() {
+    the_native_parser_takes_only_heads_it_can_forward_cleanly();
+    let n = PARSED.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(n >= 32, "only {n} of 512 byte strings were taken as heads");
+}
+
+/// Pieces of request heads, for byte strings that come close to one.
+fn head_piece() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        9 => prop::sample::select(vec![
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"POST /x?y HTTP/1.1\r\n",
+            b"Host: a.example\r\n",
+            b"host: B.example:81\r\n",
+            b"Content-Length: 3\r\n",
+            b"Transfer-Encoding: chunked\r\n",
+            b"Connection: x-a, close\r\n",
+            b"Connection: host\r\n",
+            b"X-A: 1\r\n",
+            b"X-Forwarded-For: 1.2.3.4\r\n",
+            b"Forwarded: for=1.2.3.4\r\n",
+            b" folded\r\n",
+            b"\r\n",
+            b"\n",
+            b"3\r\nabc\r\n0\r\n\r\n",
+        ])
+        .prop_map(<[u8]>::to_vec),
+        1 => prop::collection::vec(any::<u8>(), 0..8),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever bytes a client sends, the native engine's parser either
+    /// refuses them, leaves them to hyper, waits for more, or takes a head
+    /// whose backend head parses back and passes the forwarding checks
+    /// (`props::check_forwarded`); the chunked validator never takes more
+    /// than it was given.
+    #[test]
+    fn the_native_parser_takes_only_heads_it_can_forward_cleanly(
+        pieces in prop::collection::vec(head_piece(), 0..8),
+        mode in 0..3u8,
+        trusted in any::<bool>(),
+        line in any::<bool>(),
+    ) {
+        let mut raw: Vec<u8> = Vec::new();
+        if line {
+            raw.extend_from_slice(b"GET /p HTTP/1.1\r\nHost: h.example\r\n");
+        }
+        raw.extend(pieces.concat());
+        raw.extend_from_slice(b"\r\n");
+        let plan = &plans()[usize::from(mode)];
+        let client: SocketAddr = if trusted { "10.0.0.9:1" } else { "192.0.2.9:1" }.parse().expect("addr");
+        let mut fields = h1::fields();
+        let Ok(head) = h1::parse_request(&raw, &mut fields) else { return Ok(()) };
+        PARSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        prop_assert!(head.len <= raw.len());
+        let mut sent = http::HeaderMap::new();
+        for f in head.headers {
+            sent.append(
+                http::HeaderName::from_bytes(f.name.as_bytes()).expect("name"),
+                http::HeaderValue::from_bytes(f.value).expect("value"),
+            );
+        }
+        let mut ipb = [0u8; 48];
+        let n = h1::ip_text(client.ip(), &mut ipb);
+        let routed = h1::routing_host(head.host);
+        let mut out = Vec::new();
+        h1::write_backend_head(&head, &h1::Forward {
+            plan,
+            client,
+            client_text: &ipb[..n],
+            host: routed.as_deref(),
+            strip_cookie: None,
+        }, &mut out);
+        out.extend_from_slice(b"\r\n");
+        let mut back = [httparse::EMPTY_HEADER; 128];
+        let mut parsed = httparse::Request::new(&mut back);
+        prop_assert!(
+            matches!(parsed.parse(&out), Ok(httparse::Status::Complete(k)) if k == out.len()),
+            "{}", String::from_utf8_lossy(&out)
+        );
+        let mut fwd = http::HeaderMap::new();
+        for f in parsed.headers.iter() {
+            fwd.append(
+                http::HeaderName::from_bytes(f.name.as_bytes()).expect("name"),
+                http::HeaderValue::from_bytes(f.value).expect("value"),
+            );
+        }
+        // The framing of the body passed through is the engine's own (as
+        // hyper's client writes it for a streamed body), never the client's
+        // field: exactly `chunked` for a chunked body, else nothing.
+        let te: Vec<_> = fwd.get_all("transfer-encoding").iter().cloned().collect();
+        if head.framing == h1::Framing::Chunked {
+            prop_assert_eq!(te, vec![http::HeaderValue::from_static("chunked")]);
+            fwd.remove("transfer-encoding");
+        } else {
+            prop_assert!(te.is_empty());
+        }
+        let checked = props::check_forwarded(&sent, &fwd, routed.as_deref());
+        prop_assert!(checked.is_ok(), "{:?}\n{}", checked, String::from_utf8_lossy(&out));
+        let body = &raw[head.len..];
+        let mut c = h1::Chunked::default();
+        if let Ok(k) = c.feed(body) {
+            prop_assert!(k <= body.len());
+        }
     }
 }

@@ -145,9 +145,16 @@ fn group(name: &str, extra: &str, members: &[SocketAddr]) -> String {
     )
 }
 
+thread_local! {
+    /// The engine the running test's listeners serve cleartext HTTP/1.1
+    /// with (every test runs on both: `on_native::NAME`, `on_hyper::NAME`).
+    static ENGINE: std::cell::Cell<&'static str> = const { std::cell::Cell::new("native") };
+}
+
 fn http_listener(group: &str, extra: &str) -> String {
+    let engine = ENGINE.with(std::cell::Cell::get);
     format!(
-        "[listeners.h]\nregion = \"eu\"\nbind = \"127.0.1.1:0\"\nmode = \"http\"\ngroup = \"{group}\"\n{extra}\n"
+        "[listeners.h]\nregion = \"eu\"\nbind = \"127.0.1.1:0\"\nmode = \"http\"\ngroup = \"{group}\"\nhttp1_engine = \"{engine}\"\n{extra}\n"
     )
 }
 
@@ -221,7 +228,6 @@ fn tier_status(s: &TestServer) -> serde_json::Value {
     serde_json::from_str(&body).expect("json")
 }
 
-#[test]
 fn requests_are_routed_by_host_path_and_header_and_fixed_responses_answer_directly() {
     let (a, b, c) = (
         HttpBe::start("127.0.1.11", "a"),
@@ -261,13 +267,13 @@ fn requests_are_routed_by_host_path_and_header_and_fixed_responses_answer_direct
     let t = tier_status(&s);
     let lst = &t["listeners"][0];
     assert_eq!(lst["mode"], "http");
+    assert_eq!(lst["http1_engine"], ENGINE.with(std::cell::Cell::get));
     assert_eq!(lst["requests"], 6);
     assert_eq!(lst["responses"][4], 1, "{lst}");
 }
 
 /// RFC 9110 §7.6.1: a proxy removes Connection, the fields it names and
 /// the other hop-by-hop fields, in both directions.
-#[test]
 fn rfc9110_7_6_1_forwarding_headers_are_set_and_hop_by_hop_fields_are_not_forwarded() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -309,7 +315,6 @@ fn rfc9110_7_6_1_forwarding_headers_are_set_and_hop_by_hop_fields_are_not_forwar
     assert!(!head.contains("x-hop"), "{head}");
 }
 
-#[test]
 fn a_dead_backend_is_retried_for_replayable_requests_and_a_post_with_a_body_is_not() {
     let a = HttpBe::start("127.0.1.11", "a");
     let dead = TcpListener::bind("127.0.1.12:0")
@@ -340,7 +345,6 @@ fn a_dead_backend_is_retried_for_replayable_requests_and_a_post_with_a_body_is_n
     assert_eq!(t["listeners"][0]["responses"][4], 2, "{t}");
 }
 
-#[test]
 fn a_backend_without_response_headers_in_time_gives_504() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -355,7 +359,6 @@ fn a_backend_without_response_headers_in_time_gives_504() {
     assert_eq!(b["http_timeouts"], 1, "{b}");
 }
 
-#[test]
 fn repeated_5xx_eject_a_backend_and_retry_on_statuses_go_to_another() {
     let (a, b, s) = two_backends(
         "ejection = { failures = 2, base_time = \"1m\", max_percent = 50 }",
@@ -390,7 +393,6 @@ fn repeated_5xx_eject_a_backend_and_retry_on_statuses_go_to_another() {
     assert_eq!(other.hits.load(Ordering::Relaxed), before + 3);
 }
 
-#[test]
 fn a_503_in_retry_on_is_tried_on_another_backend() {
     let (a, b) = (
         HttpBe::start("127.0.1.11", "a"),
@@ -411,7 +413,6 @@ fn a_503_in_retry_on_is_tried_on_another_backend() {
     );
 }
 
-#[test]
 fn h2c_with_prior_knowledge_is_proxied_to_http1_backends() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -442,7 +443,6 @@ fn h2c_with_prior_knowledge_is_proxied_to_http1_backends() {
     assert!(body.contains("\nhost: 127.0.1.1"), "{body}");
 }
 
-#[test]
 fn malformed_and_smuggling_requests_get_400_and_never_reach_a_backend() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -468,7 +468,6 @@ fn malformed_and_smuggling_requests_get_400_and_never_reach_a_backend() {
 /// chunked framing wins, Content-Length is removed before forwarding and
 /// the connection is closed after the response, so bytes hidden behind a
 /// disagreeing Content-Length can never become a second request.
-#[test]
 fn rfc9112_6_3_a_content_length_transfer_encoding_conflict_cannot_smuggle_a_request() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -506,7 +505,6 @@ fn set_admin(s: &TestServer, target: &str, state: geolb::policy::AdminState) {
     s.shared().set_admin_state(target, state).expect("override");
 }
 
-#[test]
 fn cookie_persistence_keeps_a_client_on_its_backend_fails_over_and_re_sticks() {
     use geolb::policy::AdminState;
     let (a, b, s) = two_backends("persistence = { mode = \"cookie\", cookie = \"SRV\", max_age = \"1h\", same_site = \"lax\" }", "");
@@ -565,7 +563,6 @@ fn cookie_persistence_keeps_a_client_on_its_backend_fails_over_and_re_sticks() {
     assert_eq!(tier_status(&s)["groups"][0]["persistence"], "cookie");
 }
 
-#[test]
 fn a_drained_backend_keeps_its_sticky_clients_only_with_drain_sticky() {
     use geolb::policy::AdminState;
     let (a, b) = (
@@ -612,7 +609,6 @@ fn a_drained_backend_keeps_its_sticky_clients_only_with_drain_sticky() {
     }
 }
 
-#[test]
 fn source_persistence_keeps_an_address_on_its_backend_until_it_fails() {
     use geolb::policy::AdminState;
     let (a, b, s) = two_backends("persistence = { mode = \"source\", timeout = \"10m\" }", "");
@@ -632,7 +628,6 @@ fn source_persistence_keeps_an_address_on_its_backend_until_it_fails() {
     }
 }
 
-#[test]
 fn hash_persistence_on_a_header_sends_each_key_to_one_backend() {
     let (a, b, c) = (
         HttpBe::start("127.0.1.11", "a"),
@@ -662,7 +657,6 @@ fn hash_persistence_on_a_header_sends_each_key_to_one_backend() {
     assert!(seen.len() >= 2, "keys spread over backends: {seen:?}");
 }
 
-#[test]
 fn rate_limits_answer_429_with_retry_after_and_spare_exempt_clients() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -775,7 +769,6 @@ fn ws_backend(ip: &str) -> SocketAddr {
     addr
 }
 
-#[test]
 fn rfc6455_4_websocket_upgrade_is_passed_through_and_frames_flow_both_ways() {
     let be = ws_backend("127.0.1.11");
     let s = start(&format!(
@@ -874,7 +867,6 @@ fn backend_json(s: &TestServer) -> serde_json::Value {
     tier_status(s)["groups"][0]["backends"][0].clone()
 }
 
-#[test]
 fn a_backend_that_answers_garbage_gives_502_and_is_counted() {
     let be = bad_backend("127.0.1.11", |c| {
         let _ = c.write_all(b"SSH-2.0-OpenSSH_9.6\r\nthis is not http\r\n\r\n");
@@ -892,7 +884,6 @@ fn a_backend_that_answers_garbage_gives_502_and_is_counted() {
     assert_eq!(backend_json(&s)["http_errors"], 1);
 }
 
-#[test]
 fn a_backend_that_breaks_a_body_off_aborts_the_response_and_is_counted() {
     let be = bad_backend("127.0.1.11", |c| {
         let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nonly part of it");
@@ -923,7 +914,6 @@ fn a_backend_that_breaks_a_body_off_aborts_the_response_and_is_counted() {
     assert!(wait_for(Duration::from_secs(5), || backend_json(&s)["active"] == 0).is_some());
 }
 
-#[test]
 fn a_backend_that_stalls_mid_body_is_cut_after_response_timeout_and_counted() {
     let be = bad_backend("127.0.1.11", |c| {
         let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nstart");
@@ -954,7 +944,6 @@ fn a_backend_that_stalls_mid_body_is_cut_after_response_timeout_and_counted() {
     );
 }
 
-#[test]
 fn a_request_body_that_does_not_arrive_in_time_gets_408_and_does_not_blame_the_backend() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -979,7 +968,6 @@ fn a_request_body_that_does_not_arrive_in_time_gets_408_and_does_not_blame_the_b
     assert!(wait_for(Duration::from_secs(5), || backend_json(&s)["active"] == 0).is_some());
 }
 
-#[test]
 fn a_slowloris_client_is_cut_by_the_header_timeout_and_never_reaches_a_backend() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -1022,7 +1010,6 @@ fn a_slowloris_client_is_cut_by_the_header_timeout_and_never_reaches_a_backend()
     );
 }
 
-#[test]
 fn a_removed_listener_sends_goaway_to_http2_and_closes_idle_http1_connections_within_its_window() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -1082,7 +1069,6 @@ fn a_removed_listener_sends_goaway_to_http2_and_closes_idle_http1_connections_wi
     assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
 }
 
-#[test]
 fn explain_http_names_the_rule_group_persistence_and_the_backend_the_next_request_gets() {
     let (a, b) = (
         HttpBe::start("127.0.1.11", "a"),
@@ -1135,7 +1121,6 @@ fn explain_http_names_the_rule_group_persistence_and_the_backend_the_next_reques
     assert_eq!(code, 404);
 }
 
-#[test]
 fn each_route_counts_responses_by_class_retries_and_latency_across_a_reload() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -1189,7 +1174,6 @@ fn each_route_counts_responses_by_class_retries_and_latency_across_a_reload() {
     );
 }
 
-#[test]
 fn the_access_log_has_one_line_per_request_and_is_reopened_by_a_reload() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -1241,7 +1225,6 @@ fn the_access_log_has_one_line_per_request_and_is_reopened_by_a_reload() {
     assert!(m.contains("geolb_tier_access_log_dropped_total 0"), "{m}");
 }
 
-#[test]
 fn cli_status_shows_http_counts_and_routes_and_explain_http_answers() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -1290,7 +1273,6 @@ fn cli_status_shows_http_counts_and_routes_and_explain_http_answers() {
     assert!(out.contains("stuck to"), "{out}");
 }
 
-#[test]
 fn an_idle_keep_alive_connection_gives_its_buffers_back_and_serves_its_next_requests() {
     let (a, _b, s) = two_backends("", "header_timeout = \"1s\"");
     let l = vip(&s);
@@ -1335,7 +1317,6 @@ fn an_idle_keep_alive_connection_gives_its_buffers_back_and_serves_its_next_requ
     );
 }
 
-#[test]
 fn rfc9110_15_5_9_a_request_head_not_complete_within_header_timeout_gets_408() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -1365,7 +1346,6 @@ fn rfc9110_15_5_9_a_request_head_not_complete_within_header_timeout_gets_408() {
     );
 }
 
-#[test]
 fn keep_alive_connections_to_backends_are_reused_and_one_the_backend_closed_is_not_a_failure() {
     let (a, b, s) = two_backends("", "");
     let l = vip(&s);
@@ -1416,7 +1396,6 @@ fn keep_alive_connections_to_backends_are_reused_and_one_the_backend_closed_is_n
 
 static FLAKY_HITS: AtomicUsize = AtomicUsize::new(0);
 
-#[test]
 fn a_backend_whose_success_rate_is_an_outlier_is_ejected_and_gets_no_more_requests() {
     let good: Vec<HttpBe> = (11..15)
         .map(|i| HttpBe::start(&format!("127.0.1.{i}"), "good"))
@@ -1463,3 +1442,454 @@ fn a_backend_whose_success_rate_is_an_outlier_is_ejected_and_gets_no_more_reques
     }
     assert_eq!(FLAKY_HITS.load(Ordering::Relaxed), before);
 }
+
+/// A keep-alive backend answering every request with a chunked body
+/// ("hello world", in two chunks, one with an extension, and a trailer).
+fn chunked_backend(ip: &str) -> SocketAddr {
+    let l = TcpListener::bind((ip, 0)).expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(c.try_clone().expect("clone"));
+                while let Some((line, _, body)) = read_request(&mut r) {
+                    let first = format!("{line} body={}\n", body.len());
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n6;x=1\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n",
+                        first.len()
+                    );
+                    if c.write_all(resp.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Reads one response with a chunked or Content-Length body: status and
+/// the decoded body.
+fn read_any_response(r: &mut BufReader<TcpStream>) -> (u16, String) {
+    let mut status = String::new();
+    r.read_line(&mut status).expect("status line");
+    let code = status
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (mut len, mut chunked) = (0usize, false);
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim_end().is_empty() {
+            break;
+        }
+        let h = h.to_ascii_lowercase();
+        if let Some(v) = h.strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        if h.starts_with("transfer-encoding:") && h.contains("chunked") {
+            chunked = true;
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).expect("chunk size");
+            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+                .expect("hex");
+            if n == 0 {
+                // Trailers, then the blank line.
+                loop {
+                    let mut t = String::new();
+                    if r.read_line(&mut t).unwrap_or(0) == 0 || t.trim_end().is_empty() {
+                        break;
+                    }
+                }
+                break;
+            }
+            let mut chunk = vec![0u8; n + 2];
+            r.read_exact(&mut chunk).expect("chunk");
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        body = vec![0u8; len];
+        r.read_exact(&mut body).expect("body");
+    }
+    (code, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// RFC 9112 §7.1: chunked bodies pass through in both directions on one
+/// keep-alive connection, and a request pipelined behind a chunked one is
+/// the next request, not part of its body.
+fn rfc9112_7_1_chunked_bodies_pass_both_ways_and_a_pipelined_request_follows() {
+    let be = chunked_backend("127.0.1.11");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[be]),
+        http_listener("g", "")
+    ));
+    let c = TcpStream::connect(vip(&s)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut w = c.try_clone().expect("clone");
+    let mut r = BufReader::new(c);
+    w.write_all(
+        b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n3;n=v\r\nefg\r\n0\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .expect("write");
+    let (code, body) = read_any_response(&mut r);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body, "POST /up HTTP/1.1 body=7\n world", "{body}");
+    let (code, body) = read_any_response(&mut r);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body, "GET /next HTTP/1.1 body=0\n world", "{body}");
+    // A chunked request body split across writes.
+    w.write_all(b"POST /split HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+        .expect("write");
+    std::thread::sleep(Duration::from_millis(50));
+    w.write_all(b"lo\r\n0\r\n\r\n").expect("write");
+    let (code, body) = read_any_response(&mut r);
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "POST /split HTTP/1.1 body=5\n world")
+    );
+}
+
+/// RFC 9112 §7.1: a request body whose chunk framing is broken is a 400,
+/// and the connection closes (nothing after it can be trusted).
+fn rfc9112_7_1_a_request_with_broken_chunk_framing_gets_400_and_the_connection_closes() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener("g", "")
+    ));
+    for raw in [
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let (out, _) = raw_exchange(vip(&s), raw);
+        assert!(out.starts_with("HTTP/1.1 400"), "{raw:?}: {out}");
+        assert_eq!(out.matches("HTTP/1.1").count(), 1, "{out}");
+        assert!(!out.contains("/smuggled"), "{out}");
+    }
+    let t = tier_status(&s);
+    assert_eq!(t["groups"][0]["backends"][0]["http_errors"], 0, "{t}");
+}
+
+/// RFC 9112 §7.1: a backend that breaks its chunk framing aborts the
+/// response (the client never sees it complete) and is counted.
+fn rfc9112_7_1_a_backend_that_breaks_chunk_framing_aborts_the_response_and_is_counted() {
+    let be = bad_backend("127.0.1.11", |c| {
+        let _ = c.write_all(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[be]),
+        http_listener("g", "retries = 0")
+    ));
+    let (out, _) = raw_exchange(vip(&s), "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(!out.ends_with("0\r\n\r\n"), "never a complete body: {out}");
+    assert!(
+        wait_for(Duration::from_secs(5), || backend_json(&s)["http_errors"]
+            == 1)
+        .is_some(),
+        "{}",
+        backend_json(&s)
+    );
+    assert!(wait_for(Duration::from_secs(5), || backend_json(&s)["active"] == 0).is_some());
+}
+
+/// RFC 9112 §5.2 and §5.1: obs-fold and whitespace before the colon are
+/// refused with 400 and never reach a backend.
+fn rfc9112_5_2_obs_fold_and_whitespace_before_the_colon_get_400() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener("g", "")
+    ));
+    for raw in [
+        "GET / HTTP/1.1\r\nHost: x\r\nX-A: one\r\n two\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nhello",
+        "GET / HTTP/1.1\r\nHost: x\r\n\tX-A: 1\r\n\r\n",
+    ] {
+        let (code, _) = request(vip(&s), raw);
+        assert_eq!(code, 400, "{raw:?}");
+    }
+    assert_eq!(a.hits.load(Ordering::Relaxed), 0);
+}
+
+/// What the native engine leaves to hyper — an absolute-form target, an
+/// `Expect: 100-continue`, HTTP/1.0 — is served on the same connection,
+/// and the requests after it too.
+fn requests_outside_the_common_case_are_served_on_the_same_connection() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener("g", "")
+    ));
+    let c = TcpStream::connect(vip(&s)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut w = c.try_clone().expect("clone");
+    let mut r = BufReader::new(c);
+    w.write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET http://api.example.com/abs HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    assert!(read_response(&mut r).1.contains("a GET /one"));
+    let (code, text) = read_response(&mut r);
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("a GET /abs"), "{text}");
+    assert!(text.contains("\nhost: api.example.com"), "{text}");
+    w.write_all(
+        b"POST /expect HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .expect("write");
+    let mut cont = String::new();
+    r.read_line(&mut cont).expect("interim");
+    assert!(cont.starts_with("HTTP/1.1 100"), "{cont}");
+    let mut blank = String::new();
+    r.read_line(&mut blank).expect("blank");
+    w.write_all(b"hello").expect("body");
+    let (code, text) = read_response(&mut r);
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("a POST /expect body=5"), "{text}");
+    w.write_all(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    assert!(read_response(&mut r).1.contains("a GET /after"));
+    let (code, text) = request(vip(&s), "GET /ten HTTP/1.0\r\nHost: x\r\n\r\n");
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("a GET /ten"), "{text}");
+}
+
+/// RFC 9112 §2.3 (a server's limit on a request head): the native engine
+/// takes heads up to 16 KiB, as HAProxy's default buffer; a larger one is
+/// a 431 and never reaches a backend. (The hyper engine's limit is hyper's,
+/// about 400 KB.)
+#[test]
+fn rfc9112_2_3_a_request_head_over_16_kib_gets_431_on_the_native_engine() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener("g", "")
+    ));
+    let big = "a".repeat(17 * 1024);
+    let (code, _) = request(
+        vip(&s),
+        &format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n"),
+    );
+    assert_eq!(code, 431);
+    let fine = "a".repeat(15 * 1024);
+    let (code, _) = request(
+        vip(&s),
+        &format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {fine}\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(a.hits.load(Ordering::Relaxed), 1);
+}
+
+/// A response still streaming from a drained backend is cut at the
+/// group's drain deadline (the backend's connections close then).
+fn a_response_streaming_from_a_drained_backend_is_cut_at_the_drain_deadline() {
+    use geolb::policy::AdminState;
+    let be = bad_backend("127.0.1.11", |c| {
+        let _ = c.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+        for _ in 0..100 {
+            if c.write_all(b"5\r\ntick\n\r\n").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let s = start(&format!(
+        "{}{}",
+        group("g", "drain_timeout = \"1s\"", &[be]),
+        http_listener("g", "")
+    ));
+    let mut c = TcpStream::connect(vip(&s)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    c.write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let mut first = [0u8; 64];
+    let n = c.read(&mut first).expect("response begins");
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    let t0 = std::time::Instant::now();
+    set_admin(&s, &format!("g/{be}"), AdminState::Drain);
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "cut at the drain deadline, not after the whole stream: {took:?}"
+    );
+    assert!(!String::from_utf8_lossy(&rest).ends_with("0\r\n\r\n"));
+}
+
+/// A backend that stops reading a request body and never answers gives a
+/// 504 after `response_timeout` and is counted; the client is not left
+/// hanging.
+fn a_backend_that_stops_reading_the_request_body_gives_504() {
+    let l = TcpListener::bind(("127.0.1.11", 0)).expect("bind");
+    let be = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let mut head = [0u8; 512];
+            let _ = c.read(&mut head);
+            held.push(c);
+        }
+    });
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[be]),
+        http_listener("g", "retries = 0\nresponse_timeout = \"500ms\"")
+    ));
+    let c = TcpStream::connect(vip(&s)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let size = 64 << 20;
+    let mut w = c.try_clone().expect("clone");
+    let t0 = std::time::Instant::now();
+    std::thread::spawn(move || {
+        let head = format!("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n");
+        if w.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..64 {
+            if w.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let mut r = BufReader::new(c);
+    let (code, text) = read_response(&mut r);
+    assert_eq!(code, 504, "{text}");
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    assert!(
+        wait_for(Duration::from_secs(5), || backend_json(&s)["http_timeouts"]
+            == 1)
+        .is_some(),
+        "{}",
+        backend_json(&s)
+    );
+}
+
+/// RFC 9113 §3.4: the HTTP/2 preface is recognised however it is split
+/// across packets; the server answers with its SETTINGS frame.
+fn rfc9113_3_4_an_h2c_preface_split_across_writes_starts_http2() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener("g", "")
+    ));
+    let mut c = TcpStream::connect(vip(&s)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    c.write_all(b"PRI * HTTP/2.0\r\n").expect("write");
+    std::thread::sleep(Duration::from_millis(50));
+    c.write_all(b"\r\nSM\r\n\r\n").expect("write");
+    // An empty SETTINGS frame.
+    c.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).expect("write");
+    let mut frame = [0u8; 9];
+    c.read_exact(&mut frame).expect("a frame back");
+    assert_eq!(
+        frame[3], 4,
+        "the server's first frame is SETTINGS: {frame:?}"
+    );
+}
+
+/// RFC 9110 §15: a status code is three digits from 100; a backend that
+/// answers "040" gives 502 and is counted.
+fn rfc9110_15_a_backend_status_below_100_gives_502() {
+    let be = bad_backend("127.0.1.11", |c| {
+        let _ = c.write_all(b"HTTP/1.1 040 odd\r\ncontent-length: 0\r\n\r\n");
+    });
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[be]),
+        http_listener("g", "retries = 0")
+    ));
+    let (out, _) = raw_exchange(
+        vip(&s),
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+    assert_eq!(backend_json(&s)["http_errors"], 1);
+}
+
+/// Each test above, once per engine.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod on_native {
+            $(
+                #[test]
+                fn $name() {
+                    super::ENGINE.with(|e| e.set("native"));
+                    super::$name();
+                }
+            )*
+        }
+        mod on_hyper {
+            $(
+                #[test]
+                fn $name() {
+                    super::ENGINE.with(|e| e.set("hyper"));
+                    super::$name();
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(
+    rfc9110_15_a_backend_status_below_100_gives_502,
+    rfc9113_3_4_an_h2c_preface_split_across_writes_starts_http2,
+    a_backend_that_stops_reading_the_request_body_gives_504,
+    a_response_streaming_from_a_drained_backend_is_cut_at_the_drain_deadline,
+    rfc9112_7_1_chunked_bodies_pass_both_ways_and_a_pipelined_request_follows,
+    rfc9112_7_1_a_request_with_broken_chunk_framing_gets_400_and_the_connection_closes,
+    rfc9112_7_1_a_backend_that_breaks_chunk_framing_aborts_the_response_and_is_counted,
+    rfc9112_5_2_obs_fold_and_whitespace_before_the_colon_get_400,
+    requests_outside_the_common_case_are_served_on_the_same_connection,
+    requests_are_routed_by_host_path_and_header_and_fixed_responses_answer_directly,
+    rfc9110_7_6_1_forwarding_headers_are_set_and_hop_by_hop_fields_are_not_forwarded,
+    a_dead_backend_is_retried_for_replayable_requests_and_a_post_with_a_body_is_not,
+    a_backend_without_response_headers_in_time_gives_504,
+    repeated_5xx_eject_a_backend_and_retry_on_statuses_go_to_another,
+    a_503_in_retry_on_is_tried_on_another_backend,
+    h2c_with_prior_knowledge_is_proxied_to_http1_backends,
+    malformed_and_smuggling_requests_get_400_and_never_reach_a_backend,
+    rfc9112_6_3_a_content_length_transfer_encoding_conflict_cannot_smuggle_a_request,
+    cookie_persistence_keeps_a_client_on_its_backend_fails_over_and_re_sticks,
+    a_drained_backend_keeps_its_sticky_clients_only_with_drain_sticky,
+    source_persistence_keeps_an_address_on_its_backend_until_it_fails,
+    hash_persistence_on_a_header_sends_each_key_to_one_backend,
+    rate_limits_answer_429_with_retry_after_and_spare_exempt_clients,
+    rfc6455_4_websocket_upgrade_is_passed_through_and_frames_flow_both_ways,
+    a_backend_that_answers_garbage_gives_502_and_is_counted,
+    a_backend_that_breaks_a_body_off_aborts_the_response_and_is_counted,
+    a_backend_that_stalls_mid_body_is_cut_after_response_timeout_and_counted,
+    a_request_body_that_does_not_arrive_in_time_gets_408_and_does_not_blame_the_backend,
+    a_slowloris_client_is_cut_by_the_header_timeout_and_never_reaches_a_backend,
+    a_removed_listener_sends_goaway_to_http2_and_closes_idle_http1_connections_within_its_window,
+    explain_http_names_the_rule_group_persistence_and_the_backend_the_next_request_gets,
+    each_route_counts_responses_by_class_retries_and_latency_across_a_reload,
+    the_access_log_has_one_line_per_request_and_is_reopened_by_a_reload,
+    cli_status_shows_http_counts_and_routes_and_explain_http_answers,
+    an_idle_keep_alive_connection_gives_its_buffers_back_and_serves_its_next_requests,
+    rfc9110_15_5_9_a_request_head_not_complete_within_header_timeout_gets_408,
+    keep_alive_connections_to_backends_are_reused_and_one_the_backend_closed_is_not_a_failure,
+    a_backend_whose_success_rate_is_an_outlier_is_ejected_and_gets_no_more_requests,
+);

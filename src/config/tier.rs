@@ -192,6 +192,10 @@ pub struct ListenerConfig {
     /// Requests per second per client address and per listener.
     #[serde(default)]
     pub rate_limit: Option<Spanned<RateLimitConfig>>,
+    /// What serves cleartext HTTP/1.1 clients: "native" (default; the
+    /// tier's own request loop) or "hyper".
+    #[serde(default)]
+    pub http1_engine: Option<String>,
 }
 
 /// `rate_limit = { per_client = 100, burst = 200, listener = 10000, exempt = [...] }`

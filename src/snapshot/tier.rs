@@ -17,8 +17,8 @@ use crate::diag::{line_col, Diagnostic};
 use crate::health::{Check, HealthState, Member, Monitor};
 use crate::policy::{Target, Topology};
 use crate::tier::plan::{
-    Action, BackendPlan, CookiePlan, ForwardedFor, GroupPlan, HashOn, HttpPlan, ListenerPlan, Mode,
-    Persistence, Plan, ProxyVersion, Rate, RateLimitPlan, RulePlan, Transport,
+    Action, BackendPlan, CookiePlan, ForwardedFor, GroupPlan, HashOn, Http1Engine, HttpPlan,
+    ListenerPlan, Mode, Persistence, Plan, ProxyVersion, Rate, RateLimitPlan, RulePlan, Transport,
 };
 use crate::tier::tls::{self, ClientTls, ServerTls, Trust};
 
@@ -482,11 +482,12 @@ pub fn compile(
                     || v.forwarded_for.is_some()
                     || v.request_id.is_some()
                     || v.tls.is_some()
+                    || v.http1_engine.is_some()
                 {
                     cx.err(
                         None,
                         l.line,
-                        format!("listeners.{name}: routes, forwarded_for, request_id and tls need mode = \"http\""),
+                        format!("listeners.{name}: routes, forwarded_for, request_id, tls and http1_engine need mode = \"http\""),
                     );
                     ok = false;
                 }
@@ -728,6 +729,17 @@ fn http_plan(
     if let Some(bad) = retry_on.iter().find(|s| !(100..=599).contains(*s)) {
         err(cx, format!("retry_on: {bad} is not an HTTP status"));
     }
+    let engine = match v.http1_engine.as_deref() {
+        None | Some("native") => Http1Engine::Native,
+        Some("hyper") => Http1Engine::Hyper,
+        Some(other) => {
+            err(
+                cx,
+                format!("http1_engine {other:?}: expected \"native\" or \"hyper\""),
+            );
+            Http1Engine::Native
+        }
+    };
     let tls = v.tls.as_ref().map(|t| server_tls(cx, name, line, t));
     let tls_failed = matches!(tls, Some(None));
     let tls = tls.flatten();
@@ -746,6 +758,7 @@ fn http_plan(
         retry_on,
         rate_limit: None,
         tls,
+        engine,
     };
     let rate_limit = v.rate_limit.as_ref().map(|r| {
         let r = r.get_ref();
@@ -1255,7 +1268,7 @@ mod tests {
         find("listeners.none.tls.certificates: at least one certificate");
         find("alpn \"spdy/3\"");
         find("min_version \"1.1\"");
-        find("listeners.t: routes, forwarded_for, request_id and tls need mode = \"http\"");
+        find("listeners.t: routes, forwarded_for, request_id, tls and http1_engine need mode = \"http\"");
         find("groups.p.protocol \"spdy\"");
         let d = find("groups.c.tls: cannot read");
         assert_eq!(d.line, line_of("missing-ca.pem"));

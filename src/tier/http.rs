@@ -2,7 +2,7 @@
 //! its preface; over TLS, hyper's automatic detection after ALPN). A
 //! cleartext HTTP/1.1 connection idle for `PARK_AFTER` gives hyper's
 //! buffers back and waits for its next request holding none
-//! (`serve_plain`). Requests are routed by host, path prefix and header to
+//! (`plain::serve_plain`). Requests are routed by host, path prefix and header to
 //! a group or a fixed response, proxied over keep-alive connection pools
 //! to the group's backends: cleartext HTTP/1.1 over each backend's own pool
 //! of keep-alive connections (`upstream`), TLS and HTTP/2 over hyper-util's
@@ -56,8 +56,8 @@ pub type Legacy = Client<Counted<HttpConnector>, UpBody>;
 /// (`upstream`), connections opened within `connect_timeout` and counted.
 #[derive(Clone)]
 pub struct Pool {
-    connect_timeout: Duration,
-    opened: Arc<std::sync::atomic::AtomicU64>,
+    pub(super) connect_timeout: Duration,
+    pub(super) opened: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A connector that counts the backend connections it opens (the pool's
@@ -216,6 +216,14 @@ impl<T> Prefixed<T> {
         }
     }
 
+    /// The bytes still waiting in front, and the stream.
+    pub fn into_parts(mut self) -> (Vec<u8>, T) {
+        if self.at > 0 {
+            self.prefix.drain(..self.at);
+        }
+        (self.prefix, self.inner)
+    }
+
     /// No bytes are waiting in front of the stream.
     pub fn is_empty(&self) -> bool {
         self.at >= self.prefix.len()
@@ -365,16 +373,16 @@ impl Drop for Tracked {
     }
 }
 
-struct Release {
-    group: Arc<Group>,
-    backend: Arc<Backend>,
-    done: bool,
+pub(super) struct Release {
+    pub(super) group: Arc<Group>,
+    pub(super) backend: Arc<Backend>,
+    pub(super) done: bool,
     /// The tier's clock origin (for failures noted on the body).
-    t0: Instant,
+    pub(super) t0: Instant,
 }
 
 impl Release {
-    fn release(&mut self) {
+    pub(super) fn release(&mut self) {
         if !self.done {
             self.done = true;
             self.group.lock().balancer.release(&self.backend.id);
@@ -382,7 +390,7 @@ impl Release {
     }
 
     /// The body failed: counted, told to passive ejection, released.
-    fn failed(&mut self, why: &str) {
+    pub(super) fn failed(&mut self, why: &str) {
         if self.done {
             return;
         }
@@ -506,17 +514,27 @@ pub fn route_for(
     path: &str,
     headers: &HeaderMap,
 ) -> Option<usize> {
+    route_by(plan, host, path, |n, v| {
+        headers.get_all(n).iter().any(|x| x.as_bytes() == v)
+    })
+}
+
+/// `route_for` with the headers asked through `has(name, value)`: whether
+/// a field `name` (lower case) has exactly `value`.
+pub fn route_by(
+    plan: &HttpPlan,
+    host: Option<&str>,
+    path: &str,
+    has: impl Fn(&str, &[u8]) -> bool,
+) -> Option<usize> {
     plan.rules.iter().position(|r| {
         r.host
             .as_deref()
             .is_none_or(|p| host.is_some_and(|h| host_matches(p, h)))
             && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
-            && r.header.as_ref().is_none_or(|(n, v)| {
-                headers
-                    .get_all(n.as_str())
-                    .iter()
-                    .any(|x| x.as_bytes() == v.as_bytes())
-            })
+            && r.header
+                .as_ref()
+                .is_none_or(|(n, v)| has(n.as_str(), v.as_bytes()))
     })
 }
 
@@ -586,7 +604,7 @@ fn well_formed<B>(req: &Request<B>) -> Result<(), &'static str> {
 
 /// `uri-host [":" port]` (RFC 9110 §7.2): URI authority characters, no
 /// userinfo, and a port of digits only.
-fn host_and_port(v: &[u8]) -> bool {
+pub(super) fn host_and_port(v: &[u8]) -> bool {
     let port = match v.first() {
         Some(b'[') => match v.iter().position(|&b| b == b']') {
             Some(i) => &v[i + 1..],
@@ -602,7 +620,18 @@ fn host_and_port(v: &[u8]) -> bool {
         Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
         Some(_) => false,
     };
-    port_ok && !v.contains(&b'@') && http::uri::Authority::try_from(v).is_ok()
+    if !port_ok {
+        return false;
+    }
+    // The common `name[:port]` of letters, digits, dots and hyphens is an
+    // authority as it is; anything else is checked by the http crate's
+    // parser (which copies it).
+    let name = &v[..v.len() - port.len()];
+    let plain = !name.is_empty()
+        && name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'.' || *b == b'-');
+    plain || (!v.contains(&b'@') && http::uri::Authority::try_from(v).is_ok())
 }
 
 /// Whether a request may go to a backend (see `well_formed`), and the host
@@ -780,7 +809,7 @@ type Handling = Pin<Box<dyn Future<Output = Result<Response<Finished>, Infallibl
 /// The request handler of one client connection. With `idle` (cleartext
 /// HTTP/1 connections), each request and its response body are counted on
 /// it, so the connection knows when it is idle.
-fn service(
+pub(super) fn service(
     tier: Arc<Tier>,
     route: Arc<Route>,
     stats: Arc<ListenerStats>,
@@ -871,7 +900,7 @@ fn service(
 }
 
 /// A connection hyper serves that can be told to finish gracefully.
-trait Graceful {
+pub(super) trait Graceful {
     fn graceful(self: Pin<&mut Self>);
 }
 
@@ -911,7 +940,7 @@ where
 /// `Connection: close` on HTTP/1's next response (an idle one is closed),
 /// GOAWAY on HTTP/2 — then given the window again to finish what is in
 /// flight.
-async fn run_to_end<C, E, P>(
+pub(super) async fn run_to_end<C, E, P>(
     mut conn: Pin<P>,
     stats: &ListenerStats,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -992,7 +1021,7 @@ pub async fn serve<I>(
 
 /// How long a cleartext HTTP/1 connection stays idle with its buffers
 /// before it gives them back and waits for its next request with none.
-const PARK_AFTER: Duration = Duration::from_millis(100);
+pub(super) const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// What a cleartext HTTP/1 connection's socket wrapper (`IdleProbe`) and
 /// its requests tell each other, so the connection knows when hyper is idle
@@ -1130,125 +1159,11 @@ impl Body for Finished {
     }
 }
 
-/// Counts a connection as parked while it lives.
-struct Parked<'a>(&'a std::sync::atomic::AtomicU32);
-
-impl<'a> Parked<'a> {
-    fn new(n: &'a std::sync::atomic::AtomicU32) -> Self {
-        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Parked(n)
-    }
-}
-
-impl Drop for Parked<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Serves one cleartext client connection until it closes: h2c when it
-/// opens with the HTTP/2 preface, else HTTP/1.1 that gives its buffers back
-/// while idle — after `PARK_AFTER` with nothing to read, hyper's
-/// connection (its read and write buffers) is taken apart and the socket
-/// waits for the next request holding no buffer; the next request's first
-/// byte starts a fresh one. An idle keep-alive connection then costs its
-/// socket and a small task, not hyper's buffers.
-pub async fn serve_plain(
-    tier: Arc<Tier>,
-    route: Arc<Route>,
-    stats: Arc<ListenerStats>,
-    mut io: Prefixed<tokio::net::TcpStream>,
-    client: SocketAddr,
-) {
-    let super::Mode::Http(plan) = &route.plan.mode else {
-        return;
-    };
-    let (header_timeout, drain_window) = (plan.header_timeout, plan.drain_window);
-    let mut closing = stats.closing.subscribe();
-    let mut stop = tier.shutdown.clone();
-    let mut first = true;
-    loop {
-        if io.is_empty() {
-            // Idle: no buffer held; keep-alive idle is `header_timeout`.
-            let _parked = Parked::new(&stats.parked);
-            let ready = tokio::select! {
-                r = tokio::time::timeout(header_timeout, io.get_ref().readable()) => matches!(r, Ok(Ok(()))),
-                _ = closing.wait_for(|c| *c) => false,
-                _ = stop.wait_for(|s| *s) => false,
-            };
-            if !ready {
-                return;
-            }
-        }
-        if std::mem::take(&mut first) {
-            match Box::pin(sniff_h2(&mut io, header_timeout)).await {
-                Some(true) => {
-                    let svc = service(tier.clone(), route.clone(), stats.clone(), client, None);
-                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .timer(TokioTimer::new())
-                        .serve_connection(TokioIo::new(io), svc);
-                    let conn = Box::pin(conn);
-                    Box::pin(run_to_end(conn, &stats, stop, drain_window, client)).await;
-                    return;
-                }
-                Some(false) => {}
-                None => return,
-            }
-        }
-        let session = Box::pin(http1_session(
-            &tier,
-            &route,
-            &stats,
-            io,
-            client,
-            header_timeout,
-            drain_window,
-        ));
-        match session.await {
-            Some(next) => {
-                add(&tier.released, 1);
-                io = next;
-            }
-            None => return,
-        }
-    }
-}
-
-/// Reads up to the length of the HTTP/2 preface (less when the bytes stop
-/// matching it) and puts what it read back: whether the client speaks h2c
-/// by prior knowledge, None when it went away or sent nothing in time.
-async fn sniff_h2(io: &mut Prefixed<tokio::net::TcpStream>, within: Duration) -> Option<bool> {
-    use tokio::io::AsyncReadExt;
-    let mut got = [0u8; 24];
-    let mut n = 0;
-    let read = tokio::time::timeout(within, async {
-        while n < got.len() {
-            let k = io.read(&mut got[n..]).await.ok()?;
-            if k == 0 {
-                return None;
-            }
-            n += k;
-            if got[..n] != H2_PREFACE[..n] {
-                break;
-            }
-        }
-        Some(())
-    })
-    .await;
-    io.put_back(&got[..n]);
-    match read {
-        Ok(Some(())) => Some(n == got.len() && got == *H2_PREFACE),
-        _ => None,
-    }
-}
-
 /// One hyper HTTP/1 connection on the socket, until it goes idle (the
 /// socket is given back, with any bytes hyper read ahead put in front),
 /// closes, times out waiting for a request head (408), or switches
 /// protocols (the socket goes to the tunnel).
-async fn http1_session(
+pub(super) async fn http1_session(
     tier: &Arc<Tier>,
     route: &Arc<Route>,
     stats: &Arc<ListenerStats>,
@@ -1396,7 +1311,7 @@ enum Step {
     Closing,
 }
 
-const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: 16\r\nconnection: close\r\n\r\nrequest timeout\n";
+pub(super) const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: 16\r\nconnection: close\r\n\r\nrequest timeout\n";
 
 impl<I, S, B> Graceful for hyper::server::conn::http1::Connection<I, S>
 where
@@ -1727,12 +1642,32 @@ impl Sticky {
         client: IpAddr,
         now: u64,
     ) -> Sticky {
+        Sticky::read_by(
+            group,
+            |name| super::sticky::cookie(h, name),
+            |name| h.get(name).map(HeaderValue::as_bytes),
+            path,
+            client,
+            now,
+        )
+    }
+
+    /// `read` with the request's cookies and first field values asked
+    /// through `cookie(name)` and `header(name)`.
+    pub(super) fn read_by<'h>(
+        group: &Group,
+        cookie: impl Fn(&str) -> Option<&'h str>,
+        header: impl Fn(&str) -> Option<&'h [u8]>,
+        path: &str,
+        client: IpAddr,
+        now: u64,
+    ) -> Sticky {
         use super::plan::{HashOn, Persistence};
         let st = group.lock();
         match &st.plan.persistence {
             Persistence::None => Sticky::default(),
             Persistence::Cookie(c) => {
-                let had = super::sticky::cookie(h, &c.name);
+                let had = cookie(&c.name);
                 Sticky {
                     to: had
                         .and_then(|v| st.cookies.backend(v))
@@ -1748,10 +1683,8 @@ impl Sticky {
             },
             Persistence::Hash(on) => Sticky {
                 key: match on {
-                    HashOn::Header(name) => h.get(name.as_str()).map(|v| v.as_bytes().to_vec()),
-                    HashOn::Cookie(name) => {
-                        super::sticky::cookie(h, name).map(|v| v.as_bytes().to_vec())
-                    }
+                    HashOn::Header(name) => header(name.as_str()).map(<[u8]>::to_vec),
+                    HashOn::Cookie(name) => cookie(name).map(|v| v.as_bytes().to_vec()),
                     HashOn::Path => Some(path.as_bytes().to_vec()),
                 },
                 ..Sticky::default()
@@ -2040,6 +1973,7 @@ mod tests {
             retry_on: vec![503],
             rate_limit: None,
             tls: None,
+            engine: crate::tier::plan::Http1Engine::Native,
         }
     }
 

@@ -20,9 +20,12 @@
 
 pub mod access;
 pub mod explain;
+pub mod h1;
 pub mod http;
 pub mod limit;
 pub mod load;
+pub mod native;
+pub mod plain;
 pub mod plan;
 pub mod proxy;
 pub mod relay;
@@ -80,6 +83,8 @@ pub struct Backend {
     drain: Mutex<Option<Drain>>,
     /// Idle keep-alive HTTP/1.1 connections to it (cleartext).
     pub idle: Arc<upstream::Idle<http::UpBody>>,
+    /// The same for the native engine (plain sockets).
+    pub raw: upstream::RawIdle,
 }
 
 impl Backend {
@@ -93,6 +98,7 @@ impl Backend {
             kill: watch::channel(0).0,
             drain: Mutex::new(None),
             idle: Arc::default(),
+            raw: upstream::RawIdle::default(),
         }
     }
 
@@ -774,6 +780,7 @@ impl Tier {
                     tracing::info!(backend = %id, connections = active, "drain deadline reached; closing the backend's remaining connections");
                     b.kill.send_modify(|v| *v += 1);
                 }
+                b.raw.clear();
             }
         }
     }
@@ -794,6 +801,13 @@ impl Tier {
                     mode: match r.plan.mode {
                         Mode::Tcp => "tcp",
                         Mode::Http(_) => "http",
+                    },
+                    http1_engine: match &r.plan.mode {
+                        Mode::Tcp => None,
+                        Mode::Http(h) => Some(match h.engine {
+                            plan::Http1Engine::Native => "native",
+                            plan::Http1Engine::Hyper => "hyper",
+                        }),
                     },
                     requests: stats::get(&s.requests),
                     responses: std::array::from_fn(|i| stats::get(&s.responses[i])),
@@ -875,7 +889,7 @@ impl Tier {
                             }),
                             http_errors: stats::get(&s.http_errors),
                             http_timeouts: stats::get(&s.http_timeouts),
-                            idle_connections: b.idle.count(),
+                            idle_connections: b.idle.count() + b.raw.count(),
                             view: v,
                         })
                     })
@@ -1175,7 +1189,7 @@ async fn connection(
         // task's own future stays small (an idle HTTP connection holds
         // little more than it).
         match &h.tls {
-            None => Box::pin(http::serve_plain(t, r, s, io, src)).await,
+            None => Box::pin(plain::serve_plain(t, r, s, io, src)).await,
             Some(tls) => {
                 Box::pin(async move {
                     match tls::handshake(tls, io, h.header_timeout, &s).await {
@@ -1264,6 +1278,8 @@ async fn tcp(
 pub struct ListenerStatus {
     pub name: String,
     pub mode: &'static str,
+    /// HTTP: what serves cleartext HTTP/1.1 clients ("native" or "hyper").
+    pub http1_engine: Option<&'static str>,
     /// HTTP: requests, and responses by status class (1xx..5xx).
     pub requests: u64,
     pub responses: [u64; 5],

@@ -116,6 +116,19 @@ pub struct HttpPlan {
     /// TLS termination (HTTPS): the certificates, ALPN and versions.
     pub tls: Option<ServerTls>,
     pub rate_limit: Option<RateLimitPlan>,
+    /// What serves cleartext HTTP/1.1 clients.
+    pub engine: Http1Engine,
+}
+
+/// What serves a listener's cleartext HTTP/1.1 clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Http1Engine {
+    /// The tier's own request loop (`tier::native`), handing what it does
+    /// not take (upgrades, `Expect`, HTTP/1.0, ...) to hyper.
+    #[default]
+    Native,
+    /// hyper's HTTP/1 server for every request.
+    Hyper,
 }
 
 /// Requests per second allowed, GCRA with a burst.

@@ -11,6 +11,10 @@
 //! response future, no extensions; a request on a reused connection that the
 //! backend closed before it was sent is sent again on another connection
 //! (as hyper-util does).
+//!
+//! The native engine (`tier::native`) keeps plain sockets instead
+//! (`RawIdle`): the same last-in-first-out list per backend, a socket
+//! found readable while idle (the backend closed it) dropped when taken.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -205,4 +209,56 @@ where
         }
     });
     Ok(sender)
+}
+
+/// A backend's idle keep-alive connections of the native engine
+/// (`tier::native`): plain sockets, last in first out, each with the
+/// backend's kill generation when it went idle (a drain deadline since
+/// closes it instead of reusing it).
+#[derive(Debug, Default)]
+pub struct RawIdle {
+    conns: Mutex<Vec<(tokio::net::TcpStream, Instant, u64)>>,
+}
+
+impl RawIdle {
+    /// An idle connection the backend has not closed, opened in kill
+    /// generation `gen`. Dead ones found on the way are dropped.
+    pub fn take(&self, gen: u64) -> Option<tokio::net::TcpStream> {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((s, since, g)) = conns.pop() {
+            if g != gen || since.elapsed() >= IDLE_FOR {
+                continue;
+            }
+            // Readable while idle: the backend closed it (or sent what
+            // no request asked for). Costs no system call while the
+            // socket is known not to be readable.
+            let mut probe = [0u8; 1];
+            match s.try_read(&mut probe) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(s),
+                _ => continue,
+            }
+        }
+        None
+    }
+
+    pub fn put(&self, s: tokio::net::TcpStream, gen: u64) {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if conns.len() >= MAX_IDLE {
+            conns.retain(|(_, since, g)| *g == gen && since.elapsed() < IDLE_FOR);
+            if conns.len() >= MAX_IDLE {
+                conns.remove(0);
+            }
+        }
+        conns.push((s, Instant::now(), gen));
+    }
+
+    /// Idle connections held now.
+    pub fn count(&self) -> usize {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Closes them all (the backend's drain deadline).
+    pub fn clear(&self) {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
 }
