@@ -83,6 +83,9 @@ pub async fn serve_plain(
             let session = super::native::session(&tier, &route, &stats, io, client, fresh);
             match Box::pin(session).await {
                 super::native::Next::Park(next) => {
+                    // Its buffers went back to the pool or were freed:
+                    // counted, so the trim job returns freed heap too.
+                    add(&tier.released, 1);
                     io = next;
                     continue;
                 }
