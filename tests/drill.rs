@@ -645,3 +645,48 @@ name = "www.example.com"
     assert_eq!(resolvers(), r0);
     assert_eq!(ask_from("127.0.0.1", s.dns), ["10.1.0.1"]);
 }
+
+/// While a partial drain covers a service's candidates its answers are
+/// short-lived: `ttl_when_down`, for the clients it moved and for those it
+/// kept (the share may grow at any moment), and the full TTL again once
+/// the drain is undone.
+#[test]
+fn a_partial_drain_answers_with_ttl_when_down_until_it_is_undone() {
+    let cfg = failover_config(300).replace("ttl = 300\n", "ttl = 300\nttl_when_down = 20\n");
+    let s = TestServer::start_with(&cfg, &[("example.com.zone", TIER_ZONE)]);
+    let admin = s.admin.expect("admin");
+    let ttl_for = |net: &str| {
+        use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+        let net: ipnet::IpNet = net.parse().expect("subnet");
+        let mut q = edns_query("www.example.com.", hickory_proto::rr::RecordType::A, 1232);
+        if let Some(e) = q.edns.as_mut() {
+            e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+                net.network(),
+                net.prefix_len(),
+                0,
+            )));
+        }
+        let r = udp(s.dns, &q);
+        let a = r.answers.first().expect("an answer");
+        (a.data.to_string(), a.ttl)
+    };
+    let nets: Vec<String> = (0..40).map(|i| format!("198.18.{i}.0/24")).collect();
+    assert!(nets.iter().all(|n| ttl_for(n).1 == 300));
+    let (code, body) = http_json(
+        admin,
+        "/v1/drain",
+        r#"{"target": "eu", "for": "10m", "fraction": 0.5}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let answers: Vec<(String, u32)> = nets.iter().map(|n| ttl_for(n)).collect();
+    let moved = answers.iter().filter(|a| a.0 == "10.2.0.1").count();
+    assert!(moved > 0 && moved < nets.len(), "{answers:?}");
+    assert!(answers.iter().all(|a| a.1 == 20), "{answers:?}");
+    let (code, body) = http_json(admin, "/v1/undrain", r#"{"target": "eu"}"#);
+    assert_eq!(code, 200, "{body}");
+    let answers: Vec<(String, u32)> = nets.iter().map(|n| ttl_for(n)).collect();
+    assert!(
+        answers.iter().all(|a| a == &("10.1.0.1".to_string(), 300)),
+        "{answers:?}"
+    );
+}
