@@ -18,6 +18,7 @@ fn config(extra: &str) -> String {
         r#"
 [server]
 dns = ["127.0.0.1:0"]
+admin = "127.0.0.1:0"
 
 [geoip]
 city = "city.mmdb"
