@@ -174,6 +174,13 @@ fn a_drill_is_refused_untouched_while_a_drain_is_in_force() {
 /// `www.example.com A` for the client subnet `net` (ECS): the addresses
 /// and the scope of the answer.
 fn ask_for(dns: SocketAddr, net: &str) -> (Vec<String>, Option<u8>) {
+    let r = reply_for(dns, net);
+    let got = r.answers.iter().map(|a| a.data.to_string()).collect();
+    (got, ecs_scope(&r))
+}
+
+/// The reply to `www.example.com A` for the client subnet `net` (ECS).
+fn reply_for(dns: SocketAddr, net: &str) -> hickory_proto::op::Message {
     use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
     let net: ipnet::IpNet = net.parse().expect("subnet");
     let mut q = edns_query("www.example.com.", hickory_proto::rr::RecordType::A, 1232);
@@ -184,9 +191,7 @@ fn ask_for(dns: SocketAddr, net: &str) -> (Vec<String>, Option<u8>) {
             0,
         )));
     }
-    let r = udp(dns, &q);
-    let got = r.answers.iter().map(|a| a.data.to_string()).collect();
-    (got, ecs_scope(&r))
+    udp(dns, &q)
 }
 
 #[test]
@@ -656,17 +661,7 @@ fn a_partial_drain_answers_with_ttl_when_down_until_it_is_undone() {
     let s = TestServer::start_with(&cfg, &[("example.com.zone", TIER_ZONE)]);
     let admin = s.admin.expect("admin");
     let ttl_for = |net: &str| {
-        use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
-        let net: ipnet::IpNet = net.parse().expect("subnet");
-        let mut q = edns_query("www.example.com.", hickory_proto::rr::RecordType::A, 1232);
-        if let Some(e) = q.edns.as_mut() {
-            e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
-                net.network(),
-                net.prefix_len(),
-                0,
-            )));
-        }
-        let r = udp(s.dns, &q);
+        let r = reply_for(s.dns, net);
         let a = r.answers.first().expect("an answer");
         (a.data.to_string(), a.ttl)
     };

@@ -1349,6 +1349,71 @@ impl Default for Outcome {
 /// Tries per request at most (the first and its retries).
 const MAX_ATTEMPTS: usize = 8;
 
+/// Why [`choose`] gave no backend for a try.
+pub(super) enum Unchosen {
+    /// The group's retry budget is spent: no more tries.
+    BudgetSpent,
+    /// No backend is eligible (all down, ejected or tried).
+    NoBackend(crate::balance::NoPick),
+    /// The backend picked left the group meanwhile: try the next.
+    Vanished,
+}
+
+/// The backend for try `attempt` of a request to `group`, as both HTTP
+/// engines choose it: the retry budget for a retry, the sticky backend
+/// on the first try while it admits the client, else the balancer's pick
+/// excluding the backends tried; the pick is recorded in `tried_at`, the
+/// backend acquired, source affinity updated, and the persistence cookie
+/// to set (when the client's differs) returned with it.
+pub(super) fn choose(
+    group: &Group,
+    attempt: u32,
+    now: u64,
+    client: IpAddr,
+    sticky: &Sticky,
+    tried_at: &mut [usize],
+    n_tried: &mut usize,
+) -> Result<(Arc<Backend>, Option<HeaderValue>), Unchosen> {
+    let mut st = group.lock();
+    let percent = st.plan.retry_budget;
+    if attempt > 0 && !st.budget.retry(now, percent) {
+        tracing::debug!(group = %group.name, "retry budget spent; not retrying");
+        return Err(Unchosen::BudgetSpent);
+    }
+    let stuck = match (attempt, &sticky.to) {
+        (0, Some(b)) => st.sticky_ok(b, now, &tried_at[..*n_tried]),
+        _ => None,
+    };
+    let idx = match stuck {
+        Some(i) => i,
+        None => {
+            let mut ctx = Context::at(now)
+                .client(client)
+                .exclude(&tried_at[..*n_tried]);
+            if let Some(k) = &sticky.key {
+                ctx = ctx.key(k);
+            }
+            st.balancer.pick(&ctx).map_err(Unchosen::NoBackend)?
+        }
+    };
+    if let Some(slot) = tried_at.get_mut(*n_tried) {
+        *slot = idx;
+        *n_tried += 1;
+    }
+    let b = st
+        .balancer
+        .id(idx)
+        .and_then(|id| st.backends.get(id))
+        .cloned()
+        .ok_or(Unchosen::Vanished)?;
+    st.balancer.acquire(&b.id);
+    if let Some(t) = st.source.as_mut() {
+        t.put(client, &b, now);
+    }
+    let set = st.cookies.set_cookie(&b.id, sticky.had.as_deref());
+    Ok((b, set))
+}
+
 /// Outcome of one try.
 enum Try {
     Done(Response<DownBody>),
@@ -1471,58 +1536,27 @@ async fn handle(
         let attempt = next;
         next += 1;
         let now = tier.now_ms();
-        let (backend, set_cookie) = {
-            let mut st = group.lock();
-            let percent = st.plan.retry_budget;
-            if attempt > 0 && !st.budget.retry(now, percent) {
-                tracing::debug!(group = %group.name, "retry budget spent; not retrying");
+        let (backend, set_cookie) = match choose(
+            &group,
+            attempt,
+            now,
+            client.ip(),
+            &sticky,
+            &mut tried_at,
+            &mut n_tried,
+        ) {
+            Ok(chosen) => chosen,
+            Err(Unchosen::Vanished) => continue,
+            Err(Unchosen::BudgetSpent) => break,
+            Err(Unchosen::NoBackend(e)) => {
+                if attempt == 0 {
+                    last = Some(small(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!("no backend: {e}"),
+                    ));
+                }
                 break;
             }
-            let stuck = match (attempt, &sticky.to) {
-                (0, Some(b)) => st.sticky_ok(b, now, &tried_at[..n_tried]),
-                _ => None,
-            };
-            let idx = match stuck {
-                Some(i) => i,
-                None => {
-                    let mut ctx = Context::at(now)
-                        .client(client.ip())
-                        .exclude(&tried_at[..n_tried]);
-                    if let Some(k) = &sticky.key {
-                        ctx = ctx.key(k);
-                    }
-                    match st.balancer.pick(&ctx) {
-                        Ok(i) => i,
-                        Err(e) => {
-                            if attempt == 0 {
-                                last = Some(small(
-                                    StatusCode::SERVICE_UNAVAILABLE,
-                                    &format!("no backend: {e}"),
-                                ));
-                            }
-                            break;
-                        }
-                    }
-                }
-            };
-            if let Some(slot) = tried_at.get_mut(n_tried) {
-                *slot = idx;
-                n_tried += 1;
-            }
-            let b = st
-                .balancer
-                .id(idx)
-                .and_then(|id| st.backends.get(id))
-                .cloned();
-            let Some(b) = b else {
-                continue;
-            };
-            st.balancer.acquire(&b.id);
-            if let Some(t) = st.source.as_mut() {
-                t.put(client.ip(), &b, now);
-            }
-            let set = st.cookies.set_cookie(&b.id, sticky.had.as_deref());
-            (b, set)
         };
         // A drained backend (a sticky client with drain_sticky): its
         // connection is not put back in the pool after this request.

@@ -31,12 +31,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::h1::{self, Framing, Verdict};
-use super::http::{Prefixed, Release, Sticky};
+use super::http::{choose, Prefixed, Release, Sticky, Unchosen};
 use super::limit::{retry_after, Limited};
 use super::plan::{Action, HttpPlan};
 use super::stats::add;
 use super::{Backend, Group, ListenerStats, Route, Tier};
-use crate::balance::Context;
 
 /// Size of a read buffer (a whole request or response head must fit).
 const CAP: usize = h1::MAX_HEAD;
@@ -643,58 +642,24 @@ async fn forward(
         let attempt = next;
         next += 1;
         let now = tier.now_ms();
-        let (backend, set_cookie) = {
-            let mut st = group.lock();
-            let percent = st.plan.retry_budget;
-            if attempt > 0 && !st.budget.retry(now, percent) {
-                tracing::debug!(group = %group.name, "retry budget spent; not retrying");
+        let (backend, set_cookie) = match choose(
+            &group,
+            attempt,
+            now,
+            cx.client.ip(),
+            &req.sticky,
+            &mut tried_at,
+            &mut n_tried,
+        ) {
+            Ok(chosen) => chosen,
+            Err(Unchosen::Vanished) => continue,
+            Err(Unchosen::BudgetSpent) => break,
+            Err(Unchosen::NoBackend(e)) => {
+                if attempt == 0 {
+                    last = Some(Answer::Small(503, Cow::Owned(format!("no backend: {e}"))));
+                }
                 break;
             }
-            let stuck = match (attempt, &req.sticky.to) {
-                (0, Some(b)) => st.sticky_ok(b, now, &tried_at[..n_tried]),
-                _ => None,
-            };
-            let idx = match stuck {
-                Some(i) => i,
-                None => {
-                    let mut ctx = Context::at(now)
-                        .client(cx.client.ip())
-                        .exclude(&tried_at[..n_tried]);
-                    if let Some(k) = &req.sticky.key {
-                        ctx = ctx.key(k);
-                    }
-                    match st.balancer.pick(&ctx) {
-                        Ok(i) => i,
-                        Err(e) => {
-                            if attempt == 0 {
-                                last = Some(Answer::Small(
-                                    503,
-                                    Cow::Owned(format!("no backend: {e}")),
-                                ));
-                            }
-                            break;
-                        }
-                    }
-                }
-            };
-            if let Some(slot) = tried_at.get_mut(n_tried) {
-                *slot = idx;
-                n_tried += 1;
-            }
-            let b = st
-                .balancer
-                .id(idx)
-                .and_then(|id| st.backends.get(id))
-                .cloned();
-            let Some(b) = b else {
-                continue;
-            };
-            st.balancer.acquire(&b.id);
-            if let Some(t) = st.source.as_mut() {
-                t.put(cx.client.ip(), &b, now);
-            }
-            let set = st.cookies.set_cookie(&b.id, req.sticky.had.as_deref());
-            (b, set)
         };
         let draining = backend
             .drain
