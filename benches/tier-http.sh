@@ -13,8 +13,9 @@
 #   SECS=10 ROUNDS=5 benches/tier-http.sh       # longer, tighter intervals
 #   GEOLB=/path/geolb benches/tier-http.sh      # measure a given build
 #   RT=1 benches/tier-http.sh                   # real-time priority (as tier.sh)
+#   ONLY="tls rss" benches/tier-http.sh         # some of the scenarios below
 #
-# Knobs: SECS, ROUNDS, CONC, RATE, HOLD, HOLD_ROUNDS, FWD, RT (below),
+# Knobs: SECS, ROUNDS, CONC, RATE, HOLD, HOLD_ROUNDS, FWD, RT, ONLY (below),
 # GEOLB and HTTPLOAD (built with cargo unless both are given), KEEP_RUN=DIR
 # keeps the configs and logs in DIR.
 #
@@ -52,6 +53,9 @@
 #     fresh proxy's RSS before (NGINX: the worker's RSS plus the master's
 #     private memory). HOLD_ROUNDS (default 2) rounds.
 #
+# ONLY (default "ka close h2 tls rate rss") names the scenarios to run;
+# rate without ka needs RATE.
+#
 # The proxies do the same job: round robin over the two backends, no
 # health checks, keep-alive pools to the backends (geolb's per-listener
 # pool; HAProxy http-reuse safe; NGINX keepalive 64 with HTTP/1.1 and
@@ -79,6 +83,9 @@ HOLD=${HOLD:-10000}
 HOLD_ROUNDS=${HOLD_ROUNDS:-2}
 FWD=${FWD:-on}
 GEOLB_TLS=${GEOLB_TLS:-}
+ONLY=" ${ONLY:-ka close h2 tls rate rss} "
+want() { [[ $ONLY == *" $1 "* ]]; }
+if want rate && ! want ka && [ -z "$RATE" ]; then echo "ONLY without ka needs RATE for the rate scenario" >&2; exit 1; fi
 # Ports: geolb (HTTP/1.1 and h2c on one port), HAProxy, NGINX (each with
 # an h2c port and a TLS port), the backends (two HTTP/1.1 ports, an h2c
 # and a TLS port for the floor), geolb's admin API.
@@ -285,7 +292,8 @@ echo "$ROUNDS rounds of ${SECS}s runs; $CONC connections (h2: 8 x 8 streams); fo
 ticks() { awk '/^cpu / { print $9, $3, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
 start geolb; start haproxy; start nginx
 read -r st0 ni0 all0 < <(ticks)
-SCEN="ka close h2${TLS_ON:+ tls}"
+SCEN=
+for sc in ka close h2 ${TLS_ON:+tls}; do want "$sc" && SCEN="$SCEN $sc"; done
 ALL=(floor geolb haproxy nginx)
 order() { # round: the targets, rotated by the round number
   local i=$1 k
@@ -300,11 +308,12 @@ for i in $(seq 1 "$ROUNDS"); do
     echo "round $i $sc: requests/s floor ${r[floor]% *}, geolb ${r[geolb]% *} (busy ${r[geolb]#* }), haproxy ${r[haproxy]% *} (busy ${r[haproxy]#* }), nginx ${r[nginx]% *} (busy ${r[nginx]#* })"
   done
 done
-if [ -z "$RATE" ]; then
+if [ -z "$RATE" ] && want ka; then
   RATE=$(awk '{ print $5 }' "$RUN/ka" | median | awk '{ printf "%d\n", $1 / 2 }')
   echo "fixed rate: $RATE requests/s (half of HAProxy's median keep-alive saturation rate)"
 fi
-for i in $(seq 1 "$ROUNDS"); do
+want rate || ROUNDS_RATE=0
+for i in $(seq 1 "${ROUNDS_RATE:-$ROUNDS}"); do
   declare -A f=()
   for who in $(order "$i"); do f[$who]=$(fixed "$who"); done
   echo "${f[floor]} ${f[geolb]} ${f[haproxy]} ${f[nginx]}" >>"$RUN/rate"
@@ -316,6 +325,7 @@ awk -v s=$((st1 - st0)) -v n=$((ni1 - ni0)) -v a=$((all1 - all0)) 'BEGIN { if (a
 echo "RSS after the runs: geolb $(rss_kib "${PID[geolb]}") KiB, haproxy $(rss_kib "${PID[haproxy]}") KiB, nginx $(rss_kib "${PID[nginx]}") KiB"
 stop "${PID[geolb]}" "${PID[haproxy]}" "${PID[nginx]}"
 : >"$RUN/hold"
+want rss || HOLD_ROUNDS=0
 for i in $(seq 1 "$HOLD_ROUNDS"); do
   declare -A h=()
   for who in $(order "$i" | sed 's/floor //'); do h[$who]=$(hold_once "$who"); done
@@ -330,6 +340,7 @@ echo "| scenario | geolb / HAProxy (95 % CI), rounds ahead | geolb / NGINX (95 %
 echo "|---|---|---|"
 row() { # label lower file awk-expression-for-"a b c" (geolb haproxy nginx)
   local a b
+  [ -s "$3" ] || return 0
   a=$(awk "{ $4; print g, h }" "$3" | paired x "$2" | sed 's/^x: //; s/, geolb ahead in/,/; s/ pairs$//')
   b=$(awk "{ $4; print g, n }" "$3" | paired x "$2" | sed 's/^x: //; s/, geolb ahead in/,/; s/ pairs$//')
   echo "| $1 | $a | $b |"

@@ -1167,7 +1167,8 @@ async fn connection(
     let trusted =
         !route.plan.accept_proxy_from.is_empty() && ip_in(peer.ip(), &route.plan.accept_proxy_from);
     let (src, dst, rest) = if trusted {
-        match proxy::read(&mut client, route.plan.proxy_header_timeout).await {
+        let read = Box::pin(proxy::read(&mut client, route.plan.proxy_header_timeout));
+        match read.await {
             Ok(r) => {
                 let (s, d) = r.addrs.unwrap_or((peer, local));
                 (s, d, r.rest)
@@ -1187,22 +1188,28 @@ async fn connection(
         let (t, r, s) = (tier_arc.clone(), route_arc.clone(), stats_arc.clone());
         // Each kind of connection runs in its own allocation, so the
         // task's own future stays small (an idle HTTP connection holds
-        // little more than it).
+        // little more than it). The boxes are made in statements of their
+        // own: a future built in the statement that awaits it keeps its
+        // full size in this one's state (a moved-from temporary's storage
+        // lives to the end of the statement).
         match &h.tls {
-            None => Box::pin(plain::serve_plain(t, r, s, io, src)).await,
+            None => {
+                let f = Box::pin(plain::serve_plain(t, r, s, io, src));
+                f.await
+            }
             Some(tls) => {
-                Box::pin(async move {
+                let f = Box::pin(async move {
                     match tls::handshake(tls, io, h.header_timeout, &s).await {
                         Ok(io) => http::serve(t, r, s, io, src).await,
                         Err(e) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                     }
-                })
-                .await
+                });
+                f.await
             }
         }
         return;
     }
-    Box::pin(tcp(
+    let f = Box::pin(tcp(
         route,
         stats,
         tier,
@@ -1211,8 +1218,8 @@ async fn connection(
         (src, dst),
         rest,
         trusted,
-    ))
-    .await;
+    ));
+    f.await;
 }
 
 /// A TCP (`mode = "tcp"`) connection: a backend, then bytes both ways.

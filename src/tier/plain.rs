@@ -74,14 +74,17 @@ pub async fn serve_plain(
         // native engine spots it in its own buffer (one read, no copy).
         let mut h2 = false;
         if fresh && !native {
-            match Box::pin(sniff_h2(&mut io, header_timeout)).await {
+            let sniff = Box::pin(sniff_h2(&mut io, header_timeout));
+            match sniff.await {
                 Some(h) => h2 = h,
                 None => return,
             }
         }
         if native && !h2 {
-            let session = super::native::session(&tier, &route, &stats, io, client, fresh);
-            match Box::pin(session).await {
+            let session = Box::pin(super::native::session(
+                &tier, &route, &stats, io, client, fresh,
+            ));
+            match session.await {
                 super::native::Next::Park(next) => {
                     // Its buffers went back to the pool or were freed:
                     // counted, so the trim job returns freed heap too.
@@ -98,12 +101,16 @@ pub async fn serve_plain(
             }
         }
         if h2 {
-            let svc = service(tier.clone(), route.clone(), stats.clone(), client, None);
-            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .serve_connection(TokioIo::new(io), svc);
-            let conn = Box::pin(conn);
-            Box::pin(run_to_end(conn, &stats, stop, drain_window, client)).await;
+            let conn = Box::pin(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .serve_connection(
+                        TokioIo::new(io),
+                        service(tier.clone(), route.clone(), stats.clone(), client, None),
+                    ),
+            );
+            let run = Box::pin(run_to_end(conn, &stats, stop, drain_window, client));
+            run.await;
             return;
         }
         let session = Box::pin(http1_session(
