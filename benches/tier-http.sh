@@ -49,7 +49,7 @@
 #     keep-alive saturation rate from 1.;
 #  6. rss: a fresh proxy, then HOLD (default 10 000) keep-alive clients
 #     that each send one request, read the response and stay open and
-#     idle (httpload hold); VmRSS once all are open, next to the same
+#     idle (httpload hold); VmRSS 3 s after all are open, next to the same
 #     fresh proxy's RSS before (NGINX: the worker's RSS plus the master's
 #     private memory). HOLD_ROUNDS (default 2) rounds.
 #
@@ -277,7 +277,7 @@ hold_once() { # who
   "${ON1[@]}" "$HTTPLOAD" hold "127.0.0.1:$(port "$who" ka)" "$HOLD" / <"$fifo" >"$RUN/hold.out" 2>&1 & hpid=$!
   exec {keep}>"$fifo"
   for _ in $(seq 1 600); do grep -q '^open=' "$RUN/hold.out" && break; sleep 0.1; done
-  sleep 1
+  sleep 3 # what each keeps, not what it borrowed while they came (freed memory goes back within a second or two)
   held=$(rss_kib "${PID[$who]}")
   n=$(sed -n 's/^open=\([0-9]*\).*/\1/p' "$RUN/hold.out")
   if [ "${n:-0}" -lt "$HOLD" ]; then echo "  $who: only ${n:-0} of $HOLD clients held ($(cat "$RUN/hold.out"))" >&2; held=0; fi

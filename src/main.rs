@@ -14,6 +14,22 @@ use tracing_subscriber::EnvFilter;
 use geolb::config::Overrides;
 use geolb::server::Server;
 
+/// jemalloc: objects of one size class share slabs, so the small objects an
+/// idle connection keeps are not strewn between the buffers busy ones
+/// borrow; under glibc's malloc those pages stayed resident (9 930 idle
+/// HTTP clients: 4.4 KB each against 2.0 KB here; ARCHITECTURE.md).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options: a background thread gives freed pages back to the
+/// system after a second (its default is ten), so RSS follows what is live.
+// SAFETY: jemalloc reads this NUL-terminated string once, at its first
+// allocation; it is the documented way to set its options at build time.
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8; 60] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 #[derive(Parser)]
 #[command(
     name = "geolb",

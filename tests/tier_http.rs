@@ -1309,6 +1309,8 @@ fn an_idle_keep_alive_connection_gives_its_buffers_back_and_serves_its_next_requ
     assert_eq!((n, rest.as_str()), (0, ""));
     let t = tier_status(&s);
     assert_eq!(t["listeners"][0]["header_timeouts"], 0);
+    // Sent away by the listener's sweep of its parked connections.
+    assert_eq!(t["listeners"][0]["idle_closed"], 1, "{t}");
     assert!(
         wait_for(Duration::from_secs(5), || tier_status(&s)["listeners"][0]
             ["parked"]

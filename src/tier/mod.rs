@@ -25,6 +25,7 @@ pub mod http;
 pub mod limit;
 pub mod load;
 pub mod native;
+pub mod parked;
 pub mod plain;
 pub mod plan;
 pub mod proxy;
@@ -368,6 +369,7 @@ impl Tier {
                     _ = stop.changed() => return,
                 }
                 let Some(t) = me.upgrade() else { return };
+                t.sweep_parked();
                 t.enforce_drains();
                 t.measure_load();
                 if tick % 5 == 0 {
@@ -599,7 +601,7 @@ impl Tier {
         for a in gone {
             if let Some(l) = run.listeners.remove(&a) {
                 l.task.abort();
-                l.stats.closing.send_replace(true);
+                l.stats.close();
                 tracing::info!(bind = %a, "tier listener closed (removed from the config); its HTTP connections close within the drain window");
             }
         }
@@ -759,6 +761,22 @@ impl Tier {
             if let Some(l) = &r.limits {
                 l.sweep();
             }
+        }
+    }
+
+    /// Sends away the parked HTTP connections past their keep-alive idle
+    /// time (`header_timeout`), every listener's.
+    fn sweep_parked(&self) {
+        let stats: Vec<Arc<ListenerStats>> = self
+            .lock()
+            .listeners
+            .values()
+            .map(|l| l.stats.clone())
+            .collect();
+        let now = Instant::now();
+        for s in stats {
+            let n = s.parked_set.sweep(now);
+            add(&s.idle_closed, n as u64);
         }
     }
 
@@ -1024,7 +1042,12 @@ async fn accept_loop(
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                // The node stops: its connections close as when the
+                // listener is removed.
+                stats.close();
+                return;
+            }
         };
         let (client, peer) = match accepted {
             Ok(x) => x,
@@ -1048,11 +1071,37 @@ async fn accept_loop(
             continue;
         }
         let Some(t) = tier.upgrade() else { return };
-        let stats = stats.clone();
-        tokio::spawn(async move {
-            connection(t, r, stats.clone(), client, peer, local).await;
-            stats.active.fetch_sub(1, Relaxed);
-        });
+        let active = Active(stats.clone());
+        let s = stats.clone();
+        // Cleartext HTTP from a client that sends no PROXY header: the
+        // connection's task is `serve_plain` itself, with nothing else held
+        // across its awaits (what a parked keep-alive connection keeps).
+        let plain = matches!(&r.plan.mode, Mode::Http(h) if h.tls.is_none())
+            && (r.plan.accept_proxy_from.is_empty()
+                || !ip_in(peer.ip(), &r.plan.accept_proxy_from));
+        if plain {
+            let _ = client.set_nodelay(true);
+            tokio::spawn(async move {
+                let _active = active;
+                plain::serve_plain(t, r, s, http::Prefixed::new(Vec::new(), client), peer).await;
+            });
+        } else {
+            tokio::spawn(async move {
+                let _active = active;
+                connection(t, r, s, client, peer, local).await;
+            });
+        }
+    }
+}
+
+/// Counts a connection in its listener's `active` while it lives.
+struct Active(Arc<ListenerStats>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0
+            .active
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -1193,10 +1242,8 @@ async fn connection(
         // full size in this one's state (a moved-from temporary's storage
         // lives to the end of the statement).
         match &h.tls {
-            None => {
-                let f = Box::pin(plain::serve_plain(t, r, s, io, src));
-                f.await
-            }
+            // The task's own: small, it is what a parked connection keeps.
+            None => plain::serve_plain(t, r, s, io, src).await,
             Some(tls) => {
                 let f = Box::pin(async move {
                     match tls::handshake(tls, io, h.header_timeout, &s).await {

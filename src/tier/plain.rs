@@ -36,11 +36,15 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves one cleartext client connection until it closes: h2c when it
 /// opens with the HTTP/2 preface, else HTTP/1.1 that gives its buffers back
-/// while idle — after `PARK_AFTER` with nothing to read, hyper's
-/// connection (its read and write buffers) is taken apart and the socket
-/// waits for the next request holding no buffer; the next request's first
-/// byte starts a fresh one. An idle keep-alive connection then costs its
-/// socket and a small task, not hyper's buffers.
+/// while idle — after `PARK_AFTER` with nothing to read, the session (the
+/// native loop's or hyper's buffers) is taken apart and the socket waits
+/// for the next request holding no buffer; the next request's first byte
+/// starts a fresh one.
+///
+/// This future is the connection task's own (not boxed) and holds only the
+/// parked wait; everything a session needs is boxed per session
+/// (`session`). An idle keep-alive connection then costs its task and its
+/// socket's registration (`examples/http_allocs.rs --idle`).
 pub async fn serve_plain(
     tier: Arc<Tier>,
     route: Arc<Route>,
@@ -48,88 +52,104 @@ pub async fn serve_plain(
     mut io: Prefixed<tokio::net::TcpStream>,
     client: SocketAddr,
 ) {
-    let super::Mode::Http(plan) = &route.plan.mode else {
-        return;
+    let header_timeout = match &route.plan.mode {
+        super::Mode::Http(plan) => plan.header_timeout,
+        _ => return,
     };
-    let (header_timeout, drain_window) = (plan.header_timeout, plan.drain_window);
-    let mut closing = stats.closing.subscribe();
-    let mut stop = tier.shutdown.clone();
-    let native = plan.engine == super::plan::Http1Engine::Native;
-    let mut first = true;
+    let mut fresh = true;
     loop {
         if io.is_empty() {
             // Idle: no buffer held; keep-alive idle is `header_timeout`.
             let _parked = Parked::new(&stats.parked);
-            let ready = tokio::select! {
-                r = tokio::time::timeout(header_timeout, io.get_ref().readable()) => matches!(r, Ok(Ok(()))),
-                _ = closing.wait_for(|c| *c) => false,
-                _ = stop.wait_for(|s| *s) => false,
-            };
-            if !ready {
+            if !park(&stats, &io, header_timeout).await {
                 return;
             }
         }
-        let fresh = std::mem::take(&mut first);
-        // h2c by its preface: sniffed here for hyper's HTTP/1 engine; the
-        // native engine spots it in its own buffer (one read, no copy).
-        let mut h2 = false;
-        if fresh && !native {
-            let sniff = Box::pin(sniff_h2(&mut io, header_timeout));
-            match sniff.await {
-                Some(h) => h2 = h,
-                None => return,
-            }
-        }
-        if native && !h2 {
-            let session = Box::pin(super::native::session(
-                &tier, &route, &stats, io, client, fresh,
-            ));
-            match session.await {
-                super::native::Next::Park(next) => {
-                    // Its buffers went back to the pool or were freed:
-                    // counted, so the trim job returns freed heap too.
-                    add(&tier.released, 1);
-                    io = next;
-                    continue;
-                }
-                super::native::Next::Hyper(next) => io = next,
-                super::native::Next::H2(next) => {
-                    io = next;
-                    h2 = true;
-                }
-                super::native::Next::Closed => return,
-            }
-        }
-        if h2 {
-            let conn = Box::pin(
-                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .serve_connection(
-                        TokioIo::new(io),
-                        service(tier.clone(), route.clone(), stats.clone(), client, None),
-                    ),
-            );
-            let run = Box::pin(run_to_end(conn, &stats, stop, drain_window, client));
-            run.await;
-            return;
-        }
-        let session = Box::pin(http1_session(
+        let once = Box::pin(session(
             &tier,
             &route,
             &stats,
             io,
             client,
-            header_timeout,
-            drain_window,
+            std::mem::take(&mut fresh),
         ));
-        match session.await {
+        match once.await {
             Some(next) => {
+                // Its buffers went back to the pool or were freed:
+                // counted, so the trim job returns freed heap too.
                 add(&tier.released, 1);
                 io = next;
             }
             None => return,
         }
     }
+}
+
+/// Waits, holding no buffer, timer or waiter, for the socket to be
+/// readable: false when the listener's parked set sent it away (past
+/// `within`, or the listener closed).
+async fn park(
+    stats: &ListenerStats,
+    io: &Prefixed<tokio::net::TcpStream>,
+    within: Duration,
+) -> bool {
+    use std::os::fd::AsRawFd;
+    let sock = io.get_ref();
+    let Some(place) = stats
+        .parked_set
+        .park(sock.as_raw_fd(), std::time::Instant::now() + within)
+    else {
+        return false;
+    };
+    // The socket's own reader slot holds the waker.
+    let ready = std::future::poll_fn(|cx| sock.poll_read_ready(cx)).await;
+    !place.leave() && ready.is_ok()
+}
+
+/// One session, from the first byte of a request to the next park (the
+/// socket back, holding no buffer) or the connection's end (None).
+async fn session(
+    tier: &Arc<Tier>,
+    route: &Arc<Route>,
+    stats: &Arc<ListenerStats>,
+    mut io: Prefixed<tokio::net::TcpStream>,
+    client: SocketAddr,
+    fresh: bool,
+) -> Option<Prefixed<tokio::net::TcpStream>> {
+    let super::Mode::Http(plan) = &route.plan.mode else {
+        return None;
+    };
+    let (header_timeout, drain_window) = (plan.header_timeout, plan.drain_window);
+    let native = plan.engine == super::plan::Http1Engine::Native;
+    // h2c by its preface: sniffed here for hyper's HTTP/1 engine; the
+    // native engine spots it in its own buffer (one read, no copy).
+    let mut h2 = false;
+    if fresh && !native {
+        h2 = sniff_h2(&mut io, header_timeout).await?;
+    }
+    if native && !h2 {
+        match super::native::session(tier, route, stats, io, client, fresh).await {
+            super::native::Next::Park(next) => return Some(next),
+            super::native::Next::Hyper(next) => io = next,
+            super::native::Next::H2(next) => {
+                io = next;
+                h2 = true;
+            }
+            super::native::Next::Closed => return None,
+        }
+    }
+    if h2 {
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .serve_connection(
+                TokioIo::new(io),
+                service(tier.clone(), route.clone(), stats.clone(), client, None),
+            );
+        let conn = Box::pin(conn);
+        run_to_end(conn, stats, tier.shutdown.clone(), drain_window, client).await;
+        return None;
+    }
+    http1_session(tier, route, stats, io, client, header_timeout, drain_window).await
 }
 
 /// Reads up to the length of the HTTP/2 preface (less when the bytes stop

@@ -91,6 +91,8 @@ pub struct ListenerStats {
     /// Set when the listener is removed: its HTTP connections close within
     /// the drain window.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// HTTP: the parked connections (their deadlines, their closing).
+    pub parked_set: super::parked::ParkedSet,
     /// HTTP: backend connections the listener's pool opened.
     pub backend_connects: std::sync::Arc<AtomicU64>,
     /// HTTP: each route's counters by label (read at reloads and by the API).
@@ -132,6 +134,15 @@ impl BackendStats {
             u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+    }
+}
+
+impl ListenerStats {
+    /// The listener closes (removed, or the node stops): its connections
+    /// close within the drain window, the parked ones now.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+        self.parked_set.close();
     }
 }
 
