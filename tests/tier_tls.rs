@@ -401,6 +401,103 @@ fn rfc7301_3_2_alpn_http11_and_no_alpn_are_served_as_http11() {
     }
 }
 
+/// Reads one response with a Content-Length body from `io`: status and
+/// body (what was read past it is kept in `rest`).
+async fn read_response<I: tokio::io::AsyncRead + Unpin>(
+    io: &mut I,
+    rest: &mut Vec<u8>,
+) -> (u16, String) {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&rest[..end]).into_owned();
+            let status = head
+                .split(' ')
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if rest.len() >= end + 4 + len {
+                let body = String::from_utf8_lossy(&rest[end + 4..end + 4 + len]).into_owned();
+                rest.drain(..end + 4 + len);
+                return (status, body);
+            }
+        }
+        let n = io.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed before a whole response: {rest:?}");
+        rest.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// An HTTPS keep-alive connection idle between requests parks (its
+/// request buffers given back, the TLS session kept) and serves its next
+/// request; pipelined requests are answered in order; a request the
+/// native loop hands on (HTTP/1.0) is served by hyper on the same
+/// connection.
+#[test]
+fn an_https_keep_alive_connection_parks_between_requests_and_serves_the_next() {
+    use tokio::io::AsyncWriteExt;
+    let rt = rt();
+    let pki = Pki::new("test CA");
+    let (app, _) = two_certs(&pki);
+    let (s, be) = serve_app(&rt, &app, "header_timeout = \"10s\"");
+    let parked = |n: u64| {
+        wait_for(Duration::from_secs(5), || {
+            tier_status(&s)["listeners"][0]["parked"] == n
+        })
+        .is_some()
+    };
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(vip(&s)).await.expect("tcp");
+        let name = ServerName::try_from("app.example.test".to_string()).expect("name");
+        let mut tls = client(&pki.ca_pem, &["http/1.1"])
+            .connect(name, tcp)
+            .await
+            .expect("handshake");
+        let mut rest = Vec::new();
+        let get = |p: &str| format!("GET {p} HTTP/1.1\r\nHost: app.example.test\r\n\r\n");
+        tls.write_all(get("/one").as_bytes()).await.expect("write");
+        let (code, body) = read_response(&mut tls, &mut rest).await;
+        assert_eq!(code, 200, "{body}");
+        assert_has(
+            &body,
+            &["a HTTP/1.1 GET /one\n", "\nx-forwarded-proto: https\n"],
+        );
+        assert!(
+            tokio::task::block_in_place(|| parked(1)),
+            "parked while idle"
+        );
+        // After parking, two pipelined requests in one write.
+        tls.write_all(format!("{}{}", get("/two"), get("/three")).as_bytes())
+            .await
+            .expect("write");
+        for want in ["GET /two", "GET /three"] {
+            let (code, body) = read_response(&mut tls, &mut rest).await;
+            assert_eq!(code, 200, "{body}");
+            assert!(body.contains(want), "{want}: {body}");
+        }
+        assert!(tokio::task::block_in_place(|| parked(1)));
+        // HTTP/1.0 is hyper's: served on the same connection.
+        tls.write_all(b"GET /four HTTP/1.0\r\nHost: app.example.test\r\n\r\n")
+            .await
+            .expect("write");
+        let (code, body) = read_response(&mut tls, &mut rest).await;
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("GET /four"), "{body}");
+    });
+    assert_eq!(be.hits.load(Ordering::Relaxed), 4);
+    let t = tier_status(&s);
+    assert_eq!(t["listeners"][0]["tls_handshakes"], 1, "{t}");
+}
+
 /// A reload with a key that does not belong to its certificate is
 /// refused, naming the file and line, and the old certificate serves on;
 /// a reload with a new certificate serves it to new connections while a

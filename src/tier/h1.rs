@@ -426,7 +426,11 @@ pub fn write_backend_head(head: &RequestHead<'_, '_>, f: &Forward<'_>, out: &mut
         }
     }
     if plan.forwarded_for != ForwardedFor::Off {
-        out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+        out.extend_from_slice(if plan.tls.is_some() {
+            b"x-forwarded-proto: https\r\n".as_slice()
+        } else {
+            b"x-forwarded-proto: http\r\n"
+        });
         if let Some(host_sent) = host_sent {
             out.extend_from_slice(b"x-forwarded-host: ");
             out.extend_from_slice(host_sent);
@@ -447,7 +451,11 @@ pub fn write_backend_head(head: &RequestHead<'_, '_>, f: &Forward<'_>, out: &mut
         } else {
             out.extend_from_slice(ip);
         }
-        out.extend_from_slice(b";proto=http");
+        out.extend_from_slice(if plan.tls.is_some() {
+            b";proto=https".as_slice()
+        } else {
+            b";proto=http"
+        });
         if let Some(h) = f.host {
             out.extend_from_slice(b";host=\"");
             out.extend_from_slice(h.as_bytes());

@@ -233,6 +233,10 @@ impl<T> Prefixed<T> {
         &self.inner
     }
 
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
     /// Puts bytes read from the front back in front.
     pub fn put_back(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {

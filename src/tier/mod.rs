@@ -1247,6 +1247,13 @@ async fn connection(
             Some(tls) => {
                 let f = Box::pin(async move {
                     match tls::handshake(tls, io, h.header_timeout, &s).await {
+                        // HTTP/1.1 (by ALPN, or none) on the native engine.
+                        Ok(io)
+                            if h.engine == plan::Http1Engine::Native
+                                && io.get_ref().1.alpn_protocol() != Some(b"h2") =>
+                        {
+                            plain::serve_tls(t, r, s, io, src).await
+                        }
                         Ok(io) => http::serve(t, r, s, io, src).await,
                         Err(e) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                     }

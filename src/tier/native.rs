@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::h1::{self, Framing, Verdict};
@@ -112,7 +112,7 @@ impl Buf {
     }
 
     /// Reads what `s` has (0: it closed). A full buffer is an error.
-    async fn fill(&mut self, s: &mut TcpStream) -> std::io::Result<usize> {
+    async fn fill<R: AsyncRead + Unpin>(&mut self, s: &mut R) -> std::io::Result<usize> {
         if self.end == self.b.len() {
             self.compact();
             if self.end == self.b.len() {
@@ -165,16 +165,51 @@ impl Drop for Out {
 }
 
 /// Where a native session stopped.
-pub enum Next {
+pub enum Next<S> {
     /// Idle for `PARK_AFTER` with nothing read of a next request: the
     /// socket, holding no buffer.
-    Park(Prefixed<TcpStream>),
+    Park(Prefixed<S>),
     /// A request for hyper, with the bytes read of it in front.
-    Hyper(Prefixed<TcpStream>),
+    Hyper(Prefixed<S>),
     /// The HTTP/2 preface (h2c by prior knowledge), with what was read.
-    H2(Prefixed<TcpStream>),
+    H2(Prefixed<S>),
     /// The connection is done.
     Closed,
+}
+
+/// A client connection the native loop serves: cleartext TCP, or TLS over
+/// it (HTTP/1.1 by ALPN, or no ALPN).
+pub trait Client: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Waits until a read would find something (or the end, or an error).
+    fn ready(&mut self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+}
+
+impl Client for TcpStream {
+    async fn ready(&mut self) -> std::io::Result<()> {
+        self.readable().await
+    }
+}
+
+impl Client for tokio_rustls::server::TlsStream<Prefixed<TcpStream>> {
+    async fn ready(&mut self) -> std::io::Result<()> {
+        let (io, tls) = self.get_mut();
+        if !io.is_empty() {
+            return Ok(());
+        }
+        // Records already read may hold a request (or an alert, or the
+        // end): a read finds them without the socket being readable.
+        match tls.process_new_packets() {
+            Ok(s) if s.plaintext_bytes_to_read() == 0 && !s.peer_has_closed() => {}
+            _ => return Ok(()),
+        }
+        io.get_ref().readable().await
+    }
+}
+
+/// Writes all of `b` to the client (TLS: out of the session's buffer too).
+async fn send<S: Client>(sock: &mut S, b: &[u8]) -> std::io::Result<()> {
+    sock.write_all(b).await?;
+    sock.flush().await
 }
 
 /// The end of the blank line that ends a head in `b`, if there is one
@@ -262,14 +297,14 @@ struct Req {
 
 /// Serves requests on a cleartext HTTP/1.1 client connection until it is
 /// idle (`Next::Park`), closes, or sends what hyper must serve.
-pub async fn session(
+pub async fn session<S: Client>(
     tier: &Tier,
     route: &Route,
     stats: &ListenerStats,
-    io: Prefixed<TcpStream>,
+    io: Prefixed<S>,
     client: SocketAddr,
     fresh: bool,
-) -> Next {
+) -> Next<S> {
     let super::Mode::Http(plan) = &route.plan.mode else {
         return Next::Closed;
     };
@@ -305,7 +340,7 @@ pub async fn session(
                 // Between requests: the buffer goes back to the pool; after
                 // PARK_AFTER with nothing to read the connection parks.
                 drop(held);
-                match tokio::time::timeout(super::http::PARK_AFTER, sock.readable()).await {
+                match tokio::time::timeout(super::http::PARK_AFTER, sock.ready()).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return Next::Closed,
                     Err(_) => return Next::Park(Prefixed::new(Vec::new(), sock)),
@@ -318,7 +353,18 @@ pub async fn session(
         while !head_complete(b.data()) && b.len() < h1::MAX_HEAD {
             let d =
                 *deadline.get_or_insert_with(|| tokio::time::Instant::now() + plan.header_timeout);
-            match tokio::time::timeout_at(d, b.fill(&mut sock)).await {
+            // Nothing of a request read yet (the readiness was of TLS
+            // records with no request in them, or stale): parks again
+            // after PARK_AFTER rather than holding the buffers.
+            let until = if b.is_empty() {
+                d.min(tokio::time::Instant::now() + super::http::PARK_AFTER)
+            } else {
+                d
+            };
+            match tokio::time::timeout_at(until, b.fill(&mut sock)).await {
+                Err(_) if b.is_empty() && until < d => {
+                    return Next::Park(Prefixed::new(Vec::new(), sock));
+                }
                 Err(_) => {
                     if !b.is_empty() {
                         request_timeout(&cx, &mut sock).await;
@@ -354,21 +400,21 @@ pub async fn session(
                 }
                 Err(Verdict::Partial) => Err((400, "malformed request head")),
                 Err(Verdict::Refuse(code, why)) => Err((code, why)),
-                Ok(head) => Ok(prepare(
-                    &cx,
-                    &head,
-                    drain_close,
-                    &mut out,
-                    &mut up.0,
-                    &mut down.0,
-                )),
+                Ok(head) => {
+                    match prepare(&cx, &head, drain_close, &mut out, &mut up.0, &mut down.0) {
+                        Prepared::Hyper => {
+                            return Next::Hyper(Prefixed::new(b.data().to_vec(), sock));
+                        }
+                        p => Ok(p),
+                    }
+                }
             }
         };
         add(&stats.requests, 1);
         let (mut req, len) = match prepared {
             Err((code, why)) => {
                 h1::write_small(code, why, &[], true, &mut down.0);
-                let _ = sock.write_all(&down.0).await;
+                let _ = send(&mut sock, &down.0).await;
                 finish(&cx, &mut out, code);
                 let _ = tokio::time::timeout(Duration::from_secs(1), sock.shutdown()).await;
                 return Next::Closed;
@@ -376,7 +422,7 @@ pub async fn session(
             Ok(Prepared::Respond { status, len, close }) => {
                 b.consume(len);
                 finish(&cx, &mut out, status);
-                if sock.write_all(&down.0).await.is_err() {
+                if send(&mut sock, &down.0).await.is_err() {
                     return Next::Closed;
                 }
                 if close {
@@ -387,6 +433,8 @@ pub async fn session(
                 continue;
             }
             Ok(Prepared::Forward(req, len)) => (req, len),
+            // (Returned above, with the bytes read.)
+            Ok(Prepared::Hyper) => return Next::Closed,
         };
         b.consume(len);
         if drain_close {
@@ -411,10 +459,10 @@ pub async fn session(
 }
 
 /// A request head that did not arrive in time: 408 (RFC 9110 §15.5.9).
-async fn request_timeout(cx: &Cx<'_>, sock: &mut TcpStream) {
+async fn request_timeout<S: Client>(cx: &Cx<'_>, sock: &mut S) {
     add(&cx.stats.header_timeouts, 1);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        sock.write_all(super::http::REQUEST_TIMEOUT).await?;
+        send(sock, super::http::REQUEST_TIMEOUT).await?;
         sock.shutdown().await
     })
     .await;
@@ -444,6 +492,9 @@ enum Prepared {
         close: bool,
     },
     Forward(Req, usize),
+    /// The route's group speaks TLS or HTTP/2 to its backends (its own
+    /// pool, hyper's): the request is hyper's, nothing counted yet.
+    Hyper,
 }
 
 /// Everything a request needs from its head, while the head is borrowed
@@ -459,6 +510,17 @@ fn prepare(
 ) -> Prepared {
     let (route, plan) = (cx.route, cx.plan);
     let host = h1::routing_host(head.host);
+    let rule = super::http::route_by(plan, host.as_deref(), head.path(), |n, v| head.has(n, v));
+    let target = match rule {
+        Some(i) => match &plan.rules[i].action {
+            Action::Group(_) => route.rule_groups.get(i).and_then(Option::as_ref),
+            Action::Respond { .. } => None,
+        },
+        None => Some(&route.group),
+    };
+    if target.is_some_and(|g| g.upstream.load().is_some()) {
+        return Prepared::Hyper;
+    }
     if route.access.is_some() {
         out.seen = Some((
             head.method.to_string(),
@@ -490,7 +552,6 @@ fn prepare(
             close,
         };
     }
-    let rule = super::http::route_by(plan, host.as_deref(), head.path(), |n, v| head.has(n, v));
     let idx = rule.unwrap_or(plan.rules.len());
     if let Some(rs) = route.route_stats.get(idx) {
         add(&rs.requests, 1);
@@ -615,9 +676,9 @@ fn finish(cx: &Cx<'_>, out: &mut Outcome, status: u16) {
 /// Sends a request to its group's backends (retrying as the hyper engine
 /// does) and the answer to the client: whether the client connection
 /// stays open.
-async fn forward(
+async fn forward<S: Client>(
     cx: &Cx<'_>,
-    sock: &mut TcpStream,
+    sock: &mut S,
     buf: &mut Buf,
     req: &mut Req,
     up: &mut Vec<u8>,
@@ -730,8 +791,8 @@ enum BodyError {
 }
 
 /// Passes the client's request body to the backend, within `deadline`.
-async fn send_body(
-    sock: &mut TcpStream,
+async fn send_body<S: Client>(
+    sock: &mut S,
     buf: &mut Buf,
     req: &mut Req,
     conn: &mut TcpStream,
@@ -774,9 +835,9 @@ async fn send_body(
 
 /// One try on `backend`: the request out, the response head in.
 #[allow(clippy::too_many_arguments)]
-async fn one_try(
+async fn one_try<S: Client>(
     cx: &Cx<'_>,
-    sock: &mut TcpStream,
+    sock: &mut S,
     buf: &mut Buf,
     req: &mut Req,
     (group, backend): (&Arc<Group>, Arc<Backend>),
@@ -1002,9 +1063,9 @@ async fn one_try(
 
 /// Writes the answer to the client (a backend's response: its head, then
 /// its body as it comes): whether the client connection stays open.
-async fn answer(
+async fn answer<S: Client>(
     cx: &Cx<'_>,
-    sock: &mut TcpStream,
+    sock: &mut S,
     req: &mut Req,
     a: Answer,
     set_cookie: Option<http::HeaderValue>,
@@ -1029,7 +1090,7 @@ async fn answer(
             };
             h1::write_small(code, &msg, extra, req.close, down);
             finish(cx, out, code);
-            sock.write_all(down).await.is_ok() && !req.close
+            send(sock, down).await.is_ok() && !req.close
         }
         Answer::Up(mut u) => {
             let close = u.close || req.close;
@@ -1095,9 +1156,9 @@ async fn answer(
 
 /// Passes a backend's response body to the client (`down` holds the head
 /// not yet written), pausing at most `response_timeout` between reads.
-async fn relay_body(
+async fn relay_body<S: Client>(
     cx: &Cx<'_>,
-    sock: &mut TcpStream,
+    sock: &mut S,
     u: &mut UpResp,
     down: &mut Vec<u8>,
 ) -> Result<(), BodyError> {
@@ -1119,14 +1180,14 @@ async fn relay_body(
         };
         if done || u.head.framing == Framing::None {
             if first {
-                sock.write_all(down).await.map_err(|_| BodyError::Write)?;
+                send(sock, down).await.map_err(|_| BodyError::Write)?;
             }
             return Ok(());
         }
         if u.buf.is_empty() {
             if first && !down.is_empty() {
                 // The head goes out before waiting for the body.
-                sock.write_all(down).await.map_err(|_| BodyError::Write)?;
+                send(sock, down).await.map_err(|_| BodyError::Write)?;
                 down.clear();
             }
             // The backend's drain deadline closes its connections, this
@@ -1143,7 +1204,7 @@ async fn relay_body(
                 Err(_) => return Err(BodyError::Timeout),
                 Ok(Ok(0)) if until_close => {
                     if first && !down.is_empty() {
-                        sock.write_all(down).await.map_err(|_| BodyError::Write)?;
+                        send(sock, down).await.map_err(|_| BodyError::Write)?;
                     }
                     return Ok(());
                 }
@@ -1164,12 +1225,12 @@ async fn relay_body(
         if first && down.len() + n <= 2 * CAP {
             // Head and the first body bytes in one write.
             down.extend_from_slice(&u.buf.data()[..n]);
-            sock.write_all(down).await.map_err(|_| BodyError::Write)?;
+            send(sock, down).await.map_err(|_| BodyError::Write)?;
         } else {
             if first {
-                sock.write_all(down).await.map_err(|_| BodyError::Write)?;
+                send(sock, down).await.map_err(|_| BodyError::Write)?;
             }
-            sock.write_all(&u.buf.data()[..n])
+            send(sock, &u.buf.data()[..n])
                 .await
                 .map_err(|_| BodyError::Write)?;
         }

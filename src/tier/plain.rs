@@ -85,6 +85,66 @@ pub async fn serve_plain(
     }
 }
 
+/// An HTTPS client connection speaking HTTP/1.1 (by ALPN, or with none)
+/// on the native engine: its requests by the native loop, parked between
+/// them as cleartext ones are (the TLS session's state stays; the loop's
+/// buffers go back). What the native loop hands on (upgrades and the
+/// like) is served by hyper for the rest of the connection.
+pub async fn serve_tls(
+    tier: Arc<Tier>,
+    route: Arc<Route>,
+    stats: Arc<ListenerStats>,
+    io: TlsClient,
+    client: SocketAddr,
+) {
+    let header_timeout = match &route.plan.mode {
+        super::Mode::Http(plan) => plan.header_timeout,
+        _ => return,
+    };
+    let mut io = Prefixed::new(Vec::new(), io);
+    loop {
+        if io.is_empty() {
+            let _parked = Parked::new(&stats.parked);
+            if !park_tls(&stats, io.get_mut(), header_timeout).await {
+                return;
+            }
+        }
+        let once = Box::pin(super::native::session(
+            &tier, &route, &stats, io, client, false,
+        ));
+        match once.await {
+            super::native::Next::Park(next) => {
+                add(&tier.released, 1);
+                io = next;
+            }
+            super::native::Next::Hyper(next) => {
+                let rest = Box::pin(super::http::serve(tier, route, stats, next, client));
+                rest.await;
+                return;
+            }
+            super::native::Next::H2(_) | super::native::Next::Closed => return,
+        }
+    }
+}
+
+/// A TLS client connection (over the socket and any PROXY-header bytes
+/// read past the header).
+pub type TlsClient = tokio_rustls::server::TlsStream<Prefixed<tokio::net::TcpStream>>;
+
+/// `park` for a TLS connection: its records already read first.
+async fn park_tls(stats: &ListenerStats, io: &mut TlsClient, within: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = io.get_ref().0.get_ref().as_raw_fd();
+    let Some(place) = stats
+        .parked_set
+        .park(fd, std::time::Instant::now() + within)
+    else {
+        return false;
+    };
+    let ready = super::native::Client::ready(io).await;
+    !place.leave() && ready.is_ok()
+}
+
 /// Waits, holding no buffer, timer or waiter, for the socket to be
 /// readable: false when the listener's parked set sent it away (past
 /// `within`, or the listener closed).
