@@ -206,6 +206,17 @@ impl Client for tokio_rustls::server::TlsStream<Prefixed<TcpStream>> {
     }
 }
 
+/// Polls `f` once, without a waker to call: its output if it had one at
+/// once.
+fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
 /// Writes all of `b` to the client (TLS: out of the session's buffer too).
 async fn send<S: Client>(sock: &mut S, b: &[u8]) -> std::io::Result<()> {
     sock.write_all(b).await?;
@@ -333,19 +344,38 @@ pub async fn session<S: Client>(
     let mut drain_at: Option<Instant> = None;
     // The first request of a connection may be the HTTP/2 preface.
     let mut preface = fresh;
+    // A new connection's first request is usually there already: read
+    // before waiting for readiness (a round through the poller saved).
+    // Not between requests: the next one is rarely there yet, and the
+    // read would be a syscall for nothing.
+    let mut speculate = fresh;
     loop {
         let mut b = match buf.take() {
             Some(b) if !b.is_empty() => b,
             held => {
-                // Between requests: the buffer goes back to the pool; after
-                // PARK_AFTER with nothing to read the connection parks.
-                drop(held);
-                match tokio::time::timeout(super::http::PARK_AFTER, sock.ready()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return Next::Closed,
-                    Err(_) => return Next::Park(Prefixed::new(Vec::new(), sock)),
+                let mut got = None;
+                if std::mem::take(&mut speculate) {
+                    let mut b = held.unwrap_or_else(Buf::new);
+                    match poll_once(b.fill(&mut sock)) {
+                        Some(Ok(n)) if n > 0 => got = Some(b),
+                        Some(_) => return Next::Closed,
+                        None => {}
+                    }
                 }
-                Buf::new()
+                match got {
+                    Some(b) => b,
+                    None => {
+                        // Between requests: the buffer goes back to the
+                        // pool; after PARK_AFTER with nothing to read the
+                        // connection parks.
+                        match tokio::time::timeout(super::http::PARK_AFTER, sock.ready()).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return Next::Closed,
+                            Err(_) => return Next::Park(Prefixed::new(Vec::new(), sock)),
+                        }
+                        Buf::new()
+                    }
+                }
             }
         };
         // The head, within header_timeout once it began.

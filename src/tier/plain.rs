@@ -57,8 +57,11 @@ pub async fn serve_plain(
         _ => return,
     };
     let mut fresh = true;
+    let native = matches!(&route.plan.mode, super::Mode::Http(p) if p.engine == super::plan::Http1Engine::Native);
     loop {
-        if io.is_empty() {
+        // (A new connection on the native engine reads its first request
+        // at once: `native::session`.)
+        if io.is_empty() && !(fresh && native) {
             // Idle: no buffer held; keep-alive idle is `header_timeout`.
             let _parked = Parked::new(&stats.parked);
             if !park(&stats, &io, header_timeout).await {
@@ -102,27 +105,36 @@ pub async fn serve_tls(
         _ => return,
     };
     let mut io = Prefixed::new(Vec::new(), io);
+    // The first request right after the handshake: read at once.
+    let mut fresh = true;
     loop {
-        if io.is_empty() {
+        if io.is_empty() && !fresh {
             let _parked = Parked::new(&stats.parked);
             if !park_tls(&stats, io.get_mut(), header_timeout).await {
                 return;
             }
         }
         let once = Box::pin(super::native::session(
-            &tier, &route, &stats, io, client, false,
+            &tier,
+            &route,
+            &stats,
+            io,
+            client,
+            std::mem::take(&mut fresh),
         ));
         match once.await {
             super::native::Next::Park(next) => {
                 add(&tier.released, 1);
                 io = next;
             }
-            super::native::Next::Hyper(next) => {
+            // Hyper's for the rest of the connection (HTTP/2 by prior
+            // knowledge included: its preface without ALPN h2).
+            super::native::Next::Hyper(next) | super::native::Next::H2(next) => {
                 let rest = Box::pin(super::http::serve(tier, route, stats, next, client));
                 rest.await;
                 return;
             }
-            super::native::Next::H2(_) | super::native::Next::Closed => return,
+            super::native::Next::Closed => return,
         }
     }
 }
