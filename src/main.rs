@@ -21,14 +21,15 @@ use geolb::server::Server;
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's options: a background thread gives freed pages back to the
-/// system after a second (its default is ten), so RSS follows what is live.
+/// jemalloc's options: one background thread gives freed pages back to the
+/// system after a second (its default is ten), so RSS follows what is live;
+/// it runs at the lowest priority (`control::demote_allocator_threads`).
 // SAFETY: jemalloc reads this NUL-terminated string once, at its first
 // allocation; it is the documented way to set its options at build time.
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
-pub static malloc_conf: &[u8; 60] =
-    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+pub static malloc_conf: &[u8; 85] =
+    b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 #[derive(Parser)]
 #[command(

@@ -83,6 +83,53 @@ pub fn trim_freed_memory() {
     }
 }
 
+/// Puts the allocator's own threads (jemalloc's `jemalloc_bg_thd`, which
+/// return freed pages to the system) at the lowest CPU priority: nice 19,
+/// and out of a real-time policy the process may run under, where they
+/// would hold the CPU from an answering thread until done (tens of
+/// milliseconds of stall after a large free). Threads already seen are in
+/// `done`; call it now and then (threads are started as arenas are used).
+/// Blocking (reads /proc): call it on a blocking thread.
+pub fn demote_allocator_threads(done: &mut Vec<u32>) {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return;
+        };
+        for t in tasks.flatten() {
+            let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if done.contains(&tid) {
+                continue;
+            }
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() != "jemalloc_bg_thd" {
+                continue;
+            }
+            done.push(tid);
+            let Ok(id) = libc::pid_t::try_from(tid) else {
+                continue;
+            };
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: both calls only change the scheduling of thread `id`
+            // of this process; `param` lives across the call.
+            unsafe {
+                if libc::sched_getscheduler(id) != libc::SCHED_OTHER {
+                    libc::sched_setscheduler(id, libc::SCHED_OTHER, &param);
+                }
+                libc::setpriority(libc::PRIO_PROCESS, id as libc::id_t, 19);
+            }
+        }
+        // Threads that ended leave their ids behind: a bound.
+        if done.len() > 64 {
+            done.drain(..32);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = done;
+}
+
 /// Puts the calling thread at the lowest CPU priority (nice 19), so building
 /// a snapshot (zone files, compiling geo decisions) takes CPU only when the
 /// answer path does not need it. Only for threads of [`in_background`],
@@ -100,6 +147,40 @@ fn lowest_priority() {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_allocators_threads_are_found_by_name_and_put_at_nice_19() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::Builder::new()
+            .name("jemalloc_bg_thd".into())
+            .spawn(move || {
+                // SAFETY: gettid has no preconditions.
+                let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+                tx.send(tid).expect("send");
+                let _ = stop_rx.recv();
+            })
+            .expect("spawn");
+        let tid = rx.recv().expect("tid");
+        let nice = || {
+            let stat =
+                std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).expect("stat");
+            // Fields after the command's closing parenthesis; nice is the 19th field.
+            let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+            rest.split(' ')
+                .nth(16)
+                .expect("nice")
+                .parse::<i32>()
+                .expect("number")
+        };
+        let mut done = Vec::new();
+        demote_allocator_threads(&mut done);
+        assert_eq!(done, vec![tid], "only the allocator's thread");
+        assert_eq!(nice(), 19);
+        stop_tx.send(()).expect("stop");
+        t.join().expect("join");
+    }
 
     #[test]
     fn a_retired_snapshot_is_freed_by_the_retiring_thread_once_readers_let_go() {

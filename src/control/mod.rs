@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 pub use background::{
-    in_background, retire, return_freed_tables, trim_freed_memory, BackgroundError,
+    demote_allocator_threads, in_background, retire, return_freed_tables, trim_freed_memory,
+    BackgroundError,
 };
 
 use crate::config::Overrides;
@@ -502,17 +503,26 @@ async fn sample_resolvers(source: Arc<Source>, mut shutdown: tokio::sync::watch:
 
 /// Once a second: when idle HTTP connections have given back enough
 /// buffers since the last look (64 or more, a megabyte or so), the freed
-/// memory is returned to the system.
+/// memory is returned to the system; and the allocator's own threads are
+/// put at the lowest priority as they appear (`demote_allocator_threads`).
 async fn trim_after_releases(tier: Arc<Tier>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     const AT_LEAST: u64 = 64;
     let mut seen = tier.idle_releases();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut demoted = Vec::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
+        let mut d = std::mem::take(&mut demoted);
+        demoted = tokio::task::spawn_blocking(move || {
+            demote_allocator_threads(&mut d);
+            d
+        })
+        .await
+        .unwrap_or_default();
         let now = tier.idle_releases();
         if now.saturating_sub(seen) >= AT_LEAST {
             seen = now;
