@@ -182,11 +182,20 @@ pub enum Next<S> {
 pub trait Client: AsyncRead + AsyncWrite + Unpin + Send {
     /// Waits until a read would find something (or the end, or an error).
     fn ready(&mut self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+
+    /// The last write before the connection closes comes next: it is held
+    /// (TCP_CORK) so that the FIN goes out in the same segment as the
+    /// response's last bytes (one segment fewer per closed connection).
+    fn last_write(&self);
 }
 
 impl Client for TcpStream {
     async fn ready(&mut self) -> std::io::Result<()> {
         self.readable().await
+    }
+
+    fn last_write(&self) {
+        let _ = socket2::SockRef::from(self).set_cork(true);
     }
 }
 
@@ -203,6 +212,12 @@ impl Client for tokio_rustls::server::TlsStream<Prefixed<TcpStream>> {
             _ => return Ok(()),
         }
         io.get_ref().readable().await
+    }
+
+    fn last_write(&self) {
+        // The close_notify alert and the FIN then follow the response in
+        // one segment.
+        let _ = socket2::SockRef::from(self.get_ref().0.get_ref()).set_cork(true);
     }
 }
 
@@ -444,6 +459,7 @@ pub async fn session<S: Client>(
         let (mut req, len) = match prepared {
             Err((code, why)) => {
                 h1::write_small(code, why, &[], true, &mut down.0);
+                sock.last_write();
                 let _ = send(&mut sock, &down.0).await;
                 finish(&cx, &mut out, code);
                 let _ = tokio::time::timeout(Duration::from_secs(1), sock.shutdown()).await;
@@ -452,6 +468,9 @@ pub async fn session<S: Client>(
             Ok(Prepared::Respond { status, len, close }) => {
                 b.consume(len);
                 finish(&cx, &mut out, status);
+                if close {
+                    sock.last_write();
+                }
                 if send(&mut sock, &down.0).await.is_err() {
                     return Next::Closed;
                 }
@@ -1120,6 +1139,9 @@ async fn answer<S: Client>(
             };
             h1::write_small(code, &msg, extra, req.close, down);
             finish(cx, out, code);
+            if req.close {
+                sock.last_write();
+            }
             send(sock, down).await.is_ok() && !req.close
         }
         Answer::Up(mut u) => {
@@ -1141,7 +1163,7 @@ async fn answer<S: Client>(
             std::mem::swap(down, &mut u.head_out.0);
             u.buf.consume(u.head.len);
             finish(cx, out, u.head.status);
-            match relay_body(cx, sock, &mut u, down).await {
+            match relay_body(cx, sock, &mut u, down, close).await {
                 Ok(()) => {
                     u.guard.release();
                     let UpResp {
@@ -1191,6 +1213,7 @@ async fn relay_body<S: Client>(
     sock: &mut S,
     u: &mut UpResp,
     down: &mut Vec<u8>,
+    last: bool,
 ) -> Result<(), BodyError> {
     let idle = cx.plan.response_timeout;
     let mut left = match u.head.framing {
@@ -1210,6 +1233,9 @@ async fn relay_body<S: Client>(
         };
         if done || u.head.framing == Framing::None {
             if first {
+                if last {
+                    sock.last_write();
+                }
                 send(sock, down).await.map_err(|_| BodyError::Write)?;
             }
             return Ok(());
@@ -1253,7 +1279,15 @@ async fn relay_body<S: Client>(
         };
         add(&stats.bytes_down, n as u64);
         if first && down.len() + n <= 2 * CAP {
-            // Head and the first body bytes in one write.
+            // Head and the first body bytes in one write (the whole
+            // response, often).
+            let whole = match &chunked {
+                Some(c) => c.is_done(),
+                None => !until_close && left == 0,
+            };
+            if last && whole {
+                sock.last_write();
+            }
             down.extend_from_slice(&u.buf.data()[..n]);
             send(sock, down).await.map_err(|_| BodyError::Write)?;
         } else {
