@@ -498,6 +498,48 @@ fn an_https_keep_alive_connection_parks_between_requests_and_serves_the_next() {
     assert_eq!(t["listeners"][0]["tls_handshakes"], 1, "{t}");
 }
 
+/// An idle HTTPS keep-alive connection is closed once `header_timeout`
+/// passes with nothing sent (by the listener's sweep of its parked
+/// connections), and counted.
+#[test]
+fn an_idle_https_keep_alive_connection_is_closed_after_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = rt();
+    let pki = Pki::new("test CA");
+    let (app, _) = two_certs(&pki);
+    let (s, _be) = serve_app(&rt, &app, "header_timeout = \"1s\"");
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(vip(&s)).await.expect("tcp");
+        let name = ServerName::try_from("app.example.test".to_string()).expect("name");
+        let mut tls = client(&pki.ca_pem, &["http/1.1"])
+            .connect(name, tcp)
+            .await
+            .expect("handshake");
+        tls.write_all(b"GET /one HTTP/1.1\r\nHost: app.example.test\r\n\r\n")
+            .await
+            .expect("write");
+        let mut rest = Vec::new();
+        let (code, _) = read_response(&mut tls, &mut rest).await;
+        assert_eq!(code, 200);
+        // Nothing more is sent: the connection ends (a clean close or a
+        // cut one) well within the read's bound.
+        let mut b = [0u8; 64];
+        let got = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut b))
+            .await
+            .expect("closed within 10 s");
+        assert!(matches!(got, Ok(0) | Err(_)), "{got:?}");
+    });
+    let t = tier_status(&s);
+    assert_eq!(t["listeners"][0]["idle_closed"], 1, "{t}");
+    assert!(
+        wait_for(Duration::from_secs(5), || tier_status(&s)["listeners"][0]
+            ["parked"]
+            == 0)
+        .is_some(),
+        "no longer parked"
+    );
+}
+
 /// A reload with a key that does not belong to its certificate is
 /// refused, naming the file and line, and the old certificate serves on;
 /// a reload with a new certificate serves it to new connections while a
