@@ -15,7 +15,7 @@
 #   RT=1 benches/tier-http.sh                   # real-time priority (as tier.sh)
 #   ONLY="tls rss" benches/tier-http.sh         # some of the scenarios below
 #
-# Knobs: SECS, ROUNDS, CONC, RATE, HOLD, HOLD_ROUNDS, FWD, RT, ONLY (below),
+# Knobs: SECS, ROUNDS, CONC, RATE, CLOSE_RATE, HOLD, HOLD_ROUNDS, FWD, RT, ONLY (below),
 # GEOLB and HTTPLOAD (built with cargo unless both are given), KEEP_RUN=DIR
 # keeps the configs and logs in DIR.
 #
@@ -47,14 +47,20 @@
 #     and p50/p99 latency; the added p99 is the proxy's p99 minus the
 #     floor's in the same round. RATE defaults to half of HAProxy's median
 #     keep-alive saturation rate from 1.;
+#  5b. close_rate: the same with a new connection per request
+#     (Connection: close; httpload rate --close), at CLOSE_RATE (default
+#     a third of HAProxy's median close saturation rate: the load tool's
+#     one thread keeps that pace of connects): proxy CPU per request and
+#     p99;
 #  6. rss: a fresh proxy, then HOLD (default 10 000) keep-alive clients
 #     that each send one request, read the response and stay open and
 #     idle (httpload hold); VmRSS 3 s after all are open, next to the same
 #     fresh proxy's RSS before (NGINX: the worker's RSS plus the master's
 #     private memory). HOLD_ROUNDS (default 2) rounds.
 #
-# ONLY (default "ka close h2 tls rate rss") names the scenarios to run;
-# rate without ka needs RATE.
+# ONLY (default "ka close h2 tls rate close_rate rss") names the scenarios
+# to run; rate without ka needs RATE (close_rate without close takes
+# CLOSE_RATE, default 15000).
 #
 # The proxies do the same job: round robin over the two backends, no
 # health checks, keep-alive pools to the backends (geolb's per-listener
@@ -79,11 +85,12 @@ ROUNDS=${ROUNDS:-3}
 CONC=${CONC:-64}
 RT=${RT:-}
 RATE=${RATE:-}
+CLOSE_RATE=${CLOSE_RATE:-}
 HOLD=${HOLD:-10000}
 HOLD_ROUNDS=${HOLD_ROUNDS:-2}
 FWD=${FWD:-on}
 GEOLB_TLS=${GEOLB_TLS:-}
-ONLY=" ${ONLY:-ka close h2 tls rate rss} "
+ONLY=" ${ONLY:-ka close h2 tls rate close_rate rss} "
 want() { [[ $ONLY == *" $1 "* ]]; }
 if want rate && ! want ka && [ -z "$RATE" ]; then echo "ONLY without ka needs RATE for the rate scenario" >&2; exit 1; fi
 # Ports: geolb (HTTP/1.1 and h2c on one port), HAProxy, NGINX (each with
@@ -250,10 +257,10 @@ sat() { # who scenario
     'BEGIN { printf "%s %.3f\n", v, (w > 0 ? c / w : 0) }'
 }
 # One fixed-rate run: "cpu_us_per_request p50_us p99_us" (cpu 0 for the floor).
-fixed() { # who
+fixed() { # who [rate --close]
   local who=$1 t0=0 out ok c=0
   [ "$who" = floor ] || t0=$(cpu_ns "${PID[$who]}")
-  out=$("${ON1[@]}" "$HTTPLOAD" rate "127.0.0.1:$(port "$who" ka)" "$RATE" "$SECS" 32 /)
+  out=$("${ON1[@]}" "$HTTPLOAD" rate "127.0.0.1:$(port "$who" ka)" "${2:-$RATE}" "$SECS" 32 / ${3:-})
   [ "$who" = floor ] || c=$(($(cpu_ns "${PID[$who]}") - t0))
   case $out in *" errors=0 "*" late=0 "*) ;; *) echo "  httpload $who: $out" >&2 ;; esac
   ok=$(sed -n 's/.* ok=\([0-9]*\) .*/\1/p' <<<"$out")
@@ -299,7 +306,7 @@ order() { # round: the targets, rotated by the round number
   local i=$1 k
   for k in 0 1 2 3; do echo -n "${ALL[$(((i + k) % 4))]} "; done
 }
-for sc in $SCEN rate; do : >"$RUN/$sc"; done
+for sc in $SCEN rate close_rate; do : >"$RUN/$sc"; done
 for i in $(seq 1 "$ROUNDS"); do
   for sc in $SCEN; do
     declare -A r=()
@@ -319,6 +326,25 @@ for i in $(seq 1 "${ROUNDS_RATE:-$ROUNDS}"); do
   echo "${f[floor]} ${f[geolb]} ${f[haproxy]} ${f[nginx]}" >>"$RUN/rate"
   echo "round $i rate $RATE/s: CPU us/request, p50, p99 us: floor - ${f[floor]#* }; geolb ${f[geolb]}; haproxy ${f[haproxy]}; nginx ${f[nginx]}"
 done
+# The same at a fixed rate of new connections (Connection: close), so the
+# proxies' cost per request is compared where the load tool is not the
+# bound (as it is in the close saturation runs).
+if want close_rate; then
+  if [ -z "$CLOSE_RATE" ]; then
+    if [ -s "$RUN/close" ]; then
+      CLOSE_RATE=$(awk '{ print $5 }' "$RUN/close" | median | awk '{ printf "%d\n", $1 / 3 }')
+    else
+      CLOSE_RATE=15000
+    fi
+  fi
+  echo "fixed rate of new connections: $CLOSE_RATE requests/s"
+  for i in $(seq 1 "$ROUNDS"); do
+    declare -A f=()
+    for who in $(order "$i"); do f[$who]=$(fixed "$who" "$CLOSE_RATE" --close); done
+    echo "${f[floor]} ${f[geolb]} ${f[haproxy]} ${f[nginx]}" >>"$RUN/close_rate"
+    echo "round $i close_rate $CLOSE_RATE/s: CPU us/request, p50, p99 us: floor - ${f[floor]#* }; geolb ${f[geolb]}; haproxy ${f[haproxy]}; nginx ${f[nginx]}"
+  done
+fi
 read -r st1 ni1 all1 < <(ticks)
 awk -v s=$((st1 - st0)) -v n=$((ni1 - ni0)) -v a=$((all1 - all0)) 'BEGIN { if (a > 0)
   printf "while the rounds ran: %.0f %% of the CPUs stolen by the host, %.0f %% taken by niced processes (other work)\n", 100 * s / a, 100 * n / a }'
@@ -351,6 +377,8 @@ for sc in $SCEN; do
 done
 row "rate $RATE/s: proxy CPU per request (lower is better)" 1 "$RUN/rate" 'g = $4; h = $7; n = $10'
 row "rate $RATE/s: added p99 over the floor (lower is better)" 1 "$RUN/rate" 'g = $6 - $3; h = $9 - $3; n = $12 - $3'
+row "close_rate ${CLOSE_RATE:-}/s: proxy CPU per request (lower is better)" 1 "$RUN/close_rate" 'g = $4; h = $7; n = $10'
+row "close_rate ${CLOSE_RATE:-}/s: p99 (lower is better)" 1 "$RUN/close_rate" 'g = $6; h = $9; n = $12'
 row "RSS holding $HOLD idle clients (lower is better)" 1 "$RUN/hold" 'g = $2; h = $4; n = $6'
 echo
 echo "raw means:"
@@ -358,6 +386,7 @@ for sc in $SCEN; do
   awk -v sc="$sc" '{ f += $1; g += $3; gb += $4; h += $5; hb += $6; n += $7; nb += $8; k++ } END { if (k) printf "  %s requests/s: floor %.0f; geolb %.0f (busy %.0f %%); haproxy %.0f (busy %.0f %%); nginx %.0f (busy %.0f %%)\n", sc, f / k, g / k, 100 * gb / k, h / k, 100 * hb / k, n / k, 100 * nb / k }' "$RUN/$sc"
 done
 awk -v r="$RATE" '{ for (j = 1; j <= 12; j++) s[j] += $j; k++ } END { if (k) printf "  rate %d/s: CPU per request geolb %.1f us, haproxy %.1f us, nginx %.1f us; p50 / p99 floor %.0f / %.0f us, geolb %.0f / %.0f, haproxy %.0f / %.0f, nginx %.0f / %.0f; added p99 geolb %.0f, haproxy %.0f, nginx %.0f us\n", r, s[4] / k, s[7] / k, s[10] / k, s[2] / k, s[3] / k, s[5] / k, s[6] / k, s[8] / k, s[9] / k, s[11] / k, s[12] / k, (s[6] - s[3]) / k, (s[9] - s[3]) / k, (s[12] - s[3]) / k }' "$RUN/rate"
+awk -v r="${CLOSE_RATE:-}" '{ for (j = 1; j <= 12; j++) s[j] += $j; k++ } END { if (k) printf "  close_rate %d/s: CPU per request geolb %.1f us, haproxy %.1f us, nginx %.1f us; p50 / p99 floor %.0f / %.0f us, geolb %.0f / %.0f, haproxy %.0f / %.0f, nginx %.0f / %.0f\n", r, s[4] / k, s[7] / k, s[10] / k, s[2] / k, s[3] / k, s[5] / k, s[6] / k, s[8] / k, s[9] / k, s[11] / k, s[12] / k }' "$RUN/close_rate"
 awk -v h="$HOLD" '{ for (j = 1; j <= 6; j++) s[j] += $j; k++ } END { if (k) printf "  RSS fresh -> holding %d clients: geolb %.1f -> %.1f MB (%.0f bytes per client), haproxy %.1f -> %.1f MB (%.0f), nginx %.1f -> %.1f MB (%.0f)\n", h, s[1] / k / 1024, s[2] / k / 1024, (s[2] - s[1]) * 1024 / k / h, s[3] / k / 1024, s[4] / k / 1024, (s[4] - s[3]) * 1024 / k / h, s[5] / k / 1024, s[6] / k / 1024, (s[6] - s[5]) * 1024 / k / h }' "$RUN/hold"
 [ -n "$TLS_ON" ] || echo "  tls: skipped (this geolb has no TLS listeners; the scenario runs once \`geolb check\` accepts GEOLB_TLS)"
 stop "$BACKEND"

@@ -3,6 +3,7 @@
 //!
 //! ```sh
 //! httpload rate 127.0.0.1:19101 20000 10 32 /   # 20 000 requests a second for 10 s over 32 connections
+//! httpload rate 127.0.0.1:19101 10000 10 32 / --close   # the same, a new connection per request
 //! httpload hold 127.0.0.1:19101 10000 /         # 10 000 connections, one request each, kept open
 //! httpload hold 127.0.0.1:19001 10000 -         # 10 000 connections that send nothing, kept open
 //! ```
@@ -16,7 +17,10 @@
 //!   waited for a free connection (coordinated omission is not hidden),
 //!   not the pacer's own oversleep. Prints `sent=N ok=N errors=N rps=N
 //!   late=N p50=US p90=US p99=US p999=US max=US` (`late`: releases more
-//!   than 1 ms behind schedule, i.e. the tool could not keep up).
+//!   than 1 ms behind schedule, i.e. the tool could not keep up). With
+//!   `--close`, each request goes on a new connection and says
+//!   `Connection: close` (CONNS requests in flight at most); its latency
+//!   includes the connect.
 //! - `hold ADDR N [PATH]`: opens N connections (256 at a time), sends one
 //!   request on each and reads its response (with PATH `-`: sends
 //!   nothing, as idle TCP clients for `benches/tier.sh`), prints `open=N
@@ -37,7 +41,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: httpload rate ADDR RATE SECS CONNS [PATH] | hold ADDR N [PATH]");
+    eprintln!("usage: httpload rate ADDR RATE SECS CONNS [PATH] [--close] | hold ADDR N [PATH]");
     ExitCode::from(2)
 }
 
@@ -134,7 +138,14 @@ fn pct(sorted: &[u32], p: f64) -> u32 {
     sorted[i]
 }
 
-async fn rate(addr: SocketAddr, rate: u64, secs: u64, conns: usize, request: Rc<Vec<u8>>) {
+async fn rate(
+    addr: SocketAddr,
+    rate: u64,
+    secs: u64,
+    conns: usize,
+    request: Rc<Vec<u8>>,
+    close: bool,
+) {
     let (tx, rx) = mpsc::unbounded_channel::<Instant>();
     let rx = Rc::new(tokio::sync::Mutex::new(rx));
     let lat: Rc<RefCell<Vec<u32>>> = Rc::new(RefCell::new(Vec::new()));
@@ -149,12 +160,16 @@ async fn rate(addr: SocketAddr, rate: u64, secs: u64, conns: usize, request: Rc<
             request.clone(),
         );
         workers.push(tokio::task::spawn_local(async move {
-            let mut conn = Conn::open(addr).await.ok();
+            let mut conn = if close {
+                None
+            } else {
+                Conn::open(addr).await.ok()
+            };
             loop {
                 let Some(released) = rx.lock().await.recv().await else {
                     return;
                 };
-                if conn.is_none() {
+                if conn.is_none() || close {
                     conn = Conn::open(addr).await.ok();
                 }
                 let Some(c) = conn.as_mut() else {
@@ -171,6 +186,9 @@ async fn rate(addr: SocketAddr, rate: u64, secs: u64, conns: usize, request: Rc<
                         errors.set(errors.get() + 1);
                         conn = None;
                     }
+                }
+                if close {
+                    conn = None;
                 }
             }
         }));
@@ -239,7 +257,9 @@ async fn hold(addr: SocketAddr, n: usize, request: Option<Rc<Vec<u8>>>) {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let close = args.iter().any(|a| a == "--close");
+    args.retain(|a| a != "--close");
     let arg = |i: usize| args.get(i).map(String::as_str);
     let Some(addr) = arg(1).and_then(|a| a.parse::<SocketAddr>().ok()) else {
         return usage();
@@ -248,8 +268,9 @@ fn main() -> ExitCode {
     let request = |i: usize| {
         Rc::new(
             format!(
-                "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: httpload\r\nAccept: */*\r\n\r\n",
-                arg(i).unwrap_or("/")
+                "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: httpload\r\nAccept: */*\r\n{}\r\n",
+                arg(i).unwrap_or("/"),
+                if close { "Connection: close\r\n" } else { "" }
             )
             .into_bytes(),
         )
@@ -261,7 +282,7 @@ fn main() -> ExitCode {
     let local = tokio::task::LocalSet::new();
     match (arg(0), num(2), num(3), num(4)) {
         (Some("rate"), Some(r), Some(s), Some(c)) if r > 0 && c > 0 => {
-            local.block_on(&rt, rate(addr, r, s, c as usize, request(5)));
+            local.block_on(&rt, rate(addr, r, s, c as usize, request(5), close));
         }
         (Some("hold"), Some(n), _, _) => {
             let req = (arg(3) != Some("-")).then(|| request(3));

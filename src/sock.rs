@@ -18,5 +18,10 @@ pub fn listen_tcp(addr: SocketAddr, backlog: u32) -> std::io::Result<std::net::T
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     s.listen(i32::try_from(backlog.clamp(128, 65_535)).unwrap_or(1024))?;
+    // Delayed ACKs on accepted connections (as HAProxy sets its listeners):
+    // a client's first request is acknowledged with the response rather
+    // than on its own.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = s.set_quickack(false);
     Ok(s.into())
 }
