@@ -294,6 +294,28 @@ pub fn parse_request<'b, 'h>(
 
 /// The client address as text (an IPv4-mapped address as IPv4).
 pub fn ip_text(ip: IpAddr, out: &mut [u8; 48]) -> usize {
+    // IPv4 (and IPv4-mapped IPv6) by hand: the formatter's machinery was
+    // a measurable share of a request on the hyper engine.
+    if let IpAddr::V4(v4) = ip.to_canonical() {
+        let mut n = 0;
+        for (i, octet) in v4.octets().into_iter().enumerate() {
+            if i > 0 {
+                out[n] = b'.';
+                n += 1;
+            }
+            if octet >= 100 {
+                out[n] = b'0' + octet / 100;
+                n += 1;
+            }
+            if octet >= 10 {
+                out[n] = b'0' + octet / 10 % 10;
+                n += 1;
+            }
+            out[n] = b'0' + octet % 10;
+            n += 1;
+        }
+        return n;
+    }
     let mut c = std::io::Cursor::new(&mut out[..]);
     let _ = write!(c, "{}", ip.to_canonical());
     usize::try_from(c.position()).unwrap_or(0)
@@ -969,6 +991,32 @@ impl Chunked {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ip_text_writes_addresses_as_the_standard_formatter_does() {
+        let cases: Vec<IpAddr> = vec![
+            "0.0.0.0".parse().unwrap(),
+            "1.2.3.4".parse().unwrap(),
+            "10.100.9.255".parse().unwrap(),
+            "255.255.255.255".parse().unwrap(),
+            "192.0.2.10".parse().unwrap(),
+            "::ffff:198.51.100.7".parse().unwrap(),
+            "2001:db8::7".parse().unwrap(),
+            "::1".parse().unwrap(),
+        ];
+        for ip in cases
+            .into_iter()
+            .chain((0..=255u8).map(|o| IpAddr::from([o, o / 2, 255 - o, 9])))
+        {
+            let mut b = [0u8; 48];
+            let n = ip_text(ip, &mut b);
+            assert_eq!(
+                std::str::from_utf8(&b[..n]).unwrap(),
+                ip.to_canonical().to_string(),
+                "{ip}"
+            );
+        }
+    }
+
     use super::*;
     use crate::tier::plan::HttpPlan;
     use std::time::Duration;

@@ -690,11 +690,8 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// The client address as header text (an IPv4-mapped address as IPv4),
 /// in one allocation.
 fn ip_bytes(ip: IpAddr) -> Bytes {
-    use std::io::Write as _;
     let mut buf = [0u8; 48];
-    let mut c = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(c, "{}", ip.to_canonical());
-    let n = usize::try_from(c.position()).unwrap_or(0);
+    let n = super::h1::ip_text(ip, &mut buf);
     Bytes::copy_from_slice(buf.get(..n).unwrap_or_default())
 }
 
