@@ -256,7 +256,7 @@ pub fn parse_request<'b, 'h>(
         ));
     }
     let host = host.unwrap_or_default();
-    if !host.is_empty() && !super::http::host_and_port(host) {
+    if !host.is_empty() && !host_and_port(host) {
         return Err(Verdict::Refuse(
             400,
             "the Host header is not a host and port",
@@ -290,6 +290,38 @@ pub fn parse_request<'b, 'h>(
         connection,
         n_connection,
     })
+}
+
+/// `uri-host [":" port]` (RFC 9110 §7.2): URI authority characters, no
+/// userinfo, and a port of digits only.
+pub fn host_and_port(v: &[u8]) -> bool {
+    let port = match v.first() {
+        Some(b'[') => match v.iter().position(|&b| b == b']') {
+            Some(i) => &v[i + 1..],
+            None => return false,
+        },
+        _ => v
+            .iter()
+            .position(|&b| b == b':')
+            .map_or(&[][..], |i| &v[i..]),
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    if !port_ok {
+        return false;
+    }
+    // The common `name[:port]` of letters, digits, dots and hyphens is an
+    // authority as it is; anything else is checked by the http crate's
+    // parser (which copies it).
+    let name = &v[..v.len() - port.len()];
+    let plain = !name.is_empty()
+        && name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'.' || *b == b'-');
+    plain || (!v.contains(&b'@') && http::uri::Authority::try_from(v).is_ok())
 }
 
 /// The client address as text (an IPv4-mapped address as IPv4).

@@ -599,43 +599,11 @@ fn well_formed<B>(req: &Request<B>) -> Result<(), &'static str> {
     }
     if let Some(v) = h.get(header::HOST) {
         // Empty is allowed: a request target without an authority.
-        if !v.is_empty() && !host_and_port(v.as_bytes()) {
+        if !v.is_empty() && !super::h1::host_and_port(v.as_bytes()) {
             return Err("the Host header is not a host and port");
         }
     }
     Ok(())
-}
-
-/// `uri-host [":" port]` (RFC 9110 §7.2): URI authority characters, no
-/// userinfo, and a port of digits only.
-pub(super) fn host_and_port(v: &[u8]) -> bool {
-    let port = match v.first() {
-        Some(b'[') => match v.iter().position(|&b| b == b']') {
-            Some(i) => &v[i + 1..],
-            None => return false,
-        },
-        _ => v
-            .iter()
-            .position(|&b| b == b':')
-            .map_or(&[][..], |i| &v[i..]),
-    };
-    let port_ok = match port.split_first() {
-        None => true,
-        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
-        Some(_) => false,
-    };
-    if !port_ok {
-        return false;
-    }
-    // The common `name[:port]` of letters, digits, dots and hyphens is an
-    // authority as it is; anything else is checked by the http crate's
-    // parser (which copies it).
-    let name = &v[..v.len() - port.len()];
-    let plain = !name.is_empty()
-        && name
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'.' || *b == b'-');
-    plain || (!v.contains(&b'@') && http::uri::Authority::try_from(v).is_ok())
 }
 
 /// Whether a request may go to a backend (see `well_formed`), and the host
