@@ -1023,6 +1023,10 @@ impl Chunked {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::tier::plan::HttpPlan;
+    use std::time::Duration;
+
     #[test]
     fn ip_text_writes_addresses_as_the_standard_formatter_does() {
         let cases: Vec<IpAddr> = vec![
@@ -1048,10 +1052,6 @@ mod tests {
             );
         }
     }
-
-    use super::*;
-    use crate::tier::plan::HttpPlan;
-    use std::time::Duration;
 
     fn plan() -> HttpPlan {
         HttpPlan {

@@ -1077,8 +1077,7 @@ async fn accept_loop(
         // connection's task is `serve_plain` itself, with nothing else held
         // across its awaits (what a parked keep-alive connection keeps).
         let plain = matches!(&r.plan.mode, Mode::Http(h) if h.tls.is_none())
-            && (r.plan.accept_proxy_from.is_empty()
-                || !ip_in(peer.ip(), &r.plan.accept_proxy_from));
+            && !takes_proxy_header(&r, peer);
         if plain {
             let _ = client.set_nodelay(true);
             tokio::spawn(async move {
@@ -1092,6 +1091,11 @@ async fn accept_loop(
             });
         }
     }
+}
+
+/// Whether `peer` is one the listener takes a PROXY header from.
+fn takes_proxy_header(route: &Route, peer: SocketAddr) -> bool {
+    !route.plan.accept_proxy_from.is_empty() && ip_in(peer.ip(), &route.plan.accept_proxy_from)
 }
 
 /// Counts a connection in its listener's `active` while it lives.
@@ -1213,8 +1217,7 @@ async fn connection(
     local: SocketAddr,
 ) {
     let (tier, route, stats) = (&*tier_arc, &*route_arc, &*stats_arc);
-    let trusted =
-        !route.plan.accept_proxy_from.is_empty() && ip_in(peer.ip(), &route.plan.accept_proxy_from);
+    let trusted = takes_proxy_header(route, peer);
     let (src, dst, rest) = if trusted {
         let read = Box::pin(proxy::read(&mut client, route.plan.proxy_header_timeout));
         match read.await {
@@ -1242,7 +1245,8 @@ async fn connection(
         // full size in this one's state (a moved-from temporary's storage
         // lives to the end of the statement).
         match &h.tls {
-            // The task's own: small, it is what a parked connection keeps.
+            // Not boxed: what a parked connection keeps is this task (a
+            // plain client's task is `serve_plain` alone; see accept_loop).
             None => plain::serve_plain(t, r, s, io, src).await,
             Some(tls) => {
                 let f = Box::pin(async move {

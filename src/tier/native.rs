@@ -394,18 +394,18 @@ pub async fn session<S: Client>(
             }
         };
         // The head, within header_timeout once it began.
-        let mut deadline: Option<tokio::time::Instant> = None;
+        // (The head's deadline, and when to park again if nothing of it
+        // came: one clock read.)
+        let mut deadline: Option<(tokio::time::Instant, tokio::time::Instant)> = None;
         while !head_complete(b.data()) && b.len() < h1::MAX_HEAD {
-            let d =
-                *deadline.get_or_insert_with(|| tokio::time::Instant::now() + plan.header_timeout);
+            let (d, park_by) = *deadline.get_or_insert_with(|| {
+                let now = tokio::time::Instant::now();
+                (now + plan.header_timeout, now + super::http::PARK_AFTER)
+            });
             // Nothing of a request read yet (the readiness was of TLS
             // records with no request in them, or stale): parks again
             // after PARK_AFTER rather than holding the buffers.
-            let until = if b.is_empty() {
-                d.min(tokio::time::Instant::now() + super::http::PARK_AFTER)
-            } else {
-                d
-            };
+            let until = if b.is_empty() { d.min(park_by) } else { d };
             match tokio::time::timeout_at(until, b.fill(&mut sock)).await {
                 Err(_) if b.is_empty() && until < d => {
                     return Next::Park(Prefixed::new(Vec::new(), sock));

@@ -52,12 +52,14 @@ pub async fn serve_plain(
     mut io: Prefixed<tokio::net::TcpStream>,
     client: SocketAddr,
 ) {
-    let header_timeout = match &route.plan.mode {
-        super::Mode::Http(plan) => plan.header_timeout,
+    let (header_timeout, native) = match &route.plan.mode {
+        super::Mode::Http(plan) => (
+            plan.header_timeout,
+            plan.engine == super::plan::Http1Engine::Native,
+        ),
         _ => return,
     };
     let mut fresh = true;
-    let native = matches!(&route.plan.mode, super::Mode::Http(p) if p.engine == super::plan::Http1Engine::Native);
     loop {
         // (A new connection on the native engine reads its first request
         // at once: `native::session`.)
@@ -147,14 +149,7 @@ pub type TlsClient = tokio_rustls::server::TlsStream<Prefixed<tokio::net::TcpStr
 async fn park_tls(stats: &ListenerStats, io: &mut TlsClient, within: Duration) -> bool {
     use std::os::fd::AsRawFd;
     let fd = io.get_ref().0.get_ref().as_raw_fd();
-    let Some(place) = stats
-        .parked_set
-        .park(fd, std::time::Instant::now() + within)
-    else {
-        return false;
-    };
-    let ready = super::native::Client::ready(io).await;
-    !place.leave() && ready.is_ok()
+    park_on(stats, fd, within, super::native::Client::ready(io)).await
 }
 
 /// Waits, holding no buffer, timer or waiter, for the socket to be
@@ -167,14 +162,26 @@ async fn park(
 ) -> bool {
     use std::os::fd::AsRawFd;
     let sock = io.get_ref();
+    // The socket's own reader slot holds the waker.
+    let readable = std::future::poll_fn(|cx| sock.poll_read_ready(cx));
+    park_on(stats, sock.as_raw_fd(), within, readable).await
+}
+
+/// Parks socket `fd` in the listener's set until `ready`: whether it may
+/// go on (not sent away, no error).
+async fn park_on(
+    stats: &ListenerStats,
+    fd: std::os::fd::RawFd,
+    within: Duration,
+    ready: impl std::future::Future<Output = std::io::Result<()>>,
+) -> bool {
     let Some(place) = stats
         .parked_set
-        .park(sock.as_raw_fd(), std::time::Instant::now() + within)
+        .park(fd, std::time::Instant::now() + within)
     else {
         return false;
     };
-    // The socket's own reader slot holds the waker.
-    let ready = std::future::poll_fn(|cx| sock.poll_read_ready(cx)).await;
+    let ready = ready.await;
     !place.leave() && ready.is_ok()
 }
 
