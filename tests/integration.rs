@@ -35,6 +35,7 @@ mod status_page;
 mod svcb;
 mod tcp_limits;
 mod tier;
+mod tier_h2;
 mod tier_http;
 mod tier_tls;
 mod workers;

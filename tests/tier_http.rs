@@ -18,11 +18,12 @@ const ZONE: &str =
     "$TTL 300\n@ SOA ns1 hostmaster 1 7200 900 1209600 60\n@ NS ns1\nns1 A 192.0.2.53\n";
 
 /// An HTTP/1.1 keep-alive backend. `GET /status/N` answers N, `/sleep/MS`
-/// waits first; every answer's body is `NAME METHOD PATH` and then the
-/// request's header lines (lower-cased names), so tests see what arrived.
-struct HttpBe {
-    addr: SocketAddr,
-    hits: Arc<AtomicUsize>,
+/// waits first, `/chunked/N` answers N bytes chunked; every other answer's
+/// body is `NAME METHOD PATH body=LEN` and then the request's header lines
+/// (lower-cased names), so tests see what arrived.
+pub(crate) struct HttpBe {
+    pub(crate) addr: SocketAddr,
+    pub(crate) hits: Arc<AtomicUsize>,
 }
 
 /// Request line, headers (lower-cased names), body.
@@ -75,7 +76,7 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Received> {
 }
 
 impl HttpBe {
-    fn start(ip: &str, name: &'static str) -> HttpBe {
+    pub(crate) fn start(ip: &str, name: &'static str) -> HttpBe {
         let l = TcpListener::bind((ip, 0)).expect("bind");
         let addr = l.local_addr().expect("addr");
         let hits = Arc::new(AtomicUsize::new(0));
@@ -102,6 +103,23 @@ impl HttpBe {
                         if let Some(ms) = path.strip_prefix("/sleep/") {
                             std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
                         }
+                        if let Some(n) = path.strip_prefix("/chunked/") {
+                            // N bytes of 'x', chunked in pieces of 1000.
+                            let n: usize = n.parse().unwrap_or(0);
+                            let mut resp =
+                                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+                            for at in (0..n).step_by(1000) {
+                                let k = (n - at).min(1000);
+                                resp.extend_from_slice(format!("{k:x}\r\n").as_bytes());
+                                resp.extend(std::iter::repeat_n(b'x', k));
+                                resp.extend_from_slice(b"\r\n");
+                            }
+                            resp.extend_from_slice(b"0\r\n\r\n");
+                            if w.write_all(&resp).is_err() {
+                                return;
+                            }
+                            continue;
+                        }
                         let mut text = format!("{name} {method} {path} body={}\n", body.len());
                         for (k, v) in &headers {
                             text.push_str(&format!("{k}: {v}\n"));
@@ -121,7 +139,7 @@ impl HttpBe {
     }
 }
 
-fn start(tier: &str) -> TestServer {
+pub(crate) fn start(tier: &str) -> TestServer {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("example.com.zone"), ZONE).expect("w");
     let cfg = format!(
@@ -134,7 +152,7 @@ fn start(tier: &str) -> TestServer {
     TestServer::start_dir(dir)
 }
 
-fn group(name: &str, extra: &str, members: &[SocketAddr]) -> String {
+pub(crate) fn group(name: &str, extra: &str, members: &[SocketAddr]) -> String {
     let m: Vec<String> = members
         .iter()
         .map(|a| format!("{{ address = \"{a}\" }}"))
@@ -151,7 +169,7 @@ thread_local! {
     static ENGINE: std::cell::Cell<&'static str> = const { std::cell::Cell::new("native") };
 }
 
-fn http_listener(group: &str, extra: &str) -> String {
+pub(crate) fn http_listener(group: &str, extra: &str) -> String {
     let engine = ENGINE.with(std::cell::Cell::get);
     format!(
         "[listeners.h]\nregion = \"eu\"\nbind = \"127.0.1.1:0\"\nmode = \"http\"\ngroup = \"{group}\"\nhttp1_engine = \"{engine}\"\n{extra}\n"
@@ -173,7 +191,7 @@ fn two_backends(extra: &str, listener: &str) -> (HttpBe, HttpBe, TestServer) {
     (a, b, s)
 }
 
-fn vip(s: &TestServer) -> SocketAddr {
+pub(crate) fn vip(s: &TestServer) -> SocketAddr {
     *s.server().tier.local_addrs().get("h").expect("listener h")
 }
 
@@ -222,7 +240,7 @@ fn get(addr: SocketAddr, host: &str, path: &str, extra: &str) -> (u16, String) {
     )
 }
 
-fn tier_status(s: &TestServer) -> serde_json::Value {
+pub(crate) fn tier_status(s: &TestServer) -> serde_json::Value {
     let (code, body) = http(s.admin.expect("admin"), "GET", "/v1/tier");
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).expect("json")

@@ -21,7 +21,9 @@
 pub mod access;
 pub mod explain;
 pub mod h1;
+pub mod hpack;
 pub mod http;
+pub mod http2;
 pub mod limit;
 pub mod load;
 pub mod native;
@@ -1257,6 +1259,12 @@ async fn connection(
                                 && io.get_ref().1.alpn_protocol() != Some(b"h2") =>
                         {
                             plain::serve_tls(t, r, s, io, src).await
+                        }
+                        // h2 by ALPN: the native HTTP/2 server, unless a
+                        // group needs hyper's client.
+                        Ok(io) if h.engine == plan::Http1Engine::Native && http2::serves(&r) => {
+                            let io = http::Prefixed::new(Vec::new(), io);
+                            http2::serve(t, r, s, io, src).await
                         }
                         Ok(io) => http::serve(t, r, s, io, src).await,
                         Err(e) => tracing::debug!(%peer, "TLS handshake failed: {e}"),

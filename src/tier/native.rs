@@ -187,6 +187,13 @@ pub trait Client: AsyncRead + AsyncWrite + Unpin + Send {
     /// (TCP_CORK) so that the FIN goes out in the same segment as the
     /// response's last bytes (one segment fewer per closed connection).
     fn last_write(&self);
+
+    /// One stream of a multiplexed connection (HTTP/2): the connection
+    /// drains itself (GOAWAY), so a request here is never told to close
+    /// it.
+    fn multiplexed(&self) -> bool {
+        false
+    }
 }
 
 impl Client for TcpStream {
@@ -261,6 +268,8 @@ struct Cx<'a> {
     stats: &'a ListenerStats,
     plan: &'a HttpPlan,
     client: SocketAddr,
+    /// The client's protocol, for the access log.
+    version: &'static str,
     /// `client`'s address as text, formatted once per connection.
     client_text: ([u8; 48], usize),
 }
@@ -340,6 +349,11 @@ pub async fn session<S: Client>(
         stats,
         plan,
         client,
+        version: if io.get_ref().multiplexed() {
+            "HTTP/2.0"
+        } else {
+            "HTTP/1.1"
+        },
         client_text: {
             let mut b = [0u8; 48];
             let n = h1::ip_text(client.ip(), &mut b);
@@ -423,7 +437,7 @@ pub async fn session<S: Client>(
         if std::mem::take(&mut preface) && b.data().starts_with(H2_PREFACE_START) {
             return Next::H2(Prefixed::new(b.data().to_vec(), sock));
         }
-        let closing = *stats.closing.borrow() || *tier.shutdown.borrow();
+        let closing = !sock.multiplexed() && (*stats.closing.borrow() || *tier.shutdown.borrow());
         if closing && drain_at.is_none() {
             drain_at = Some(Instant::now() + plan.drain_window.mul_f64(fastrand::f64()));
         }
@@ -523,7 +537,7 @@ async fn request_timeout<S: Client>(cx: &Cx<'_>, sock: &mut S) {
             method: "-".into(),
             host: None,
             target: "-".into(),
-            version: "HTTP/1.1".into(),
+            version: cx.version.into(),
             status: 408,
             route: None,
             backend: None,
@@ -710,7 +724,7 @@ fn finish(cx: &Cx<'_>, out: &mut Outcome, status: u16) {
             method,
             host,
             target,
-            version: "HTTP/1.1".into(),
+            version: cx.version.into(),
             status,
             route: rule,
             backend: out.backend,

@@ -131,6 +131,11 @@ pub async fn serve_tls(
             }
             // Hyper's for the rest of the connection (HTTP/2 by prior
             // knowledge included: its preface without ALPN h2).
+            super::native::Next::H2(next) if super::http2::serves(&route) => {
+                let rest = Box::pin(super::http2::serve(tier, route, stats, next, client));
+                rest.await;
+                return;
+            }
             super::native::Next::Hyper(next) | super::native::Next::H2(next) => {
                 let rest = Box::pin(super::http::serve(tier, route, stats, next, client));
                 rest.await;
@@ -216,6 +221,17 @@ async fn session(
             }
             super::native::Next::Closed => return None,
         }
+    }
+    if h2 && super::http2::serves(route) {
+        let conn = Box::pin(super::http2::serve(
+            tier.clone(),
+            route.clone(),
+            stats.clone(),
+            io,
+            client,
+        ));
+        conn.await;
+        return None;
     }
     if h2 {
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
