@@ -431,6 +431,16 @@ fn rfc9113_4_3_5_4_1_connection_errors_end_the_connection_with_goaway() {
     let mut c = H2::connect(l);
     c.send(HEADERS, END_HEADERS | END_STREAM, 1, &[0x80]);
     assert_eq!(c.goaway_and_end(), 9);
+    // PADDED with no room for the pad length: PROTOCOL_ERROR (§6.2), on
+    // HEADERS and on DATA.
+    let mut c = H2::connect(l);
+    c.send(HEADERS, END_HEADERS | 0x8, 1, &[]);
+    c.send(PING, 0, 0, b"12345678");
+    assert_eq!(c.goaway_and_end(), 1);
+    let mut c = H2::connect(l);
+    c.request(1, "POST", "/", &[], false);
+    c.send(DATA, 0x8, 1, &[]);
+    assert_eq!(c.goaway_and_end(), 1);
     // A stream identifier going backwards: PROTOCOL_ERROR (§5.1.1).
     let mut c = H2::connect(l);
     assert_eq!(c.get(5, "/").status, 200);
@@ -497,4 +507,85 @@ fn an_idle_http2_connection_gets_goaway_after_the_header_timeout() {
     );
     let t = tier_status(&s);
     assert_eq!(t["listeners"][0]["idle_closed"], 1, "{t}");
+}
+
+#[test]
+fn rfc9113_6_5_2_a_header_list_over_the_limit_gets_431_and_the_connection_stays_in_step() {
+    let (a, s) = one_backend("");
+    let mut c = H2::connect(vip(&s));
+    // 40 000 bytes of fields (the server allows 32 KiB), one entered in
+    // the dynamic table: the block is decoded whole, answered 431 …
+    let mut b = Vec::new();
+    for (n, v) in [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/big"),
+        (":authority", "www.example.com"),
+    ] {
+        hpack::encode_field(n.as_bytes(), v.as_bytes(), &mut b);
+    }
+    // A literal with incremental indexing (RFC 7541 §6.2.1), new name.
+    b.extend_from_slice(&[0x40, 0x06]);
+    b.extend_from_slice(b"x-seen");
+    b.extend_from_slice(&[0x03]);
+    b.extend_from_slice(b"yes");
+    let big = "v".repeat(40_000);
+    hpack::encode_field(b"x-big", big.as_bytes(), &mut b);
+    let (first, rest) = b.split_at(16_000);
+    c.send(HEADERS, END_STREAM, 1, first);
+    let mut chunks = rest.chunks(16_000).peekable();
+    while let Some(chunk) = chunks.next() {
+        let end = if chunks.peek().is_none() {
+            END_HEADERS
+        } else {
+            0
+        };
+        c.send(9, end, 1, chunk); // CONTINUATION
+    }
+    assert_eq!(c.answer(1).status, 431);
+    // … and the next request may refer to the entry it added (index 62).
+    let mut b = Vec::new();
+    for (n, v) in [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/after"),
+        (":authority", "www.example.com"),
+    ] {
+        hpack::encode_field(n.as_bytes(), v.as_bytes(), &mut b);
+    }
+    b.push(0x80 | 62);
+    c.send(HEADERS, END_HEADERS | END_STREAM, 3, &b);
+    let r = c.answer(3);
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("\nx-seen: yes\n"));
+    assert_eq!(a.hits.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_client_that_stops_reading_is_held_back_and_then_gets_every_byte() {
+    let (_a, s) = one_backend("");
+    let mut c = H2::connect(vip(&s));
+    // Windows as large as they go: only the server's own bound on output
+    // waiting for the client holds the responses back.
+    let mut settings = vec![0u8, 4];
+    settings.extend_from_slice(&0x7fff_ffffu32.to_be_bytes());
+    c.send(SETTINGS, 0, 0, &settings);
+    c.send(
+        WINDOW_UPDATE,
+        0,
+        0,
+        &(0x7fff_ffffu32 - 65_535).to_be_bytes(),
+    );
+    for id in [1, 3, 5] {
+        c.request(id, "GET", "/chunked/2000000", &[], true);
+    }
+    // Nothing read for a while: the socket buffers fill, then the server's.
+    std::thread::sleep(Duration::from_millis(500));
+    for id in [1, 3, 5] {
+        let r = c.answer(id);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), 2_000_000, "stream {id}");
+    }
+    // The connection still serves.
+    assert_eq!(c.get(7, "/").status, 200);
 }

@@ -61,6 +61,9 @@ const MAX_BLOCK: usize = 64 * 1024;
 /// Decoded header list size (SETTINGS_MAX_HEADER_LIST_SIZE): above it the
 /// request gets 431.
 const MAX_LIST: usize = 32 * 1024;
+/// Decoded header list size past which a connection is ended (the block
+/// is decoded whole below it, so the dynamic table stays in step).
+const DECODE_LIMIT: usize = 256 * 1024;
 /// Output waiting for the client above which no more is read from it.
 const OUT_HIGH: usize = 256 * 1024;
 /// A stream's response bytes held for the client (flow control) above
@@ -97,6 +100,7 @@ const FLOW_CONTROL_ERROR: u32 = 3;
 const STREAM_CLOSED: u32 = 5;
 const FRAME_SIZE_ERROR: u32 = 6;
 const REFUSED_STREAM: u32 = 7;
+const CANCEL: u32 = 8;
 const COMPRESSION_ERROR: u32 = 9;
 const ENHANCE_YOUR_CALM: u32 = 11;
 
@@ -297,6 +301,11 @@ struct Stream {
     fut_done: bool,
     /// RST_STREAM sent or received.
     reset: bool,
+    /// RST_STREAM received: more frames on it are a stream error.
+    peer_reset: bool,
+    /// Since when the stream has had response bytes its window holds
+    /// back (reset after `response_timeout`).
+    blocked_since: Option<Instant>,
 }
 
 impl Stream {
@@ -382,8 +391,9 @@ struct Conn<S> {
     drain_at: Option<Instant>,
     drain_end: Option<Instant>,
     stalled_since: Option<Instant>,
-    /// Some stream has response bytes its window holds back.
-    flow_blocked: bool,
+    /// When the connection was opened (its SETTINGS are due within
+    /// `header_timeout`).
+    opened: Instant,
     /// When the connection error was sent (its GOAWAY gets a second to go
     /// out).
     dead_since: Option<Instant>,
@@ -468,7 +478,7 @@ pub async fn serve<S>(
         drain_at: None,
         drain_end: None,
         stalled_since: None,
-        flow_blocked: false,
+        opened: now,
         dead_since: None,
         timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
         timer_at: None,
@@ -560,6 +570,13 @@ struct H1Request {
     continue_100: bool,
 }
 
+/// The HTTP/1.1 head a decoded request header block becomes, or None when
+/// the request is malformed or answered without a backend (for the fuzz
+/// target: whatever comes out must parse as exactly one request head).
+pub fn request_head(decoded: &[u8], fields: &[hpack::Field], end_stream: bool) -> Option<Vec<u8>> {
+    to_h1(decoded, fields, end_stream).ok().map(|r| r.head)
+}
+
 /// Writes a stream's request as an HTTP/1.1 head.
 fn to_h1(out: &[u8], fields: &[hpack::Field], end_stream: bool) -> Result<H1Request, Refusal> {
     let (mut method, mut scheme, mut path, mut authority) = (None, None, None, None);
@@ -612,6 +629,11 @@ fn to_h1(out: &[u8], fields: &[hpack::Field], end_stream: bool) -> Result<H1Requ
     let method = method.ok_or(Refusal::Malformed)?;
     if method == b"CONNECT" {
         return Err(Refusal::Answer(501, "CONNECT is not served here\n"));
+    }
+    if path == Some(b"*") {
+        // (The HTTP/1.1 loop hands `*` to hyper, which this connection
+        // cannot reach.)
+        return Err(Refusal::Answer(501, "OPTIONS * is not served here\n"));
     }
     let path = path.filter(|p| !p.is_empty()).ok_or(Refusal::Malformed)?;
     if scheme.is_none() || !(path.starts_with(b"/") || (path == b"*" && method == b"OPTIONS")) {
@@ -754,7 +776,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     again = true;
                 }
             }
-            if !self.read_closed && self.pending_out() < OUT_HIGH {
+            // Held back while the client does not take its output: reading
+            // (and framing more) resumes once the writes make room.
+            let mut held = self.pending_out() >= OUT_HIGH;
+            if !self.read_closed && !held {
                 if self.rend == self.rbuf.len() {
                     self.rbuf.copy_within(self.rstart..self.rend, 0);
                     self.rend -= self.rstart;
@@ -768,7 +793,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                             self.read_closed = true;
                         } else {
                             self.rend += n;
-                            self.last_active = Instant::now();
                             self.process();
                         }
                         again = true;
@@ -792,10 +816,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
                 again = true;
             }
-            self.flow_blocked = false;
             if self.bridge() {
                 again = true;
             }
+            held |= self.pending_out() >= OUT_HIGH;
             // Write what is waiting.
             while self.out_at < self.out.len() {
                 match Pin::new(&mut self.sock).poll_write(cx, &self.out[self.out_at..]) {
@@ -803,9 +827,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     Poll::Ready(Ok(n)) => {
                         self.out_at += n;
                         self.unflushed = true;
-                        if !self.flow_blocked {
-                            self.stalled_since = None;
-                        }
+                        self.stalled_since = None;
                     }
                     Poll::Pending => break,
                 }
@@ -823,6 +845,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     Poll::Ready(Err(_)) => return Poll::Ready(()),
                     Poll::Pending => {}
                 }
+            }
+            if held && self.pending_out() < OUT_HIGH {
+                again = true;
             }
             let flushed = self.out.is_empty() && !self.unflushed;
             if self.dead && flushed {
@@ -846,8 +871,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Deadlines: the drain, an idle connection, a header block or a
-    /// preface that does not finish, output the client does not take, a
-    /// GOAWAY that cannot go out.
+    /// preface that does not finish, output the client does not take (on
+    /// the socket: the connection; held back by a stream's window: that
+    /// stream), a GOAWAY that cannot go out.
     fn timers(&mut self, cx: &mut Context<'_>) -> Timers {
         let now = Instant::now();
         if self
@@ -857,9 +883,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             return Timers::End;
         }
         if !self.dead {
-            if self.drain_at.is_some_and(|t| now >= t) && !self.goaway_sent {
-                add(&self.stats.goaway, 1);
-                self.goaway(NO_ERROR);
+            if self.drain_at.is_some_and(|t| now >= t) && self.drain_end.is_none() {
+                if !self.goaway_sent {
+                    add(&self.stats.goaway, 1);
+                    self.goaway(NO_ERROR);
+                }
                 self.drain_end = Some(now + self.drain_window.max(Duration::from_secs(1)));
                 return Timers::Did;
             }
@@ -868,8 +896,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.conn_error(NO_ERROR, "drain window over");
                 return Timers::Did;
             }
-            // Output waiting (for the socket, or a stream for its window).
-            if self.pending_out() > 0 || self.flow_blocked {
+            // Output the socket does not take.
+            if self.pending_out() > 0 {
                 let since = *self.stalled_since.get_or_insert(now);
                 if now >= since + self.response_timeout {
                     self.conn_error(NO_ERROR, "the client took no output in time");
@@ -878,6 +906,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             } else {
                 self.stalled_since = None;
             }
+            // A stream whose window stays shut.
+            let rt = self.response_timeout;
+            if let Some(id) = self
+                .streams
+                .iter()
+                .find(|s| !s.reset && s.blocked_since.is_some_and(|t| now >= t + rt))
+                .map(|s| s.id)
+            {
+                tracing::debug!(client = %self.client, id, "HTTP/2 stream's window shut past response_timeout");
+                self.reset(id, CANCEL);
+                return Timers::Did;
+            }
             if let Some(b) = &self.block {
                 if now >= b.since + self.header_timeout {
                     add(&self.stats.header_timeouts, 1);
@@ -885,7 +925,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     return Timers::Did;
                 }
             }
-            if !self.settings_seen && now >= self.last_active + self.header_timeout {
+            if !self.settings_seen && now >= self.opened + self.header_timeout {
                 add(&self.stats.header_timeouts, 1);
                 self.conn_error(PROTOCOL_ERROR, "no SETTINGS in time");
                 return Timers::Did;
@@ -904,7 +944,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if let Some(t) = self.dead_since {
             at(t + Duration::from_secs(1));
         } else {
-            if let Some(t) = self.drain_at.filter(|_| !self.goaway_sent) {
+            if let Some(t) = self.drain_at.filter(|_| self.drain_end.is_none()) {
                 at(t);
             }
             if let Some(t) = self.drain_end {
@@ -913,10 +953,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             if let Some(s) = self.stalled_since {
                 at(s + self.response_timeout);
             }
+            for s in &self.streams {
+                if let Some(t) = s.blocked_since.filter(|_| !s.reset) {
+                    at(t + self.response_timeout);
+                }
+            }
             if let Some(b) = &self.block {
                 at(b.since + self.header_timeout);
             }
-            if !self.settings_seen || self.idle() {
+            if !self.settings_seen {
+                at(self.opened + self.header_timeout);
+            }
+            if self.idle() {
                 at(self.last_active + self.header_timeout);
             }
         }
@@ -957,6 +1005,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return;
             }
         }
+        let mut frames = false;
         while !self.dead && self.rend - self.rstart >= 9 {
             let h = &self.rbuf[self.rstart..self.rstart + 9];
             let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
@@ -976,12 +1025,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             self.rstart += 9 + len;
             // (The payload is copied out only where it is kept.)
             let payload = start..start + len;
+            frames = true;
             if !self.settings_seen && ty != SETTINGS {
                 self.conn_error(PROTOCOL_ERROR, "the first frame is not SETTINGS");
                 return;
             }
             if self.block.is_some() && ty != CONTINUATION {
                 self.conn_error(PROTOCOL_ERROR, "a header block interrupted");
+                return;
+            }
+            // A client's streams are odd; an even one is one we never
+            // opened (no push): idle (RFC 9113 §5.1.1).
+            if id % 2 == 0
+                && id != 0
+                && matches!(
+                    ty,
+                    DATA | HEADERS | RST_STREAM | WINDOW_UPDATE | CONTINUATION
+                )
+            {
+                self.conn_error(PROTOCOL_ERROR, "a frame on an even stream");
                 return;
             }
             match ty {
@@ -992,6 +1054,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         self.conn_error(PROTOCOL_ERROR, "PRIORITY on stream 0");
                     } else if len != 5 {
                         self.reset(id, FRAME_SIZE_ERROR);
+                    } else if be32(&self.rbuf[payload]) & 0x7fff_ffff == id {
+                        // A stream cannot depend on itself (RFC 9113 §5.3.1).
+                        self.reset(id, PROTOCOL_ERROR);
                     }
                 }
                 RST_STREAM => self.on_rst(id, payload),
@@ -1026,6 +1091,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             self.rstart = 0;
             self.rend = 0;
         }
+        if frames {
+            // (Idle counts from the last whole frame: a byte at a time
+            // does not keep a connection.)
+            self.last_active = Instant::now();
+        }
         self.deliver();
     }
 
@@ -1035,7 +1105,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if flags & PADDED == 0 {
             return Some(p);
         }
-        let pad = usize::from(*self.rbuf.get(p.start)?);
+        let pad = usize::from(*self.rbuf[p.clone()].first()?);
         let body = p.start + 1..p.end;
         (pad <= body.len()).then(|| body.start..body.end - pad)
     }
@@ -1057,17 +1127,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         };
         let pad = len - body.len() as i64;
         let Some(i) = self.streams.iter().position(|s| s.id == id) else {
-            // A stream closed (or reset): its bytes are credited back.
+            // A stream closed: its bytes are credited back. One we cut
+            // short may still get some (ignored); on any other closed
+            // stream it is a stream error (RFC 9113 §6.1).
             self.conn_owed += len;
             if id > self.last_id {
                 self.conn_error(PROTOCOL_ERROR, "DATA on an idle stream");
+            } else if !self.cut.contains(&id) {
+                self.reset(id, STREAM_CLOSED);
             }
             return;
         };
-        let (done, was_reset) = (self.streams[i].req_done, self.streams[i].reset);
-        if done || was_reset {
+        let s = &self.streams[i];
+        if s.req_done || s.reset {
+            // Half-closed (remote), or reset by the client: STREAM_CLOSED;
+            // reset by us: ignored.
+            let ours = s.reset && !s.peer_reset;
             self.conn_owed += len;
-            if !was_reset {
+            if !ours {
                 self.reset(id, STREAM_CLOSED);
             }
             return;
@@ -1181,65 +1258,71 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// A whole header block: a new request, or trailers.
     fn on_block(&mut self, block: Block) {
+        if self.fields_out.capacity() > 64 * 1024 {
+            self.fields_out = Vec::new();
+        }
         self.fields_out.clear();
         self.fields.clear();
+        // Decoded whole (up to DECODE_LIMIT) even when over MAX_LIST, so
+        // the dynamic table stays in step with the client's and the
+        // request can get its 431.
         let decoded = self.dec.decode(
             &block.bytes,
-            MAX_LIST,
+            DECODE_LIMIT,
             &mut self.fields_out,
             &mut self.fields,
         );
-        let too_large = match decoded {
-            Ok(()) => false,
-            Err(hpack::Error::TooLarge) => true,
+        match decoded {
+            Ok(()) => {}
+            Err(hpack::Error::TooLarge) => {
+                self.conn_error(ENHANCE_YOUR_CALM, "header list past any limit");
+                return;
+            }
             Err(e) => {
                 self.conn_error(COMPRESSION_ERROR, &e.to_string());
                 return;
             }
-        };
+        }
+        let list: usize = self
+            .fields
+            .iter()
+            .map(|f| f.name.1 as usize + f.value.1 as usize + 32)
+            .sum();
+        let too_large = list > MAX_LIST;
         let id = block.stream;
         if let Some(i) = self.streams.iter().position(|s| s.id == id) {
             // Trailers: the request's end (their fields are dropped).
             let s = &self.streams[i];
-            if s.req_done || s.reset {
-                if !s.reset {
-                    self.reset(id, STREAM_CLOSED);
-                }
+            if s.reset && !s.peer_reset {
                 return;
             }
-            if !block.end_stream {
-                self.reset(id, PROTOCOL_ERROR);
+            if s.req_done || s.peer_reset {
+                self.reset(id, STREAM_CLOSED);
                 return;
             }
-            if too_large {
-                // The table may be out of step now.
-                self.conn_error(COMPRESSION_ERROR, "trailers too large");
-                return;
-            }
-            if s.cl_left.is_some_and(|l| l > 0) {
+            let pseudo = self
+                .fields
+                .iter()
+                .any(|f| f.name(&self.fields_out).starts_with(b":"));
+            if !block.end_stream || pseudo || s.cl_left.is_some_and(|l| l > 0) {
                 self.reset(id, PROTOCOL_ERROR);
                 return;
             }
             self.end_request(i);
             return;
         }
-        if id <= self.last_id || id % 2 == 0 {
+        if id <= self.last_id {
             // A stream we cut short: its trailers, decoded (the table) and
-            // dropped. Any other: a stream going backwards, or one the
-            // client closed itself (RFC 9113 §5.1, §5.1.1).
-            if id % 2 == 0 || !self.cut.contains(&id) {
-                self.conn_error(PROTOCOL_ERROR, "HEADERS on a closed stream, or an even one");
+            // dropped. Any other: a stream going backwards, or one already
+            // closed (RFC 9113 §5.1, §5.1.1).
+            if !self.cut.contains(&id) {
+                self.conn_error(PROTOCOL_ERROR, "HEADERS on a closed stream");
             }
             return;
         }
         self.last_id = id;
         if block.bad {
             self.reset(id, PROTOCOL_ERROR);
-            return;
-        }
-        if too_large {
-            // The decoder stopped part way: its table cannot be trusted.
-            self.conn_error(COMPRESSION_ERROR, "header list too large");
             return;
         }
         if self.goaway_sent || self.goaway_recv || self.dead {
@@ -1254,7 +1337,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             return;
         }
-        let req = match to_h1(&self.fields_out, &self.fields, block.end_stream) {
+        let req = if too_large {
+            Err(Refusal::Answer(431, "request header fields too large\n"))
+        } else {
+            to_h1(&self.fields_out, &self.fields, block.end_stream)
+        };
+        let req = match req {
             Ok(r) => r,
             Err(Refusal::Malformed) => {
                 add(&self.stats.requests, 1);
@@ -1296,6 +1384,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             resp: Resp::Head,
             fut_done: false,
             reset: false,
+            peer_reset: false,
+            blocked_since: None,
         });
         let (tier, route, stats, client) = (
             self.tier.clone(),
@@ -1315,9 +1405,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let mut b = Vec::with_capacity(64);
         hpack::encode_status(status, &mut b);
         hpack::encode_field(b"content-type", b"text/plain", &mut b);
-        hpack::encode_field(b"content-length", text.len().to_string().as_bytes(), &mut b);
-        self.frame(HEADERS, END_HEADERS, id, &b);
-        self.frame(DATA, END_STREAM, id, text.as_bytes());
+        // The text within the windows, else the head alone.
+        let len = text.len() as i64;
+        if len <= self.conn_send.min(self.init_send) {
+            hpack::encode_field(b"content-length", text.len().to_string().as_bytes(), &mut b);
+            self.frame(HEADERS, END_HEADERS, id, &b);
+            self.frame(DATA, END_STREAM, id, text.as_bytes());
+            self.conn_send -= len;
+        } else {
+            self.frame(HEADERS, END_HEADERS | END_STREAM, id, &b);
+        }
         if !req_done {
             self.frame(RST_STREAM, 0, id, &NO_ERROR.to_be_bytes());
             self.cut_short(id);
@@ -1333,6 +1430,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             self.conn_error(PROTOCOL_ERROR, "RST_STREAM on an idle stream");
         } else if let Some(s) = self.streams.iter_mut().find(|s| s.id == id) {
             s.cut();
+            s.peer_reset = true;
         }
     }
 
@@ -1455,10 +1553,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 let s = self.streams.swap_remove(i);
                 // Bytes it held uncredited go back to the connection.
                 self.conn_owed += s.owed;
+                if self.streams.is_empty() {
+                    // Idle from now.
+                    self.last_active = Instant::now();
+                }
                 did = true;
                 continue;
             }
             i += 1;
+        }
+        // The connection's window shared out in turn: the stream first in
+        // line goes last next time.
+        if self.conn_send <= 0 && self.streams.len() > 1 {
+            self.streams.rotate_left(1);
         }
         // The connection window.
         if self.conn_owed >= CONN_WINDOW / 4 || (self.conn_owed > 0 && self.streams.is_empty()) {
@@ -1480,7 +1587,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         let pipe = s.pipe.clone();
         let mut p = lock(&pipe);
-        // Request body credit: the loop keeps up with the client.
+        // Request body credit: the loop keeps up with the client. Once the
+        // request has ended, what the stream holds goes back to the
+        // connection at once (its own window no longer matters).
+        if s.req_done && s.owed > 0 {
+            self.conn_owed += s.owed;
+            s.owed = 0;
+        }
         let unread = p.unread();
         if !s.req_done
             && s.owed > 0
@@ -1498,16 +1611,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let s = &mut self.streams[i];
         let mut at = 0;
         if s.resp == Resp::Head {
-            let mut hs = [httparse::EMPTY_HEADER; super::h1::MAX_HEADERS];
+            // (The loop may add via, set-cookie and connection to a
+            // backend's MAX_HEADERS fields.)
+            let mut hs = [httparse::EMPTY_HEADER; super::h1::MAX_HEADERS + 8];
             let mut r = httparse::Response::new(&mut hs);
             match r.parse(&p.outb) {
                 Ok(httparse::Status::Complete(len)) => {
-                    let status = r.code.unwrap_or(502);
+                    // A final status only (a fixed response configured
+                    // with a 1xx one cannot be sent as one).
+                    let status = r.code.filter(|c| *c >= 200).unwrap_or(502);
                     let mut block = Vec::with_capacity(128);
                     hpack::encode_status(status, &mut block);
                     let mut cl: Option<u64> = None;
                     let mut chunked = false;
                     let mut lower = [0u8; 64];
+                    let mut long = Vec::new();
                     for h in r.headers.iter() {
                         let n = h.name.as_bytes();
                         let name: &[u8] = if n.len() <= lower.len() {
@@ -1516,7 +1634,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                             l.make_ascii_lowercase();
                             l
                         } else {
-                            continue;
+                            long.clear();
+                            long.extend(n.iter().map(u8::to_ascii_lowercase));
+                            &long
                         };
                         match name {
                             b"transfer-encoding" => {
@@ -1541,7 +1661,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                             hpack::encode_field(name, h.value, &mut block);
                         }
                     }
-                    let body = if s.is_head || status == 204 || status == 304 || status < 200 {
+                    let body = if s.is_head || status == 204 || status == 304 {
                         None
                     } else if chunked {
                         Some(Body::Chunked(Dechunk::Size))
@@ -1550,7 +1670,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     } else {
                         Some(Body::Close)
                     };
-                    at = len;
+                    // With no body to send, whatever follows the head is
+                    // dropped (the writer must not wait on it).
+                    at = if body.is_none() { p.outb.len() } else { len };
                     let id = s.id;
                     s.resp = body.map_or(Resp::Done, Resp::Body);
                     let end = if body.is_none() { END_STREAM } else { 0 };
@@ -1580,7 +1702,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             loop {
                 let avail = p.outb.len() - at;
                 let window = self.conn_send.min(self.streams[i].send_window).max(0) as usize;
-                let max = window.min(self.peer_max_frame);
+                // (Not more than the socket takes, either.)
+                let room = OUT_HIGH.saturating_sub(self.pending_out());
+                let max = window.min(self.peer_max_frame).min(room);
                 match &mut body {
                     Body::Length(left) => {
                         let n = avail
@@ -1696,22 +1820,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             p.outb.drain(..at);
             wake(&mut p.writer);
         }
-        // Data left that the windows hold back.
-        if matches!(self.streams[i].resp, Resp::Body(_)) && !p.outb.is_empty() {
-            let s = &self.streams[i];
-            if self.conn_send.min(s.send_window) <= 0 {
-                self.flow_blocked = true;
-            }
+        // Response bytes the windows hold back: since when.
+        let window_open = self.conn_send.min(self.streams[i].send_window) > 0;
+        let s = &mut self.streams[i];
+        if matches!(s.resp, Resp::Body(_)) && !p.outb.is_empty() && !window_open {
+            s.blocked_since.get_or_insert_with(Instant::now);
+        } else {
+            s.blocked_since = None;
         }
         // The loop ended with the response unfinished (and nothing more
         // can come): the stream is reset.
+        let could_send = window_open && self.pending_out() < OUT_HIGH;
         let s = &self.streams[i];
         if s.fut_done && s.resp != Resp::Done && !s.reset && !did {
-            let window_open = self.conn_send.min(s.send_window) > 0;
             let stuck = match s.resp {
                 Resp::Head => true,
                 Resp::Body(Body::Close) => false,
-                _ => p.outb.is_empty() || window_open,
+                _ => p.outb.is_empty() || could_send,
             };
             if stuck {
                 let id = s.id;
@@ -1725,9 +1850,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     fn data(&mut self, i: usize, flags: u8, b: &[u8]) {
         let id = self.streams[i].id;
-        if !b.is_empty() {
-            self.stalled_since = None;
-        }
         self.conn_send -= b.len() as i64;
         self.streams[i].send_window -= b.len() as i64;
         self.frame(DATA, flags, id, b);
