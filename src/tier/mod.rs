@@ -274,6 +274,19 @@ struct Listener {
     stats: Arc<ListenerStats>,
     local: SocketAddr,
     task: tokio::task::AbortHandle,
+    /// The listening socket (a second descriptor of it), for what a reload
+    /// changes in place: whether accepting waits for data.
+    sock: Option<std::net::TcpListener>,
+}
+
+/// How long accepting a connection may wait for its first data: HTTP
+/// listeners' clients speak first (`header_timeout`, at least a second);
+/// a TCP listener's backend may speak first, so it does not wait.
+fn defer_secs(mode: &Mode) -> u32 {
+    match mode {
+        Mode::Http(h) => u32::try_from(h.header_timeout.as_secs().clamp(1, 60)).unwrap_or(1),
+        Mode::Tcp => 0,
+    }
 }
 
 #[derive(Default)]
@@ -674,12 +687,22 @@ impl Tier {
                 access: access.clone(),
             };
             if let Some(existing) = run.listeners.get(&l.bind) {
+                // (The mode may have changed: HTTP waits for data, TCP not.)
+                if let Some(sock) = &existing.sock {
+                    if let Err(e) = crate::sock::defer_accept(sock, defer_secs(&l.mode)) {
+                        tracing::debug!(bind = %l.bind, "TCP_DEFER_ACCEPT: {e}");
+                    }
+                }
                 existing.route.store(Arc::new(route));
                 continue;
             }
             let Some(std_listener) = fresh.remove(&l.bind) else {
                 continue;
             };
+            if let Err(e) = crate::sock::defer_accept(&std_listener, defer_secs(&l.mode)) {
+                tracing::debug!(bind = %l.bind, "TCP_DEFER_ACCEPT: {e}");
+            }
+            let sock = std_listener.try_clone().ok();
             let local = std_listener.local_addr().unwrap_or(l.bind);
             let listener = match TcpListener::from_std(std_listener) {
                 Ok(x) => x,
@@ -705,6 +728,7 @@ impl Tier {
                     stats,
                     local,
                     task: task.abort_handle(),
+                    sock,
                 },
             );
         }
