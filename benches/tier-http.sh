@@ -69,7 +69,10 @@
 # failure, 502, 503 or 504, and the forwarding headers geolb adds by
 # default (X-Forwarded-For appended, X-Forwarded-Proto, X-Forwarded-Host;
 # FWD=off turns them off on all three). Keep-alive idle timeouts are 10
-# minutes on all three, so the held clients stay.
+# minutes on all three, so the held clients stay. geolb's HTTP listeners
+# accept a connection once it has sent data (TCP_DEFER_ACCEPT); the peers'
+# defaults do not, and PEER_DEFER=1 turns on their equivalents (HAProxy
+# `defer-accept`, NGINX `deferred`).
 #
 # RT=1 runs the proxies, the backends and the load tools SCHED_FIFO
 # (chrt -f 10), steadier on a shared machine at the price of taking both
@@ -90,6 +93,7 @@ HOLD=${HOLD:-10000}
 HOLD_ROUNDS=${HOLD_ROUNDS:-2}
 FWD=${FWD:-on}
 GEOLB_TLS=${GEOLB_TLS:-}
+PEER_DEFER=${PEER_DEFER:-}
 ONLY=" ${ONLY:-ka close h2 tls rate close_rate rss} "
 want() { [[ $ONLY == *" $1 "* ]]; }
 if want rate && ! want ka && [ -z "$RATE" ]; then echo "ONLY without ka needs RATE for the rate scenario" >&2; exit 1; fi
@@ -189,10 +193,13 @@ fi
 geolb_config ${TLS_ON:+tls} >"$RUN/geolb.toml"
 
 peer_config() { # file: fills in the placeholders, drops fwd/tls lines when off
-  local drop='NEVER MATCHES'
+  local drop='NEVER MATCHES' defer='s#NEVER MATCHES##'
   [ "$FWD" = off ] && drop='# fwd$'
   [ -z "$TLS_ON" ] && drop="$drop|# tls\$"
-  grep -v -E "$drop" "$1" | sed -e "s#FRONTEND_H2#127.0.0.1:$2#; s#FRONTEND_TLS#127.0.0.1:$3#; s#FRONTEND#127.0.0.1:$4#" \
+  # PEER_DEFER=1: the peers' own deferred accept (geolb's HTTP listeners
+  # defer by default): HAProxy's defer-accept, NGINX's deferred.
+  [ -n "$PEER_DEFER" ] && defer='s#^\( *bind FRONTEND[^ ]*\)#\1 defer-accept#; s#^\( *listen FRONTEND[^ ;]*\)#\1 deferred#'
+  grep -v -E "$drop" "$1" | sed -e "$defer" -e "s#FRONTEND_H2#127.0.0.1:$2#; s#FRONTEND_TLS#127.0.0.1:$3#; s#FRONTEND#127.0.0.1:$4#" \
     -e "s#BACKEND1#127.0.0.1:$B1#; s#BACKEND2#127.0.0.1:$B2#; s#MAXCONN#$MAXCONN#g; s#CONNS#$FILES#g" \
     -e "s#RUNDIR#$RUN#g; s#CERT#$5#; s#KEY#$RUN/key.pem#"
 }

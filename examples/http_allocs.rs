@@ -9,6 +9,7 @@
 //! cargo run --release --example http_allocs -- --fwd off     # forwarded_for = "off"
 //! cargo run --release --example http_allocs -- --engine hyper # the hyper engine (default: native)
 //! cargo run --release --example http_allocs -- 1000 --idle  # heap kept per idle keep-alive client
+//! cargo run --release --example http_allocs -- --h2          # h2c: one stream per request on one connection
 //! ```
 //!
 //! The server is `geolb serve`'s own (`Server::start` on a config with one
@@ -213,6 +214,63 @@ fn client(addr: SocketAddr, n: usize, close: bool) {
     }
 }
 
+/// `n` requests through `addr` over h2c (prior knowledge), one stream
+/// each, one after the other on one connection (the windows opened wide
+/// at the start, so no WINDOW_UPDATE is needed on the way).
+fn client_h2(addr: SocketAddr, n: usize, s: &mut Option<(TcpStream, u32)>) {
+    use geolb::tier::hpack;
+    let (sock, next_id) = s.get_or_insert_with(|| {
+        let mut c = TcpStream::connect(addr).expect("connect to the listener");
+        c.set_nodelay(true).expect("nodelay");
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        // SETTINGS: INITIAL_WINDOW_SIZE 2^31-1; then the connection window.
+        hello.extend_from_slice(&[0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 4, 0x7f, 0xff, 0xff, 0xff]);
+        hello.extend_from_slice(&[0, 0, 4, 8, 0, 0, 0, 0, 0]);
+        hello.extend_from_slice(&(0x7fff_ffffu32 - 65_535).to_be_bytes());
+        c.write_all(&hello).expect("preface");
+        (c, 1)
+    });
+    let mut block = Vec::new();
+    for (k, v) in [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/"),
+        (":authority", "bench.example"),
+        ("user-agent", "http_allocs"),
+        ("accept", "*/*"),
+    ] {
+        hpack::encode_field(k.as_bytes(), v.as_bytes(), &mut block);
+    }
+    let mut head = [0u8; 9];
+    let mut payload = Vec::new();
+    for _ in 0..n {
+        let id = *next_id;
+        *next_id += 2;
+        let l = (block.len() as u32).to_be_bytes();
+        let mut f = vec![l[1], l[2], l[3], 1, 0x5];
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(&block);
+        sock.write_all(&f).expect("send");
+        loop {
+            sock.read_exact(&mut head).expect("frame head");
+            let len =
+                (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+            payload.resize(len, 0);
+            sock.read_exact(&mut payload).expect("frame");
+            let (ty, flags) = (head[3], head[4]);
+            let sid = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+            if ty == 4 && flags & 1 == 0 {
+                sock.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0])
+                    .expect("SETTINGS ACK");
+            }
+            if sid == id && (ty == 0 || ty == 1) && flags & 1 != 0 {
+                break;
+            }
+            assert!(ty != 3 && ty != 7, "stream reset or GOAWAY");
+        }
+    }
+}
+
 /// Frames of a captured backtrace: (function, location).
 fn frames(bt: &std::backtrace::Backtrace) -> Vec<(String, String)> {
     let text = format!("{bt}");
@@ -326,11 +384,13 @@ fn held(addr: SocketAddr, n: usize, trace: bool, rt: tokio::runtime::Runtime) {
 fn main() {
     let mut n = 20_000usize;
     let (mut close, mut trace, mut idle, mut fwd) = (false, false, false, "append".to_string());
+    let mut h2 = false;
     let mut engine = "native".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--close" => close = true,
+            "--h2" => h2 = true,
             "--trace" => trace = true,
             "--idle" => idle = true,
             "--fwd" => fwd = args.next().unwrap_or_else(|| "append".into()),
@@ -339,7 +399,7 @@ fn main() {
                 Ok(x) => n = x,
                 Err(_) => {
                     eprintln!(
-                        "usage: http_allocs [N] [--close | --idle] [--trace] [--fwd append|replace|off] [--engine native|hyper]"
+                        "usage: http_allocs [N] [--close | --idle | --h2] [--trace] [--fwd append|replace|off] [--engine native|hyper]"
                     );
                     std::process::exit(2);
                 }
@@ -395,14 +455,23 @@ file = "example.com.zone"
         .expect("server");
     let addr = server.tier.local_addrs()["bench"];
     // Warm-up: pools filled, buffers at their working size.
-    client(addr, 2_000.min(n), close);
+    let mut h2c = None;
+    if h2 {
+        client_h2(addr, 2_000.min(n), &mut h2c);
+    } else {
+        client(addr, 2_000.min(n), close);
+    }
     std::thread::sleep(Duration::from_millis(100));
     TRACE.store(trace, Ordering::Relaxed);
     if idle {
         return held(addr, n, trace, rt);
     }
     ON.store(true, Ordering::SeqCst);
-    client(addr, n, close);
+    if h2 {
+        client_h2(addr, n, &mut h2c);
+    } else {
+        client(addr, n, close);
+    }
     // The last response is written before the server's task finishes with
     // it (the backend's body guard, the connection's bookkeeping).
     std::thread::sleep(Duration::from_millis(50));
@@ -413,7 +482,13 @@ file = "example.com.zone"
     );
     println!(
         "{n} requests ({}, forwarded_for = {fwd:?}): {:.2} allocations and {:.0} bytes per request on the server's threads",
-        if close { "a new connection each" } else { "one keep-alive connection" },
+        if h2 {
+            "h2c, a stream each on one connection"
+        } else if close {
+            "a new connection each"
+        } else {
+            "one keep-alive connection"
+        },
         a as f64 / n as f64,
         b as f64 / n as f64
     );

@@ -340,9 +340,28 @@ enum Timers {
     End,
 }
 
-type StreamFuture = Pin<Box<dyn std::future::Future<Output = (u32, bool)> + Send>>;
+/// One stream's request, served by the native HTTP/1.1 loop: the stream
+/// id, and whether the loop handed it to hyper.
+async fn stream_request(
+    tier: Arc<Tier>,
+    route: Arc<Route>,
+    stats: Arc<ListenerStats>,
+    client: SocketAddr,
+    pipe: Arc<Mutex<Pipe>>,
+    id: u32,
+) -> (u32, bool) {
+    let io = Prefixed::new(Vec::new(), StreamIo(pipe));
+    let next = super::native::session(&tier, &route, &stats, io, client, true).await;
+    (id, matches!(next, super::native::Next::Hyper(_)))
+}
 
-struct Conn<S> {
+/// `stream_request` as a function pointer: its future's type (unnamed) is
+/// the connection's type parameter, so the futures live unboxed in their
+/// `FuturesUnordered` nodes (one allocation per stream).
+type MakeStream<F> =
+    fn(Arc<Tier>, Arc<Route>, Arc<ListenerStats>, SocketAddr, Arc<Mutex<Pipe>>, u32) -> F;
+
+struct Conn<S, F> {
     tier: Arc<Tier>,
     route: Arc<Route>,
     stats: Arc<ListenerStats>,
@@ -364,8 +383,16 @@ struct Conn<S> {
     block: Option<Block>,
     fields_out: Vec<u8>,
     fields: Vec<hpack::Field>,
+    /// Buffers reused from request to request: a header block's bytes,
+    /// an HTTP/1.1 head, a response's HPACK block, finished streams'
+    /// pipes (no allocation for them per request).
+    block_spare: Vec<u8>,
+    head_spare: Vec<u8>,
+    hpack_spare: Vec<u8>,
+    spare_pipes: Vec<Arc<Mutex<Pipe>>>,
     streams: Vec<Stream>,
-    futs: FuturesUnordered<StreamFuture>,
+    futs: FuturesUnordered<F>,
+    make: MakeStream<F>,
     last_id: u32,
     conn_send: i64,
     init_send: i64,
@@ -460,8 +487,13 @@ pub async fn serve<S>(
         block: None,
         fields_out: Vec::new(),
         fields: Vec::new(),
+        block_spare: Vec::new(),
+        head_spare: Vec::new(),
+        hpack_spare: Vec::new(),
+        spare_pipes: Vec::new(),
         streams: Vec::new(),
         futs: FuturesUnordered::new(),
+        make: stream_request,
         last_id: 0,
         conn_send: 65_535,
         init_send: 65_535,
@@ -563,7 +595,6 @@ enum Refusal {
 
 /// A request as the native loop reads it.
 struct H1Request {
-    head: Vec<u8>,
     is_head: bool,
     cl: Option<u64>,
     chunked: bool,
@@ -574,11 +605,19 @@ struct H1Request {
 /// the request is malformed or answered without a backend (for the fuzz
 /// target: whatever comes out must parse as exactly one request head).
 pub fn request_head(decoded: &[u8], fields: &[hpack::Field], end_stream: bool) -> Option<Vec<u8>> {
-    to_h1(decoded, fields, end_stream).ok().map(|r| r.head)
+    let mut head = Vec::new();
+    to_h1(decoded, fields, end_stream, &mut head).ok()?;
+    Some(head)
 }
 
 /// Writes a stream's request as an HTTP/1.1 head.
-fn to_h1(out: &[u8], fields: &[hpack::Field], end_stream: bool) -> Result<H1Request, Refusal> {
+fn to_h1(
+    out: &[u8],
+    fields: &[hpack::Field],
+    end_stream: bool,
+    head: &mut Vec<u8>,
+) -> Result<H1Request, Refusal> {
+    head.clear();
     let (mut method, mut scheme, mut path, mut authority) = (None, None, None, None);
     let mut host: Option<&[u8]> = None;
     let mut regular = false;
@@ -651,7 +690,6 @@ fn to_h1(out: &[u8], fields: &[hpack::Field], end_stream: bool) -> Result<H1Requ
     if size + path.len() + host.map_or(0, <[u8]>::len) + 64 > super::h1::MAX_HEAD {
         return Err(Refusal::Answer(431, "request header fields too large\n"));
     }
-    let mut head = Vec::with_capacity(size + path.len() + 128);
     head.extend_from_slice(method);
     head.push(b' ');
     head.extend_from_slice(path);
@@ -697,7 +735,6 @@ fn to_h1(out: &[u8], fields: &[hpack::Field], end_stream: bool) -> Result<H1Requ
     }
     head.extend_from_slice(b"\r\n");
     Ok(H1Request {
-        head,
         is_head: method == b"HEAD",
         cl,
         chunked,
@@ -705,7 +742,11 @@ fn to_h1(out: &[u8], fields: &[hpack::Field], end_stream: bool) -> Result<H1Requ
     })
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+impl<S, F> Conn<S, F>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: Future<Output = (u32, bool)>,
+{
     fn frame(&mut self, ty: u8, flags: u8, id: u32, payload: &[u8]) {
         put_head(&mut self.out, payload.len(), ty, flags, id);
         self.out.extend_from_slice(payload);
@@ -1219,7 +1260,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             bad = be32(&self.rbuf[body.start..]) & 0x7fff_ffff == id;
             body.start += 5;
         }
-        let mut bytes = Vec::with_capacity(body.len());
+        let mut bytes = std::mem::take(&mut self.block_spare);
+        bytes.clear();
         bytes.extend_from_slice(&self.rbuf[body]);
         let block = Block {
             stream: id,
@@ -1229,9 +1271,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             since: Instant::now(),
         };
         if flags & END_HEADERS != 0 {
-            self.on_block(block);
+            self.whole_block(block);
         } else {
             self.block = Some(block);
+        }
+    }
+
+    /// A header block complete: handled, its buffer kept for the next.
+    fn whole_block(&mut self, block: Block) {
+        self.on_block(&block);
+        if block.bytes.capacity() <= MAX_BLOCK {
+            self.block_spare = block.bytes;
         }
     }
 
@@ -1250,14 +1300,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         block.bytes.extend_from_slice(&self.rbuf[payload]);
         if flags & END_HEADERS != 0 {
-            self.on_block(block);
+            self.whole_block(block);
         } else {
             self.block = Some(block);
         }
     }
 
     /// A whole header block: a new request, or trailers.
-    fn on_block(&mut self, block: Block) {
+    fn on_block(&mut self, block: &Block) {
         if self.fields_out.capacity() > 64 * 1024 {
             self.fields_out = Vec::new();
         }
@@ -1340,7 +1390,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let req = if too_large {
             Err(Refusal::Answer(431, "request header fields too large\n"))
         } else {
-            to_h1(&self.fields_out, &self.fields, block.end_stream)
+            to_h1(
+                &self.fields_out,
+                &self.fields,
+                block.end_stream,
+                &mut self.head_spare,
+            )
         };
         let req = match req {
             Ok(r) => r,
@@ -1365,11 +1420,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             hpack::encode_status(100, &mut b);
             self.frame(HEADERS, END_HEADERS, id, &b);
         }
-        let pipe = Arc::new(Mutex::new(Pipe {
-            inb: req.head,
-            eof: block.end_stream,
-            ..Pipe::default()
-        }));
+        let pipe = self.spare_pipes.pop().unwrap_or_default();
+        {
+            let mut p = lock(&pipe);
+            p.inb.clear();
+            p.inb.extend_from_slice(&self.head_spare);
+            p.at = 0;
+            p.eof = block.end_stream;
+            p.outb.clear();
+            p.shut = false;
+            p.gone = false;
+            p.reader = None;
+            p.writer = None;
+        }
         self.streams.push(Stream {
             id,
             pipe: pipe.clone(),
@@ -1387,17 +1450,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             peer_reset: false,
             blocked_since: None,
         });
-        let (tier, route, stats, client) = (
+        let f = (self.make)(
             self.tier.clone(),
             self.route.clone(),
             self.stats.clone(),
             self.client,
+            pipe,
+            id,
         );
-        self.futs.push(Box::pin(async move {
-            let io = Prefixed::new(Vec::new(), StreamIo(pipe));
-            let next = super::native::session(&tier, &route, &stats, io, client, true).await;
-            (id, matches!(next, super::native::Next::Hyper(_)))
-        }));
+        self.futs.push(f);
     }
 
     /// A response made here (no stream kept).
@@ -1553,6 +1614,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 let s = self.streams.swap_remove(i);
                 // Bytes it held uncredited go back to the connection.
                 self.conn_owed += s.owed;
+                // Its pipe serves another stream (unless it grew large).
+                if Arc::strong_count(&s.pipe) == 1 && self.spare_pipes.len() < 32 {
+                    let small = {
+                        let p = lock(&s.pipe);
+                        p.inb.capacity() <= 4096 && p.outb.capacity() <= 16 * 1024
+                    };
+                    if small {
+                        self.spare_pipes.push(s.pipe);
+                    }
+                }
                 if self.streams.is_empty() {
                     // Idle from now.
                     self.last_active = Instant::now();
@@ -1620,7 +1691,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     // A final status only (a fixed response configured
                     // with a 1xx one cannot be sent as one).
                     let status = r.code.filter(|c| *c >= 200).unwrap_or(502);
-                    let mut block = Vec::with_capacity(128);
+                    let mut block = std::mem::take(&mut self.hpack_spare);
+                    block.clear();
                     hpack::encode_status(status, &mut block);
                     let mut cl: Option<u64> = None;
                     let mut chunked = false;
@@ -1677,6 +1749,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     s.resp = body.map_or(Resp::Done, Resp::Body);
                     let end = if body.is_none() { END_STREAM } else { 0 };
                     self.headers_frames(id, end, &block);
+                    if block.capacity() <= 64 * 1024 {
+                        self.hpack_spare = block;
+                    }
                     did = true;
                 }
                 Ok(httparse::Status::Partial) => {
