@@ -1237,6 +1237,10 @@ fn print_status(v: &serde_json::Value) {
                 ("upgrades", "upgrades"),
                 ("body_timeouts", "408 body"),
                 ("header_timeouts", "408 header"),
+                ("h2_streams", "h2 streams"),
+                ("h2_refused", "h2 refused"),
+                ("h2_stream_errors", "h2 stream errors"),
+                ("h2_connection_errors", "h2 connection errors"),
                 ("tls_handshake_errors", "TLS handshake errors"),
             ] {
                 if l[k].as_u64().is_some_and(|n| n > 0) {

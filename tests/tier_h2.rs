@@ -270,6 +270,7 @@ fn rfc9113_8_2_3_streams_multiplex_and_split_cookie_fields_reach_the_backend_as_
     assert!(head.body.is_empty());
     let t = tier_status(&s);
     assert_eq!(t["listeners"][0]["requests"], 3, "{t}");
+    assert_eq!(t["listeners"][0]["h2_streams"], 3, "{t}");
 }
 
 #[test]
@@ -317,6 +318,14 @@ fn rfc9113_8_1_1_malformed_requests_are_reset_and_never_reach_a_backend() {
     // The connection still serves.
     assert_eq!(c.get(id, "/fine").status, 200);
     assert_eq!(a.hits.load(Ordering::Relaxed), 1);
+    // Counted: the nine resets, the streams that reached the request loop
+    // (the bad path, the final request) and none refused.
+    let t = tier_status(&s);
+    let l = &t["listeners"][0];
+    assert_eq!(l["h2_stream_errors"], 9, "{t}");
+    assert_eq!(l["h2_streams"], 2, "{t}");
+    assert_eq!(l["h2_refused"], 0, "{t}");
+    assert_eq!(l["h2_connection_errors"], 0, "{t}");
 }
 
 #[test]
@@ -343,6 +352,8 @@ fn rfc9113_5_1_2_streams_past_max_concurrent_streams_are_refused() {
         assert_eq!(c.answer(1 + 2 * i).status, 200);
     }
     assert_eq!(a.hits.load(Ordering::Relaxed), max as usize);
+    let t = tier_status(&s);
+    assert_eq!(t["listeners"][0]["h2_refused"], 1, "{t}");
 }
 
 #[test]
@@ -455,6 +466,9 @@ fn rfc9113_4_3_5_4_1_connection_errors_end_the_connection_with_goaway() {
     let mut all = Vec::new();
     let _ = raw.read_to_end(&mut all);
     assert_eq!(a.hits.load(Ordering::Relaxed), 1);
+    // Counted: each connection that ended with an error code.
+    let t = tier_status(&s);
+    assert_eq!(t["listeners"][0]["h2_connection_errors"], 6, "{t}");
 }
 
 #[test]

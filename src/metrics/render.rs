@@ -616,7 +616,7 @@ fn tier(e: &mut Exposition, tier: &Tier) {
             }
         }
     }
-    let lfam: [Family<crate::tier::ListenerStatus, u64>; 18] = [
+    let lfam: [Family<crate::tier::ListenerStatus, u64>; 22] = [
         (
             "geolb_tier_listener_connections_total",
             "Client connections accepted.",
@@ -686,6 +686,26 @@ fn tier(e: &mut Exposition, tier: &Tier) {
             "geolb_tier_listener_header_timeouts_total",
             "HTTP connections answered 408: a request head began but did not arrive within header_timeout.",
             |l| l.header_timeouts,
+        ),
+        (
+            "geolb_tier_listener_h2_streams_total",
+            "HTTP/2 streams (requests) the native HTTP/2 server opened.",
+            |l| l.h2_streams,
+        ),
+        (
+            "geolb_tier_listener_h2_refused_total",
+            "HTTP/2 streams refused (REFUSED_STREAM): past the stream limit, or after GOAWAY.",
+            |l| l.h2_refused,
+        ),
+        (
+            "geolb_tier_listener_h2_stream_errors_total",
+            "HTTP/2 streams reset for an error: malformed requests, flow control, a window kept shut.",
+            |l| l.h2_stream_errors,
+        ),
+        (
+            "geolb_tier_listener_h2_connection_errors_total",
+            "HTTP/2 connections ended by a protocol error (GOAWAY with an error code).",
+            |l| l.h2_connection_errors,
         ),
         (
             "geolb_tier_listener_goaway_total",

@@ -766,6 +766,9 @@ where
             return;
         }
         tracing::debug!(client = %self.client, code, "HTTP/2 connection error: {why}");
+        if code != NO_ERROR {
+            add(&self.stats.h2_connection_errors, 1);
+        }
         let mut p = [0u8; 8];
         p[..4].copy_from_slice(&self.last_id.to_be_bytes());
         p[4..].copy_from_slice(&code.to_be_bytes());
@@ -782,6 +785,11 @@ where
     /// runs out (the loop sees the client gone).
     fn reset(&mut self, id: u32, code: u32) {
         self.frame(RST_STREAM, 0, id, &code.to_be_bytes());
+        match code {
+            REFUSED_STREAM => add(&self.stats.h2_refused, 1),
+            NO_ERROR => {}
+            _ => add(&self.stats.h2_stream_errors, 1),
+        }
         self.cut_short(id);
         if let Some(s) = self.streams.iter_mut().find(|s| s.id == id) {
             s.cut();
@@ -1420,6 +1428,7 @@ where
             hpack::encode_status(100, &mut b);
             self.frame(HEADERS, END_HEADERS, id, &b);
         }
+        add(&self.stats.h2_streams, 1);
         let pipe = self.spare_pipes.pop().unwrap_or_default();
         {
             let mut p = lock(&pipe);

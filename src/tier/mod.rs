@@ -878,6 +878,10 @@ impl Tier {
                     body_timeouts: stats::get(&s.body_timeouts),
                     header_timeouts: stats::get(&s.header_timeouts),
                     goaway: stats::get(&s.goaway),
+                    h2_streams: stats::get(&s.h2_streams),
+                    h2_refused: stats::get(&s.h2_refused),
+                    h2_stream_errors: stats::get(&s.h2_stream_errors),
+                    h2_connection_errors: stats::get(&s.h2_connection_errors),
                     backend_connections: stats::get(&s.backend_connects),
                     routes: s
                         .routes
@@ -1409,6 +1413,12 @@ pub struct ListenerStatus {
     pub header_timeouts: u64,
     /// HTTP: connections told to close as the listener went away.
     pub goaway: u64,
+    /// HTTP/2 on the native server: streams opened, refused, reset for an
+    /// error; connections ended by a protocol error.
+    pub h2_streams: u64,
+    pub h2_refused: u64,
+    pub h2_stream_errors: u64,
+    pub h2_connection_errors: u64,
     /// HTTP: backend connections its pool opened (requests over this is
     /// the pool's reuse).
     pub backend_connections: u64,

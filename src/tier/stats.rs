@@ -88,6 +88,17 @@ pub struct ListenerStats {
     /// HTTP: connections told to close (Connection: close / GOAWAY) because
     /// the listener is going away.
     pub goaway: AtomicU64,
+    /// HTTP/2 (native server): streams opened.
+    pub h2_streams: AtomicU64,
+    /// HTTP/2: streams refused (REFUSED_STREAM: past the stream limit, or
+    /// after GOAWAY).
+    pub h2_refused: AtomicU64,
+    /// HTTP/2: streams reset for an error (malformed, flow control, a
+    /// window shut too long).
+    pub h2_stream_errors: AtomicU64,
+    /// HTTP/2: connections ended by a protocol error (GOAWAY with an error
+    /// code).
+    pub h2_connection_errors: AtomicU64,
     /// Set when the listener is removed: its HTTP connections close within
     /// the drain window.
     pub closing: tokio::sync::watch::Sender<bool>,
