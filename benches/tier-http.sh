@@ -39,7 +39,10 @@
 #  4. tls: HTTP/1.1 keep-alive over TLS (wrk to https://), when this geolb
 #     accepts a TLS listener (the config hook below: `geolb check` on a
 #     listener with GEOLB_TLS, default `tls = { certificates = [{ cert, key }] }`);
-#     skipped and said so otherwise;
+#     skipped and said so otherwise; h2tls: HTTP/2 over TLS (h2 by ALPN),
+#     h2load -t1 -c8 -m8 to https://, geolb's TLS listener, HAProxy on an
+#     `alpn h2` bind, NGINX on `listen ... ssl http2`, the floor the
+#     backend's own;
 #  5. rate: a fixed RATE of keep-alive requests over 32 connections
 #     (examples/httpload.rs: open loop, evenly paced, latency from each
 #     request's release, so waiting for a connection counts): proxy CPU
@@ -58,7 +61,7 @@
 #     fresh proxy's RSS before (NGINX: the worker's RSS plus the master's
 #     private memory). HOLD_ROUNDS (default 2) rounds.
 #
-# ONLY (default "ka close h2 tls rate close_rate rss") names the scenarios
+# ONLY (default "ka close h2 tls h2tls rate close_rate rss") names the scenarios
 # to run; rate without ka needs RATE (close_rate without close takes
 # CLOSE_RATE, default 15000).
 #
@@ -94,14 +97,15 @@ HOLD_ROUNDS=${HOLD_ROUNDS:-2}
 FWD=${FWD:-on}
 GEOLB_TLS=${GEOLB_TLS:-}
 PEER_DEFER=${PEER_DEFER:-}
-ONLY=" ${ONLY:-ka close h2 tls rate close_rate rss} "
+ONLY=" ${ONLY:-ka close h2 tls h2tls rate close_rate rss} "
 want() { [[ $ONLY == *" $1 "* ]]; }
 if want rate && ! want ka && [ -z "$RATE" ]; then echo "ONLY without ka needs RATE for the rate scenario" >&2; exit 1; fi
 # Ports: geolb (HTTP/1.1 and h2c on one port), HAProxy, NGINX (each with
 # an h2c port and a TLS port), the backends (two HTTP/1.1 ports, an h2c
 # and a TLS port for the floor), geolb's admin API.
 G=19101 H=19102 N=19103 H_H2=19112 N_H2=19113 G_TLS=19121 H_TLS=19122 N_TLS=19123
-B1=18181 B2=18182 B_H2=18183 B_TLS=18184 ADMIN=19181
+H_H2TLS=19132 N_H2TLS=19133
+B1=18181 B2=18182 B_H2=18183 B_TLS=18184 B_H2TLS=18185 ADMIN=19181
 RUN=${KEEP_RUN:-$(mktemp -d)}
 trap 'kill $(jobs -p) $(cat "$RUN"/*.pid 2>/dev/null) 2>/dev/null || true; wait 2>/dev/null || true; [ -n "${KEEP_RUN:-}" ] || rm -rf "$RUN"' EXIT
 # shellcheck source=benches/lib.sh
@@ -133,7 +137,7 @@ fi
 FILES=$((HOLD + 1500)) # NGINX's and the backend's descriptors: the held clients and the pools
 MAXCONN=$((HOLD + 20))
 
-for p in $G $H $N $H_H2 $N_H2 $G_TLS $H_TLS $N_TLS $B1 $B2 $B_H2 $B_TLS $ADMIN; do
+for p in $G $H $N $H_H2 $N_H2 $G_TLS $H_TLS $N_TLS $H_H2TLS $N_H2TLS $B1 $B2 $B_H2 $B_TLS $B_H2TLS $ADMIN; do
   if [ -n "$(ss -Htln "sport = :$p")" ]; then echo "port $p is taken (a previous run still going?)" >&2; exit 1; fi
 done
 
@@ -163,6 +167,7 @@ http {
   server {
     listen 127.0.0.1:$B1 backlog=4096; listen 127.0.0.1:$B2 backlog=4096;
     listen 127.0.0.1:$B_H2 http2 backlog=4096; listen 127.0.0.1:$B_TLS ssl backlog=4096;
+    listen 127.0.0.1:$B_H2TLS ssl http2 backlog=4096;
     location / { return 200 "hello, tier\n"; }
   }
 }
@@ -199,12 +204,12 @@ peer_config() { # file: fills in the placeholders, drops fwd/tls lines when off
   # PEER_DEFER=1: the peers' own deferred accept (geolb's HTTP listeners
   # defer by default): HAProxy's defer-accept, NGINX's deferred.
   [ -n "$PEER_DEFER" ] && defer='s#^\( *bind FRONTEND[^ ]*\)#\1 defer-accept#; s#^\( *listen FRONTEND[^ ;]*\)#\1 deferred#'
-  grep -v -E "$drop" "$1" | sed -e "$defer" -e "s#FRONTEND_H2#127.0.0.1:$2#; s#FRONTEND_TLS#127.0.0.1:$3#; s#FRONTEND#127.0.0.1:$4#" \
+  grep -v -E "$drop" "$1" | sed -e "$defer" -e "s#FRONTEND_SECURE_H2#127.0.0.1:$6#; s#FRONTEND_H2#127.0.0.1:$2#; s#FRONTEND_TLS#127.0.0.1:$3#; s#FRONTEND#127.0.0.1:$4#" \
     -e "s#BACKEND1#127.0.0.1:$B1#; s#BACKEND2#127.0.0.1:$B2#; s#MAXCONN#$MAXCONN#g; s#CONNS#$FILES#g" \
     -e "s#RUNDIR#$RUN#g; s#CERT#$5#; s#KEY#$RUN/key.pem#"
 }
-peer_config benches/peers/haproxy-http.cfg $H_H2 $H_TLS $H "$RUN/haproxy.pem" >"$RUN/haproxy.cfg"
-peer_config benches/peers/nginx-http.conf $N_H2 $N_TLS $N "$RUN/cert.pem" >"$RUN/nginx-proxy.conf"
+peer_config benches/peers/haproxy-http.cfg $H_H2 $H_TLS $H "$RUN/haproxy.pem" $H_H2TLS >"$RUN/haproxy.cfg"
+peer_config benches/peers/nginx-http.conf $N_H2 $N_TLS $N "$RUN/cert.pem" $N_H2TLS >"$RUN/nginx-proxy.conf"
 
 wait_up() { # port [scheme]
   for _ in $(seq 1 100); do
@@ -227,10 +232,10 @@ start() { # geolb | haproxy | nginx: starts it on CPU 0, sets PID[$1]
 }
 port() { # who scenario
   case $1:$2 in
-    floor:h2) echo $B_H2 ;; floor:tls) echo $B_TLS ;; floor:*) echo $B1 ;;
-    geolb:tls) echo $G_TLS ;; geolb:*) echo $G ;;
-    haproxy:h2) echo $H_H2 ;; haproxy:tls) echo $H_TLS ;; haproxy:*) echo $H ;;
-    nginx:h2) echo $N_H2 ;; nginx:tls) echo $N_TLS ;; nginx:*) echo $N ;;
+    floor:h2) echo $B_H2 ;; floor:tls) echo $B_TLS ;; floor:h2tls) echo $B_H2TLS ;; floor:*) echo $B1 ;;
+    geolb:tls | geolb:h2tls) echo $G_TLS ;; geolb:*) echo $G ;;
+    haproxy:h2) echo $H_H2 ;; haproxy:tls) echo $H_TLS ;; haproxy:h2tls) echo $H_H2TLS ;; haproxy:*) echo $H ;;
+    nginx:h2) echo $N_H2 ;; nginx:tls) echo $N_TLS ;; nginx:h2tls) echo $N_H2TLS ;; nginx:*) echo $N ;;
   esac
 }
 wait_up $B1
@@ -250,8 +255,9 @@ sat() { # who scenario
     # bounded, a run that hangs gives no result instead of stopping the bench.)
     tls) out=$(timeout $((SECS + 15)) "${ON1[@]}" wrk -t1 -c"$CONC" -d"${SECS}s" "https://127.0.0.1:$p/" 2>&1) ;;
     h2) out=$("${ON1[@]}" h2load -t1 -c8 -m8 -D "$SECS" "http://127.0.0.1:$p/" 2>&1) ;;
+    h2tls) out=$("${ON1[@]}" h2load -t1 -c8 -m8 -D "$SECS" "https://127.0.0.1:$p/" 2>&1) ;;
   esac
-  if [ "$sc" = h2 ]; then
+  if [ "$sc" = h2 ] || [ "$sc" = h2tls ]; then
     v=$(awk '/^finished in/ { gsub(",", ""); print int($4) }' <<<"$out")
     grep -q ' 0 failed' <<<"$out" || echo "  h2load $who: $(grep -m1 '^requests:' <<<"$out")" >&2
   else
@@ -307,7 +313,7 @@ ticks() { awk '/^cpu / { print $9, $3, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' 
 start geolb; start haproxy; start nginx
 read -r st0 ni0 all0 < <(ticks)
 SCEN=
-for sc in ka close h2 ${TLS_ON:+tls}; do want "$sc" && SCEN="$SCEN $sc"; done
+for sc in ka close h2 ${TLS_ON:+tls h2tls}; do want "$sc" && SCEN="$SCEN $sc"; done
 ALL=(floor geolb haproxy nginx)
 order() { # round: the targets, rotated by the round number
   local i=$1 k
