@@ -603,3 +603,48 @@ fn a_client_that_stops_reading_is_held_back_and_then_gets_every_byte() {
     // The connection still serves.
     assert_eq!(c.get(7, "/").status, 200);
 }
+
+#[test]
+fn rfc9113_8_1_trailers_pass_both_ways_and_a_body_broken_off_resets_its_stream() {
+    let (_a, s) = one_backend("");
+    let mut c = H2::connect(vip(&s));
+    // A chunked response's trailers: a HEADERS frame that ends the stream,
+    // without the fields no trailer may carry (RFC 9110 §6.5.1).
+    let t = c.get(1, "/trailers");
+    assert_eq!((t.status, t.reset), (200, None), "{t:?}");
+    assert_eq!(t.body, b"hello");
+    assert_eq!(header(&t, "grpc-status"), Some("0"), "{t:?}");
+    assert_eq!(header(&t, "x-checksum"), Some("abc"), "{t:?}");
+    assert_eq!(header(&t, "content-length"), None, "{t:?}");
+
+    // A request's trailers, after a body of unknown length: the chunked
+    // body's trailer section, framing and routing fields dropped.
+    c.request(3, "POST", "/upload", &[], false);
+    c.send(DATA, 0, 3, b"abc");
+    let mut tr = Vec::new();
+    hpack::encode_field(b"x-sum", b"42", &mut tr);
+    hpack::encode_field(b"host", b"elsewhere.example", &mut tr);
+    c.send(HEADERS, END_HEADERS | END_STREAM, 3, &tr);
+    let r = c.answer(3);
+    assert_eq!(r.status, 200, "{r:?}");
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(body.starts_with("a POST /upload body=3\n"), "{body}");
+    assert!(body.contains("\ntrailer.x-sum: 42\n"), "{body}");
+    assert!(!body.contains("trailer.host"), "{body}");
+
+    // A body delimited by the backend's close and broken off by a reset:
+    // the stream is reset, not ended as if whole.
+    let cut = c.get(5, "/cut/1000");
+    assert_eq!(cut.status, 200, "{:?}", cut.reset);
+    assert_eq!(
+        cut.reset,
+        Some(2),
+        "INTERNAL_ERROR, not an END_STREAM after {} bytes",
+        cut.body.len()
+    );
+    assert!(cut.body.len() <= 1000, "{}", cut.body.len());
+
+    // The connection goes on serving.
+    let again = c.get(7, "/trailers");
+    assert_eq!((again.status, again.reset), (200, None), "{again:?}");
+}

@@ -18,7 +18,8 @@ const ZONE: &str =
     "$TTL 300\n@ SOA ns1 hostmaster 1 7200 900 1209600 60\n@ NS ns1\nns1 A 192.0.2.53\n";
 
 /// An HTTP/1.1 keep-alive backend. `GET /status/N` answers N, `/sleep/MS`
-/// waits first, `/chunked/N` answers N bytes chunked; every other answer's
+/// waits first, `/chunked/N` answers N bytes chunked, `/trailers` a chunked
+/// body with trailer fields, `/cut/N` N bytes and then a reset; every other answer's
 /// body is `NAME METHOD PATH body=LEN` and then the request's header lines
 /// (lower-cased names), so tests see what arrived.
 pub(crate) struct HttpBe {
@@ -62,10 +63,24 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Received> {
             r.read_line(&mut size).ok()?;
             let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
             let mut chunk = vec![0u8; n + 2];
-            r.read_exact(&mut chunk).ok()?;
             if n == 0 {
+                // Trailer fields, as `trailer.NAME` headers.
+                loop {
+                    let mut t = String::new();
+                    r.read_line(&mut t).ok()?;
+                    let t = t.trim_end();
+                    if t.is_empty() {
+                        break;
+                    }
+                    let (k, v) = t.split_once(':')?;
+                    headers.push((
+                        format!("trailer.{}", k.trim().to_ascii_lowercase()),
+                        v.trim().to_string(),
+                    ));
+                }
                 break;
             }
+            r.read_exact(&mut chunk).ok()?;
             body.extend_from_slice(&chunk[..n]);
         }
     } else {
@@ -102,6 +117,29 @@ impl HttpBe {
                         }
                         if let Some(ms) = path.strip_prefix("/sleep/") {
                             std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
+                        }
+                        if path == "/trailers" {
+                            // A chunked body with trailer fields, some of
+                            // which no trailer may carry.
+                            let resp = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                                        5\r\nhello\r\n0\r\ngrpc-status: 0\r\n\
+                                        Content-Length: 99\r\nX-Checksum: abc\r\n\r\n";
+                            if w.write_all(resp.as_bytes()).is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        if let Some(n) = path.strip_prefix("/cut/") {
+                            // N bytes of a body delimited by the close,
+                            // then the connection reset: a body broken off.
+                            let n: usize = n.parse().unwrap_or(0);
+                            let mut resp = b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_vec();
+                            resp.extend(std::iter::repeat_n(b'x', n));
+                            let _ = w.write_all(&resp);
+                            let _ = w.flush();
+                            std::thread::sleep(Duration::from_millis(50));
+                            let _ = socket2::SockRef::from(&w).set_linger(Some(Duration::ZERO));
+                            return;
                         }
                         if let Some(n) = path.strip_prefix("/chunked/") {
                             // N bytes of 'x', chunked in pieces of 1000.

@@ -23,10 +23,15 @@
 //! (`OUT_HIGH`), and a connection that cannot send for `response_timeout`
 //! is closed.
 //!
+//! Trailers go both ways: a request's, after a body of unknown length, as
+//! the chunked body's trailer section; a chunked response's as a HEADERS
+//! frame ending the stream (framing, routing and control fields dropped,
+//! RFC 9110 §6.5.1). A response the loop breaks off (the backend failed
+//! mid-body) resets its stream, so that a body without a length does not
+//! look whole.
+//!
 //! Not here: server push, RFC 8441 extended CONNECT, priorities (PRIORITY
-//! frames are read and ignored, as RFC 9113 §5.3.2 allows), trailers
-//! (request trailers are read and dropped; a chunked response's trailers
-//! are dropped). Listeners whose groups speak TLS or HTTP/2 to their
+//! frames are read and ignored, as RFC 9113 §5.3.2 allows). Listeners whose groups speak TLS or HTTP/2 to their
 //! backends use hyper's server (`plain`, `accept_loop`).
 
 use std::future::Future;
@@ -130,6 +135,8 @@ struct Pipe {
     outb: Vec<u8>,
     /// The loop shut its side (the response ends with it).
     shut: bool,
+    /// The loop broke the response off: the stream is reset.
+    aborted: bool,
     /// The stream is gone (reset, or the connection ended): reads end and
     /// writes fail.
     gone: bool,
@@ -242,6 +249,11 @@ impl super::native::Client for StreamIo {
 
     fn multiplexed(&self) -> bool {
         true
+    }
+
+    fn abort(&mut self) {
+        // (Read by the connection's task, which polls this stream.)
+        lock(&self.0).aborted = true;
     }
 }
 
@@ -1222,18 +1234,21 @@ where
                 self.reset(id, PROTOCOL_ERROR);
                 return;
             }
-            self.end_request(i);
+            self.end_request(i, &[]);
         }
     }
 
     /// END_STREAM on the request: the staged body, the chunked body's end.
-    fn end_request(&mut self, i: usize) {
+    /// The request's end (with trailer lines for a chunked body).
+    fn end_request(&mut self, i: usize, trailers: &[u8]) {
         let s = &mut self.streams[i];
         s.req_done = true;
         let mut p = lock(&s.pipe);
         pass_body(&mut p, &mut s.staged, s.chunked_req);
         if s.chunked_req {
-            p.inb.extend_from_slice(b"0\r\n\r\n");
+            p.inb.extend_from_slice(b"0\r\n");
+            p.inb.extend_from_slice(trailers);
+            p.inb.extend_from_slice(b"\r\n");
         }
         p.eof = true;
         wake(&mut p.reader);
@@ -1366,7 +1381,21 @@ where
                 self.reset(id, PROTOCOL_ERROR);
                 return;
             }
-            self.end_request(i);
+            // A chunked body carries them on (a body of known length has
+            // no place for them: dropped, as RFC 9110 §6.5.1 allows).
+            let mut trailers = Vec::new();
+            if s.chunked_req && !too_large {
+                for f in &self.fields {
+                    let (n, v) = (f.name(&self.fields_out), f.value(&self.fields_out));
+                    if trailer_allowed(n) && !connection_specific(n) && good_value(v) {
+                        trailers.extend_from_slice(n);
+                        trailers.extend_from_slice(b": ");
+                        trailers.extend_from_slice(v);
+                        trailers.extend_from_slice(b"\r\n");
+                    }
+                }
+            }
+            self.end_request(i, &trailers);
             return;
         }
         if id <= self.last_id {
@@ -1438,6 +1467,7 @@ where
             p.eof = block.end_stream;
             p.outb.clear();
             p.shut = false;
+            p.aborted = false;
             p.gone = false;
             p.reader = None;
             p.writer = None;
@@ -1810,6 +1840,11 @@ where
                     Body::Close => {
                         let n = avail.min(max);
                         if n == 0 {
+                            if avail == 0 && p.aborted {
+                                drop(p);
+                                self.reset(id, INTERNAL_ERROR);
+                                return true;
+                            }
                             if avail == 0 && (p.shut || fut_done) {
                                 self.data(i, END_STREAM, &[]);
                                 self.streams[i].resp = Resp::Done;
@@ -1881,16 +1916,37 @@ where
                                 *dc = Dechunk::Size;
                             }
                             Dechunk::Trailers => {
-                                let Some(nl) = rest.iter().position(|&c| c == b'\n') else {
-                                    break;
+                                // The whole trailer section (the loop
+                                // bounds it at 16 KiB): a HEADERS frame
+                                // ending the stream, or an empty DATA one.
+                                let mut hs = [httparse::EMPTY_HEADER; 64];
+                                let mut block = std::mem::take(&mut self.hpack_spare);
+                                block.clear();
+                                let len = match httparse::parse_headers(rest, &mut hs) {
+                                    Ok(httparse::Status::Complete((len, fields))) => {
+                                        trailer_block(fields, &mut block);
+                                        len
+                                    }
+                                    Ok(httparse::Status::Partial) => break,
+                                    // (More fields than a trailer section
+                                    // has any need of: dropped.)
+                                    Err(_) => match section_end(rest) {
+                                        Some(len) => len,
+                                        None => break,
+                                    },
                                 };
-                                at += nl + 1;
-                                if rest[..nl].trim_ascii().is_empty() {
+                                at += len;
+                                if block.is_empty() {
                                     self.data(i, END_STREAM, &[]);
-                                    self.streams[i].resp = Resp::Done;
-                                    did = true;
-                                    break;
+                                } else {
+                                    self.headers_frames(id, END_STREAM, &block);
                                 }
+                                if block.capacity() <= 64 * 1024 {
+                                    self.hpack_spare = block;
+                                }
+                                self.streams[i].resp = Resp::Done;
+                                did = true;
+                                break;
                             }
                         }
                     }
@@ -1963,6 +2019,72 @@ where
     }
 }
 
+/// A trailer section's fields as an HPACK block: names in lower case,
+/// without the fields a trailer must not carry (RFC 9110 §6.5.1: framing,
+/// routing) or HTTP/2 forbids (connection-specific ones).
+fn trailer_block(fields: &[httparse::Header<'_>], block: &mut Vec<u8>) {
+    let mut lower = [0u8; 64];
+    for f in fields {
+        let n = f.name.as_bytes();
+        if n.len() > lower.len() {
+            continue;
+        }
+        let name = &mut lower[..n.len()];
+        name.copy_from_slice(n);
+        name.make_ascii_lowercase();
+        if connection_specific(name) || !trailer_allowed(name) {
+            continue;
+        }
+        hpack::encode_field(name, f.value, block);
+    }
+}
+
+/// Whether a field may travel as a trailer (RFC 9110 §6.5.1: not framing,
+/// routing, authentication or control fields; not connection-specific).
+fn trailer_allowed(name: &[u8]) -> bool {
+    good_name(name)
+        && !matches!(
+            name,
+            b"content-length"
+                | b"content-type"
+                | b"content-encoding"
+                | b"content-range"
+                | b"host"
+                | b"te"
+                | b"trailer"
+                | b"authorization"
+                | b"set-cookie"
+                | b"cookie"
+                | b"cache-control"
+                | b"expect"
+                | b"max-forwards"
+                | b"pragma"
+                | b"range"
+        )
+}
+
+/// The length of a field section up to and with its empty line.
+fn section_end(b: &[u8]) -> Option<usize> {
+    if b.starts_with(b"\r\n") {
+        return Some(2);
+    }
+    if b.starts_with(b"\n") {
+        return Some(1);
+    }
+    let mut i = 0;
+    while let Some(nl) = b[i..].iter().position(|&c| c == b'\n') {
+        let after = i + nl + 1;
+        if b[after..].starts_with(b"\r\n") {
+            return Some(after + 2);
+        }
+        if b[after..].starts_with(b"\n") {
+            return Some(after + 1);
+        }
+        i = after;
+    }
+    None
+}
+
 /// Appends staged body bytes to a pipe (as one chunk when the body goes on
 /// chunked).
 fn pass_body(p: &mut Pipe, staged: &mut Vec<u8>, chunked: bool) {
@@ -1984,4 +2106,37 @@ fn pass_body(p: &mut Pipe, staged: &mut Vec<u8>, chunked: bool) {
         p.inb.extend_from_slice(staged);
     }
     staged.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_field_section_ends_at_its_empty_line() {
+        assert_eq!(section_end(b"\r\nrest"), Some(2));
+        assert_eq!(section_end(b"\n"), Some(1));
+        assert_eq!(section_end(b"a: 1\r\nb: 2\r\n\r\nnext"), Some(14));
+        assert_eq!(section_end(b"a: 1\nb: 2\n\n"), Some(11));
+        assert_eq!(section_end(b"a: 1\r\nb: 2\r\n"), None);
+        assert_eq!(section_end(b""), None);
+    }
+
+    #[test]
+    fn rfc9110_6_5_1_trailers_lose_framing_routing_and_connection_fields() {
+        let mut fields = [httparse::EMPTY_HEADER; 8];
+        let b = b"Grpc-Status: 0\r\nContent-Length: 5\r\nHost: x\r\nConnection: close\r\nX-Sum: 9\r\n\r\n";
+        let Ok(httparse::Status::Complete((_, fields))) = httparse::parse_headers(b, &mut fields)
+        else {
+            panic!("a field section");
+        };
+        let mut block = Vec::new();
+        trailer_block(fields, &mut block);
+        let (mut out, mut got) = (Vec::new(), Vec::new());
+        hpack::Decoder::new(4096)
+            .decode(&block, 1 << 16, &mut out, &mut got)
+            .expect("our own block");
+        let names: Vec<_> = got.iter().map(|f| f.name(&out).to_vec()).collect();
+        assert_eq!(names, [b"grpc-status".to_vec(), b"x-sum".to_vec()]);
+    }
 }

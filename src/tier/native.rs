@@ -194,6 +194,13 @@ pub trait Client: AsyncRead + AsyncWrite + Unpin + Send {
     fn multiplexed(&self) -> bool {
         false
     }
+
+    /// The response was broken off after its head went out (the backend
+    /// failed, stalled or was killed mid-body): the client must not take
+    /// what it got for the whole response. An HTTP/2 stream is reset; a
+    /// connection of its own closes, which a body with a length or chunks
+    /// already tells apart from its end.
+    fn abort(&mut self) {}
 }
 
 impl Client for TcpStream {
@@ -1201,16 +1208,19 @@ async fn answer<S: Client>(
                 }
                 Err(BodyError::Write) => false,
                 Err(BodyError::Killed) => {
+                    sock.abort();
                     add(&cx.stats.drain_closed, 1);
                     add(&u.guard.backend.stats.drain_closed, 1);
                     false
                 }
                 Err(BodyError::Timeout) => {
+                    sock.abort();
                     add(&u.guard.backend.stats.http_timeouts, 1);
                     u.guard.failed("response body stalled");
                     false
                 }
                 Err(BodyError::Broken) | Err(BodyError::Framing) | Err(BodyError::Stalled) => {
+                    sock.abort();
                     add(&u.guard.backend.stats.http_errors, 1);
                     u.guard.failed("response body broken off");
                     false
