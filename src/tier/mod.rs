@@ -364,7 +364,12 @@ impl Tier {
 
     /// Milliseconds since the tier started (the balancers' clock).
     pub fn now_ms(&self) -> u64 {
-        u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(u64::MAX)
+        self.ms_at(Instant::now())
+    }
+
+    /// `t` on the balancers' clock (a request's clock read, reused).
+    pub fn ms_at(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.t0).as_millis()).unwrap_or(u64::MAX)
     }
 
     fn lock(&self) -> MutexGuard<'_, Running> {

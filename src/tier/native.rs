@@ -302,6 +302,9 @@ struct UpResp {
     gen: u64,
     /// The connection is not reused (a drained backend).
     draining: bool,
+    /// The latest clock read: when the head arrived, then when the body
+    /// last had to be waited for.
+    at: Instant,
 }
 
 enum Try {
@@ -311,8 +314,17 @@ enum Try {
 }
 
 /// What became of a request (its route's counters and the access log).
+///
+/// The clock is read once when the request's head is in (`started`) and
+/// once when the response's head is (`answered`); the balancers, the
+/// backend's latency, the pool's idle stamps and the next request's park
+/// deadline reuse those reads (a read costs about as much as parsing a
+/// request's head).
 struct Outcome {
     started: Instant,
+    answered: Option<Instant>,
+    /// The last read, once the response went out whole.
+    idle_from: Option<Instant>,
     route: Option<usize>,
     retries: u32,
     backend: Option<SocketAddr>,
@@ -385,6 +397,8 @@ pub async fn session<S: Client>(
     // Not between requests: the next one is rarely there yet, and the
     // read would be a syscall for nothing.
     let mut speculate = fresh;
+    // The previous request's last clock read.
+    let mut idle_from: Option<Instant> = None;
     loop {
         let mut b = match buf.take() {
             Some(b) if !b.is_empty() => b,
@@ -404,12 +418,21 @@ pub async fn session<S: Client>(
                         // Between requests: the buffer goes back to the
                         // pool; after PARK_AFTER with nothing to read the
                         // connection parks.
-                        match tokio::time::timeout(super::http::PARK_AFTER, sock.ready()).await {
+                        // (Counted from the last request's clock read.)
+                        let since = idle_from.take().unwrap_or_else(Instant::now);
+                        let by = tokio::time::Instant::from_std(since + super::http::PARK_AFTER);
+                        match tokio::time::timeout_at(by, sock.ready()).await {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => return Next::Closed,
                             Err(_) => return Next::Park(Prefixed::new(Vec::new(), sock)),
                         }
-                        Buf::new()
+                        // Readable is usually the whole head: read at once,
+                        // before a deadline is needed for it.
+                        let mut b = Buf::new();
+                        if let Some(Ok(0) | Err(_)) = poll_once(b.fill(&mut sock)) {
+                            return Next::Closed;
+                        }
+                        b
                     }
                 }
             }
@@ -453,6 +476,8 @@ pub async fn session<S: Client>(
         down.0.clear();
         let mut out = Outcome {
             started: Instant::now(),
+            answered: None,
+            idle_from: None,
             route: None,
             retries: 0,
             backend: None,
@@ -499,6 +524,7 @@ pub async fn session<S: Client>(
                     let _ = tokio::time::timeout(Duration::from_secs(1), sock.shutdown()).await;
                     return Next::Closed;
                 }
+                idle_from = out.answered;
                 buf = Some(b);
                 continue;
             }
@@ -524,6 +550,7 @@ pub async fn session<S: Client>(
             let _ = tokio::time::timeout(Duration::from_secs(1), sock.shutdown()).await;
             return Next::Closed;
         }
+        idle_from = out.idle_from.or(out.answered);
         buf = Some(b);
     }
 }
@@ -681,7 +708,7 @@ fn prepare(
         |n| head.header(n),
         head.path(),
         cx.client.ip(),
-        cx.tier.now_ms(),
+        cx.tier.ms_at(out.started),
     );
     h1::write_backend_head(
         head,
@@ -713,9 +740,13 @@ fn prepare(
 
 /// The request's counters and access log line, at its response head.
 fn finish(cx: &Cx<'_>, out: &mut Outcome, status: u16) {
+    let took = out
+        .answered
+        .get_or_insert_with(Instant::now)
+        .saturating_duration_since(out.started);
     if let Some(rs) = out.route.and_then(|i| cx.route.route_stats.get(i)) {
         rs.active.fetch_sub(1, Relaxed);
-        rs.done(status, out.started.elapsed(), out.retries);
+        rs.done(status, took, out.retries);
     }
     if let (Some(log), Some((method, target, host))) = (&cx.route.access, out.seen.take()) {
         let rule = out.route.map(|i| {
@@ -736,7 +767,7 @@ fn finish(cx: &Cx<'_>, out: &mut Outcome, status: u16) {
             route: rule,
             backend: out.backend,
             retries: out.retries,
-            ms: out.started.elapsed().as_secs_f64() * 1000.0,
+            ms: took.as_secs_f64() * 1000.0,
         });
     }
     let class = usize::from(status / 100).clamp(1, 5) - 1;
@@ -766,13 +797,19 @@ async fn forward<S: Client>(
     };
     let mut last: Option<Answer> = None;
     let mut last_cookie = None;
-    group.lock().budget.request(tier.now_ms());
+    group.lock().budget.request(tier.ms_at(req.started));
     let mut budget = attempts;
     let mut next = 0;
     while next < budget {
         let attempt = next;
         next += 1;
-        let now = tier.now_ms();
+        // (The first try goes out on the request's own clock read.)
+        let at = if attempt == 0 {
+            req.started
+        } else {
+            Instant::now()
+        };
+        let now = tier.ms_at(at);
         let (backend, set_cookie) = match choose(
             &group,
             attempt,
@@ -809,6 +846,7 @@ async fn forward<S: Client>(
             up,
             draining,
             set_cookie.as_ref(),
+            at,
         );
         match tried.await {
             Try::Done(a) => {
@@ -914,12 +952,12 @@ async fn one_try<S: Client>(
     up: &mut Vec<u8>,
     draining: bool,
     set_cookie: Option<&http::HeaderValue>,
+    started: Instant,
 ) -> Try {
     let (tier, plan) = (cx.tier, cx.plan);
-    let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started + plan.response_timeout);
     let gen = *backend.kill.borrow();
-    let (mut conn, reused) = match backend.raw.take(gen) {
+    let (mut conn, reused) = match backend.raw.take(gen, started) {
         Some(c) => (c, true),
         None => {
             let connect_by = tokio::time::Instant::now() + cx.route.http.connect_timeout;
@@ -1086,14 +1124,18 @@ async fn one_try<S: Client>(
             Ok(Ok(_)) => {}
         }
     };
-    let now = tier.now_ms();
+    let answered = Instant::now();
+    let now = tier.ms_at(answered);
     let status = head.status;
     let class = usize::from(status / 100).clamp(1, 5) - 1;
     add(&backend.stats.http_responses[class], 1);
     {
         let mut st = group.lock();
-        st.balancer
-            .record_latency(&backend.id, started.elapsed(), now);
+        st.balancer.record_latency(
+            &backend.id,
+            answered.saturating_duration_since(started),
+            now,
+        );
         if status >= 500 {
             super::note_failure(&mut st.balancer, &backend, now, &format!("status {status}"));
         } else {
@@ -1123,6 +1165,7 @@ async fn one_try<S: Client>(
         guard,
         gen,
         draining,
+        at: answered,
     });
     if plan.retry_on.contains(&status) {
         Try::Again(r)
@@ -1183,6 +1226,7 @@ async fn answer<S: Client>(
             }
             std::mem::swap(down, &mut u.head_out.0);
             u.buf.consume(u.head.len);
+            out.answered = Some(u.at);
             finish(cx, out, u.head.status);
             match relay_body(cx, sock, &mut u, down, close).await {
                 Ok(()) => {
@@ -1196,14 +1240,16 @@ async fn answer<S: Client>(
                         guard,
                         gen,
                         draining,
+                        at,
                     } = u;
                     if head.keep_alive
                         && !draining
                         && buf.is_empty()
                         && *guard.backend.kill.borrow() == gen
                     {
-                        guard.backend.raw.put(conn, gen);
+                        guard.backend.raw.put(conn, gen, at);
                     }
+                    out.idle_from = Some(at);
                     !close
                 }
                 Err(BodyError::Write) => false,
@@ -1276,8 +1322,10 @@ async fn relay_body<S: Client>(
             if *kill.borrow() != u.gen {
                 return Err(BodyError::Killed);
             }
+            u.at = Instant::now();
+            let by = tokio::time::Instant::from_std(u.at + idle);
             let read = tokio::select! {
-                r = tokio::time::timeout(idle, u.buf.fill(&mut u.conn)) => r,
+                r = tokio::time::timeout_at(by, u.buf.fill(&mut u.conn)) => r,
                 _ = kill.changed() => return Err(BodyError::Killed),
             };
             match read {

@@ -222,11 +222,11 @@ pub struct RawIdle {
 
 impl RawIdle {
     /// An idle connection the backend has not closed, opened in kill
-    /// generation `gen`. Dead ones found on the way are dropped.
-    pub fn take(&self, gen: u64) -> Option<tokio::net::TcpStream> {
+    /// generation `gen`, at `now`. Dead ones found on the way are dropped.
+    pub fn take(&self, gen: u64, now: Instant) -> Option<tokio::net::TcpStream> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         while let Some((s, since, g)) = conns.pop() {
-            if g != gen || since.elapsed() >= IDLE_FOR {
+            if g != gen || now.saturating_duration_since(since) >= IDLE_FOR {
                 continue;
             }
             // Readable while idle: the backend closed it (or sent what
@@ -241,15 +241,17 @@ impl RawIdle {
         None
     }
 
-    pub fn put(&self, s: tokio::net::TcpStream, gen: u64) {
+    /// Pools a connection idle since `since` (a clock read of the request
+    /// it served: at most that early, so it expires no later than due).
+    pub fn put(&self, s: tokio::net::TcpStream, gen: u64, since: Instant) {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         if conns.len() >= MAX_IDLE {
-            conns.retain(|(_, since, g)| *g == gen && since.elapsed() < IDLE_FOR);
+            conns.retain(|(_, t, g)| *g == gen && since.saturating_duration_since(*t) < IDLE_FOR);
             if conns.len() >= MAX_IDLE {
                 conns.remove(0);
             }
         }
-        conns.push((s, Instant::now(), gen));
+        conns.push((s, since, gen));
     }
 
     /// Idle connections held now.
