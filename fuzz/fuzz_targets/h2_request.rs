@@ -8,7 +8,8 @@
 //! request), is never left to hyper, and is refused only as a whole (400
 //! for a method or target HTTP/1.1 does not take, 431 when too large) —
 //! with its body framed as the stream sends it: none with END_STREAM,
-//! else Content-Length or chunked.
+//! else Content-Length or chunked. The same fields as trailers end a
+//! chunked body exactly.
 #![no_main]
 
 use geolb::tier::h1::{self, Framing, Verdict};
@@ -25,6 +26,18 @@ fuzz_target!(|data: &[u8]| {
     if dec.decode(block, 32 * 1024, &mut out, &mut fields).is_err() {
         return;
     }
+    // The same fields as a request's trailers: the end of a chunked body,
+    // whole, with nothing after it.
+    let mut end = b"0\r\n".to_vec();
+    http2::trailer_lines(&out, &fields, &mut end);
+    end.extend_from_slice(b"\r\n");
+    let mut chunked = h1::Chunked::default();
+    let took = chunked.feed(&end);
+    assert!(
+        took == Ok(end.len()) && chunked.is_done(),
+        "{took:?} for {}",
+        String::from_utf8_lossy(&end)
+    );
     let Some(head) = http2::request_head(&out, &fields, end_stream) else {
         return;
     };

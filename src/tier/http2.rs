@@ -77,6 +77,8 @@ const PIPE_OUT_MAX: usize = 64 * 1024;
 /// Streams refused for the concurrency limit after which a client that
 /// keeps opening them is told to go away (ENHANCE_YOUR_CALM).
 const MAX_REFUSED: u32 = 1000;
+/// Request trailer lines passed on to a backend, in bytes.
+const MAX_TRAILER_LINES: usize = 8 * 1024;
 
 // Frame types (RFC 9113 §6).
 const DATA: u8 = 0;
@@ -620,6 +622,26 @@ pub fn request_head(decoded: &[u8], fields: &[hpack::Field], end_stream: bool) -
     let mut head = Vec::new();
     to_h1(decoded, fields, end_stream, &mut head).ok()?;
     Some(head)
+}
+
+/// A request's trailer fields (decoded from a HEADERS frame that ends the
+/// stream) as the trailer lines of a chunked body, without the fields no
+/// trailer may carry, values with control characters HTTP/1.1 does not
+/// take, and fields past `MAX_TRAILER_LINES` bytes (the backend side takes
+/// twice that).
+pub fn trailer_lines(decoded: &[u8], fields: &[hpack::Field], lines: &mut Vec<u8>) {
+    let start = lines.len();
+    for f in fields {
+        let (n, v) = (f.name(decoded), f.value(decoded));
+        let fits = lines.len() - start + n.len() + v.len() + 4 <= MAX_TRAILER_LINES;
+        let plain = v.iter().all(|&c| (c >= 0x20 && c != 0x7f) || c == b'\t');
+        if fits && plain && trailer_allowed(n) && !connection_specific(n) && good_value(v) {
+            lines.extend_from_slice(n);
+            lines.extend_from_slice(b": ");
+            lines.extend_from_slice(v);
+            lines.extend_from_slice(b"\r\n");
+        }
+    }
 }
 
 /// Writes a stream's request as an HTTP/1.1 head.
@@ -1385,15 +1407,7 @@ where
             // no place for them: dropped, as RFC 9110 §6.5.1 allows).
             let mut trailers = Vec::new();
             if s.chunked_req && !too_large {
-                for f in &self.fields {
-                    let (n, v) = (f.name(&self.fields_out), f.value(&self.fields_out));
-                    if trailer_allowed(n) && !connection_specific(n) && good_value(v) {
-                        trailers.extend_from_slice(n);
-                        trailers.extend_from_slice(b": ");
-                        trailers.extend_from_slice(v);
-                        trailers.extend_from_slice(b"\r\n");
-                    }
-                }
+                trailer_lines(&self.fields_out, &self.fields, &mut trailers);
             }
             self.end_request(i, &trailers);
             return;
@@ -2120,6 +2134,31 @@ mod tests {
         assert_eq!(section_end(b"a: 1\nb: 2\n\n"), Some(11));
         assert_eq!(section_end(b"a: 1\r\nb: 2\r\n"), None);
         assert_eq!(section_end(b""), None);
+    }
+
+    #[test]
+    fn request_trailer_lines_end_a_chunked_body_exactly() {
+        let mut b = Vec::new();
+        for (n, v) in [
+            (&b"x-sum"[..], &b"42"[..]),
+            (b"host", b"elsewhere"),
+            (b"x-bell", b"a\x07b"),
+            (b"x-big", &[b'y'; 9000][..]),
+            (b"x-tab", b"a\tb"),
+        ] {
+            hpack::encode_field(n, v, &mut b);
+        }
+        let (mut out, mut fields) = (Vec::new(), Vec::new());
+        hpack::Decoder::new(4096)
+            .decode(&b, 1 << 16, &mut out, &mut fields)
+            .expect("our own block");
+        let mut end = b"0\r\n".to_vec();
+        trailer_lines(&out, &fields, &mut end);
+        end.extend_from_slice(b"\r\n");
+        assert_eq!(end, b"0\r\nx-sum: 42\r\nx-tab: a\tb\r\n\r\n");
+        let mut c = super::super::h1::Chunked::default();
+        assert_eq!(c.feed(&end), Ok(end.len()));
+        assert!(c.is_done());
     }
 
     #[test]
