@@ -2046,7 +2046,7 @@ fn trailer_block(fields: &[httparse::Header<'_>], block: &mut Vec<u8>) {
         let name = &mut lower[..n.len()];
         name.copy_from_slice(n);
         name.make_ascii_lowercase();
-        if connection_specific(name) || !trailer_allowed(name) {
+        if connection_specific(name) || !trailer_allowed(name) || !good_value(f.value) {
             continue;
         }
         hpack::encode_field(name, f.value, block);
