@@ -1887,6 +1887,46 @@ fn rfc9110_15_a_backend_status_below_100_gives_502() {
     assert_eq!(backend_json(&s)["http_errors"], 1);
 }
 
+/// RFC 9110 §6.6.1: a response forwarded without a `Date` gets one (the
+/// backend here sends none), one that has it keeps its own, and the tier's
+/// own answers (a fixed response, an error) carry one.
+fn rfc9110_6_6_1_responses_carry_a_date() {
+    let dated = bad_backend("127.0.1.12", |c| {
+        let _ = c.write_all(
+            b"HTTP/1.1 200 OK\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\ncontent-length: 2\r\n\r\nok",
+        );
+    });
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}{}",
+        group("ga", "", &[a.addr]),
+        group("gd", "", &[dated]),
+        http_listener(
+            "ga",
+            "routes = [\n  { path_prefix = \"/down\", respond = { status = 503, body = \"maintenance\" } },\n  { path_prefix = \"/dated\", group = \"gd\" },\n]"
+        )
+    ));
+    let date_of = |head: &str| -> Vec<String> {
+        head.lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("date:"))
+            .map(|l| l[5..].trim().to_string())
+            .collect()
+    };
+    let gmt = |d: &[String]| d.len() == 1 && httpdate::parse_http_date(&d[0]).is_ok();
+    let (code, resp) = get(vip(&s), "www.example.com", "/", "");
+    assert_eq!(code, 200, "{resp}");
+    assert!(gmt(&date_of(&resp)), "{resp}");
+    let (code, resp) = get(vip(&s), "www.example.com", "/dated", "");
+    assert_eq!(code, 200, "{resp}");
+    assert_eq!(date_of(&resp), ["Sun, 06 Nov 1994 08:49:37 GMT"], "{resp}");
+    let (code, resp) = get(vip(&s), "www.example.com", "/down", "");
+    assert_eq!(code, 503, "{resp}");
+    assert!(gmt(&date_of(&resp)), "{resp}");
+    let (code, resp) = request(vip(&s), "GET / HTTP/1.1\r\nHost: a b\r\n\r\n");
+    assert_eq!(code, 400, "{resp}");
+    assert!(gmt(&date_of(&resp)), "{resp}");
+}
+
 /// Each test above, once per engine.
 macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => {
@@ -1912,6 +1952,7 @@ macro_rules! on_both_engines {
 }
 
 on_both_engines!(
+    rfc9110_6_6_1_responses_carry_a_date,
     rfc9110_15_a_backend_status_below_100_gives_502,
     rfc9113_3_4_an_h2c_preface_split_across_writes_starts_http2,
     a_backend_that_stops_reading_the_request_body_gives_504,

@@ -112,6 +112,7 @@ fuzz_target!(|data: &[u8]| {
             via: true,
             set_cookie: Some(b"geo=t; Path=/"),
             close: h.framing == Framing::Close,
+            clock: Some(std::time::SystemTime::now),
         };
         if let Ok(h) = h1::parse_response_into(whole, method, back, &mut out) {
             assert!(h.len <= whole.len());

@@ -9,6 +9,7 @@
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
+use std::time::SystemTime;
 
 use super::plan::{ForwardedFor, HttpPlan};
 
@@ -702,6 +703,15 @@ pub struct Back<'a> {
     pub set_cookie: Option<&'a [u8]>,
     /// `Connection: close` (the client connection closes after).
     pub close: bool,
+    /// The clock for a `Date` field when the backend sent none (RFC 9110
+    /// §6.6.1: a proxy forwarding a response without one adds it); read
+    /// only then.
+    pub clock: Option<fn() -> SystemTime>,
+}
+
+/// A `Date` field line (RFC 9110 §5.6.7's IMF-fixdate).
+pub fn date_line(now: SystemTime, out: &mut Vec<u8>) {
+    let _ = write!(out, "date: {}\r\n", httpdate::HttpDate::from(now));
 }
 
 /// Writes the head the client gets for a backend's response (`buf` holds
@@ -732,10 +742,12 @@ fn write_client_fields(
         }
     }
     let mut first_via: Option<&[u8]> = None;
+    let mut dated = false;
     for h in resp.headers.iter() {
         if hop_by_hop(h.name, &conn[..nc]) {
             continue;
         }
+        dated |= eq(h.name, "date");
         if b.via && eq(h.name, "via") {
             first_via.get_or_insert(h.value);
             continue;
@@ -760,6 +772,9 @@ fn write_client_fields(
         out.extend_from_slice(b"set-cookie: ");
         out.extend_from_slice(c);
         out.extend_from_slice(b"\r\n");
+    }
+    if let (false, Some(clock)) = (dated, b.clock) {
+        date_line(clock(), out);
     }
     if head.framing == Framing::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -790,6 +805,7 @@ pub fn write_response(
     fields: &[(&str, &[u8])],
     body: &[u8],
     close: bool,
+    now: SystemTime,
     out: &mut Vec<u8>,
 ) {
     let reason = http::StatusCode::from_u16(status)
@@ -802,6 +818,9 @@ pub fn write_response(
         out.extend_from_slice(b": ");
         out.extend_from_slice(v);
         out.extend_from_slice(b"\r\n");
+    }
+    if !fields.iter().any(|(k, _)| k.eq_ignore_ascii_case("date")) {
+        date_line(now, out);
     }
     let _ = write!(out, "content-length: {}\r\n", body.len());
     if close {
@@ -817,6 +836,7 @@ pub fn write_small(
     msg: &str,
     extra: &[(&str, &[u8])],
     close: bool,
+    now: SystemTime,
     out: &mut Vec<u8>,
 ) {
     let reason = http::StatusCode::from_u16(status)
@@ -835,6 +855,7 @@ pub fn write_small(
         out.extend_from_slice(v);
         out.extend_from_slice(b"\r\n");
     }
+    date_line(now, out);
     let _ = write!(out, "content-length: {body_len}\r\n");
     if close {
         out.extend_from_slice(b"connection: close\r\n");
@@ -1317,6 +1338,7 @@ mod tests {
                 via: true,
                 set_cookie: Some(b"geo=t; Path=/"),
                 close: true,
+                clock: None,
             },
             &mut out,
         );

@@ -25,7 +25,7 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -504,7 +504,7 @@ pub async fn session<S: Client>(
         add(&stats.requests, 1);
         let (mut req, len) = match prepared {
             Err((code, why)) => {
-                h1::write_small(code, why, &[], true, &mut down.0);
+                h1::write_small(code, why, &[], true, SystemTime::now(), &mut down.0);
                 sock.last_write();
                 let _ = send(&mut sock, &down.0).await;
                 finish(&cx, &mut out, code);
@@ -641,6 +641,7 @@ fn prepare(
             "too many requests",
             &[("retry-after", ra.as_bytes())],
             close,
+            SystemTime::now(),
             down,
         );
         return Prepared::Respond {
@@ -677,7 +678,14 @@ fn prepare(
                 } else {
                     200
                 };
-                h1::write_response(status, &fields, body.as_bytes(), close, down);
+                h1::write_response(
+                    status,
+                    &fields,
+                    body.as_bytes(),
+                    close,
+                    SystemTime::now(),
+                    down,
+                );
                 return Prepared::Respond {
                     status,
                     len: head.len,
@@ -691,6 +699,7 @@ fn prepare(
                     &format!("group {g} is not running here"),
                     &[],
                     close,
+                    SystemTime::now(),
                     down,
                 );
                 return Prepared::Respond {
@@ -1083,6 +1092,7 @@ async fn one_try<S: Client>(
                 via: plan.via,
                 set_cookie: set_cookie.map(http::HeaderValue::as_bytes),
                 close: req.close || h.framing == Framing::Close,
+                clock: Some(SystemTime::now),
             };
             match h1::parse_response_into(rbuf.data(), method, back, &mut head_out.0) {
                 Ok(h) if h.status != 101 && (100..200).contains(&h.status) => {
@@ -1201,7 +1211,7 @@ async fn answer<S: Client>(
                 Some(v) => &[("set-cookie", v.as_bytes())],
                 None => &[],
             };
-            h1::write_small(code, &msg, extra, req.close, down);
+            h1::write_small(code, &msg, extra, req.close, SystemTime::now(), down);
             finish(cx, out, code);
             if req.close {
                 sock.last_write();
@@ -1220,6 +1230,7 @@ async fn answer<S: Client>(
                         via: cx.plan.via,
                         set_cookie: set_cookie.as_ref().map(http::HeaderValue::as_bytes),
                         close,
+                        clock: Some(SystemTime::now),
                     },
                     &mut u.head_out.0,
                 );
