@@ -457,6 +457,13 @@ fn rfc9113_4_3_5_4_1_connection_errors_end_the_connection_with_goaway() {
     assert_eq!(c.get(5, "/").status, 200);
     c.request(3, "GET", "/", &[], true);
     assert_eq!(c.goaway_and_end(), 1);
+    // HEADERS on a stream that has ended: STREAM_CLOSED (§5.1).
+    let mut c = H2::connect(l);
+    assert_eq!(c.get(1, "/").status, 200);
+    // (Once the server has let the stream go.)
+    std::thread::sleep(Duration::from_millis(100));
+    c.request(1, "GET", "/", &[], true);
+    assert_eq!(c.goaway_and_end(), 5);
     // No preface: the connection is not HTTP/2 and ends.
     let mut raw = TcpStream::connect(l).expect("connect");
     raw.set_read_timeout(Some(Duration::from_secs(5)))
@@ -465,10 +472,10 @@ fn rfc9113_4_3_5_4_1_connection_errors_end_the_connection_with_goaway() {
         .expect("write");
     let mut all = Vec::new();
     let _ = raw.read_to_end(&mut all);
-    assert_eq!(a.hits.load(Ordering::Relaxed), 1);
+    assert_eq!(a.hits.load(Ordering::Relaxed), 2);
     // Counted: each connection that ended with an error code.
     let t = tier_status(&s);
-    assert_eq!(t["listeners"][0]["h2_connection_errors"], 6, "{t}");
+    assert_eq!(t["listeners"][0]["h2_connection_errors"], 7, "{t}");
 }
 
 #[test]
@@ -647,4 +654,66 @@ fn rfc9113_8_1_trailers_pass_both_ways_and_a_body_broken_off_resets_its_stream()
     // The connection goes on serving.
     let again = c.get(7, "/trailers");
     assert_eq!((again.status, again.reset), (200, None), "{again:?}");
+}
+
+#[test]
+fn rfc9113_8_1_interim_responses_go_ahead_of_the_final_head_and_a_transfer_coded_body_runs_whole() {
+    let (_a, s) = one_backend("");
+    let mut c = H2::connect(vip(&s));
+    // Two 103s from the backend: HEADERS frames of their own, then the
+    // final head and the body.
+    let h = c.get(1, "/hints");
+    assert_eq!((h.status, h.reset), (200, None), "{h:?}");
+    assert_eq!(h.body, b"hints");
+    let links: Vec<_> = h.headers.iter().filter(|(n, _)| n == "link").collect();
+    assert_eq!(links.len(), 2, "{h:?}");
+    // A gzip transfer coding beside a Content-Length of 3: the body runs
+    // to the backend's close, all 100 bytes, with no length given.
+    let z = c.get(3, "/te-gzip");
+    assert_eq!((z.status, z.reset), (200, None), "{z:?}");
+    assert_eq!(z.body, vec![b'z'; 100]);
+    assert_eq!(header(&z, "content-length"), None, "{z:?}");
+}
+
+#[test]
+fn rfc9113_6_1_padded_data_is_credited_back_to_the_stream_window() {
+    let (_a, s) = one_backend("");
+    let mut c = H2::connect(vip(&s));
+    // 200 000 bytes in DATA frames each padded with 255 bytes: the padding
+    // counts against both windows and must come back with the data, or
+    // the stream's window runs dry after a few hundred frames.
+    let len = 200_000usize;
+    c.request(1, "POST", "/upload", &[("content-length", "200000")], false);
+    let (mut sent, mut window) = (0usize, 65_535i64);
+    let mut answer = None;
+    while sent < len {
+        let n = (len - sent).min(512);
+        let cost = (n + 256) as i64;
+        if window >= cost {
+            let mut payload = vec![255u8];
+            payload.extend(std::iter::repeat_n(b'p', n));
+            payload.extend(std::iter::repeat_n(0u8, 255));
+            let end = if sent + n == len { END_STREAM } else { 0 };
+            c.send(DATA, end | 0x8, 1, &payload);
+            sent += n;
+            window -= cost;
+            continue;
+        }
+        let f = c.frame().expect("a frame (the window stayed shut)");
+        match f.ty {
+            WINDOW_UPDATE if f.id == 1 => window += i64::from(be32(&f.payload)),
+            HEADERS | RST_STREAM if f.id == 1 => {
+                answer = Some(f.ty);
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(answer, None, "the server answered before the body ended");
+    let r = c.answer(1);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        String::from_utf8_lossy(&r.body).starts_with("a POST /upload body=200000\n"),
+        "{r:?}"
+    );
 }

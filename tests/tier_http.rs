@@ -19,7 +19,9 @@ const ZONE: &str =
 
 /// An HTTP/1.1 keep-alive backend. `GET /status/N` answers N, `/sleep/MS`
 /// waits first, `/chunked/N` answers N bytes chunked, `/trailers` a chunked
-/// body with trailer fields, `/cut/N` N bytes and then a reset; every other answer's
+/// body with trailer fields, `/cut/N` N bytes and then a reset, `/hints` two
+/// 103s before its answer, `/te-gzip` a gzip-coded body beside a wrong
+/// Content-Length; every other answer's
 /// body is `NAME METHOD PATH body=LEN` and then the request's header lines
 /// (lower-cased names), so tests see what arrived.
 pub(crate) struct HttpBe {
@@ -117,6 +119,25 @@ impl HttpBe {
                         }
                         if let Some(ms) = path.strip_prefix("/sleep/") {
                             std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
+                        }
+                        if path == "/hints" {
+                            // Two interim responses, then the final one.
+                            let resp = "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n\
+                                        HTTP/1.1 103 Early Hints\r\nlink: </app.js>; rel=preload\r\n\r\n\
+                                        HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhints";
+                            if w.write_all(resp.as_bytes()).is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        if path == "/te-gzip" {
+                            // A transfer coding other than chunked (the body
+                            // runs to the close) beside a Content-Length that
+                            // is not the body's.
+                            let mut resp = b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ncontent-length: 3\r\n\r\n".to_vec();
+                            resp.extend(std::iter::repeat_n(b'z', 100));
+                            let _ = w.write_all(&resp);
+                            return;
                         }
                         if path == "/trailers" {
                             // A chunked body with trailer fields, some of
@@ -1925,6 +1946,65 @@ fn rfc9110_6_6_1_responses_carry_a_date() {
     let (code, resp) = request(vip(&s), "GET / HTTP/1.1\r\nHost: a b\r\n\r\n");
     assert_eq!(code, 400, "{resp}");
     assert!(gmt(&date_of(&resp)), "{resp}");
+}
+
+/// RFC 9110 §15.2: a proxy passes interim responses on (the native
+/// engine; hyper's client drops them).
+#[test]
+fn rfc9110_15_2_interim_responses_reach_the_client_before_the_final_one() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener("g", "")
+    ));
+    let (out, clean) = raw_exchange(
+        vip(&s),
+        "GET /hints HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(clean, "{out}");
+    let first = out.find("HTTP/1.1 103").expect("a 103");
+    let second = out[first + 1..].find("HTTP/1.1 103").expect("two 103s") + first + 1;
+    let last = out.find("HTTP/1.1 200").expect("the final answer");
+    assert!(first < second && second < last, "{out}");
+    assert!(
+        out[..second].contains("link: </style.css>; rel=preload\r\n"),
+        "{out}"
+    );
+    // Only the final head carries what the tier adds to one.
+    assert!(
+        !out[..last]
+            .to_ascii_lowercase()
+            .contains("connection: close"),
+        "{out}"
+    );
+    assert!(!out[..last].to_ascii_lowercase().contains("date:"), "{out}");
+    assert!(out.ends_with("\r\n\r\nhints"), "{out}");
+}
+
+/// RFC 9112 §6.3: a response framed by a transfer coding runs to the
+/// close whatever its Content-Length says; the client is not given that
+/// length (it would cut the body short).
+#[test]
+fn rfc9112_6_3_a_backend_content_length_beside_transfer_encoding_is_not_passed_on() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener("g", "")
+    ));
+    let (out, _) = raw_exchange(vip(&s), "GET /te-gzip HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (head, body) = out.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(
+        !head.to_ascii_lowercase().contains("content-length"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert_eq!(body, "z".repeat(100));
 }
 
 /// Each test above, once per engine.

@@ -636,10 +636,13 @@ fn http_plan(
                 Action::Group(g.clone())
             }
             (None, Some(f)) => {
-                if !(100..=599).contains(&f.status) {
+                if !(200..=599).contains(&f.status) {
                     err(
                         cx,
-                        format!("route {n}: status {} is not an HTTP status", f.status),
+                        format!(
+                            "route {n}: status {} is not a final HTTP status (200 to 599)",
+                            f.status
+                        ),
                     );
                 }
                 for (k, val) in &f.headers {
@@ -1175,6 +1178,20 @@ mod tests {
         );
         // Every error names a line.
         assert!(diags.iter().all(|d| d.line > 0), "{all:?}");
+    }
+
+    #[test]
+    fn a_fixed_response_needs_a_final_status() {
+        for (status, ok) in [(103, false), (200, true), (599, true), (600, false)] {
+            let (_, diags) = compile_text(&format!(
+                "{GROUP}[listeners.h]\nregion = \"eu\"\nbind = \"127.0.1.9:8080\"\nmode = \"http\"\ngroup = \"g\"\nroutes = [{{ path_prefix = \"/x\", respond = {{ status = {status} }} }}]\n"
+            ));
+            let all = errors(&diags);
+            let refused = all
+                .iter()
+                .any(|m| m.contains(&format!("status {status} is not a final HTTP status")));
+            assert_eq!(refused, !ok, "{status}: {all:?}");
+        }
     }
 
     /// Writes `NAME.pem` and `NAME.key`: a self-signed certificate for `names`.

@@ -752,7 +752,10 @@ fn write_client_fields(
             first_via.get_or_insert(h.value);
             continue;
         }
-        if head.framing == Framing::Chunked && eq(h.name, "content-length") {
+        // (Framed by Transfer-Encoding, chunked or until the close: a
+        // Content-Length beside it is not the body's length.)
+        if matches!(head.framing, Framing::Chunked | Framing::Close) && eq(h.name, "content-length")
+        {
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());

@@ -418,6 +418,9 @@ struct Conn<S, F> {
     /// last: the client may still send on them (ignored), while HEADERS on
     /// any other closed stream is a connection error.
     cut: std::collections::VecDeque<u32>,
+    /// Streams that ended (the last 64): HEADERS on one is STREAM_CLOSED
+    /// (RFC 9113 §5.1), on a stream never opened PROTOCOL_ERROR (§5.1.1).
+    closed: std::collections::VecDeque<u32>,
     /// Read end reached, or a connection error: no more frames are read.
     read_closed: bool,
     /// A connection error was sent: the connection ends once `out` is out.
@@ -516,6 +519,7 @@ pub async fn serve<S>(
         conn_owed: 0,
         refused: 0,
         cut: std::collections::VecDeque::new(),
+        closed: std::collections::VecDeque::new(),
         read_closed: false,
         dead: false,
         goaway_recv: false,
@@ -1208,7 +1212,6 @@ where
             self.conn_error(PROTOCOL_ERROR, "padding longer than the frame");
             return;
         };
-        let pad = len - body.len() as i64;
         let Some(i) = self.streams.iter().position(|s| s.id == id) else {
             // A stream closed: its bytes are credited back. One we cut
             // short may still get some (ignored); on any other closed
@@ -1239,9 +1242,9 @@ where
             self.reset(id, FLOW_CONTROL_ERROR);
             return;
         }
-        // Padding is credited back at once.
-        s.owed += len - pad;
-        self.conn_owed += pad;
+        // Padding is credited back with the data, to the stream and the
+        // connection alike (the client counts it against both windows).
+        s.owed += len;
         let n = body.len() as u64;
         if let Some(left) = s.cl_left.as_mut() {
             if n > *left {
@@ -1414,10 +1417,15 @@ where
         }
         if id <= self.last_id {
             // A stream we cut short: its trailers, decoded (the table) and
-            // dropped. Any other: a stream going backwards, or one already
-            // closed (RFC 9113 §5.1, §5.1.1).
-            if !self.cut.contains(&id) {
-                self.conn_error(PROTOCOL_ERROR, "HEADERS on a closed stream");
+            // dropped. One that ended: STREAM_CLOSED (RFC 9113 §5.1). Any
+            // other: a stream going backwards (§5.1.1).
+            if self.cut.contains(&id) {
+                return;
+            }
+            if self.closed.contains(&id) {
+                self.conn_error(STREAM_CLOSED, "HEADERS on a closed stream");
+            } else {
+                self.conn_error(PROTOCOL_ERROR, "HEADERS on a stream never opened");
             }
             return;
         }
@@ -1665,6 +1673,10 @@ where
                     self.cut_short(id);
                 }
                 let s = self.streams.swap_remove(i);
+                if self.closed.len() == 64 {
+                    self.closed.pop_front();
+                }
+                self.closed.push_back(s.id);
                 // Bytes it held uncredited go back to the connection.
                 self.conn_owed += s.owed;
                 // Its pipe serves another stream (unless it grew large).
@@ -1732,18 +1744,20 @@ where
             self.frame(WINDOW_UPDATE, 0, id, &(n as u32).to_be_bytes());
             did = true;
         }
-        let s = &mut self.streams[i];
         let mut at = 0;
-        if s.resp == Resp::Head {
+        while self.streams[i].resp == Resp::Head {
+            let s = &mut self.streams[i];
             // (The loop may add via, set-cookie and connection to a
             // backend's MAX_HEADERS fields.)
             let mut hs = [httparse::EMPTY_HEADER; super::h1::MAX_HEADERS + 8];
             let mut r = httparse::Response::new(&mut hs);
-            match r.parse(&p.outb) {
+            match r.parse(&p.outb[at..]) {
                 Ok(httparse::Status::Complete(len)) => {
-                    // A final status only (a fixed response configured
-                    // with a 1xx one cannot be sent as one).
-                    let status = r.code.filter(|c| *c >= 200).unwrap_or(502);
+                    // (101 cannot be sent over HTTP/2, RFC 9113 §8.6.)
+                    let status = r.code.filter(|c| *c >= 100 && *c != 101).unwrap_or(502);
+                    // An interim response (103 Early Hints, ...): a
+                    // HEADERS frame of its own, the final head next.
+                    let interim = status < 200;
                     let mut block = std::mem::take(&mut self.hpack_spare);
                     block.clear();
                     hpack::encode_status(status, &mut block);
@@ -1786,6 +1800,16 @@ where
                             hpack::encode_field(name, h.value, &mut block);
                         }
                     }
+                    if interim {
+                        at += len;
+                        let id = s.id;
+                        self.headers_frames(id, 0, &block);
+                        if block.capacity() <= 64 * 1024 {
+                            self.hpack_spare = block;
+                        }
+                        did = true;
+                        continue;
+                    }
                     let body = if s.is_head || status == 204 || status == 304 {
                         None
                     } else if chunked {
@@ -1797,7 +1821,11 @@ where
                     };
                     // With no body to send, whatever follows the head is
                     // dropped (the writer must not wait on it).
-                    at = if body.is_none() { p.outb.len() } else { len };
+                    at = if body.is_none() {
+                        p.outb.len()
+                    } else {
+                        at + len
+                    };
                     let id = s.id;
                     s.resp = body.map_or(Resp::Done, Resp::Body);
                     let end = if body.is_none() { END_STREAM } else { 0 };
@@ -1814,6 +1842,7 @@ where
                         self.reset(id, INTERNAL_ERROR);
                         return true;
                     }
+                    break;
                 }
                 Err(_) => {
                     let id = s.id;
@@ -1969,6 +1998,12 @@ where
             if let Resp::Body(_) = self.streams[i].resp {
                 self.streams[i].resp = Resp::Body(body);
             }
+        }
+        // A stream whose response has ended takes nothing more from the
+        // loop (whatever it writes is dropped, so that it never waits on
+        // a pipe no one drains).
+        if self.streams[i].resp == Resp::Done {
+            at = p.outb.len();
         }
         if at > 0 {
             p.outb.drain(..at);

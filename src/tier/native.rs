@@ -950,6 +950,9 @@ async fn send_body<S: Client>(
     }
 }
 
+/// Interim (1xx) responses passed on before a final one, at most.
+const MAX_INTERIM: u32 = 16;
+
 /// One try on `backend`: the request out, the response head in.
 #[allow(clippy::too_many_arguments)]
 async fn one_try<S: Client>(
@@ -1086,6 +1089,7 @@ async fn one_try<S: Client>(
     let method = if req.is_head { "HEAD" } else { "GET" };
     let mut rbuf = Buf::new();
     let mut head_out = Out::new();
+    let mut interim = 0;
     let head = loop {
         if !rbuf.is_empty() {
             let back = |h: &h1::ResponseHead| h1::Back {
@@ -1096,8 +1100,28 @@ async fn one_try<S: Client>(
             };
             match h1::parse_response_into(rbuf.data(), method, back, &mut head_out.0) {
                 Ok(h) if h.status != 101 && (100..200).contains(&h.status) => {
-                    // Interim responses are not passed on (as hyper's client).
+                    // Interim responses (103 Early Hints, ...) go on to the
+                    // client as they come (RFC 9110 §15.2), without what
+                    // only a final head gets; a few of them at most.
+                    interim += 1;
+                    if interim > MAX_INTERIM {
+                        fail(cx, group, &backend, "interim responses without end");
+                        add(&backend.stats.http_errors, 1);
+                        return Try::Again(Answer::Small(502, Cow::Borrowed(UNREACHABLE)));
+                    }
+                    head_out.0.clear();
+                    let only = h1::Back {
+                        via: plan.via,
+                        set_cookie: None,
+                        close: false,
+                        clock: None,
+                    };
+                    h1::write_client_head(&rbuf.data()[..h.len], &h, &only, &mut head_out.0);
                     rbuf.consume(h.len);
+                    if send(sock, &head_out.0).await.is_err() {
+                        req.close = true;
+                    }
+                    head_out.0.clear();
                     continue;
                 }
                 Ok(h) => break h,
