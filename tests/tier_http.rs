@@ -490,6 +490,34 @@ fn a_503_in_retry_on_is_tried_on_another_backend() {
     );
 }
 
+/// A retry budget bounds retries to 30 per 10 s plus `retry_budget`
+/// percent of the window's requests: when every backend fails, retries
+/// cannot multiply the load on them.
+fn a_retry_budget_keeps_retries_from_multiplying_an_outage() {
+    let bes: Vec<HttpBe> = (11..=13)
+        .map(|i| HttpBe::start(&format!("127.0.1.{i}"), "x"))
+        .collect();
+    let addrs: Vec<SocketAddr> = bes.iter().map(|b| b.addr).collect();
+    let s = start(&format!(
+        "{}{}",
+        group("g", "ejection = { failures = 0 }\nretry_budget = 0", &addrs),
+        http_listener("g", "retries = 2\nretry_on = [503]")
+    ));
+    let hits = || -> usize { bes.iter().map(|b| b.hits.load(Ordering::Relaxed)).sum() };
+    // The first requests get their two retries each (the budget's floor
+    // of 30), the rest none: 40 requests make 40 + 30 backend requests,
+    // not 120.
+    for _ in 0..40 {
+        let (code, _) = get(vip(&s), "x", "/status/503", "");
+        assert_eq!(code, 503);
+    }
+    assert_eq!(hits(), 70, "40 requests and the budget's 30 retries");
+    // Requests that succeed still go through, once each.
+    let (code, _) = get(vip(&s), "x", "/", "");
+    assert_eq!(code, 200);
+    assert_eq!(hits(), 71);
+}
+
 fn h2c_with_prior_knowledge_is_proxied_to_http1_backends() {
     let a = HttpBe::start("127.0.1.11", "a");
     let s = start(&format!(
@@ -2048,6 +2076,7 @@ on_both_engines!(
     a_backend_without_response_headers_in_time_gives_504,
     repeated_5xx_eject_a_backend_and_retry_on_statuses_go_to_another,
     a_503_in_retry_on_is_tried_on_another_backend,
+    a_retry_budget_keeps_retries_from_multiplying_an_outage,
     h2c_with_prior_knowledge_is_proxied_to_http1_backends,
     malformed_and_smuggling_requests_get_400_and_never_reach_a_backend,
     rfc9112_6_3_a_content_length_transfer_encoding_conflict_cannot_smuggle_a_request,
