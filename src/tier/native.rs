@@ -1118,10 +1118,18 @@ async fn one_try<S: Client>(
                     };
                     h1::write_client_head(&rbuf.data()[..h.len], &h, &only, &mut head_out.0);
                     rbuf.consume(h.len);
-                    if send(sock, &head_out.0).await.is_err() {
-                        req.close = true;
-                    }
+                    // (Within the response's deadline: a client that does
+                    // not read must not hold the backend.)
+                    let sent = tokio::time::timeout_at(deadline, send(sock, &head_out.0)).await;
                     head_out.0.clear();
+                    if !matches!(sent, Ok(Ok(()))) {
+                        req.close = true;
+                        group.lock().balancer.release(&backend.id);
+                        return Try::Done(Answer::Small(
+                            502,
+                            Cow::Borrowed("the client did not take the interim response"),
+                        ));
+                    }
                     continue;
                 }
                 Ok(h) => break h,
@@ -1142,7 +1150,8 @@ async fn one_try<S: Client>(
                     Cow::Borrowed("the backend did not answer in time"),
                 ));
             }
-            Ok(Ok(0)) | Ok(Err(_)) if reused && rbuf.is_empty() => {
+            // (A backend that sent an interim response took the request.)
+            Ok(Ok(0)) | Ok(Err(_)) if reused && rbuf.is_empty() && interim == 0 => {
                 group.lock().balancer.release(&backend.id);
                 tracing::debug!(backend = %backend.id, "reused connection closed");
                 return Try::Stale(Answer::Small(
@@ -1277,14 +1286,21 @@ async fn answer<S: Client>(
                         draining,
                         at,
                     } = u;
+                    // The head's clock read, unless the body had to be
+                    // waited for (then the time after it).
+                    let idle_since = if out.answered == Some(at) {
+                        at
+                    } else {
+                        Instant::now()
+                    };
                     if head.keep_alive
                         && !draining
                         && buf.is_empty()
                         && *guard.backend.kill.borrow() == gen
                     {
-                        guard.backend.raw.put(conn, gen, at);
+                        guard.backend.raw.put(conn, gen, idle_since);
                     }
-                    out.idle_from = Some(at);
+                    out.idle_from = Some(idle_since);
                     !close
                 }
                 Err(BodyError::Write) => false,
