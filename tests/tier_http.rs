@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -1974,6 +1974,72 @@ fn rfc9110_6_6_1_responses_carry_a_date() {
     let (code, resp) = request(vip(&s), "GET / HTTP/1.1\r\nHost: a b\r\n\r\n");
     assert_eq!(code, 400, "{resp}");
     assert!(gmt(&date_of(&resp)), "{resp}");
+}
+
+/// A backend that answers a large upload before reading it (an early 413,
+/// as a size or auth check does) and closes: its answer reaches the client
+/// whole, the rest of the body is not waited for, and the backend is not
+/// blamed (the native engine; RFC 9112 §9.6 for the close).
+#[test]
+fn an_early_answer_to_an_upload_reaches_the_client() {
+    let l = std::net::TcpListener::bind("127.0.1.11:0").expect("bind");
+    let be = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            std::thread::spawn(move || {
+                // The head only, then the answer and the close.
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap_or(0) == 1 {
+                    head.push(b[0]);
+                }
+                let _ = c.write_all(
+                    b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 10\r\nconnection: close\r\n\r\ntoo large\n",
+                );
+                // Closed at once, the body unread: the kernel resets the
+                // connection right behind the answer.
+                let _ = c.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[be]),
+        http_listener("g", "")
+    ));
+    for _ in 0..20 {
+        let mut c = TcpStream::connect(vip(&s)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        c.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 64000000\r\n\r\n")
+            .expect("head");
+        let mut w = c.try_clone().expect("clone");
+        let sender = std::thread::spawn(move || {
+            let chunk = vec![b'u'; 64 * 1024];
+            let mut sent = 0;
+            while sent < 64_000_000 && w.write_all(&chunk).is_ok() {
+                sent += chunk.len();
+            }
+        });
+        let started = Instant::now();
+        let (code, resp) = read_response(&mut BufReader::new(c));
+        assert_eq!(code, 413, "{resp}");
+        assert!(resp.ends_with("\ntoo large\n"), "{resp}");
+        assert!(
+            resp.to_ascii_lowercase().contains("connection: close"),
+            "{resp}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        let _ = sender.join();
+    }
+    let b = backend_json(&s);
+    assert_eq!(b["http_errors"], 0, "{b}");
+    assert_eq!(b["http_timeouts"], 0, "{b}");
 }
 
 /// RFC 9110 §15.2: a proxy passes interim responses on (the native

@@ -548,11 +548,38 @@ pub async fn session<S: Client>(
         .await;
         if !keep {
             let _ = tokio::time::timeout(Duration::from_secs(1), sock.shutdown()).await;
+            let unread = match &req.chunked {
+                Some(c) => !c.is_done(),
+                None => req.body_left > 0,
+            };
+            // (An HTTP/2 stream is reset instead, RFC 9113 §8.1.)
+            if unread && !sock.multiplexed() {
+                linger(&mut sock).await;
+            }
             return Next::Closed;
         }
         idle_from = out.idle_from.or(out.answered);
         buf = Some(b);
     }
+}
+
+/// After answering a client whose request body was left unread, reads
+/// and drops what it still sends until it closes (at most 2 s between
+/// reads and 5 s in all): closing with unread bytes would reset the
+/// connection, and the reset can destroy the answer before the client has
+/// read it (RFC 9112 §9.6; NGINX's lingering close).
+async fn linger<S: Client>(sock: &mut S) {
+    let mut scratch = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_secs(2), sock.read(&mut scratch)).await
+        {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// A request head that did not arrive in time: 408 (RFC 9110 §15.5.9).
@@ -905,6 +932,8 @@ enum BodyError {
     Stalled,
     /// The backend's drain deadline closed the connection.
     Killed,
+    /// The backend answered before the request body was all sent.
+    Answered,
 }
 
 /// Passes the client's request body to the backend, within `deadline`.
@@ -916,6 +945,11 @@ async fn send_body<S: Client>(
     deadline: tokio::time::Instant,
     backend_deadline: tokio::time::Instant,
 ) -> Result<(), BodyError> {
+    let (mut rd, mut wr) = conn.split();
+    // Whether an answer from the backend ends the sending: until it sends
+    // an interim (1xx) response, which is read after the body.
+    let mut watch = true;
+    let mut probe = [0u8; 12];
     loop {
         let done = match &req.chunked {
             Some(c) => c.is_done(),
@@ -925,10 +959,20 @@ async fn send_body<S: Client>(
             return Ok(());
         }
         if buf.is_empty() {
-            match tokio::time::timeout_at(deadline, buf.fill(sock)).await {
-                Err(_) => return Err(BodyError::Timeout),
-                Ok(Ok(0)) | Ok(Err(_)) => return Err(BodyError::Broken),
-                Ok(Ok(_)) => {}
+            tokio::select! {
+                biased;
+                r = tokio::time::timeout_at(deadline, buf.fill(sock)) => match r {
+                    Err(_) => return Err(BodyError::Timeout),
+                    Ok(Ok(0)) | Ok(Err(_)) => return Err(BodyError::Broken),
+                    Ok(Ok(_)) => {}
+                },
+                p = rd.peek(&mut probe), if watch => {
+                    if final_or_gone(&p, &probe) {
+                        return Err(BodyError::Answered);
+                    }
+                    watch = false;
+                    continue;
+                }
             }
         }
         let n = match req.chunked.as_mut() {
@@ -941,12 +985,46 @@ async fn send_body<S: Client>(
                 n
             }
         };
-        match tokio::time::timeout_at(backend_deadline, conn.write_all(&buf.data()[..n])).await {
-            Err(_) => return Err(BodyError::Stalled),
-            Ok(Err(_)) => return Err(BodyError::Write),
-            Ok(Ok(())) => {}
+        // Written a piece at a time, so that an answer arriving meanwhile
+        // stops it between pieces (a write not yet taken writes nothing).
+        let mut off = 0;
+        while off < n {
+            tokio::select! {
+                biased;
+                w = tokio::time::timeout_at(backend_deadline, wr.write(&buf.data()[off..n])) => {
+                    match w {
+                        Err(_) => return Err(BodyError::Stalled),
+                        Ok(Ok(0)) | Ok(Err(_)) => return Err(BodyError::Write),
+                        Ok(Ok(k)) => off += k,
+                    }
+                }
+                p = rd.peek(&mut probe), if watch => {
+                    if final_or_gone(&p, &probe) {
+                        return Err(BodyError::Answered);
+                    }
+                    watch = false;
+                }
+            }
         }
         buf.consume(n);
+    }
+}
+
+/// Whether a backend that broke the connection while the request body went
+/// out had sent something first (its answer, read next).
+fn answered_already(conn: &TcpStream) -> bool {
+    // (Asked of the socket itself: the poller may not have seen it yet.)
+    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(socket2::SockRef::from(conn).peek(&mut b), Ok(n) if n > 0)
+}
+
+/// What the backend sent while the request body was going out ends the
+/// sending: a final response (RFC 9110 §15.2: anything but a 1xx), or the
+/// connection's end or an error (the response head's read reports it).
+fn final_or_gone(peeked: &std::io::Result<usize>, probe: &[u8; 12]) -> bool {
+    match peeked {
+        Ok(n) if *n >= probe.len() => !(probe.starts_with(b"HTTP/1.") && probe[9] == b'1'),
+        _ => true,
     }
 }
 
@@ -1042,10 +1120,23 @@ async fn one_try<S: Client>(
         add(&backend.stats.http_errors, 1);
         return Try::Again(Answer::Small(502, Cow::Borrowed(UNREACHABLE)));
     }
+    let mut early = false;
     if req.framing != Framing::None {
         let until = tokio::time::Instant::from_std(req.started + plan.body_timeout);
         match send_body(sock, buf, req, &mut conn, until, deadline).await {
             Ok(()) => {}
+            // The backend answered before the body was all sent (an early
+            // 401, 413, ...): its answer goes to the client, which closes
+            // after it with the rest of its body unread, as HAProxy and
+            // NGINX do; the connection is not used again.
+            Err(BodyError::Answered) => {
+                req.close = true;
+                early = true;
+            }
+            Err(BodyError::Write) if answered_already(&conn) => {
+                req.close = true;
+                early = true;
+            }
             Err(BodyError::Stalled) => {
                 req.close = true;
                 fail(
@@ -1207,7 +1298,7 @@ async fn one_try<S: Client>(
         close,
         guard,
         gen,
-        draining,
+        draining: draining || early,
         at: answered,
     });
     if plan.retry_on.contains(&status) {
@@ -1316,7 +1407,10 @@ async fn answer<S: Client>(
                     u.guard.failed("response body stalled");
                     false
                 }
-                Err(BodyError::Broken) | Err(BodyError::Framing) | Err(BodyError::Stalled) => {
+                Err(BodyError::Broken)
+                | Err(BodyError::Framing)
+                | Err(BodyError::Stalled)
+                | Err(BodyError::Answered) => {
                     sock.abort();
                     add(&u.guard.backend.stats.http_errors, 1);
                     u.guard.failed("response body broken off");
