@@ -132,6 +132,27 @@ async fn conn(mut s: TcpStream, peer: SocketAddr, id: &str, proxy: bool) -> std:
             })
             .map(|f| format!(" (X-Forwarded-For: {f})"))
             .unwrap_or_default();
+        // The request's body (Content-Length), read and dropped before
+        // answering, as an application would.
+        if let Some(end) = first.windows(4).position(|w| w == b"\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            let mut left = len.saturating_sub(first.len() - end - 4);
+            let mut sink = vec![0u8; 16 * 1024];
+            while left > 0 {
+                let n = s.read(&mut sink).await?;
+                if n == 0 {
+                    break;
+                }
+                left = left.saturating_sub(n);
+            }
+        }
         let body = if first.starts_with(b"GET /healthz") {
             "ok\n".to_string()
         } else {
