@@ -2042,6 +2042,43 @@ fn an_early_answer_to_an_upload_reaches_the_client() {
     assert_eq!(b["http_timeouts"], 0, "{b}");
 }
 
+/// A local answer (a fixed response) to a large upload reaches the client
+/// whole without waiting for the body, and no backend sees the request
+/// (the native engine; it closes with a lingering read, which loopback
+/// cannot show the need of: here the answer is read before any reset).
+#[test]
+fn a_fixed_answer_to_an_upload_reaches_the_client_whole() {
+    let a = HttpBe::start("127.0.1.11", "a");
+    let s = start(&format!(
+        "{}{}",
+        group("g", "", &[a.addr]),
+        http_listener(
+            "g",
+            "routes = [{ path_prefix = \"/down\", respond = { status = 503, body = \"maintenance\" } }]"
+        )
+    ));
+    for _ in 0..20 {
+        let mut c = TcpStream::connect(vip(&s)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        c.write_all(b"POST /down HTTP/1.1\r\nHost: x\r\nContent-Length: 64000000\r\n\r\n")
+            .expect("head");
+        let mut w = c.try_clone().expect("clone");
+        let sender = std::thread::spawn(move || {
+            let chunk = vec![b'u'; 64 * 1024];
+            let mut sent = 0;
+            while sent < 64_000_000 && w.write_all(&chunk).is_ok() {
+                sent += chunk.len();
+            }
+        });
+        let (code, resp) = read_response(&mut BufReader::new(c));
+        assert_eq!(code, 503, "{resp}");
+        assert!(resp.ends_with("maintenance"), "{resp}");
+        let _ = sender.join();
+    }
+    assert_eq!(a.hits.load(Ordering::Relaxed), 0);
+}
+
 /// RFC 9110 §15.2: a proxy passes interim responses on (the native
 /// engine; hyper's client drops them).
 #[test]

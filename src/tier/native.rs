@@ -511,7 +511,12 @@ pub async fn session<S: Client>(
                 let _ = tokio::time::timeout(Duration::from_secs(1), sock.shutdown()).await;
                 return Next::Closed;
             }
-            Ok(Prepared::Respond { status, len, close }) => {
+            Ok(Prepared::Respond {
+                status,
+                len,
+                close,
+                unread,
+            }) => {
                 b.consume(len);
                 finish(&cx, &mut out, status);
                 if close {
@@ -522,6 +527,9 @@ pub async fn session<S: Client>(
                 }
                 if close {
                     let _ = tokio::time::timeout(Duration::from_secs(1), sock.shutdown()).await;
+                    if unread && !sock.multiplexed() {
+                        linger(&mut sock).await;
+                    }
                     return Next::Closed;
                 }
                 idle_from = out.answered;
@@ -614,6 +622,8 @@ enum Prepared {
         status: u16,
         len: usize,
         close: bool,
+        /// The request has a body, left unread.
+        unread: bool,
     },
     Forward(Req, usize),
     /// The route's group speaks TLS or HTTP/2 to its backends (its own
@@ -653,6 +663,7 @@ fn prepare(
         ));
     }
     // A body left unread closes the connection after a local answer.
+    let has_body = !matches!(head.framing, Framing::None | Framing::Length(0));
     let close = head.framing != Framing::None || head.close || drain_close;
     if let Some(Err((which, wait))) = route.limits.as_ref().map(|l| l.check(cx.client.ip())) {
         add(
@@ -675,6 +686,7 @@ fn prepare(
             status: 429,
             len: head.len,
             close,
+            unread: has_body,
         };
     }
     let idx = rule.unwrap_or(plan.rules.len());
@@ -717,6 +729,7 @@ fn prepare(
                     status,
                     len: head.len,
                     close,
+                    unread: has_body,
                 };
             }
             (Action::Group(_), Some(g)) => g,
@@ -733,6 +746,7 @@ fn prepare(
                     status: 503,
                     len: head.len,
                     close,
+                    unread: has_body,
                 };
             }
         },
