@@ -1976,6 +1976,30 @@ fn rfc9110_6_6_1_responses_carry_a_date() {
     assert!(gmt(&date_of(&resp)), "{resp}");
 }
 
+/// A 64 MB POST to `path`, the body sent from a thread of its own for as
+/// long as the proxy takes it, while the answer is read: status and text.
+fn upload(addr: SocketAddr, path: &str) -> (u16, String) {
+    const LEN: usize = 64_000_000;
+    let mut c = TcpStream::connect(addr).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    c.write_all(
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {LEN}\r\n\r\n").as_bytes(),
+    )
+    .expect("head");
+    let mut w = c.try_clone().expect("clone");
+    let sender = std::thread::spawn(move || {
+        let chunk = vec![b'u'; 64 * 1024];
+        let mut sent = 0;
+        while sent < LEN && w.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+        }
+    });
+    let answer = read_response(&mut BufReader::new(c));
+    let _ = sender.join();
+    answer
+}
+
 /// A backend that answers a large upload before reading it (an early 413,
 /// as a size or auth check does) and closes: its answer reaches the client
 /// whole, the rest of the body is not waited for, and the backend is not
@@ -2009,21 +2033,8 @@ fn an_early_answer_to_an_upload_reaches_the_client() {
         http_listener("g", "")
     ));
     for _ in 0..20 {
-        let mut c = TcpStream::connect(vip(&s)).expect("connect");
-        c.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        c.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 64000000\r\n\r\n")
-            .expect("head");
-        let mut w = c.try_clone().expect("clone");
-        let sender = std::thread::spawn(move || {
-            let chunk = vec![b'u'; 64 * 1024];
-            let mut sent = 0;
-            while sent < 64_000_000 && w.write_all(&chunk).is_ok() {
-                sent += chunk.len();
-            }
-        });
         let started = Instant::now();
-        let (code, resp) = read_response(&mut BufReader::new(c));
+        let (code, resp) = upload(vip(&s), "/upload");
         assert_eq!(code, 413, "{resp}");
         assert!(resp.ends_with("\ntoo large\n"), "{resp}");
         assert!(
@@ -2035,7 +2046,6 @@ fn an_early_answer_to_an_upload_reaches_the_client() {
             "{:?}",
             started.elapsed()
         );
-        let _ = sender.join();
     }
     let b = backend_json(&s);
     assert_eq!(b["http_errors"], 0, "{b}");
@@ -2058,23 +2068,9 @@ fn a_fixed_answer_to_an_upload_reaches_the_client_whole() {
         )
     ));
     for _ in 0..20 {
-        let mut c = TcpStream::connect(vip(&s)).expect("connect");
-        c.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        c.write_all(b"POST /down HTTP/1.1\r\nHost: x\r\nContent-Length: 64000000\r\n\r\n")
-            .expect("head");
-        let mut w = c.try_clone().expect("clone");
-        let sender = std::thread::spawn(move || {
-            let chunk = vec![b'u'; 64 * 1024];
-            let mut sent = 0;
-            while sent < 64_000_000 && w.write_all(&chunk).is_ok() {
-                sent += chunk.len();
-            }
-        });
-        let (code, resp) = read_response(&mut BufReader::new(c));
+        let (code, resp) = upload(vip(&s), "/down");
         assert_eq!(code, 503, "{resp}");
         assert!(resp.ends_with("maintenance"), "{resp}");
-        let _ = sender.join();
     }
     assert_eq!(a.hits.load(Ordering::Relaxed), 0);
 }

@@ -639,7 +639,7 @@ pub fn trailer_lines(decoded: &[u8], fields: &[hpack::Field], lines: &mut Vec<u8
         let (n, v) = (f.name(decoded), f.value(decoded));
         let fits = lines.len() - start + n.len() + v.len() + 4 <= MAX_TRAILER_LINES;
         let plain = v.iter().all(|&c| (c >= 0x20 && c != 0x7f) || c == b'\t');
-        if fits && plain && trailer_allowed(n) && !connection_specific(n) && good_value(v) {
+        if fits && plain && trailer_allowed(n) && good_value(v) {
             lines.extend_from_slice(n);
             lines.extend_from_slice(b": ");
             lines.extend_from_slice(v);
@@ -1864,9 +1864,7 @@ where
                 let max = window.min(self.peer_max_frame).min(room);
                 match &mut body {
                     Body::Length(left) => {
-                        let n = avail
-                            .min(max)
-                            .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                        let n = piece(avail, max, *left);
                         if n == 0 {
                             break;
                         }
@@ -1928,9 +1926,7 @@ where
                                 };
                             }
                             Dechunk::Data(left) => {
-                                let n = avail
-                                    .min(max)
-                                    .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                                let n = piece(avail, max, *left);
                                 if n == 0 {
                                     break;
                                 }
@@ -2068,6 +2064,14 @@ where
     }
 }
 
+/// The next DATA frame's size: what is there, what the windows and the
+/// socket take, what is left of the body (or of the chunk).
+fn piece(avail: usize, max: usize, left: u64) -> usize {
+    avail
+        .min(max)
+        .min(usize::try_from(left).unwrap_or(usize::MAX))
+}
+
 /// A trailer section's fields as an HPACK block: names in lower case,
 /// without the fields a trailer must not carry (RFC 9110 §6.5.1: framing,
 /// routing) or HTTP/2 forbids (connection-specific ones).
@@ -2081,7 +2085,7 @@ fn trailer_block(fields: &[httparse::Header<'_>], block: &mut Vec<u8>) {
         let name = &mut lower[..n.len()];
         name.copy_from_slice(n);
         name.make_ascii_lowercase();
-        if connection_specific(name) || !trailer_allowed(name) || !good_value(f.value) {
+        if !trailer_allowed(name) || !good_value(f.value) {
             continue;
         }
         hpack::encode_field(name, f.value, block);
@@ -2092,6 +2096,7 @@ fn trailer_block(fields: &[httparse::Header<'_>], block: &mut Vec<u8>) {
 /// routing, authentication or control fields; not connection-specific).
 fn trailer_allowed(name: &[u8]) -> bool {
     good_name(name)
+        && !connection_specific(name)
         && !matches!(
             name,
             b"content-length"
